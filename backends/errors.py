@@ -1,0 +1,108 @@
+"""The one error tree every backend raises, and the router and runner act on.
+
+    EditError                      base; carries job_id and backend
+     ├── InvalidRequest            the request cannot run here: never retried, never falls back
+     ├── RateLimited               slow down; retry after `retry_after` seconds
+     ├── BackendUnavailable        this backend cannot serve now: follow the policy's fallbacks
+     │    └── BackendMisconfigured bad key, unverified org, missing model: a person must fix config
+     ├── ContentRejected           moderation refused it: no fallback unless the policy says so
+     └── BudgetExceeded            the policy's budget for this backend/period is spent
+
+Foreign errors (httpx, torch, diffusers) are translated into these at each backend's boundary.
+All are picklable (they cross process boundaries on Ray) and never hold secrets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class EditError(Exception):
+    """Base of all editroute errors. `str()` names the job and backend when known."""
+
+    def __init__(self, message: str, *, job_id: str | None = None, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job_id = job_id
+        self.backend = backend
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    def __reduce__(self):  # keyword-only attributes survive pickling
+        return (_rebuild, (type(self), self.message, self.job_id, self.backend, self._extra()))
+
+    def __str__(self) -> str:
+        where = []
+        if self.job_id is not None:
+            where.append(f"job {self.job_id!r}")
+        if self.backend is not None:
+            where.append(f"backend {self.backend!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+    def with_context(self, *, job_id: str | None = None, backend: str | None = None) -> EditError:
+        """Fill in job/backend if not yet known (errors are raised deep, named higher up)."""
+        if self.job_id is None:
+            self.job_id = job_id
+        if self.backend is None:
+            self.backend = backend
+        return self
+
+
+def _rebuild(cls, message, job_id, backend, extra):
+    return cls(message, job_id=job_id, backend=backend, **extra)
+
+
+class InvalidRequest(EditError):
+    """The request breaks a limit. `field`, `value` and `limit` say which, for people and for the server's
+    error envelope (`param`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        value: Any = None,
+        limit: str | None = None,
+        job_id: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, backend=backend)
+        self.field = field
+        self.value = value
+        self.limit = limit
+
+    def _extra(self) -> dict[str, Any]:
+        return {"field": self.field, "value": self.value, "limit": self.limit}
+
+
+class RateLimited(EditError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        job_id: str | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, backend=backend)
+        self.retry_after = retry_after
+
+    def _extra(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
+
+
+class BackendUnavailable(EditError):
+    pass
+
+
+class BackendMisconfigured(BackendUnavailable):
+    pass
+
+
+class ContentRejected(EditError):
+    pass
+
+
+class BudgetExceeded(EditError):
+    pass

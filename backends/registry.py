@@ -1,0 +1,53 @@
+"""How a policy's `kind:` becomes a backend object.
+
+One dict of lazily imported "module:Class" paths, so `import backends` stays light (no torch) and a
+missing optional dependency surfaces only when that kind is used, with the extra to install.
+Each backend class provides `Settings` (a pydantic model, extra="forbid") and
+`from_settings(name, settings) -> backend`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from backends.errors import BackendMisconfigured
+
+BACKEND_KINDS: dict[str, str] = {
+    "openai": "backends.openai:OpenAIEditBackend",
+    "sdxl": "backends.sdxl:SDXLInpaintBackend",
+    "function": "backends.function:FunctionBackend",
+}
+
+# Which extra brings the dependencies of a kind, for the install hint.
+_EXTRAS = {"sdxl": "sdxl"}
+
+
+class UnknownBackendKind(ValueError):
+    pass
+
+
+def backend_class(kind: str) -> type:
+    try:
+        path = BACKEND_KINDS[kind]
+    except KeyError:
+        close = difflib.get_close_matches(kind, BACKEND_KINDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownBackendKind(
+            f"unknown backend kind {kind!r} (known: {', '.join(BACKEND_KINDS)}).{hint}") from None
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # pragma: no cover - depends on what is installed
+        extra = _EXTRAS.get(kind)
+        hint = f' Install it with: pip install "editroute[{extra}]"' if extra else ""
+        raise BackendMisconfigured(f"backend kind {kind!r} needs {exc.name!r}.{hint}") from exc
+    return getattr(module, class_name)
+
+
+def create_backend(kind: str, name: str, settings: Mapping[str, Any] | None = None):
+    """Build a backend from a policy entry's settings (validated by the class's `Settings`)."""
+    cls = backend_class(kind)
+    return cls.from_settings(name, dict(settings or {}))

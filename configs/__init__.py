@@ -1,0 +1,8 @@
+"""Shipped configuration: `prices.yaml` and `policies/*.yaml` (package data, so an installed editroute finds
+them too)."""
+
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent
+PRICES_FILE = CONFIG_DIR / "prices.yaml"
+POLICIES_DIR = CONFIG_DIR / "policies"

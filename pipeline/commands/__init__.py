@@ -1,0 +1,1 @@
+"""One module per `editroute` subcommand; see `pipeline.cli`."""

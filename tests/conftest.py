@@ -1,0 +1,62 @@
+"""Suite-wide guards: nothing leaves loopback, no real API key is ever visible to a test, hubs are offline."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_create_connection = socket.create_connection
+
+
+def _is_local(address) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX path
+        return True
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False  # a hostname other than localhost would need DNS: refuse
+
+
+def _guard(address):
+    if not _is_local(address):
+        raise RuntimeError(f"test tried to reach {address!r}: tests may only use loopback")
+
+
+def _connect(self, address):
+    _guard(address)
+    return _real_connect(self, address)
+
+
+def _connect_ex(self, address):
+    _guard(address)
+    return _real_connect_ex(self, address)
+
+
+def _create_connection(address, *args, **kwargs):
+    _guard(address)
+    return _real_create_connection(address, *args, **kwargs)
+
+
+socket.socket.connect = _connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
+socket.create_connection = _create_connection  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_keys(monkeypatch):
+    """A developer's real key must never reach a test (or a loopback log)."""
+    for name in ("OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_BASE_URL", "EDITROUTE_API_KEYS"):
+        monkeypatch.delenv(name, raising=False)

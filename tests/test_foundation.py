@@ -1,0 +1,62 @@
+"""The foundation every module relies on: light imports, the error tree, the registry, shared validation."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, RateLimited
+from backends.function import FunctionBackend
+from backends.registry import UnknownBackendKind, backend_class
+from tests.backend_contract import BackendContract
+
+
+def test_importing_packages_does_not_load_torch_or_diffusers():
+    code = ("import sys, backends, pipeline, pipeline.cli, backends.registry, backends.validation;"
+            "import pipeline.cli as c; c.build_parser();"
+            "bad = [m for m in ('torch', 'diffusers', 'transformers', 'ray', 'fastapi') if m in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        InvalidRequest("n out of range", field="n", value=11, limit="1 to 10", job_id="j1", backend="api"),
+        RateLimited("slow down", retry_after=2.5, job_id="j2", backend="api"),
+        BackendMisconfigured("bad key", backend="api"),
+        EditError("plain"),
+    ],
+)
+def test_errors_pickle_with_their_fields(exc):
+    clone = pickle.loads(pickle.dumps(exc))
+    assert type(clone) is type(exc)
+    assert str(clone) == str(exc)
+    assert vars(clone) == vars(exc)
+
+
+def test_error_names_job_and_backend():
+    exc = RateLimited("429 from upstream", retry_after=1.0, job_id="job-42", backend="openai-high")
+    assert str(exc) == "job 'job-42', backend 'openai-high': 429 from upstream"
+    assert isinstance(BackendMisconfigured("x"), BackendUnavailable)
+
+
+def test_registry_suggests_the_kind_meant():
+    with pytest.raises(UnknownBackendKind, match="Did you mean 'openai'"):
+        backend_class("opneai")
+    assert backend_class("function") is FunctionBackend
+
+
+class TestFunctionBackendContract(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return FunctionBackend(name="fake", cost_per_image=Decimal("0.02"))
+
+    @pytest.fixture
+    def paid_calls(self, backend):
+        return lambda: backend.calls
