@@ -1,0 +1,94 @@
+"""`editroute doctor [--policy FILE]`: what this machine can run, before you spend anything.
+
+Checks the optional stacks (SDXL: torch/diffusers and the accelerator; server; ray), whether an OpenAI key
+is configured (never printing it), how old the shipped prices are, and, with --policy, that the policy loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import os
+import platform
+from datetime import date
+
+from rich.console import Console
+from rich.table import Table
+
+_STACKS = {
+    "sdxl": ["torch", "diffusers", "transformers", "accelerate"],
+    "server": ["fastapi", "uvicorn", "multipart"],
+    "ray": ["ray"],
+    "bench": ["matplotlib"],
+}
+_DISTRIBUTIONS = {"multipart": "python-multipart"}
+PRICE_AGE_WARN_DAYS = 120
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check what this machine can run (GPU, extras, API key, prices)")
+    p.add_argument("--policy", help="also check that this policy file loads")
+    p.set_defaults(func=run)
+
+
+def _version(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return importlib.metadata.version(_DISTRIBUTIONS.get(module, module))
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
+
+
+def _accelerator() -> str:
+    import torch  # only when the sdxl stack is present
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        free, total = torch.cuda.mem_get_info()
+        return f"CUDA: {', '.join(names)} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free on cuda:0)"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "Apple MPS"
+    return "none (SDXL would run on CPU: fine for tests, far too slow for production)"
+
+
+def run(args: argparse.Namespace) -> int:
+    from backends.pricing import load_prices
+
+    console = Console()
+    table = Table(title="editroute doctor", show_lines=False)
+    table.add_column("check")
+    table.add_column("status")
+    problems = 0
+    table.add_row("python", platform.python_version())
+    for extra, modules in _STACKS.items():
+        versions = {m: _version(m) for m in modules}
+        missing = [m for m, v in versions.items() if v is None]
+        status = (f"[red]missing {', '.join(missing)}[/] (pip install \"editroute[{extra}]\")" if missing
+                  else ", ".join(f"{m} {v}" for m, v in versions.items()))
+        table.add_row(f"extra [{extra}]", status)
+    if _version("torch"):
+        table.add_row("accelerator", _accelerator())
+    key_set = bool(os.environ.get("OPENAI_API_KEY"))
+    table.add_row("OPENAI_API_KEY", "set (value not shown)" if key_set else
+                  "[yellow]not set[/] (API backends fail until it is, or use api_key_file)")
+    hf_home = os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface")
+    table.add_row("HF cache", hf_home)
+    prices = load_prices()
+    oldest = min(date.fromisoformat(m.as_of) for m in prices.models.values())
+    age = (date.today() - oldest).days
+    colour = "yellow" if age > PRICE_AGE_WARN_DAYS else "green"
+    table.add_row("prices.yaml", f"[{colour}]oldest model price from {oldest} ({age} days old)[/]")
+    if args.policy:
+        from pipeline.errors import ConfigError
+        from pipeline.policy import load_policy
+
+        try:
+            policy = load_policy(args.policy)
+            table.add_row("policy", f"[green]ok[/]: backends {', '.join(policy.backends)}")
+        except ConfigError as exc:
+            problems += 1
+            table.add_row("policy", f"[red]{exc}[/]")
+    console.print(table)
+    return 2 if problems else 0
