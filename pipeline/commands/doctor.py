@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
     for extra, modules in _STACKS.items():
         versions = {m: _version(m) for m in modules}
         missing = [m for m, v in versions.items() if v is None]
-        status = (f"[red]missing {', '.join(missing)}[/] (pip install \"editroute[{extra}]\")" if missing
+        status = (f"[red]missing {', '.join(missing)}[/] (pip install \"editroute\\[{extra}]\")" if missing
                   else ", ".join(f"{m} {v}" for m, v in versions.items()))
-        table.add_row(f"extra [{extra}]", status)
+        table.add_row(f"extra {extra}", status)
     if _version("torch"):
         table.add_row("accelerator", _accelerator())
     key_set = bool(os.environ.get("OPENAI_API_KEY"))
