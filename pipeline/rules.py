@@ -1,0 +1,182 @@
+"""The `when:` block of a policy rule (and of a volume shift): conditions on a job's fields, all of which
+must hold. Compiled once at load into a tuple of small predicates, so matching 100,000 jobs is cheap."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from backends.base import BACKGROUNDS, QUALITIES
+from pipeline.jobs import Job
+
+Predicate = Callable[[Job], bool]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntRange(_Strict):
+    """`3` (exactly), or `{min: 3}`, `{max: 1}`, `{min: 2, max: 5}` (inclusive)."""
+
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact(cls, data: Any) -> Any:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"min": data, "max": data}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.min is None and self.max is None:
+            raise ValueError("give min and/or max, or a single number")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+    def contains(self, value: int) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def describe(self, what: str) -> str:
+        if self.min == self.max:
+            return f"{what}={self.min}"
+        if self.max is None:
+            return f"{what}>={self.min}"
+        if self.min is None:
+            return f"{what}<={self.max}"
+        return f"{self.min}<={what}<={self.max}"
+
+
+class TagMatch(_Strict):
+    """`[a, b]` (any of them), `{any: [...]}` or `{all: [...]}` (both may be given)."""
+
+    any: frozenset[str] | None = None
+    all: frozenset[str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_means_any(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"any": [data]}
+        if isinstance(data, list):
+            return {"any": data}
+        return data
+
+    @model_validator(mode="after")
+    def _something(self) -> TagMatch:
+        if not self.any and not self.all:
+            raise ValueError("give a non-empty `any:` or `all:` list of tags")
+        return self
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class When(_Strict):
+    """Conditions on a job; all given ones must hold. An empty `when:` matches every job."""
+
+    quality: frozenset[str] | None = None
+    has_mask: bool | None = None
+    images: IntRange | None = None
+    n: IntRange | None = None
+    size: frozenset[str] | None = None
+    background: frozenset[str] | None = None
+    tags: TagMatch | None = None
+    prompt_length: IntRange | None = None
+    prompt_regex: str | None = None
+
+    _predicates: tuple[Predicate, ...] = PrivateAttr(default=())
+    _text: str = PrivateAttr(default="any job")
+
+    @field_validator("quality", "size", "background", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _one_or_many(v)
+
+    @field_validator("quality")
+    @classmethod
+    def _qualities(cls, v: frozenset[str] | None) -> frozenset[str] | None:
+        bad = sorted(set(v or ()) - set(QUALITIES))
+        if bad:
+            raise ValueError(f"quality must be among {', '.join(QUALITIES)}; unknown: {', '.join(bad)}")
+        return v
+
+    @field_validator("background")
+    @classmethod
+    def _backgrounds(cls, v: frozenset[str] | None) -> frozenset[str] | None:
+        bad = sorted(set(v or ()) - set(BACKGROUNDS))
+        if bad:
+            raise ValueError(f"background must be among {', '.join(BACKGROUNDS)}; unknown: {', '.join(bad)}")
+        return v
+
+    @field_validator("prompt_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"a valid Python regular expression ({exc})") from None
+        return v
+
+    def model_post_init(self, _context: Any) -> None:
+        preds: list[Predicate] = []
+        text: list[str] = []
+        if self.quality is not None:
+            qs = self.quality
+            preds.append(lambda j: j.request.quality in qs)
+            text.append("quality in " + "|".join(sorted(qs)))
+        if self.has_mask is not None:
+            want = self.has_mask
+            preds.append(lambda j: (j.request.mask is not None) is want)
+            text.append("has a mask" if want else "has no mask")
+        if self.images is not None:
+            r = self.images
+            preds.append(lambda j: r.contains(len(j.request.images)))
+            text.append(r.describe("images"))
+        if self.n is not None:
+            r_n = self.n
+            preds.append(lambda j: r_n.contains(j.request.n))
+            text.append(r_n.describe("n"))
+        if self.size is not None:
+            sizes = self.size
+            preds.append(lambda j: j.request.size in sizes)
+            text.append("size in " + "|".join(sorted(sizes)))
+        if self.background is not None:
+            bgs = self.background
+            preds.append(lambda j: j.request.background in bgs)
+            text.append("background in " + "|".join(sorted(bgs)))
+        if self.tags is not None:
+            any_of, all_of = self.tags.any, self.tags.all
+            if any_of:
+                preds.append(lambda j: not any_of.isdisjoint(j.tags))
+                text.append("tags any of " + ",".join(sorted(any_of)))
+            if all_of:
+                preds.append(lambda j: all_of.issubset(j.tags))
+                text.append("tags all of " + ",".join(sorted(all_of)))
+        if self.prompt_length is not None:
+            r_p = self.prompt_length
+            preds.append(lambda j: r_p.contains(len(j.request.prompt)))
+            text.append(r_p.describe("prompt length"))
+        if self.prompt_regex is not None:
+            search = re.compile(self.prompt_regex).search
+            preds.append(lambda j: search(j.request.prompt) is not None)
+            text.append(f"prompt matches /{self.prompt_regex}/")
+        self._predicates = tuple(preds)
+        self._text = ", ".join(text) or "any job"
+
+    def matches(self, job: Job) -> bool:
+        for pred in self._predicates:
+            if not pred(job):
+                return False
+        return True
+
+    def describe(self) -> str:
+        return self._text
