@@ -1,0 +1,378 @@
+"""Run self-hosted backends on a Ray cluster: a pool of actors per backend, each loading its model once.
+
+The driver keeps everything that decides and records: routing, budgets, retries, fallbacks, the ledger
+and the output files. An actor only runs `backend.edit(request)` on a materialized request (image bytes,
+not paths) and returns the `EditResult` (outputs as bytes, GPU-seconds measured where the GPU is), so
+workers never open the ledger or the output folder and a job is recorded once, by the one writer.
+
+Faults: an actor that dies mid-job is killed for certain, replaced, and the job retried once on the pool;
+a second death gives `BackendUnavailable`, which the runner handles like any backend outage (fallbacks).
+Before any actor starts, the actor's needs are checked against `ray.cluster_resources()`, and actors must
+become ready within `ready_timeout_s`: Ray would otherwise leave them pending forever (a `num_gpus: 1`
+actor on a CPU-only cluster never starts and never fails).
+
+`import ray` happens only inside functions: `import pipeline` must not import Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backends.base import EditRequest, EditResult
+from backends.errors import BackendUnavailable
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RAY_KINDS = frozenset({"sdxl"})  # backend kinds that run on actors unless `ray.backends` says otherwise
+_EPS = 1e-9
+
+
+class RaySettings(BaseModel):
+    """The policy's optional `ray:` section: where self-hosted work runs on the cluster.
+
+    Every actor of every backend listed in `backends` asks Ray for `num_cpus`, `num_gpus` and `resources`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backends: list[str] | None = None  # backend names run on actors; default: every backend of kind sdxl
+    actors: int | None = Field(default=None, ge=1)  # per backend; default: as many as the cluster admits
+    num_gpus: float = Field(default=1.0, ge=0)
+    num_cpus: float = Field(default=1.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)  # custom resources, e.g. {"sdxl": 1}
+    ready_timeout_s: float = Field(default=600.0, gt=0)  # actor start plus model load
+    max_job_retries: int = Field(default=1, ge=0, le=3)  # re-runs of a job whose actor died
+
+    def actor_needs(self) -> dict[str, float]:
+        """What one actor asks of the cluster, in Ray's resource names (zeros left out)."""
+        needs = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {k: float(v) for k, v in needs.items() if v > 0}
+
+
+def parse_ray_settings(raw: Mapping[str, Any] | RaySettings | None, *, source: str = "policy") -> RaySettings:
+    """`ray:` mapping -> RaySettings; a bad key or value is a ConfigError naming it."""
+    if isinstance(raw, RaySettings):
+        return raw
+    try:
+        return RaySettings.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"ray.{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+                             for e in exc.errors())
+        raise ConfigError(f"{source}: invalid `ray:` section: {problems}") from None
+
+
+def _fmt(resources: Mapping[str, float]) -> str:
+    shown = {k: v for k, v in sorted(resources.items())
+             if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
+    return ", ".join(f"{k}={v:g}" for k, v in shown.items()) or "nothing"
+
+
+def plan_actors(settings: RaySettings, backends: list[str], cluster: Mapping[str, float]) -> int:
+    """Actors per backend that the cluster's total resources admit; ConfigError when it cannot host them.
+
+    Default: fill the cluster (one actor per GPU with `num_gpus: 1`), split evenly between the backends.
+    """
+    if not backends:
+        return 0
+    needs = settings.actor_needs()
+    who = ", ".join(repr(b) for b in backends)
+    missing = {k: v for k, v in needs.items() if cluster.get(k, 0.0) + _EPS < v}
+    if missing:
+        hints = []
+        if "GPU" in missing:
+            hints.append("start the worker nodes on GPU machines (`ray start ... --num-gpus N`), or set "
+                         "`ray: {num_gpus: 0}` in the policy to run on CPUs")
+        custom = sorted(set(missing) - {"CPU", "GPU"})
+        if custom:
+            example = json.dumps({custom[0]: 1})
+            hints.append(f"declare them on the nodes, e.g. `ray start ... --resources='{example}'`")
+        raise ConfigError(
+            f"the Ray cluster cannot host an actor for backend {who}: each actor needs {_fmt(needs)} but the "
+            f"cluster has {_fmt({k: cluster.get(k, 0.0) for k in missing})} of it "
+            f"(cluster total: {_fmt(cluster)}). Fix: {'; '.join(hints) or 'lower `ray.num_cpus`'}.")
+    fit = min((int(cluster[k] / v + _EPS) for k, v in needs.items()), default=len(backends))
+    if settings.actors is None:
+        per_backend = fit // len(backends)
+        if per_backend < 1:
+            raise ConfigError(f"the Ray cluster fits {fit} actor(s) of {_fmt(needs)} but {len(backends)} backends "
+                              f"({who}) need one each (cluster total: {_fmt(cluster)})")
+        return per_backend
+    wanted = settings.actors * len(backends)
+    if wanted > fit:
+        raise ConfigError(f"`ray.actors: {settings.actors}` for backend {who} needs {wanted} actor(s) of "
+                          f"{_fmt(needs)}, but the cluster fits only {fit} (cluster total: {_fmt(cluster)})")
+    return settings.actors
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """An exception from `edit()` carried back as a value (Ray would wrap a raised one in RayTaskError)."""
+
+    error: BaseException
+
+
+class BackendActor:
+    """Runs in a Ray worker process: one backend, loaded once, used for many jobs."""
+
+    def __init__(self, kind: str, name: str, settings: Mapping[str, Any]) -> None:
+        from backends.registry import create_backend
+
+        self._backend = create_backend(kind, name, dict(settings))
+
+    def ready(self) -> dict[str, Any]:
+        """Load the model now (so readiness covers it) and say where this actor runs."""
+        import ray
+
+        load = getattr(self._backend, "load", None)
+        if callable(load):
+            load()
+        ctx = ray.get_runtime_context()
+        return {"pid": os.getpid(), "node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+
+    def edit(self, request: EditRequest) -> EditResult | _Failure:
+        try:
+            return self._backend.edit(request)
+        except Exception as exc:  # errors are picklable by design; the driver re-raises them
+            return _Failure(exc)
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    info: dict[str, Any]
+
+
+class ActorPool:
+    """Actors of one backend. `edit()` is blocking and thread-safe: the runner's worker threads call it,
+    each job takes an idle actor (waiting while all are busy), so no actor runs two jobs at once."""
+
+    def __init__(self, name: str, kind: str, settings: Mapping[str, Any], ray_settings: RaySettings,
+                 size: int) -> None:
+        self.name, self.kind, self.settings = name, kind, dict(settings)
+        self.ray_settings, self.size = ray_settings, size
+        self._idle: list[_Actor] = []
+        self._live = 0
+        self._cond = threading.Condition()
+        self.replaced = 0  # actors replaced after dying, for reports and tests
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def _spawn(self, count: int) -> list[_Actor]:
+        """Start `count` actors and wait until each has loaded its model; kill them all on failure."""
+        import ray
+
+        rs = self.ray_settings
+        cls = ray.remote(BackendActor).options(
+            num_cpus=rs.num_cpus, num_gpus=rs.num_gpus, resources=dict(rs.resources) or None,
+            max_restarts=0, max_task_retries=0,  # the pool replaces and retries itself, exactly as documented
+            name=None)
+        handles = [cls.remote(self.kind, self.name, self.settings) for _ in range(count)]
+        refs = [h.ready.remote() for h in handles]
+        start = time.monotonic()
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=rs.ready_timeout_s)
+        try:
+            if pending:
+                raise ConfigError(
+                    f"backend {self.name!r}: {len(pending)} of {count} Ray actor(s) not ready after "
+                    f"{rs.ready_timeout_s:g} s. Each needs {_fmt(rs.actor_needs())}; free now: "
+                    f"{_fmt(ray.available_resources())}. Other work may hold the resources, or the model "
+                    f"load is slow (raise `ray.ready_timeout_s`)")
+            infos = ray.get(refs)
+        except BaseException as exc:
+            for h in handles:
+                ray.kill(h, no_restart=True)
+            if isinstance(exc, ConfigError):
+                raise
+            cause = getattr(exc, "cause", None) or exc
+            raise BackendUnavailable(f"a Ray actor failed to start: {type(cause).__name__}: {cause}",
+                                     backend=self.name) from None
+        log.info("backend %s: %d Ray actor(s) ready in %.1f s: %s", self.name, count,
+                 time.monotonic() - start, infos)
+        return [_Actor(h, i) for h, i in zip(handles, infos, strict=True)]
+
+    def start(self) -> None:
+        actors = self._spawn(self.size)
+        with self._cond:
+            self._idle.extend(actors)
+            self._live += len(actors)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        import ray
+
+        with self._cond:
+            actors, self._idle = self._idle, []
+            self._live = 0
+            self._cond.notify_all()
+        for a in actors:
+            ray.kill(a.handle, no_restart=True)
+
+    @property
+    def pids(self) -> list[int]:
+        with self._cond:
+            return [a.info["pid"] for a in self._idle]
+
+    # -- jobs -----------------------------------------------------------------------------------------
+    def _acquire(self, job_id: str | None) -> _Actor:
+        with self._cond:
+            while not self._idle:
+                if self._live == 0:
+                    raise BackendUnavailable("no Ray actor left to run this job (all died and could not be "
+                                             "replaced)", job_id=job_id, backend=self.name)
+                self._cond.wait()
+            return self._idle.pop()
+
+    def _release(self, actor: _Actor) -> None:
+        with self._cond:
+            self._idle.append(actor)
+            self._cond.notify()
+
+    def _replace(self, dead: _Actor) -> None:
+        """Make sure the dead actor is gone, then start a new one; the pool shrinks if that fails."""
+        import ray
+
+        ray.kill(dead.handle, no_restart=True)
+        with self._cond:
+            self._live -= 1
+        try:
+            (new,) = self._spawn(1)
+        except Exception as exc:  # the pool goes on with fewer actors; none left -> jobs fail over
+            log.warning("backend %s: could not replace a dead Ray actor: %s", self.name, exc)
+            with self._cond:
+                self._cond.notify_all()
+            return
+        self.replaced += 1
+        with self._cond:
+            self._live += 1
+            self._idle.append(new)
+            self._cond.notify()
+
+    def edit(self, request: EditRequest) -> EditResult:
+        import ray
+        from ray.exceptions import RayActorError
+
+        request = request.materialized()  # bytes travel; paths on the driver mean nothing to a worker
+        deaths = 0
+        while True:
+            actor = self._acquire(request.job_id)
+            try:
+                outcome = ray.get(actor.handle.edit.remote(request))
+            except RayActorError as exc:
+                deaths += 1
+                log.warning("backend %s: Ray actor (pid %s) died running job %s (%s); replacing it",
+                            self.name, actor.info.get("pid"), request.job_id, type(exc).__name__)
+                self._replace(actor)
+                if deaths > self.ray_settings.max_job_retries:
+                    raise BackendUnavailable(
+                        f"the Ray actor running this job died {deaths} times (last: {type(exc).__name__})",
+                        job_id=request.job_id, backend=self.name) from None
+                continue
+            self._release(actor)
+            if isinstance(outcome, _Failure):
+                raise outcome.error
+            return outcome
+
+
+# -- the executor -------------------------------------------------------------------------------------------
+
+
+def connect(address: str | None = None) -> bool:
+    """Connect to Ray (`address`: "auto", "HOST:6379", "ray://...", or None for $RAY_ADDRESS or a new local
+    instance). Reuses an existing connection; returns True when this call made it (so close() ends it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+        raise ConfigError(f"cannot connect to the Ray cluster at {where!r}: {exc}. Start one with "
+                          f"`ray start --head`, then pass `--ray-address auto` (or HOST:6379)") from None
+    return True
+
+
+def ray_backend_names(policy: Any, settings: RaySettings) -> list[str]:
+    """Backends whose jobs run on actors: `ray.backends`, else every self-hosted backend of the policy."""
+    if settings.backends is not None:
+        unknown = [b for b in settings.backends if b not in policy.backends]
+        if unknown:
+            raise ConfigError(f"{getattr(policy, 'source', None) or 'policy'}: ray.backends: unknown backend(s) "
+                              f"{', '.join(map(repr, unknown))} (expected one of {', '.join(policy.backends)})")
+        return list(settings.backends)
+    return [name for name, spec in policy.backends.items()
+            if getattr(spec, "hosting", None) == "self-hosted" or spec.kind in DEFAULT_RAY_KINDS]
+
+
+class RayExecutor:
+    """Runs the chosen backends' `edit()` on Ray actor pools; every other backend runs here, in the caller's
+    thread, exactly as the local executor would. Nothing else changes: the caller still routes, reserves
+    budget, writes outputs and records the ledger."""
+
+    name = "ray"
+
+    def __init__(self, policy: Any, *, settings: RaySettings | Mapping[str, Any] | None = None,
+                 address: str | None = None) -> None:
+        if settings is None:
+            settings = getattr(policy, "ray", None)
+        self.settings = parse_ray_settings(settings, source=getattr(policy, "source", None) or "policy")
+        self.policy = policy
+        self.address = address
+        self.pools: dict[str, ActorPool] = {}
+        self._owns_ray = False
+
+    def start(self) -> RayExecutor:
+        """Connect, check the cluster can host the actors, start them; fail fast with a ConfigError if not."""
+        import ray
+
+        names = ray_backend_names(self.policy, self.settings)
+        if not names:
+            return self
+        self._owns_ray = connect(self.address)
+        try:
+            size = plan_actors(self.settings, names, ray.cluster_resources())
+            for name in names:
+                spec = self.policy.backends[name]
+                pool = ActorPool(name, spec.kind, spec.settings, self.settings, size)
+                pool.start()
+                self.pools[name] = pool
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def concurrency(self, backend: str) -> int | None:
+        """Jobs of `backend` worth running at once (one per actor); None: not on Ray."""
+        pool = self.pools.get(backend)
+        return pool.size if pool else None
+
+    def edit(self, backend: Any, request: EditRequest) -> EditResult:
+        pool = self.pools.get(backend.name)
+        if pool is None:
+            return backend.edit(request)
+        return pool.edit(request)
+
+    def close(self) -> None:
+        pools, self.pools = self.pools, {}
+        for pool in pools.values():
+            pool.close()
+        if self._owns_ray:
+            import ray
+
+            ray.shutdown()
+            self._owns_ray = False
+
+    def __enter__(self) -> RayExecutor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

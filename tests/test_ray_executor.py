@@ -1,0 +1,173 @@
+"""The Ray executor on a local 2-CPU Ray runtime (no GPUs ever requested; `sdxl` is a custom resource).
+
+One Ray start for the whole module. Faults are injected from inside a job: the handler SIGKILLs its own
+actor process, deterministically, the first time (or every time) it sees a marked job.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from backends.base import EditRequest
+from backends.errors import BackendUnavailable, InvalidRequest
+from backends.function import solid_images
+from backends.images import InputImage
+from pipeline.errors import ConfigError
+from pipeline.executors.ray import ActorPool, RayExecutor, RaySettings, parse_ray_settings, plan_actors
+from tests.imagery import image_bytes
+
+ray = pytest.importorskip("ray")
+
+CLUSTER_SDXL = 2  # custom `sdxl` slots on the test node
+
+
+# -- runs inside the actors (imported there by reference) ----------------------------------------------------
+def faulty(marker_dir: str, request: EditRequest) -> list[bytes]:
+    """Records each run; SIGKILLs its own process on a job whose prompt says so (`die once` / `die always`)."""
+    folder = Path(marker_dir)
+    with open(folder / f"{request.job_id}.runs", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    died = folder / f"{request.job_id}.died"
+    if request.prompt == "die always" or (request.prompt == "die once" and not died.exists()):
+        died.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    if request.prompt == "refuse":
+        raise InvalidRequest("refused by the handler", field="prompt", job_id=request.job_id)
+    return solid_images(request)
+
+
+def runs(marker_dir: Path, job_id: str) -> int:
+    path = marker_dir / f"{job_id}.runs"
+    return len(path.read_text().split()) if path.exists() else 0
+
+
+def request(job_id: str, prompt: str = "paint it") -> EditRequest:
+    return EditRequest(prompt=prompt, images=(InputImage.from_bytes(image_bytes(32, 32), name="in.png"),),
+                       job_id=job_id)
+
+
+def function_policy(marker_dir: Path, **extra) -> SimpleNamespace:
+    handler = functools.partial(faulty, str(marker_dir))
+    spec = SimpleNamespace(kind="function", hosting="self-hosted", settings={"handler": handler, **extra})
+    api = SimpleNamespace(kind="function", hosting="api", settings={})
+    return SimpleNamespace(backends={"gpu": spec, "api": api}, source="test-policy.yaml")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray.is_initialized():  # pragma: no cover - another module left one running
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=0, resources={"sdxl": CLUSTER_SDXL}, include_dashboard=False,
+             log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray.cluster_resources()
+    ray.shutdown()
+
+
+# -- the resource check (pure) -------------------------------------------------------------------------------
+def test_gpu_actor_on_cpu_cluster_is_refused_with_the_fix():
+    with pytest.raises(ConfigError) as err:
+        plan_actors(RaySettings(), ["sdxl"], {"CPU": 2.0, "memory": 1e9})
+    msg = str(err.value)
+    assert "'sdxl'" in msg and "GPU=1" in msg and "GPU=0" in msg
+    assert "num_gpus: 0" in msg and "--num-gpus" in msg
+
+
+def test_missing_custom_resource_names_it_and_how_to_declare_it():
+    with pytest.raises(ConfigError, match=r"sdxl=1.*ray start .*--resources='\{\"sdxl\": 1\}'"):
+        plan_actors(RaySettings(num_gpus=0, resources={"sdxl": 1}), ["gen"], {"CPU": 8.0, "GPU": 0.0})
+
+
+def test_default_is_one_actor_per_gpu_split_between_backends():
+    cluster = {"CPU": 32.0, "GPU": 4.0, "sdxl": 8.0}
+    assert plan_actors(RaySettings(), ["a"], cluster) == 4
+    assert plan_actors(RaySettings(), ["a", "b"], cluster) == 2
+    assert plan_actors(RaySettings(num_gpus=0.5), ["a"], cluster) == 8
+    assert plan_actors(RaySettings(num_gpus=0, num_cpus=0), ["a"], cluster) == 1  # nothing to count: one
+    with pytest.raises(ConfigError, match="fits only 4"):
+        plan_actors(RaySettings(actors=3), ["a", "b"], cluster)
+
+
+def test_bad_ray_section_names_the_key():
+    with pytest.raises(ConfigError, match=r"ray\.num_gpus.*-1") as err:
+        parse_ray_settings({"num_gpus": -1}, source="p.yaml")
+    assert "p.yaml" in str(err.value)
+    with pytest.raises(ConfigError, match=r"ray\.gpus"):
+        parse_ray_settings({"gpus": 1})
+
+
+# -- on the local Ray runtime --------------------------------------------------------------------------------
+def test_resource_the_cluster_lacks_fails_fast_before_any_actor(ray_cluster, tmp_path):
+    executor = RayExecutor(function_policy(tmp_path), settings={"num_gpus": 1, "num_cpus": 0.5})
+    with pytest.raises(ConfigError, match=r"cannot host an actor for backend 'gpu'.*GPU=1"):
+        executor.start()  # a GPU actor here would stay pending forever
+    assert executor.pools == {}
+    assert runs(tmp_path, "j") == 0
+
+
+def test_actors_that_cannot_get_scheduled_time_out_with_a_clear_message(ray_cluster, tmp_path):
+    settings = RaySettings(num_gpus=0, num_cpus=0.1, resources={"sdxl": 1}, ready_timeout_s=2)
+    squatter = ray.remote(num_cpus=0.1, resources={"sdxl": CLUSTER_SDXL})(_Squatter).remote()
+    ray.get(squatter.ping.remote())  # holds every sdxl slot
+    try:
+        executor = RayExecutor(function_policy(tmp_path), settings=settings.model_copy(update={"actors": 1}))
+        with pytest.raises(ConfigError, match=r"not ready after 2 s.*sdxl=1.*free now"):
+            executor.start()
+    finally:
+        ray.kill(squatter)
+
+
+class _Squatter:
+    def ping(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def executor(ray_cluster, tmp_path_factory):
+    marker_dir = tmp_path_factory.mktemp("ray-faults")
+    settings = {"num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1}, "ready_timeout_s": 60}
+    ex = RayExecutor(function_policy(marker_dir), settings=settings).start()
+    ex.marker_dir = marker_dir
+    yield ex
+    ex.close()
+
+
+def test_self_hosted_backends_run_on_pinned_actors_and_api_ones_here(executor):
+    assert list(executor.pools) == ["gpu"]  # the api backend stays on the driver
+    assert executor.concurrency("gpu") == CLUSTER_SDXL and executor.concurrency("api") is None
+    pids = executor.pools["gpu"].pids
+    assert len(set(pids)) == CLUSTER_SDXL and os.getpid() not in pids
+    result = executor.edit(SimpleNamespace(name="gpu"), request("plain"))
+    assert result.backend == "gpu" and len(result.images) == 1 and result.size == "32x32"
+    assert runs(executor.marker_dir, "plain") == 1
+
+
+def test_backend_errors_come_back_as_themselves(executor):
+    with pytest.raises(InvalidRequest) as err:
+        executor.edit(SimpleNamespace(name="gpu"), request("bad", prompt="refuse"))
+    assert err.value.job_id == "bad" and err.value.field == "prompt"
+
+
+def test_actor_killed_mid_job_is_replaced_and_the_job_runs_again_once(executor):
+    pool: ActorPool = executor.pools["gpu"]
+    before = pool.replaced
+    result = executor.edit(SimpleNamespace(name="gpu"), request("victim", prompt="die once"))
+    assert len(result.images) == 1
+    assert runs(executor.marker_dir, "victim") == 2  # died once, then completed on a live actor
+    assert pool.replaced == before + 1
+    assert len(pool.pids) == CLUSTER_SDXL  # back to full strength
+    after = executor.edit(SimpleNamespace(name="gpu"), request("after"))
+    assert len(after.images) == 1
+
+
+def test_second_death_gives_backend_unavailable_so_fallbacks_apply(executor):
+    with pytest.raises(BackendUnavailable, match="died 2 times") as err:
+        executor.edit(SimpleNamespace(name="gpu"), request("doomed", prompt="die always"))
+    assert err.value.job_id == "doomed" and err.value.backend == "gpu"
+    assert runs(executor.marker_dir, "doomed") == 2  # tried exactly twice, never more
+    assert len(executor.pools["gpu"].pids) == CLUSTER_SDXL
