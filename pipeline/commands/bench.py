@@ -1,0 +1,116 @@
+"""`editroute bench cost | overhead`: the benchmarks in `benchmarks/`, one subcommand each.
+
+The work lives in `benchmarks/*`; this module only parses flags and prints a short summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+
+def _usd(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _volumes(text: str) -> tuple[int, ...]:
+    try:
+        vols = tuple(sorted({int(float(v)) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"volumes are comma-separated numbers: {text!r}") from None
+    if not vols or vols[0] <= 0:
+        raise argparse.ArgumentTypeError(f"volumes must be positive: {text!r}")
+    return vols
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="cost model over volume, pipeline overhead (see benchmarks/RESULTS.md)")
+    bench = p.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+
+    c = bench.add_parser("cost", help="cost per image, per month and break-even; markdown, CSV and PNG plots")
+    c.add_argument("--out", type=Path, required=True, help="directory for cost.md, *.csv and *.png")
+    c.add_argument("--gpu", help="the card SDXL runs on (a prices.yaml gpu_hourly key, e.g. A100-80GB, H100)")
+    c.add_argument("--seconds-per-image", type=float,
+                   help="measured seconds per 1024x1024 high-tier SDXL edit on --gpu (default: RESULTS.md "
+                        "measurement, else a published figure)")
+    c.add_argument("--gpu-hourly", type=_usd, help="USD per GPU-hour instead of the prices.yaml list rate")
+    c.add_argument("--reserved-monthly", type=_usd, help="USD per month for a reserved GPU (default: hourly x 730)")
+    c.add_argument("--owned-price", type=_usd, help="add an owned workstation with this card: purchase price, USD")
+    c.add_argument("--owned-months", type=int, default=36, help="amortisation months (default 36)")
+    c.add_argument("--owned-utilisation", type=Decimal, default=Decimal("0.5"),
+                   help="share of hours busy, for its per-image rate (default 0.5)")
+    c.add_argument("--owned-watts", type=Decimal, default=Decimal("450"), help="draw while busy (default 450 W)")
+    c.add_argument("--usd-per-kwh", type=Decimal, default=Decimal("0.15"), help="electricity (default 0.15)")
+    c.add_argument("--volumes", type=_volumes, help="edits per month, comma-separated (default 1k,10k,50k,100k,1M)")
+    c.add_argument("--manifest", type=Path, help="job mix for the per-policy cost (default examples/all.jsonl)")
+    c.add_argument("--policy", type=Path, action="append", help="policy file(s) (default: configs/policies/*.yaml)")
+    c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    c.set_defaults(func=run_cost)
+
+    o = bench.add_parser("overhead", help="pipeline overhead per job, peak memory, rate-limited throughput")
+    o.add_argument("--jobs", type=int, default=10_000, help="jobs through the zero-latency backend (default 10000)")
+    o.add_argument("--api-jobs", type=int, default=500, help="jobs against the loopback API server (0: skip)")
+    o.add_argument("--rpm", type=int, default=600, help="rate limit of the loopback API server, requests/minute")
+    o.add_argument("--latency", default="1.0,2.0", help="simulated API latency range in seconds (default 1.0,2.0)")
+    o.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    o.set_defaults(func=run_overhead)
+
+
+def run_cost(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.table import Table
+
+    from backends.pricing import OwnedHardware
+    from benchmarks.cost import VOLUMES, CostOptions, build_report, headline
+    from benchmarks.cost_output import usd, write_all
+
+    owned = None
+    if args.owned_price is not None:
+        try:
+            owned = OwnedHardware(price_usd=args.owned_price, amortisation_months=args.owned_months,
+                                  utilisation=args.owned_utilisation, watts=args.owned_watts,
+                                  usd_per_kwh=args.usd_per_kwh)
+        except ValidationError as exc:
+            raise ConfigError(f"owned workstation: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+    options = CostOptions(gpu=args.gpu, seconds_per_image=args.seconds_per_image, gpu_hourly=args.gpu_hourly,
+                          reserved_monthly=args.reserved_monthly, owned=owned, volumes=args.volumes or VOLUMES,
+                          manifest=args.manifest, policies=tuple(args.policy) if args.policy else None)
+    report = build_report(options)
+    try:
+        from benchmarks.policy_mix import policy_mix
+    except ImportError:  # the policy engine is not installed in this tree yet
+        policy_mix = None
+    if policy_mix is not None:
+        report.policy_mix = policy_mix(options)
+    written = write_all(report, args.out, plots=not args.no_plots)
+
+    console = Console()
+    table = Table(title="100,000 high-quality 1024x1024 edits a month")
+    table.add_column("backend")
+    table.add_column("USD / month", justify="right")
+    for name, value in headline(report).items():
+        table.add_row(name, usd(value))
+    console.print(table)
+    console.print(f"SDXL speed: {report.figure.label}")
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_overhead(args: argparse.Namespace) -> int:
+    from benchmarks.pipeline_overhead import main as overhead_main
+
+    argv = ["--jobs", str(args.jobs), "--api-jobs", str(args.api_jobs), "--rpm", str(args.rpm),
+            "--latency", args.latency]
+    if args.out:
+        argv += ["--out", str(args.out)]
+    return overhead_main(argv)
