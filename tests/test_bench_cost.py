@@ -1,0 +1,97 @@
+"""The cost benchmark: known prices give known numbers, and `editroute bench cost` writes what it promises."""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+
+import pytest
+
+from backends.pricing import load_prices
+from benchmarks import gpu_figures
+from benchmarks.cost import CostOptions, Plan, api_per_image, break_even, build_report, headline
+from pipeline.cli import main
+from pipeline.errors import ConfigError
+
+
+def test_gpt_image_1_high_square_output_cost_per_image():
+    row = api_per_image(load_prices(), "gpt-image-1", "high", "1024x1024")
+    assert row.output_usd == Decimal("0.1664")  # 4160 tokens x $40/1M
+    # one 1024^2 input at low fidelity: 194 image tokens x $10/1M, plus a short prompt at $5/1M
+    assert Decimal("0.00194") < row.input_usd < Decimal("0.0025")
+
+
+def test_headline_100k_high_quality_before_and_with_input_tokens(tmp_path):
+    report = build_report(CostOptions(results_path=tmp_path / "none.md"))
+    h = headline(report)
+    assert h["gpt-image-1 before input tokens"] == Decimal("16640")
+    assert Decimal("16800") < h["gpt-image-1 with input tokens"] < Decimal("17000")
+    # published A100 figure: a few hundred dollars of GPU time, as the seed guide says ($100-300)
+    assert Decimal("100") < h["sdxl rented per second"] < Decimal("400")
+
+
+def test_break_even_is_fixed_cost_over_margin_and_respects_capacity():
+    api = Plan("api", "high", Decimal("0.17"))
+    reserved = Plan("gpu", "high", Decimal(0), Decimal("1700"), capacity=100_000)
+    assert break_even(api, reserved) == 10_000
+    assert reserved.monthly(250_000) == Decimal("5100")  # three GPUs
+    owned = Plan("owned", "high", Decimal("0.02"), Decimal("1500"), capacity=1_000_000)
+    assert break_even(api, owned) == 10_000  # 1500 / (0.17 - 0.02)
+    assert break_even(Plan("api", "low", Decimal("0.003")), reserved) is None  # beyond one GPU's capacity
+    assert break_even(Plan("api", "low", Decimal("0.01")), Plan("dear", "low", Decimal("0.02"))) is None
+
+
+def test_gpu_figure_from_results_md_measurement_wins_over_published(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("## SDXL speed\n\n| card | tier | size | path | batch | seconds_per_image | date |\n"
+                       "|---|---|---|---|---|---:|---|\n"
+                       "| H100 | high | 1024x1024 | plain | 1 | 2.40 | 2026-09-01 |\n"
+                       "| H100 | high | 1024x1024 | ours | 4 | 1.20 | 2026-09-01 |\n"
+                       "| H100 | low | 1024x1024 | ours | 4 | 0.30 | 2026-09-01 |\n", encoding="utf-8")
+    fig = gpu_figures.resolve("H100", None, results)
+    assert (fig.card, fig.seconds, fig.source) == ("H100", 1.20, "measured")
+    assert "RESULTS.md" in fig.label
+    assert gpu_figures.resolve("A100-80GB", None, results).source == "published"
+    assert gpu_figures.resolve("H100", 3.0, results).source == "flag"
+
+
+def test_unknown_gpu_without_a_figure_is_a_clear_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="L4.*--seconds-per-image"):
+        gpu_figures.resolve("L4", None, tmp_path / "none.md")
+    with pytest.raises(ConfigError, match="needs --gpu"):
+        gpu_figures.resolve(None, 2.0, tmp_path / "none.md")
+
+
+def test_lower_tiers_take_less_gpu_time():
+    fig = gpu_figures.SecondsFigure("H100", 2.0, "flag", "test")
+    tiers = gpu_figures.DEFAULT_TIERS
+    secs = {t: gpu_figures.seconds_for(fig, tiers[t], "1024x1024") for t in tiers}
+    assert secs["low"] < secs["medium"] < secs["high"] == pytest.approx(2.0)
+    assert gpu_figures.seconds_for(fig, tiers["high"], "1536x1024") == pytest.approx(3.0)
+
+
+def test_bench_cost_command_writes_table_csv_plots_and_labels_the_gpu_source(tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = main(["bench", "cost", "--out", str(out), "--gpu", "H100", "--seconds-per-image", "1.5",
+               "--owned-price", "30000", "--volumes", "1000,100000"])
+    assert rc == 0
+    table = (out / "cost.md").read_text()
+    assert "1.50 s/image on H100 (flag" in table
+    assert "$16,640" in table and "break-even" in table.lower()
+    assert "sdxl owned workstation" in table
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "cost_vs_volume_backends.png").exists()
+    with (out / "cost_per_image.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    sdxl = [r for r in rows if r["backend"] == "sdxl" and r["scenario"].startswith("H100")]
+    assert sdxl and all("flag" in r["seconds_source"] for r in sdxl)
+    gpt = next(r for r in rows if r["backend"] == "gpt-image-1" and r["tier"] == "high" and r["size"] == "1024x1024")
+    assert Decimal(gpt["output_usd"]) == Decimal("0.1664")
+    assert "16,640" in capsys.readouterr().out
+
+
+def test_bench_cost_rejects_bad_flags(tmp_path):
+    assert main(["bench", "cost", "--out", str(tmp_path), "--gpu", "L4"]) == 2
+    with pytest.raises(SystemExit):
+        main(["bench", "cost", "--out", str(tmp_path), "--gpu-hourly", "-1"])
