@@ -161,6 +161,7 @@ class ActorPool:
         self.name, self.kind, self.settings = name, kind, dict(settings)
         self.ray_settings, self.size = ray_settings, size
         self._idle: list[_Actor] = []
+        self._busy: dict[int, tuple[_Actor, str | None]] = {}  # actor pid -> (actor, the job it runs)
         self._live = 0
         self._cond = threading.Condition()
         self.replaced = 0  # actors replaced after dying, for reports and tests
@@ -210,16 +211,23 @@ class ActorPool:
         import ray
 
         with self._cond:
-            actors, self._idle = self._idle, []
-            self._live = 0
+            actors = self._idle + [a for a, _ in self._busy.values()]
+            self._idle, self._busy, self._live = [], {}, 0
             self._cond.notify_all()
         for a in actors:
             ray.kill(a.handle, no_restart=True)
 
     @property
     def pids(self) -> list[int]:
+        """Process ids of the live actors (idle and busy)."""
         with self._cond:
-            return [a.info["pid"] for a in self._idle]
+            return [a.info["pid"] for a in self._idle] + list(self._busy)
+
+    @property
+    def busy(self) -> dict[int, str | None]:
+        """Actor pid -> the job it is running now."""
+        with self._cond:
+            return {pid: job for pid, (_, job) in self._busy.items()}
 
     # -- jobs -----------------------------------------------------------------------------------------
     def _acquire(self, job_id: str | None) -> _Actor:
@@ -229,10 +237,14 @@ class ActorPool:
                     raise BackendUnavailable("no Ray actor left to run this job (all died and could not be "
                                              "replaced)", job_id=job_id, backend=self.name)
                 self._cond.wait()
-            return self._idle.pop()
+            actor = self._idle.pop()
+            self._busy[actor.info["pid"]] = (actor, job_id)
+            return actor
 
     def _release(self, actor: _Actor) -> None:
         with self._cond:
+            if self._busy.pop(actor.info["pid"], None) is None:
+                return  # the pool was closed while this job ran
             self._idle.append(actor)
             self._cond.notify()
 
@@ -242,6 +254,7 @@ class ActorPool:
 
         ray.kill(dead.handle, no_restart=True)
         with self._cond:
+            self._busy.pop(dead.info["pid"], None)
             self._live -= 1
         try:
             (new,) = self._spawn(1)
