@@ -1,0 +1,228 @@
+"""`OpenAIEditBackend`: OpenAI's image edit API (gpt-image-*) over an httpx client, or any compatible server.
+
+What goes on the wire and how failures are classified lives in `backends.openai_wire` (pure functions);
+prices and token tables in `backends.pricing`. The API key is read at `edit()` time from a file or the
+environment, used for that request's headers only, and never stored, logged or put in an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backends import openai_wire as wire
+from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
+from backends.pricing import (
+    PriceTable,
+    estimate_text_tokens,
+    input_image_tokens,
+    load_prices,
+    output_size_for,
+    output_tokens,
+    token_cost,
+)
+from backends.validation import check_request
+
+log = logging.getLogger(__name__)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "gpt-image-1"
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: Path | None = None  # wins over the environment when set
+    auth_style: Literal["bearer", "api-key"] = "bearer"  # "api-key": Azure OpenAI's header
+    api_version: str | None = None  # sent as ?api-version=... (Azure)
+    organization: str | None = None
+    project: str | None = None
+    extra_headers: dict[str, str] = Field(default_factory=dict)  # for gateways; not for secrets
+    timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    concurrency: int = Field(default=4, ge=1)  # used by the runner
+    requests_per_minute: float | None = Field(default=None, gt=0)  # used by the runner
+
+
+class OpenAIEditBackend:
+    Settings = Settings
+
+    def __init__(self, name: str, settings: Settings | None = None, *, client: httpx.Client | None = None,
+                 prices: PriceTable | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.name = name
+        self.settings = settings or Settings()
+        self._table = prices or load_prices()
+        try:
+            self.prices = self._table.model(self.settings.model)
+        except KeyError as exc:
+            raise BackendMisconfigured(str(exc.args[0]), backend=name) from None
+        self._client = client
+        self._owns_client = client is None
+        self._sleep = sleep
+        self.capabilities = Capabilities(input_fidelity=self.prices.input_fidelity,
+                                         arbitrary_sizes=self.prices.arbitrary_sizes)
+
+    @classmethod
+    def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIEditBackend:
+        try:
+            parsed = Settings.model_validate(settings)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BackendMisconfigured(f"bad openai settings: {problems}", backend=name) from None
+        return cls(name, parsed)
+
+    def __repr__(self) -> str:  # settings hold only where the key lives, never the key
+        s = self.settings
+        return f"OpenAIEditBackend(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
+
+    # ---- estimate ---------------------------------------------------------------------------------
+
+    def estimate(self, request: EditRequest) -> CostEstimate:
+        p, table = self.prices, self._table
+        quality = table.auto_quality_estimate if request.quality == "auto" else request.quality
+        first = request.images[0] if request.images else None
+        size = output_size_for(request.size, first.width, first.height) if first else "1024x1024"
+        out_each = output_tokens(p, request.quality, size, table.auto_quality_estimate)
+        high = request.input_fidelity == "high" and p.input_fidelity
+        image_in = sum(input_image_tokens(i.width, i.height, high_fidelity=high, rule=table.input_image_tokens)
+                       for i in request.images)
+        text_in = estimate_text_tokens(request.prompt) if isinstance(request.prompt, str) else 1
+        usd = token_cost(p, text_in=text_in, image_in=image_in, image_out=out_each * request.n)
+        basis = (f"{request.n} x {out_each} output tokens ({quality} {size}) x ${p.image_out}/1M"
+                 f" + {image_in} input image tokens ({len(request.images)} image(s)"
+                 f"{', high fidelity' if high else ''}) x ${p.image_in}/1M"
+                 f" + ~{text_in} text tokens x ${p.text_in}/1M = ${usd:.4f} ({self.settings.model})")
+        return CostEstimate(usd=usd, basis=basis)
+
+    # ---- edit -------------------------------------------------------------------------------------
+
+    def edit(self, request: EditRequest) -> EditResult:
+        try:
+            return self._edit(request)
+        except EditError as exc:
+            raise exc.with_context(job_id=request.job_id, backend=self.name) from None
+
+    def _edit(self, request: EditRequest) -> EditResult:
+        check_request(request, self.capabilities, backend=self.name)
+        key = self._read_key()
+        s = self.settings
+        fields = wire.form_fields(request, s.model, takes_input_fidelity=self.prices.input_fidelity)
+        parts = wire.file_parts(request)
+        start = time.perf_counter()
+        response, attempts = self._post(fields, parts, key)
+        http_s = time.perf_counter() - start
+        parsed = wire.parse_response(_json(response))
+        if parsed.usage is not None:
+            cost = wire.cost_from_usage(parsed, self.prices)
+            cost_basis = "usage"
+        else:  # some gateways drop `usage`: bill the estimate, and say so
+            cost = self.estimate(request).usd
+            cost_basis = "estimate (response had no usage)"
+            log.warning("%s: response had no usage; cost %s is estimated", self.name, cost)
+        fmt = parsed.output_format or request.output_format
+        log.info("%s: edit done: %d image(s) %dx%d, $%s, %d attempt(s), %.2fs", self.name, len(parsed.images),
+                 parsed.width, parsed.height, cost, attempts, http_s)
+        return EditResult(images=parsed.images, output_format=fmt, width=parsed.width, height=parsed.height,
+                          backend=self.name, model=s.model, usage=parsed.usage or Usage(), cost_usd=cost,
+                          timings={"total_s": time.perf_counter() - start, "http_s": http_s},
+                          quality=parsed.quality or request.quality, background=parsed.background or "opaque",
+                          extras={"attempts": attempts, "cost_basis": cost_basis})
+
+    def _read_key(self) -> str:
+        s = self.settings
+        if s.api_key_file is not None:
+            try:
+                key = Path(s.api_key_file).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise BackendMisconfigured(f"cannot read api_key_file {s.api_key_file}: {exc.strerror}") from None
+            if not key:
+                raise BackendMisconfigured(f"api_key_file {s.api_key_file} is empty")
+            return key
+        key = os.environ.get(s.api_key_env, "").strip()
+        if not key:
+            raise BackendMisconfigured(f"no API key: set the environment variable {s.api_key_env} "
+                                       f"or api_key_file in the backend's settings")
+        return key
+
+    @property
+    def _key_source(self) -> str:
+        s = self.settings
+        return f"api_key_file {s.api_key_file}" if s.api_key_file else f"${s.api_key_env}"
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:  # built on first use: constructing a backend stays cheap
+            s = self.settings
+            self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
+        return self._client
+
+    def _headers(self, key: str) -> dict[str, str]:
+        s = self.settings
+        headers = {**s.extra_headers, "Accept": "application/json"}
+        if s.auth_style == "api-key":
+            headers["api-key"] = key
+        else:
+            headers["Authorization"] = f"Bearer {key}"
+        if s.organization:
+            headers["OpenAI-Organization"] = s.organization
+        if s.project:
+            headers["OpenAI-Project"] = s.project
+        return headers
+
+    def _post(self, fields: dict[str, str], parts: list[wire.Part], key: str) -> tuple[httpx.Response, int]:
+        """POST with the SDK's retry rule; returns the 200 response and how many attempts it took."""
+        s = self.settings
+        url = s.base_url.rstrip("/") + "/images/edits"
+        params = {"api-version": s.api_version} if s.api_version else None
+        attempt = 0
+        while True:
+            try:
+                response = self._http().post(url, data=fields, files=parts, params=params,
+                                             headers={**self._headers(key), "x-stainless-retry-count": str(attempt)})
+            except httpx.InvalidURL as exc:
+                raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
+            except httpx.HTTPError as exc:
+                if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
+                    delay = wire.backoff_delay(attempt)
+                    log.warning("%s: %s; retry %d/%d in %.2fs", self.name, exc.__class__.__name__, attempt + 1,
+                                s.max_retries, delay)
+                    self._sleep(delay)
+                    attempt += 1
+                    continue
+                raise wire.map_transport_error(exc, timeout_s=s.timeout_s) from None
+            if response.status_code == 200:
+                return response, attempt + 1
+            body = _json(response, strict=False)
+            if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
+                delay = wire.backoff_delay(attempt, response.headers)
+                log.warning("%s: HTTP %d; retry %d/%d in %.2fs", self.name, response.status_code, attempt + 1,
+                            s.max_retries, delay)
+                self._sleep(delay)
+                attempt += 1
+                continue
+            raise wire.map_status_error(response.status_code, response.headers, body,
+                                        key_source=self._key_source, secret=key)
+
+    def close(self) -> None:
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _json(response: httpx.Response, *, strict: bool = True) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        if strict:
+            raise BackendUnavailable(f"HTTP {response.status_code} with a body that is not JSON "
+                                     f"({response.headers.get('content-type', 'no content-type')})") from None
+        return response.text[:300]
+

@@ -1,0 +1,242 @@
+"""OpenAI `POST /images/edits` on the wire, as pure functions: request parts, response parsing, error mapping.
+
+No I/O here: `backends.openai` does the HTTP, these functions decide what to send, what came back, what to
+retry and which `backends.errors` class a failure becomes (`map_status_error`, `map_transport_error`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import io
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from backends.base import EditRequest, Usage
+from backends.errors import (
+    BackendMisconfigured,
+    BackendUnavailable,
+    ContentRejected,
+    EditError,
+    InvalidRequest,
+    RateLimited,
+)
+from backends.pricing import ModelPrices, token_cost
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 120.0  # a longer server-requested wait is not slept through: the caller reschedules
+_MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+_KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_*.\-]{3,})")
+
+Part = tuple[str, tuple[str, bytes, str]]  # (field name, (filename, content, content type)) as httpx takes it
+
+
+# ---- request ----------------------------------------------------------------------------------------
+
+
+def form_fields(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, str]:
+    """The text fields the chosen model accepts. Never `response_format` (dall-e-2 only: a 400 for gpt models);
+    `output_compression` only with jpeg/webp; `input_fidelity` only for models that take it."""
+    fields = {"model": model, "prompt": request.prompt, "n": str(request.n), "size": request.size,
+              "quality": request.quality, "output_format": request.output_format, "background": request.background}
+    if request.output_compression is not None and request.output_format in ("jpeg", "webp"):
+        fields["output_compression"] = str(request.output_compression)
+    if request.input_fidelity is not None and takes_input_fidelity:
+        fields["input_fidelity"] = request.input_fidelity
+    if request.user:
+        fields["user"] = request.user
+    return fields
+
+
+def file_parts(request: EditRequest) -> list[Part]:
+    """Scalar `image` for one file, one `image[]` part per file for several (a repeated `image` is rejected
+    as `duplicate_parameter`), `mask` last; each part carries the image's real Content-Type."""
+    name = "image" if len(request.images) == 1 else "image[]"
+    parts: list[Part] = [(name, (img.name, img.read(), img.mime)) for img in request.images]
+    if request.mask is not None:
+        parts.append(("mask", (request.mask.name, request.mask.read(), request.mask.mime)))
+    return parts
+
+
+# ---- response ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    images: tuple[bytes, ...]
+    width: int
+    height: int
+    output_format: str | None
+    quality: str | None
+    background: str | None
+    usage: Usage | None
+    text_out: int = 0  # output text tokens (gpt-image-1.5 bills them)
+    image_out: int = 0
+
+
+def parse_response(body: Any) -> ParsedResponse:
+    """`data[].b64_json` decoded (and the first image's size read), `usage` incl. input_tokens_details."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("data"), list) or not body["data"]:
+        raise BackendUnavailable("the server answered 200 without any images in `data`")
+    images = []
+    for i, item in enumerate(body["data"]):
+        b64 = item.get("b64_json") if isinstance(item, Mapping) else None
+        if not isinstance(b64, str):
+            raise BackendUnavailable(f"data[{i}] has no b64_json (is this an OpenAI-compatible image API?)")
+        try:
+            images.append(base64.b64decode(b64, validate=True))
+        except (binascii.Error, ValueError):
+            raise BackendUnavailable(f"data[{i}].b64_json is not valid base64") from None
+    try:
+        with Image.open(io.BytesIO(images[0])) as img:
+            width, height = img.size
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken answer
+        raise BackendUnavailable(f"data[0] is not a decodable image ({exc.__class__.__name__})") from None
+    usage, text_out, image_out = _parse_usage(body.get("usage"))
+    return ParsedResponse(images=tuple(images), width=width, height=height,
+                          output_format=body.get("output_format"), quality=body.get("quality"),
+                          background=body.get("background"), usage=usage, text_out=text_out, image_out=image_out)
+
+
+def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:
+    if not isinstance(raw, Mapping):
+        return None, 0, 0
+    details = raw.get("input_tokens_details") or {}
+    out_details = raw.get("output_tokens_details") or {}
+    output = int(raw.get("output_tokens") or 0)
+    text_out = int(out_details.get("text_tokens") or 0)
+    image_out = int(out_details.get("image_tokens", output - text_out) or 0)
+    usage = Usage(input_tokens=int(raw.get("input_tokens") or 0),
+                  input_text_tokens=int(details.get("text_tokens") or 0),
+                  input_image_tokens=int(details.get("image_tokens") or 0),
+                  output_tokens=output, total_tokens=int(raw.get("total_tokens") or 0))
+    return usage, text_out, image_out
+
+
+def cost_from_usage(parsed: ParsedResponse, prices: ModelPrices) -> Decimal:
+    """Exact USD for what the response says was used."""
+    assert parsed.usage is not None
+    u = parsed.usage
+    text_in = u.input_text_tokens
+    image_in = u.input_image_tokens
+    if not text_in and not image_in:  # a gateway that gives only the total: bill it all as image input
+        image_in = u.input_tokens
+    return token_cost(prices, text_in=text_in, image_in=image_in, image_out=parsed.image_out,
+                      text_out=parsed.text_out)
+
+
+# ---- retries ----------------------------------------------------------------------------------------
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asks us to wait: `retry-after-ms`, then `retry-after` (seconds or an HTTP date)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    parsed = email.utils.parsedate_tz(raw)
+    if parsed is None:
+        return None
+    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def should_retry(status: int, headers: Mapping[str, str], body: Any = None) -> bool:
+    """The OpenAI SDK's rule: 408/409/429/>=500 (but not an exhausted quota, nor a wait above 120 s)."""
+    wait = retry_after(headers)
+    if wait is not None and wait > MAX_RETRY_AFTER:
+        return False
+    hint = headers.get("x-should-retry")
+    if hint in ("true", "false"):
+        return hint == "true"
+    if status == 429 and _error_fields(body)[3] == "insufficient_quota":
+        return False
+    return status in RETRY_STATUSES or status >= 500
+
+
+def backoff_delay(attempt: int, headers: Mapping[str, str] | None = None, *, rand=random.random) -> float:
+    """Seconds before retry number `attempt` (0-based): the server's wait if it gave one (<= 120 s), else
+    0.5 s doubling to 8 s, minus up to 25 % jitter so that many clients do not retry in lockstep."""
+    wait = retry_after(headers or {})
+    if wait is not None and 0 < wait <= MAX_RETRY_AFTER:
+        return wait
+    return min(INITIAL_RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * rand())
+
+
+# ---- errors: the one translation point --------------------------------------------------------------
+
+
+def scrub(text: str, secret: str | None = None) -> str:
+    """Remove the key (and anything key-shaped, e.g. OpenAI's 'Incorrect API key provided: sk-ab***yz')."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _KEYLIKE.sub("sk-***", text)
+
+
+def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
+    """(message, type, param, code) from an OpenAI error envelope, or from whatever the server sent."""
+    err = body.get("error", body) if isinstance(body, Mapping) else None
+    if isinstance(err, Mapping):
+        return (str(err.get("message") or ""), err.get("type"), err.get("param"), err.get("code"))
+    if isinstance(err, str):
+        return err, None, None, None
+    return (str(body)[:300] if body else ""), None, None, None
+
+
+def map_status_error(status: int, headers: Mapping[str, str], body: Any, *, key_source: str,
+                     secret: str | None = None) -> EditError:
+    """An HTTP error response -> the `backends.errors` class the router acts on."""
+    message, etype, param, code = _error_fields(body)
+    message = scrub(message, secret)
+    detail = f"{message} (HTTP {status}" + (f", code {code}" if code else "") + (f", param {param}" if param else "")
+    detail += ")"
+    if status == 401:  # OpenAI echoes part of the key in this message: never pass it on
+        return BackendMisconfigured(f"the API key from {key_source} was rejected (HTTP 401); check it is "
+                                    f"valid for this base_url and organisation")
+    if status == 403:
+        return BackendMisconfigured(f"access denied with the key from {key_source}: {detail}")
+    if status == 404:
+        return BackendMisconfigured(f"not found: wrong base_url or model? {detail}")
+    if status == 429:
+        if code == "insufficient_quota":
+            return BackendMisconfigured(f"quota exhausted for the key from {key_source}: {detail}")
+        return RateLimited(f"rate limited: {detail}", retry_after=retry_after(headers))
+    if code in _MODERATION_CODES or (etype == "image_generation_user_error"
+                                     and not (code or "").endswith(("image_file", "mimetype"))):
+        return ContentRejected(f"refused by the provider's safety system: {detail}")
+    if 400 <= status < 500 and status not in RETRY_STATUSES:
+        return InvalidRequest(f"the API refused the request: {detail}", field=param, value=None, limit=None)
+    return BackendUnavailable(f"server error: {detail}")
+
+
+def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
+    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages."""
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
+        return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendUnavailable(f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)")
+    return BackendUnavailable(f"connection failed: {exc.__class__.__name__}: {exc}")
+
+
+def is_retryable_transport_error(exc: httpx.HTTPError) -> bool:
+    return isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))

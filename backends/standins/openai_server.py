@@ -1,0 +1,313 @@
+"""A loopback STAND-IN for OpenAI's `POST /v1/images/edits` (not the real API), speaking its wire format.
+
+Multipart in (stdlib email parser), JSON out: `created`, `data[].b64_json`, `background`, `output_format`,
+`quality`, `size`, `usage` computed from the same token tables editroute bills with (`backends.pricing`), so
+costs are realistic. Real error envelopes `{"error": {message, type, param, code}}` with real status codes:
+`duplicate_parameter`, `unsupported_file_mimetype`, `unknown_parameter` (response_format), input_fidelity on
+models that refuse it, 401 on a wrong key, 429 with retry-after(-ms) over a rate limit, moderation_blocked on
+a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429, "retry_after_ms": 20}, "ok"]`,
+one item per request). Every response carries `x-editroute-standin: openai`.
+
+    with FakeOpenAIServer(api_key="sk-test") as server:
+        backend = OpenAIEditBackend("openai", Settings(base_url=server.base_url))
+
+By hand: `python -m backends.standins.openai_server --port 8765`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import hashlib
+import io
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from email import policy
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
+
+from backends.pricing import (
+    PriceTable,
+    load_prices,
+)
+
+log = logging.getLogger(__name__)
+
+BANNER = "STAND-IN for OpenAI's image edit API (loopback fake, not the real service)"
+FIELDS = {"model", "prompt", "n", "size", "quality", "output_format", "output_compression", "background",
+          "input_fidelity", "user", "stream", "partial_images", "response_format"}
+IMAGE_MIMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+DEFAULT_MODEL = "gpt-image-1.5"  # the spec's default for edits
+
+
+@dataclass
+class RecordedPart:
+    name: str
+    filename: str | None
+    content_type: str | None  # None when the part had no Content-Type header
+    size: int
+
+
+@dataclass
+class RecordedRequest:
+    """What reached the server. The auth header's value is never kept: only which style was used."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    auth: str | None  # "bearer" | "api-key" | None
+    content_type: str
+    fields: dict[str, str] = field(default_factory=dict)
+    parts: list[RecordedPart] = field(default_factory=list)  # every part in order, text fields included
+    status: int = 0
+
+    @property
+    def part_names(self) -> list[str]:
+        return [p.name for p in self.parts]
+
+    @property
+    def file_parts(self) -> list[RecordedPart]:
+        return [p for p in self.parts if p.filename is not None]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None, extra: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
+                **self.extra}
+
+
+class _Drop(Exception):
+    """Close the connection without answering (a scripted network failure)."""
+
+
+class FakeOpenAIServer:
+    def __init__(self, port: int = 0, *, latency_s: float = 0.0, rate_limit_rpm: int | None = None,
+                 rate_window_s: float = 60.0, script: list | None = None, api_key: str | None = None,
+                 moderation_words: tuple[str, ...] = ("moderation-test",), auto_quality: str = "medium",
+                 prices: PriceTable | None = None, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
+        self.latency_s = latency_s
+        self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
+        self.script = collections.deque(script or [])
+        self._api_key = api_key
+        self.moderation_words = tuple(w.lower() for w in moderation_words)
+        self.auto_quality = auto_quality
+        self.prices = prices or load_prices()
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._accepted: collections.deque[float] = collections.deque()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"FakeOpenAIServer(base_url={self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> FakeOpenAIServer:
+        owner = self
+
+        class Handler(_Handler):
+            server_owner = owner
+
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-standin", daemon=True)
+        self._thread.start()
+        log.warning("%s listening on %s", BANNER, self.base_url)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- request handling (called from the handler thread) ---------------------------------------
+
+    def _check_auth(self, headers) -> str | None:
+        bearer = headers.get("Authorization", "")
+        style, presented = (("bearer", bearer[7:]) if bearer.startswith("Bearer ")
+                            else ("api-key", headers.get("api-key")) if headers.get("api-key") else (None, None))
+        if self._api_key is not None and presented != self._api_key:
+            shown = f"{presented[:4]}{'*' * 10}{presented[-4:]}" if presented and len(presented) > 8 else "***"
+            raise ApiError(401, f"Incorrect API key provided: {shown}. You can find your API key at "
+                           "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+        return style
+
+    def _scripted(self) -> None:
+        with self._lock:
+            item = self.script.popleft() if self.script else None
+        if item is None or item == "ok":
+            return
+        if item == "drop":
+            raise _Drop
+        spec = {"status": item} if isinstance(item, int) else dict(item)
+        status = spec["status"]
+        headers = {}
+        if "retry_after_ms" in spec:
+            headers["retry-after-ms"] = str(spec["retry_after_ms"])
+        if "retry_after" in spec:
+            headers["retry-after"] = str(spec["retry_after"])
+        if status == 429:
+            raise ApiError(429, spec.get("message", "Rate limit reached for images per min (IPM) (stand-in)."),
+                           type="requests", code=spec.get("code", "rate_limit_exceeded"), headers=headers)
+        raise ApiError(status, spec.get("message", "The server had an error while processing your request."),
+                       type=spec.get("type", "server_error"), code=spec.get("code"), headers=headers)
+
+    def _rate_limit(self) -> None:
+        if self.rate_limit_rpm is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            while self._accepted and now - self._accepted[0] >= self.rate_window_s:
+                self._accepted.popleft()
+            if len(self._accepted) >= self.rate_limit_rpm:
+                wait = self.rate_window_s - (now - self._accepted[0])
+                raise ApiError(429, f"Rate limit reached for images per min (IPM): Limit {self.rate_limit_rpm}. "
+                               f"Please try again in {wait:.3f}s.", type="requests", code="rate_limit_exceeded",
+                               headers={"retry-after-ms": str(max(1, round(wait * 1000))),
+                                        "retry-after": str(max(1, math.ceil(wait)))})
+            self._accepted.append(now)
+
+    def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
+        multipart = rec.content_type.startswith("multipart/form-data")
+        parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
+        rec.auth = self._check_auth(headers)
+        self._scripted()
+        self._rate_limit()
+        if not rec.path.rstrip("/").endswith("/images/edits"):
+            raise ApiError(404, f"Invalid URL (POST {rec.path})", code="unknown_url")
+        if not multipart:
+            raise ApiError(400, "Expected a multipart/form-data body for image edits.", code="invalid_content_type")
+        from backends.standins.openai_edit import run_edit  # the API's rules and the fake "model"
+
+        return run_edit(self, rec, parts)
+
+
+def _parse_multipart(rec: RecordedRequest, body: bytes) -> list[tuple[RecordedPart, bytes]]:
+    msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + rec.content_type.encode() + b"\r\n\r\n"
+                                                     + body)
+    out = []
+    for part in msg.iter_parts():
+        payload = part.get_payload(decode=True) or b""
+        p = RecordedPart(name=part.get_param("name", header="content-disposition") or "",
+                         filename=part.get_filename(), content_type=part.get("content-type"), size=len(payload))
+        rec.parts.append(p)
+        if p.filename is None:
+            rec.fields[p.name] = payload.decode("utf-8", "replace")
+        out.append((p, payload))
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_owner: FakeOpenAIServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real API; every answer has a Content-Length
+
+    def log_message(self, format: str, *args: Any) -> None:  # request lines only: no headers, no keys
+        log.debug("stand-in: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._send(404, ApiError(404, "Only POST /v1/images/edits is served by this stand-in.").body(), {})
+
+    def do_POST(self) -> None:
+        owner = self.server_owner
+        url = urlsplit(self.path)
+        rec = RecordedRequest(method="POST", path=url.path, query={k: v[-1] for k, v in parse_qs(url.query).items()},
+                              auth=None, content_type=self.headers.get("Content-Type", ""))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with owner._lock:
+            owner.requests.append(rec)
+        if owner.latency_s:
+            time.sleep(owner.latency_s)
+        extra: dict[str, str] = {}
+        try:
+            status, payload = 200, owner.handle(rec, self.headers, body)
+        except _Drop:
+            rec.status = -1
+            self.close_connection = True
+            return
+        except ApiError as err:
+            status, payload, extra = err.status, err.body(), err.headers
+        rec.status = status
+        self._send(status, payload, extra)
+
+    def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-editroute-standin", "openai")
+        self.send_header("x-request-id", "req_standin_" + hashlib.sha1(data).hexdigest()[:12])
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def encode_image(img: Image.Image, fmt: str, compression: int | None) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=1)
+    elif fmt == "jpeg":
+        img.convert("RGB").save(buf, format="JPEG", quality=max(1, min(95, compression or 95)))
+    else:
+        img.save(buf, format="WEBP", quality=compression if compression is not None else 100, method=0)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=BANNER)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
+    ap.add_argument("--rpm", type=int, default=None, help="answer 429 above this many requests per minute")
+    ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = FakeOpenAIServer(args.port, host=args.host, latency_s=args.latency, rate_limit_rpm=args.rpm,
+                              api_key=args.api_key).start()
+    print(f"{BANNER}\n  base_url: {server.base_url}\n  try: editroute edit --backend openai "
+          f"--base-url {server.base_url} --image in.png --prompt '...' --out out/\n  Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError", "b64", "encode_image"]
