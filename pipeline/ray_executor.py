@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +122,29 @@ class _Failure:
     error: BaseException
 
 
+@dataclass(frozen=True)
+class BackendRecipe:
+    """How an actor builds its backend: from the policy's `kind` and settings when known, else from a copy of
+    the driver's backend object (built cheaply: no model is loaded until the first edit or `load()`)."""
+
+    name: str
+    kind: str | None = None
+    settings: Mapping[str, Any] | None = None
+    backend: Any = None
+
+    def build(self) -> Any:
+        if self.kind is None:
+            return self.backend
+        from backends.registry import create_backend
+
+        return create_backend(self.kind, self.name, dict(self.settings or {}))
+
+
 class BackendActor:
     """Runs in a Ray worker process: one backend, loaded once, used for many jobs."""
 
-    def __init__(self, kind: str, name: str, settings: Mapping[str, Any]) -> None:
-        from backends.registry import create_backend
-
-        self._backend = create_backend(kind, name, dict(settings))
+    def __init__(self, recipe: BackendRecipe) -> None:
+        self._backend = recipe.build()
 
     def ready(self) -> dict[str, Any]:
         """Load the model now (so readiness covers it) and say where this actor runs."""
@@ -156,9 +173,8 @@ class ActorPool:
     """Actors of one backend. `edit()` is blocking and thread-safe: the runner's worker threads call it,
     each job takes an idle actor (waiting while all are busy), so no actor runs two jobs at once."""
 
-    def __init__(self, name: str, kind: str, settings: Mapping[str, Any], ray_settings: RaySettings,
-                 size: int) -> None:
-        self.name, self.kind, self.settings = name, kind, dict(settings)
+    def __init__(self, recipe: BackendRecipe, ray_settings: RaySettings, size: int) -> None:
+        self.name, self.recipe = recipe.name, recipe
         self.ray_settings, self.size = ray_settings, size
         self._idle: list[_Actor] = []
         self._busy: dict[int, tuple[_Actor, str | None]] = {}  # actor pid -> (actor, the job it runs)
@@ -176,7 +192,7 @@ class ActorPool:
             num_cpus=rs.num_cpus, num_gpus=rs.num_gpus, resources=dict(rs.resources) or None,
             max_restarts=0, max_task_retries=0,  # the pool replaces and retries itself, exactly as documented
             name=None)
-        handles = [cls.remote(self.kind, self.name, self.settings) for _ in range(count)]
+        handles = [cls.remote(self.recipe) for _ in range(count)]
         refs = [h.ready.remote() for h in handles]
         start = time.monotonic()
         done, pending = ray.wait(refs, num_returns=len(refs), timeout=rs.ready_timeout_s)
@@ -314,67 +330,90 @@ def connect(address: str | None = None) -> bool:
     return True
 
 
-def ray_backend_names(policy: Any, settings: RaySettings) -> list[str]:
-    """Backends whose jobs run on actors: `ray.backends`, else every self-hosted backend of the policy."""
+def ray_backend_names(backends: Mapping[str, Any], policy: Any, settings: RaySettings) -> list[str]:
+    """Backends whose jobs run on actors: `ray.backends`, else the self-hosted ones (per the policy's
+    `hosting`, or GPU-bound backends when there is no policy)."""
     if settings.backends is not None:
-        unknown = [b for b in settings.backends if b not in policy.backends]
+        unknown = [b for b in settings.backends if b not in backends]
         if unknown:
             raise ConfigError(f"{getattr(policy, 'source', None) or 'policy'}: ray.backends: unknown backend(s) "
-                              f"{', '.join(map(repr, unknown))} (expected one of {', '.join(policy.backends)})")
+                              f"{', '.join(map(repr, unknown))} (expected one of {', '.join(backends)})")
         return list(settings.backends)
-    return [name for name, spec in policy.backends.items()
-            if getattr(spec, "hosting", None) == "self-hosted" or spec.kind in DEFAULT_RAY_KINDS]
+    specs = getattr(policy, "backends", None) or {}
+    out = []
+    for name, backend in backends.items():
+        spec = specs.get(name)
+        if spec is not None:
+            self_hosted = getattr(spec, "hosting", None) == "self-hosted" or spec.kind in DEFAULT_RAY_KINDS
+        else:
+            gpu_bound = getattr(backend, "gpu_bound", None)
+            self_hosted = type(backend).__name__.startswith("SDXL") if gpu_bound is None else bool(gpu_bound)
+        if self_hosted:
+            out.append(name)
+    return out
 
 
 class RayExecutor:
-    """Runs the chosen backends' `edit()` on Ray actor pools; every other backend runs here, in the caller's
-    thread, exactly as the local executor would. Nothing else changes: the caller still routes, reserves
-    budget, writes outputs and records the ledger."""
+    """The executor seam (`submit(backend, request) -> Future[EditResult]`) over Ray actor pools for the
+    self-hosted backends; every other backend runs on the local executor's threads here, with its limits.
+
+    Nothing else changes: the runner still routes, reserves budget, writes outputs and records the ledger.
+    Construction connects, checks the cluster and starts every actor (failing fast with a ConfigError).
+    """
 
     name = "ray"
 
-    def __init__(self, policy: Any, *, settings: RaySettings | Mapping[str, Any] | None = None,
-                 address: str | None = None) -> None:
-        if settings is None:
-            settings = getattr(policy, "ray", None)
-        self.settings = parse_ray_settings(settings, source=getattr(policy, "source", None) or "policy")
-        self.policy = policy
-        self.address = address
-        self.pools: dict[str, ActorPool] = {}
-        self._owns_ray = False
-
-    def start(self) -> RayExecutor:
-        """Connect, check the cluster can host the actors, start them; fail fast with a ConfigError if not."""
+    def __init__(self, backends: Mapping[str, Any], *, policy: Any = None,
+                 ray_settings: RaySettings | Mapping[str, Any] | None = None, ray_address: str | None = None,
+                 limits: Mapping[str, Any] | None = None) -> None:
         import ray
 
-        names = ray_backend_names(self.policy, self.settings)
-        if not names:
-            return self
-        self._owns_ray = connect(self.address)
+        from pipeline.executors import LocalExecutor
+
+        if ray_settings is None:
+            ray_settings = getattr(policy, "ray", None)
+        source = getattr(policy, "source", None) or "policy"
+        self.settings = parse_ray_settings(ray_settings, source=source)
+        self.backends = dict(backends)
+        names = ray_backend_names(self.backends, policy, self.settings)
+        self._local = LocalExecutor({n: b for n, b in self.backends.items() if n not in names}, limits)
+        self.pools: dict[str, ActorPool] = {}
+        self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._owns_ray = connect(ray_address) if names else False
         try:
-            size = plan_actors(self.settings, names, ray.cluster_resources())
+            size = plan_actors(self.settings, names, ray.cluster_resources()) if names else 0
+            specs = getattr(policy, "backends", None) or {}
             for name in names:
-                spec = self.policy.backends[name]
-                pool = ActorPool(name, spec.kind, spec.settings, self.settings, size)
+                spec = specs.get(name)
+                recipe = (BackendRecipe(name, kind=spec.kind, settings=dict(spec.settings)) if spec is not None
+                          else BackendRecipe(name, backend=self.backends[name]))
+                pool = ActorPool(recipe, self.settings, size)
                 pool.start()
                 self.pools[name] = pool
+                self._threads[name] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"ray-{name}")
         except BaseException:
             self.close()
             raise
-        return self
+
+    def capacity(self) -> int:
+        """Calls in flight at once over all backends: one per actor, plus the local backends' limits."""
+        return self._local.capacity() + sum(p.size for p in self.pools.values())
 
     def concurrency(self, backend: str) -> int | None:
-        """Jobs of `backend` worth running at once (one per actor); None: not on Ray."""
+        """Jobs of `backend` that run at once on Ray (one per actor); None: not on Ray."""
         pool = self.pools.get(backend)
         return pool.size if pool else None
 
-    def edit(self, backend: Any, request: EditRequest) -> EditResult:
-        pool = self.pools.get(backend.name)
+    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
+        pool = self.pools.get(backend)
         if pool is None:
-            return backend.edit(request)
-        return pool.edit(request)
+            return self._local.submit(backend, request)
+        return self._threads[backend].submit(pool.edit, request)
 
     def close(self) -> None:
+        for threads in self._threads.values():
+            threads.shutdown(wait=True, cancel_futures=True)
+        self._local.close()
         pools, self.pools = self.pools, {}
         for pool in pools.values():
             pool.close()
@@ -383,9 +422,3 @@ class RayExecutor:
 
             ray.shutdown()
             self._owns_ray = False
-
-    def __enter__(self) -> RayExecutor:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -10,16 +10,15 @@ import functools
 import os
 import signal
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from backends.base import EditRequest
 from backends.errors import BackendUnavailable, InvalidRequest
-from backends.function import solid_images
+from backends.function import FunctionBackend, solid_images
 from backends.images import InputImage
 from pipeline.errors import ConfigError
-from pipeline.executors.ray import ActorPool, RayExecutor, RaySettings, parse_ray_settings, plan_actors
+from pipeline.ray_executor import ActorPool, RayExecutor, RaySettings, parse_ray_settings, plan_actors
 from tests.imagery import image_bytes
 
 ray = pytest.importorskip("ray")
@@ -52,11 +51,10 @@ def request(job_id: str, prompt: str = "paint it") -> EditRequest:
                        job_id=job_id)
 
 
-def function_policy(marker_dir: Path, **extra) -> SimpleNamespace:
-    handler = functools.partial(faulty, str(marker_dir))
-    spec = SimpleNamespace(kind="function", hosting="self-hosted", settings={"handler": handler, **extra})
-    api = SimpleNamespace(kind="function", hosting="api", settings={})
-    return SimpleNamespace(backends={"gpu": spec, "api": api}, source="test-policy.yaml")
+def function_backends(marker_dir: Path) -> dict[str, FunctionBackend]:
+    """`gpu` runs on Ray (named in `ray.backends`; the actor gets a copy of this object), `api` stays here."""
+    return {"gpu": FunctionBackend(name="gpu", handler=functools.partial(faulty, str(marker_dir))),
+            "api": FunctionBackend(name="api")}
 
 
 @pytest.fixture(scope="module")
@@ -103,21 +101,19 @@ def test_bad_ray_section_names_the_key():
 
 # -- on the local Ray runtime --------------------------------------------------------------------------------
 def test_resource_the_cluster_lacks_fails_fast_before_any_actor(ray_cluster, tmp_path):
-    executor = RayExecutor(function_policy(tmp_path), settings={"num_gpus": 1, "num_cpus": 0.5})
     with pytest.raises(ConfigError, match=r"cannot host an actor for backend 'gpu'.*GPU=1"):
-        executor.start()  # a GPU actor here would stay pending forever
-    assert executor.pools == {}
+        RayExecutor(function_backends(tmp_path), ray_settings={"backends": ["gpu"], "num_gpus": 1, "num_cpus": 0.5})
     assert runs(tmp_path, "j") == 0
 
 
 def test_actors_that_cannot_get_scheduled_time_out_with_a_clear_message(ray_cluster, tmp_path):
-    settings = RaySettings(num_gpus=0, num_cpus=0.1, resources={"sdxl": 1}, ready_timeout_s=2)
+    settings = RaySettings(backends=["gpu"], actors=1, num_gpus=0, num_cpus=0.1, resources={"sdxl": 1},
+                           ready_timeout_s=2)
     squatter = ray.remote(num_cpus=0.1, resources={"sdxl": CLUSTER_SDXL})(_Squatter).remote()
     ray.get(squatter.ping.remote())  # holds every sdxl slot
     try:
-        executor = RayExecutor(function_policy(tmp_path), settings=settings.model_copy(update={"actors": 1}))
         with pytest.raises(ConfigError, match=r"not ready after 2 s.*sdxl=1.*free now"):
-            executor.start()
+            RayExecutor(function_backends(tmp_path), ray_settings=settings)
     finally:
         ray.kill(squatter)
 
@@ -127,11 +123,16 @@ class _Squatter:
         return True
 
 
+def edit(executor: RayExecutor, req: EditRequest, backend: str = "gpu"):
+    return executor.submit(backend, req.materialized()).result(timeout=120)
+
+
 @pytest.fixture(scope="module")
 def executor(ray_cluster, tmp_path_factory):
     marker_dir = tmp_path_factory.mktemp("ray-faults")
-    settings = {"num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1}, "ready_timeout_s": 60}
-    ex = RayExecutor(function_policy(marker_dir), settings=settings).start()
+    settings = {"backends": ["gpu"], "num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1},
+                "ready_timeout_s": 60}
+    ex = RayExecutor(function_backends(marker_dir), ray_settings=settings)
     ex.marker_dir = marker_dir
     yield ex
     ex.close()
@@ -140,34 +141,42 @@ def executor(ray_cluster, tmp_path_factory):
 def test_self_hosted_backends_run_on_pinned_actors_and_api_ones_here(executor):
     assert list(executor.pools) == ["gpu"]  # the api backend stays on the driver
     assert executor.concurrency("gpu") == CLUSTER_SDXL and executor.concurrency("api") is None
+    assert executor.capacity() == CLUSTER_SDXL + 4  # the api backend keeps the local executor's limit
     pids = executor.pools["gpu"].pids
     assert len(set(pids)) == CLUSTER_SDXL and os.getpid() not in pids
-    result = executor.edit(SimpleNamespace(name="gpu"), request("plain"))
+    result = edit(executor, request("plain"))
     assert result.backend == "gpu" and len(result.images) == 1 and result.size == "32x32"
     assert runs(executor.marker_dir, "plain") == 1
 
 
 def test_backend_errors_come_back_as_themselves(executor):
     with pytest.raises(InvalidRequest) as err:
-        executor.edit(SimpleNamespace(name="gpu"), request("bad", prompt="refuse"))
+        edit(executor, request("bad", prompt="refuse"))
     assert err.value.job_id == "bad" and err.value.field == "prompt"
 
 
 def test_actor_killed_mid_job_is_replaced_and_the_job_runs_again_once(executor):
     pool: ActorPool = executor.pools["gpu"]
     before = pool.replaced
-    result = executor.edit(SimpleNamespace(name="gpu"), request("victim", prompt="die once"))
+    result = edit(executor, request("victim", prompt="die once"))
     assert len(result.images) == 1
     assert runs(executor.marker_dir, "victim") == 2  # died once, then completed on a live actor
     assert pool.replaced == before + 1
     assert len(pool.pids) == CLUSTER_SDXL  # back to full strength
-    after = executor.edit(SimpleNamespace(name="gpu"), request("after"))
+    after = edit(executor, request("after"))
     assert len(after.images) == 1
 
 
 def test_second_death_gives_backend_unavailable_so_fallbacks_apply(executor):
     with pytest.raises(BackendUnavailable, match="died 2 times") as err:
-        executor.edit(SimpleNamespace(name="gpu"), request("doomed", prompt="die always"))
+        edit(executor, request("doomed", prompt="die always"))
     assert err.value.job_id == "doomed" and err.value.backend == "gpu"
     assert runs(executor.marker_dir, "doomed") == 2  # tried exactly twice, never more
     assert len(executor.pools["gpu"].pids) == CLUSTER_SDXL
+
+
+def test_api_backend_runs_in_the_driver_process(executor):
+    result = edit(executor, request("api-job"), backend="api")
+    assert result.backend == "api"
+    assert executor.backends["api"].calls == 1  # the driver's own object did the work
+    assert runs(executor.marker_dir, "api-job") == 0
