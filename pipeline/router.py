@@ -246,26 +246,34 @@ class Router:
     def route(self, job: Job, at: datetime | None = None) -> Decision:
         reasons: list[str] = []
         cands, excluded = self._capable(job, reasons)
-        chosen: str | None = None
+        chosen = self._choose(job, cands, excluded, at, reasons)
+        return self._decision(job, chosen, cands, excluded, reasons)
+
+    def choose(self, job: Job, cands: Mapping[str, Candidate], at: datetime | None = None) -> str | None:
+        """The choice among already-estimated capable `cands` (no new estimates): for what-if comparisons."""
+        mine = {n: c for n, c in cands.items() if n in self._order}
+        return self._choose(job, mine, {}, at, [])
+
+    def _choose(self, job: Job, cands: dict[str, Candidate], excluded: dict[str, str], at: datetime | None,
+                reasons: list[str]) -> str | None:
         if job.backend is not None:
             pin = job.backend
             if pin not in self._order:
                 reasons.append(f"pinned to {pin!r}, which this policy does not declare "
                                f"({', '.join(self._names)})")
-            elif pin not in cands:
+                return None
+            if pin not in cands:
                 reasons.append(f"pinned to {pin}, but {pin} {excluded.get(pin, 'is not available')}")
-            else:
-                reasons.append(f"pinned to {pin} by the manifest (objective and rules skipped)")
-                chosen = self._budget(pin, cands, excluded, at, reasons, overflow=False)
-        elif not cands:
+                return None
+            reasons.append(f"pinned to {pin} by the manifest (objective and rules skipped)")
+            return self._budget(pin, cands, excluded, at, reasons, overflow=False)
+        if not cands:
             reasons.append("no backend in this policy can run this job")
-        else:
-            forced, rank = self._rules(job, cands, excluded, reasons)
-            forced = forced or self._volume_shift(job, cands, at, reasons)
-            pick_ = forced or self._objective(cands, rank, excluded, reasons)
-            if pick_ is not None:
-                chosen = self._budget(pick_, cands, excluded, at, reasons)
-        return self._decision(job, chosen, cands, excluded, reasons)
+            return None
+        forced, rank = self._rules(job, cands, excluded, reasons)
+        forced = forced or self._volume_shift(job, cands, at, reasons)
+        choice = forced or self._objective(cands, rank, excluded, reasons)
+        return None if choice is None else self._budget(choice, cands, excluded, at, reasons)
 
     def _decision(self, job: Job, chosen: str | None, cands: Mapping[str, Candidate], excluded: Mapping[str, str],
                   reasons: list[str]) -> Decision:

@@ -1,0 +1,133 @@
+"""`editroute plan MANIFEST --policy FILE [--explain] [--monthly-volume N] [--json]`: route every job without
+running any, and show the split, the cost per backend, and what all-API or all-self-hosted would cost.
+
+Needs no GPU and no API key: backends are only asked for capabilities and estimates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+MAX_VOLUME = 5_000_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="route a manifest under a policy and estimate its cost, running nothing")
+    p.add_argument("manifest", type=Path, help="jobs file (.jsonl, .yaml or .json)")
+    p.add_argument("--policy", required=True, type=Path, help="policy YAML (see configs/policies/)")
+    p.add_argument("--explain", action="store_true", help="print each job's decision and its reasons")
+    p.add_argument("--monthly-volume", type=int, metavar="N",
+                   help="also project this mix to N jobs a month (budgets and volume shift included)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.set_defaults(func=run)
+
+
+def _usd(amount: Decimal) -> str:
+    return f"${amount:,.2f}" if amount >= 100 else f"${amount:,.4f}"
+
+
+def _decision_dict(d) -> dict[str, Any]:
+    return {"id": d.job_id, "backend": d.backend, "usd": str(d.estimate.usd) if d.estimate else None,
+            "basis": d.estimate.basis if d.estimate else None, "quality": d.quality,
+            "fallbacks": list(d.fallbacks), "reasons": list(d.reasons),
+            "alternatives": [{"backend": a.backend, "usd": str(a.estimate.usd) if a.estimate else None,
+                              "quality": a.quality, "excluded": a.excluded} for a in d.alternatives]}
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.errors import ConfigError
+    from pipeline.jobs import Manifest
+    from pipeline.plan import plan_jobs, project
+    from pipeline.policy import build_backends, load_policy
+
+    if args.monthly_volume is not None and not 1 <= args.monthly_volume <= MAX_VOLUME:
+        raise ConfigError(f"--monthly-volume={args.monthly_volume}: expected 1 to {MAX_VOLUME}")
+    policy = load_policy(args.policy)
+    backends = build_backends(policy)
+    manifest = Manifest(args.manifest)
+    problems = manifest.check()
+    summary = plan_jobs(policy, backends, manifest.jobs(), keep_decisions=True)
+    projection = None
+    if args.monthly_volume and manifest.valid:
+        projection = project(policy, backends, manifest.jobs, args.monthly_volume)
+
+    if args.json:
+        out = {"policy": str(args.policy), "manifest": str(args.manifest), "entries": manifest.entries,
+               "problems": [{"line": p.line, "index": p.index, "id": p.job_id, "field": p.field,
+                             "message": p.message} for p in problems],
+               **summary.as_dict(),
+               "hosting": {name: spec.hosting for name, spec in policy.backends.items()},
+               "decisions": [_decision_dict(d) for d in summary.decisions]}
+        if projection is not None:
+            out["projection"] = {"monthly_volume": args.monthly_volume, **projection.as_dict()}
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        _render(args, policy, manifest, problems, summary, projection)
+    return 1 if problems or summary.held else 0
+
+
+def _split_table(title: str, policy, summary):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col, just in (("backend", "left"), ("hosting", "left"), ("jobs", "right"), ("images", "right"),
+                      ("est. cost", "right"), ("per job", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for name, t in summary.split.items():
+        per = _usd(t.usd / t.jobs) if t.jobs else "-"
+        table.add_row(name, policy.backends[name].hosting, str(t.jobs), str(t.images), _usd(t.usd), per)
+    if summary.held:
+        table.add_row("[red]held[/red]", "", str(summary.held), "", "", "")
+    table.add_section()
+    images = sum(t.images for t in summary.split.values())
+    table.add_row("total", "", str(summary.jobs), str(images), _usd(summary.total_usd), "")
+    return table
+
+
+def _comparisons(summary) -> list[str]:
+    lines = []
+    for key, label in (("api", "all-API"), ("self-hosted", "all-self-hosted")):
+        c = summary.compare[key]
+        text = f"{label:>16}: {_usd(c.totals.usd)} for {c.totals.jobs} jobs"
+        if c.cannot_run:
+            text += f" ({c.cannot_run} job{'s' if c.cannot_run != 1 else ''} cannot run there)"
+        lines.append(text)
+    return lines
+
+
+def _render(args, policy, manifest, problems, summary, projection) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    err = Console(stderr=True)
+    for p in problems:
+        err.print(f"[red]problem[/red] {escape(str(p))}")
+    if problems:
+        err.print(f"{len(problems)} problem(s) in {manifest.entries} entries; "
+                  f"{manifest.valid} valid job(s) planned")
+    if args.explain:
+        for d in summary.decisions:
+            head = (f"[bold]{escape(d.job_id)}[/bold] -> [green]{escape(d.backend)}[/green] "
+                    f"{_usd(d.estimate.usd)}" if d.backend and d.estimate else
+                    f"[bold]{escape(d.job_id)}[/bold] -> [red]held[/red]")
+            console.print(head)
+            for reason in d.reasons:
+                console.print(f"    {escape(reason)}", soft_wrap=True)
+        console.print()
+    console.print(_split_table(f"Plan: {args.manifest} under {args.policy}", policy, summary))
+    console.print(f"{'this policy':>16}: {_usd(summary.total_usd)} for {summary.jobs - summary.held} jobs")
+    for line in _comparisons(summary):
+        console.print(line)
+    if projection is not None:
+        console.print()
+        console.print(_split_table(f"Projection: {args.monthly_volume:,} jobs/month with this mix", policy,
+                                   projection))
+        for line in _comparisons(projection):
+            console.print(line)
