@@ -131,7 +131,8 @@ class FakeOpenAIServer:
         self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-standin", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="openai-standin",
+                                        daemon=True)  # short poll: stop() returns quickly
         self._thread.start()
         log.warning("%s listening on %s", BANNER, self.base_url)
         return self
@@ -306,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # run the imported module's main, so openai_edit and this share one ApiError class
+    from backends.standins.openai_server import main as _main
+
+    raise SystemExit(_main())
 
 
 __all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError", "b64", "encode_image"]
