@@ -1,0 +1,388 @@
+"""The single-job execution core, shared by the batch runner, the HTTP server and the Ray executor.
+
+    ctx = ExecContext(ledger=Ledger.in_dir(out), executor=LocalExecutor(backends), out_dir=out,
+                      backends=backends, caps_for=lambda name: caps)   # caps: ledger.BudgetCap list
+    outcome = execute(job, router.route, ctx)     # or a ready Decision instead of router.route
+
+`execute(job, decision, ctx) -> Outcome` never raises for a job's own problems (they come back as
+`Outcome(status="failed", error=..., error_class=...)`); it raises only for programming/config errors.
+Steps, each recorded in the ledger:
+
+1. Idempotency. The key is `job_key(job)` (sha256 of image/mask bytes, prompt, options, seed, pinned backend;
+   `ctx.idempotency_key` overrides the key, e.g. from an `Idempotency-Key` header). If the ledger has the
+   key done and `DIR/<job id>/result.json` lists outputs that exist with their recorded sha256, the stored
+   result is returned (`reused=True`) and no backend is called, nor the router. A job whose result reached
+   disk before a crash is adopted the same way (billed once, marked done). Same inputs under another job id:
+   `duplicate_of` names the first job.
+2. Materialize: bytes read and pixels decoded; a corrupt image fails here as `InvalidRequest`, no spend.
+3. Route (if `decision` is a callable) and run: for the chosen backend, then each of `decision.fallbacks`,
+   reserve the estimate in the ledger under `ctx.caps_for(backend)` (a failed hold moves to the next
+   fallback), call it through `ctx.executor`, settle the actual cost. `RateLimited` waits (`retry_after`, else
+   exponential backoff with jitter) and retries up to `ctx.retry.max_rate_limited` times, then moves on;
+   `BackendUnavailable` and `BudgetExceeded` move to the next fallback; `InvalidRequest` and
+   `ContentRejected` fail the job at once (the latter falls back only with `ctx.fallback_on_rejected`).
+   `ctx.stop` (a threading.Event, set on Ctrl-C) stops before the next call: the job is marked interrupted.
+4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
+   `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
+   file), all with `atomic_write_bytes`, BEFORE the ledger says done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from backends.base import EditBackend, EditRequest, EditResult
+from backends.errors import (
+    BackendUnavailable,
+    BudgetExceeded,
+    ContentRejected,
+    EditError,
+    InvalidRequest,
+    RateLimited,
+)
+from backends.images import InputImage
+from pipeline.executors import Executor
+from pipeline.files import atomic_write_bytes, sha256_file
+from pipeline.jobs import Job
+from pipeline.ledger import BudgetCap, Ledger
+from pipeline.router import Decision
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+_SAFE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
+_SAFE_ARTIFACT = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
+
+OutcomeStatus = Literal["done", "failed", "skipped", "interrupted"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_rate_limited: int = 6  # RateLimited retries per backend before moving to the next fallback
+    base_delay_s: float = 0.5
+    max_delay_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay_s)
+        return min(self.base_delay_s * 2 ** attempt, self.max_delay_s) * (0.5 + random.random() / 2)
+
+
+@dataclass
+class ExecContext:
+    ledger: Ledger
+    executor: Executor
+    out_dir: Path
+    backends: Mapping[str, EditBackend]  # for estimates on fallbacks (calls go through `executor`)
+    caps_for: Callable[[str], Sequence[BudgetCap]] = lambda name: ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_failed: bool = False
+    fallback_on_rejected: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    status: OutcomeStatus  # skipped: failed before and not retried, or running elsewhere
+    backend: str | None = None
+    cost: Decimal = Decimal(0)  # billed for this job (for a reused result: what it cost when it ran)
+    outputs: tuple[Path, ...] = ()
+    artifacts: tuple[Path, ...] = ()
+    error: str | None = None
+    error_class: str | None = None
+    reused: bool = False  # the result came from disk; nothing was called
+    duplicate_of: str | None = None
+    attempts: int = 0  # backend calls made now
+    latency_s: float = 0.0
+    result: Mapping[str, Any] | None = None  # the content of result.json, when done
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
+
+
+# ---- keys and stored results -------------------------------------------------------------------------
+
+
+def _read_all(request: EditRequest) -> list[bytes]:
+    """Raw bytes of every input (images, then mask): what the key hashes and what gets decoded."""
+    images = [*request.images, *([request.mask] if request.mask is not None else [])]
+    out = []
+    for i, img in enumerate(images):
+        field_name = "mask" if request.mask is not None and i == len(images) - 1 else f"image[{i}]"
+        try:
+            out.append(img.read())
+        except OSError as exc:
+            raise InvalidRequest(f"{field_name}: cannot read {img.name}: {exc.strerror or exc}",
+                                 field=field_name, value=img.name) from None
+    return out
+
+
+def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
+    """sha256 of what decides the output: input bytes, prompt, options, seed, pinned backend (not the id)."""
+    r = job.request
+    h = hashlib.sha256()
+    for data in raw if raw is not None else _read_all(r):
+        h.update(hashlib.sha256(data).digest())
+    h.update(json.dumps({
+        "mask": r.mask is not None, "prompt": r.prompt, "size": r.size, "quality": r.quality, "n": r.n,
+        "output_format": r.output_format, "output_compression": r.output_compression, "background": r.background,
+        "input_fidelity": r.input_fidelity, "seed": r.seed, "backend": job.backend,
+    }, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
+    """Decode every input from the bytes already read (a corrupt file raises InvalidRequest here)."""
+    def load(img: InputImage, data: bytes, name: str) -> InputImage:
+        return replace(InputImage.from_bytes(data, name=img.name, field=name), path=img.path)
+
+    images = tuple(load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")
+                   for i, img in enumerate(request.images))
+    mask = load(request.mask, raw[-1], "mask") if request.mask is not None else None
+    return replace(request, images=images, mask=mask)
+
+
+def stored_result(out_dir: Path, job_id: str, key: str) -> dict[str, Any] | None:
+    """result.json for this key, if it and every file it lists exist with the recorded sha256."""
+    path = out_dir / job_id / RESULT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    if data.get("idempotency_key") != key:
+        return None
+    for entry in [*data.get("outputs", []), *data.get("artifacts", [])]:
+        try:
+            if sha256_file(out_dir / entry["path"]) != entry["sha256"]:
+                return None
+        except (OSError, KeyError, TypeError):
+            return None
+    return data
+
+
+def _reused(job_id: str, data: Mapping[str, Any], out_dir: Path, duplicate_of: str | None = None) -> Outcome:
+    return Outcome(job_id=job_id, status="done", backend=data.get("backend"), cost=Decimal(data.get("cost_usd", "0")),
+                   outputs=tuple(out_dir / o["path"] for o in data.get("outputs", [])),
+                   artifacts=tuple(out_dir / o["path"] for o in data.get("artifacts", [])),
+                   reused=True, duplicate_of=duplicate_of, result=data)
+
+
+# ---- the core ----------------------------------------------------------------------------------------
+
+
+def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecContext) -> Outcome:
+    t0 = time.perf_counter()
+    ledger = ctx.ledger
+    try:
+        if not _SAFE_ID.match(job.id):
+            raise InvalidRequest(f"job id {job.id!r} cannot name an output folder (letters, digits, '.', '_', "
+                                 "'-'; at most 128)", field="id", value=job.id)
+        raw = _read_all(job.request)
+    except InvalidRequest as exc:
+        exc.with_context(job_id=job.id)
+        unreadable = hashlib.sha256(f"unreadable:{job.id}:{exc}".encode()).hexdigest()
+        ledger.record_invalid(job.id, unreadable, unreadable, exc)
+        return _failed(job.id, exc, t0)
+    key = job_key(job, raw)
+    request_hash = key
+    if ctx.idempotency_key is not None and (given := ctx.idempotency_key(job)):
+        key = given
+
+    # 1. idempotency: a result already on disk is never paid for again
+    rec = ledger.get_by_key(key)
+    if rec is not None and rec.status == "done" and (data := stored_result(ctx.out_dir, rec.id, key)):
+        return _reused(job.id, data, ctx.out_dir, duplicate_of=None if rec.id == job.id else rec.id)
+    claim = ledger.claim(job.id, key, request_hash, retry_failed=ctx.retry_failed, rerun=rec is not None)
+    if claim.action == "duplicate":
+        other = claim.record
+        if other.status == "done" and (data := stored_result(ctx.out_dir, other.id, key)):
+            return _reused(job.id, data, ctx.out_dir, duplicate_of=other.id)
+        return Outcome(job.id, "skipped", error=f"same inputs as job {other.id!r} ({other.status})",
+                       error_class="Duplicate", duplicate_of=other.id)
+    if claim.action in ("failed", "busy"):
+        r = claim.record
+        what = "running in another process" if claim.action == "busy" else f"failed before: {r.error}"
+        return Outcome(job.id, "failed" if claim.recovered else "skipped", backend=r.backend, cost=r.cost,
+                       error=what, error_class=r.error_class or "Busy")
+    if claim.action == "done":  # a done row whose files were fine after all (rerun raced) -> reuse
+        if data := stored_result(ctx.out_dir, job.id, key):
+            return _reused(job.id, data, ctx.out_dir)
+    if claim.record.starts > 1 and (data := stored_result(ctx.out_dir, job.id, key)):
+        # the outputs reached disk but the process died before the ledger said done: bill once, finish
+        ledger.adopt(job.id, backend=data["backend"], outputs=data["outputs"], cost=Decimal(data["cost_usd"]),
+                     usage=data.get("usage"))
+        log.info("job %s: adopted the result a stopped run left on disk", job.id)
+        return _reused(job.id, data, ctx.out_dir)
+
+    # 2. materialize: a corrupt image fails here, before any spend
+    try:
+        request = _materialize(replace(job.request, job_id=job.id), raw)
+    except InvalidRequest as exc:
+        ledger.fail(job.id, exc.with_context(job_id=job.id))
+        return _failed(job.id, exc, t0)
+
+    # 3. route and run
+    try:
+        dec = decision(job) if callable(decision) else decision
+    except EditError as exc:
+        ledger.fail(job.id, exc.with_context(job_id=job.id))
+        return _failed(job.id, exc, t0)
+    if dec.backend is None:
+        msg = "no backend may run this job: " + "; ".join(dec.reasons)
+        ledger.fail(job.id, msg, error_class="Unroutable")
+        return Outcome(job.id, "failed", error=msg, error_class="Unroutable", latency_s=time.perf_counter() - t0)
+    return _run(job, request, key, dec, ctx, t0)
+
+
+def _failed(job_id: str, exc: BaseException, t0: float, backend: str | None = None, attempts: int = 0) -> Outcome:
+    return Outcome(job_id, "failed", backend=backend, error=str(exc), error_class=type(exc).__name__,
+                   attempts=attempts, latency_s=time.perf_counter() - t0)
+
+
+def _estimate(dec: Decision, name: str, request: EditRequest, ctx: ExecContext) -> Decimal:
+    if name == dec.backend and dec.estimate is not None:
+        return dec.estimate.usd
+    for alt in dec.alternatives:
+        if alt.backend == name and alt.estimate is not None:
+            return alt.estimate.usd
+    return ctx.backends[name].estimate(request).usd
+
+
+def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecContext, t0: float) -> Outcome:
+    ledger = ctx.ledger
+    candidates = list(dict.fromkeys([dec.backend, *dec.fallbacks]))
+    tried: list[dict[str, Any]] = []
+    last: EditError | None = None
+    calls = 0
+    for name in candidates:
+        assert name is not None
+        rate_limited = 0
+        while True:
+            if ctx.stop.is_set():
+                ledger.interrupt([job.id])
+                return Outcome(job.id, "interrupted", backend=name, error="stopped before it finished",
+                               error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
+            try:
+                estimate = _estimate(dec, name, request, ctx)
+                attempt_id = ledger.reserve(job.id, name, estimate, ctx.caps_for(name))
+            except EditError as exc:  # BudgetExceeded, or an estimate the backend refuses
+                last = exc.with_context(job_id=job.id, backend=name)
+                tried.append(_tried(name, exc))
+                if isinstance(exc, InvalidRequest):
+                    ledger.fail(job.id, exc, backend=name)
+                    return _failed(job.id, exc, t0, name, calls)
+                break
+            calls += 1
+            started = time.perf_counter()
+            try:
+                result = ctx.executor.submit(name, request).result()
+            except RateLimited as exc:
+                ledger.settle(attempt_id, Decimal(0), error=exc)
+                tried.append(_tried(name, exc))
+                last = exc.with_context(job_id=job.id, backend=name)
+                if rate_limited >= ctx.retry.max_rate_limited:
+                    break
+                delay = ctx.retry.delay(rate_limited, exc.retry_after)
+                rate_limited += 1
+                log.info("job %s: %s rate-limited; retrying in %.1fs", job.id, name, delay)
+                ctx.stop.wait(delay)
+                continue
+            except (BackendUnavailable, BudgetExceeded) as exc:
+                ledger.settle(attempt_id, Decimal(0), error=exc)
+                tried.append(_tried(name, exc))
+                last = exc.with_context(job_id=job.id, backend=name)
+                log.warning("job %s: %s", job.id, last)
+                break
+            except (InvalidRequest, ContentRejected) as exc:
+                ledger.settle(attempt_id, Decimal(0), error=exc)
+                tried.append(_tried(name, exc))
+                last = exc.with_context(job_id=job.id, backend=name)
+                if isinstance(exc, ContentRejected) and ctx.fallback_on_rejected:
+                    break
+                ledger.fail(job.id, exc, backend=name)
+                return _failed(job.id, exc, t0, name, calls)
+            except Exception as exc:  # a bug in a backend must not sink the batch
+                log.exception("job %s: backend %s raised an unexpected error", job.id, name)
+                ledger.settle(attempt_id, Decimal(0), error=exc)
+                ledger.fail(job.id, f"{type(exc).__name__}: {exc}", backend=name, error_class=type(exc).__name__)
+                return _failed(job.id, exc, t0, name, calls)
+            tried.append(_tried(name, None, result.cost_usd, time.perf_counter() - started))
+            return _finish(job, key, dec, result, attempt_id, tried, ctx, t0, calls)
+    last_error = {t["backend"]: t["error"] for t in tried if t["error"]}  # one line per backend
+    summary = "; ".join(f"{b}: {e}" for b, e in last_error.items()) or "nothing tried"
+    msg = f"every backend failed: {summary}"
+    ledger.fail(job.id, msg, error_class=type(last).__name__ if last else "Failed")
+    return Outcome(job.id, "failed", backend=candidates[-1] if candidates else None, error=msg,
+                   error_class=type(last).__name__ if last else "Failed", attempts=calls,
+                   latency_s=time.perf_counter() - t0)
+
+
+def _tried(backend: str, exc: BaseException | None, cost: Decimal = Decimal(0), seconds: float | None = None
+           ) -> dict[str, Any]:
+    return {"backend": backend, "error_class": type(exc).__name__ if exc else None,
+            "error": getattr(exc, "message", str(exc)) if exc else None, "cost_usd": str(cost),
+            "seconds": None if seconds is None else round(seconds, 4)}
+
+
+def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: int, tried: list[dict[str, Any]],
+            ctx: ExecContext, t0: float, calls: int) -> Outcome:
+    """Write every file (atomically), result.json last, and only then tell the ledger the job is done."""
+    folder = ctx.out_dir / job.id
+    usage = result.usage.to_dict()
+    try:
+        outputs = []
+        for k, data in enumerate(result.images):
+            rel = f"{job.id}/{k}.{result.output_format}"
+            outputs.append({"path": rel, "sha256": atomic_write_bytes(ctx.out_dir / rel, data)})
+        artifacts = []
+        for name, data in result.artifacts.items():
+            if not _SAFE_ARTIFACT.match(name) or name == RESULT_FILE:
+                name = "artifact-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+            rel = f"{job.id}/{name}"
+            artifacts.append({"path": rel, "sha256": atomic_write_bytes(ctx.out_dir / rel, data)})
+        record = {
+            # `backend` is the policy's name for it, which the ledger and the report use
+            "job_id": job.id, "idempotency_key": key, "backend": tried[-1]["backend"], "model": result.model,
+            "cost_usd": str(result.cost_usd),
+            "estimate_usd": str(dec.estimate.usd) if dec.estimate else None, "usage": usage,
+            "timings": dict(result.timings), "seed": result.seed, "quality": result.quality, "size": result.size,
+            "output_format": result.output_format, "background": result.background, "reasons": list(dec.reasons),
+            "attempts": tried, "outputs": outputs, "artifacts": artifacts, "extras": _jsonable(result.extras),
+            "tags": list(job.tags), "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write_bytes(folder / RESULT_FILE, json.dumps(record, indent=2).encode())
+    except OSError as exc:  # paid, but could not be kept: bill it and say so
+        ctx.ledger.settle(attempt_id, result.cost_usd, usage=usage)
+        ctx.ledger.fail(job.id, f"could not write outputs to {folder}: {exc}", error_class="OutputError",
+                        backend=tried[-1]["backend"])
+        return _failed(job.id, exc, t0, tried[-1]["backend"], calls)
+    ctx.ledger.complete(job.id, backend=record["backend"], outputs=outputs, cost=result.cost_usd,
+                        attempt_id=attempt_id, usage=usage)
+    rec = ctx.ledger.get(job.id)
+    return Outcome(job.id, "done", backend=record["backend"], cost=rec.cost if rec else result.cost_usd,
+                   outputs=tuple(ctx.out_dir / o["path"] for o in outputs),
+                   artifacts=tuple(ctx.out_dir / a["path"] for a in artifacts), attempts=calls,
+                   latency_s=time.perf_counter() - t0, result=record)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return dict(value) if isinstance(value, Mapping) else value
+    except TypeError:
+        return {k: repr(v) for k, v in dict(value).items()} if isinstance(value, Mapping) else repr(value)

@@ -1,0 +1,128 @@
+"""Where backend calls run: the executor seam between deciding (router, ledger) and doing (backend.edit).
+
+    class Executor(Protocol):
+        def submit(self, backend: str, request: EditRequest) -> Future[EditResult]: ...
+        def close(self) -> None: ...
+
+`request` arrives materialized (bytes loaded, pixels checked, picklable), so an executor may ship it to another
+process or machine; the future resolves to an `EditResult` or raises a `backends.errors.EditError`. Executors
+never touch the ledger or the router: only the driver process writes the ledger.
+
+`LocalExecutor` runs calls on threads with a limit per backend: an API backend allows `concurrency` calls in
+flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend runs one call at a time.
+Other executors register in `EXECUTORS` ("name" -> "module:Class"); each class is built as
+`cls(backends, **options)` where `backends` maps names to backend objects (see `create_executor`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from backends.base import EditBackend, EditRequest, EditResult
+from pipeline.errors import ConfigError
+
+DEFAULT_API_CONCURRENCY = 4
+
+EXECUTORS: dict[str, str] = {
+    "local": "pipeline.executors:LocalExecutor",
+}
+
+
+class Executor(Protocol):
+    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class BackendLimits:
+    concurrency: int = DEFAULT_API_CONCURRENCY
+    requests_per_minute: float | None = None
+
+
+def limits_for(backend: EditBackend) -> BackendLimits:
+    """A backend's own limits: `settings.concurrency` / `settings.requests_per_minute` when it has settings
+    (the API backend); one call at a time for GPU-bound backends (those with `gpu_bound = True` or SDXL)."""
+    settings = getattr(backend, "settings", None)
+    gpu_bound = getattr(backend, "gpu_bound", None)
+    if gpu_bound is None:
+        gpu_bound = type(backend).__name__.startswith("SDXL")
+    concurrency = getattr(settings, "concurrency", None)
+    if concurrency is None:
+        concurrency = 1 if gpu_bound else DEFAULT_API_CONCURRENCY
+    rpm = getattr(settings, "requests_per_minute", None)
+    return BackendLimits(concurrency=max(1, int(concurrency)), requests_per_minute=rpm)
+
+
+class RateLimiter:
+    """Spaces calls evenly so that no more than `per_minute` start in any minute (no bursts)."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.interval = 60.0 / per_minute
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class LocalExecutor:
+    """Threads in this process, one pool per backend sized by its limits."""
+
+    def __init__(self, backends: Mapping[str, EditBackend],
+                 limits: Mapping[str, BackendLimits] | None = None) -> None:
+        self.backends = dict(backends)
+        self.limits = {name: (limits or {}).get(name) or limits_for(b) for name, b in self.backends.items()}
+        self._pools = {name: ThreadPoolExecutor(max_workers=lim.concurrency, thread_name_prefix=f"edit-{name}")
+                       for name, lim in self.limits.items()}
+        self._limiters = {name: RateLimiter(lim.requests_per_minute)
+                          for name, lim in self.limits.items() if lim.requests_per_minute}
+
+    def capacity(self) -> int:
+        """Calls that can be in flight at once, over all backends (the runner sizes its window on it)."""
+        return sum(lim.concurrency for lim in self.limits.values())
+
+    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
+        try:
+            pool = self._pools[backend]
+        except KeyError:
+            raise ConfigError(f"executor has no backend named {backend!r} (has: {', '.join(self._pools)})") from None
+        return pool.submit(self._call, backend, request)
+
+    def _call(self, backend: str, request: EditRequest) -> EditResult:
+        limiter = self._limiters.get(backend)
+        if limiter is not None:
+            limiter.acquire()
+        return self.backends[backend].edit(request)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def create_executor(name: str, backends: Mapping[str, EditBackend], **options: Any) -> Executor:
+    try:
+        path = EXECUTORS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, EXECUTORS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"--executor {name!r} is not known (known: {', '.join(EXECUTORS)}).{hint}") from None
+    module_name, _, class_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--executor {name!r} needs {exc.name!r}; install its extra "
+                          f'(pip install "editroute[{name}]")') from exc
+    return getattr(module, class_name)(backends, **options)
