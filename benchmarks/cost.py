@@ -101,6 +101,7 @@ class CostOptions:
     results_path: Path = gpu_figures.RESULTS_FILE
     manifest: Path | None = None  # job mix for the policy section (default: examples/all.jsonl)
     policies: tuple[Path, ...] | None = None  # default: configs/policies/*.yaml
+    shift_after_usd: Decimal | None = Decimal(300)  # also cost volume-shift policies with this API allowance
 
 
 @dataclass

@@ -95,3 +95,41 @@ def test_bench_cost_rejects_bad_flags(tmp_path):
     assert main(["bench", "cost", "--out", str(tmp_path), "--gpu", "L4"]) == 2
     with pytest.raises(SystemExit):
         main(["bench", "cost", "--out", str(tmp_path), "--gpu-hourly", "-1"])
+
+
+SHIFT_POLICY = """
+backends:
+  api: {kind: function, cost_per_image: "0.17"}
+  local:
+    kind: function
+    hosting: self-hosted
+    cost_per_image: "0.002"
+    capabilities: {max_images: 1, mask_optional: false}
+quality: {api: 0.9, local: 0.7}
+objective: {type: best_quality}
+volume_shift:
+  - after_jobs: 5000
+    counting: [api]
+    to: local
+budgets:
+  - {backend: api, period: month, limit_usd: 20000, on_exhausted: stop}
+"""
+
+
+def test_policy_mix_follows_volume_shift_and_budget_stop(tmp_path):
+    from benchmarks.policy_mix import policy_mix
+
+    path = tmp_path / "shift.yaml"
+    path.write_text(SHIFT_POLICY, encoding="utf-8")
+    pm = policy_mix(CostOptions(policies=(path,), shift_after_usd=None), volumes=(1_000, 10_000, 1_000_000))
+    shares = pm.shares["shift"]
+    assert shares[1_000] == {"api": pytest.approx(1.0)}  # below the shift: all on the API
+    assert 0.2 < shares[10_000]["local"] < 0.4  # shifted after ~5,000 API jobs
+    assert pm.monthly["shift"][1_000] == Decimal("170")
+    # past the shift only what SDXL cannot run stays on the API (unmasked and multi-image work: 25% of edits),
+    # and the $20k API budget stops that at ~117,600 edits: the rest is held, not silently priced
+    at_1m = shares[1_000_000]
+    assert at_1m["local"] == pytest.approx(0.75, abs=0.02)
+    assert at_1m["api"] == pytest.approx(20_000 / 0.17 / 1_000_000, abs=0.01)
+    assert pm.held["shift"][1_000_000] == pytest.approx(0.25 - at_1m["api"], abs=0.01)
+    assert pm.monthly["shift"][1_000_000] <= Decimal("20000") + Decimal("0.002") * 1_000_000 + 100

@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--volumes", type=_volumes, help="edits per month, comma-separated (default 1k,10k,50k,100k,1M)")
     c.add_argument("--manifest", type=Path, help="job mix for the per-policy cost (default examples/all.jsonl)")
     c.add_argument("--policy", type=Path, action="append", help="policy file(s) (default: configs/policies/*.yaml)")
+    c.add_argument("--shift-after-usd", type=_usd, default=Decimal(300),
+                   help="also cost each volume-shift policy shifting after this monthly API spend (default 300)")
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     c.set_defaults(func=run_cost)
 
@@ -84,7 +86,8 @@ def run_cost(args: argparse.Namespace) -> int:
             raise ConfigError(f"owned workstation: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
     options = CostOptions(gpu=args.gpu, seconds_per_image=args.seconds_per_image, gpu_hourly=args.gpu_hourly,
                           reserved_monthly=args.reserved_monthly, owned=owned, volumes=args.volumes or VOLUMES,
-                          manifest=args.manifest, policies=tuple(args.policy) if args.policy else None)
+                          manifest=args.manifest, policies=tuple(args.policy) if args.policy else None,
+                          shift_after_usd=args.shift_after_usd)
     report = build_report(options)
     try:
         from benchmarks.policy_mix import policy_mix

@@ -1,0 +1,239 @@
+"""Monthly cost of a representative job mix under each shipped policy, at each volume.
+
+Each policy's own `Router` and backends decide and estimate (their rates, their tiers), with an `InMemorySpend`
+that fills up as the month goes, so budgets and volume shifts act as they would. Routing every job of a
+1M-edit month would take long, so the month is cut into `SEGMENTS` equal slices: in each slice the mix is routed
+once against the spend so far, and each routed job counts for its share of the slice. Thresholds are thus
+honoured to within one slice (2% of the volume).
+
+The default mix (`synthetic_mix`) is production-sized (1024^2 inputs), built from the five use cases of DESIGN.md;
+`--manifest` routes a real manifest instead (its images' real sizes then drive the estimates).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from backends.base import EditRequest
+from backends.images import InputImage
+from pipeline.jobs import Job
+
+log = logging.getLogger(__name__)
+SEGMENTS = 50
+PLOT_VOLUMES = (1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000)
+MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)
+
+# (use case, jobs per 100 edits' worth, request fields, tags). Edits = jobs x n.
+MIX_SPEC: tuple[tuple[str, int, dict, tuple[str, ...]], ...] = (
+    ("ecommerce-background", 40, {"quality": "medium", "size": "1024x1024", "mask": True},
+     ("ecommerce", "background")),
+    ("ecommerce-hero", 10, {"quality": "high", "size": "1024x1024", "mask": True}, ("ecommerce", "hero")),
+    ("marketing-variants", 5, {"quality": "medium", "size": "1536x1024", "n": 4}, ("marketing", "variants")),
+    ("compositing", 5, {"quality": "high", "size": "1024x1024", "images": 3}, ("compositing", "brand")),
+    ("localisation-badge", 10, {"quality": "high", "size": "1024x1024", "mask": True},
+     ("localisation", "text", "logo")),
+    ("prototyping", 15, {"quality": "low", "size": "1024x1024", "mask": True}, ("prototyping",)),
+)
+
+
+def _image(name: str, w: int = 1024, h: int = 1024, alpha: bool = False) -> InputImage:
+    # Metadata only: routing and estimates read format and size, never pixels.
+    return InputImage(name=name, format="png", width=w, height=h, nbytes=1_500_000, has_alpha=alpha)
+
+
+def synthetic_mix() -> list[Job]:
+    jobs = []
+    for case, count, spec, tags in MIX_SPEC:
+        w, h = (int(v) for v in spec["size"].split("x"))
+        for i in range(count):
+            images = tuple(_image(f"{case}-{i}-{k}.png", w, h) for k in range(spec.get("images", 1)))
+            mask = _image(f"{case}-{i}-mask.png", w, h, alpha=True) if spec.get("mask") else None
+            job_id = f"{case}-{i:03d}"
+            req = EditRequest(prompt=f"{case.replace('-', ' ')} edit", images=images, mask=mask,
+                              size=spec["size"], quality=spec["quality"], n=spec.get("n", 1), job_id=job_id)
+            jobs.append(Job(id=job_id, request=req, tags=tags))
+    return jobs
+
+
+def describe_mix() -> str:
+    total = sum(c * s.get("n", 1) for _, c, s, _ in MIX_SPEC)
+    parts = [f"{c * s.get('n', 1) * 100 // total}% {case} ({s['quality']} {s['size']}"
+             + (f", n={s['n']}" if s.get("n") else "") + (f", {s['images']} inputs" if s.get("images") else "")
+             + (", masked" if s.get("mask") else "") + ")" for case, c, s, _ in MIX_SPEC]
+    return "synthetic mix (1024^2 inputs): " + "; ".join(parts)
+
+
+@dataclass
+class PolicyMix:
+    mix: str
+    edits_per_pass: int
+    monthly: dict[str, dict[int, Decimal]] = field(default_factory=dict)  # policy -> volume -> USD
+    shares: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)  # policy -> volume -> backend share
+    held: dict[str, dict[int, float]] = field(default_factory=dict)  # share of edits no backend took
+    skipped: dict[str, str] = field(default_factory=dict)  # policy -> why it could not be costed
+
+
+def _weights(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def simulate(router, jobs: list[Job], volume: int, spend) -> tuple[Decimal, Counter, float]:
+    """Route `volume` edits of the mix through one month; returns USD, edits per backend, edits held."""
+    edits_per_pass = sum(j.request.n for j in jobs)
+    segments = max(1, min(SEGMENTS, volume // max(edits_per_pass, 1)))
+    total = Decimal(0)
+    per_backend: Counter = Counter()
+    held = 0.0
+    carry = 0.0  # job counts are whole: carry the fractions so thresholds see the right total
+    for s, seg_edits in enumerate(_weights(volume, segments)):
+        at = MONTH_START + timedelta(days=29.9 * s / segments)
+        scale = Decimal(seg_edits) / edits_per_pass  # each mix job stands for `scale` jobs in this slice
+        for job in jobs:
+            d = router.route(job, at=at)
+            if d.backend is None or d.estimate is None:
+                held += float(scale) * job.request.n
+                continue
+            carry += float(scale)
+            jobs_here, carry = int(carry), carry - int(carry)
+            usd = d.estimate.usd * scale
+            spend.record(d.backend, usd, at=at, jobs=jobs_here)
+            total += usd
+            per_backend[d.backend] += float(scale) * job.request.n
+    return total, per_backend, held
+
+
+def policy_files(given: tuple[Path, ...] | None) -> list[Path]:
+    from configs import POLICIES_DIR
+
+    return list(given) if given else sorted(POLICIES_DIR.glob("*.yaml"))
+
+
+def _variants(name: str, policy, shift_after_usd: Decimal | None) -> list[tuple[str, object]]:
+    """The policy as shipped, plus (if it shifts by volume) the same policy shifting after `shift_after_usd`:
+    shipped thresholds are demo values, and the point of a volume shift is how cost changes with volume."""
+    out: list[tuple[str, object]] = [(name, policy)]
+    if shift_after_usd is not None and policy.volume_shift:
+        shifts = tuple(s.model_copy(update={"after_usd": shift_after_usd, "after_jobs": None})
+                       for s in policy.volume_shift)
+        out.append((f"{name} (after ${shift_after_usd:,}/month)", policy.model_copy(update={"volume_shift": shifts})))
+    return out
+
+
+def policy_mix(options, volumes: tuple[int, ...] | None = None) -> PolicyMix | None:
+    """Cost of the mix under each policy at each volume; None when no policy is found."""
+    from pipeline.errors import ConfigError
+    from pipeline.policy import build_backends, load_policy
+    from pipeline.router import Router
+    from pipeline.spend import InMemorySpend
+
+    files = policy_files(options.policies)
+    if not files:
+        return None
+    if options.manifest is not None:
+        from pipeline.jobs import load_jobs
+
+        jobs = load_jobs(options.manifest)
+        mix = f"manifest {options.manifest} ({len(jobs)} jobs, images at their real sizes)"
+    else:
+        jobs, mix = synthetic_mix(), describe_mix()
+    jobs = [replace(j, backend=None) for j in jobs]  # the policy decides, not a pin
+    result = PolicyMix(mix=mix, edits_per_pass=sum(j.request.n for j in jobs))
+    for path in files:
+        name = path.stem
+        try:
+            policy = load_policy(path)
+            backends = build_backends(policy)
+        except ConfigError as exc:
+            result.skipped[name] = str(exc).splitlines()[0]
+            log.warning("policy %s skipped: %s", name, exc)
+            continue
+        wanted = volumes or options.volumes
+        extra = {v for v in PLOT_VOLUMES if min(wanted) <= v <= max(wanted)}  # smoother plot lines
+        for label, variant in _variants(name, policy, options.shift_after_usd):
+            result.monthly[label], result.shares[label], result.held[label] = {}, {}, {}
+            for volume in sorted(set(wanted) | extra):
+                spend = InMemorySpend()
+                usd, per_backend, held = simulate(Router(variant, backends, spend), jobs, volume, spend)
+                result.monthly[label][volume] = usd
+                result.shares[label][volume] = {b: v / volume for b, v in sorted(per_backend.items())}
+                result.held[label][volume] = held / volume
+        for b in backends.values():
+            b.close()
+    return result
+
+
+def markdown_section(pm: PolicyMix, volumes: tuple[int, ...]) -> list[str]:
+    from benchmarks.cost_output import usd, volume_label
+
+    lines = ["## Mixed cost under each shipped policy", "", f"Job mix: {pm.mix}.", "",
+             "Each policy's own router, backends and rates (its SDXL `gpu_cost`, not this run's GPU figure); "
+             "self-hosted edits are billed per GPU-second, with no fixed cost.", "",
+             "| policy | " + " | ".join(volume_label(v) for v in volumes) + " |", "|---|" + "---:|" * len(volumes)]
+    for name, costs in pm.monthly.items():
+        lines.append(f"| {name} | " + " | ".join(usd(costs[v]) for v in volumes) + " |")
+    lines += ["", "Share of edits per backend (held = routed nowhere: budget stopped or no capable backend):", "",
+              "| policy | " + " | ".join(volume_label(v) for v in volumes) + " |", "|---|" + "---|" * len(volumes)]
+    for name, shares in pm.shares.items():
+        cells = []
+        for v in volumes:
+            parts = [f"{b} {s:.0%}" for b, s in shares[v].items()]
+            if pm.held[name][v] >= 0.005:
+                parts.append(f"held {pm.held[name][v]:.0%}")
+            cells.append(", ".join(parts))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if pm.skipped:
+        lines.append("")
+    for name, why in pm.skipped.items():
+        lines.append(f"- {name}: not costed: {why}")
+    return lines + [""]
+
+
+def crossings(pm: PolicyMix) -> list[tuple[str, str, float, float]]:
+    """Where two policies' cost curves cross (log-linear interpolation between volumes)."""
+    out = []
+    names = list(pm.monthly)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            vols = sorted(pm.monthly[a])
+            diff = [float(pm.monthly[a][v] - pm.monthly[b][v]) for v in vols]
+            for k in range(len(vols) - 1):
+                if diff[k] == 0 or diff[k] * diff[k + 1] >= 0:
+                    continue
+                f = diff[k] / (diff[k] - diff[k + 1])
+                v = 10 ** (math.log10(vols[k]) + f * (math.log10(vols[k + 1]) - math.log10(vols[k])))
+                cost = float(pm.monthly[a][vols[k]]) + f * float(pm.monthly[a][vols[k + 1]] - pm.monthly[a][vols[k]])
+                out.append((a, b, v, cost))
+    return out
+
+
+def plot_policies(pm: PolicyMix, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, costs in pm.monthly.items():
+        vols = sorted(costs)
+        ax.plot(vols, [max(float(costs[v]), 1e-3) for v in vols], "-o", markersize=3, label=name)
+    for a, b, v, cost in crossings(pm):
+        ax.plot([v], [cost], "kx", markersize=7)
+        ax.annotate(f"{a} = {b}\n{v / 1000:.3g}k", (v, cost), fontsize=6, textcoords="offset points", xytext=(4, 4))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("edits per month (mix)")
+    ax.set_ylabel("USD per month")
+    ax.set_title("Mixed cost per policy (x: curves cross)", fontsize=9)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
