@@ -178,5 +178,9 @@ class When(_Strict):
                 return False
         return True
 
+    def predicates(self) -> tuple[Predicate, ...]:
+        """The compiled conditions (all must hold), for callers that match in a hot loop."""
+        return self._predicates
+
     def describe(self) -> str:
         return self._text
