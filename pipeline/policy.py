@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from backends.base import QUALITIES
 from backends.errors import EditError
 from backends.registry import UnknownBackendKind, backend_class, create_backend
 from pipeline.configfile import (
@@ -344,5 +343,5 @@ def build_backends(policy: Policy) -> dict[str, Any]:
     return out
 
 
-__all__ = ["QUALITIES", "Budget", "BackendSpec", "Objective", "Policy", "QualityScores", "Rule", "VolumeShift",
+__all__ = ["Budget", "BackendSpec", "Objective", "Policy", "QualityScores", "Rule", "VolumeShift",
            "build_backends", "load_policy"]
