@@ -151,15 +151,15 @@ class FakeOpenAIServer:
 
     # ---- request handling (called from the handler thread) ---------------------------------------
 
-    def _check_auth(self, headers) -> str | None:
+    def _check_auth(self, rec: RecordedRequest, headers) -> None:
         bearer = headers.get("Authorization", "")
         style, presented = (("bearer", bearer[7:]) if bearer.startswith("Bearer ")
                             else ("api-key", headers.get("api-key")) if headers.get("api-key") else (None, None))
+        rec.auth = style
         if self._api_key is not None and presented != self._api_key:
             shown = f"{presented[:4]}{'*' * 10}{presented[-4:]}" if presented and len(presented) > 8 else "***"
             raise ApiError(401, f"Incorrect API key provided: {shown}. You can find your API key at "
                            "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
-        return style
 
     def _scripted(self) -> None:
         with self._lock:
@@ -199,7 +199,7 @@ class FakeOpenAIServer:
     def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
         multipart = rec.content_type.startswith("multipart/form-data")
         parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
-        rec.auth = self._check_auth(headers)
+        self._check_auth(rec, headers)
         self._scripted()
         self._rate_limit()
         if not rec.path.rstrip("/").endswith("/images/edits"):

@@ -1,0 +1,228 @@
+"""End to end on 127.0.0.1: OpenAIEditBackend, OpenAI's own SDK and `editroute edit` against the stand-in server."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, EditError
+from backends.images import InputImage
+from backends.openai import OpenAIEditBackend, Settings
+from backends.standins import FakeOpenAIServer
+from pipeline.cli import main
+from tests.backend_contract import BackendContract, make_request
+from tests.imagery import image_bytes, mask_bytes
+
+KEY = "sk-e2e-SECRET-7f3a9c1b5d"
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAIServer(api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    return KEY
+
+
+def backend_for(srv: FakeOpenAIServer, **settings) -> OpenAIEditBackend:
+    return OpenAIEditBackend("openai", Settings(base_url=srv.base_url, **settings), sleep=lambda s: None)
+
+
+class TestOpenAIContract(BackendContract):
+    @pytest.fixture
+    def backend(self, server, key):
+        b = backend_for(server)
+        yield b
+        b.close()
+
+    @pytest.fixture
+    def paid_calls(self, server):
+        return lambda: len(server.requests)
+
+
+def test_429_with_retry_after_then_success(key):
+    slept: list[float] = []
+    with FakeOpenAIServer(api_key=KEY, script=[{"status": 429, "retry_after_ms": 40}]) as srv:
+        backend = OpenAIEditBackend("openai", Settings(base_url=srv.base_url), sleep=slept.append)
+        result = backend.edit(make_request(n=2))
+    assert [r.status for r in srv.requests] == [429, 200]
+    assert slept == [0.04] and len(result.images) == 2
+
+
+def test_real_rate_limit_window_is_waited_out(key):
+    with FakeOpenAIServer(api_key=KEY, rate_limit_rpm=1, rate_window_s=0.3) as srv:
+        backend = OpenAIEditBackend("openai", Settings(base_url=srv.base_url))  # real sleeps
+        backend.edit(make_request())
+        backend.edit(make_request())
+    assert [r.status for r in srv.requests] == [200, 429, 200]
+
+
+def test_dropped_connections_exhaust_retries(key):
+    with FakeOpenAIServer(script=["drop", "drop", "drop"]) as srv:
+        with pytest.raises(BackendUnavailable, match="connection failed"):
+            backend_for(srv).edit(make_request())
+    assert len(srv.requests) == 3
+
+
+def test_moderation_trigger_is_content_rejected_without_retry(server, key):
+    with pytest.raises(ContentRejected, match="moderation_blocked"):
+        backend_for(server).edit(make_request(prompt="a moderation-test scene"))
+    assert len(server.requests) == 1
+
+
+def test_wrong_key_is_config_error_that_hides_both_keys(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-0000111122223333")
+    with pytest.raises(BackendMisconfigured, match=r"\$OPENAI_API_KEY was rejected") as info:
+        backend_for(server).edit(make_request())
+    assert "sk-wrong" not in str(info.value) and "3333" not in str(info.value)
+    assert server.requests[0].status == 401 and server.requests[0].auth == "bearer"
+
+
+def test_standin_speaks_the_real_error_envelopes(server):
+    png = image_bytes(64, 64)
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def post(files, data=None):
+        r = httpx.post(server.base_url + "/images/edits", headers=auth, files=files,
+                       data={"prompt": "x", "model": "gpt-image-1", **(data or {})})
+        assert r.headers["x-editroute-standin"] == "openai"
+        return r.status_code, r.json().get("error", {}).get("code"), r.json().get("error", {}).get("param")
+
+    two = [("image", ("a.png", png, "image/png")), ("image", ("b.png", png, "image/png"))]
+    assert post(two) == (400, "duplicate_parameter", "image")
+    assert post([("image[]", ("a.png", png, "application/octet-stream"))]) == (400, "unsupported_file_mimetype",
+                                                                               "image[0]")
+    one = [("image", ("a.png", png, "image/png"))]
+    assert post(one, {"response_format": "b64_json"}) == (400, "unknown_parameter", "response_format")
+    assert post(one, {"model": "gpt-image-1-mini", "input_fidelity": "high"})[:1] == (400,)
+    assert post(one, {"size": "2048x1152"})[2] == "size"  # custom sizes are gpt-image-2 only
+    assert post(one, {"model": "gpt-image-2", "size": "2048x1152"}) == (200, None, None)
+
+
+# ---- our request is the SDK's request ------------------------------------------------------------
+
+
+def _sdk_call(srv: FakeOpenAIServer, images: list[tuple[str, bytes, str]], mask) -> None:
+    import openai
+
+    client = openai.OpenAI(api_key=KEY, base_url=srv.base_url, max_retries=0)
+    kwargs = {"mask": mask} if mask else {}
+    client.images.edit(model="gpt-image-1", image=images[0] if len(images) == 1 else images,
+                       prompt="put a red ball here", n=2, size="1024x1024", quality="low", output_format="webp",
+                       output_compression=80, background="opaque", input_fidelity="high", user="u-1", **kwargs)
+
+
+def _shape(rec):
+    """What must match: every part's name, filename style, content type, and the text fields' values."""
+    return ([(p.name, p.filename, p.content_type) for p in rec.file_parts], rec.fields,
+            sorted((p.name, p.content_type) for p in rec.parts if p.filename is None), rec.path,
+            rec.content_type.split(";")[0], rec.auth)
+
+
+@pytest.mark.parametrize(("n_images", "with_mask"), [(1, False), (3, False), (1, True)],
+                         ids=["one image", "several images", "mask"])
+def test_our_request_matches_the_openai_sdk(server, key, n_images, with_mask):
+    fmts = ["png", "jpeg", "webp"][:n_images]
+    files = [(f"in{i}.{f}", image_bytes(64, 64, f), f"image/{f}") for i, f in enumerate(fmts)]
+    mask = ("mask.png", mask_bytes(64, 64), "image/png") if with_mask else None
+    _sdk_call(server, files, mask)
+    images = tuple(InputImage.from_bytes(data, name) for name, data, _ in files)
+    m = InputImage.from_bytes(mask[1], mask[0]) if mask else None
+    from backends.base import EditRequest
+
+    backend_for(server).edit(EditRequest(prompt="put a red ball here", images=images, mask=m, n=2, size="1024x1024",
+                                         quality="low", output_format="webp", output_compression=80,
+                                         background="opaque", input_fidelity="high", user="u-1"))
+    sdk, ours = server.requests
+    assert sdk.status == ours.status == 200
+    assert _shape(ours) == _shape(sdk)
+    expected_name = "image" if n_images == 1 else "image[]"
+    assert [p.name for p in ours.file_parts][:n_images] == [expected_name] * n_images
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+
+def _inputs(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "a.png").write_bytes(image_bytes(64, 64))
+    (tmp_path / "m.png").write_bytes(mask_bytes(64, 64))
+    return tmp_path / "a.png", tmp_path / "m.png"
+
+
+def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, capsys):
+    a, m = _inputs(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["edit", "--backend", "openai", "--base-url", server.base_url, "--image", str(a), "--mask", str(m),
+               "--prompt", "put a red ball here", "-n", "3", "--quality", "medium", "--output-format", "webp",
+               "--output-compression", "80", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["1.webp", "2.webp", "3.webp"]
+    for f in files:
+        with Image.open(f) as img:
+            assert img.format == "WEBP" and img.size == (1024, 1024)
+        assert str(f) in stdout
+    # 19-char prompt = 5 text tokens x $5, 64x64 input = 194 image tokens x $10, 3 x 1056 medium tokens x $40
+    assert "cost: $0.128685 " in stdout
+    assert "input_tokens=199 (text 5, image 194) output_tokens=3168" in stdout
+
+
+def test_cli_edit_errors_are_one_line_exit_2(server, tmp_path, capsys, monkeypatch):
+    a, _ = _inputs(tmp_path)
+    base = ["edit", "--base-url", server.base_url, "--image", str(a), "--out", str(tmp_path / "o")]
+    assert main([*base, "--prompt", "x"]) == 2  # no key
+    assert "no API key: set the environment variable OPENAI_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    assert main([*base, "--prompt", "x", "-n", "11"]) == 2
+    assert capsys.readouterr().err.strip() == ("editroute edit: error: job 'cli', backend 'openai': n=11: n out of "
+                                               "range (limit: 1 to 10)")
+    assert main([*base, "--prompt", "x", "--device", "cuda"]) == 2
+    assert "--device does not apply to backend kind 'openai'" in capsys.readouterr().err
+    assert main([*base, "--prompt", "x", "--image", str(tmp_path / "missing.png")]) == 2
+    assert "missing.png" in capsys.readouterr().err
+    assert server.requests == [] and not (tmp_path / "o").exists()
+
+
+# ---- the key never leaks -------------------------------------------------------------------------
+
+
+def test_api_key_never_appears_in_output_logs_files_results_or_errors(key, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    seen: list[str] = []
+    a, m = _inputs(tmp_path)
+    # edit: 429, dropped, ok | CLI: ok | moderation: ok->400 | 3 x 500 | CLI moderation: ok->400
+    script = [{"status": 429, "retry_after_ms": 5}, "drop", "ok", "ok", "ok", 500, 500, 500]
+    with FakeOpenAIServer(api_key=KEY, script=script) as srv:
+        backend = backend_for(srv)
+        seen += [repr(backend), repr(backend.settings), repr(srv), repr(srv.requests)]
+        result = backend.edit(make_request())
+        seen += [repr(result), repr(result.usage), repr(result.extras)]
+        rc = main(["-vv", "edit", "--base-url", srv.base_url, "--image", str(a), "--mask", str(m), "--prompt",
+                   "x", "--out", str(tmp_path / "out")])
+        assert rc == 0
+        for bad in [make_request(prompt="moderation-test"), make_request(), make_request(n=0)]:
+            try:
+                backend.edit(bad)
+            except EditError as exc:
+                seen += [str(exc), repr(exc), repr(exc.__dict__), repr(exc.__reduce__())]
+        assert main(["-vv", "edit", "--base-url", srv.base_url, "--image", str(a), "--prompt", "moderation-test",
+                     "--out", str(tmp_path / "out2")]) == 2
+        seen += [repr(r.__dict__) for r in srv.requests]
+    captured = capsys.readouterr()
+    seen += [captured.out, captured.err, caplog.text]
+    seen += [r.getMessage() + repr(r.args) for r in caplog.records]
+    seen += [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
+    assert any("HTTP Request: POST" in s for s in seen)  # httpx's own debug/info logging was captured
+    assert sum("cost: $" in s for s in seen) >= 1
+    leaks = [s[:200] for s in seen if KEY in s or KEY[-10:] in s]
+    assert leaks == []
+    assert result.cost_usd > 0
