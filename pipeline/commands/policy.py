@@ -35,13 +35,14 @@ def run_check(args: argparse.Namespace) -> int:
     console.print(f"[green]ok[/green] {escape(args.file)}" + (f": {escape(policy.description)}"
                                                               if policy.description else ""))
     table = Table(title="backends", title_justify="left")
-    for col in ("name", "kind", "hosting", *TIERS, "settings"):
+    for col in ("name", "kind", "hosting", *(f"q {t}" for t in TIERS)):
         table.add_column(col)
     for name, spec in policy.backends.items():
         q = policy.quality[name]
-        table.add_row(name, spec.kind, spec.hosting, *(f"{getattr(q, t):g}" for t in TIERS),
-                      escape(_settings_text(spec.settings)))
+        table.add_row(name, spec.kind, spec.hosting, *(f"{getattr(q, t):g}" for t in TIERS))
     console.print(table)
+    for name, spec in policy.backends.items():
+        console.print(f"  {name}: {escape(_settings_text(spec.settings)) or '(defaults)'}", soft_wrap=True)
     if policy.quality_file:
         console.print(f"quality scores: declared, overridden by {escape(policy.quality_file)}")
     if policy.rules:
