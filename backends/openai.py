@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,7 @@ class OpenAIEditBackend:
         self._client = client
         self._owns_client = client is None
         self._sleep = sleep
+        self._client_lock = threading.Lock()  # the runner calls edit() from several threads
         self.capabilities = Capabilities(input_fidelity=self.prices.input_fidelity,
                                          arbitrary_sizes=self.prices.arbitrary_sizes)
 
@@ -128,7 +130,9 @@ class OpenAIEditBackend:
             cost = self.estimate(request).usd
             cost_basis = "estimate (response had no usage)"
             log.warning("%s: response had no usage; cost %s is estimated", self.name, cost)
-        fmt = parsed.output_format or request.output_format
+        fmt = parsed.detected_format or parsed.output_format or request.output_format
+        if fmt != request.output_format:
+            log.warning("%s: asked for %s, the server returned %s", self.name, request.output_format, fmt)
         log.info("%s: edit done: %d image(s) %dx%d, $%s, %d attempt(s), %.2fs", self.name, len(parsed.images),
                  parsed.width, parsed.height, cost, attempts, http_s)
         return EditResult(images=parsed.images, output_format=fmt, width=parsed.width, height=parsed.height,
@@ -159,10 +163,11 @@ class OpenAIEditBackend:
         return f"api_key_file {s.api_key_file}" if s.api_key_file else f"${s.api_key_env}"
 
     def _http(self) -> httpx.Client:
-        if self._client is None:  # built on first use: constructing a backend stays cheap
-            s = self.settings
-            self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
-        return self._client
+        with self._client_lock:
+            if self._client is None:  # built on first use: constructing a backend stays cheap
+                s = self.settings
+                self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
+            return self._client
 
     def _headers(self, key: str) -> dict[str, str]:
         s = self.settings

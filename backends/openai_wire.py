@@ -83,6 +83,7 @@ class ParsedResponse:
     usage: Usage | None
     text_out: int = 0  # output text tokens (gpt-image-1.5 bills them)
     image_out: int = 0
+    detected_format: str | None = None  # what the bytes really are (a gateway may ignore output_format)
 
 
 def parse_response(body: Any) -> ParsedResponse:
@@ -101,12 +102,14 @@ def parse_response(body: Any) -> ParsedResponse:
     try:
         with Image.open(io.BytesIO(images[0])) as img:
             width, height = img.size
+            detected = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}.get(img.format or "")
     except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken answer
         raise BackendUnavailable(f"data[0] is not a decodable image ({exc.__class__.__name__})") from None
     usage, text_out, image_out = _parse_usage(body.get("usage"))
     return ParsedResponse(images=tuple(images), width=width, height=height,
                           output_format=body.get("output_format"), quality=body.get("quality"),
-                          background=body.get("background"), usage=usage, text_out=text_out, image_out=image_out)
+                          background=body.get("background"), usage=usage, text_out=text_out, image_out=image_out,
+                          detected_format=detected)
 
 
 def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:

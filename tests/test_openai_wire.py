@@ -343,3 +343,9 @@ def test_capabilities_follow_the_model():
     assert not OpenAIEditBackend("a", Settings(model="gpt-image-1-mini")).capabilities.input_fidelity
     caps = OpenAIEditBackend("a", Settings()).capabilities
     assert (caps.max_images, caps.max_n, caps.mask_optional, caps.transparent_background) == (16, 10, True, True)
+
+
+def test_result_format_is_what_the_bytes_are(key):
+    rec = Recorder(httpx.Response(200, json={**ok_body(fmt="png"), "output_format": "webp"}))
+    result = make_backend(rec).edit(make_request(output_format="webp"))
+    assert result.output_format == "png"  # a gateway that ignored output_format: files get the right suffix
