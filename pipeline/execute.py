@@ -37,6 +37,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -242,6 +244,7 @@ def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecC
     except EditError as exc:
         ledger.fail(job.id, exc.with_context(job_id=job.id))
         return _failed(job.id, exc, t0)
+    ledger.note_plan(job.id, dec.backend, dec.estimate.usd if dec.estimate else None)
     if dec.backend is None:
         msg = "no backend may run this job: " + "; ".join(dec.reasons)
         ledger.fail(job.id, msg, error_class="Unroutable")
@@ -287,10 +290,16 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                     ledger.fail(job.id, exc, backend=name)
                     return _failed(job.id, exc, t0, name, calls)
                 break
-            calls += 1
             started = time.perf_counter()
+            future = ctx.executor.submit(name, request)
+            if _cancelled_while_queued(future, ctx.stop):
+                ledger.release(attempt_id, "stopped before the call started")
+                ledger.interrupt([job.id])
+                return Outcome(job.id, "interrupted", backend=name, error="stopped before it finished",
+                               error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
+            calls += 1
             try:
-                result = ctx.executor.submit(name, request).result()
+                result = future.result()
             except RateLimited as exc:
                 ledger.settle(attempt_id, Decimal(0), error=exc)
                 tried.append(_tried(name, exc))
@@ -330,6 +339,19 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
     return Outcome(job.id, "failed", backend=candidates[-1] if candidates else None, error=msg,
                    error_class=type(last).__name__ if last else "Failed", attempts=calls,
                    latency_s=time.perf_counter() - t0)
+
+
+def _cancelled_while_queued(future: Future, stop: threading.Event) -> bool:
+    """Wait for the call; on stop, cancel it if it has not started yet (a started call always finishes)."""
+    while True:
+        try:
+            future.exception(timeout=0.05)
+            return False
+        except FutureTimeout:
+            if stop.is_set() and future.cancel():
+                return True
+        except CancelledError:
+            return True
 
 
 def _tried(backend: str, exc: BaseException | None, cost: Decimal = Decimal(0), seconds: float | None = None

@@ -11,7 +11,8 @@ never touch the ledger or the router: only the driver process writes the ledger.
 `LocalExecutor` runs calls on threads with a limit per backend: an API backend allows `concurrency` calls in
 flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend runs one call at a time.
 Other executors register in `EXECUTORS` ("name" -> "module:Class"); each class is built as
-`cls(backends, **options)` where `backends` maps names to backend objects (see `create_executor`).
+`cls(backends, policy=policy, **options)` where `backends` maps names to backend objects (`create_executor`),
+and offers `capacity() -> int` (calls in flight at once over all backends; the runner sizes its window on it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ DEFAULT_API_CONCURRENCY = 4
 
 EXECUTORS: dict[str, str] = {
     "local": "pipeline.executors:LocalExecutor",
+    "ray": "pipeline.ray_executor:RayExecutor",
 }
 
 
@@ -81,8 +83,8 @@ class RateLimiter:
 class LocalExecutor:
     """Threads in this process, one pool per backend sized by its limits."""
 
-    def __init__(self, backends: Mapping[str, EditBackend],
-                 limits: Mapping[str, BackendLimits] | None = None) -> None:
+    def __init__(self, backends: Mapping[str, EditBackend], limits: Mapping[str, BackendLimits] | None = None,
+                 *, policy: Any = None) -> None:  # `policy`: accepted like every executor; unused here
         self.backends = dict(backends)
         self.limits = {name: (limits or {}).get(name) or limits_for(b) for name, b in self.backends.items()}
         self._pools = {name: ThreadPoolExecutor(max_workers=lim.concurrency, thread_name_prefix=f"edit-{name}")

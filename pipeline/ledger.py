@@ -431,6 +431,12 @@ class Ledger:
                 (self.owner, t, t, planned_backend, est, job_id))
             return Claim("run", self._get(conn, job_id), recovered=recovered)
 
+    def note_plan(self, job_id: str, backend: str | None, estimate: Decimal | None) -> None:
+        """The router's choice and estimate, for `report`'s spend-versus-plan."""
+        with self._write() as conn:
+            conn.execute("UPDATE jobs SET planned_backend=?, estimate_nusd=?, updated_at=? WHERE id=?",
+                         (backend, None if estimate is None else to_nusd(estimate, round_up=True), now_ms(), job_id))
+
     @staticmethod
     def _get(conn: sqlite3.Connection, job_id: str) -> JobRecord:
         return JobRecord.from_row(conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())

@@ -1,0 +1,60 @@
+"""`editroute run MANIFEST --policy FILE --out DIR`: the main job (see pipeline/runner.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pipeline.executors import EXECUTORS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a manifest of edit jobs under a policy (resumable)")
+    p.add_argument("manifest", help="JSONL / YAML / JSON manifest of jobs")
+    p.add_argument("--policy", required=True, help="routing policy YAML (see configs/policies/)")
+    p.add_argument("--out", required=True, help="output folder: DIR/<job id>/..., ledger DIR/editroute.db")
+    p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed in an earlier run")
+    p.add_argument("--executor", default="local", help=f"where calls run: {', '.join(EXECUTORS)} (default local)")
+    p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="take only the first N valid jobs")
+    p.add_argument("--json", action="store_true", help="print the final report as JSON (no progress bar)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from pipeline.progress import NullProgress, RichProgress
+    from pipeline.report import build_report, render, to_json
+    from pipeline.runner import run_batch
+
+    err = Console(stderr=True)
+    progress = NullProgress() if args.json else RichProgress(err)
+    try:
+        result = run_batch(args.manifest, args.policy, args.out, executor=args.executor,
+                           retry_failed=args.retry_failed, max_jobs=args.max_jobs, progress=progress)
+    except KeyboardInterrupt:
+        # second Ctrl-C: in-flight calls were abandoned and marked interrupted; their threads are not waited for
+        err.print("editroute run: abandoned in-flight jobs (marked interrupted; rerun to resume them)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    from pipeline.ledger import Ledger
+
+    with Ledger(result.ledger_path) as ledger:
+        report = build_report(ledger)
+    report["this_run"] = result.tally.as_dict() | {"manifest_problems": len(result.problems),
+                                                    "interrupted": result.interrupted}
+    if args.json:
+        print(to_json(report))
+    else:
+        t = result.tally
+        out = Console()
+        out.print(f"this run: {t.done} done, {t.reused} already done (skipped, not billed), {t.failed} failed, "
+                  f"{t.skipped} skipped (failed before; --retry-failed retries them), {t.interrupted} interrupted, "
+                  f"{len(result.problems)} manifest problem(s)", highlight=False)
+        render(report, out)
+        out.print(f"outputs: {result.out_dir}/<job id>/   ledger: {result.ledger_path}", highlight=False)
+    if result.interrupted:
+        return 130
+    return 0 if result.ok else 1

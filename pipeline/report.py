@@ -1,0 +1,126 @@
+"""The batch report, from the ledger alone: jobs per backend, failures by reason, spend versus the plan's
+estimate, and call latency p50/p95 per backend. As a dict (`build_report`), rich tables, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from pipeline.ledger import Ledger, fmt_usd, from_nusd
+
+_JOB_PREFIX = re.compile(r"^job '[^']*'(, backend '[^']*')?: ")
+CSV_COLUMNS = ("backend", "jobs_done", "jobs_failed", "calls", "spend_usd", "estimate_usd", "p50_s", "p95_s")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def build_report(ledger: Ledger) -> dict[str, Any]:
+    conn = ledger._conn()
+    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"jobs_done": 0, "jobs_failed": 0, "calls": 0,
+                                                           "spend_nusd": 0, "estimate_nusd": 0, "latencies": []})
+    status_counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+    for backend, status, n in conn.execute(
+            "SELECT backend, status, COUNT(*) FROM jobs WHERE backend IS NOT NULL GROUP BY backend, status"):
+        if status == "done":
+            per[backend]["jobs_done"] += n
+        elif status == "failed":
+            per[backend]["jobs_failed"] += n
+    for backend, est in conn.execute("SELECT planned_backend, SUM(estimate_nusd) FROM jobs WHERE planned_backend "
+                                     "IS NOT NULL AND status IN ('done','failed') GROUP BY planned_backend"):
+        per[backend]["estimate_nusd"] += est or 0
+    for backend, state, cost, reserved, start, end, error_class in conn.execute(
+            "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, error_class FROM attempts"):
+        row = per[backend]
+        row["calls"] += state != "released"
+        row["spend_nusd"] += reserved if state == "reserved" else cost
+        if state == "settled" and error_class is None and end is not None:
+            row["latencies"].append((end - start) / 1000)
+    failures: dict[str, dict[str, Any]] = {}
+    for job_id, error_class, error in conn.execute(
+            "SELECT id, error_class, error FROM jobs WHERE status='failed' ORDER BY id"):
+        reason = error_class or "Error"
+        entry = failures.setdefault(reason, {"reason": reason, "count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < 3:
+            entry["examples"].append({"job": job_id, "error": _JOB_PREFIX.sub("", error or "")})
+    backends = []
+    for name in sorted(per):
+        row = per[name]
+        lat = row.pop("latencies")
+        backends.append({
+            "backend": name, "jobs_done": row["jobs_done"], "jobs_failed": row["jobs_failed"], "calls": row["calls"],
+            "spend_usd": str(from_nusd(row["spend_nusd"])), "estimate_usd": str(from_nusd(row["estimate_nusd"])),
+            "p50_s": _round(percentile(lat, 50)), "p95_s": _round(percentile(lat, 95)),
+        })
+    total_spend = sum((Decimal(b["spend_usd"]) for b in backends), Decimal(0))
+    total_est = sum((Decimal(b["estimate_usd"]) for b in backends), Decimal(0))
+    return {
+        "ledger": str(ledger.path),
+        "jobs": {"total": sum(status_counts.values()), **{s: status_counts.get(s, 0) for s in
+                                                          ("done", "failed", "running", "interrupted", "queued")}},
+        "spend_usd": str(total_spend), "estimate_usd": str(total_est),
+        "backends": backends,
+        "failures": sorted(failures.values(), key=lambda f: -f["count"]),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in report["backends"]:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def render(report: dict[str, Any], console) -> None:
+    """Rich tables for a person."""
+    from rich.table import Table
+
+    jobs = report["jobs"]
+    console.print(f"[bold]{jobs['total']} jobs[/]: [green]{jobs['done']} done[/], [red]{jobs['failed']} failed[/]"
+                  + (f", {jobs['interrupted']} interrupted" if jobs["interrupted"] else "")
+                  + (f", {jobs['running']} running" if jobs["running"] else "")
+                  + f"; spend {fmt_usd(Decimal(report['spend_usd']))} (plan estimate "
+                    f"{fmt_usd(Decimal(report['estimate_usd']))})", highlight=False)
+    table = Table(title="per backend", title_justify="left")
+    for col in ("backend", "done", "failed", "calls", "spend", "plan estimate", "p50", "p95"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for b in report["backends"]:
+        table.add_row(b["backend"], str(b["jobs_done"]), str(b["jobs_failed"]), str(b["calls"]),
+                      fmt_usd(Decimal(b["spend_usd"])), fmt_usd(Decimal(b["estimate_usd"])),
+                      _secs(b["p50_s"]), _secs(b["p95_s"]))
+    console.print(table)
+    if report["failures"]:
+        fails = Table(title="failures by reason", title_justify="left")
+        fails.add_column("reason")
+        fails.add_column("jobs", justify="right")
+        fails.add_column("example")
+        for f in report["failures"]:
+            ex = f["examples"][0]
+            fails.add_row(f["reason"], str(f["count"]), f"{ex['job']}: {ex['error'][:160]}")
+        console.print(fails)
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"

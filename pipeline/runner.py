@@ -1,0 +1,156 @@
+"""Run a manifest: validate it all, route each job, execute with per-backend limits, resume after anything.
+
+    result = run_batch("jobs.jsonl", "configs/policies/balanced.yaml", "out/")
+
+1. The whole manifest is checked first (every problem at once, with line numbers); entries with problems are
+   recorded as failed with their reason and the rest run.
+2. Jobs stream from the manifest through a bounded window of in-flight jobs (twice the executor's capacity),
+   so memory stays flat whatever the manifest's length; images are read when their job runs.
+3. Each job goes through `pipeline.execute.execute` (idempotency, routing with the ledger as spend source,
+   budget holds, retries, fallbacks, atomic outputs). Rerunning skips done jobs whose outputs are intact,
+   `retry_failed` retries failed ones, a job left running by a crash is retried once.
+4. `stop` (Ctrl-C) stops taking jobs and lets in-flight calls finish; jobs still waiting to call are marked
+   interrupted and resume on the next run. A second Ctrl-C abandons in-flight calls (marked interrupted).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.execute import ExecContext, Outcome, execute
+from pipeline.executors import Executor, create_executor
+from pipeline.jobs import Manifest, ManifestProblem
+from pipeline.ledger import BudgetCap, Ledger
+from pipeline.policy import Policy, build_backends, load_policy
+from pipeline.progress import NullProgress, Tally
+from pipeline.router import Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    ledger_path: Path
+    tally: Tally
+    problems: list[ManifestProblem] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.tally.failed == 0 and not self.problems and not self.interrupted
+
+
+def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
+    """The policy's budgets as holds the ledger enforces at call time, per backend."""
+    caps: dict[str, list[BudgetCap]] = {}
+    for b in policy.budgets:
+        caps.setdefault(b.backend, []).append(BudgetCap(b.backend, b.period, usd=b.limit_usd))
+    return caps
+
+
+def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
+    """Entries that cannot run are failed jobs with their reasons (those without a usable id are only printed)."""
+    import hashlib
+
+    by_id: dict[str, list[str]] = {}
+    for p in problems:
+        if p.job_id:
+            by_id.setdefault(p.job_id, []).append(f"line {p.line}: {p.message}" if p.line else p.message)
+    for job_id, messages in by_id.items():
+        key = hashlib.sha256(f"invalid-manifest-entry:{job_id}".encode()).hexdigest()
+        ledger.record_invalid(job_id, key, key, "; ".join(messages))
+
+
+def run_batch(manifest: str | Path, policy: str | Path | Policy, out_dir: str | Path, *, executor: str = "local",
+              retry_failed: bool = False, max_jobs: int | None = None, progress: Any = None,
+              backends: Mapping[str, Any] | None = None, stop: threading.Event | None = None,
+              executor_options: Mapping[str, Any] | None = None) -> RunResult:
+    out = Path(out_dir)
+    progress = progress or NullProgress()
+    policy = policy if isinstance(policy, Policy) else load_policy(policy)
+    man = Manifest(manifest)
+    problems = man.check()
+    for p in problems:
+        progress.note(f"[manifest] {p}")
+    backends = dict(backends) if backends is not None else build_backends(policy)
+    ledger = Ledger.in_dir(out)
+    if released := ledger.release_orphans():
+        progress.note(f"released {released} budget hold(s) left by a stopped run")
+    record_problems(ledger, problems)
+    engine: Executor = create_executor(executor, backends, policy=policy, **dict(executor_options or {}))
+    caps = budget_caps(policy)
+    ctx = ExecContext(ledger=ledger, executor=engine, out_dir=out, backends=backends,
+                      caps_for=lambda name: caps.get(name, ()), retry_failed=retry_failed,
+                      stop=stop or threading.Event())
+    router = Router(policy, backends, ledger)
+    capacity = getattr(engine, "capacity", lambda: 4)()
+    window = max(2, 2 * capacity)
+    slots = threading.BoundedSemaphore(window)
+    total = man.valid if max_jobs is None else min(man.valid, max_jobs)
+    progress.start(total)
+    result = RunResult(out, ledger.path, progress.tally, problems)
+    pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="job")
+    abandoned = False
+
+    def one(job) -> Outcome:
+        progress.started(job.id)
+        try:
+            outcome = execute(job, router.route, ctx)
+        except Exception as exc:  # a bug must not sink the batch: the job fails, the rest run
+            log.exception("job %s: unexpected error", job.id)
+            ledger.fail(job.id, f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+            outcome = Outcome(job.id, "failed", error=str(exc), error_class=type(exc).__name__)
+        finally:
+            slots.release()
+        progress.finished(outcome)
+        return outcome
+
+    try:
+        try:
+            for job in itertools.islice(man.jobs(), max_jobs):
+                while not slots.acquire(timeout=0.25):
+                    pass
+                if ctx.stop.is_set():
+                    slots.release()
+                    break
+                pool.submit(one, job)
+            _wait_all(slots, window)
+        except KeyboardInterrupt:
+            ctx.stop.set()
+            result.interrupted = True
+            progress.note("stopping: in-flight calls finish first (Ctrl-C again to abandon them)")
+            try:
+                _wait_all(slots, window)
+            except KeyboardInterrupt:
+                abandoned = True
+                ledger.interrupt()
+                raise
+        if ctx.stop.is_set():
+            result.interrupted = True
+    finally:
+        pool.shutdown(wait=not abandoned, cancel_futures=True)
+        progress.close()
+        if not abandoned:
+            engine.close()
+            ledger.close()
+    return result
+
+
+def _wait_all(slots: threading.BoundedSemaphore, window: int) -> None:
+    """Block until every in-flight job has released its slot (interruptible by Ctrl-C)."""
+    taken = 0
+    try:
+        while taken < window:
+            if slots.acquire(timeout=0.25):
+                taken += 1
+    finally:
+        for _ in range(taken):
+            slots.release()
