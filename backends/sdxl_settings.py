@@ -1,0 +1,142 @@
+"""Settings of the SDXL inpainting backend (pydantic; no torch), and its quality tiers.
+
+Quality tiers, defaults (`steps` is diffusers' `num_inference_steps`; the pipeline runs int(steps x strength)):
+
+    tier    steps  guidance  strength  runs   why
+    low     12     8.0       0.99      11     fewer steps of the same model; with a TCD/LCM LoRA set
+                                              `tiers: {low: {steps: 9, guidance_scale: 0, eta: 0.3, use_lora: true}}`
+    medium  20     8.0       0.99      19     the checkpoint's model card (steps 15-30 "work well"; strength < 1)
+    high    30     8.0       0.99      29     the top of the card's range; the reference job of the cost figures
+    auto -> `auto_quality` (medium)
+
+A policy overrides any of it with `tiers:` (per tier, only the fields it gives).
+
+`seconds_per_step_mp`, the estimate's fallback before anything was measured in this process: seconds per guided
+UNet step per 1024x1024 image, VAE included. 0.11 s comes from huggingface/diffusion-fast on an A100-80GB (bf16 +
+SDPA, 30 steps 1024^2: 3.31 s per image -> 0.110 s/step); an H100 runs ~0.07 s (stable-fast: 14.9 it/s). It is
+a planning figure; measured seconds replace it as soon as this process has run a job.
+
+`gpu_cost` defaults to the A100-80GB list rate in configs/prices.yaml, the same card as that figure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from backends.pricing import GpuCost
+
+DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
+TIER_NAMES = ("low", "medium", "high")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tier(_Strict):
+    steps: int = Field(ge=1, le=200)  # num_inference_steps
+    guidance_scale: float = Field(ge=0)  # > 1 turns classifier-free guidance on (UNet batch x2)
+    strength: float = Field(default=0.99, gt=0, le=1)
+    use_lora: bool = False  # run with the configured `lora` (and its scheduler)
+    eta: float | None = Field(default=None, ge=0, le=1)  # TCD's gamma; ignored by schedulers without eta
+
+    @property
+    def steps_run(self) -> int:
+        return int(self.steps * self.strength)
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    @model_validator(mode="after")
+    def _runs_a_step(self) -> Tier:
+        if self.steps_run < 1:
+            raise ValueError(f"steps x strength = {self.steps} x {self.strength} runs no step (need >= 1)")
+        return self
+
+
+TIERS: dict[str, Tier] = {
+    "low": Tier(steps=12, guidance_scale=8.0),
+    "medium": Tier(steps=20, guidance_scale=8.0),
+    "high": Tier(steps=30, guidance_scale=8.0),
+}
+
+
+class LoraSettings(_Strict):
+    """A step-distillation LoRA for a fast tier: TCD (`h1t/TCD-SDXL-LoRA`) or LCM
+    (`latent-consistency/lcm-lora-sdxl`)."""
+
+    model: str  # hub id, local directory or .safetensors file
+    weight_name: str | None = None
+    scheduler: Literal["tcd", "lcm", "keep"] = "tcd"  # the scheduler the LoRA was distilled for
+    scale: float = Field(default=1.0, gt=0)
+    fuse: bool = False  # fuse into the UNet weights (faster; then every tier must use it)
+
+
+class IPAdapterSettings(_Strict):
+    """Reference images (inputs after the first) through an IP-Adapter, e.g. h94/IP-Adapter, sdxl_models,
+    ip-adapter_sdxl.bin."""
+
+    model: str
+    subfolder: str = "sdxl_models"
+    weight_name: str = "ip-adapter_sdxl.bin"
+    image_encoder_folder: str | None = "image_encoder"
+    scale: float = Field(default=0.6, ge=0, le=2)
+
+
+class Settings(_Strict):
+    model: str = DEFAULT_MODEL  # hub id or local directory (save_pretrained layout)
+    variant: str | None = None  # e.g. "fp16": the hub's half-precision weight files
+    device: str = "auto"  # auto (cuda > mps > cpu) | cuda | cuda:N | mps | cpu
+    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # auto: fp16 on cuda/mps, fp32 on cpu
+    offload: Literal["none", "model", "sequential"] = "none"  # for cards under ~16 GB: "model" (12 GB ok), "sequential"
+    compile: bool = False  # torch.compile the UNet (first call per shape compiles: minutes)
+    compile_mode: str = "max-autotune-no-cudagraphs"
+    channels_last: bool = False
+    fuse_qkv: bool = False  # pipe.fuse_qkv_projections()
+    lora: LoraSettings | None = None
+    ip_adapter: IPAdapterSettings | None = None
+    tiers: dict[str, Tier] = Field(default_factory=lambda: dict(TIERS))
+    auto_quality: Literal["low", "medium", "high"] = "medium"
+    negative_prompt: str | None = None
+    maskless: Literal["refuse", "img2img"] = "refuse"  # a request without a mask: refuse it, or repaint it all
+    img2img_strength: float = Field(default=0.75, gt=0, le=1)  # mask-less repaints keep some of the input
+    target_megapixels: float = Field(default=1.0, gt=0, le=4)  # working area, in units of 1024x1024
+    feather_px: int = Field(default=8, ge=0, le=64)  # paste-back ramp inside the mask, at output size
+    max_n: int = Field(default=10, ge=1, le=10)
+    gpu_cost: GpuCost = Field(default_factory=lambda: GpuCost(gpu="A100-80GB"))
+    seconds_per_step_mp: float = Field(default=0.11, gt=0)
+
+    @field_validator("tiers", mode="before")
+    @classmethod
+    def _merge_tiers(cls, value: Any) -> Any:
+        """A policy gives only the tiers and fields it changes; the rest keep their defaults."""
+        if not isinstance(value, dict):
+            return value
+        unknown = [k for k in value if k not in TIER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown tier(s) {unknown} (tiers: {', '.join(TIER_NAMES)})")
+        merged: dict[str, Any] = {name: tier.model_dump() for name, tier in TIERS.items()}
+        for name, given in value.items():
+            merged[name] = {**merged[name], **(given.model_dump() if isinstance(given, Tier) else dict(given))}
+        return merged
+
+    @model_validator(mode="after")
+    def _lora_consistent(self) -> Settings:
+        using = [name for name, tier in self.tiers.items() if tier.use_lora]
+        if using and self.lora is None:
+            raise ValueError(f"tier(s) {using} set use_lora but no `lora` is configured")
+        if self.lora is not None and self.lora.fuse and len(using) != len(self.tiers):
+            raise ValueError("lora.fuse bakes the LoRA into every call: set use_lora on every tier, or fuse: false")
+        return self
+
+    def tier(self, quality: str) -> tuple[str, Tier]:
+        name = self.auto_quality if quality == "auto" else quality
+        return name, self.tiers[name]
+
+    def cache_key(self) -> tuple:
+        """What makes two loaded pipelines different: backends with equal keys share one."""
+        return (self.model, self.variant, self.device, self.dtype, self.offload, self.compile, self.compile_mode,
+                self.channels_last, self.fuse_qkv, self.lora, self.ip_adapter)

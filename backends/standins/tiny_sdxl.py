@@ -1,0 +1,124 @@
+"""A tiny RANDOM-WEIGHT SDXL inpaint pipeline, for tests, demos and CPU smoke runs. Its outputs are noise.
+
+It has the production layout (`StableDiffusionXLInpaintPipeline` with a 9-channel UNet: 4 latent + 1 mask + 4
+masked-image latents, two CLIP text encoders, SDXL micro-conditioning without aesthetics score), at a size that
+saves to ~11 MB and runs a 2-step 64x64 edit in well under a second on CPU. It is saved with `save_pretrained`
+and loaded by the backend through the same `from_pretrained` path as the real checkpoint, with no network: the
+tokenizers come from a 23-token local BPE vocabulary (transformers' own tokenizer test), not the hub.
+
+    python -m backends.standins.tiny_sdxl DIR        # build into DIR (skipped when DIR already holds this build)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STANDIN_VERSION = 1
+STAMP = "EDITROUTE_STANDIN.json"  # marks a finished build (written last), and says what it is
+# Text-encoder widths; the UNet's added-condition input is 6 time ids x 8 + the pooled projection of encoder 2.
+TEXT_HIDDEN = 32
+TEXT_PROJECTION = 32
+TIME_EMBED = 8
+
+_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>", "low</w>",
+          "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+_MERGES = ["#version: 0.2", "l o", "lo w</w>", "e r</w>"]
+
+
+def is_built(path: str | Path) -> bool:
+    stamp = Path(path) / STAMP
+    try:
+        return json.loads(stamp.read_text(encoding="utf-8")).get("version") == STANDIN_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def tiny_tokenizer(workdir: Path):
+    """A CLIPTokenizer over the toy vocabulary; `model_max_length=77` as the pipeline pads to it."""
+    from transformers import CLIPTokenizer
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    vocab, merges = workdir / "vocab.json", workdir / "merges.txt"
+    vocab.write_text(json.dumps({tok: i for i, tok in enumerate(_VOCAB)}), encoding="utf-8")
+    merges.write_text("\n".join(_MERGES) + "\n", encoding="utf-8")
+    return CLIPTokenizer(str(vocab), str(merges), unk_token="<unk>", model_max_length=77)
+
+
+def tiny_components(tokenizer) -> dict:
+    """diffusers' own SDXL test components, with the inpaint checkpoint's 9-channel UNet. Seeded: same weights
+    every build."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * TIME_EMBED + TEXT_PROJECTION, cross_attention_dim=2 * TEXT_HIDDEN)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+                        latent_channels=4, sample_size=128)
+    text_config = CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=TEXT_HIDDEN, intermediate_size=37,
+                                 layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5, pad_token_id=1,
+                                 vocab_size=1000, hidden_act="gelu", projection_dim=TEXT_PROJECTION)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(0)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    return {"unet": unet, "scheduler": scheduler, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+            "text_encoder_2": text_encoder_2, "tokenizer_2": tokenizer, "image_encoder": None,
+            "feature_extractor": None}
+
+
+def build_tiny_sdxl(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Build the stand-in pipeline into `path` (a directory) and return it. Idempotent and cheap when `path`
+    already holds this build; a half-written directory from a crash is rebuilt."""
+    path = Path(path)
+    if is_built(path) and not overwrite:
+        return path
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    tmp = path.with_name(path.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = tiny_tokenizer(tmp / "_vocab")
+    pipe = StableDiffusionXLInpaintPipeline(**tiny_components(tokenizer), requires_aesthetics_score=False,
+                                            force_zeros_for_empty_prompt=True, add_watermarker=False)
+    pipe.save_pretrained(tmp)
+    shutil.rmtree(tmp / "_vocab", ignore_errors=True)
+    (tmp / STAMP).write_text(json.dumps({
+        "version": STANDIN_VERSION,
+        "what": "editroute tiny random-weight SDXL inpaint stand-in: outputs are noise, not a real model",
+    }, indent=2), encoding="utf-8")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    log.info("built tiny random-weight SDXL inpaint stand-in at %s", path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backends.standins.tiny_sdxl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dir", type=Path, help="directory to build into")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
+    args = parser.parse_args(argv)
+    out = build_tiny_sdxl(args.dir, overwrite=args.overwrite)
+    sys.stderr.write(f"tiny random-weight SDXL inpaint stand-in (outputs are noise) at {out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
