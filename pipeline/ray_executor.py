@@ -366,7 +366,10 @@ class RayExecutor:
     def __init__(self, backends: Mapping[str, Any], *, policy: Any = None,
                  ray_settings: RaySettings | Mapping[str, Any] | None = None, ray_address: str | None = None,
                  limits: Mapping[str, Any] | None = None) -> None:
-        import ray
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError('--executor ray needs Ray: pip install "editroute[ray]"') from None
 
         from pipeline.executors import LocalExecutor
 

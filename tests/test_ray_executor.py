@@ -7,8 +7,10 @@ actor process, deterministically, the first time (or every time) it sees a marke
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,8 @@ from tests.imagery import image_bytes
 
 ray = pytest.importorskip("ray")
 
-CLUSTER_SDXL = 2  # custom `sdxl` slots on the test node
+CLUSTER_SDXL = 6  # custom `sdxl` slots on the test node
+ACTORS = 2  # per pool: three pools fit at once (module fixture, a batch, the parity check)
 
 
 # -- runs inside the actors (imported there by reference) ----------------------------------------------------
@@ -55,6 +58,9 @@ def function_backends(marker_dir: Path) -> dict[str, FunctionBackend]:
     """`gpu` runs on Ray (named in `ray.backends`; the actor gets a copy of this object), `api` stays here."""
     return {"gpu": FunctionBackend(name="gpu", handler=functools.partial(faulty, str(marker_dir))),
             "api": FunctionBackend(name="api")}
+
+
+RAY_TEST_SETTINGS = {"num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1}, "ready_timeout_s": 30}
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +136,7 @@ def edit(executor: RayExecutor, req: EditRequest, backend: str = "gpu"):
 @pytest.fixture(scope="module")
 def executor(ray_cluster, tmp_path_factory):
     marker_dir = tmp_path_factory.mktemp("ray-faults")
-    settings = {"backends": ["gpu"], "num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1},
-                "ready_timeout_s": 60}
+    settings = {"backends": ["gpu"], "actors": ACTORS, **RAY_TEST_SETTINGS}
     ex = RayExecutor(function_backends(marker_dir), ray_settings=settings)
     ex.marker_dir = marker_dir
     yield ex
@@ -140,10 +145,10 @@ def executor(ray_cluster, tmp_path_factory):
 
 def test_self_hosted_backends_run_on_pinned_actors_and_api_ones_here(executor):
     assert list(executor.pools) == ["gpu"]  # the api backend stays on the driver
-    assert executor.concurrency("gpu") == CLUSTER_SDXL and executor.concurrency("api") is None
-    assert executor.capacity() == CLUSTER_SDXL + 4  # the api backend keeps the local executor's limit
+    assert executor.concurrency("gpu") == ACTORS and executor.concurrency("api") is None
+    assert executor.capacity() == ACTORS + 4  # the api backend keeps the local executor's limit
     pids = executor.pools["gpu"].pids
-    assert len(set(pids)) == CLUSTER_SDXL and os.getpid() not in pids
+    assert len(set(pids)) == ACTORS and os.getpid() not in pids
     result = edit(executor, request("plain"))
     assert result.backend == "gpu" and len(result.images) == 1 and result.size == "32x32"
     assert runs(executor.marker_dir, "plain") == 1
@@ -162,7 +167,7 @@ def test_actor_killed_mid_job_is_replaced_and_the_job_runs_again_once(executor):
     assert len(result.images) == 1
     assert runs(executor.marker_dir, "victim") == 2  # died once, then completed on a live actor
     assert pool.replaced == before + 1
-    assert len(pool.pids) == CLUSTER_SDXL  # back to full strength
+    assert len(pool.pids) == ACTORS  # back to full strength
     after = edit(executor, request("after"))
     assert len(after.images) == 1
 
@@ -172,7 +177,7 @@ def test_second_death_gives_backend_unavailable_so_fallbacks_apply(executor):
         edit(executor, request("doomed", prompt="die always"))
     assert err.value.job_id == "doomed" and err.value.backend == "gpu"
     assert runs(executor.marker_dir, "doomed") == 2  # tried exactly twice, never more
-    assert len(executor.pools["gpu"].pids) == CLUSTER_SDXL
+    assert len(executor.pools["gpu"].pids) == ACTORS
 
 
 def test_api_backend_runs_in_the_driver_process(executor):
@@ -180,3 +185,60 @@ def test_api_backend_runs_in_the_driver_process(executor):
     assert result.backend == "api"
     assert executor.backends["api"].calls == 1  # the driver's own object did the work
     assert runs(executor.marker_dir, "api-job") == 0
+
+
+# -- whole batches through the runner ------------------------------------------------------------------------
+def batch_policy(marker_dir: Path):
+    """`gpu` (self-hosted, on Ray) with `api` (here) as its fallback; built in Python to carry the handler."""
+    from pipeline.policy import Policy
+
+    return Policy.model_validate({
+        "backends": {
+            "gpu": {"kind": "function", "hosting": "self-hosted", "cost_per_image": "0.01",
+                    "handler": functools.partial(faulty, str(marker_dir))},
+            "api": {"kind": "function", "hosting": "api", "cost_per_image": "0.05"},
+        },
+        "quality": {"gpu": 0.8, "api": 0.8},
+        "objective": {"type": "cheapest"},
+        "fallbacks": {"gpu": ["api"]},
+        "source": "ray-test-policy",
+    })
+
+
+
+
+def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_path):
+    from pipeline.ledger import Ledger
+    from pipeline.runner import run_batch
+    from tests.batch_helpers import write_manifest
+
+    manifest = write_manifest(tmp_path, 6)
+    lines = manifest.read_text().splitlines()
+    victims = {"job02": "die once", "job04": "die always"}
+    for i, line in enumerate(lines):
+        entry = json.loads(line)
+        entry["prompt"] = victims.get(entry["id"], entry["prompt"])
+        lines[i] = json.dumps(entry)
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    markers = tmp_path / "markers"
+    markers.mkdir()
+
+    result = run_batch(manifest, batch_policy(markers), out, executor="ray",
+                       executor_options={"ray_settings": {"actors": ACTORS, **RAY_TEST_SETTINGS}})
+    assert (result.tally.done, result.tally.failed) == (6, 0)
+    with Ledger.in_dir(out) as ledger:
+        jobs = {r.id: r for r in ledger.jobs()}
+        assert {j: r.status for j, r in jobs.items()} == {f"job{i:02d}": "done" for i in range(6)}
+        assert {j: r.backend for j, r in jobs.items() if r.backend != "gpu"} == {"job04": "api"}  # fell back
+        settled = [a for a in ledger.attempts() if a["cost"] > 0]
+        assert sorted(a["job_id"] for a in settled) == sorted(jobs)  # one paid call per job, never two
+        assert ledger.total_spent() == Decimal("0.01") * 5 + Decimal("0.05")
+    assert runs(markers, "job02") == 2 and runs(markers, "job04") == 2  # retried once, never more
+    assert all(runs(markers, f"job{i:02d}") == 1 for i in (0, 1, 3, 5))
+    assert sorted(p.name for p in (out / "job02").iterdir()) == ["0.png", "result.json"]
+
+    again = run_batch(manifest, batch_policy(markers), out, executor="ray",
+                      executor_options={"ray_settings": {"actors": ACTORS, **RAY_TEST_SETTINGS}})
+    assert (again.tally.done, again.tally.reused) == (0, 6)  # resume: nothing runs twice
+    assert runs(markers, "job00") == 1
