@@ -1,0 +1,285 @@
+"""The edit service behind `POST /v1/images/edits`: which backend a `model` means, idempotency keys,
+de-duplication of retries, and running each job through `pipeline.execute` (no FastAPI here).
+
+    service = EditService(policy, out_dir)                   # one ledger, one executor, one router
+    prepared = service.prepare(parsed_form, idempotency_key=None, tenant="local")   # thread: hashes bytes
+    served = await service.submit(prepared)                  # runs it, or joins the same job in flight
+
+`model`: absent or `auto` routes by the policy; a policy backend name pins that backend (its fallbacks
+apply, as for a pinned manifest job); an OpenAI model id (`gpt-image-1`, ...) pins the policy's openai
+backend that has that model, or the first openai backend re-targeted at it (same settings, budgets and
+ledger name; no fallbacks: the caller asked for that model).
+
+Retries never run or bill a job twice: the job's key is the `Idempotency-Key` header (scoped to the caller's
+API key and the model) or else a hash of the request's content; the job id derives from the key. A retry of
+a finished job gets the stored result from disk (`execute` checks the ledger and the files' sha256); a retry
+that arrives while the job runs waits for it in this process (`submit`) and gets the same answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from backends.base import EditBackend, EditRequest, EditResult
+from backends.errors import EditError, InvalidRequest
+from backends.pricing import load_prices
+from backends.registry import create_backend
+from backends.validation import capability_problems
+from pipeline.execute import ExecContext, Outcome, RetryPolicy, execute, job_key
+from pipeline.executors import LocalExecutor
+from pipeline.jobs import Job
+from pipeline.ledger import BudgetCap, Ledger
+from pipeline.metrics import Metrics
+from pipeline.policy import Policy, build_backends
+from pipeline.router import Decision, Router
+from pipeline.server_wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
+
+log = logging.getLogger(__name__)
+
+OPENAI_PREFIXES = ("gpt-image", "chatgpt-image", "dall-e")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Literal["auto", "backend", "model"]
+    backend: str | None = None  # the policy backend pinned (None: route)
+    model: str | None = None  # the OpenAI model id asked for, when it re-targets a backend
+
+
+@dataclass(frozen=True)
+class Prepared:
+    job: Job  # id derived from `key`; request bytes in memory
+    key: str
+    target: Target
+
+
+@dataclass(frozen=True)
+class Served:
+    outcome: Outcome
+    decision: Decision | None
+    images: tuple[bytes, ...] = ()
+    joined: bool = False  # this request waited for the same job started by another request
+    param: str | None = None  # the form field to blame when the job could not be routed
+
+
+class _OverrideExecutor:
+    """Runs re-targeted backends on their own threads and every other backend on the shared executor (so a GPU
+    backend keeps its single queue)."""
+
+    def __init__(self, base: Any, overrides: dict[str, EditBackend]) -> None:
+        self.base = base
+        self.own = LocalExecutor(overrides)
+
+    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
+        return (self.own if backend in self.own.backends else self.base).submit(backend, request)
+
+    def close(self) -> None:
+        self.own.close()
+
+
+@dataclass
+class _Variant:
+    router: Router
+    ctx: ExecContext
+    executor: _OverrideExecutor
+
+
+def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
+    caps: dict[str, list[BudgetCap]] = {}
+    for b in policy.budgets:
+        caps.setdefault(b.backend, []).append(BudgetCap(b.backend, b.period, usd=b.limit_usd))
+    return caps
+
+
+def _sha(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class EditService:
+    def __init__(self, policy: Policy, out_dir: str | Path, *, backends: dict[str, EditBackend] | None = None,
+                 job_threads: int = 32, retry: RetryPolicy | None = None) -> None:
+        self.policy = policy
+        self.out_dir = Path(out_dir)
+        self.backends: dict[str, Any] = dict(backends) if backends is not None else build_backends(policy)
+        self.ledger = Ledger.in_dir(self.out_dir)
+        if released := self.ledger.release_orphans():
+            log.info("released %d budget hold(s) left by a stopped process", released)
+        self.executor = LocalExecutor(self.backends)
+        caps = budget_caps(policy)
+        # A server answers a client that is waiting: wait out at most two short rate limits, then say 429.
+        self.ctx = ExecContext(ledger=self.ledger, executor=self.executor, out_dir=self.out_dir,
+                               backends=self.backends, caps_for=lambda name: caps.get(name, ()),
+                               retry=retry or RetryPolicy(max_rate_limited=2, max_delay_s=10.0), retry_failed=True)
+        self.router = Router(policy, self.backends, self.ledger)
+        self.metrics = Metrics()
+        self.openai_backends = [n for n, spec in policy.backends.items() if spec.kind == "openai"]
+        self._prices = load_prices()
+        self._variants: dict[str, _Variant] = {}
+        self._variants_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="serve-job")
+        self._inflight: dict[str, asyncio.Future[Served]] = {}
+
+    # ---- what `model` means ---------------------------------------------------------------------------
+
+    def model_ids(self) -> list[str]:
+        """OpenAI model ids this server accepts (it needs an openai backend to run them)."""
+        if not self.openai_backends:
+            return []
+        return [m for m in self._prices.models if not m.startswith("dall-e")]
+
+    def resolve(self, model: str | None) -> Target:
+        if model is None:
+            return Target("auto")
+        if model in self.policy.backends:
+            return Target("backend", model)
+        if model in self._prices.models or model.startswith(OPENAI_PREFIXES):
+            if model.startswith("dall-e"):
+                raise ApiError(400, f"Model {model!r} is not served here: editroute serves GPT image models and "
+                               "its policy's backends (ask for 'auto').", param="model", code="model_not_found")
+            for name in self.openai_backends:
+                if self.policy.backends[name].settings.get("model", "gpt-image-1") == model:
+                    return Target("backend", name)
+            if not self.openai_backends:
+                raise ApiError(400, f"Model {model!r} cannot run here: this server's policy has no OpenAI backend "
+                               f"(ask for 'auto' or one of: {', '.join(self.policy.backends)}).", param="model",
+                               code="model_not_found")
+            self._variant(model)  # fails now if the model has no prices
+            return Target("model", self.openai_backends[0], model)
+        raise ApiError(400, f"Unknown model {model!r}: ask for 'auto', a backend of this server's policy "
+                       f"({', '.join(self.policy.backends)}) or an OpenAI image model id.", param="model",
+                       code="model_not_found")
+
+    def _variant(self, model: str) -> _Variant:
+        with self._variants_lock:
+            hit = self._variants.get(model)
+            if hit is not None:
+                return hit
+            base = self.openai_backends[0]
+            try:
+                backend = create_backend("openai", base, {**self.policy.backends[base].settings, "model": model})
+            except EditError as exc:
+                raise ApiError(400, f"Model {model!r} cannot run here: {exc.message}", param="model",
+                               code="model_not_found") from None
+            backends = {**self.backends, base: backend}
+            executor = _OverrideExecutor(self.executor, {base: backend})
+            variant = _Variant(Router(self.policy, backends, self.ledger),
+                               replace(self.ctx, executor=executor, backends=backends), executor)
+            self._variants[model] = variant
+            return variant
+
+    def backend_for(self, target: Target) -> Any:
+        assert target.backend is not None
+        return self._variant(target.model).ctx.backends[target.backend] if target.model else \
+            self.backends[target.backend]
+
+    # ---- preparing a job (blocking: call it off the event loop) ---------------------------------------
+
+    def prepare(self, parsed: ParsedForm, *, idempotency_key: str | None = None, tenant: str = "local") -> Prepared:
+        target = self.resolve(parsed.model)
+        job = Job(id="pending", request=parsed.request, tags=parsed.tags, backend=target.backend)
+        content = job_key(job)  # what decides the output: input bytes, prompt, options, seed, pinned backend
+        model = target.model or ""
+        if idempotency_key:
+            key = "idem:" + _sha(tenant, idempotency_key, model)
+        else:
+            key = "http:" + _sha(content, model, ",".join(sorted(parsed.tags)))
+        rec = self.ledger.get_by_key(key)
+        if rec is not None and rec.request_hash != content:
+            raise ApiError(400, "This Idempotency-Key was already used with a different request; use a new key for "
+                           "a new request.", code="idempotency_key_reused")
+        if target.backend is not None:
+            problems = capability_problems(parsed.request, self.backend_for(target).capabilities)
+            if problems:
+                err = error_for_invalid(problems[0], problems[1:])
+                err.message = f"model {target.model or target.backend!r} cannot run this request: {err.message}"
+                raise err
+        job_id = "http-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        job = replace(job, id=job_id, request=replace(parsed.request, job_id=job_id))
+        return Prepared(job=job, key=key, target=target)
+
+    # ---- running it -----------------------------------------------------------------------------------
+
+    async def submit(self, prepared: Prepared) -> Served:
+        """Run the job on the job threads, or wait for the same job another request started."""
+        fut = self._inflight.get(prepared.key)
+        joined = fut is not None
+        if fut is None:
+            fut = asyncio.get_running_loop().run_in_executor(self._pool, self.run, prepared)
+            self._inflight[prepared.key] = fut
+            fut.add_done_callback(lambda _f, key=prepared.key: self._inflight.pop(key, None))
+        served = await asyncio.shield(fut)  # a client that hangs up does not stop the job; its retry joins it
+        return replace(served, joined=True) if joined else served
+
+    def run(self, prepared: Prepared) -> Served:
+        job, target = prepared.job, prepared.target
+        variant = self._variant(target.model) if target.model else None
+        router = variant.router if variant else self.router
+        ctx = replace(variant.ctx if variant else self.ctx, idempotency_key=lambda _job: prepared.key)
+        decisions: list[Decision] = []
+
+        def route(j: Job) -> Decision:
+            d = router.route(j)
+            if target.kind == "model":
+                d = replace(d, fallbacks=())
+            decisions.append(d)
+            return d
+
+        self.metrics.started()
+        try:
+            outcome = execute(job, route, ctx)
+        except InvalidRequest as exc:  # the ledger refused the key (reused with another request)
+            outcome = Outcome(job.id, "failed", error=exc.message, error_class="InvalidRequest")
+        except Exception as exc:
+            log.exception("job %s: unexpected error", job.id)
+            outcome = Outcome(job.id, "failed", error=f"internal error: {type(exc).__name__}", error_class="Internal")
+        finally:
+            self.metrics.finished()
+        decision = decisions[-1] if decisions else None
+        status = "reused" if outcome.reused else outcome.status
+        self.metrics.job(outcome.backend, status, seconds=outcome.latency_s,
+                         cost=Decimal(0) if outcome.reused else outcome.cost,
+                         error_class=None if outcome.ok else outcome.error_class)
+        images: tuple[bytes, ...] = ()
+        if outcome.ok:
+            try:
+                images = tuple(p.read_bytes() for p in outcome.outputs)
+            except OSError as exc:
+                outcome = replace(outcome, status="failed", error=f"output file unreadable: {exc}",
+                                  error_class="OutputError")
+        param = self._unroutable_param(job) if outcome.error_class == "Unroutable" else None
+        return Served(outcome, decision, images, param=param)
+
+    def _unroutable_param(self, job: Job) -> str | None:
+        for backend in self.backends.values():
+            for problem in capability_problems(job.request, backend.capabilities):
+                return problem.field
+        return None
+
+    def error_for(self, served: Served) -> ApiError:
+        o, d = served.outcome, served.decision
+        held = d is not None and d.backend is None and any("job held" in r for r in d.reasons)
+        error_class = "Busy" if o.status == "skipped" and o.error_class in ("Busy", "Duplicate") else o.error_class
+        return error_for_outcome(error_class, o.error, param=served.param, budget_held=held)
+
+    def ledger_spend(self) -> dict[str, Decimal]:
+        return {name: self.ledger.total_spent(name) for name in self.policy.backends}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for variant in self._variants.values():
+            variant.executor.close()
+        self.executor.close()
+        for backend in self.backends.values():
+            try:
+                backend.close()
+            except Exception:  # closing must not hide the shutdown
+                log.exception("closing backend %s", getattr(backend, "name", "?"))
+        self.ledger.close()
