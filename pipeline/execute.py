@@ -394,7 +394,7 @@ def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: i
                         backend=tried[-1]["backend"])
         return _failed(job.id, exc, t0, tried[-1]["backend"], calls)
     ctx.ledger.complete(job.id, backend=record["backend"], outputs=outputs, cost=result.cost_usd,
-                        attempt_id=attempt_id, usage=usage)
+                        attempt_id=attempt_id, usage=usage, call_s=result.timings.get("total_s"))
     rec = ctx.ledger.get(job.id)
     return Outcome(job.id, "done", backend=record["backend"], cost=rec.cost if rec else result.cost_usd,
                    outputs=tuple(ctx.out_dir / o["path"] for o in outputs),

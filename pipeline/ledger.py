@@ -12,7 +12,7 @@ Schema (version in `PRAGMA user_version`, upgraded by `MIGRATIONS` under `BEGIN 
               error_class, error, created_at/updated_at/started_at/finished_at (unix ms)
     attempts  one row per backend call: job_id, backend, state reserved|settled|released,
               reserved_nusd (the hold), cost_nusd (the bill), day, month (UTC), started_at, ended_at,
-              error_class, error, usage (JSON), owner
+              call_ms (the call itself, queueing excluded; v2), error_class, error, usage (JSON), owner
     views     reservations (attempts still holding budget), spend_daily / spend_monthly per backend
 
 Money is integer nano-dollars (1e-9 USD): exact for token prices quoted to the cent per 1M tokens; GPU-second
@@ -80,6 +80,10 @@ MIGRATIONS: list[str] = [
       SELECT backend, month, SUM(CASE state WHEN 'reserved' THEN reserved_nusd ELSE cost_nusd END) AS nusd,
              COUNT(*) AS calls FROM attempts GROUP BY backend, month;
     """,
+    # v2: the backend's own call time (queueing in the executor excluded), for latency percentiles
+    """
+    ALTER TABLE attempts ADD COLUMN call_ms INTEGER;
+    """,
 ]
 
 # What an attempt counts for: an open hold counts its reservation, anything else what was actually billed.
@@ -96,8 +100,13 @@ def from_nusd(nusd: int | None) -> Decimal:
 
 
 def fmt_usd(usd: Decimal) -> str:
-    """Dollars for people: at least cents, no trailing zeros past them ($0.02, $0.0125)."""
-    text = f"{Decimal(usd).normalize():f}"
+    """Dollars for people: cents and up to 4 decimals ($0.02, $1.5284), two significant digits below a cent
+    ($0.000077). Ledger sums stay exact; this is display only."""
+    d = Decimal(usd)
+    if d == 0:
+        return "$0.00"
+    step = Decimal("0.0001") if abs(d) >= Decimal("0.01") else Decimal(1).scaleb(d.adjusted() - 1)
+    text = f"{d.quantize(step).normalize():f}"
     whole, _, frac = text.partition(".")
     return f"${whole}.{frac.ljust(2, '0')}"
 
@@ -325,12 +334,13 @@ class Ledger:
 
     @staticmethod
     def _settle(conn: sqlite3.Connection, attempt_id: int, cost: Decimal, usage: dict[str, Any] | None,
-                error: BaseException | None) -> None:
+                error: BaseException | None, call_s: float | None = None) -> None:
         conn.execute(
-            "UPDATE attempts SET state='settled', cost_nusd=?, ended_at=?, usage=?, error_class=?, error=? "
-            "WHERE id=?",
+            "UPDATE attempts SET state='settled', cost_nusd=?, ended_at=?, usage=?, error_class=?, error=?, "
+            "call_ms=? WHERE id=?",
             (to_nusd(cost), now_ms(), json.dumps(usage) if usage else None,
-             type(error).__name__ if error else None, str(error) if error else None, attempt_id))
+             type(error).__name__ if error else None, str(error) if error else None,
+             None if call_s is None else round(call_s * 1000), attempt_id))
 
     def release(self, attempt_id: int, reason: str = "released") -> None:
         """Drop a hold without a bill (the call never ran)."""
@@ -447,12 +457,12 @@ class Ledger:
                      (now_ms(), job_id))
 
     def complete(self, job_id: str, *, backend: str, outputs: Sequence[dict[str, str]], cost: Decimal,
-                 attempt_id: int, usage: dict[str, Any] | None = None) -> None:
+                 attempt_id: int, usage: dict[str, Any] | None = None, call_s: float | None = None) -> None:
         """Outputs are on disk: settle the call (`reserve`'s attempt id) and mark the job done, in one
-        transaction. The job's cost is everything settled for it."""
+        transaction. The job's cost is everything settled for it; `call_s` is the call's own duration."""
         t = now_ms()
         with self._write() as conn:
-            self._settle(conn, attempt_id, cost, usage, None)
+            self._settle(conn, attempt_id, cost, usage, None, call_s)
             conn.execute("UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, "
                          "error_class=NULL, error=NULL, updated_at=?, finished_at=? WHERE id=?",
                          (backend, json.dumps(list(outputs)), self._job_cost(conn, job_id), t, t, job_id))

@@ -40,13 +40,14 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
     for backend, est in conn.execute("SELECT planned_backend, SUM(estimate_nusd) FROM jobs WHERE planned_backend "
                                      "IS NOT NULL AND status IN ('done','failed') GROUP BY planned_backend"):
         per[backend]["estimate_nusd"] += est or 0
-    for backend, state, cost, reserved, start, end, error_class in conn.execute(
-            "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, error_class FROM attempts"):
+    for backend, state, cost, reserved, start, end, call_ms, error_class in conn.execute(
+            "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class "
+            "FROM attempts"):
         row = per[backend]
         row["calls"] += state != "released"
         row["spend_nusd"] += reserved if state == "reserved" else cost
         if state == "settled" and error_class is None and end is not None:
-            row["latencies"].append((end - start) / 1000)
+            row["latencies"].append((call_ms if call_ms is not None else end - start) / 1000)
     failures: dict[str, dict[str, Any]] = {}
     for job_id, error_class, error in conn.execute(
             "SELECT id, error_class, error FROM jobs WHERE status='failed' ORDER BY id"):
@@ -61,7 +62,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         lat = row.pop("latencies")
         backends.append({
             "backend": name, "jobs_done": row["jobs_done"], "jobs_failed": row["jobs_failed"], "calls": row["calls"],
-            "spend_usd": str(from_nusd(row["spend_nusd"])), "estimate_usd": str(from_nusd(row["estimate_nusd"])),
+            "spend_usd": _usd(from_nusd(row["spend_nusd"])), "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
             "p50_s": _round(percentile(lat, 50)), "p95_s": _round(percentile(lat, 95)),
         })
     total_spend = sum((Decimal(b["spend_usd"]) for b in backends), Decimal(0))
@@ -70,10 +71,15 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         "ledger": str(ledger.path),
         "jobs": {"total": sum(status_counts.values()), **{s: status_counts.get(s, 0) for s in
                                                           ("done", "failed", "running", "interrupted", "queued")}},
-        "spend_usd": str(total_spend), "estimate_usd": str(total_est),
+        "spend_usd": _usd(total_spend), "estimate_usd": _usd(total_est),
         "backends": backends,
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
     }
+
+
+def _usd(value: Decimal) -> str:
+    """Exact, in plain notation (no 2E-7)."""
+    return f"{value.normalize():f}" if value else "0"
 
 
 def _round(value: float | None) -> float | None:

@@ -176,3 +176,19 @@ def test_orphaned_holds_are_released_and_interrupt_marks_jobs(tmp_path):
         assert ledger.get("y").status == "interrupted"
         assert ledger.spent("api", "day") == 0
         assert ledger.claim("y", "ky", "ky").action == "run"  # an interrupted job resumes
+
+
+def test_an_older_ledger_is_migrated_in_place(tmp_path):
+    path = tmp_path / "editroute.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    conn.execute("INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
+                 "VALUES('old', 'k', 'k', 'done', 1, 1)")
+    conn.close()
+    with Ledger(path) as ledger:
+        assert ledger.schema_version == len(MIGRATIONS) >= 2
+        assert ledger.get("old").status == "done"
+        ledger.claim("new", "k2", "k2")
+        attempt = ledger.reserve("new", "api", Decimal("0.01"))
+        ledger.complete("new", backend="api", outputs=[], cost=Decimal("0.01"), attempt_id=attempt, call_s=0.25)
+        assert ledger.attempts("new")[0]["call_ms"] == 250

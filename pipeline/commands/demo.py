@@ -1,0 +1,145 @@
+"""`editroute demo [--out DIR]`: the example batch end to end on a machine with no GPU and no API key.
+
+Everything runs against local STAND-INS, and says so: a loopback fake of OpenAI's image edit API
+(`backends.standins.openai_server`, realistic usage and prices, not the real service) and a tiny random-weight
+SDXL inpainting pipeline (`backends.standins.tiny_sdxl`, built once into a cache folder; its outputs are noise).
+A shipped policy is used with only its backends' connection settings pointed at the stand-ins; the policy that
+ran is saved as DIR/demo-policy.yaml. Running the demo again on the same DIR shows resume: nothing is re-billed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_KEY_ENV = "EDITROUTE_DEMO_STANDIN_KEY"  # the stand-in's key lives only in this process's environment
+DEMO_KEY = "sk-standin-demo-not-a-real-key"
+BANNER = ("[bold yellow]DEMO on local stand-ins[/]: a loopback fake of OpenAI's image edit API ({url}) and a tiny "
+          "random-weight SDXL pipeline (outputs are noise). No key, no GPU; nothing leaves this machine.")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="run the example batch offline against local stand-ins (no GPU, no key)")
+    p.add_argument("--out", default="editroute-demo", help="output folder (default ./editroute-demo)")
+    p.add_argument("--policy", default=str(ROOT / "configs" / "policies" / "balanced.yaml"),
+                   help="policy to use (its backends are pointed at the stand-ins)")
+    p.add_argument("--manifest", default=str(ROOT / "examples" / "all.jsonl"), help="manifest to run")
+    p.add_argument("--sdxl-dir", default=None,
+                   help="where the tiny stand-in SDXL pipeline is built/cached (default: ~/.cache/editroute)")
+    p.add_argument("--json", action="store_true", help="print the final report as JSON")
+    p.set_defaults(func=run)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "editroute"
+
+
+def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None) -> dict[str, Any]:
+    """The policy with each backend's connection pointed at a stand-in (routing, budgets, rules unchanged)."""
+    import yaml
+
+    data = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("backends"), dict):
+        raise ConfigError(f"{policy_path}: not a policy (no `backends:` mapping)")
+    for name, spec in data["backends"].items():
+        kind = spec.get("kind")
+        if kind == "openai":
+            spec.update(base_url=api_url, api_key_env=DEMO_KEY_ENV, max_retries=1)
+            spec.pop("api_key_file", None)
+        elif kind == "sdxl":
+            if sdxl_dir is None:
+                raise ConfigError(f"backends.{name}: the demo's SDXL stand-in needs torch and diffusers: "
+                                  'pip install "editroute[sdxl]"')
+            tiny = {"steps": 2, "guidance_scale": 1.0, "strength": 0.99}
+            spec.update(model=str(sdxl_dir), device="cpu", dtype="fp32", variant=None, offload="none",
+                        compile=False, target_megapixels=64 * 64 / 1024 ** 2, feather_px=2,
+                        tiers={"low": tiny, "medium": tiny, "high": tiny})
+            for key in ("lora", "ip_adapter", "variant"):
+                spec.pop(key, None)
+            for tier in spec["tiers"].values():
+                tier["use_lora"] = False
+    if data.get("quality_file"):  # the demo's copy lives elsewhere: keep pointing at the same file
+        data["quality_file"] = str((policy_path.parent / str(data["quality_file"])).resolve())
+    return data
+
+
+def _quiet_model_libraries() -> None:
+    """The tiny pipeline's load bars and tokenizer warnings are noise in a demo; the report is the point."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "diffusers"):
+        os.environ.setdefault(f"{name.upper()}_VERBOSITY", "error")
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="(transformers|diffusers|torch)")
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+    except ImportError:
+        return
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+def _build_sdxl(folder: str | None) -> Path | None:
+    try:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    from backends.standins.tiny_sdxl import STANDIN_VERSION, build_tiny_sdxl
+
+    path = Path(folder) if folder else _cache_dir() / f"tiny-sdxl-v{STANDIN_VERSION}"
+    return build_tiny_sdxl(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+    from rich.console import Console
+
+    from backends.standins.openai_server import FakeOpenAIServer
+    from pipeline.progress import NullProgress, RichProgress
+    from pipeline.report import build_report, render, to_json
+    from pipeline.runner import run_batch
+
+    console = Console(stderr=args.json)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
+    _quiet_model_libraries()
+    sdxl_dir = _build_sdxl(args.sdxl_dir)
+    os.environ[DEMO_KEY_ENV] = DEMO_KEY
+    with FakeOpenAIServer(api_key=DEMO_KEY) as server:
+        console.print(BANNER.format(url=server.base_url), highlight=False)
+        data = standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir)
+        policy_file = out / "demo-policy.yaml"
+        policy_file.write_text(f"# {Path(args.policy).name} pointed at local stand-ins by `editroute demo`\n"
+                               + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        progress = NullProgress() if args.json else RichProgress(console)
+        result = run_batch(args.manifest, policy_file, out, progress=progress)
+    from pipeline.ledger import Ledger
+
+    with Ledger(result.ledger_path) as ledger:
+        report = build_report(ledger)
+    report["stand_ins"] = {"openai": "loopback fake of the image edit API (not the real service)",
+                           "sdxl": "tiny random-weight pipeline (outputs are noise)"}
+    report["this_run"] = result.tally.as_dict()
+    if args.json:
+        print(to_json(report))
+    else:
+        t = result.tally
+        console.print(f"this run: {t.done} done, {t.reused} already done (not billed again), {t.failed} failed",
+                      highlight=False)
+        render(report, console)
+        console.print(f"[yellow]costs are what the real services would bill for these calls, computed by the "
+                      f"stand-ins; images are noise.[/] outputs: {out}/<job id>/, report again: "
+                      f"editroute report {out}", highlight=False)
+    return 0 if result.ok else 1
