@@ -133,3 +133,20 @@ def test_policy_mix_follows_volume_shift_and_budget_stop(tmp_path):
     assert at_1m["api"] == pytest.approx(20_000 / 0.17 / 1_000_000, abs=0.01)
     assert pm.held["shift"][1_000_000] == pytest.approx(0.25 - at_1m["api"], abs=0.01)
     assert pm.monthly["shift"][1_000_000] <= Decimal("20000") + Decimal("0.002") * 1_000_000 + 100
+
+
+def test_overhead_benchmark_smoke_runs_real_runner_and_reports_figures(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "overhead.json"
+    rc = main(["bench", "overhead", "--jobs", "40", "--api-jobs", "12", "--rpm", "1200", "--latency", "0.05,0.1",
+               "--out", str(out)])
+    assert rc == 0
+    runs = {r["kind"]: r for r in json.loads(out.read_text())["runs"]}
+    local, api = runs["local"], runs["api"]
+    assert local["done"] == 40 and local["failed"] == 0 and local["backend_calls"] == 40
+    assert local["ms_per_job"] > 0 and local["peak_rss_mb"] > 0
+    assert api["done"] == 12 and api["failed"] == 0 and api["ok_200"] == 12
+    assert api["rate_limit_rpm"] == 1200 and api["achieved_rpm"] > 0
+    printed = capsys.readouterr().out
+    assert "ms/job" in printed and "of the limit" in printed
