@@ -58,7 +58,7 @@ def usd(amount: Decimal) -> str:
     return f"${amount:,.4f}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built for every capable backend of every job, so keep it cheap
 class Candidate:
     name: str
     estimate: CostEstimate
@@ -129,7 +129,7 @@ class Router:
                 excluded[name] = f"cannot estimate this job: {exc.message}"
                 continue
             q = self.policy.quality[name].for_tier(req.quality)
-            cands[name] = Candidate(name, est, q, self._order[name], est.usd / max(req.n, 1))
+            cands[name] = Candidate(name, est, q, self._order[name], est.usd if req.n == 1 else est.usd / max(req.n, 1))
         for name, why in excluded.items():
             reasons.append(f"capability: {name} {why}")
         if cands:
@@ -210,6 +210,9 @@ class Router:
             pool = [c for c in pool if rank.get(c.name, 1) == best_rank]
         ranked = objective_order(obj, pool)
         summary = ", ".join(f"{c.name} {usd(c.per_image)}/image q={c.quality:g}" for c in ranked[:4])
+        dropped = [f"{n} ({why})" for n, why in excluded.items() if n in cands and cands[n] not in pool]
+        if dropped:
+            summary += "; not considered: " + ", ".join(dropped)
         reasons.append(f"objective {self._objective_text}: {summary}")
         return ranked[0].name
 

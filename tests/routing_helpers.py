@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from backends.base import EditRequest
 from backends.images import InputImage
@@ -19,8 +16,6 @@ from tests.imagery import image_bytes, mask_bytes
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "configs" / "policies").glob("*.yaml"))
 EXAMPLES = REPO / "examples"
-needs_sdxl_module = pytest.mark.skipif(importlib.util.find_spec("backends.sdxl") is None,
-                                       reason="backends/sdxl.py has not landed yet")
 
 # Two fake backends: `cheap` (self-hosted-like: one image, mask required, opaque only) and `pricey` (API-like).
 TWO_BACKENDS = """

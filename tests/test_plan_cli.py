@@ -12,7 +12,7 @@ from pipeline.cli import main
 from pipeline.jobs import Manifest
 from pipeline.plan import plan_jobs
 from pipeline.policy import build_backends, load_policy
-from tests.routing_helpers import EXAMPLES, SHIPPED, TWO_BACKENDS, needs_sdxl_module, write_policy
+from tests.routing_helpers import EXAMPLES, SHIPPED, TWO_BACKENDS, write_policy
 
 ALL = str(EXAMPLES / "all.jsonl")
 POLICIES = {p.stem: str(p) for p in SHIPPED}
@@ -102,7 +102,6 @@ def test_policy_check_summarises(capsys, fake_policy):
 # ---- the shipped policies (they name the openai and sdxl backends) ---------------------------------------
 
 
-@needs_sdxl_module
 def test_balanced_plan_explains_every_job_without_key_or_gpu(capsys):
     assert "OPENAI_API_KEY" not in os.environ
     rc = main(["plan", ALL, "--policy", POLICIES["balanced"], "--explain"])
@@ -113,7 +112,6 @@ def test_balanced_plan_explains_every_job_without_key_or_gpu(capsys):
     assert "sdxl-local" in out and "api" in out and "chose " in out
 
 
-@needs_sdxl_module
 def test_shipped_policies_give_visibly_different_splits():
     manifest = Manifest(ALL)
     splits = {}

@@ -7,7 +7,7 @@ import pytest
 from backends.function import FunctionBackend
 from pipeline.errors import ConfigError
 from pipeline.policy import build_backends, load_policy
-from tests.routing_helpers import SHIPPED, TWO_BACKENDS, needs_sdxl_module, write_policy
+from tests.routing_helpers import SHIPPED, TWO_BACKENDS, write_policy
 
 
 def _error(tmp_path, body: str) -> str:
@@ -21,7 +21,6 @@ def test_shipped_policies_exist():
     assert {p.stem for p in SHIPPED} >= {"cost-first", "quality-first", "balanced", "volume-shift"}
 
 
-@needs_sdxl_module
 @pytest.mark.parametrize("policy_file", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_policy_loads_and_builds_without_gpu_or_key(policy_file):
     policy = load_policy(policy_file)

@@ -10,7 +10,7 @@ from pipeline.jobs import validate_manifest
 from pipeline.policy import build_backends, load_policy
 from pipeline.router import Router
 from pipeline.spend import InMemorySpend
-from tests.routing_helpers import EXAMPLES, SHIPPED, job, make_router, needs_sdxl_module
+from tests.routing_helpers import EXAMPLES, SHIPPED, job, make_router
 
 # ---- capability filter ------------------------------------------------------------------------------
 
@@ -265,7 +265,6 @@ def test_routing_is_deterministic_and_ties_break_on_declaration_order(tmp_path):
     assert {d.backend for d in first} == {"b"}
 
 
-@needs_sdxl_module
 @pytest.mark.parametrize("policy_file", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_policy_routes_every_example_manifest(policy_file):
     policy = load_policy(policy_file)
