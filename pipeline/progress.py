@@ -75,6 +75,15 @@ class NullProgress:
         pass
 
 
+class NotesOnly(NullProgress):
+    """No bar, but notes (manifest problems, stopping) still reach stderr: for --json runs."""
+
+    def note(self, text: str) -> None:
+        import sys
+
+        print(text, file=sys.stderr, flush=True)
+
+
 class RichProgress(NullProgress):
     """done / failed / running, spend so far and rate, on one live line (stderr, so --json stays clean)."""
 

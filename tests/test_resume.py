@@ -91,3 +91,30 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_pays_nothing_twice(tmp_p
             assert all((out / o["path"]).is_file() for o in rec.outputs)
     leftovers = [p for p in out.rglob("*.tmp")]
     assert leftovers == []  # nothing half-written is left where a reader would look
+
+
+def test_ctrl_c_lets_in_flight_calls_finish_and_the_rerun_completes(tmp_path):
+    manifest = write_manifest(tmp_path, 16)
+    bill = tmp_path / "bill.txt"
+    policy = write_policy(tmp_path, POLICY.format(bill=bill).replace("latency_s: 0.05", "latency_s: 0.3"))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = editroute_run(manifest, policy, out, env)
+    deadline = time.monotonic() + 60
+    while done_count(out) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "stopping" in stderr
+    with Ledger.in_dir(out) as ledger:
+        counts = ledger.counts()
+        assert "running" not in counts and counts["done"] < 16  # stopped early, nothing left half-way
+        assert ledger.total_spent() == Decimal("0.01") * counts["done"]  # no hold left behind
+    proc = editroute_run(manifest, policy, out, env)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    billed = Counter(bill.read_text().split())
+    assert len(billed) == 16 and set(billed.values()) == {1}
+    with Ledger.in_dir(out) as ledger:
+        assert ledger.counts() == {"done": 16} and ledger.total_spent() == Decimal("0.16")

@@ -24,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.progress import NullProgress, RichProgress
+    from pipeline.progress import NotesOnly, RichProgress
     from pipeline.report import build_report, render, to_json
     from pipeline.runner import run_batch
 
     err = Console(stderr=True)
-    progress = NullProgress() if args.json else RichProgress(err)
+    progress = NotesOnly() if args.json else RichProgress(err)
     try:
         result = run_batch(args.manifest, args.policy, args.out, executor=args.executor,
                            retry_failed=args.retry_failed, max_jobs=args.max_jobs, progress=progress)
