@@ -21,6 +21,12 @@ from pipeline.router import Candidate, Decision, Router
 from pipeline.spend import InMemorySpend
 
 HOSTINGS = ("api", "self-hosted")
+MICRO = Decimal("0.000001")
+
+
+def money(amount: Decimal) -> str:
+    """USD for machine output: to the micro-dollar (estimates are not more exact than that)."""
+    return str(amount.quantize(MICRO))
 
 
 @dataclass
@@ -35,7 +41,7 @@ class Totals:
         self.usd += cost
 
     def as_dict(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "images": self.images, "usd": str(self.usd)}
+        return {"jobs": self.jobs, "images": self.images, "usd": money(self.usd)}
 
 
 @dataclass
@@ -66,7 +72,7 @@ class PlanSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"jobs": self.jobs, "routed": self.jobs - self.held, "held": self.held,
-                "total_usd": str(self.total_usd),
+                "total_usd": money(self.total_usd),
                 "split": {name: t.as_dict() for name, t in self.split.items()},
                 "all_api": self.compare["api"].as_dict(),
                 "all_self_hosted": self.compare["self-hosted"].as_dict()}

@@ -50,7 +50,7 @@ def test_plan_json_adds_up_and_budgets_bind_within_the_plan(capsys, fake_policy)
     assert data["jobs"] == data["entries"] == 15 and data["problems"] == []
     split = data["split"]
     assert sum(s["jobs"] for s in split.values()) + data["held"] == 15
-    assert Decimal(data["total_usd"]) == sum(Decimal(s["usd"]) for s in split.values())
+    assert abs(Decimal(data["total_usd"]) - sum(Decimal(s["usd"]) for s in split.values())) <= Decimal("0.00001")
     assert Decimal(split["pricey"]["usd"]) <= Decimal("0.2")  # the $0.20 month budget held within the plan
     assert data["held"] > 0 and rc == 1
     held = [d for d in data["decisions"] if d["backend"] is None]

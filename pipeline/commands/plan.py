@@ -32,10 +32,12 @@ def _usd(amount: Decimal) -> str:
 
 
 def _decision_dict(d) -> dict[str, Any]:
-    return {"id": d.job_id, "backend": d.backend, "usd": str(d.estimate.usd) if d.estimate else None,
+    from pipeline.plan import money
+
+    return {"id": d.job_id, "backend": d.backend, "usd": money(d.estimate.usd) if d.estimate else None,
             "basis": d.estimate.basis if d.estimate else None, "quality": d.quality,
             "fallbacks": list(d.fallbacks), "reasons": list(d.reasons),
-            "alternatives": [{"backend": a.backend, "usd": str(a.estimate.usd) if a.estimate else None,
+            "alternatives": [{"backend": a.backend, "usd": money(a.estimate.usd) if a.estimate else None,
                               "quality": a.quality, "excluded": a.excluded} for a in d.alternatives]}
 
 
