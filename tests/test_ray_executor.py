@@ -352,3 +352,22 @@ def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cl
     # and the ledger holds exactly what each job reported
     assert lb["sdxl_usd"] == lb["sdxl_billed"] > 0 and la["sdxl_usd"] == la["sdxl_billed"] > 0
     assert all(s > 0 for s in lb["gpu_s"].values()) and la["gpu_s"].keys() == lb["gpu_s"].keys()
+
+
+def test_cli_run_on_ray_without_gpus_fails_fast_naming_the_fix(ray_cluster, tmp_path, tiny_sdxl_dir, capsys):
+    """`editroute run --executor ray` with the default `num_gpus: 1` on this CPU-only cluster: exit 2 at once,
+    nothing run or billed, instead of actors pending forever."""
+    from backends.standins.openai_server import FakeOpenAIServer
+    from pipeline.cli import main
+    from pipeline.ledger import Ledger
+
+    with FakeOpenAIServer(api_key=KEY) as server:
+        manifest, policy = parity_inputs(tmp_path, tiny_sdxl_dir, server.base_url)
+        code = main(["run", str(manifest), "--policy", str(policy), "--out", str(tmp_path / "out"),
+                     "--executor", "ray", "--json"])
+        assert server.requests == []
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "'sdxl-local'" in err and "GPU=1" in err and "num_gpus: 0" in err
+    with Ledger.in_dir(tmp_path / "out") as ledger:
+        assert ledger.total_spent() == 0 and not [r for r in ledger.jobs() if r.status == "done"]
