@@ -31,6 +31,7 @@ from pipeline.configfile import (
     validation_messages,
 )
 from pipeline.errors import ConfigError
+from pipeline.ray_executor import RaySettings
 from pipeline.rules import When
 
 TIERS = ("low", "medium", "high")
@@ -178,6 +179,7 @@ class Policy(_Strict):
     budgets: tuple[Budget, ...] = ()
     volume_shift: tuple[VolumeShift, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    ray: RaySettings | None = None  # where self-hosted work runs with `--executor ray` (pipeline.ray_executor)
     source: str | None = None  # the file it came from (set by the loader)
 
     @field_validator("volume_shift", mode="before")
@@ -200,6 +202,7 @@ class Policy(_Strict):
 _KNOWN_KEYS = {
     "(top level)": Policy.model_fields.keys(),
     "objective": Objective.model_fields.keys(),
+    "ray": RaySettings.model_fields.keys(),
 }
 
 

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder: DIR/<job id>/..., ledger DIR/editroute.db")
     p.add_argument("--retry-failed", action="store_true", help="also retry jobs that failed in an earlier run")
     p.add_argument("--executor", default="local", help=f"where calls run: {', '.join(EXECUTORS)} (default local)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --executor ray: cluster to join (auto, HOST:6379); default $RAY_ADDRESS or a local Ray")
     p.add_argument("--max-jobs", type=int, default=None, metavar="N", help="take only the first N valid jobs")
     p.add_argument("--json", action="store_true", help="print the final report as JSON (no progress bar)")
     p.set_defaults(func=run)
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     progress = NotesOnly() if args.json else RichProgress(err)
     try:
         result = run_batch(args.manifest, args.policy, args.out, executor=args.executor,
-                           retry_failed=args.retry_failed, max_jobs=args.max_jobs, progress=progress)
+                           retry_failed=args.retry_failed, max_jobs=args.max_jobs, progress=progress,
+                           executor_options={"ray_address": args.ray_address} if args.ray_address else None)
     except KeyboardInterrupt:
         # second Ctrl-C: in-flight calls were abandoned and marked interrupted; their threads are not waited for
         err.print("editroute run: abandoned in-flight jobs (marked interrupted; rerun to resume them)")
