@@ -12,6 +12,7 @@ Building the backend, its capabilities and `estimate()` never load the model or 
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import threading
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from backends import sdxl_images as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
+from backends.masking import InferredMask, infer_mask
 from backends.pricing import gpu_cost
 from backends.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.validation import check_request
@@ -42,14 +44,21 @@ _rates_lock = threading.Lock()
 @dataclass(frozen=True)
 class MaskChoice:
     mask: Image.Image  # repaint mask (L, white = repaint) at the input image's size
-    source: str  # "given" | "img2img" (later: "inferred")
+    source: str  # "given" | "inferred" | "img2img"
+    inferred: InferredMask | None = None  # the derived mask, kept beside the outputs as mask.png
 
 
 def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) -> MaskChoice:
-    """Which pixels to repaint. The seam where a text-prompted mask inferrer plugs in (a `mask_inference`
-    setting consulted when `request.mask` is None)."""
+    """Which pixels to repaint: the request's mask; else one inferred from the prompt (`mask_inference`);
+    else the whole image (`maskless: img2img`); else refuse."""
     if request.mask is not None:
         return MaskChoice(px.repaint_mask(request.mask.open(), image.size), "given")
+    if settings.mask_inference is not None:
+        ms = settings.mask_inference
+        if ms.device == "auto":  # run next to the pipeline
+            ms = ms.model_copy(update={"device": settings.device})
+        found = infer_mask(image, request.prompt, ms, job_id=request.job_id)
+        return MaskChoice(px.repaint_mask(Image.open(io.BytesIO(found.mask_png)), image.size), "inferred", found)
     if settings.maskless == "img2img":
         return MaskChoice(px.repaint_mask(None, image.size), "img2img")
     raise _maskless_refusal(request)
@@ -81,8 +90,8 @@ class SDXLInpaintBackend:
         extra_images = s.ip_adapter is not None
         self.capabilities = Capabilities(
             max_images=MAX_IMAGES if extra_images else 1, reference_images=extra_images,
-            mask_optional=s.maskless == "img2img", arbitrary_sizes=True, max_n=s.max_n,
-            transparent_background=False, input_fidelity=False)
+            mask_optional=s.maskless == "img2img" or s.mask_inference is not None, arbitrary_sizes=True,
+            max_n=s.max_n, transparent_background=False, input_fidelity=False)
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> SDXLInpaintBackend:
@@ -135,13 +144,14 @@ class SDXLInpaintBackend:
 
     def _edit(self, request: EditRequest) -> EditResult:
         s = self.settings
-        if request.mask is None and s.maskless == "refuse":  # before the generic check: say what to do
+        if request.mask is None and s.maskless == "refuse" and s.mask_inference is None:  # say what to do
             raise _maskless_refusal(request)
         check_request(request, self.capabilities, backend=self.name)
         started = time.perf_counter()
         tier_name, tier = s.tier(request.quality)
         image = _open(request.images[0], "image")
         choice = choose_mask(request, s, image)
+        masked = time.perf_counter()
         geom = px.plan_geometry(request.size, image.width, image.height, s.target_megapixels)
         canvas, canvas_mask = px.to_canvas(image, choice.mask, geom)
         work_image, work_mask = px.to_working(canvas, canvas_mask, geom)
@@ -181,12 +191,15 @@ class SDXLInpaintBackend:
         return EditResult(
             images=encoded, output_format=request.output_format, width=geom.out_size[0], height=geom.out_size[1],
             backend=self.name, model=s.model, usage=Usage(gpu_seconds=gpu_s), cost_usd=cost,
-            timings={"total_s": total, "prepare_s": prepared - started, "gpu_s": gpu_s}, seed=seed,
+            timings={"total_s": total, "prepare_s": prepared - started, "mask_s": masked - started, "gpu_s": gpu_s},
+            seed=seed,
             quality=tier_name, background="opaque",
             extras={"cost_basis": f"measured {gpu_s:.3f} device-s on {loaded.device} x {s.gpu_cost.describe()}",
                     "mask": choice.source, "steps_run": int(tier.steps * strength), "strength": strength,
                     "work_size": f"{geom.work_size[0]}x{geom.work_size[1]}", "device": loaded.device,
-                    "dtype": loaded.dtype, "lora": tier.use_lora})
+                    "dtype": loaded.dtype, "lora": tier.use_lora,
+                    **(choice.inferred.details() if choice.inferred else {})},
+            artifacts={"mask.png": choice.inferred.mask_png} if choice.inferred else {})
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The one place the pipeline runs (a seam for tests that need a failing call)."""

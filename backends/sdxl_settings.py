@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from backends.masking import MaskSettings
 from backends.pricing import GpuCost
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
@@ -102,6 +103,7 @@ class Settings(_Strict):
     auto_quality: Literal["low", "medium", "high"] = "medium"
     negative_prompt: str | None = None
     maskless: Literal["refuse", "img2img"] = "refuse"  # a request without a mask: refuse it, or repaint it all
+    mask_inference: MaskSettings | None = None  # mask-less requests get a mask from the prompt (before `maskless`)
     img2img_strength: float = Field(default=0.75, gt=0, le=1)  # mask-less repaints keep some of the input
     target_megapixels: float = Field(default=1.0, gt=0, le=4)  # working area, in units of 1024x1024
     feather_px: int = Field(default=8, ge=0, le=64)  # paste-back ramp inside the mask, at output size

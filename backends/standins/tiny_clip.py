@@ -1,0 +1,106 @@
+"""A tiny RANDOM-WEIGHT CLIP model + processor (prompt-adherence scoring in tests). Its scores mean nothing.
+
+Production scoring uses a real CLIP (default `openai/clip-vit-large-patch14`); this has the same classes
+(`CLIPModel`, `CLIPProcessor`) at a size that saves to well under 1 MB, is written with `save_pretrained` and read
+back by the scorer through the same `from_pretrained` path, with no network. The tokenizer is a character-level
+BPE vocabulary written locally (every lowercase letter and digit), so different prompts give different tokens.
+
+    python -m backends.standins.tiny_clip DIR
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import string
+import sys
+from pathlib import Path
+
+STANDIN_VERSION = 1
+STAMP = "EDITROUTE_STANDIN.json"
+IMAGE_SIZE = 32
+_SPECIALS = ["<unk>", "<|startoftext|>", "<|endoftext|>"]
+VOCAB = [*_SPECIALS, *(c for c in string.ascii_lowercase + string.digits),
+         *(c + "</w>" for c in string.ascii_lowercase + string.digits)]
+VOCAB_SIZE = 99  # >= len(VOCAB); ids above it are never produced
+
+
+def is_built(path: str | Path, what: str) -> bool:
+    try:
+        stamp = json.loads((Path(path) / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return stamp.get("version") == STANDIN_VERSION and stamp.get("kind") == what
+
+
+def char_tokenizer(workdir: Path):
+    """A `CLIPTokenizer` over single characters (no merges), `model_max_length=77`, from local files."""
+    from transformers import CLIPTokenizer
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    vocab, merges = workdir / "vocab.json", workdir / "merges.txt"
+    vocab.write_text(json.dumps({tok: i for i, tok in enumerate(VOCAB)}), encoding="utf-8")
+    merges.write_text("#version: 0.2\n", encoding="utf-8")
+    return CLIPTokenizer(str(vocab), str(merges), unk_token="<unk>", bos_token="<|startoftext|>",
+                         eos_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=77)
+
+
+def text_config() -> dict:
+    return {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "vocab_size": VOCAB_SIZE, "max_position_embeddings": 77, "bos_token_id": 1, "eos_token_id": 2,
+            "pad_token_id": 2}
+
+
+def vision_config(image_size: int, patch_size: int) -> dict:
+    return {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": image_size, "patch_size": patch_size}
+
+
+def image_processor(size: int):
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, do_center_crop=False,
+                             do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+def finish(tmp: Path, path: Path, kind: str) -> Path:
+    """Stamp the build (last) and move it into place, so a crash never leaves a half build that looks done."""
+    shutil.rmtree(tmp / "_vocab", ignore_errors=True)
+    (tmp / STAMP).write_text(json.dumps({"version": STANDIN_VERSION, "kind": kind, "what": f"editroute tiny "
+                                         f"random-weight {kind} stand-in: outputs mean nothing"}), encoding="utf-8")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
+
+def build_tiny_clip(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Build into `path` (idempotent) and return it; seeded, so every build has the same weights."""
+    path = Path(path)
+    if is_built(path, "clip") and not overwrite:
+        return path
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    tmp = path.with_name(path.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = char_tokenizer(tmp / "_vocab")
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=text_config(), vision_config=vision_config(IMAGE_SIZE, 8), projection_dim=16)
+    CLIPModel(config).eval().save_pretrained(tmp)
+    CLIPProcessor(image_processor=image_processor(IMAGE_SIZE), tokenizer=tokenizer).save_pretrained(tmp)
+    return finish(tmp, path, "clip")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m backends.standins.tiny_clip DIR\n")
+        return 2
+    out = build_tiny_clip(args[0])
+    sys.stderr.write(f"tiny random-weight CLIP stand-in (scores mean nothing) at {out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Tiny random-weight CLIPSeg and CLIP stand-ins for the masking and eval tests, built once per session.
+
+Import the fixtures into a test module (`from tests.fixtures_masking import tiny_clipseg_dir, tiny_clip_dir`).
+Each build goes to a fixed folder under the session's base temp dir and is skipped when already there, so two
+modules importing these fixtures share one build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_clipseg_dir(tmp_path_factory) -> Path:
+    from backends.standins.tiny_clipseg import build_tiny_clipseg
+
+    return build_tiny_clipseg(tmp_path_factory.getbasetemp() / "tiny-clipseg")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    from backends.standins.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.getbasetemp() / "tiny-clip")

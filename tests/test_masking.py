@@ -1,0 +1,219 @@
+"""Text-prompted masks: phrase extraction, CLIPSeg masks from a tiny random-weight model saved and reloaded
+offline, and mask-less jobs on the SDXL backend (and through the router) with the derived mask kept."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from backends import masking
+from backends.base import EditRequest
+from backends.errors import BackendMisconfigured, InvalidRequest
+from backends.images import InputImage
+from backends.masking import MaskSettings, extract_target, infer_mask, probabilities
+from tests.fixtures_masking import tiny_clipseg_dir  # noqa: F401  (session fixture)
+from tests.fixtures_sdxl import tiny_settings
+from tests.imagery import encode, gradient
+
+
+@pytest.mark.parametrize(("prompt", "phrase", "inverted"), [
+    ("remove the logo from the shelf", "logo", False),
+    ("replace the background with a white studio backdrop", "background", True),
+    ("change the red badge to say SALE", "red badge", False),
+    ("make the sky a sunset", "sky", False),
+    ("Replace the background with a clean white studio backdrop and a soft drop shadow under the product",
+     "background", True),
+    ("Replace the badge text 'SALE' with the French word 'SOLDES', same font and colours", "badge text", False),
+    ("Swap the red badge for the Japanese market logo, keep the layout", "red badge", False),
+    ("Place a red velvet armchair on the floor", "floor", False),
+    ("Hang an abstract blue painting on the wall", "wall", False),
+    ("turn the car red", "car", False),
+    ("change the colour of the car to blue", "car", False),
+    ("Erase the watermark.", "watermark", False),
+    ("Remove the person’s hat", "person's hat", False),
+    ("put a cat on the sofa behind the table", "sofa", False),
+    ("change the backdrop to a beach", "background", True),
+])
+def test_phrase_extraction_table(prompt, phrase, inverted):
+    target = extract_target(prompt)
+    assert (target.phrase, target.inverted, target.matched) == (phrase, inverted, True)
+
+
+@pytest.mark.parametrize("prompt", ["Place a tall brass floor lamp here", "make it pop",
+                                    "Variations of this summer ad, bright and warm"])
+def test_phrase_extraction_falls_back_to_the_prompt(prompt):
+    target = extract_target(prompt)
+    assert not target.matched and not target.inverted
+    assert target.phrase and target.phrase.split()[0] == prompt.lower().split()[0]
+
+
+def test_mask_settings_defaults_and_errors():
+    s = MaskSettings()
+    assert s.model == "CIDAS/clipseg-rd64-refined" and 0 < s.threshold < 1
+    with pytest.raises(ValidationError, match="not available"):
+        MaskSettings(grounded_sam={"detector": "IDEA-Research/grounding-dino-tiny", "segmenter": "facebook/sam"})
+    with pytest.raises(ValidationError, match="extra"):
+        MaskSettings(treshold=0.5)
+
+
+def _alpha(png: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(png))
+    assert img.mode == "RGBA"
+    return np.asarray(img.getchannel("A"))
+
+
+def test_tiny_clipseg_reloads_and_mask_is_the_thresholded_region(tiny_clipseg_dir):
+    image = gradient(96, 72)
+    base = MaskSettings(model=str(tiny_clipseg_dir), device="cpu", dilate_px=0, feather_px=0, min_coverage=0)
+    prob = probabilities(image, "logo", base)
+    assert prob.shape == (72, 96)
+    threshold = float(np.median(prob))
+    found = infer_mask(image, "remove the logo from the shelf", base.model_copy(update={"threshold": threshold}))
+    alpha = _alpha(found.mask_png)
+    assert alpha.shape == (72, 96)  # same size as the image
+    np.testing.assert_array_equal(alpha == 0, prob >= threshold)  # alpha 0 exactly on the matched region
+    assert set(np.unique(alpha)) <= {0, 255}
+    assert (found.phrase, found.inverted, found.query) == ("logo", False, "logo")
+    assert found.coverage == pytest.approx(float((prob >= threshold).mean()))
+
+    # a background edit is the inverse of the salient object
+    sal = probabilities(image, base.salient_phrase, base)
+    t2 = float(np.median(sal))
+    bg = infer_mask(image, "replace the background with a white studio backdrop",
+                    base.model_copy(update={"threshold": t2}))
+    np.testing.assert_array_equal(_alpha(bg.mask_png) == 0, sal < t2)
+    assert bg.inverted and bg.phrase == "background" and bg.query == base.salient_phrase
+
+
+def test_dilate_grows_the_region_and_feather_stays_outside_it(tiny_clipseg_dir):
+    image = gradient(80, 80)
+    base = MaskSettings(model=str(tiny_clipseg_dir), device="cpu", dilate_px=0, feather_px=0, min_coverage=0)
+    prob = probabilities(image, "logo", base)
+    threshold = float(np.quantile(prob, 0.9))
+    plain = _alpha(infer_mask(image, "remove the logo", base.model_copy(update={"threshold": threshold})).mask_png)
+    grown = _alpha(infer_mask(image, "remove the logo",
+                              base.model_copy(update={"threshold": threshold, "dilate_px": 3,
+                                                      "feather_px": 4})).mask_png)
+    assert ((plain == 0) <= (grown == 0)).all()  # every matched pixel is still edited
+    assert (grown == 0).sum() > (plain == 0).sum()
+    ramp = (grown > 0) & (grown < 255)
+    assert ramp.any()  # a soft edge exists, and only outside the edit region
+    assert masking.box_sum(grown == 0, 4)[ramp].min() > 0  # within feather_px of the region
+
+
+def test_empty_match_is_a_clear_invalid_request(tiny_clipseg_dir):
+    image = gradient(64, 64)
+    base = MaskSettings(model=str(tiny_clipseg_dir), device="cpu")
+    top = float(probabilities(image, "red badge", base).max())
+    assert top < 1.0
+    with pytest.raises(InvalidRequest, match="no region of the image matched the phrase 'red badge'") as info:
+        infer_mask(image, "change the red badge to say SALE", base.model_copy(update={"threshold": (top + 1) / 2}))
+    assert info.value.field == "mask" and info.value.job_id is None
+
+
+def test_models_load_once_per_process(tiny_clipseg_dir):
+    s = MaskSettings(model=str(tiny_clipseg_dir), device="cpu", threshold=0.01)
+    infer_mask(gradient(32, 32), "remove the logo", s)
+    before = masking.loads
+    infer_mask(gradient(40, 32), "remove the shelf", s)
+    assert masking.loads == before
+
+
+def test_missing_model_names_the_id_and_the_cache():
+    s = MaskSettings(model="nobody/no-such-clipseg", device="cpu")
+    with pytest.raises(BackendMisconfigured) as info:
+        infer_mask(gradient(32, 32), "remove the logo", s)
+    msg = str(info.value)
+    assert "nobody/no-such-clipseg" in msg and "Hugging Face cache at" in msg
+
+
+# ---- SDXL integration ------------------------------------------------------------------------------------
+
+def _median_threshold(model_dir, query: str) -> float:
+    """A threshold that selects about half of the 64x64 test picture under the random-weight model."""
+    prob = probabilities(gradient(64, 64), query, MaskSettings(model=str(model_dir), device="cpu"))
+    return round(float(np.median(prob)), 6)
+
+
+def _maskless(prompt: str = "remove the logo from the shelf", size=(64, 64)) -> EditRequest:
+    img = InputImage.from_bytes(encode(gradient(*size)), "in.png")
+    return EditRequest(prompt=prompt, images=(img,), seed=3, quality="medium", job_id="m1")
+
+
+def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clipseg_dir):
+    from backends import sdxl_runtime
+    from backends.sdxl import SDXLInpaintBackend
+
+    loads = (masking.loads, sdxl_runtime.loads)
+    plain = SDXLInpaintBackend.from_settings("sdxl", {"model": "x"})
+    inferring = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"model": "y"}})
+    assert not plain.capabilities.mask_optional and inferring.capabilities.mask_optional
+    assert (masking.loads, sdxl_runtime.loads) == loads
+    with pytest.raises(BackendMisconfigured, match="mask_inference.grounded_sam"):
+        SDXLInpaintBackend.from_settings("sdxl", {"mask_inference": {"grounded_sam": {}}})
+
+
+def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_dir):
+    from backends.sdxl import SDXLInpaintBackend
+
+    mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo"),
+                     "dilate_px": 0, "feather_px": 2}
+    backend = SDXLInpaintBackend.from_settings("sdxl", tiny_settings(tiny_sdxl_dir, mask_inference=mask_settings))
+    request = _maskless()
+    result = backend.edit(request)
+    assert result.extras["mask_inferred"] is True and result.extras["mask_phrase"] == "logo"
+    assert result.extras["mask"] == "inferred"
+    alpha = _alpha(result.artifacts["mask.png"])
+    assert alpha.shape == (64, 64) and 0 < (alpha == 0).mean() < 1
+    out = np.asarray(Image.open(io.BytesIO(result.images[0])).convert("RGB")).astype(int)
+    src = np.asarray(gradient(64, 64)).astype(int)
+    keep = alpha > 0
+    assert np.abs(out[keep] - src[keep]).max() == 0  # outside the inferred mask nothing changed
+    assert (out[~keep] != src[~keep]).any()  # inside it the model repainted
+
+
+def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
+    from pipeline.runner import run_batch
+
+    gradient(64, 64).save(tmp_path / "shelf.png")
+    (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1,
+                                                     "prompt": "remove the logo from the shelf"}) + "\n")
+    mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo")}
+    sdxl = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, mask_inference=mask_settings)}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(f"""
+        backends:
+          api: {{kind: function, cost_per_image: 0.04}}
+          local: {json.dumps(sdxl)}
+        quality: {{api: 0.8, local: 0.7}}
+        objective: {{type: cheapest, min_quality: 0.5}}
+    """))
+    without = tmp_path / "without.yaml"
+    without.write_text(policy.read_text().replace(f'"mask_inference": {json.dumps(mask_settings)}', '"seed": 0')
+                       .replace(', "seed": 0', ""))
+    assert _route(without, tmp_path / "jobs.jsonl") == "api"  # no mask model: only the API can run it
+    assert _route(policy, tmp_path / "jobs.jsonl") == "local"
+    result = run_batch(tmp_path / "jobs.jsonl", policy, tmp_path / "out")
+    assert result.ok
+    record = json.loads((tmp_path / "out" / "no-mask" / "result.json").read_text())
+    assert record["backend"] == "local"
+    assert record["extras"]["mask_inferred"] is True and record["extras"]["mask_phrase"] == "logo"
+    mask = tmp_path / "out" / "no-mask" / "mask.png"
+    assert mask.is_file() and {"path": "no-mask/mask.png"}.items() <= record["artifacts"][0].items()
+    assert Image.open(mask).size == (64, 64)
+
+
+def _route(policy_path, manifest) -> str | None:
+    from pipeline.jobs import load_jobs
+    from pipeline.policy import build_backends, load_policy
+    from pipeline.router import Router
+    from pipeline.spend import InMemorySpend
+
+    policy = load_policy(policy_path)
+    return Router(policy, build_backends(policy), InMemorySpend()).route(load_jobs(manifest)[0]).backend
