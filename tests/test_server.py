@@ -1,0 +1,416 @@
+"""`editroute serve` end to end: OpenAI's own Python SDK as the client, uvicorn on 127.0.0.1, the tiny random-weight
+SDXL pipeline and the loopback OpenAI stand-in behind the router."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+from openai import OpenAI
+from openai.types import ImagesResponse
+from PIL import Image
+
+from backends import sdxl_runtime
+from backends.standins import FakeOpenAIServer
+from pipeline.errors import ConfigError
+from pipeline.server import ServeConfig, build, check_bind, load_api_keys, running
+from pipeline.server_wire import Limits
+from tests.fixtures_sdxl import tiny_settings
+from tests.imagery import image_bytes, mask_bytes
+
+KEY = "er-test-key-0123456789"  # what clients send to editroute
+UPSTREAM_KEY = "sk-upstream-test-abcdef"  # what editroute sends to the (stand-in) OpenAI API
+REPO = Path(__file__).resolve().parents[1]
+
+
+def png(w: int = 64, h: int = 64) -> tuple[str, bytes, str]:
+    return ("photo.png", image_bytes(w, h), "image/png")
+
+
+def mask(w: int = 64, h: int = 64) -> tuple[str, bytes, str]:
+    return ("mask.png", mask_bytes(w, h), "image/png")
+
+
+def write_policy(folder: Path, upstream: FakeOpenAIServer | None, sdxl_dir: Path | None = None, **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    backends, quality = {}, {}
+    if upstream is not None:
+        key_file = folder / "upstream.key"
+        key_file.write_text(UPSTREAM_KEY)
+        backends["api"] = {"kind": "openai", "model": "gpt-image-1", "base_url": upstream.base_url,
+                           "api_key_file": str(key_file), "max_retries": 0}
+        quality["api"] = {"low": 0.7, "medium": 0.8, "high": 0.9}
+    if sdxl_dir is not None:
+        backends["sdxl-local"] = {"kind": "sdxl", **tiny_settings(sdxl_dir)}
+        quality["sdxl-local"] = 0.65
+    policy = {"backends": backends, "quality": quality, "objective": {"type": "cheapest"}, **extra}
+    path = folder / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+@contextlib.contextmanager
+def serving(policy: Path, out: Path, *, keys: str = KEY, limits: Limits | None = None):
+    app, service, _ = build(ServeConfig(policy=policy, out_dir=out, limits=limits), env={"EDITROUTE_API_KEYS": keys})
+    with running(app) as url:
+        yield url, service
+
+
+def client(url: str, **kwargs) -> OpenAI:
+    return OpenAI(base_url=url, api_key=kwargs.pop("api_key", KEY), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with FakeOpenAIServer(api_key=UPSTREAM_KEY) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, upstream, tiny_sdxl_dir):
+    """API (stand-in) + tiny SDXL, cheapest first: masked single-image jobs go to SDXL, the rest to the API."""
+    folder = tmp_path_factory.mktemp("serve")
+    with serving(write_policy(folder, upstream, tiny_sdxl_dir), folder / "out") as (url, service):
+        yield url, service
+
+
+def decoded(result: ImagesResponse) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in result.data]
+
+
+def edit(url: str, **kwargs):
+    """images.edit through the SDK; returns (parsed ImagesResponse, response headers)."""
+    raw = client(url).images.with_raw_response.edit(**kwargs)
+    return raw.parse(), raw.headers
+
+
+# ---- the OpenAI surface, parsed by the SDK's own models ---------------------------------------------------
+
+
+def test_single_image_without_mask_goes_to_the_api_and_reports_its_cost(server, upstream):
+    url, service = server
+    before = len(upstream.requests)
+    result, headers = edit(url, image=png(), prompt="put a red badge with the word SALE on it", quality="low")
+    assert isinstance(result, ImagesResponse) and len(result.data) == 1
+    assert result.output_format == "png" and result.quality == "low" and result.usage.output_tokens > 0
+    assert decoded(result)[0].format == "PNG"
+    assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-1"
+    assert len(upstream.requests) == before + 1 and upstream.requests[-1].fields["prompt"].startswith("put a red")
+    rec = service.ledger.get(headers["x-editroute-job-id"])
+    assert rec.status == "done" and rec.cost == Decimal(headers["x-editroute-cost-usd"]) > 0
+
+
+def test_several_images_are_sent_upstream_as_an_array(server, upstream):
+    url, _ = server
+    result, headers = edit(url, image=[png(), png(32, 32), png(48, 48)], prompt="composite the product")
+    assert headers["x-editroute-backend"] == "api" and len(result.data) == 1
+    assert [p.name for p in upstream.requests[-1].file_parts] == ["image[]"] * 3
+
+
+def test_concurrent_requests_share_one_loaded_sdxl_pipeline(server):
+    url, _ = server
+    sdxl_runtime.clear_cache()
+    loads = sdxl_runtime.loads
+    results = run_threads(4, lambda i: edit(url, image=png(), mask=mask(), prompt=f"concurrent {i}"))
+    assert all(h["x-editroute-backend"] == "sdxl-local" and len(r.data) == 1 for r, h in results)
+    assert sdxl_runtime.loads - loads == 1
+
+
+def test_mask_routes_to_self_hosted_sdxl(server):
+    url, service = server
+    result, headers = edit(url, image=png(), mask=mask(), prompt="white studio backdrop", extra_body={"seed": 3})
+    assert headers["x-editroute-backend"] == "sdxl-local" and result.size == "64x64"
+    assert decoded(result)[0].size == (64, 64) and result.usage.total_tokens == 0
+    saved = json.loads((service.out_dir / headers["x-editroute-job-id"] / "result.json").read_text())
+    assert saved["seed"] == 3 and saved["backend"] == "sdxl-local"
+
+
+def test_n_3_returns_three_images(server, upstream):
+    url, _ = server
+    result, headers = edit(url, image=png(), prompt="three variants", n=3)
+    assert headers["x-editroute-backend"] == "api" and len(result.data) == 3
+    assert upstream.requests[-1].fields["n"] == "3" and all(img.format == "PNG" for img in decoded(result))
+
+
+def test_webp_with_compression(server, upstream):
+    url, _ = server
+    result, _ = edit(url, image=png(), prompt="webp please", output_format="webp", output_compression=40)
+    assert result.output_format == "webp" and decoded(result)[0].format == "WEBP"
+    assert upstream.requests[-1].fields["output_compression"] == "40"
+
+
+def test_an_openai_model_id_pins_the_api_backend_at_that_model(server, upstream):
+    url, _ = server
+    result, headers = edit(url, image=png(), mask=mask(), prompt="same job, newer model", model="gpt-image-1.5")
+    assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-1.5"
+    assert upstream.requests[-1].fields["model"] == "gpt-image-1.5" and len(result.data) == 1
+
+
+# ---- refusals: the SDK's own exception types, never retried -----------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, param, code", [
+    ({"n": 11}, "n", "invalid_value"),
+    ({"response_format": "b64_json"}, "response_format", "unknown_parameter"),
+    ({"extra_body": {"num_inference_steps": "30"}}, "num_inference_steps", "unknown_parameter"),
+    ({"mask": ("mask.png", mask_bytes(32, 32), "image/png")}, "mask", "invalid_value"),
+    ({"image": ("notes.txt", b"hello", "text/plain")}, "image", "unsupported_file_mimetype"),
+    ({"image": ("broken.png", image_bytes()[:80], "image/png")}, "image", "invalid_image_file"),
+    ({"model": "dall-e-2"}, "model", "model_not_found"),
+    ({"model": "no-such-model"}, "model", "model_not_found"),
+    ({"model": "sdxl-local"}, "mask", "invalid_value"),  # pinned to SDXL without a mask
+    ({"size": "1000x1000"}, "size", "invalid_value"),
+])
+def test_bad_input_is_a_bad_request_naming_the_parameter(server, kwargs, param, code):
+    url, service = server
+    sent_before = service.metrics.requests.get((("route", "/v1/images/edits"), ("code", "400")), 0)
+    args = {"image": png(), "prompt": "edit", **kwargs}
+    with pytest.raises(openai.BadRequestError) as info:
+        client(url, max_retries=2).images.edit(**args)
+    err = info.value
+    assert err.status_code == 400 and err.param == param and err.code == code and err.type == "invalid_request_error"
+    assert err.response.headers["x-should-retry"] == "false"
+    assert service.metrics.requests[(("route", "/v1/images/edits"), ("code", "400"))] == sent_before + 1  # no retry
+
+
+def test_wrong_or_missing_key_is_an_authentication_error(server):
+    url, _ = server
+    with pytest.raises(openai.AuthenticationError) as info:
+        client(url, api_key="er-wrong-key").images.edit(image=png(), prompt="edit")
+    assert info.value.status_code == 401 and info.value.code == "invalid_api_key"
+    assert "er-wrong-key" not in info.value.message and info.value.response.headers["x-should-retry"] == "false"
+    missing = httpx.post(f"{url}/images/edits", files={"image": png()}, data={"prompt": "edit"})
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
+    assert httpx.get(url.replace("/v1", "/metrics")).status_code == 401
+
+
+def test_size_limits_hold_before_the_body_is_read(tmp_path, upstream):
+    small = Limits(max_images=2, max_image_bytes=30_000)
+    before = len(upstream.requests)
+    with serving(write_policy(tmp_path, upstream), tmp_path / "out", limits=small) as (url, _):
+        with pytest.raises(openai.BadRequestError) as info:  # a third image part is refused as it arrives
+            client(url).images.edit(image=[png(), png(), png()], prompt="edit")
+        assert info.value.param == "image"
+        big = ("big.png", image_bytes(200, 200, "png") + b"\0" * 40_000, "image/png")
+        with pytest.raises(openai.BadRequestError) as info:
+            client(url).images.edit(image=big, prompt="edit")
+        assert info.value.param == "image" and info.value.code == "file_too_large"
+        with pytest.raises(openai.BadRequestError) as info:
+            client(url).images.edit(image=png(), prompt="x" * 40_000)
+        assert info.value.param == "prompt"
+        # a 1 GB upload is answered 413 from its headers alone, before the client sends the body
+        status, body = raw_post_headers(url, {"Authorization": f"Bearer {KEY}", "Content-Length": str(10**9),
+                                              "Content-Type": "multipart/form-data; boundary=b"})
+        assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+    assert len(upstream.requests) == before  # nothing above reached the API
+
+
+def raw_post_headers(url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """Send only a POST's headers on a raw socket and read the answer."""
+    import socket
+
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"POST /v1/images/edits HTTP/1.1\r\nHost: {host}\r\n{head}\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head_text, _, body = data.partition(b"\r\n\r\n")
+    return int(head_text.split()[1]), body
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+# ---- never run or bill twice ------------------------------------------------------------------------------
+
+
+def test_idempotency_key_returns_the_stored_result(server, upstream):
+    url, service = server
+    before = len(upstream.requests)
+    headers = {"Idempotency-Key": "order-1234"}
+    first, h1 = edit(url, image=png(), prompt="idempotent edit", extra_headers=headers)
+    again, h2 = edit(url, image=png(), prompt="idempotent edit", extra_headers=headers)
+    assert len(upstream.requests) == before + 1 and h2["x-editroute-reused"] == "true"
+    assert again.data[0].b64_json == first.data[0].b64_json and h1["x-editroute-job-id"] == h2["x-editroute-job-id"]
+    with pytest.raises(openai.BadRequestError) as info:  # same key, another request
+        client(url).images.edit(image=png(), prompt="something else", extra_headers=headers)
+    assert info.value.code == "idempotency_key_reused"
+
+
+def test_retry_after_a_client_timeout_is_not_billed_twice(tmp_path):
+    with FakeOpenAIServer(api_key=UPSTREAM_KEY, latency_s=1.2) as slow:
+        with serving(write_policy(tmp_path, slow), tmp_path / "out") as (url, service):
+            # The SDK gives up after 0.7 s (connection closed), then retries the same request on its own.
+            result, headers = edit_with(url, timeout=0.7, max_retries=3)
+            assert len(result.data) == 1 and headers["x-editroute-reused"] == "true"
+            assert len(slow.requests) == 1  # the upstream API was called (and billed) once
+            jobs = list(service.ledger.jobs())
+            assert len(jobs) == 1 and jobs[0].status == "done"
+            attempts = service.ledger.attempts(jobs[0].id)
+            assert len(attempts) == 1 and service.ledger.total_spent() == attempts[0]["cost"] > 0
+
+            # concurrent identical requests share one job too
+            results = run_threads(3, lambda i: edit(url, image=png(), prompt="concurrent duplicate"))
+            assert len(slow.requests) == 2 and len({r[0].data[0].b64_json for r in results}) == 1
+
+
+def edit_with(url: str, **client_kwargs):
+    raw = client(url, **client_kwargs).images.with_raw_response.edit(image=png(), prompt="slow upstream edit")
+    return raw.parse(), raw.headers
+
+
+def run_threads(count: int, fn):
+    results: list = [None] * count
+    errors: list = []
+
+    def one(i: int) -> None:
+        try:
+            results[i] = fn(i)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    return results
+
+
+# ---- budgets, upstream failures -----------------------------------------------------------------------------
+
+
+def test_budget_spent_by_a_batch_run_holds_for_the_server(tmp_path):
+    from pipeline.runner import run_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image_bytes())
+    (folder / "jobs.jsonl").write_text(json.dumps({"id": "batch-1", "image": "a.png", "prompt": "batch"}) + "\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({
+        "backends": {"fast": {"kind": "function", "cost_per_image": 0.03}}, "quality": {"fast": 0.7},
+        "budgets": [{"backend": "fast", "period": "day", "limit_usd": 0.05}]}))
+    assert run_batch(folder / "jobs.jsonl", policy, tmp_path / "out").ok
+    with serving(policy, tmp_path / "out") as (url, service):
+        with pytest.raises(openai.RateLimitError) as info:
+            client(url, max_retries=2).images.edit(image=png(), prompt="one more")
+        err = info.value
+        assert err.code == "insufficient_quota" and err.response.headers["x-should-retry"] == "false"
+        assert "budget" in err.message and service.ledger.total_spent() == Decimal("0.03")
+
+
+def test_upstream_outage_is_a_503_with_retry_after(tmp_path):
+    with FakeOpenAIServer(api_key=UPSTREAM_KEY, script=[500]) as failing:
+        with serving(write_policy(tmp_path, failing), tmp_path / "out") as (url, _):
+            with pytest.raises(openai.InternalServerError) as info:
+                client(url, max_retries=0).images.edit(image=png(), prompt="upstream down")
+            assert info.value.status_code == 503 and info.value.response.headers["retry-after"] == "2"
+            result, _ = edit(url, image=png(), prompt="upstream down")  # a retry runs it again, and it works
+            assert len(result.data) == 1
+
+
+# ---- models, health, metrics ------------------------------------------------------------------------------
+
+
+def test_models_health_and_metrics(server):
+    url, _ = server
+    ids = [m.id for m in client(url).models.list()]
+    assert ids[:3] == ["auto", "api", "sdxl-local"] and "gpt-image-1.5" in ids and "dall-e-2" not in ids
+    assert httpx.get(url.replace("/v1", "/healthz")).json() == {"status": "ok", "backends": ["api", "sdxl-local"],
+                                                                 "auth": True}
+    edit(url, image=png(), prompt="for the metrics")
+    text = httpx.get(url.replace("/v1", "/metrics"), headers={"Authorization": f"Bearer {KEY}"}).text
+    assert 'editroute_jobs_total{backend="api",status="done"}' in text
+    assert 'editroute_http_requests_total{route="/v1/images/edits",code="200"}' in text
+    assert 'editroute_job_latency_seconds_count{backend="api"}' in text
+    assert 'editroute_spend_usd_total{backend="api"}' in text and 'editroute_ledger_spend_usd{backend="api"}' in text
+
+
+# ---- configuration and the documented commands ------------------------------------------------------------
+
+
+def test_keys_from_file_and_env_and_loopback_only_without_keys(tmp_path):
+    f = tmp_path / "keys"
+    f.write_text("# clients\nkey-a\nkey-b, key-c\n")
+    assert load_api_keys(f, env={"EDITROUTE_API_KEYS": "key-d,key-a"}) == ("key-d", "key-a", "key-b", "key-c")
+    assert load_api_keys(None, env={}) == ()
+    check_bind("127.0.0.1", ())
+    check_bind("0.0.0.0", ("key-a",))
+    with pytest.raises(ConfigError, match="no API keys"):
+        check_bind("0.0.0.0", ())
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_api_keys(tmp_path / "missing", env={})
+
+
+README_SNIPPET = '''\
+import base64
+from openai import OpenAI
+client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-editroute-local")
+result = client.images.edit(model="auto", image=open("photo.png", "rb"), prompt="Put the bottle on a white backdrop")
+open("edited.png", "wb").write(base64.b64decode(result.data[0].b64_json))
+'''
+
+
+def test_readme_snippet_works_as_written(tmp_path, upstream, monkeypatch):
+    (tmp_path / "photo.png").write_bytes(image_bytes())
+    monkeypatch.chdir(tmp_path)
+    with serving(write_policy(tmp_path / "cfg", upstream), tmp_path / "out", keys="") as (url, _):
+        exec(compile(README_SNIPPET.replace("http://127.0.0.1:8000/v1", url), "README", "exec"), {})
+    assert Image.open(tmp_path / "edited.png").format == "PNG"
+
+
+def test_serve_command_with_the_shipped_balanced_policy(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--policy",
+                             "configs/policies/balanced.yaml", "--port", str(port), "--out", str(tmp_path / "out")],
+                            cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"editroute serve did not start: {proc.communicate(timeout=30)[1]}")
+            time.sleep(0.2)
+        assert health.json()["backends"] == ["api", "api-mini", "sdxl-local"] and not health.json()["auth"]
+        ids = [m.id for m in OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").models.list()]
+        assert ids[:4] == ["auto", "api", "api-mini", "sdxl-local"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"listening on http://127.0.0.1:{port}/v1" in err and "auth: OFF" in err
+    assert f"ledger: {tmp_path / 'out' / 'editroute.db'}" in err.replace("\n", "")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
