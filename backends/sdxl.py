@@ -175,12 +175,15 @@ class SDXLInpaintBackend:
         with loaded.lock:
             rt.select_lora(loaded, s, tier.use_lora)
             self.pipeline_calls += 1
+            loaded.calls += 1
+            warm_up = loaded.calls == 1
             with rt.timed(loaded.device) as clock:
                 output = rt.run_guarded(
                     lambda: self._call_pipeline(loaded.pipe, kwargs), device=loaded.device,
                     on_oom=lambda: rt.oom_error(request.n, geom.work_size, s, loaded.device))
         gpu_s = clock["seconds"]
-        self._record_rate(gpu_s, work_units(tier, geom.work_size, request.n))
+        if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
+            self._record_rate(gpu_s, work_units(tier, geom.work_size, request.n))
         outputs = [px.paste_back(canvas, generated, canvas_mask, _feather(s.feather_px, geom))
                    for generated in output.images]
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
@@ -197,7 +200,7 @@ class SDXLInpaintBackend:
             extras={"cost_basis": f"measured {gpu_s:.3f} device-s on {loaded.device} x {s.gpu_cost.describe()}",
                     "mask": choice.source, "steps_run": int(tier.steps * strength), "strength": strength,
                     "work_size": f"{geom.work_size[0]}x{geom.work_size[1]}", "device": loaded.device,
-                    "dtype": loaded.dtype, "lora": tier.use_lora,
+                    "dtype": loaded.dtype, "lora": tier.use_lora, "warm_up": warm_up,
                     **(choice.inferred.details() if choice.inferred else {})},
             artifacts={"mask.png": choice.inferred.mask_png} if choice.inferred else {})
 

@@ -46,6 +46,7 @@ class LoadedPipeline:
     lora_scheduler: Any = None
     lora_active: bool = False
     load_s: float = 0.0
+    calls: int = 0  # pipeline calls so far; the first one warms up (lazy init, compilation) and is not typical
     notes: list[str] = field(default_factory=list)
 
 
@@ -170,6 +171,17 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
         raise BackendMisconfigured(f"cannot load SDXL inpaint model {model!r}: {str(exc).splitlines()[0]}{where}") \
             from None
     loads += 1
+    loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
+    loaded.load_s = time.perf_counter() - start
+    log.info("loaded SDXL inpaint %s on %s (%s%s) in %.1fs", model, device, dtype,
+             ", " + ", ".join(loaded.notes) if loaded.notes else "", loaded.load_s)
+    return loaded
+
+
+def prepare_pipeline(pipe: Any, settings: Settings, device: str, dtype: str,
+                     lock: threading.Lock | None = None) -> LoadedPipeline:
+    """Apply the settings' options to a pipeline already in `dtype`, and place it on `device`."""
+    torch = _torch()
     pipe.set_progress_bar_config(disable=True)
     notes: list[str] = []
     if settings.fuse_qkv:
@@ -179,7 +191,8 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         notes.append("channels_last")
-    loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, lock=lock, base_scheduler=pipe.scheduler)
+    loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, lock=lock or device_lock(device),
+                            base_scheduler=pipe.scheduler)
     if settings.ip_adapter is not None:
         _load_ip_adapter(pipe, settings)
         notes.append("ip-adapter")
@@ -188,17 +201,27 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
         notes.append("lora" + (" (fused)" if settings.lora.fuse else ""))
     if settings.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
+        notes.append("model cpu offload")
     elif settings.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
+        notes.append("sequential cpu offload")
     else:
         pipe.to(device)
     if settings.compile:
         pipe.unet = torch.compile(pipe.unet, mode=settings.compile_mode)
         notes.append(f"torch.compile({settings.compile_mode})")
-    loaded.load_s = time.perf_counter() - start
     loaded.notes = notes
-    log.info("loaded SDXL inpaint %s on %s (%s%s) in %.1fs", model, device, dtype,
-             ", " + ", ".join(notes) if notes else "", loaded.load_s)
+    return loaded
+
+
+def register_pipeline(settings: Settings, pipe: Any) -> LoadedPipeline:
+    """Put an already-built pipeline (e.g. benchmarks' random-weight full-size architecture, which has no files)
+    in the cache under `settings`, prepared as a loaded one would be. Its parameters must already be in the
+    settings' dtype."""
+    device = resolve_device(settings.device)
+    loaded = prepare_pipeline(pipe, settings, device, resolve_dtype(settings.dtype, device))
+    with _cache_lock:
+        _cache[settings.cache_key()] = loaded
     return loaded
 
 

@@ -27,5 +27,7 @@ def tiny_settings(model_dir: Path, **overrides) -> dict:
     two_steps = {"steps": 2, "guidance_scale": 8.0, "strength": 0.99}
     settings = {"model": str(model_dir), "device": "cpu", "target_megapixels": 64 * 64 / 1024**2,
                 "tiers": {"low": {**two_steps, "guidance_scale": 0.0}, "medium": two_steps, "high": two_steps}}
+    for name, tier in overrides.pop("tiers", {}).items():
+        settings["tiers"][name] = {**settings["tiers"][name], **tier}
     settings.update(overrides)
     return settings

@@ -1,0 +1,99 @@
+"""GPU check for the SDXL backend on a machine with a GPU and no internet: the full-size SDXL inpaint architecture
+with random weights (`benchmarks.sdxl_arch`, no download) through `SDXLInpaintBackend.edit()` at 1024^2, for each
+quality tier at n = 1 and n = 4. Prints seconds per image and peak memory (markdown), and writes --json.
+
+    python -m benchmarks.gpu_check                    # backend defaults: fp16 on CUDA, SDPA
+    python -m benchmarks.gpu_check --dtype bf16 --channels-last
+    python -m benchmarks.gpu_check --offload model    # cards with <= 16 GB
+    python -m benchmarks.gpu_check --tiny             # CPU smoke run on the tiny stand-in
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from benchmarks import sdxl_arch as arch
+
+COLUMNS = ("card", "tier", "size", "batch", "steps_run", "seconds_per_image", "e2e_seconds_per_image",
+           "images_per_hour", "peak_gib", "dtype", "date")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="tiny stand-in on CPU (smoke run; figures meaningless)")
+    p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
+    p.add_argument("--size", type=int, default=None, help="square edge (default 1024; 64 with --tiny)")
+    p.add_argument("--dtype", default="auto", choices=["auto", *arch.DTYPES])
+    p.add_argument("--offload", default="none", choices=["none", "model", "sequential"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--batches", default="1,4", help="comma-separated n values (default 1,4)")
+    p.add_argument("--tiers", default="low,medium,high")
+    p.add_argument("--steps", type=int, default=None, help="override every tier's steps (smoke runs)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json", type=Path, default=Path("gpu_check.json"))
+    args = p.parse_args(argv)
+    args.arch = "tiny" if args.tiny else "full"
+    args.device = args.device or ("cpu" if args.tiny else "cuda")
+    args.size = args.size or (64 if args.tiny else 1024)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    from backends import sdxl_runtime as rt
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.stderr.write("no CUDA device here: run on a GPU box, or use --tiny for a CPU smoke run\n")
+        return 2
+    info = arch.device_info(args.device)
+    tiers = args.tiers.split(",")
+    overrides = {t: {"steps": args.steps} for t in tiers} if args.steps else {}
+    backend = arch.make_backend(args.arch, device=args.device, dtype=args.dtype, offload=args.offload,
+                                compile=args.compile, channels_last=args.channels_last,
+                                target_megapixels=args.size**2 / 1024**2, tiers=overrides)
+    loaded = rt.get_pipeline(backend.settings)
+    rows = []
+    for tier_name in tiers:
+        tier = backend.settings.tiers[tier_name]
+        for n in (int(b) for b in args.batches.split(",")):
+            req = arch.bench_request(args.size, n, tier_name, f"gpu-check-{tier_name}-{n}")
+            arch.reset_peak(args.device)
+            for _ in range(args.warmup):
+                backend.edit(req)
+            results = [backend.edit(req) for _ in range(args.repeats)]
+            seconds = sum(r.usage.gpu_seconds for r in results) / (n * len(results))
+            e2e = sum(r.timings["total_s"] for r in results) / (n * len(results))
+            rows.append({"card": info["price_card"], "tier": tier_name, "size": f"{args.size}x{args.size}",
+                         "batch": n, "steps_run": tier.steps_run, "seconds_per_image": round(seconds, 4),
+                         "e2e_seconds_per_image": round(e2e, 4), "images_per_hour": round(3600 / seconds),
+                         "peak_gib": arch.peak_gib(args.device), "dtype": loaded.dtype, "date": info["date"],
+                         "guidance": tier.guidance_scale})
+    mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
+    print(f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
+          f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}")
+    print(f"backend: SDXLInpaintBackend, {args.arch} architecture with random weights, {loaded.dtype} on "
+          f"{loaded.device}; options: {', '.join(loaded.notes) or 'defaults (SDPA attention)'}\n")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for r in rows:
+        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"info": info, "args": {k: str(v) for k, v in vars(args).items()},
+                                     "options": loaded.notes, "rows": rows}, indent=2), encoding="utf-8")
+    sys.stderr.write(f"wrote {args.json}\n")
+    rt.clear_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
