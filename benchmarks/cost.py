@@ -121,20 +121,15 @@ class CostReport:
 
 
 def sdxl_tiers() -> dict[str, Tier]:
-    """The SDXL backend's own tier settings when it publishes them, else the documented defaults."""
+    """The SDXL backend's own tier settings (`backends.sdxl_settings.TIERS`), else the documented defaults."""
     try:
-        from backends import sdxl  # light at import time by the project's rule
+        from backends.sdxl_settings import TIERS  # pydantic only: no torch at import
     except ImportError:
         return dict(gpu_figures.DEFAULT_TIERS)
-    published = getattr(sdxl, "TIERS", None) or getattr(sdxl, "QUALITY_TIERS", None)
-    if not isinstance(published, dict):
-        return dict(gpu_figures.DEFAULT_TIERS)
     tiers = dict(gpu_figures.DEFAULT_TIERS)
-    for name, spec in published.items():
-        steps = getattr(spec, "steps", None) or getattr(spec, "num_inference_steps", None)
-        guidance = getattr(spec, "guidance_scale", getattr(spec, "guidance", None))
-        if name in tiers and isinstance(steps, int) and guidance is not None:
-            tiers[name] = Tier(steps, float(guidance) > 1.0)
+    for name, spec in TIERS.items():
+        if name in tiers:
+            tiers[name] = Tier(int(spec.steps), bool(spec.guided))
     return tiers
 
 

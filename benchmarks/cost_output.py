@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 def usd(value: Decimal | float, small: bool = False) -> str:
     v = float(value)
+    if 0 < abs(v) < 0.01:
+        return f"${v:.5f}"
     if small or abs(v) < 1:
         return f"${v:.4f}"
     return f"${v:,.0f}"

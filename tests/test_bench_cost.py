@@ -45,8 +45,8 @@ def test_gpu_figure_from_results_md_measurement_wins_over_published(tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("## SDXL speed\n\n| card | tier | size | path | batch | seconds_per_image | date |\n"
                        "|---|---|---|---|---|---:|---|\n"
-                       "| H100 | high | 1024x1024 | plain | 1 | 2.40 | 2026-09-01 |\n"
-                       "| H100 | high | 1024x1024 | ours | 4 | 1.20 | 2026-09-01 |\n"
+                       "| H100 | high | 1024x1024 | plain diffusers | 1 | 1.00 | 2026-09-01 |\n"
+                       "| H100 | high | 1024x1024 | editroute | 4 | 1.20 | 2026-09-01 |\n"
                        "| H100 | low | 1024x1024 | ours | 4 | 0.30 | 2026-09-01 |\n", encoding="utf-8")
     fig = gpu_figures.resolve("H100", None, results)
     assert (fig.card, fig.seconds, fig.source) == ("H100", 1.20, "measured")
