@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pipeline.errors import ConfigError
 from pipeline.metrics import CONTENT_TYPE
@@ -138,8 +140,12 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
     @app.post(EDITS)
     async def edits(request: Request) -> Response:
         tenant = auth.check(request.headers.get("authorization"))  # before a byte of the body is read
-        form = await read_form(request.stream(), request.headers.get("content-type"),
-                               request.headers.get("content-length"), limits)
+        try:
+            form = await read_form(request.stream(), request.headers.get("content-type"),
+                                   request.headers.get("content-length"), limits)
+        except ClientDisconnect:
+            raise ApiError(400, "The client disconnected while sending the request.", code="client_disconnected") \
+                from None
         parsed = await run_in_threadpool(parse_form, form)  # decodes every image: off the event loop
         del form
         prepared = await run_in_threadpool(service.prepare, parsed,
@@ -157,8 +163,9 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         record = o.result or {}
         headers["x-editroute-model"] = str(record.get("model") or "")
         headers["x-editroute-cost-usd"] = str(Decimal(record.get("cost_usd") or "0"))
+        body = await run_in_threadpool(lambda: json.dumps(images_response(record, served.images)).encode())
         service.metrics.request(EDITS, 200)
-        return JSONResponse(images_response(record, served.images), headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:

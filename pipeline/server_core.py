@@ -258,10 +258,14 @@ class EditService:
         return Served(outcome, decision, images, param=param)
 
     def _unroutable_param(self, job: Job) -> str | None:
+        """The field to blame when no backend can run the job (None when some backend could)."""
+        fields = []
         for backend in self.backends.values():
-            for problem in capability_problems(job.request, backend.capabilities):
-                return problem.field
-        return None
+            problems = capability_problems(job.request, backend.capabilities)
+            if not problems:
+                return None
+            fields.append(problems[0].field)
+        return fields[0] if fields else None
 
     def error_for(self, served: Served) -> ApiError:
         o, d = served.outcome, served.decision
@@ -273,6 +277,7 @@ class EditService:
         return {name: self.ledger.total_spent(name) for name in self.policy.backends}
 
     def close(self) -> None:
+        self.ctx.stop.set()  # calls in flight finish (and are recorded); jobs not yet calling stop as interrupted
         self._pool.shutdown(wait=True)
         for variant in self._variants.values():
             variant.executor.close()

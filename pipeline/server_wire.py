@@ -51,7 +51,7 @@ class Limits:
                 + self.max_parts * (self.max_field_bytes + 1024))
 
 
-@dataclass
+@dataclass(eq=False)
 class ApiError(Exception):
     """An HTTP error in OpenAI's shape. `should_retry` sets `x-should-retry` (None: let the client decide)."""
 
