@@ -158,7 +158,8 @@ def _decode(part: Upload, param: str) -> InputImage:
 
 def parse_form(form: Form) -> ParsedForm:
     """The OpenAI edit form -> an EditRequest, or the first problem as OpenAI would report it."""
-    unknown = [n for n in form.fields if n not in (*TEXT_FIELDS, *EXTENSION_FIELDS, "tags[]", "response_format")]
+    unknown = [n for n in form.fields
+               if n not in (*TEXT_FIELDS, *EXTENSION_FIELDS, *FILE_FIELDS, "tags[]", "response_format")]
     unknown += [f.name for f in form.files if f.name not in FILE_FIELDS]
     if unknown:
         raise ApiError(400, f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter")

@@ -119,13 +119,30 @@ def test_several_images_are_sent_upstream_as_an_array(server, upstream):
     assert [p.name for p in upstream.requests[-1].file_parts] == ["image[]"] * 3
 
 
-def test_concurrent_requests_share_one_loaded_sdxl_pipeline(server):
-    url, _ = server
+def test_concurrent_requests_share_one_loaded_sdxl_pipeline(server, monkeypatch):
+    url, service = server
+    sdxl = service.backends["sdxl-local"]
+    running_now, most = [0], [0]
+    lock = threading.Lock()
+    real_call = sdxl._call_pipeline
+
+    def counted(pipe, kwargs):  # the backend's pipeline-call seam: how many run at once
+        with lock:
+            running_now[0] += 1
+            most[0] = max(most[0], running_now[0])
+        try:
+            return real_call(pipe, kwargs)
+        finally:
+            with lock:
+                running_now[0] -= 1
+
+    monkeypatch.setattr(sdxl, "_call_pipeline", counted)
     sdxl_runtime.clear_cache()
     loads = sdxl_runtime.loads
     results = run_threads(4, lambda i: edit(url, image=png(), mask=mask(), prompt=f"concurrent {i}"))
     assert all(h["x-editroute-backend"] == "sdxl-local" and len(r.data) == 1 for r, h in results)
-    assert sdxl_runtime.loads - loads == 1
+    assert sdxl_runtime.loads - loads == 1  # loaded once, for all four
+    assert most[0] == 1 and sdxl.pipeline_calls >= 4  # one call on the GPU at a time, the others queued
 
 
 def test_mask_routes_to_self_hosted_sdxl(server):
