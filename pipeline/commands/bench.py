@@ -59,10 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_cost)
 
     o = bench.add_parser("overhead", help="pipeline overhead per job, peak memory, rate-limited throughput")
-    o.add_argument("--jobs", type=int, default=10_000, help="jobs through the zero-latency backend (default 10000)")
+    o.add_argument("--jobs", type=int, action="append",
+                   help="jobs through the zero-latency backend; repeat for several sizes (default 10000)")
     o.add_argument("--api-jobs", type=int, default=500, help="jobs against the loopback API server (0: skip)")
     o.add_argument("--rpm", type=int, default=600, help="rate limit of the loopback API server, requests/minute")
     o.add_argument("--latency", default="1.0,2.0", help="simulated API latency range in seconds (default 1.0,2.0)")
+    o.add_argument("--inject-429", type=float, default=0.05, help="share of API requests answered with a 429")
     o.add_argument("--out", type=Path, help="also write the figures as JSON here")
     o.set_defaults(func=run_overhead)
 
@@ -112,8 +114,9 @@ def run_cost(args: argparse.Namespace) -> int:
 def run_overhead(args: argparse.Namespace) -> int:
     from benchmarks.pipeline_overhead import main as overhead_main
 
-    argv = ["--jobs", str(args.jobs), "--api-jobs", str(args.api_jobs), "--rpm", str(args.rpm),
-            "--latency", args.latency]
+    argv = [a for n in args.jobs or [10_000] for a in ("--jobs", str(n))]
+    argv += ["--api-jobs", str(args.api_jobs), "--rpm", str(args.rpm), "--latency", args.latency,
+             "--inject-429", str(args.inject_429)]
     if args.out:
         argv += ["--out", str(args.out)]
     return overhead_main(argv)
