@@ -3,8 +3,9 @@
 Each policy's own `Router` and backends decide and estimate (their rates, their tiers), with an `InMemorySpend`
 that fills up as the month goes, so budgets and volume shifts act as they would. Routing every job of a
 1M-edit month would take long, so the month is cut into `SEGMENTS` equal slices: in each slice the mix is routed
-once against the spend so far, and each routed job counts for its share of the slice. Thresholds are thus
-honoured to within one slice (2% of the volume).
+once against the spend so far, and each routed job counts for its share of the slice, but never for more than
+its backend's budget still holds (the rest is routed again, so overflow and stop act at the right amount). Volume
+shift thresholds are thus honoured to within one slice (2% of the volume), budgets exactly.
 
 The default mix (`synthetic_mix`) is production-sized (1024^2 inputs), built from the five use cases of DESIGN.md;
 `--manifest` routes a real manifest instead (its images' real sizes then drive the estimates).
@@ -83,8 +84,19 @@ def _weights(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+def _budget_room(policy, backend: str, spend, at: datetime, per_job: Decimal) -> Decimal | None:
+    """Jobs at `per_job` that still fit in `backend`'s tightest budget; None when it has no budget."""
+    rooms = [(b.limit_usd - spend.spent(backend, b.period, at)) / per_job
+             for b in policy.budgets if b.backend == backend and per_job > 0]
+    return Decimal(math.floor(min(rooms))) if rooms else None
+
+
 def simulate(router, mix: list[tuple[Job, int]], volume: int, spend) -> tuple[Decimal, Counter, float]:
-    """Route `volume` edits of the weighted mix through one month; returns USD, edits per backend, edits held."""
+    """Route `volume` edits of the weighted mix through one month; returns USD, edits per backend, edits held.
+
+    A routed job stands for all jobs of its kind in the slice, except that no more of them are charged to a
+    backend than its budget still holds: the rest are routed again (and overflow or are held, as the policy says).
+    """
     edits_per_pass = sum(job.request.n * weight for job, weight in mix)
     segments = max(1, min(SEGMENTS, volume // max(edits_per_pass, 1)))
     total = Decimal(0)
@@ -94,17 +106,24 @@ def simulate(router, mix: list[tuple[Job, int]], volume: int, spend) -> tuple[De
     for s, seg_edits in enumerate(_weights(volume, segments)):
         at = MONTH_START + timedelta(days=29.9 * s / segments)
         for job, weight in mix:
-            jobs = Decimal(seg_edits * weight) / edits_per_pass  # jobs of this kind in this slice
-            d = router.route(job, at=at)
-            if d.backend is None or d.estimate is None:
-                held += float(jobs) * job.request.n
-                continue
-            carry += float(jobs)
-            whole, carry = int(carry), carry - int(carry)
-            usd = d.estimate.usd * jobs
-            spend.record(d.backend, usd, at=at, jobs=whole)
-            total += usd
-            per_backend[d.backend] += float(jobs) * job.request.n
+            remaining = Decimal(seg_edits * weight) / edits_per_pass  # jobs of this kind in this slice
+            for _ in range(8):  # the choice, then its overflow chain
+                d = router.route(job, at=at)
+                if d.backend is None or d.estimate is None:
+                    break
+                room = _budget_room(router.policy, d.backend, spend, at, d.estimate.usd)
+                take = remaining if room is None else min(remaining, max(room, Decimal(1)))
+                carry += float(take)
+                whole, carry = int(carry), carry - int(carry)
+                usd = d.estimate.usd * take
+                spend.record(d.backend, usd, at=at, jobs=whole)
+                total += usd
+                per_backend[d.backend] += float(take) * job.request.n
+                remaining -= take
+                if remaining <= 0:
+                    break
+            if remaining > 0:
+                held += float(remaining) * job.request.n
     return total, per_backend, held
 
 
