@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_sdxl"]  # tiny_sdxl_dir: the tiny SDXL stand-in, built once per session
+pytest_plugins = ["tests.fixtures_sdxl", "tests.fixtures_masking"]  # tiny SDXL, CLIPSeg, CLIP stand-ins (per session)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

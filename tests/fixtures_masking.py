@@ -1,8 +1,7 @@
 """Tiny random-weight CLIPSeg and CLIP stand-ins for the masking and eval tests, built once per session.
 
-Import the fixtures into a test module (`from tests.fixtures_masking import tiny_clipseg_dir, tiny_clip_dir`).
-Each build goes to a fixed folder under the session's base temp dir and is skipped when already there, so two
-modules importing these fixtures share one build.
+Registered in tests/conftest.py through `pytest_plugins`. Each build goes to a fixed folder under the session's
+base temp dir (skipped when already there).
 """
 
 from __future__ import annotations

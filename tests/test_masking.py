@@ -17,7 +17,6 @@ from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, InvalidRequest
 from backends.images import InputImage
 from backends.masking import MaskSettings, extract_target, infer_mask, probabilities
-from tests.fixtures_masking import tiny_clipseg_dir  # noqa: F401  (session fixture)
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
 

@@ -1,0 +1,79 @@
+"""`editroute eval SAMPLE_MANIFEST --policy FILE --out DIR`: run sample jobs on every backend and tier of a policy,
+score each output (prompt adherence, preservation outside the mask, seam visibility) and write a table, a contact
+sheet and a `quality:` block (`DIR/quality.yaml`) that a policy includes with `quality_file:`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="measure each backend x tier of a policy on sample jobs; write quality.yaml",
+                       description=__doc__)
+    p.add_argument("manifest", help="sample jobs (JSONL / YAML / JSON manifest): 20-30 representative images")
+    p.add_argument("--policy", required=True, help="the policy whose backends to compare")
+    p.add_argument("--out", required=True, help="folder: eval.md, eval.csv, contact_sheet.png, quality.yaml, "
+                   "runs/, editroute.db (the eval's ledger)")
+    p.add_argument("--tiers", default="low,medium,high", help="comma-separated tiers to run (default all three)")
+    p.add_argument("--clip-model", default=None, metavar="ID",
+                   help="CLIP model for prompt adherence: hub id or local dir (default openai/clip-vit-large-patch14)")
+    p.add_argument("--clip-device", default="auto", help="torch device for the CLIP model (default auto)")
+    p.add_argument("--yes", action="store_true", help="run without asking, whatever the estimate")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
+    from pipeline.errors import ConfigError
+    from pipeline.eval_report import write_report
+    from pipeline.evaluate import plan_eval, run_eval
+
+    err = Console(stderr=True, highlight=False)
+    tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip())
+    plan = plan_eval(args.manifest, args.policy, tiers=tiers)
+
+    table = Table(title=f"eval plan: {len(plan.jobs)} job(s) x {len(plan.policy.backends)} backend(s) x "
+                        f"{len(tiers)} tier(s), n=1 each")
+    for col in ("backend", "tier", "runs", "skipped", "est. $", "est. seconds"):
+        table.add_column(col, justify="right" if col not in ("backend", "tier") else "left")
+    for row in plan.by_backend_tier():
+        secs = f"{row['seconds']:.1f}" + (f" (+{row['unknown_time']} unknown)" if row["unknown_time"] else "")
+        table.add_row(row["backend"], row["tier"], str(row["runs"]), str(row["skipped"]), f"{row['usd']:.4f}", secs)
+    err.print(table)
+    err.print(f"estimated cost of this eval: ${plan.estimated_usd:.4f}, about {plan.estimated_seconds:.0f} s of "
+              f"backend time (sum of the backends' estimates); runs already done in {args.out} are reused")
+    for v in plan.variants:
+        if v.skip:
+            err.print(f"  skip {v.id}: {v.skip}")
+    if not plan.runnable:
+        raise ConfigError("nothing to evaluate: no backend of the policy can run any sample job")
+    if plan.estimated_usd > 0 and not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"this eval would spend about ${plan.estimated_usd:.4f}; pass --yes to run it")
+        if input("run it? [y/N] ").strip().lower() not in ("y", "yes"):
+            err.print("not run")
+            return 1
+
+    scorer = ClipScorer(args.clip_model or DEFAULT_CLIP_MODEL, device=args.clip_device).load()  # fail before spend
+    with err.status(f"running {len(plan.runnable)} edit(s)..."):
+        result = run_eval(plan, args.out, scorer)
+    files = write_report(result, args.out)
+
+    out = Console(highlight=False)
+    summary = Table(title="measured quality (mean over jobs; failures count 0)")
+    for col in ("backend", *tiers):
+        summary.add_column(col)
+    for name in plan.policy.backends:
+        scores = result.quality.get(name, {})
+        summary.add_row(name, *(f"{scores[t]:.3f}" if t in scores else "-" for t in tiers))
+    out.print(summary)
+    failed = sum(s.status == "failed" for s in result.scores)
+    out.print(f"spent ${result.spent:.4f} (ledger {result.ledger_path}); {failed} run(s) failed")
+    for key, path in files.items():
+        out.print(f"{key}: {path}")
+    out.print(f"use it: add `quality_file: {files['quality']}` to a policy (relative to the policy file)")
+    return 1 if failed else 0

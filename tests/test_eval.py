@@ -1,0 +1,238 @@
+"""`editroute eval`: metrics that can fail, runs recorded in the ledger, the table / contact sheet / quality block,
+and a policy that routes by the measured block. Backends are `FunctionBackend`s with real handlers (identity,
+noise, failure); prompt adherence uses a tiny random-weight CLIP saved and reloaded offline."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import textwrap
+from decimal import Decimal
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from backends.base import Capabilities, EditRequest
+from backends.errors import BackendUnavailable
+from backends.function import FunctionBackend
+from pipeline import contact_sheet as cs
+from pipeline import quality_metrics as qm
+from pipeline.clip_score import ClipScorer
+from pipeline.eval_report import write_report
+from pipeline.evaluate import plan_eval, run_eval
+from pipeline.policy import build_backends, load_policy
+from pipeline.router import Router
+from pipeline.spend import InMemorySpend
+from tests.imagery import gradient, mask_image
+
+
+def _png(img: Image.Image, fmt: str = "png") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt.upper())
+    return buf.getvalue()
+
+
+def identity(request: EditRequest) -> list[bytes]:
+    """Returns the input unchanged: perfect preservation."""
+    return [_png(request.images[0].open().convert("RGB"), request.output_format)] * request.n
+
+
+def noise(request: EditRequest) -> list[bytes]:
+    """Random pixels everywhere (seeded by the request): preservation must come out poor."""
+    w, h = request.images[0].size
+    rng = np.random.default_rng(request.seed or 0)
+    return [_png(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB"))] * request.n
+
+
+def broken(request: EditRequest) -> list[bytes]:
+    raise BackendUnavailable("GPU fell off the bus")
+
+
+POLICY = """
+backends:
+  ident: {kind: function, cost_per_image: 0.01}
+  noisy: {kind: function, cost_per_image: 0.002}
+  masked-only:
+    kind: function
+    cost_per_image: 0.001
+    capabilities: {mask_optional: false}
+quality:
+  ident: 0.3
+  noisy: 0.9
+  masked-only: 0.5
+objective: {type: best_quality}
+"""
+
+
+@pytest.fixture()
+def sample(tmp_path):
+    """Three masked jobs and one mask-less job on small pictures."""
+    (tmp_path / "img").mkdir()
+    jobs = []
+    for i, (w, h) in enumerate([(64, 64), (80, 48), (48, 72)]):
+        gradient(w, h).save(tmp_path / "img" / f"p{i}.png")
+        mask_image(w, h).save(tmp_path / "img" / f"m{i}.png")
+        jobs.append({"id": f"job{i}", "image": f"img/p{i}.png", "mask": f"img/m{i}.png", "seed": i,
+                     "prompt": f"replace the background with studio backdrop number {i}"})
+    jobs.append({"id": "nomask", "image": "img/p0.png", "seed": 9, "prompt": "make the sky a sunset"})
+    manifest = tmp_path / "sample.jsonl"
+    manifest.write_text("".join(json.dumps(j) + "\n" for j in jobs))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(POLICY))
+    return manifest, policy
+
+
+def _backends(policy):
+    backends = build_backends(load_policy(policy))
+    backends["ident"].handler = identity
+    backends["noisy"].handler = noise
+    backends["masked-only"].handler = noise
+    return backends
+
+
+def _eval(manifest, policy, out, clip_dir, backends=None, tiers=("low", "high")):
+    plan = plan_eval(manifest, policy, tiers=tiers, backends=backends or _backends(policy))
+    result = run_eval(plan, out, ClipScorer(str(clip_dir), device="cpu").load())
+    return plan, result, write_report(result, out)
+
+
+# ---- metrics ------------------------------------------------------------------------------------------
+
+def test_metrics_identity_is_perfect_and_noise_is_poor():
+    a = qm.rgb_array(gradient(96, 64))
+    noisy = np.random.default_rng(0).uniform(0, 255, a.shape)
+    edit = qm.edit_region(mask_image(96, 64), (96, 64))
+    assert math.isinf(qm.psnr(a, a, ~edit)) and qm.ssim(a, a, ~edit) == pytest.approx(1.0)
+    assert qm.preservation(qm.psnr(a, a, ~edit), qm.ssim(a, a, ~edit)) == pytest.approx(1.0)
+    assert qm.psnr(a, noisy, ~edit) < 12 and qm.ssim(a, noisy, ~edit) < 0.1
+    assert qm.seam(a, a, edit) == 0.0
+    hard = a.copy()
+    hard[edit] = 0  # a black hole pasted in: a sharp border the input did not have
+    assert qm.seam(hard, a, edit) > 1.0
+    assert qm.seam(a, a, None) is None  # no mask, no border
+    assert qm.quality_score(1.0, None, None) == 1.0  # weights renormalised over what applies
+
+
+def test_align_undoes_letterboxing():
+    src = gradient(64, 32)
+    boxed = Image.new("RGB", (128, 128), (127, 127, 127))
+    boxed.paste(src.resize((128, 64), Image.Resampling.LANCZOS), (0, 32))
+    back = qm.rgb_array(qm.align(boxed, src.size))
+    assert qm.psnr(back, qm.rgb_array(src)) > 25
+
+
+# ---- eval end to end -------------------------------------------------------------------------------------
+
+def test_eval_scores_identity_perfect_and_noise_poor(sample, tmp_path, tiny_clip_dir):
+    manifest, policy = sample
+    plan, result, files = _eval(manifest, policy, tmp_path / "out", tiny_clip_dir)
+    # estimate shown before running = sum of the backends' estimates over the runs that are possible
+    assert plan.estimated_usd == Decimal("0.01") * 8 + Decimal("0.002") * 8 + Decimal("0.001") * 6
+    scores = {s.variant.id: s for s in result.scores}
+    for i in range(3):
+        ident, noisy = scores[f"job{i}.ident.low"], scores[f"job{i}.noisy.low"]
+        assert ident.status == noisy.status == "ok"
+        assert math.isinf(ident.psnr) and ident.ssim == pytest.approx(1.0) and ident.preservation == 1.0
+        assert ident.seam == 0.0
+        assert noisy.psnr < 12 and noisy.ssim < 0.1 and noisy.preservation < 0.25
+        assert noisy.quality < ident.quality
+    # the mask-less job: no preservation without a mask; the mask-only backend is skipped, said why
+    assert scores["nomask.ident.low"].preservation is None and scores["nomask.ident.low"].quality is not None
+    skipped = scores["nomask.masked-only.high"]
+    assert skipped.status == "skipped" and "mask" in skipped.skip_or_error
+    # the ledger holds what was spent, and it matches the estimate for these fixed-price backends
+    assert result.spent == plan.estimated_usd
+    # the block: per backend and tier, noisy measured below ident although declared above
+    assert result.quality["ident"]["low"] > result.quality["noisy"]["low"]
+    assert set(result.quality["ident"]) == {"low", "high"}
+
+
+def test_eval_files_table_csv_sheet_and_stable_scores(sample, tmp_path, tiny_clip_dir):
+    manifest, policy = sample
+    plan, first, files = _eval(manifest, policy, tmp_path / "a", tiny_clip_dir, tiers=("low",))
+    sheet = Image.open(files["contact_sheet"])
+    assert sheet.height == len(plan.jobs) * cs.ROW_HEIGHT  # one row per job
+    assert sheet.width == (2 + 3) * cs.CELL_W  # input, mask, then 3 backends x 1 tier
+    rows = list(csv.DictReader(files["csv"].open()))
+    assert len(rows) == len(plan.variants) == 4 * 3
+    assert {r["status"] for r in rows} == {"ok", "skipped"}
+    md = files["table"].read_text()
+    assert "| ident | low |" in md and "quality = 0.5 adherence" in md
+    # same seeds, same models -> the same scores in a fresh folder
+    _, second, _ = _eval(manifest, policy, tmp_path / "b", tiny_clip_dir, tiers=("low",))
+    assert second.quality == first.quality
+    # rerun in the same folder: nothing is paid again
+    _, again, _ = _eval(manifest, policy, tmp_path / "a", tiny_clip_dir, tiers=("low",))
+    assert all(s.reused for s in again.scores if s.status == "ok")
+    assert again.spent == first.spent and again.quality == first.quality
+
+
+def test_failed_runs_count_zero(sample, tmp_path, tiny_clip_dir):
+    manifest, policy = sample
+    backends = _backends(policy)
+    backends["noisy"].handler = broken
+    _, result, _ = _eval(manifest, policy, tmp_path / "out", tiny_clip_dir, backends=backends, tiers=("medium",))
+    assert result.quality["noisy"] == {"medium": 0.0}
+    failed = [s for s in result.scores if s.variant.backend == "noisy"]
+    assert failed and all(s.status == "failed" and "GPU fell off" in s.error for s in failed)
+
+
+def test_quality_block_loads_into_a_policy_and_changes_routing(sample, tmp_path, tiny_clip_dir):
+    manifest, policy = sample
+    _, result, files = _eval(manifest, policy, tmp_path / "out", tiny_clip_dir, tiers=("high",))
+    block = yaml.safe_load(files["quality"].read_text())["quality"]
+    assert set(block) == {"ident", "noisy", "masked-only"} and set(block["ident"]) == {"high"}
+
+    from pipeline.jobs import load_jobs
+
+    job = load_jobs(manifest)[0]
+    declared = load_policy(policy)
+    assert Router(declared, build_backends(declared), InMemorySpend()).route(job).backend == "noisy"
+    measured_path = tmp_path / "measured.yaml"
+    measured_path.write_text(policy.read_text() + f"quality_file: {files['quality']}\n")
+    measured = load_policy(measured_path)
+    assert measured.score("noisy", "high") == block["noisy"]["high"]  # measured tier replaced
+    assert measured.score("noisy", "low") == 0.9  # the tiers not measured keep the declared score
+    assert Router(measured, build_backends(measured), InMemorySpend()).route(job).backend == "ident"
+
+
+def test_cli_shows_the_estimate_and_needs_yes_to_spend(sample, tmp_path, tiny_clip_dir, capsys, monkeypatch):
+    from pipeline.cli import main
+
+    manifest, policy = sample
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    out = tmp_path / "cli"
+    args = ["eval", str(manifest), "--policy", str(policy), "--out", str(out), "--tiers", "low",
+            "--clip-model", str(tiny_clip_dir), "--clip-device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "estimated cost of this eval: $0.0510" in err and "pass --yes" in err
+    assert not (out / "editroute.db").exists()  # nothing ran
+    assert main([*args, "--yes"]) == 0
+    printed = capsys.readouterr().out
+    assert "quality.yaml" in printed and (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
+
+
+def test_cli_missing_clip_model_fails_before_spending(sample, tmp_path, capsys):
+    from pipeline.cli import main
+
+    manifest, policy = sample
+    out = tmp_path / "cli"
+    code = main(["eval", str(manifest), "--policy", str(policy), "--out", str(out), "--tiers", "low", "--yes",
+                 "--clip-model", "nobody/no-such-clip", "--clip-device", "cpu"])
+    assert code == 2 and "nobody/no-such-clip" in capsys.readouterr().err
+    assert not (out / "editroute.db").exists()
+
+
+def test_function_backend_capabilities_are_used(sample):
+    manifest, policy = sample
+    backends = _backends(policy)
+    backends["ident"].capabilities = Capabilities(qualities=frozenset({"low"}))
+    plan = plan_eval(manifest, policy, tiers=("low", "high"), backends=backends)
+    skips = {v.id: v.skip for v in plan.variants if v.backend == "ident"}
+    assert skips["job0.ident.low"] is None and "quality" in skips["job0.ident.high"]
+    assert isinstance(backends["ident"], FunctionBackend)
