@@ -86,8 +86,13 @@ def sheet(result: EvalResult) -> Image.Image:
     for job in plan.jobs:
         image = job.request.images[0].open()
         mask = job.request.mask.open() if job.request.mask is not None else None
-        row = [cs.Cell(f"input\n{job.id}", image),
-               cs.Cell("mask (white=edit)" if mask else "no mask", cs.mask_preview(mask) if mask else None)]
+        if mask is not None:
+            mask_cell = cs.Cell("mask (white=edit)", cs.mask_preview(mask))
+        else:  # show what a mask-inferring backend derived, if one ran
+            inferred = next((s for s in result.scores if s.variant.source.id == job.id and s.mask), None)
+            mask_cell = cs.Cell(f"no mask; inferred\nby {inferred.variant.backend}", cs.mask_preview(
+                Image.open(inferred.mask))) if inferred and inferred.mask else cs.Cell("no mask", None)
+        row = [cs.Cell(f"input\n{job.id}", image), mask_cell]
         for name in plan.policy.backends:
             for tier in plan.tiers:
                 s = by_id[f"{job.id}.{name}.{tier}"]
