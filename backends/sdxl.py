@@ -120,7 +120,7 @@ class SDXLInpaintBackend:
         first = request.images[0] if request.images else None
         geom = px.plan_geometry(request.size if _plain_size(request.size) else "auto",
                                 first.width if first else 1024, first.height if first else 1024,
-                                s.target_megapixels)
+                                _target_megapixels(s))
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
         units = work_units(tier, geom.work_size, n)
         with _rates_lock:
@@ -152,16 +152,17 @@ class SDXLInpaintBackend:
         image = _open(request.images[0], "image")
         choice = choose_mask(request, s, image)
         masked = time.perf_counter()
-        geom = px.plan_geometry(request.size, image.width, image.height, s.target_megapixels)
+
+        from backends import sdxl_runtime as rt
+
+        loaded = rt.get_pipeline(s)  # loads on first use; its native area sets the default working size
+        geom = px.plan_geometry(request.size, image.width, image.height,
+                                s.target_megapixels or loaded.native_megapixels)
         canvas, canvas_mask = px.to_canvas(image, choice.mask, geom)
         work_image, work_mask = px.to_working(canvas, canvas_mask, geom)
         references = [_open(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
         seed = request.seed if request.seed is not None else secrets.randbits(48)
         strength = min(tier.strength, s.img2img_strength) if choice.source == "img2img" else tier.strength
-
-        from backends import sdxl_runtime as rt
-
-        loaded = rt.get_pipeline(s)
         kwargs: dict[str, Any] = dict(
             prompt=request.prompt, negative_prompt=s.negative_prompt, image=work_image, mask_image=work_mask,
             width=geom.work_size[0], height=geom.work_size[1], num_inference_steps=tier.steps,
@@ -225,6 +226,16 @@ class SDXLInpaintBackend:
 
     def close(self) -> None:
         """The loaded pipeline is shared by the process and stays loaded (`sdxl_runtime.clear_cache()` frees it)."""
+
+
+def _target_megapixels(settings: Settings) -> float:
+    """Configured, else the loaded model's native area when this process has it, else SDXL's 1.0."""
+    if settings.target_megapixels is not None:
+        return settings.target_megapixels
+    from backends import sdxl_runtime as rt  # light: torch is imported inside its functions only
+
+    loaded = rt.cached(settings)
+    return loaded.native_megapixels if loaded is not None else 1.0
 
 
 def _plain_size(size: Any) -> bool:

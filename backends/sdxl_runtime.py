@@ -46,6 +46,7 @@ class LoadedPipeline:
     lora_scheduler: Any = None
     lora_active: bool = False
     load_s: float = 0.0
+    native_megapixels: float = 1.0  # the area the UNet was built for, in units of 1024x1024
     calls: int = 0  # pipeline calls so far; the first one warms up (lazy init, compilation) and is not typical
     notes: list[str] = field(default_factory=list)
 
@@ -134,6 +135,12 @@ def get_pipeline(settings: Settings) -> LoadedPipeline:
     return loaded
 
 
+def cached(settings: Settings) -> LoadedPipeline | None:
+    """The pipeline for these settings if this process has loaded it (never loads; no torch)."""
+    with _cache_lock:
+        return _cache.get(settings.cache_key())
+
+
 def clear_cache() -> None:
     """Drop every loaded pipeline (tests; freeing a GPU)."""
     with _cache_lock:
@@ -191,8 +198,9 @@ def prepare_pipeline(pipe: Any, settings: Settings, device: str, dtype: str,
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         notes.append("channels_last")
+    native = (pipe.unet.config.sample_size * pipe.vae_scale_factor) ** 2 / 1024**2
     loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, lock=lock or device_lock(device),
-                            base_scheduler=pipe.scheduler)
+                            base_scheduler=pipe.scheduler, native_megapixels=native)
     if settings.ip_adapter is not None:
         _load_ip_adapter(pipe, settings)
         notes.append("ip-adapter")
@@ -321,7 +329,7 @@ def oom_error(n: int, size: tuple[int, int], settings: Settings, device: str) ->
     advice = [f"ask for fewer images than n={n}"] if n > 1 else []
     if settings.offload == "none":
         advice.append("set `offload: model` in the backend settings")
-    if settings.target_megapixels > 0.6:
+    if (settings.target_megapixels or 1.0) > 0.6:
         advice.append("lower `target_megapixels`")
     return BackendUnavailable(f"out of GPU memory on {device} at {size[0]}x{size[1]} working size; "
                               + ("; ".join(advice) or "use a card with more memory"))

@@ -105,7 +105,9 @@ class Settings(_Strict):
     maskless: Literal["refuse", "img2img"] = "refuse"  # a request without a mask: refuse it, or repaint it all
     mask_inference: MaskSettings | None = None  # mask-less requests get a mask from the prompt (before `maskless`)
     img2img_strength: float = Field(default=0.75, gt=0, le=1)  # mask-less repaints keep some of the input
-    target_megapixels: float = Field(default=1.0, gt=0, le=4)  # working area, in units of 1024x1024
+    # Working area in units of 1024x1024. None: the model's native area (unet sample_size x VAE factor, squared:
+    # 1.0 for SDXL, 64x64 for the tiny stand-in); estimates before the model is loaded assume 1.0.
+    target_megapixels: float | None = Field(default=None, gt=0, le=4)
     feather_px: int = Field(default=8, ge=0, le=64)  # paste-back ramp inside the mask, at output size
     max_n: int = Field(default=10, ge=1, le=10)
     gpu_cost: GpuCost = Field(default_factory=lambda: GpuCost(gpu="A100-80GB"))

@@ -118,6 +118,14 @@ def test_auto_size_keeps_the_input_size_and_aspect(sdxl):
     assert w % 8 == 0 and h % 8 == 0 and abs(w / h - 1.5) < 0.1
 
 
+def test_default_working_area_is_the_models_native_one(tiny_sdxl_dir):
+    settings = tiny_settings(tiny_sdxl_dir)
+    del settings["target_megapixels"]
+    backend = SDXLInpaintBackend.from_settings("native", settings)
+    result = backend.edit(make_request(seed=1))
+    assert result.extras["work_size"] == "64x64"  # the stand-in UNet's sample_size x VAE factor, not 1024x1024
+
+
 def test_fixed_size_letterboxes_and_outpaints(sdxl):
     result = sdxl.edit(make_request(size="1536x1024", seed=4))
     assert (result.width, result.height) == (1536, 1024)
