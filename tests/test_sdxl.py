@@ -152,8 +152,13 @@ def test_maskless_img2img_repaints_the_whole_image(tiny_sdxl_dir):
     assert result.extras["mask"] == "img2img" and result.extras["strength"] == 0.75
 
 
-def test_cost_is_measured_seconds_times_the_configured_rate(tiny_sdxl_dir):
-    backend = _backend(tiny_sdxl_dir, dtype="fp32", gpu_cost={"hourly_usd": "3.60"})  # own rate history
+def test_cost_is_measured_seconds_times_the_configured_rate(tiny_sdxl_dir, monkeypatch):
+    # The measured-rate table is per process and keyed by (model, device, dtype): other tests on the same tiny
+    # model fill it, so start this one from an empty table whatever ran before.
+    import backends.sdxl as sdxl_module
+
+    monkeypatch.setattr(sdxl_module, "_rates", {})
+    backend = _backend(tiny_sdxl_dir, dtype="fp32", gpu_cost={"hourly_usd": "3.60"})
     assert "configured seconds_per_step_mp" in backend.estimate(make_request()).basis
     assert backend.edit(make_request(n=2)).extras["warm_up"]  # a fresh pipeline's first call: not a rate sample
     assert "configured seconds_per_step_mp" in backend.estimate(make_request()).basis
