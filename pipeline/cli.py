@@ -12,25 +12,30 @@ import argparse
 import importlib
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from backends.errors import EditError
 from pipeline.errors import ConfigError
 
 COMMANDS = ["edit", "plan", "policy", "run", "report", "demo", "serve", "bench", "eval", "doctor"]
+DESCRIPTION = ("Route image-edit jobs between OpenAI's image edit API and self-hosted SDXL inpainting under a YAML "
+               "cost/quality policy; every job, attempt and dollar goes into a SQLite ledger.")
+
+
+def _version() -> str:
+    try:
+        return version("editroute")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="editroute", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="editroute", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--version", action="version", version=f"editroute {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"pipeline.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pipeline.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"pipeline.commands.{name}").register(sub)
     return parser
 
 
