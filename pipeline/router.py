@@ -111,6 +111,7 @@ class Router:
         self._rule_preds = [(rule, rule.when.predicates(), f"{rule.label(i)} ({rule.when.describe()})")
                             for i, rule in enumerate(policy.rules)]
         self._shift_preds = [(shift, shift.when.predicates()) for shift in policy.volume_shift]
+        self._infer_masks = tuple(n for n, spec in policy.backends.items() if spec.settings.get("mask_inference"))
 
     # ---- steps ----------------------------------------------------------------------------------------
 
@@ -134,6 +135,10 @@ class Router:
             reasons.append(f"capability: {name} {why}")
         if cands:
             reasons.append("capable: " + ", ".join(cands))
+        if req.mask is None and self._infer_masks:
+            inferring = [n for n in self._infer_masks if n in cands]
+            if inferring:
+                reasons.append(f"no mask: {', '.join(inferring)} would infer one from the prompt (mask_inference)")
         return cands, excluded
 
     def _rules(self, job: Job, cands: Mapping[str, Candidate], excluded: Mapping[str, str],

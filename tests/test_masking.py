@@ -216,3 +216,31 @@ def _route(policy_path, manifest) -> str | None:
 
     policy = load_policy(policy_path)
     return Router(policy, build_backends(policy), InMemorySpend()).route(load_jobs(manifest)[0]).backend
+
+
+def test_shipped_cost_first_infers_the_mask_of_the_maskless_example(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir,
+                                                                     monkeypatch):
+    """The shipped example job without a mask, under the shipped cost-first policy (pointed at the stand-ins as
+    `editroute demo` does): it runs self-hosted and its inferred mask lands beside the output."""
+    import yaml
+
+    from pipeline.commands.demo import DEMO_KEY, DEMO_KEY_ENV, ROOT, standin_policy
+    from pipeline.runner import run_batch
+
+    monkeypatch.setenv(DEMO_KEY_ENV, DEMO_KEY)
+    data = standin_policy(ROOT / "configs" / "policies" / "cost-first.yaml", api_url="http://127.0.0.1:9/v1",
+                          sdxl_dir=tiny_sdxl_dir, clipseg_dir=tiny_clipseg_dir)
+    assert data["backends"]["sdxl-local"]["mask_inference"]["model"] == str(tiny_clipseg_dir)
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(data))
+    entry = next(json.loads(line) for line in (ROOT / "examples" / "all.jsonl").read_text().splitlines()
+                 if json.loads(line)["id"] == "ecom-shoe-nomask")
+    assert "mask" not in entry
+    entry["image"] = str(ROOT / "examples" / entry["image"])
+    (tmp_path / "jobs.jsonl").write_text(json.dumps(entry) + "\n")
+    result = run_batch(tmp_path / "jobs.jsonl", tmp_path / "policy.yaml", tmp_path / "out")
+    assert result.ok
+    record = json.loads((tmp_path / "out" / "ecom-shoe-nomask" / "result.json").read_text())
+    assert record["backend"] == "sdxl-local" and record["extras"]["mask_inferred"] is True
+    assert record["extras"]["mask_phrase"] == "background" and record["extras"]["mask_inverted"] is True
+    mask = Image.open(tmp_path / "out" / "ecom-shoe-nomask" / "mask.png")
+    assert mask.mode == "RGBA" and mask.size == Image.open(entry["image"]).size

@@ -277,3 +277,14 @@ def test_every_shipped_policy_routes_every_example_manifest(policy_file):
             d = router.route(j)
             assert d.routable, (policy_file.name, j.id, d.reasons)
             assert d.reasons[-1].startswith(f"chose {d.backend}")
+
+
+def test_cost_first_sends_the_maskless_example_self_hosted_but_not_maskless_variants():
+    policy = load_policy(EXAMPLES.parent / "configs" / "policies" / "cost-first.yaml")
+    router = Router(policy, build_backends(policy), InMemorySpend())
+    jobs = {j.id: j for j in validate_manifest(EXAMPLES / "all.jsonl")[0]}
+    nomask = router.route(jobs["ecom-shoe-nomask"])
+    assert nomask.backend == "sdxl-local"
+    assert "no mask: sdxl-local would infer one from the prompt (mask_inference)" in nomask.reasons
+    variants = router.route(jobs["mkt-summer-6"])  # no mask, n=6: restyles the whole picture
+    assert variants.backend != "sdxl-local" and "sdxl-local" in {a.backend for a in variants.alternatives}

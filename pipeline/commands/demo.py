@@ -2,7 +2,8 @@
 
 Everything runs against local STAND-INS, and says so: a loopback fake of OpenAI's image edit API
 (`backends.standins.openai_server`, realistic usage and prices, not the real service) and a tiny random-weight
-SDXL inpainting pipeline (`backends.standins.tiny_sdxl`, built once into a cache folder; its outputs are noise).
+SDXL inpainting pipeline (`backends.standins.tiny_sdxl`, built once into a cache folder; its outputs are noise),
+and for a policy with `mask_inference:` a tiny random-weight CLIPSeg (`backends.standins.tiny_clipseg`, noise too).
 A shipped policy is used with only its backends' connection settings pointed at the stand-ins; the policy that
 ran is saved as DIR/demo-policy.yaml. Running the demo again on the same DIR shows resume: nothing is re-billed.
 """
@@ -40,7 +41,8 @@ def _cache_dir() -> Path:
     return Path(base) / "editroute"
 
 
-def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None) -> dict[str, Any]:
+def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None,
+                   clipseg_dir: Path | None = None) -> dict[str, Any]:
     """The policy with each backend's connection pointed at a stand-in (routing, budgets, rules unchanged)."""
     import yaml
 
@@ -64,6 +66,10 @@ def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None) ->
                 spec.pop(key, None)
             for tier in spec["tiers"].values():
                 tier["use_lora"] = False
+            if spec.get("mask_inference") is not None:  # mask-less jobs: a tiny CLIPSeg infers the mask
+                if clipseg_dir is None:
+                    raise ConfigError(f"backends.{name}.mask_inference: the demo's CLIPSeg stand-in is missing")
+                spec["mask_inference"] = {**spec["mask_inference"], "model": str(clipseg_dir), "device": "cpu"}
     if data.get("quality_file"):  # the demo's copy lives elsewhere: keep pointing at the same file
         data["quality_file"] = str((policy_path.parent / str(data["quality_file"])).resolve())
     return data
@@ -101,6 +107,20 @@ def _build_sdxl(folder: str | None) -> Path | None:
     return build_tiny_sdxl(path)
 
 
+def _build_clipseg(policy_path: Path) -> Path | None:
+    """The CLIPSeg stand-in, built (once; cached) only for a policy that infers masks."""
+    if "mask_inference" not in policy_path.read_text(encoding="utf-8"):
+        return None
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return None
+    from backends.standins.tiny_clip import STANDIN_VERSION
+    from backends.standins.tiny_clipseg import build_tiny_clipseg
+
+    return build_tiny_clipseg(_cache_dir() / f"tiny-clipseg-v{STANDIN_VERSION}")
+
+
 def run(args: argparse.Namespace) -> int:
     import yaml
     from rich.console import Console
@@ -119,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ[DEMO_KEY_ENV] = DEMO_KEY
     with FakeOpenAIServer(api_key=DEMO_KEY) as server:
         console.print(BANNER.format(url=server.base_url), highlight=False)
-        data = standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir)
+        data = standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir,
+                              clipseg_dir=_build_clipseg(Path(args.policy)) if sdxl_dir is not None else None)
         policy_file = out / "demo-policy.yaml"
         policy_file.write_text(f"# {Path(args.policy).name} pointed at local stand-ins by `editroute demo`\n"
                                + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
