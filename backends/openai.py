@@ -2,7 +2,8 @@
 
 What goes on the wire and how failures are classified lives in `backends.openai_wire` (pure functions);
 prices and token tables in `backends.pricing`. The API key is read at `edit()` time from a file or the
-environment, used for that request's headers only, and never stored, logged or put in an error.
+environment, used for that request's headers only, and never stored, logged or put in an error. An unset
+`base_url` is $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
 """
 
 from __future__ import annotations
@@ -34,12 +35,19 @@ from backends.validation import check_request
 
 log = logging.getLogger(__name__)
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+BASE_URL_ENV = "OPENAI_BASE_URL"  # as the OpenAI SDK reads it; a policy's `base_url:` wins
+
+
+def _default_base_url() -> str:
+    return os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "gpt-image-1"
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str = Field(default_factory=_default_base_url)
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: Path | None = None  # wins over the environment when set
     auth_style: Literal["bearer", "api-key"] = "bearer"  # "api-key": Azure OpenAI's header

@@ -192,6 +192,17 @@ def test_cli_edit_errors_are_one_line_exit_2(server, tmp_path, capsys, monkeypat
     assert server.requests == [] and not (tmp_path / "o").exists()
 
 
+def test_openai_base_url_env_points_the_default_at_a_compatible_server(server, key, tmp_path, monkeypatch, capsys):
+    """Like the OpenAI SDK, an unset base_url comes from $OPENAI_BASE_URL; an explicit one wins."""
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    a, _ = _inputs(tmp_path)
+    assert main(["edit", "--image", str(a), "--prompt", "x", "--out", str(tmp_path / "o")]) == 0, capsys.readouterr()
+    assert len(server.requests) == 1 and (tmp_path / "o" / "1.png").exists()
+    assert Settings(base_url="http://127.0.0.1:9/v1").base_url == "http://127.0.0.1:9/v1"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    assert Settings().base_url == "https://api.openai.com/v1"
+
+
 # ---- the key never leaks -------------------------------------------------------------------------
 
 

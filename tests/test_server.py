@@ -399,30 +399,41 @@ def test_readme_snippet_works_as_written(tmp_path, upstream, monkeypatch):
     assert Image.open(tmp_path / "edited.png").format == "PNG"
 
 
-def test_serve_command_with_the_shipped_balanced_policy(tmp_path):
+def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(tmp_path, monkeypatch):
+    """The README's commands as a user runs them: `editroute serve --policy configs/policies/balanced.yaml` with its
+    OpenAI backends pointed at the stand-in by $OPENAI_BASE_URL, then the five-line snippet; no key in any output."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--policy",
-                             "configs/policies/balanced.yaml", "--port", str(port), "--out", str(tmp_path / "out")],
-                            cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"editroute serve did not start: {proc.communicate(timeout=30)[1]}")
-            time.sleep(0.2)
-        assert health.json()["backends"] == ["api", "api-mini", "sdxl-local"] and not health.json()["auth"]
-        ids = [m.id for m in OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").models.list()]
-        assert ids[:4] == ["auto", "api", "api-mini", "sdxl-local"]
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+    with FakeOpenAIServer(api_key=UPSTREAM_KEY) as api:
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--policy",
+                                 "configs/policies/balanced.yaml", "--port", str(port), "--out", str(tmp_path / "out")],
+                                cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OPENAI_BASE_URL": api.base_url,
+                                     "OPENAI_API_KEY": UPSTREAM_KEY})
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail(f"editroute serve did not start: {proc.communicate(timeout=30)[1]}")
+                time.sleep(0.2)
+            assert health.json()["backends"] == ["api", "api-mini", "sdxl-local"] and not health.json()["auth"]
+            ids = [m.id for m in OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").models.list()]
+            assert ids[:4] == ["auto", "api", "api-mini", "sdxl-local"]
+            (tmp_path / "photo.png").write_bytes(image_bytes())
+            monkeypatch.chdir(tmp_path)
+            exec(compile(README_SNIPPET.replace(":8000/", f":{port}/"), "README", "exec"), {})
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+    assert Image.open(tmp_path / "edited.png").format == "PNG"
+    assert [(r.status, r.fields["model"]) for r in api.requests] == [(200, "gpt-image-1")]  # rule "no mask" -> api
     assert f"listening on http://127.0.0.1:{port}/v1" in err and "auth: OFF" in err
     assert f"ledger: {tmp_path / 'out' / 'editroute.db'}" in err.replace("\n", "")
+    files = [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(files) >= 3 and not [f for f in [*files, err.encode()] if UPSTREAM_KEY.encode() in f]
 
 
 def _free_port() -> int:

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--input-fidelity", choices=INPUT_FIDELITIES)
     p.add_argument("--seed", type=int, help="self-hosted backends only")
     p.add_argument("--model", help="backend model (e.g. gpt-image-1-mini, or an SDXL checkpoint)")
-    p.add_argument("--base-url", help="OpenAI-compatible API base URL (default https://api.openai.com/v1)")
+    p.add_argument("--base-url", help="OpenAI-compatible API base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)")
     p.add_argument("--api-key-file", type=Path, help="read the API key from this file instead of $OPENAI_API_KEY")
     p.add_argument("--device", help="torch device for self-hosted backends (cuda, cpu, ...)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results")
