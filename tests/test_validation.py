@@ -153,3 +153,12 @@ def test_capabilities_checked_only_after_shared_rules_pass():
         check_request(req(n=5), Capabilities(max_n=4), backend="sdxl")
     assert info.value.field == "n" and "at most 4 on this backend" in str(info.value)
     check_request(req(n=4), Capabilities(max_n=4), backend="sdxl")
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", image_bytes(64, 64)[:-60]], ids=["garbage", "truncated"])
+def test_an_image_that_does_not_decode_is_refused_naming_field_value_and_limit(data):
+    with pytest.raises(InvalidRequest) as info:
+        InputImage.from_bytes(data, "photo.png", field="image[2]")
+    err = info.value
+    assert (err.field, err.value, err.limit) == ("image[2]", "photo.png", "a png, webp or jpeg file")
+    assert str(err).startswith("image[2]: photo.png is not a decodable image")
