@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -100,7 +100,8 @@ class Rule(_Strict):
     def _one_action(self) -> Rule:
         given = [k for k in ("use", "prefer", "avoid") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError(f"exactly one action of use / prefer / avoid (got {', '.join(given) or 'none'})")
+            raise ValueError("exactly one action of use / prefer / avoid per rule"
+                             + (f", not {' and '.join(given)}" if given else ""))
         return self
 
     @property
@@ -139,6 +140,14 @@ class Budget(_Strict):
     period: Literal["day", "month"] = "month"
     limit_usd: Decimal = Field(ge=0)
     on_exhausted: Literal["stop"] | OverflowTo = "stop"
+
+    @field_validator("on_exhausted", mode="before")
+    @classmethod
+    def _stop_or_overflow(cls, v: Any) -> Any:
+        # one clear message instead of pydantic's one per union branch
+        if v == "stop" or (isinstance(v, dict) and set(v) == {"overflow_to"} and isinstance(v["overflow_to"], str)):
+            return v
+        raise ValueError("stop, or {overflow_to: <backend>}")
 
     @property
     def overflow_to(self) -> str | None:
@@ -243,6 +252,10 @@ def _check_settings(policy: Policy, doc: YamlDoc) -> list[str]:
             settings_model.model_validate(spec.settings)
         except ValidationError as exc:
             known = {f"backends.{name}": [*settings_model.model_fields, "kind", "hosting"]}
+            for field, info in settings_model.model_fields.items():  # one level down: mask_inference, lora...
+                for sub in (info.annotation, *get_args(info.annotation)):
+                    if isinstance(sub, type) and issubclass(sub, BaseModel):
+                        known[f"backends.{name}.{field}"] = list(sub.model_fields)
             out += validation_messages(exc, doc, doc.path, prefix=["backends", name], known_keys=known)
     return out
 

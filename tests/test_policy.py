@@ -85,7 +85,19 @@ fallbacks: {pricey: [local]}
 
 def test_rule_needs_exactly_one_action(tmp_path):
     msg = _error(tmp_path, TWO_BACKENDS + "rules:\n  - {prefer: cheap, avoid: pricey}\n")
-    assert "rules[0]: expected: exactly one action of use / prefer / avoid (got prefer, avoid)" in msg
+    assert "rules[0]: expected: exactly one action of use / prefer / avoid per rule, not prefer and avoid (got " in msg
+    msg = _error(tmp_path, TWO_BACKENDS + "rules:\n  - {when: {n: 2}}\n")
+    assert "rules[0]: expected: exactly one action of use / prefer / avoid per rule (got {'when': {'n': 2}})" in msg
+
+
+def test_on_exhausted_is_stop_or_overflow_in_one_message(tmp_path):
+    msg = _error(tmp_path, TWO_BACKENDS + "budgets:\n  - {backend: cheap, limit_usd: 1, on_exhausted: {overflow: "
+                 "pricey}}\n")
+    assert msg.endswith("budgets[0].on_exhausted: expected: stop, or {overflow_to: <backend>} (got {'overflow': "
+                        "'pricey'})")  # one problem, not one per union branch
+    policy = load_policy(write_policy(tmp_path, TWO_BACKENDS + "budgets:\n  - {backend: cheap, limit_usd: 1, "
+                                      "on_exhausted: {overflow_to: pricey}}\n"))
+    assert policy.budgets[0].overflow_to == "pricey"
 
 
 def test_unknown_kind_and_missing_quality(tmp_path):
@@ -112,6 +124,17 @@ quality: {api: 0.9}
     assert "policy.yaml:6: backends.api.concurency: unknown key; did you mean 'concurrency'?" in msg
     assert "policy.yaml:7: backends.api.max_retries: expected: Input should be less than or equal to 10 (got 99)" \
         in msg
+
+
+def test_nested_backend_settings_get_suggestions_too(tmp_path):
+    msg = _error(tmp_path, """
+backends:
+  local:
+    kind: sdxl
+    mask_inference: {treshold: 0.3}
+quality: {local: 0.6}
+""")
+    assert "policy.yaml:5: backends.local.mask_inference.treshold: unknown key; did you mean 'threshold'?" in msg
 
 
 def test_volume_shift_needs_one_threshold(tmp_path):
