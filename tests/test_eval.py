@@ -236,3 +236,39 @@ def test_function_backend_capabilities_are_used(sample):
     skips = {v.id: v.skip for v in plan.variants if v.backend == "ident"}
     assert skips["job0.ident.low"] is None and "quality" in skips["job0.ident.high"]
     assert isinstance(backends["ident"], FunctionBackend)
+
+
+def test_cli_stand_ins_eval_a_shipped_policy_offline(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir,
+                                                     capsys, monkeypatch):
+    """`editroute eval --stand-ins` on example jobs under the shipped cost-first policy: the API stand-in, tiny
+    SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes loads into a policy."""
+    from backends.standins import tiny_clip, tiny_sdxl
+    from pipeline.cli import main
+    from pipeline.commands.demo import ROOT
+
+    cache = tmp_path / "cache" / "editroute"  # the stand-ins' cache, filled with the session's tiny models
+    cache.mkdir(parents=True)
+    (cache / f"tiny-sdxl-v{tiny_sdxl.STANDIN_VERSION}").symlink_to(tiny_sdxl_dir)
+    (cache / f"tiny-clipseg-v{tiny_clip.STANDIN_VERSION}").symlink_to(tiny_clipseg_dir)
+    (cache / f"tiny-clip-v{tiny_clip.STANDIN_VERSION}").symlink_to(tiny_clip_dir)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache.parent))
+    lines = [json.loads(line) for line in (ROOT / "examples" / "ecommerce.jsonl").read_text().splitlines()]
+    sample = [e for e in lines if e["id"] in ("ecom-mug", "ecom-shoe-nomask")]
+    for e in sample:
+        e.update({k: str(ROOT / "examples" / e[k]) for k in ("image", "mask") if k in e})
+    (tmp_path / "sample.jsonl").write_text("".join(json.dumps(e) + "\n" for e in sample))
+    policy = ROOT / "configs" / "policies" / "cost-first.yaml"
+    out = tmp_path / "eval"
+    assert main(["eval", str(tmp_path / "sample.jsonl"), "--policy", str(policy), "--out", str(out), "--tiers",
+                 "low", "--stand-ins", "--yes"]) == 0
+    assert "DEMO on local stand-ins" in capsys.readouterr().err
+    rows = {(r["job"], r["backend"]): r for r in csv.DictReader((out / "eval.csv").open())}
+    assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
+    assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
+    assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
+    block = yaml.safe_load((out / "quality.yaml").read_text())["quality"]
+    assert set(block) == {"api-mini", "api", "sdxl-local"}
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(policy.read_text() + f"quality_file: {out / 'quality.yaml'}\n")
+    assert load_policy(mine).score("sdxl-local", "low") == block["sdxl-local"]["low"] != \
+        load_policy(policy).score("sdxl-local", "low")

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,21 +25,63 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CLIP model for prompt adherence: hub id or local dir (default openai/clip-vit-large-patch14)")
     p.add_argument("--clip-device", default="auto", help="torch device for the CLIP model (default auto)")
     p.add_argument("--yes", action="store_true", help="run without asking, whatever the estimate")
+    p.add_argument("--stand-ins", action="store_true",
+                   help="try it offline: the policy's backends pointed at local stand-ins as in `editroute demo` "
+                        "(loopback fake API, tiny random-weight SDXL, CLIPSeg and CLIP: the scores mean nothing)")
     p.set_defaults(func=run)
+
+
+def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[str, str]:
+    """Start the stand-ins for this eval; the policy they run under (saved in --out) and the tiny CLIP's dir."""
+    import os
+
+    import yaml
+
+    from backends.standins.openai_server import FakeOpenAIServer
+    from backends.standins.tiny_clip import STANDIN_VERSION, build_tiny_clip
+    from pipeline.commands import demo
+
+    demo._quiet_model_libraries()
+    sdxl_dir = demo._build_sdxl(None)
+    if sdxl_dir is None:
+        raise ConfigError('--stand-ins needs torch and diffusers: pip install "editroute[sdxl]"')
+    clip_dir = build_tiny_clip(demo._cache_dir() / f"tiny-clip-v{STANDIN_VERSION}")
+    os.environ[demo.DEMO_KEY_ENV] = demo.DEMO_KEY
+    server = stack.enter_context(FakeOpenAIServer(api_key=demo.DEMO_KEY))
+    err.print(demo.BANNER.format(url=server.base_url) + " CLIP is a tiny random-weight stand-in: the scores mean "
+              "nothing.")
+    data = demo.standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir,
+                               clipseg_dir=demo._build_clipseg(Path(args.policy)))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    policy_file = out / "standin-policy.yaml"
+    policy_file.write_text(f"# {Path(args.policy).name} pointed at local stand-ins by `editroute eval --stand-ins`\n"
+                           + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return str(policy_file), str(clip_dir)
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    with ExitStack() as stack:
+        policy, clip_model = args.policy, args.clip_model
+        if args.stand_ins:
+            policy, tiny_clip = _stand_ins(args, stack, err)
+            clip_model = clip_model or tiny_clip
+        return _run(args, policy, clip_model, err)
+
+
+def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any) -> int:
+    from rich.console import Console
     from rich.table import Table
 
     from pipeline.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
-    from pipeline.errors import ConfigError
     from pipeline.eval_report import write_report
     from pipeline.evaluate import plan_eval, run_eval
 
-    err = Console(stderr=True, highlight=False)
     tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip())
-    plan = plan_eval(args.manifest, args.policy, tiers=tiers)
+    plan = plan_eval(args.manifest, policy, tiers=tiers)
 
     table = Table(title=f"eval plan: {len(plan.jobs)} job(s) x {len(plan.policy.backends)} backend(s) x "
                         f"{len(tiers)} tier(s), n=1 each")
@@ -58,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             err.print("not run")
             return 1
 
-    scorer = ClipScorer(args.clip_model or DEFAULT_CLIP_MODEL, device=args.clip_device).load()  # fail before spend
+    scorer = ClipScorer(clip_model or DEFAULT_CLIP_MODEL, device=args.clip_device).load()  # fail before spend
     with err.status(f"running {len(plan.runnable)} edit(s)..."):
         result = run_eval(plan, args.out, scorer)
     files = write_report(result, args.out)
