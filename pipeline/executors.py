@@ -9,7 +9,11 @@ process or machine; the future resolves to an `EditResult` or raises a `backends
 never touch the ledger or the router: only the driver process writes the ledger.
 
 `LocalExecutor` runs calls on threads with a limit per backend: an API backend allows `concurrency` calls in
-flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend runs one call at a time.
+flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend runs one call at a time. A backend
+that can serve several jobs in one call (duck-typed: `batch_key(request) -> Hashable | None` and
+`edit_batch(requests) -> list[EditResult | EditError]`, with `settings.max_batch` > 1, e.g. SDXL) gets a
+`BatchingPool` instead: queued jobs with equal non-None keys share one call, up to `max_batch`, each with its own
+future (so its own ledger hold, settlement, retries and fallbacks in `pipeline.execute`).
 Other executors register in `EXECUTORS` ("name" -> "module:Class"); each class is built as
 `cls(backends, policy=policy, **options)` where `backends` maps names to backend objects (`create_executor`),
 and offers `capacity() -> int` (calls in flight at once over all backends; the runner sizes its window on it).
@@ -27,9 +31,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from backends.base import EditBackend, EditRequest, EditResult
+from pipeline.batching import BatchingPool, can_batch
 from pipeline.errors import ConfigError
 
 DEFAULT_API_CONCURRENCY = 4
+DEFAULT_BATCH_LINGER_S = 0.05  # how long a lone job may wait for partners (a GPU call takes seconds)
 
 EXECUTORS: dict[str, str] = {
     "local": "pipeline.executors:LocalExecutor",
@@ -47,11 +53,13 @@ class Executor(Protocol):
 class BackendLimits:
     concurrency: int = DEFAULT_API_CONCURRENCY
     requests_per_minute: float | None = None
+    max_batch: int = 1  # jobs per call, for a backend that can share calls (1: one job per call)
 
 
 def limits_for(backend: EditBackend) -> BackendLimits:
     """A backend's own limits: `settings.concurrency` / `settings.requests_per_minute` when it has settings
-    (the API backend); one call at a time for GPU-bound backends (those with `gpu_bound = True` or SDXL)."""
+    (the API backend); one call at a time for GPU-bound backends (those with `gpu_bound = True` or SDXL);
+    `settings.max_batch` jobs per call for a backend that can share calls."""
     settings = getattr(backend, "settings", None)
     gpu_bound = getattr(backend, "gpu_bound", None)
     if gpu_bound is None:
@@ -60,7 +68,8 @@ def limits_for(backend: EditBackend) -> BackendLimits:
     if concurrency is None:
         concurrency = 1 if gpu_bound else DEFAULT_API_CONCURRENCY
     rpm = getattr(settings, "requests_per_minute", None)
-    return BackendLimits(concurrency=max(1, int(concurrency)), requests_per_minute=rpm)
+    max_batch = int(getattr(settings, "max_batch", None) or 1) if can_batch(backend) else 1
+    return BackendLimits(concurrency=max(1, int(concurrency)), requests_per_minute=rpm, max_batch=max(1, max_batch))
 
 
 class RateLimiter:
@@ -81,26 +90,38 @@ class RateLimiter:
 
 
 class LocalExecutor:
-    """Threads in this process, one pool per backend sized by its limits."""
+    """Threads in this process, one pool per backend sized by its limits (a batching pool where it can batch)."""
 
     def __init__(self, backends: Mapping[str, EditBackend], limits: Mapping[str, BackendLimits] | None = None,
-                 *, policy: Any = None) -> None:  # `policy`: accepted like every executor; unused here
+                 *, policy: Any = None,  # `policy`: accepted like every executor; unused here
+                 batch_linger_s: float = DEFAULT_BATCH_LINGER_S) -> None:
         self.backends = dict(backends)
         self.limits = {name: (limits or {}).get(name) or limits_for(b) for name, b in self.backends.items()}
-        self._pools = {name: ThreadPoolExecutor(max_workers=lim.concurrency, thread_name_prefix=f"edit-{name}")
-                       for name, lim in self.limits.items()}
         self._limiters = {name: RateLimiter(lim.requests_per_minute)
                           for name, lim in self.limits.items() if lim.requests_per_minute}
+        self._pools: dict[str, ThreadPoolExecutor | BatchingPool] = {}
+        for name, lim in self.limits.items():
+            if lim.max_batch > 1 and can_batch(self.backends[name]):
+                self._pools[name] = BatchingPool(name, self.backends[name], workers=lim.concurrency,
+                                                 max_batch=lim.max_batch, linger_s=batch_linger_s,
+                                                 before_call=self._limiters[name].acquire
+                                                 if name in self._limiters else None)
+            else:
+                self._pools[name] = ThreadPoolExecutor(max_workers=lim.concurrency, thread_name_prefix=f"edit-{name}")
 
     def capacity(self) -> int:
-        """Calls that can be in flight at once, over all backends (the runner sizes its window on it)."""
-        return sum(lim.concurrency for lim in self.limits.values())
+        """Jobs that can be in calls at once, over all backends (the runner sizes its window on it): a batching
+        backend counts `max_batch` per call, so enough jobs queue to fill its calls."""
+        return sum(lim.concurrency * (lim.max_batch if isinstance(self._pools[name], BatchingPool) else 1)
+                   for name, lim in self.limits.items())
 
     def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
         try:
             pool = self._pools[backend]
         except KeyError:
             raise ConfigError(f"executor has no backend named {backend!r} (has: {', '.join(self._pools)})") from None
+        if isinstance(pool, BatchingPool):
+            return pool.submit(request)
         return pool.submit(self._call, backend, request)
 
     def _call(self, backend: str, request: EditRequest) -> EditResult:

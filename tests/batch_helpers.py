@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.base import EditRequest, EditResult
+from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.function import FunctionBackend
 from tests.imagery import image_bytes, mask_bytes
 
@@ -83,3 +84,49 @@ fallbacks:
   fast: [spare]
 {extra}
 """
+
+
+@dataclass
+class BatchSettings:
+    max_batch: int = 4
+
+
+@dataclass
+class BatchingFake(FunctionBackend):
+    """A GPU-like backend that can share one call between jobs (the interface SDXL offers): jobs with equal
+    `batch_key` (size, quality; None for a prompt containing "alone") may go to `edit_batch` together.
+    `calls` lists the job ids of each call made; `call_latency_s` is slept once per call, like one GPU pass.
+    Job ids in `refuse` get InvalidRequest and those in `down` BackendUnavailable, inside a shared call too."""
+
+    settings: BatchSettings = field(default_factory=BatchSettings)
+    gpu_bound: bool = True
+    call_latency_s: float = 0.0
+    batched_calls: list[list[str]] = field(default_factory=list)
+    refuse: frozenset[str] = frozenset()
+    down: frozenset[str] = frozenset()
+
+    def batch_key(self, request: EditRequest):
+        return None if "alone" in request.prompt else (request.size, request.quality)
+
+    def edit(self, request: EditRequest) -> EditResult:
+        self.batched_calls.append([request.job_id])
+        time.sleep(self.call_latency_s)
+        return self._one(request)
+
+    def edit_batch(self, requests):
+        self.batched_calls.append([r.job_id for r in requests])
+        time.sleep(self.call_latency_s)
+        out = []
+        for r in requests:
+            try:
+                out.append(self._one(r))
+            except EditError as exc:
+                out.append(exc)
+        return out
+
+    def _one(self, request: EditRequest) -> EditResult:
+        if request.job_id in self.refuse:
+            raise InvalidRequest("prompt: refused by the fake", field="prompt", job_id=request.job_id)
+        if request.job_id in self.down:
+            raise BackendUnavailable("the fake GPU is down for this job", job_id=request.job_id)
+        return FunctionBackend.edit(self, request)
