@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from backends.images import InputImage
 from backends.openai import OpenAIEditBackend, Settings
 from backends.standins import FakeOpenAIServer
 from pipeline.cli import main
+from pipeline.commands.edit import exact_usd
 from tests.backend_contract import BackendContract, make_request
 from tests.imagery import image_bytes, mask_bytes
 
@@ -237,3 +239,9 @@ def test_api_key_never_appears_in_output_logs_files_results_or_errors(key, tmp_p
     leaks = [s[:200] for s in seen if KEY in s or KEY[-10:] in s]
     assert leaks == []
     assert result.cost_usd > 0
+
+
+def test_cli_cost_is_exact_and_readable():
+    assert exact_usd(Decimal("0.128685")) == "$0.128685"  # token-billed: as computed from usage
+    assert exact_usd(Decimal("0.02927511458333333333333333333")) == "$0.029275115"  # GPU-seconds x rate
+    assert exact_usd(Decimal("0E-12")) == "$0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from decimal import Decimal
 from pathlib import Path
 
 from backends.base import BACKGROUNDS, INPUT_FIDELITIES, OUTPUT_FORMATS, QUALITIES, EditRequest
@@ -55,6 +56,14 @@ def backend_settings(kind: str, args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
 
 
+def exact_usd(usd: Decimal) -> str:
+    """The cost as billed: token costs are exact as they are; a measured GPU cost (seconds x rate) is cut to the
+    ledger's nano-dollar instead of 28 digits."""
+    if usd.as_tuple().exponent < -9:  # type: ignore[operator]
+        usd = usd.quantize(Decimal("1e-9")).normalize()
+    return f"${usd:f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_request(request, backend.capabilities, backend=backend.name)  # before anything is printed or paid
         estimate = backend.estimate(request)
-        console.print(f"estimate: ${estimate.usd} ({estimate.basis})")
+        console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
         result = backend.edit(request)
     finally:
         backend.close()
@@ -84,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"wrote {path} ({result.width}x{result.height} {result.output_format}, {len(data)} bytes)")
     u = result.usage
     basis = result.extras.get("cost_basis", "usage")
-    console.print(f"cost: ${result.cost_usd} ({result.backend}, {result.model}, from {basis})")
+    console.print(f"cost: {exact_usd(result.cost_usd)} ({result.backend}, {result.model}, from {basis})")
     console.print(f"usage: input_tokens={u.input_tokens} (text {u.input_text_tokens}, image {u.input_image_tokens})"
                   f" output_tokens={u.output_tokens} total_tokens={u.total_tokens}"
                   + (f" gpu_seconds={u.gpu_seconds:.3f}" if u.gpu_seconds else ""))
