@@ -3,8 +3,11 @@
 Same request and result as the API backend. Inside: OpenAI's mask (alpha 0 = edit) becomes diffusers'
 (white = repaint); the model runs at a working size near `target_megapixels`; the result is mapped back to the
 output size and pasted onto the original through an inward-feathered mask, so pixels outside the mask are
-unchanged; `n` is one batched call (`num_images_per_prompt`); `seed` makes it reproducible; the cost is the
-measured device-seconds x the configured $/GPU-second.
+unchanged; `seed` makes it reproducible; the cost is the measured device-seconds x the configured $/GPU-second.
+
+One pipeline call runs one row per image (prompt, image, mask, a generator seeded seed+k for image k): a job's `n`
+images, and with `edit_batch()` several jobs of equal `batch_key()` (the executor groups up to `max_batch`), each
+job getting the images its seed gives alone (up to float rounding) and its n-proportional share of the GPU-seconds.
 
 Settings and tiers: `backends.sdxl_settings`. Pixels: `backends.sdxl_images`. torch side: `backends.sdxl_runtime`.
 Building the backend, its capabilities and `estimate()` never load the model or import torch.
@@ -17,7 +20,8 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -46,6 +50,30 @@ class MaskChoice:
     mask: Image.Image  # repaint mask (L, white = repaint) at the input image's size
     source: str  # "given" | "inferred" | "img2img"
     inferred: InferredMask | None = None  # the derived mask, kept beside the outputs as mask.png
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request on its way through a (possibly shared) pipeline call."""
+
+    index: int  # position in the caller's list
+    request: EditRequest
+    tier_name: str
+    tier: Tier
+    image: Image.Image
+    choice: MaskChoice
+    strength: float
+    seed: int
+    started: float
+    mask_s: float
+    prepare_s: float = 0.0
+    geom: px.Geometry | None = None
+    canvas: Any = None
+    canvas_mask: Any = None
+    work_image: Any = None
+    work_mask: Any = None
+    references: list[Image.Image] = field(default_factory=list)
+    call_key: Hashable = None
 
 
 def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) -> MaskChoice:
@@ -134,15 +162,87 @@ class SDXLInpaintBackend:
                  f"{seconds:.2f} GPU-s x {s.gpu_cost.describe()} = ${usd:.5f}")
         return CostEstimate(usd=usd, basis=basis, seconds=seconds)
 
+    # ---- batching: which jobs can share one pipeline call --------------------------------------------
+
+    @property
+    def max_batch(self) -> int:
+        """How many jobs an executor should group into one `edit_batch()` call (the `max_batch` setting)."""
+        return self.settings.max_batch
+
+    def batch_key(self, request: EditRequest) -> Hashable | None:
+        """Jobs with equal keys can share one pipeline call: same working size, tier (steps, guidance, strength,
+        LoRA) and mask mode, and no reference images. None: run this job alone. Never loads the model.
+
+        The output format, n, seed and prompt may differ: they are per job in a batched call."""
+        s = self.settings
+        if len(request.images) != 1 or not isinstance(request.quality, str):
+            return None  # reference images go through the IP-Adapter one job at a time
+        if request.mask is not None:
+            mode = "given"
+        elif s.mask_inference is not None:
+            mode = "inferred"
+        elif s.maskless == "img2img":
+            mode = "img2img"
+        else:
+            return None  # refused; edit() says why
+        try:
+            tier_name, tier = s.tier(request.quality if request.quality in ("low", "medium", "high") else "auto")
+            first = request.images[0]
+            geom = px.plan_geometry(request.size, first.width, first.height, _target_megapixels(s))
+        except (KeyError, ValueError, AttributeError, TypeError):
+            return None  # invalid: edit() names the field
+        return ("sdxl", geom.work_size, tier_name, tier, mode)
+
+    def load(self) -> None:
+        """Load the pipeline now (Ray actors call it at start so the first job is not a cold start)."""
+        from backends import sdxl_runtime as rt
+
+        rt.get_pipeline(self.settings)
+
     # ---- edit -------------------------------------------------------------------------------------
 
     def edit(self, request: EditRequest) -> EditResult:
-        try:
-            return self._edit(request)
-        except EditError as exc:
-            raise exc.with_context(job_id=request.job_id, backend=self.name) from None
+        (outcome,) = self._edit_all([request], raise_errors=True)
+        assert isinstance(outcome, EditResult)
+        return outcome
 
-    def _edit(self, request: EditRequest) -> EditResult:
+    def edit_batch(self, requests: Sequence[EditRequest]) -> list[EditResult | EditError]:
+        """Many jobs in one pipeline call where they fit one (`batch_key`); result i is for request i, each with
+        its share of the measured GPU-seconds and its cost. Each job's images are the ones `edit()` gives for
+        its seed alone. A bad job gets its own error; a failed shared call is retried job by job."""
+        return self._edit_all(list(requests), raise_errors=False)
+
+    def _edit_all(self, requests: list[EditRequest], *, raise_errors: bool) -> list[EditResult | EditError]:
+        out: list[EditResult | EditError | None] = [None] * len(requests)
+        jobs: list[_Job] = []
+        for i, request in enumerate(requests):
+            try:
+                jobs.append(self._validate(i, request))
+            except EditError as exc:
+                if raise_errors:
+                    raise exc.with_context(job_id=request.job_id, backend=self.name) from None
+                out[i] = exc.with_context(job_id=request.job_id, backend=self.name)
+        if jobs:
+            from backends import sdxl_runtime as rt
+
+            loaded = rt.get_pipeline(self.settings)  # loads on first use; its native area sets the working size
+            groups: dict[Hashable, list[_Job]] = {}
+            for job in jobs:
+                try:
+                    self._place(job, loaded)
+                except EditError as exc:
+                    if raise_errors:
+                        raise exc.with_context(job_id=job.request.job_id, backend=self.name) from None
+                    out[job.index] = exc.with_context(job_id=job.request.job_id, backend=self.name)
+                    continue
+                groups.setdefault(job.call_key, []).append(job)
+            for group in groups.values():
+                for job, outcome in self._run_group(group, loaded, raise_errors=raise_errors):
+                    out[job.index] = outcome
+        return [o for o in out if o is not None]
+
+    def _validate(self, index: int, request: EditRequest) -> _Job:
+        """Checks that need no model: refused here, nothing has run."""
         s = self.settings
         if request.mask is None and s.maskless == "refuse" and s.mask_inference is None:  # say what to do
             raise _maskless_refusal(request)
@@ -151,28 +251,80 @@ class SDXLInpaintBackend:
         tier_name, tier = s.tier(request.quality)
         image = _open(request.images[0], "image")
         choice = choose_mask(request, s, image)
-        masked = time.perf_counter()
+        strength = min(tier.strength, s.img2img_strength) if choice.source == "img2img" else tier.strength
+        return _Job(index=index, request=request, tier_name=tier_name, tier=tier, image=image, choice=choice,
+                    strength=strength, seed=request.seed if request.seed is not None else secrets.randbits(48),
+                    started=started, mask_s=time.perf_counter() - started)
 
+    def _place(self, job: _Job, loaded: Any) -> None:
+        s, request = self.settings, job.request
+        job.geom = geom = px.plan_geometry(request.size, job.image.width, job.image.height,
+                                           s.target_megapixels or loaded.native_megapixels)
+        job.canvas, job.canvas_mask = px.to_canvas(job.image, job.choice.mask, geom)
+        job.work_image, job.work_mask = px.to_working(job.canvas, job.canvas_mask, geom)
+        job.references = [_open(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
+        # a job with references runs alone (the IP-Adapter's image embeddings are per call)
+        job.call_key = ((geom.work_size, job.tier_name, job.strength) if not job.references
+                        else ("alone", job.index))
+        job.prepare_s = time.perf_counter() - job.started
+
+    def _run_group(self, group: list[_Job], loaded: Any, *, raise_errors: bool) -> list[tuple[_Job, Any]]:
+        """One pipeline call for the group; if it fails and holds several jobs, each job runs alone."""
+        try:
+            outputs, gpu_s, warm_up = self._call(group, loaded)
+        except Exception as exc:
+            if len(group) > 1:
+                log.warning("%s: batched call of %d jobs failed (%s); running them one by one", self.name,
+                            len(group), exc)
+                return [pair for job in group for pair in self._run_group([job], loaded, raise_errors=raise_errors)]
+            job = group[0]
+            err = exc if isinstance(exc, EditError) else None
+            if err is None:
+                if raise_errors:
+                    raise
+                err = BackendUnavailable(f"SDXL pipeline failed: {exc.__class__.__name__}: {exc}")
+            err = err.with_context(job_id=job.request.job_id, backend=self.name)
+            if raise_errors:
+                raise err from None
+            return [(job, err)]
+        images = sum(j.request.n for j in group)
+        results: list[tuple[_Job, Any]] = []
+        start = 0
+        for job in group:
+            mine = outputs[start:start + job.request.n]
+            start += job.request.n
+            try:
+                results.append((job, self._finish(job, mine, gpu_s * job.request.n / images, loaded, warm_up,
+                                                  len(group))))
+            except EditError as exc:
+                if raise_errors:
+                    raise exc.with_context(job_id=job.request.job_id, backend=self.name) from None
+                results.append((job, exc.with_context(job_id=job.request.job_id, backend=self.name)))
+        return results
+
+    def _call(self, group: list[_Job], loaded: Any) -> tuple[list[Any], float, bool]:
+        """The pipeline call: one row per image (prompt, image, mask and a generator seeded seed+k for image k), so
+        a job's images do not depend on what else is in the call."""
         from backends import sdxl_runtime as rt
 
-        loaded = rt.get_pipeline(s)  # loads on first use; its native area sets the default working size
-        geom = px.plan_geometry(request.size, image.width, image.height,
-                                s.target_megapixels or loaded.native_megapixels)
-        canvas, canvas_mask = px.to_canvas(image, choice.mask, geom)
-        work_image, work_mask = px.to_working(canvas, canvas_mask, geom)
-        references = [_open(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
-        seed = request.seed if request.seed is not None else secrets.randbits(48)
-        strength = min(tier.strength, s.img2img_strength) if choice.source == "img2img" else tier.strength
+        s, first = self.settings, group[0]
+        tier, geom = first.tier, first.geom
         kwargs: dict[str, Any] = dict(
-            prompt=request.prompt, negative_prompt=s.negative_prompt, image=work_image, mask_image=work_mask,
-            width=geom.work_size[0], height=geom.work_size[1], num_inference_steps=tier.steps,
-            guidance_scale=tier.guidance_scale, strength=strength, num_images_per_prompt=request.n,
-            generator=rt.generators(seed, request.n), output_type="pil")
+            negative_prompt=s.negative_prompt, width=geom.work_size[0], height=geom.work_size[1],
+            num_inference_steps=tier.steps, guidance_scale=tier.guidance_scale, strength=first.strength,
+            output_type="pil")
+        if first.references:  # alone (see _place); diffusers' IP-Adapter path repeats per num_images_per_prompt
+            kwargs.update(prompt=first.request.prompt, image=first.work_image, mask_image=first.work_mask,
+                          num_images_per_prompt=first.request.n, generator=rt.generators(first.seed, first.request.n),
+                          ip_adapter_image=[first.references])
+        else:
+            rows = [(j, k) for j in group for k in range(j.request.n)]
+            kwargs.update(prompt=[j.request.prompt for j, _ in rows], image=[j.work_image for j, _ in rows],
+                          mask_image=[j.work_mask for j, _ in rows], num_images_per_prompt=1,
+                          generator=[g for j in group for g in rt.generators(j.seed, j.request.n)])
         if tier.eta is not None:
             kwargs["eta"] = tier.eta
-        if references:
-            kwargs["ip_adapter_image"] = [references]
-        prepared = time.perf_counter()
+        n_images = sum(j.request.n for j in group)
         with loaded.lock:
             rt.select_lora(loaded, s, tier.use_lora)
             self.pipeline_calls += 1
@@ -181,27 +333,33 @@ class SDXLInpaintBackend:
             with rt.timed(loaded.device) as clock:
                 output = rt.run_guarded(
                     lambda: self._call_pipeline(loaded.pipe, kwargs), device=loaded.device,
-                    on_oom=lambda: rt.oom_error(request.n, geom.work_size, s, loaded.device))
+                    on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device))
         gpu_s = clock["seconds"]
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
-            self._record_rate(gpu_s, work_units(tier, geom.work_size, request.n))
-        outputs = [px.paste_back(canvas, generated, canvas_mask, _feather(s.feather_px, geom))
-                   for generated in output.images]
+            self._record_rate(gpu_s, work_units(tier, geom.work_size, n_images))
+        return list(output.images), gpu_s, warm_up
+
+    def _finish(self, job: _Job, generated: list[Any], gpu_s: float, loaded: Any, warm_up: bool,
+                batch_jobs: int) -> EditResult:
+        s, request, geom, tier = self.settings, job.request, job.geom, job.tier
+        outputs = [px.paste_back(job.canvas, img, job.canvas_mask, _feather(s.feather_px, geom)) for img in generated]
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         cost = gpu_cost(gpu_s, s.gpu_cost)
-        total = time.perf_counter() - started
+        total = time.perf_counter() - job.started
         log.info("%s: %d image(s) %dx%d (work %dx%d, %s, %d steps) on %s in %.2fs GPU, $%s", self.name, len(encoded),
-                 *geom.out_size, *geom.work_size, tier_name, tier.steps_run, loaded.device, gpu_s, cost)
+                 *geom.out_size, *geom.work_size, job.tier_name, tier.steps_run, loaded.device, gpu_s, cost)
+        shared = f" (its {request.n}-image share of a {batch_jobs}-job call)" if batch_jobs > 1 else ""
+        choice = job.choice
         return EditResult(
             images=encoded, output_format=request.output_format, width=geom.out_size[0], height=geom.out_size[1],
             backend=self.name, model=s.model, usage=Usage(gpu_seconds=gpu_s), cost_usd=cost,
-            timings={"total_s": total, "prepare_s": prepared - started, "mask_s": masked - started, "gpu_s": gpu_s},
-            seed=seed,
-            quality=tier_name, background="opaque",
-            extras={"cost_basis": f"measured {gpu_s:.3f} device-s on {loaded.device} x {s.gpu_cost.describe()}",
-                    "mask": choice.source, "steps_run": int(tier.steps * strength), "strength": strength,
+            timings={"total_s": total, "prepare_s": job.prepare_s, "mask_s": job.mask_s, "gpu_s": gpu_s},
+            seed=job.seed, quality=job.tier_name, background="opaque",
+            extras={"cost_basis": f"measured {gpu_s:.3f} device-s{shared} on {loaded.device} x "
+                                  f"{s.gpu_cost.describe()}",
+                    "mask": choice.source, "steps_run": int(tier.steps * job.strength), "strength": job.strength,
                     "work_size": f"{geom.work_size[0]}x{geom.work_size[1]}", "device": loaded.device,
-                    "dtype": loaded.dtype, "lora": tier.use_lora, "warm_up": warm_up,
+                    "dtype": loaded.dtype, "lora": tier.use_lora, "warm_up": warm_up, "batch_jobs": batch_jobs,
                     **(choice.inferred.details() if choice.inferred else {})},
             artifacts={"mask.png": choice.inferred.mask_png} if choice.inferred else {})
 
