@@ -161,8 +161,9 @@ class OpenAIEditBackend:
             return key
         key = os.environ.get(s.api_key_env, "").strip()
         if not key:
-            raise BackendMisconfigured(f"no API key: set the environment variable {s.api_key_env} "
-                                       f"or api_key_file in the backend's settings")
+            raise BackendMisconfigured(f"no API key: set the environment variable {s.api_key_env} or name a key "
+                                       f"file (api_key_file: in the policy's backend, --api-key-file on editroute "
+                                       f"edit)")
         return key
 
     @property

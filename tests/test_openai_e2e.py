@@ -182,7 +182,8 @@ def test_cli_edit_errors_are_one_line_exit_2(server, tmp_path, capsys, monkeypat
     a, _ = _inputs(tmp_path)
     base = ["edit", "--base-url", server.base_url, "--image", str(a), "--out", str(tmp_path / "o")]
     assert main([*base, "--prompt", "x"]) == 2  # no key
-    assert "no API key: set the environment variable OPENAI_API_KEY" in capsys.readouterr().err
+    assert "no API key: set the environment variable OPENAI_API_KEY" in (err := capsys.readouterr().err)
+    assert "--api-key-file on editroute edit" in err
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert main([*base, "--prompt", "x", "-n", "11"]) == 2
     assert capsys.readouterr().err.strip() == ("editroute edit: error: job 'cli', backend 'openai': n=11: n out of "
