@@ -313,20 +313,22 @@ class SDXLInpaintBackend:
             negative_prompt=s.negative_prompt, width=geom.work_size[0], height=geom.work_size[1],
             num_inference_steps=tier.steps, guidance_scale=tier.guidance_scale, strength=first.strength,
             output_type="pil")
-        if first.references:  # alone (see _place); diffusers' IP-Adapter path repeats per num_images_per_prompt
-            kwargs.update(prompt=first.request.prompt, image=first.work_image, mask_image=first.work_mask,
-                          num_images_per_prompt=first.request.n, generator=rt.generators(first.seed, first.request.n),
-                          ip_adapter_image=[first.references])
-        else:
-            rows = [(j, k) for j in group for k in range(j.request.n)]
-            kwargs.update(prompt=[j.request.prompt for j, _ in rows], image=[j.work_image for j, _ in rows],
-                          mask_image=[j.work_mask for j, _ in rows], num_images_per_prompt=1,
-                          generator=[g for j in group for g in rt.generators(j.seed, j.request.n)])
+        rows = [(j, k) for j in group for k in range(j.request.n)]
+        kwargs.update(prompt=[j.request.prompt for j, _ in rows], image=[j.work_image for j, _ in rows],
+                      mask_image=[j.work_mask for j, _ in rows], num_images_per_prompt=1,
+                      generator=[g for j in group for g in rt.generators(j.seed, j.request.n)])
+        ip_scale = None
+        if s.ip_adapter is not None:  # a loaded IP-Adapter needs image embeddings on every call
+            # references (a job with them runs alone, see _place) at the configured scale; else scale 0: no effect
+            kwargs["ip_adapter_image"] = [first.references or [first.work_image]]
+            ip_scale = s.ip_adapter.scale if first.references else 0.0
         if tier.eta is not None:
             kwargs["eta"] = tier.eta
         n_images = sum(j.request.n for j in group)
         with loaded.lock:
             rt.select_lora(loaded, s, tier.use_lora)
+            if ip_scale is not None:
+                loaded.pipe.set_ip_adapter_scale(ip_scale)
             self.pipeline_calls += 1
             loaded.calls += 1
             warm_up = loaded.calls == 1

@@ -7,6 +7,7 @@ and loaded by the backend through the same `from_pretrained` path as the real ch
 tokenizers come from a 23-token local BPE vocabulary (transformers' own tokenizer test), not the hub.
 
     python -m backends.standins.tiny_sdxl DIR        # build into DIR (skipped when DIR already holds this build)
+    python -m backends.standins.tiny_sdxl DIR --lora LORA_DIR --ip-adapter IPA_DIR   # + random adapters for it
 """
 
 from __future__ import annotations
@@ -109,14 +110,71 @@ def build_tiny_sdxl(path: str | Path, *, overwrite: bool = False) -> Path:
     return path
 
 
+def build_tiny_lora(pipeline_dir: str | Path, out_dir: str | Path, *, seed: int = 1) -> dict:
+    """A RANDOM LoRA (rank 4, attention projections, non-zero B so it changes outputs) for the stand-in's UNet,
+    saved the way diffusers saves LoRAs; returns the backend's `lora:` settings for it. Needs peft."""
+    import torch
+    from diffusers import StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(str(pipeline_dir), subfolder="unet")
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+                                init_lora_weights=False))
+    StableDiffusionXLInpaintPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
+                                                       safe_serialization=True)
+    return {"model": str(out_dir), "weight_name": "pytorch_lora_weights.safetensors", "scheduler": "lcm"}
+
+
+def build_tiny_ip_adapter(pipeline_dir: str | Path, out_dir: str | Path, *, seed: int = 2) -> dict:
+    """A RANDOM IP-Adapter for the stand-in: a tiny CLIP vision encoder and the h94/IP-Adapter weight layout
+    (`image_proj.*`, `ip_adapter.<k>.to_{k,v}_ip.weight` for each cross-attention, k = 1, 3, 5, ...), in
+    `out_dir/models`; returns the backend's `ip_adapter:` settings for it."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    out = Path(out_dir) / "models"
+    unet = UNet2DConditionModel.from_pretrained(str(pipeline_dir), subfolder="unet")
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=224, patch_size=32, projection_dim=32)  # 224: diffusers' default processor
+    CLIPVisionModelWithProjection(vision).save_pretrained(str(out / "image_encoder"))
+    cross, widths = unet.config.cross_attention_dim, unet.config.block_out_channels
+    weights = {"image_proj.proj.weight": torch.randn(4 * cross, vision.projection_dim) * 0.1,
+               "image_proj.proj.bias": torch.zeros(4 * cross),
+               "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    key = 1
+    for name in unet.attn_processors:  # the order diffusers' loader walks them in
+        if name.endswith("attn1.processor"):
+            continue
+        block = name.split(".")[1]
+        hidden = (widths[-1] if name.startswith("mid_block") else
+                  list(reversed(widths))[int(block)] if name.startswith("up_blocks") else widths[int(block)])
+        weights[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.1
+        weights[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.1
+        key += 2
+    save_file(weights, str(out / "ip-adapter_tiny.safetensors"))
+    return {"model": str(out_dir), "subfolder": "models", "weight_name": "ip-adapter_tiny.safetensors"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backends.standins.tiny_sdxl", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dir", type=Path, help="directory to build into")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
+    parser.add_argument("--lora", type=Path, metavar="LORA_DIR", help="also build a random LoRA for it (needs peft)")
+    parser.add_argument("--ip-adapter", type=Path, metavar="IPA_DIR", help="also build a random IP-Adapter for it")
     args = parser.parse_args(argv)
     out = build_tiny_sdxl(args.dir, overwrite=args.overwrite)
     sys.stderr.write(f"tiny random-weight SDXL inpaint stand-in (outputs are noise) at {out}\n")
+    for flag, build in (("lora", build_tiny_lora), ("ip_adapter", build_tiny_ip_adapter)):
+        if getattr(args, flag) is not None:
+            settings = build(out, getattr(args, flag))
+            sys.stderr.write(f"random {flag} (outputs are noise) at {getattr(args, flag)}; backend settings:\n"
+                             f"  {flag}: {json.dumps(settings)}\n")
     return 0
 
 
