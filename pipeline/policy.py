@@ -304,7 +304,10 @@ def _merge_quality_file(data: dict[str, Any], doc: YamlDoc) -> list[str]:
     if not isinstance(rel, str):
         return [problem_line(doc, doc.path, ["quality_file"], "expected: a path to a YAML file", rel)]
     path = (doc.path.parent / rel).resolve()
-    qdoc = load_yaml(path, "quality file")
+    try:
+        qdoc = load_yaml(path, "quality file")
+    except ConfigError as exc:
+        return [problem_line(doc, doc.path, ["quality_file"], str(exc))]
     block = qdoc.data.get("quality") if isinstance(qdoc.data, dict) else None
     if not isinstance(block, dict):
         return [problem_line(qdoc, path, ["quality"], "expected: a `quality:` mapping of backend -> "
@@ -317,9 +320,15 @@ def _merge_quality_file(data: dict[str, Any], doc: YamlDoc) -> list[str]:
             scores = {t: scores for t in TIERS}
         if not isinstance(scores, dict):
             return [problem_line(qdoc, path, ["quality", name], "expected: {low, medium, high} scores", scores)]
+        measured = {k: v for k, v in scores.items() if k in (*TIERS, "auto")}
+        bad = [k for k, v in measured.items() if isinstance(v, bool) or not isinstance(v, int | float)
+               or not 0 <= v <= 1]
+        if bad:  # blame the quality file, not the policy the scores are merged into
+            return [problem_line(qdoc, path, ["quality", name, k], "expected: a score from 0 to 1", measured[k])
+                    for k in bad]
         base = declared.get(name)
         base = {t: base for t in TIERS} if isinstance(base, int | float) else dict(base or {})
-        base.update({k: v for k, v in scores.items() if k in (*TIERS, "auto")})
+        base.update(measured)
         declared[name] = base
     data["quality"] = declared
     return []

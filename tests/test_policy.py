@@ -152,6 +152,14 @@ def test_measured_quality_file_overrides_declared_scores(tmp_path):
     assert policy.score("pricey", "low") == 0.7
 
 
+def test_a_bad_quality_file_is_blamed_not_the_policy(tmp_path):
+    (tmp_path / "q.yaml").write_text("quality:\n  cheap: {low: 1.5, medium: 0.5}\n", encoding="utf-8")
+    msg = _error(tmp_path, TWO_BACKENDS + "quality_file: q.yaml\n")
+    assert msg == f"{tmp_path / 'q.yaml'}:2: quality.cheap.low: expected: a score from 0 to 1 (got 1.5)"
+    msg = _error(tmp_path, TWO_BACKENDS + "quality_file: gone.yaml\n")
+    assert msg.startswith(f"{tmp_path / 'policy.yaml'}:") and "quality_file: " in msg and "gone.yaml" in msg
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="policy file not found"):
         load_policy(tmp_path / "nope.yaml")
