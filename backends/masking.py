@@ -83,8 +83,9 @@ _COMPLEMENT = r"make|turn|paint|colou?r|tint|dye"  # "make the sky a sunset", "t
 _PLACE = r"place|put|add|insert|hang|position|set|mount|drop|stand"
 _VERB = re.compile(rf"\b(?:(?P<remove>{_REMOVE})|(?P<change>{_CHANGE})|(?P<complement>{_COMPLEMENT})|"
                    rf"(?P<place>{_PLACE}))\b")
-_LOCATION = re.compile(r"\b(?:on|onto|in|into|at|over|against|above|below|under|beside|behind|inside|across|"
-                       r"next to|on top of|in front of)\s+(?P<rest>.+)")
+# longer phrases first: at one position the first alternative that matches wins ("on top of", not "on")
+_LOCATION = re.compile(r"\b(?:on top of|in front of|next to|onto|on|into|inside|in|at|over|against|above|below|"
+                       r"under|beside|behind|across|to)\s+(?P<rest>.+)")  # "add a hat to the dog": dog
 _DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "his", "her", "my", "our",
                 "your", "all", "any", "some", "every", "each", "image", "photo", "picture"}
 _STOP = {"to", "into", "with", "for", "from", "on", "onto", "in", "at", "by", "under", "over", "behind", "near",
@@ -119,6 +120,8 @@ def _noun_phrase(words: list[str]) -> list[str]:
         i += 1
     if out and out[-1] in _ATTRIBUTE_OF and i + 1 < len(words) and words[i] == "of":
         return _noun_phrase(words[i + 1:])
+    if len(out) > 1 and out[-1] in _ATTRIBUTE_OF:  # "change the shirt colour to red" -> "shirt"
+        out = out[:-1]
     return out[:_MAX_WORDS]
 
 

@@ -38,6 +38,11 @@ from tests.imagery import encode, gradient
     ("Remove the person’s hat", "person's hat", False),
     ("put a cat on the sofa behind the table", "sofa", False),
     ("change the backdrop to a beach", "background", True),
+    ("Add a hat to the dog", "dog", False),
+    ("add snow to the roof", "roof", False),
+    ("change the shirt colour to red", "shirt", False),
+    ("put the vase on top of the table", "table", False),
+    ("hang a clock in front of the window", "window", False),
 ])
 def test_phrase_extraction_table(prompt, phrase, inverted):
     target = extract_target(prompt)
