@@ -258,17 +258,22 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(tmp_path, tiny_sdxl_dir, ti
         e.update({k: str(ROOT / "examples" / e[k]) for k in ("image", "mask") if k in e})
     (tmp_path / "sample.jsonl").write_text("".join(json.dumps(e) + "\n" for e in sample))
     policy = ROOT / "configs" / "policies" / "cost-first.yaml"
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "eval"
-    assert main(["eval", str(tmp_path / "sample.jsonl"), "--policy", str(policy), "--out", str(out), "--tiers",
-                 "low", "--stand-ins", "--yes"]) == 0
-    assert "DEMO on local stand-ins" in capsys.readouterr().err
+    assert main(["eval", "sample.jsonl", "--policy", str(policy), "--out", "eval", "--tiers", "low", "--stand-ins",
+                 "--yes"]) == 0
+    printed = capsys.readouterr()
+    assert "DEMO on local stand-ins" in printed.err
+    use_it = next(line for line in printed.out.splitlines() if line.startswith("use it: add `quality_file: "))
+    include = use_it.split("`")[1]  # what to paste into a policy, wherever that policy lives
     rows = {(r["job"], r["backend"]): r for r in csv.DictReader((out / "eval.csv").open())}
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
     block = yaml.safe_load((out / "quality.yaml").read_text())["quality"]
     assert set(block) == {"api-mini", "api", "sdxl-local"}
-    mine = tmp_path / "mine.yaml"
-    mine.write_text(policy.read_text() + f"quality_file: {out / 'quality.yaml'}\n")
+    (tmp_path / "policies").mkdir()
+    mine = tmp_path / "policies" / "mine.yaml"
+    mine.write_text(policy.read_text() + include + "\n")
     assert load_policy(mine).score("sdxl-local", "low") == block["sdxl-local"]["low"] != \
         load_policy(policy).score("sdxl-local", "low")

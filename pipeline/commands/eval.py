@@ -122,5 +122,6 @@ def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any
     out.print(f"spent ${result.spent:.4f} (ledger {result.ledger_path}); {failed} run(s) failed")
     for key, path in files.items():
         out.print(f"{key}: {path}")
-    out.print(f"use it: add `quality_file: {files['quality']}` to a policy (relative to the policy file)")
+    out.print(f"use it: add `quality_file: {Path(files['quality']).resolve()}` to a policy (or a path relative "
+              "to the policy file)", soft_wrap=True)
     return 1 if failed else 0
