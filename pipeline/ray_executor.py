@@ -1,8 +1,9 @@
 """Run self-hosted backends on a Ray cluster: a pool of actors per backend, each loading its model once.
 
 The driver keeps everything that decides and records: routing, budgets, retries, fallbacks, the ledger
-and the output files. An actor only runs `backend.edit(request)` on a materialized request (image bytes,
-not paths) and returns the `EditResult` (outputs as bytes, GPU-seconds measured where the GPU is), so
+and the output files. An actor only runs `backend.edit(request)` (or `edit_batch(requests)` for jobs the
+runner grouped: `submit_batch()`, `max_batch()`) on materialized requests (image bytes, not paths) and
+returns the `EditResult` (outputs as bytes, GPU-seconds measured where the GPU is), so
 workers never open the ledger or the output folder and a job is recorded once, by the one writer.
 
 Faults: an actor that dies mid-job is killed for certain, replaced, and the job retried once on the pool;
@@ -16,7 +17,6 @@ actor on a CPU-only cluster never starts and never fails).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -26,93 +26,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from backends.base import EditRequest, EditResult
-from backends.errors import BackendUnavailable
+from backends.errors import BackendUnavailable, EditError
 from pipeline.errors import ConfigError
+from pipeline.ray_settings import RaySettings, _fmt, parse_ray_settings, plan_actors
+
+__all__ = ["ActorPool", "BackendRecipe", "RayExecutor", "RaySettings", "connect", "parse_ray_settings", "plan_actors",
+           "ray_backend_names"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RAY_KINDS = frozenset({"sdxl"})  # backend kinds that run on actors unless `ray.backends` says otherwise
-_EPS = 1e-9
-
-
-class RaySettings(BaseModel):
-    """The policy's optional `ray:` section: where self-hosted work runs on the cluster.
-
-    Every actor of every backend listed in `backends` asks Ray for `num_cpus`, `num_gpus` and `resources`.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    backends: list[str] | None = None  # backend names run on actors; default: every backend of kind sdxl
-    actors: int | None = Field(default=None, ge=1)  # per backend; default: as many as the cluster admits
-    num_gpus: float = Field(default=1.0, ge=0)
-    num_cpus: float = Field(default=1.0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict)  # custom resources, e.g. {"sdxl": 1}
-    ready_timeout_s: float = Field(default=600.0, gt=0)  # actor start plus model load
-    max_job_retries: int = Field(default=1, ge=0, le=3)  # re-runs of a job whose actor died
-
-    def actor_needs(self) -> dict[str, float]:
-        """What one actor asks of the cluster, in Ray's resource names (zeros left out)."""
-        needs = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
-        return {k: float(v) for k, v in needs.items() if v > 0}
-
-
-def parse_ray_settings(raw: Mapping[str, Any] | RaySettings | None, *, source: str = "policy") -> RaySettings:
-    """`ray:` mapping -> RaySettings; a bad key or value is a ConfigError naming it."""
-    if isinstance(raw, RaySettings):
-        return raw
-    try:
-        return RaySettings.model_validate(dict(raw or {}))
-    except ValidationError as exc:
-        problems = "; ".join(f"ray.{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-                             for e in exc.errors())
-        raise ConfigError(f"{source}: invalid `ray:` section: {problems}") from None
-
-
-def _fmt(resources: Mapping[str, float]) -> str:
-    shown = {k: v for k, v in sorted(resources.items())
-             if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
-    return ", ".join(f"{k}={v:g}" for k, v in shown.items()) or "nothing"
-
-
-def plan_actors(settings: RaySettings, backends: list[str], cluster: Mapping[str, float]) -> int:
-    """Actors per backend that the cluster's total resources admit; ConfigError when it cannot host them.
-
-    Default: fill the cluster (one actor per GPU with `num_gpus: 1`), split evenly between the backends.
-    """
-    if not backends:
-        return 0
-    needs = settings.actor_needs()
-    who = ", ".join(repr(b) for b in backends)
-    missing = {k: v for k, v in needs.items() if cluster.get(k, 0.0) + _EPS < v}
-    if missing:
-        hints = []
-        if "GPU" in missing:
-            hints.append("start the worker nodes on GPU machines (`ray start ... --num-gpus N`), or set "
-                         "`ray: {num_gpus: 0}` in the policy to run on CPUs")
-        custom = sorted(set(missing) - {"CPU", "GPU"})
-        if custom:
-            example = json.dumps({custom[0]: 1})
-            hints.append(f"declare them on the nodes, e.g. `ray start ... --resources='{example}'`")
-        raise ConfigError(
-            f"the Ray cluster cannot host an actor for backend {who}: each actor needs {_fmt(needs)} but the "
-            f"cluster has {_fmt({k: cluster.get(k, 0.0) for k in missing})} of it "
-            f"(cluster total: {_fmt(cluster)}). Fix: {'; '.join(hints) or 'lower `ray.num_cpus`'}.")
-    fit = min((int(cluster[k] / v + _EPS) for k, v in needs.items()), default=len(backends))
-    if settings.actors is None:
-        per_backend = fit // len(backends)
-        if per_backend < 1:
-            raise ConfigError(f"the Ray cluster fits {fit} actor(s) of {_fmt(needs)} but {len(backends)} backends "
-                              f"({who}) need one each (cluster total: {_fmt(cluster)})")
-        return per_backend
-    wanted = settings.actors * len(backends)
-    if wanted > fit:
-        raise ConfigError(f"`ray.actors: {settings.actors}` for backend {who} needs {wanted} actor(s) of "
-                          f"{_fmt(needs)}, but the cluster fits only {fit} (cluster total: {_fmt(cluster)})")
-    return settings.actors
 
 
 @dataclass(frozen=True)
@@ -154,12 +78,29 @@ class BackendActor:
         if callable(load):
             load()
         ctx = ray.get_runtime_context()
-        return {"pid": os.getpid(), "node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+        return {"pid": os.getpid(), "node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()],
+                "loaded": callable(load), "max_batch": int(getattr(self._backend, "max_batch", 1) or 1)}
 
     def edit(self, request: EditRequest) -> EditResult | _Failure:
         try:
             return self._backend.edit(request)
         except Exception as exc:  # errors are picklable by design; the driver re-raises them
+            return _Failure(exc)
+
+    def edit_batch(self, requests: list[EditRequest]) -> list[EditResult | EditError] | _Failure:
+        """One shared call where the backend has `edit_batch`, else job by job; result i for request i."""
+        try:
+            batch = getattr(self._backend, "edit_batch", None)
+            if callable(batch):
+                return list(batch(requests))
+            out: list[EditResult | EditError] = []
+            for request in requests:
+                try:
+                    out.append(self._backend.edit(request))
+                except EditError as exc:
+                    out.append(exc)
+            return out
+        except Exception as exc:
             return _Failure(exc)
 
 
@@ -285,29 +226,48 @@ class ActorPool:
             self._idle.append(new)
             self._cond.notify()
 
+    @property
+    def max_batch(self) -> int:
+        """Jobs per shared call, as the actors' backends say (their device decides, not the driver's)."""
+        with self._cond:
+            actors = self._idle + [a for a, _ in self._busy.values()]
+        return min((int(a.info.get("max_batch", 1)) for a in actors), default=1)
+
     def edit(self, request: EditRequest) -> EditResult:
+        request = request.materialized()  # bytes travel; paths on the driver mean nothing to a worker
+        outcome = self._run("edit", request, request.job_id)
+        if isinstance(outcome, _Failure):
+            raise outcome.error
+        return outcome
+
+    def edit_batch(self, requests: list[EditRequest]) -> list[EditResult | EditError]:
+        """Several jobs in one actor call (the backend's `edit_batch`); an actor death re-runs them all once."""
+        requests = [r.materialized() for r in requests]
+        outcome = self._run("edit_batch", requests, ",".join(str(r.job_id) for r in requests))
+        if isinstance(outcome, _Failure):
+            raise outcome.error
+        return outcome
+
+    def _run(self, method: str, payload: Any, job_id: str | None) -> Any:
         import ray
         from ray.exceptions import RayActorError
 
-        request = request.materialized()  # bytes travel; paths on the driver mean nothing to a worker
         deaths = 0
         while True:
-            actor = self._acquire(request.job_id)
+            actor = self._acquire(job_id)
             try:
-                outcome = ray.get(actor.handle.edit.remote(request))
+                outcome = ray.get(getattr(actor.handle, method).remote(payload))
             except RayActorError as exc:
                 deaths += 1
                 log.warning("backend %s: Ray actor (pid %s) died running job %s (%s); replacing it",
-                            self.name, actor.info.get("pid"), request.job_id, type(exc).__name__)
+                            self.name, actor.info.get("pid"), job_id, type(exc).__name__)
                 self._replace(actor)
                 if deaths > self.ray_settings.max_job_retries:
                     raise BackendUnavailable(
                         f"the Ray actor running this job died {deaths} times (last: {type(exc).__name__})",
-                        job_id=request.job_id, backend=self.name) from None
+                        job_id=job_id, backend=self.name) from None
                 continue
             self._release(actor)
-            if isinstance(outcome, _Failure):
-                raise outcome.error
             return outcome
 
 
@@ -412,6 +372,44 @@ class RayExecutor:
         if pool is None:
             return self._local.submit(backend, request)
         return self._threads[backend].submit(pool.edit, request)
+
+    def max_batch(self, backend: str) -> int:
+        """Jobs of `backend` worth grouping into one `submit_batch()`: on Ray as its actors report (their GPUs
+        decide), else the backend's own `max_batch` (1 when it has none)."""
+        pool = self.pools.get(backend)
+        if pool is not None:
+            return pool.max_batch
+        return int(getattr(self.backends.get(backend), "max_batch", 1) or 1)
+
+    def submit_batch(self, backend: str, requests: list[EditRequest]) -> Future[list[EditResult | EditError]]:
+        """Jobs that share a `batch_key()` in one backend call; result i for request i, an `EditError` in place of
+        a result for a job that failed alone. On Ray: one actor call; here: the local executor's way."""
+        pool = self.pools.get(backend)
+        if pool is not None:
+            return self._threads[backend].submit(pool.edit_batch, list(requests))
+        local_batch = getattr(self._local, "submit_batch", None)
+        if callable(local_batch):
+            return local_batch(backend, list(requests))
+        futures = [self._local.submit(backend, r) for r in requests]
+        done: Future[list[EditResult | EditError]] = Future()
+        lock = threading.Lock()
+
+        def collect(_: Future) -> None:
+            with lock:
+                if done.done() or not all(f.done() for f in futures):
+                    return
+                out: list[EditResult | EditError] = []
+                for f in futures:
+                    exc = f.exception()
+                    if exc is not None and not isinstance(exc, EditError):
+                        done.set_exception(exc)
+                        return
+                    out.append(exc if exc is not None else f.result())  # type: ignore[arg-type]
+                done.set_result(out)
+
+        for f in futures:
+            f.add_done_callback(collect)
+        return done
 
     def close(self) -> None:
         for threads in self._threads.values():

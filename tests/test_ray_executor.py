@@ -187,6 +187,42 @@ def test_api_backend_runs_in_the_driver_process(executor):
     assert runs(executor.marker_dir, "api-job") == 0
 
 
+def test_grouped_jobs_run_in_one_actor_call_each_with_its_own_outcome(executor):
+    """`submit_batch`: result i for job i; a refused job gets its error in its place; an actor death re-runs the
+    group once on a fresh actor (the dead one returned nothing, so nothing completes twice)."""
+    jobs = [request("b-1"), request("b-bad", prompt="refuse"), request("b-die", prompt="die once"), request("b-2")]
+    assert executor.max_batch("gpu") == 1  # FunctionBackend has no max_batch: one job per call
+    out = executor.submit_batch("gpu", [r.materialized() for r in jobs]).result(timeout=120)
+    assert [type(o).__name__ for o in out] == ["EditResult", "InvalidRequest", "EditResult", "EditResult"]
+    assert out[1].job_id == "b-bad"
+    assert runs(executor.marker_dir, "b-1") == 2 and runs(executor.marker_dir, "b-die") == 2  # group re-ran once
+    assert runs(executor.marker_dir, "b-2") == 1  # after the death, in the re-run only
+    local = executor.submit_batch("api", [request("b-api"), request("b-api-2")]).result(timeout=30)
+    assert [r.backend for r in local] == ["api", "api"]
+
+
+def test_sdxl_actor_loads_its_pipeline_at_start_and_batches_on_it(ray_cluster, tiny_sdxl_dir):
+    from backends.sdxl import SDXLInpaintBackend
+    from tests.backend_contract import make_request
+    from tests.fixtures_sdxl import tiny_settings
+
+    backend = SDXLInpaintBackend.from_settings("sdxl", tiny_settings(tiny_sdxl_dir, max_batch=3))
+    ex = RayExecutor({"sdxl": backend}, ray_settings={"actors": 1, **RAY_TEST_SETTINGS, "num_cpus": 1})
+    try:
+        (info,) = [a.info for a in ex.pools["sdxl"]._idle]
+        assert info["loaded"] and ex.max_batch("sdxl") == 3  # load() ran in ready(): the first job is warm
+        jobs = [make_request(seed=1, job_id="s1"), make_request(n=11, job_id="s-bad"), make_request(seed=2, n=2,
+                                                                                                  job_id="s2")]
+        out = ex.submit_batch("sdxl", [j.materialized() for j in jobs]).result(timeout=120)
+    finally:
+        ex.close()
+    assert isinstance(out[1], InvalidRequest) and out[1].field == "n"
+    assert [len(out[0].images), len(out[2].images)] == [1, 2]
+    assert out[0].extras["batch_jobs"] == 2 and out[2].extras["batch_jobs"] == 2
+    assert out[2].usage.gpu_seconds == pytest.approx(2 * out[0].usage.gpu_seconds)
+    assert backend.pipeline_calls == 0  # the driver's copy never ran
+
+
 # -- whole batches through the runner ------------------------------------------------------------------------
 def batch_policy(marker_dir: Path):
     """`gpu` (self-hosted, on Ray) with `api` (here) as its fallback; built in Python to carry the handler."""
