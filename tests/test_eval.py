@@ -244,8 +244,9 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(tmp_path, tiny_sdxl_dir, ti
     SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes loads into a policy."""
     from backends.standins import tiny_clip, tiny_sdxl
     from pipeline.cli import main
-    from pipeline.commands.demo import ROOT
+    from pipeline.commands.demo import DEMO_KEY, DEMO_KEY_ENV, ROOT
 
+    monkeypatch.setenv(DEMO_KEY_ENV, DEMO_KEY)  # the command sets it too: restored after this test
     cache = tmp_path / "cache" / "editroute"  # the stand-ins' cache, filled with the session's tiny models
     cache.mkdir(parents=True)
     (cache / f"tiny-sdxl-v{tiny_sdxl.STANDIN_VERSION}").symlink_to(tiny_sdxl_dir)
