@@ -167,7 +167,8 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
         model = str(path)
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype -> dtype; older ones only know this
+        # newer diffusers renamed torch_dtype -> dtype; older ones only know this
+        with warnings.catch_warnings(), _quiet_loading():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = diffusers.StableDiffusionXLInpaintPipeline.from_pretrained(
                 model, torch_dtype=getattr(torch, _DTYPES[dtype]), variant=settings.variant)
@@ -185,10 +186,45 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
     return loaded
 
 
+class _EmptyFloat32Notice(logging.Filter):
+    """diffusers warns "modules in AutoencoderKL that should be kept in float32: []" on every `.to()`: with an
+    empty list there is nothing to keep, so the notice is noise on the user's terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No per-file progress bars while a model loads (the CLI owns the terminal); restored afterwards."""
+    import diffusers.utils.logging as dlog
+
+    bars = []
+    try:
+        import transformers.utils.logging as tlog
+
+        bars.append(tlog)
+    except ImportError:  # pragma: no cover - transformers comes with the extra
+        pass
+    bars.append(dlog)
+    was = [m.is_progress_bar_enabled() for m in bars]
+    for m in bars:
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, on in zip(bars, was, strict=True):
+            if on:
+                m.enable_progress_bar()
+
+
 def prepare_pipeline(pipe: Any, settings: Settings, device: str, dtype: str,
                      lock: threading.Lock | None = None) -> LoadedPipeline:
     """Apply the settings' options to a pipeline already in `dtype`, and place it on `device`."""
     torch = _torch()
+    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(isinstance(f, _EmptyFloat32Notice) for f in modeling_log.filters):
+        modeling_log.addFilter(_EmptyFloat32Notice())
     pipe.set_progress_bar_config(disable=True)
     notes: list[str] = []
     if settings.fuse_qkv:
