@@ -194,6 +194,12 @@ class _EmptyFloat32Notice(logging.Filter):
         return "should be kept in float32: []" not in record.getMessage()
 
 
+def quiet_float32_notice() -> None:
+    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
+    if not any(isinstance(f, _EmptyFloat32Notice) for f in modeling_log.filters):
+        modeling_log.addFilter(_EmptyFloat32Notice())
+
+
 @contextmanager
 def _quiet_loading() -> Iterator[None]:
     """No per-file progress bars while a model loads (the CLI owns the terminal); restored afterwards."""
@@ -222,9 +228,7 @@ def prepare_pipeline(pipe: Any, settings: Settings, device: str, dtype: str,
                      lock: threading.Lock | None = None) -> LoadedPipeline:
     """Apply the settings' options to a pipeline already in `dtype`, and place it on `device`."""
     torch = _torch()
-    modeling_log = logging.getLogger("diffusers.models.modeling_utils")
-    if not any(isinstance(f, _EmptyFloat32Notice) for f in modeling_log.filters):
-        modeling_log.addFilter(_EmptyFloat32Notice())
+    quiet_float32_notice()
     pipe.set_progress_bar_config(disable=True)
     notes: list[str] = []
     if settings.fuse_qkv:

@@ -1,6 +1,8 @@
 """GPU check for the SDXL backend on a machine with a GPU and no internet: the full-size SDXL inpaint architecture
 with random weights (`benchmarks.sdxl_arch`, no download) through `SDXLInpaintBackend.edit()` at 1024^2, for each
-quality tier at n = 1 and n = 4. Prints seconds per image and peak memory (markdown), and writes --json.
+quality tier at n = 1 and n = 4, and 4 jobs of n = 1 in one `edit_batch()` call (the runner's batching; compare
+its seconds per image with n = 1 to choose `max_batch`). Prints seconds per image and peak memory (markdown), and
+writes --json. A row that fails (e.g. out of memory) is reported and the run goes on.
 
     python -m benchmarks.gpu_check                    # backend defaults: fp16 on CUDA, SDPA
     python -m benchmarks.gpu_check --dtype bf16 --channels-last
@@ -14,8 +16,11 @@ import argparse
 import json
 import logging
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
+from backends.errors import EditError
 from benchmarks import sdxl_arch as arch
 
 COLUMNS = ("card", "tier", "size", "batch", "steps_run", "seconds_per_image", "e2e_seconds_per_image",
@@ -33,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--batches", default="1,4", help="comma-separated n values (default 1,4)")
+    p.add_argument("--jobs", type=int, default=4, help="also time this many n=1 jobs in one edit_batch() call "
+                   "(the runner's batching, `max_batch`); 1: skip (default 4)")
     p.add_argument("--tiers", default="low,medium,high")
     p.add_argument("--steps", type=int, default=None, help="override every tier's steps (smoke runs)")
     p.add_argument("--repeats", type=int, default=1)
@@ -43,6 +50,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     args.size = args.size or (64 if args.tiny else 1024)
     return args
+
+
+def _timed(backend, reqs: list, warmup: int, repeats: int) -> tuple[list, float]:
+    """One request: `edit()`; several: one `edit_batch()` call (what the runner does with equal-key jobs)."""
+    def once() -> list:
+        if len(reqs) == 1:
+            return [backend.edit(reqs[0])]
+        out = backend.edit_batch(reqs)
+        failed = [r for r in out if isinstance(r, EditError)]
+        if failed:
+            raise failed[0]
+        return out
+
+    for _ in range(warmup):
+        once()
+    start = time.perf_counter()
+    results = [r for _ in range(repeats) for r in once()]
+    return results, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,21 +88,28 @@ def main(argv: list[str] | None = None) -> int:
                                 target_megapixels=args.size**2 / 1024**2, tiers=overrides)
     loaded = rt.get_pipeline(backend.settings)
     rows = []
+    shapes = [(int(b), 1) for b in args.batches.split(",")] + ([(1, args.jobs)] if args.jobs > 1 else [])
     for tier_name in tiers:
         tier = backend.settings.tiers[tier_name]
-        for n in (int(b) for b in args.batches.split(",")):
-            req = arch.bench_request(args.size, n, tier_name, f"gpu-check-{tier_name}-{n}")
+        for n, jobs in shapes:
+            label = f"{jobs} jobs" if jobs > 1 else n
+            reqs = [replace(arch.bench_request(args.size, n, tier_name, f"gpu-check-{tier_name}-{n}-{j}"), seed=j)
+                    for j in range(jobs)]
+            row = {"card": info["price_card"], "tier": tier_name, "size": f"{args.size}x{args.size}",
+                   "batch": label, "steps_run": tier.steps_run, "dtype": loaded.dtype, "date": info["date"],
+                   "guidance": tier.guidance_scale}
             arch.reset_peak(args.device)
-            for _ in range(args.warmup):
-                backend.edit(req)
-            results = [backend.edit(req) for _ in range(args.repeats)]
-            seconds = sum(r.usage.gpu_seconds for r in results) / (n * len(results))
-            e2e = sum(r.timings["total_s"] for r in results) / (n * len(results))
-            rows.append({"card": info["price_card"], "tier": tier_name, "size": f"{args.size}x{args.size}",
-                         "batch": n, "steps_run": tier.steps_run, "seconds_per_image": round(seconds, 4),
-                         "e2e_seconds_per_image": round(e2e, 4), "images_per_hour": round(3600 / seconds),
-                         "peak_gib": arch.peak_gib(args.device), "dtype": loaded.dtype, "date": info["date"],
-                         "guidance": tier.guidance_scale})
+            try:
+                results, wall = _timed(backend, reqs, args.warmup, args.repeats)
+            except EditError as exc:  # e.g. out of memory at n=4 on a small card: note it, go on unattended
+                rows.append({**row, "error": str(exc)})
+                sys.stderr.write(f"{tier_name} batch {label}: {exc}\n")
+                continue
+            images = sum(len(r.images) for r in results)
+            seconds = sum(r.usage.gpu_seconds for r in results) / images
+            e2e = wall / images  # request in to encoded images out, per image
+            rows.append({**row, "seconds_per_image": round(seconds, 4), "e2e_seconds_per_image": round(e2e, 4),
+                         "images_per_hour": round(3600 / seconds), "peak_gib": arch.peak_gib(args.device)})
     mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
     print(f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
           f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}")
@@ -86,7 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |")
+        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |"
+              + (f" error: {r['error']}" if r.get("error") else ""))
+    for tier_name in tiers:
+        solo = next((r for r in rows if r["tier"] == tier_name and r["batch"] == 1 and "error" not in r), None)
+        grouped = next((r for r in rows if r["tier"] == tier_name and str(r["batch"]).endswith("jobs")
+                        and "error" not in r), None)
+        if solo and grouped:
+            print(f"- {tier_name}: {grouped['batch']} in one call {grouped['seconds_per_image']} s/image vs one job "
+                  f"per call {solo['seconds_per_image']} s/image = "
+                  f"{solo['seconds_per_image'] / grouped['seconds_per_image']:.2f}x (batching pays where > 1: "
+                  f"max_batch)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"info": info, "args": {k: str(v) for k, v in vars(args).items()},
                                      "options": loaded.notes, "rows": rows}, indent=2), encoding="utf-8")

@@ -59,8 +59,10 @@ def build_pipeline(arch: str, device: str, dtype: str):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    from backends import sdxl_runtime as rt
     from backends.standins import tiny_sdxl
 
+    rt.quiet_float32_notice()
     vocab_dir = Path(tempfile.mkdtemp(prefix="editroute-vocab-"))
     tokenizer = tiny_sdxl.tiny_tokenizer(vocab_dir)
     if arch == "tiny":

@@ -270,6 +270,21 @@ def test_tiny_speed_benchmark_smoke_runs(tmp_path, tiny_sdxl_dir):
     assert all(r["seconds_per_image"] > 0 for r in report["rows"])
 
 
+def test_tiny_gpu_check_smoke_runs_offline(tmp_path):
+    """The GPU check runs unattended with no network (HF_HUB_OFFLINE) and times edit() and edit_batch()."""
+    import json
+    import os
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--tiny", "--steps", "2", "--tiers", "low",
+                          "--batches", "1", "--jobs", "2", "--warmup", "0", "--json", str(tmp_path / "check.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "check.json").read_text())["rows"]
+    assert [r["batch"] for r in rows] == [1, "2 jobs"] and all(r["seconds_per_image"] > 0 for r in rows)
+    assert "2 jobs in one call" in out.stdout
+
+
 @pytest.mark.cuda
 def test_cuda_fp16_reproducible(tiny_sdxl_dir):
     import torch
