@@ -4,10 +4,11 @@
     result = run_eval(plan, out_dir, ClipScorer(model).load())            # runs (ledger), scores each output
     files = write_report(result, out_dir)                                 # eval.md, eval.csv, contact_sheet.png,
                                                                           # quality.yaml
-Each (job, backend, tier) is one variant: the job with `quality` set to the tier, `n=1`, pinned to the backend
-(no fallbacks: a failure is measured, not hidden). A variant the backend cannot run (capabilities) is skipped
-and said so. Runs go through `pipeline.execute` with the eval's own ledger (`DIR/editroute.db`) and the policy's
-budgets, so spend is recorded, nothing is paid twice, and a rerun of the same eval reuses finished runs.
+Each (job, backend, tier) is one variant: the job with `quality` set to the tier, `n=1`, its seed (else
+`EVAL_SEED`), pinned to the backend (no fallbacks: a failure is measured, not hidden). A variant the backend
+cannot run (capabilities) is skipped and said so. Runs go through `pipeline.execute` with the eval's own ledger
+(`DIR/editroute.db`) and the policy's budgets, so spend is recorded, nothing is paid twice, and a rerun of the
+same eval reuses finished runs.
 Scores: `pipeline.quality_metrics` (formula there); a failed run scores 0 in the quality block.
 """
 
@@ -35,6 +36,7 @@ from pipeline.policy import TIERS, Policy, build_backends, load_policy
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
+EVAL_SEED = 0  # a job without a seed gets this one: an eval repeats, and every tier starts from the same noise
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def plan_eval(manifest: str | Path, policy: str | Path | Policy, *, tiers: Seque
             backend = backends[name]
             for tier in tiers:
                 vid = f"{job.id}.{name}.{tier}"
-                request = replace(job.request, quality=tier, n=1, job_id=vid)
+                seed = job.request.seed if job.request.seed is not None else EVAL_SEED
+                request = replace(job.request, quality=tier, n=1, job_id=vid, seed=seed)
                 vjob = replace(job, id=vid, request=request, backend=name)
                 skip, estimate = None, None
                 problems = capability_problems(request, backend.capabilities)

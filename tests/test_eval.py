@@ -171,6 +171,29 @@ def test_eval_files_table_csv_sheet_and_stable_scores(sample, tmp_path, tiny_cli
     assert again.spent == first.spent and again.quality == first.quality
 
 
+def test_a_job_without_a_seed_gets_a_fixed_one_so_an_eval_repeats(tmp_path, tiny_clip_dir):
+    gradient(64, 64).save(tmp_path / "p.png")
+    mask_image(64, 64).save(tmp_path / "m.png")
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text(json.dumps({"id": "j", "image": "p.png", "mask": "m.png", "prompt": "a new backdrop"}) + "\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("backends:\n  gpu: {kind: function, hosting: self-hosted}\nquality: {gpu: 0.5}\n")
+    seeds = []
+
+    def unseeded_noise(request: EditRequest) -> list[bytes]:  # like a diffusion model: no seed, new noise
+        seeds.append(request.seed)
+        pixels = np.random.default_rng(request.seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        return [_png(Image.fromarray(pixels, "RGB"))]
+
+    results = []
+    for out in ("a", "b"):
+        backends = build_backends(load_policy(policy))
+        backends["gpu"].handler = unseeded_noise
+        results.append(_eval(manifest, policy, tmp_path / out, tiny_clip_dir, backends=backends, tiers=("low",))[1])
+    assert seeds == [0, 0]
+    assert results[0].scores[0].psnr == results[1].scores[0].psnr
+
+
 def test_failed_runs_count_zero(sample, tmp_path, tiny_clip_dir):
     manifest, policy = sample
     backends = _backends(policy)
