@@ -158,6 +158,7 @@ def test_cost_is_measured_seconds_times_the_configured_rate(tiny_sdxl_dir, monke
     import backends.sdxl as sdxl_module
 
     monkeypatch.setattr(sdxl_module, "_rates", {})
+    monkeypatch.setattr(rt, "_cache", {})  # and from a freshly loaded pipeline, whatever loaded one before
     backend = _backend(tiny_sdxl_dir, dtype="fp32", gpu_cost={"hourly_usd": "3.60"})
     assert "configured seconds_per_step_mp" in backend.estimate(make_request()).basis
     assert backend.edit(make_request(n=2)).extras["warm_up"]  # a fresh pipeline's first call: not a rate sample

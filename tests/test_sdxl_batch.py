@@ -122,9 +122,9 @@ def test_max_batch_defaults_by_device():
         SDXLInpaintBackend.from_settings("s", {"max_batch": 0})
 
 
-def test_load_loads_the_pipeline_before_the_first_job(tiny_sdxl_dir):
+def test_load_loads_the_pipeline_before_the_first_job(tiny_sdxl_dir, monkeypatch):
     backend = _backend(tiny_sdxl_dir)
-    rt.clear_cache()
+    monkeypatch.setattr(rt, "_cache", {})  # this process has loaded nothing (others' pipelines stay loaded)
     assert rt.cached(backend.settings) is None
     loads = rt.loads
     backend.load()
