@@ -78,10 +78,22 @@ def _rss_mb() -> tuple[float, float]:
 # ---- (a) zero-latency backend -------------------------------------------------------------------------
 
 
-def run_local(jobs: int, workdir: Path) -> dict:
+def _per_file_writes(folder: Path, files: list[tuple[str, bytes]]) -> list[str]:
+    """The previous output writer, as the same-run baseline: each file on its own, a folder fsync per file."""
+    from pipeline.files import atomic_write_bytes
+
+    return [atomic_write_bytes(Path(folder) / name, data) for name, data in files]
+
+
+def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
     from backends.function import FunctionBackend
     from pipeline.policy import Policy
     from pipeline.runner import run_batch
+
+    if writes == "per-file":  # baseline: swap the writer the execution core uses (this process only)
+        import pipeline.execute
+
+        pipeline.execute.write_files = _per_file_writes
 
     rss_start, _ = _rss_mb()
     manifest = write_workload(workdir, jobs)
@@ -103,17 +115,38 @@ def run_local(jobs: int, workdir: Path) -> dict:
         backend.edit(sample)
     handler_ms = (time.perf_counter() - t) / 2000 * 1000
     backend.calls = 0
+    file_writes = write_strategies(workdir / "writes", payload, min(500, max(10, jobs // 20)))
 
     t0 = time.perf_counter()
     result = run_batch(manifest, policy, workdir / "out", backends={"zero": backend})
     wall = time.perf_counter() - t0
     rss_end, peak = _rss_mb()
     tally = result.tally
-    return {"kind": "local", "jobs": jobs, "done": tally.done, "failed": tally.failed, "wall_s": round(wall, 3),
+    return {"kind": "local", "writes": writes, "jobs": jobs, "done": tally.done, "failed": tally.failed,
+            "wall_s": round(wall, 3),
             "ms_per_job": round(wall / jobs * 1000, 4), "jobs_per_s": round(jobs / wall, 1),
             "backend_ms_per_call": round(handler_ms, 4), "backend_calls": backend.calls,
-            "validate_ms_per_job": round(check_ms, 4),
+            "validate_ms_per_job": round(check_ms, 4), **file_writes,
             "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1), "peak_rss_mb": round(peak, 1)}
+
+
+def write_strategies(root: Path, payload: bytes, jobs: int) -> dict:
+    """Same-run baseline for the output files on this disk: a job's image + result.json written with one
+    fsync of the folder per FILE (`atomic_write_bytes` each, as before) against one per JOB (`write_files`)."""
+    from pipeline.files import atomic_write_bytes, write_files
+
+    record = json.dumps({"job_id": "x", "outputs": [{"path": "x/0.png", "sha256": "0" * 64}]}, indent=2).encode()
+    t = time.perf_counter()
+    for i in range(jobs):
+        atomic_write_bytes(root / f"file-{i}" / "0.png", payload)
+        atomic_write_bytes(root / f"file-{i}" / "result.json", record)
+    per_file = (time.perf_counter() - t) / jobs * 1000
+    t = time.perf_counter()
+    for i in range(jobs):
+        write_files(root / f"job-{i}", [("0.png", payload), ("result.json", record)])
+    per_job = (time.perf_counter() - t) / jobs * 1000
+    return {"write_jobs": jobs, "files_ms_dir_fsync_per_file": round(per_file, 4),
+            "files_ms_dir_fsync_per_job": round(per_job, 4)}
 
 
 # ---- (b) loopback API with latency and a rate limit -----------------------------------------------------
@@ -201,6 +234,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--inject-429", type=float, default=0.05, help="share of requests answered with a scripted 429")
     ap.add_argument("--window", type=float, default=10.0, help="rate-limit window in seconds (rpm scaled to it)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the same-run baseline (each size again with a folder fsync per file)")
+    ap.add_argument("--writes", choices=["per-job", "per-file"], default="per-job", help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["local", "api"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -212,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         logging.basicConfig(level=logging.ERROR)
         if args.child == "local":
-            out = run_local(args.jobs[0], args.workdir)
+            out = run_local(args.jobs[0], args.workdir, args.writes)
         else:
             out = run_api(args.api_jobs, args.rpm, (lo, hi), args.inject_429, args.window, args.workdir)
         print(json.dumps(out))
@@ -221,12 +257,20 @@ def main(argv: list[str] | None = None) -> int:
     results = {"date": date.today().isoformat(), "machine": _machine(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="editroute-overhead-") as tmp:
         for n in args.jobs or [10_000]:
-            run = _child(["--jobs", str(n), "--child", "local", "--workdir", f"{tmp}/local-{n}"])
-            results["runs"].append(run)
-            print(f"local {n:>7} jobs: {run['ms_per_job']:.3f} ms/job ({run['jobs_per_s']:.0f} jobs/s), "
-                  f"of which validation {run['validate_ms_per_job']:.3f}, backend {run['backend_ms_per_call']:.3f} ms; "
-                  f"peak RSS {run['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            for writes in ("per-job",) if args.no_baseline else ("per-job", "per-file"):
+                run = _child(["--jobs", str(n), "--child", "local", "--writes", writes,
+                              "--workdir", f"{tmp}/local-{n}-{writes}"])
+                results["runs"].append(run)
+                label = "" if writes == "per-job" else " (baseline: folder fsync per file)"
+                print(f"local {n:>7} jobs{label}: {run['ms_per_job']:.3f} ms/job ({run['jobs_per_s']:.0f} jobs/s), "
+                      f"of which validation {run['validate_ms_per_job']:.3f}, backend "
+                      f"{run['backend_ms_per_call']:.3f} ms; peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+            if not args.no_baseline:
+                now, before = results["runs"][-2:]
+                print(f"  one folder fsync per job: {before['ms_per_job'] / now['ms_per_job']:.2f}x the jobs/s of "
+                      f"one per file; a job's files alone (image + result.json, one thread, "
+                      f"{now['write_jobs']} jobs): {now['files_ms_dir_fsync_per_file']:.3f} -> "
+                      f"{now['files_ms_dir_fsync_per_job']:.3f} ms", flush=True)
         if args.api_jobs > 0:
             run = _child(["--api-jobs", str(args.api_jobs), "--rpm", str(args.rpm), "--latency", args.latency,
                           "--inject-429", str(args.inject_429), "--window", str(args.window),

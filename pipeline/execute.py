@@ -24,7 +24,8 @@ Steps, each recorded in the ledger:
    `ctx.stop` (a threading.Event, set on Ctrl-C) stops before the next call: the job is marked interrupted.
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
    `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
-   file), all with `atomic_write_bytes`, BEFORE the ledger says done.
+   file), each to a temp name, fsynced and renamed, result.json last, then ONE fsync of the job's folder
+   (`pipeline.files.write_files`), all BEFORE the ledger says done.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from backends.errors import (
 )
 from backends.images import InputImage
 from pipeline.executors import Executor
-from pipeline.files import atomic_write_bytes, sha256_file
+from pipeline.files import sha256_file, write_files
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.router import Decision
@@ -367,16 +368,14 @@ def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: i
     folder = ctx.out_dir / job.id
     usage = result.usage.to_dict()
     try:
-        outputs = []
-        for k, data in enumerate(result.images):
-            rel = f"{job.id}/{k}.{result.output_format}"
-            outputs.append({"path": rel, "sha256": atomic_write_bytes(ctx.out_dir / rel, data)})
-        artifacts = []
+        files = [(f"{k}.{result.output_format}", data) for k, data in enumerate(result.images)]
+        n_images = len(files)
         for name, data in result.artifacts.items():
             if not _SAFE_ARTIFACT.match(name) or name == RESULT_FILE:
                 name = "artifact-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-            rel = f"{job.id}/{name}"
-            artifacts.append({"path": rel, "sha256": atomic_write_bytes(ctx.out_dir / rel, data)})
+            files.append((name, data))
+        listed = [{"path": f"{job.id}/{name}", "sha256": hashlib.sha256(data).hexdigest()} for name, data in files]
+        outputs, artifacts = listed[:n_images], listed[n_images:]
         record = {
             # `backend` is the policy's name for it, which the ledger and the report use
             "job_id": job.id, "idempotency_key": key, "backend": tried[-1]["backend"], "model": result.model,
@@ -387,7 +386,8 @@ def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: i
             "attempts": tried, "outputs": outputs, "artifacts": artifacts, "extras": _jsonable(result.extras),
             "tags": list(job.tags), "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        atomic_write_bytes(folder / RESULT_FILE, json.dumps(record, indent=2).encode())
+        # result.json last: it vouches for the others (sha256 each), so a crash mid-way is never adopted
+        write_files(folder, [*files, (RESULT_FILE, json.dumps(record, indent=2).encode())])
     except OSError as exc:  # paid, but could not be kept: bill it and say so
         ctx.ledger.settle(attempt_id, result.cost_usd, usage=usage)
         ctx.ledger.fail(job.id, f"could not write outputs to {folder}: {exc}", error_class="OutputError",

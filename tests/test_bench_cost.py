@@ -142,11 +142,14 @@ def test_overhead_benchmark_smoke_runs_real_runner_and_reports_figures(tmp_path,
     rc = main(["bench", "overhead", "--jobs", "40", "--api-jobs", "12", "--rpm", "1200", "--latency", "0.05,0.1",
                "--out", str(out)])
     assert rc == 0
-    runs = {r["kind"]: r for r in json.loads(out.read_text())["runs"]}
-    local, api = runs["local"], runs["api"]
-    assert local["done"] == 40 and local["failed"] == 0 and local["backend_calls"] == 40
-    assert local["ms_per_job"] > 0 and local["peak_rss_mb"] > 0
+    runs = {(r["kind"], r.get("writes")): r for r in json.loads(out.read_text())["runs"]}
+    api = runs["api", None]
+    for writes in ("per-job", "per-file"):  # the pipeline as it is, and the same-run baseline
+        local = runs["local", writes]
+        assert local["done"] == 40 and local["failed"] == 0 and local["backend_calls"] == 40
+        assert local["ms_per_job"] > 0 and local["peak_rss_mb"] > 0
+        assert local["files_ms_dir_fsync_per_file"] > 0 and local["files_ms_dir_fsync_per_job"] > 0
     assert api["done"] == 12 and api["failed"] == 0 and api["ok_200"] == 12
     assert api["rate_limit_rpm"] == 1200 and api["achieved_rpm"] > 0
     printed = capsys.readouterr().out
-    assert "ms/job" in printed and "of the limit" in printed
+    assert "ms/job" in printed and "baseline: folder fsync per file" in printed and "of the limit" in printed

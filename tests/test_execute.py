@@ -203,3 +203,19 @@ def test_concurrent_jobs_respect_a_shared_cap(tmp_path):
         t.join()
     assert sum(o.status == "done" for o in results) == 10
     assert ctx.ledger.total_spent() == Decimal("0.30")
+
+
+def test_a_jobs_files_are_whole_or_absent_and_no_temp_file_is_left(tmp_path):
+    import hashlib
+
+    from pipeline.files import write_files
+
+    files = [("0.png", b"image bytes"), ("result.json", b'{"done": true}')]
+    assert write_files(tmp_path / "new" / "j1", files) == [hashlib.sha256(d).hexdigest() for _, d in files]
+    assert [(p.name, p.read_bytes()) for p in sorted((tmp_path / "new" / "j1").iterdir())] == files
+    blocked = tmp_path / "blocked"
+    (blocked / "result.json").mkdir(parents=True)  # the last rename fails, as a full disk or a crash would
+    with pytest.raises(OSError):
+        write_files(blocked, [("0.png", b"new image"), ("result.json", b"{}")])
+    assert sorted(p.name for p in blocked.iterdir()) == ["0.png", "result.json"]  # no temp names left behind
+    assert (blocked / "0.png").read_bytes() == b"new image" and (blocked / "result.json").is_dir()

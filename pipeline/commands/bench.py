@@ -66,6 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--latency", default="1.0,2.0", help="simulated API latency range in seconds (default 1.0,2.0)")
     o.add_argument("--inject-429", type=float, default=0.05, help="share of API requests answered with a 429")
     o.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    o.add_argument("--no-baseline", action="store_true",
+                   help="skip the same-run baseline (each size again with a folder fsync per file, as before)")
     o.set_defaults(func=run_overhead)
 
 
@@ -119,4 +121,6 @@ def run_overhead(args: argparse.Namespace) -> int:
              "--inject-429", str(args.inject_429)]
     if args.out:
         argv += ["--out", str(args.out)]
+    if args.no_baseline:
+        argv.append("--no-baseline")
     return overhead_main(argv)
