@@ -18,6 +18,10 @@ Schema (version in `PRAGMA user_version`, upgraded by `MIGRATIONS` under `BEGIN 
 Money is integer nano-dollars (1e-9 USD): exact for token prices quoted to the cent per 1M tokens; GPU-second
 costs round to the nano-dollar. Spend in a period = settled costs + open holds, so a budget check inside one
 `BEGIN IMMEDIATE` transaction (`reserve`) can never be overshot by concurrent workers. Secrets are never stored.
+
+Split in three: `pipeline.ledger_schema` (migrations, money, records), `pipeline.ledger_spend` (spend the router
+reads, budget holds), and this module (connections, the job lifecycle, reading for reports). Import everything
+from here.
 """
 
 from __future__ import annotations
@@ -28,159 +32,40 @@ import os
 import socket
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from backends.errors import BudgetExceeded, InvalidRequest
-from pipeline.spend import Period, period_key
+from backends.errors import InvalidRequest
+from pipeline.ledger_schema import (  # re-exported: the public import path is pipeline.ledger
+    DB_NAME,
+    MIGRATIONS,
+    NANO,
+    BudgetCap,
+    Claim,
+    ClaimAction,
+    JobRecord,
+    JobStatus,
+    fmt_usd,
+    from_nusd,
+    migrate,
+    now_ms,
+    to_nusd,
+)
+from pipeline.ledger_spend import SpendMixin
+from pipeline.spend import period_key
+
+__all__ = ["DB_NAME", "MIGRATIONS", "NANO", "BudgetCap", "Claim", "ClaimAction", "JobRecord", "JobStatus", "Ledger",
+           "fmt_usd", "from_nusd", "now_ms", "to_nusd"]
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "editroute.db"
-NANO = Decimal("1e9")
-JobStatus = Literal["queued", "running", "done", "failed", "interrupted"]
 
-MIGRATIONS: list[str] = [
-    # v1
-    """
-    CREATE TABLE jobs(
-      id TEXT PRIMARY KEY,
-      idempotency_key TEXT NOT NULL UNIQUE,
-      request_hash TEXT NOT NULL,
-      status TEXT NOT NULL CHECK(status IN ('queued','running','done','failed','interrupted')),
-      backend TEXT, planned_backend TEXT, estimate_nusd INTEGER,
-      attempts INTEGER NOT NULL DEFAULT 0, starts INTEGER NOT NULL DEFAULT 0, crashes INTEGER NOT NULL DEFAULT 0,
-      owner TEXT, outputs TEXT, cost_nusd INTEGER NOT NULL DEFAULT 0, error_class TEXT, error TEXT,
-      created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER);
-    CREATE INDEX jobs_status ON jobs(status);
-    CREATE TABLE attempts(
-      id INTEGER PRIMARY KEY,
-      job_id TEXT NOT NULL, backend TEXT NOT NULL,
-      state TEXT NOT NULL CHECK(state IN ('reserved','settled','released')),
-      reserved_nusd INTEGER NOT NULL, cost_nusd INTEGER NOT NULL DEFAULT 0,
-      day TEXT NOT NULL, month TEXT NOT NULL,
-      started_at INTEGER NOT NULL, ended_at INTEGER,
-      error_class TEXT, error TEXT, usage TEXT, owner TEXT);
-    CREATE INDEX attempts_month ON attempts(month, backend);
-    CREATE INDEX attempts_day ON attempts(day, backend);
-    CREATE INDEX attempts_job ON attempts(job_id);
-    CREATE VIEW reservations AS
-      SELECT id, job_id, backend, reserved_nusd, day, month, started_at, owner FROM attempts WHERE state='reserved';
-    CREATE VIEW spend_daily AS
-      SELECT backend, day, SUM(CASE state WHEN 'reserved' THEN reserved_nusd ELSE cost_nusd END) AS nusd,
-             COUNT(*) AS calls FROM attempts GROUP BY backend, day;
-    CREATE VIEW spend_monthly AS
-      SELECT backend, month, SUM(CASE state WHEN 'reserved' THEN reserved_nusd ELSE cost_nusd END) AS nusd,
-             COUNT(*) AS calls FROM attempts GROUP BY backend, month;
-    """,
-    # v2: the backend's own call time (queueing in the executor excluded), for latency percentiles
-    """
-    ALTER TABLE attempts ADD COLUMN call_ms INTEGER;
-    """,
-]
-
-# What an attempt counts for: an open hold counts its reservation, anything else what was actually billed.
-_HELD = "CASE state WHEN 'reserved' THEN reserved_nusd ELSE cost_nusd END"
-
-
-def to_nusd(usd: Decimal | int | str, *, round_up: bool = False) -> int:
-    value = Decimal(str(usd)) * NANO
-    return int(value.to_integral_value(rounding=ROUND_CEILING) if round_up else value.to_integral_value())
-
-
-def from_nusd(nusd: int | None) -> Decimal:
-    return Decimal(nusd).scaleb(-9) if nusd else Decimal(0)
-
-
-def fmt_usd(usd: Decimal) -> str:
-    """Dollars for people: cents and up to 4 decimals ($0.02, $1.5284), two significant digits below a cent
-    ($0.000077). Ledger sums stay exact; this is display only."""
-    d = Decimal(usd)
-    if d == 0:
-        return "$0.00"
-    step = Decimal("0.0001") if abs(d) >= Decimal("0.01") else Decimal(1).scaleb(d.adjusted() - 1)
-    text = f"{d.quantize(step).normalize():f}"
-    whole, _, frac = text.partition(".")
-    return f"${whole}.{frac.ljust(2, '0')}"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class BudgetCap:
-    """A limit the ledger enforces at reservation time: on `backend` (None: all backends) per period."""
-
-    backend: str | None
-    period: Period
-    usd: Decimal | None = None
-    jobs: int | None = None
-
-    def describe(self) -> str:
-        what = f"backend {self.backend!r}" if self.backend else "all backends"
-        limit = " and ".join(x for x in (fmt_usd(self.usd) if self.usd is not None else "",
-                                         f"{self.jobs} jobs" if self.jobs is not None else "") if x)
-        return f"{limit} per {self.period} on {what}"
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    id: str
-    idempotency_key: str
-    request_hash: str
-    status: JobStatus
-    backend: str | None
-    planned_backend: str | None
-    estimate: Decimal | None
-    attempts: int
-    starts: int
-    crashes: int
-    owner: str | None
-    outputs: tuple[dict[str, str], ...]
-    cost: Decimal
-    error_class: str | None
-    error: str | None
-    created_at: int
-    updated_at: int
-    started_at: int | None
-    finished_at: int | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobRecord:
-        d = dict(row)
-        return cls(
-            id=d["id"], idempotency_key=d["idempotency_key"], request_hash=d["request_hash"], status=d["status"],
-            backend=d["backend"], planned_backend=d["planned_backend"],
-            estimate=None if d["estimate_nusd"] is None else from_nusd(d["estimate_nusd"]),
-            attempts=d["attempts"], starts=d["starts"], crashes=d["crashes"], owner=d["owner"],
-            outputs=tuple(json.loads(d["outputs"])) if d["outputs"] else (), cost=from_nusd(d["cost_nusd"]),
-            error_class=d["error_class"], error=d["error"], created_at=d["created_at"], updated_at=d["updated_at"],
-            started_at=d["started_at"], finished_at=d["finished_at"])
-
-
-ClaimAction = Literal["run", "done", "failed", "busy", "duplicate"]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What `Ledger.claim` decided. `run`: this process now owns the job (status running). `done`: finished
-    before (verify its outputs). `failed`: failed before and not retried. `busy`: another live process (or this
-    one) is running it. `duplicate`: the same inputs were already submitted as job `record.id`."""
-
-    action: ClaimAction
-    record: JobRecord
-    recovered: bool = False  # the job was left running by a crashed process and is being retried
-
-
-class Ledger:
+class Ledger(SpendMixin):
     """Thread-safe (one connection per thread); safe across processes on one host (SQLite locking)."""
 
     MAX_CRASH_RESTARTS = 1  # a job found `running` after a crash is retried this many times, then failed
@@ -245,138 +130,11 @@ class Ledger:
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path}: ledger schema v{version} is newer than this editroute "
-                                   f"(knows v{len(MIGRATIONS)}); upgrade editroute")
-            for v in range(version, len(MIGRATIONS)):
-                for statement in MIGRATIONS[v].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={v + 1}")
+            migrate(conn, self.path)
 
     @property
     def schema_version(self) -> int:
         return self._conn().execute("PRAGMA user_version").fetchone()[0]
-
-    # ---- SpendSource ---------------------------------------------------------------------------------
-
-    def spent(self, backend: str | None, period: Period, at: datetime | None = None) -> Decimal:
-        return from_nusd(self._spent_nusd(self._conn(), backend, period, period_key(period, at)))
-
-    def job_count(self, backend: str | None, period: Period, at: datetime | None = None) -> int:
-        return self._job_count(self._conn(), backend, period, period_key(period, at))
-
-    @staticmethod
-    def _spent_nusd(conn: sqlite3.Connection, backend: str | None, period: Period, key: str) -> int:
-        col = "day" if period == "day" else "month"
-        sql = f"SELECT COALESCE(SUM({_HELD}), 0) FROM attempts WHERE {col}=?"
-        args: list[Any] = [key]
-        if backend is not None:
-            sql += " AND backend=?"
-            args.append(backend)
-        return conn.execute(sql, args).fetchone()[0]
-
-    @staticmethod
-    def _job_count(conn: sqlite3.Connection, backend: str | None, period: Period, key: str,
-                   job_id: str | None = None) -> int:
-        """Jobs served or being served: distinct jobs with an open hold or a successful call in the period."""
-        col = "day" if period == "day" else "month"
-        sql = (f"SELECT COUNT(DISTINCT job_id) FROM attempts WHERE {col}=? AND "
-               "(state='reserved' OR (state='settled' AND error_class IS NULL))")
-        args: list[Any] = [key]
-        if job_id is not None:
-            sql += " AND job_id=?"
-            args.append(job_id)
-        if backend is not None:
-            sql += " AND backend=?"
-            args.append(backend)
-        return conn.execute(sql, args).fetchone()[0]
-
-    # ---- budget holds --------------------------------------------------------------------------------
-
-    def reserve(self, job_id: str, backend: str, estimate: Decimal, caps: Sequence[BudgetCap] = (),
-                at: datetime | None = None) -> int:
-        """Hold `estimate` on `backend` for one call, checking every cap in the same write transaction
-        (settled + open holds + this estimate <= limit). Returns the attempt id; raises `BudgetExceeded`."""
-        at = at or datetime.now(UTC)
-        day, month = period_key("day", at), period_key("month", at)
-        want = to_nusd(estimate, round_up=True)
-        with self._write() as conn:
-            for cap in caps:
-                if cap.backend not in (None, backend):
-                    continue
-                key = day if cap.period == "day" else month
-                if cap.usd is not None:
-                    used = self._spent_nusd(conn, cap.backend, cap.period, key)
-                    if used + want > to_nusd(cap.usd):
-                        raise BudgetExceeded(
-                            f"budget {cap.describe()} would be exceeded: {fmt_usd(from_nusd(used))} spent or held, "
-                            f"this call needs up to {fmt_usd(from_nusd(want))}", job_id=job_id, backend=backend)
-                if cap.jobs is not None:
-                    count = self._job_count(conn, cap.backend, cap.period, key)
-                    counted = self._job_count(conn, cap.backend, cap.period, key, job_id)  # a retry is not a new job
-                    if count + (0 if counted else 1) > cap.jobs:
-                        raise BudgetExceeded(f"budget {cap.describe()} reached ({count} jobs)",
-                                             job_id=job_id, backend=backend)
-            cur = conn.execute(
-                "INSERT INTO attempts(job_id, backend, state, reserved_nusd, day, month, started_at, owner) "
-                "VALUES(?,?,'reserved',?,?,?,?,?)", (job_id, backend, want, day, month, now_ms(), self.owner))
-            conn.execute("UPDATE jobs SET attempts=attempts+1, backend=?, updated_at=? WHERE id=?",
-                         (backend, now_ms(), job_id))
-            return int(cur.lastrowid)
-
-    def settle(self, attempt_id: int, cost: Decimal, *, usage: dict[str, Any] | None = None,
-               error: BaseException | None = None) -> None:
-        """The call returned (or failed): replace the hold by what it actually cost."""
-        with self._write() as conn:
-            self._settle(conn, attempt_id, cost, usage, error)
-
-    @staticmethod
-    def _settle(conn: sqlite3.Connection, attempt_id: int, cost: Decimal, usage: dict[str, Any] | None,
-                error: BaseException | None, call_s: float | None = None) -> None:
-        conn.execute(
-            "UPDATE attempts SET state='settled', cost_nusd=?, ended_at=?, usage=?, error_class=?, error=?, "
-            "call_ms=? WHERE id=?",
-            (to_nusd(cost), now_ms(), json.dumps(usage) if usage else None,
-             type(error).__name__ if error else None, str(error) if error else None,
-             None if call_s is None else round(call_s * 1000), attempt_id))
-
-    def release(self, attempt_id: int, reason: str = "released") -> None:
-        """Drop a hold without a bill (the call never ran)."""
-        with self._write() as conn:
-            conn.execute("UPDATE attempts SET state='released', ended_at=?, error=COALESCE(error, ?) "
-                         "WHERE id=? AND state='reserved'", (now_ms(), reason, attempt_id))
-
-    def release_orphans(self) -> int:
-        """Release holds left by processes on this host that are gone (crashed): they block budgets otherwise.
-        A call that was billed upstream but never returned cannot be known; it is not counted."""
-        host = socket.gethostname()
-        with self._write() as conn:
-            rows = conn.execute("SELECT id, owner FROM attempts WHERE state='reserved'").fetchall()
-            dead = [r["id"] for r in rows if not self._owner_alive(r["owner"], host)]
-            for attempt_id in dead:
-                conn.execute("UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
-                             "error='the process holding this call stopped' WHERE id=?", (now_ms(), attempt_id))
-        return len(dead)
-
-    def _owner_alive(self, owner: str | None, host: str | None = None) -> bool:
-        if not owner or owner == self.owner:
-            return owner == self.owner
-        h, _, rest = owner.partition(":")
-        pid_text = rest.partition(":")[0]
-        if h != (host or socket.gethostname()) or not pid_text.isdigit():
-            return True  # another host's process: assume alive (the ledger must not be shared across hosts)
-        pid = int(pid_text)
-        if pid == os.getpid():
-            return False  # our pid, a different run id: an earlier run of a recycled pid
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
     # ---- jobs ----------------------------------------------------------------------------------------
 
@@ -540,12 +298,6 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self._conn().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
-
-    def total_spent(self, backend: str | None = None) -> Decimal:
-        sql, args = f"SELECT COALESCE(SUM({_HELD}), 0) FROM attempts", ()
-        if backend is not None:
-            sql, args = sql + " WHERE backend=?", (backend,)
-        return from_nusd(self._conn().execute(sql, args).fetchone()[0])
 
     def attempts(self, job_id: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM attempts", ()
