@@ -286,7 +286,9 @@ def connect(address: str | None = None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
         raise ConfigError(f"cannot connect to the Ray cluster at {where!r}: {exc}. Start one with "
-                          f"`ray start --head`, then pass `--ray-address auto` (or HOST:6379)") from None
+                          f"`ray start --head`, then pass `--ray-address auto` (or HOST:6379). A cluster with token "
+                          f"authentication (the default for `ray start` since Ray 2.59) also needs RAY_AUTH_MODE=token "
+                          f"here and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
     return True
 
 
