@@ -15,6 +15,7 @@ Building the backend, its capabilities and `estimate()` never load the model or 
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import secrets
@@ -214,32 +215,46 @@ class SDXLInpaintBackend:
 
     def _edit_all(self, requests: list[EditRequest], *, raise_errors: bool) -> list[EditResult | EditError]:
         out: list[EditResult | EditError | None] = [None] * len(requests)
+
+        def failed(index: int, exc: Exception) -> None:
+            """Job `index` gets its own error (raised by `edit()`); what is not an EditError is a bug for edit()
+            to raise, and one job's outage in a batch."""
+            if raise_errors:
+                if isinstance(exc, EditError):
+                    raise exc.with_context(job_id=requests[index].job_id, backend=self.name) from None
+                raise exc
+            err = copy.copy(exc) if isinstance(exc, EditError) else BackendUnavailable(
+                f"SDXL backend failed: {exc.__class__.__name__}: {exc}")
+            err.job_id = None  # a copy per job: one shared error (e.g. the model failed to load) names each job
+            out[index] = err.with_context(job_id=requests[index].job_id, backend=self.name)
+
         jobs: list[_Job] = []
         for i, request in enumerate(requests):
             try:
                 jobs.append(self._validate(i, request))
-            except EditError as exc:
-                if raise_errors:
-                    raise exc.with_context(job_id=request.job_id, backend=self.name) from None
-                out[i] = exc.with_context(job_id=request.job_id, backend=self.name)
+            except Exception as exc:
+                failed(i, exc)
         if jobs:
             from backends import sdxl_runtime as rt
 
-            loaded = rt.get_pipeline(self.settings)  # loads on first use; its native area sets the working size
+            try:
+                loaded = rt.get_pipeline(self.settings)  # loads on first use; its native area sets the working size
+            except Exception as exc:
+                for job in jobs:
+                    failed(job.index, exc)
+                return out  # type: ignore[return-value]
             groups: dict[Hashable, list[_Job]] = {}
             for job in jobs:
                 try:
                     self._place(job, loaded)
-                except EditError as exc:
-                    if raise_errors:
-                        raise exc.with_context(job_id=job.request.job_id, backend=self.name) from None
-                    out[job.index] = exc.with_context(job_id=job.request.job_id, backend=self.name)
+                except Exception as exc:
+                    failed(job.index, exc)
                     continue
                 groups.setdefault(job.call_key, []).append(job)
             for group in groups.values():
                 for job, outcome in self._run_group(group, loaded, raise_errors=raise_errors):
                     out[job.index] = outcome
-        return [o for o in out if o is not None]
+        return out  # type: ignore[return-value]  # every slot is filled
 
     def _validate(self, index: int, request: EditRequest) -> _Job:
         """Checks that need no model: refused here, nothing has run."""

@@ -131,3 +131,12 @@ def test_load_loads_the_pipeline_before_the_first_job(tiny_sdxl_dir, monkeypatch
     assert rt.cached(backend.settings) is not None and rt.loads == loads + 1
     backend.edit(make_request(seed=1))
     assert rt.loads == loads + 1  # the job used it
+
+
+def test_a_model_that_cannot_load_fails_each_job_by_name(tmp_path):
+    from backends.errors import BackendMisconfigured
+
+    backend = SDXLInpaintBackend.from_settings("sdxl", {"model": str(tmp_path / "gone"), "device": "cpu"})
+    out = backend.edit_batch([make_request(job_id="a"), make_request(job_id="b")])
+    assert [type(e) for e in out] == [BackendMisconfigured, BackendMisconfigured]
+    assert [e.job_id for e in out] == ["a", "b"] and all(str(tmp_path / "gone") in str(e) for e in out)
