@@ -128,3 +128,29 @@ def test_stop_cancels_queued_jobs_and_the_rerun_pays_each_once(tmp_path):
     with Ledger.in_dir(out) as ledger:
         assert ledger.counts() == {"done": 12}
         assert ledger.total_spent() == Decimal("0.01") * sum(1 + i % 2 for i in range(12))
+
+
+def test_real_tiny_sdxl_shares_pipeline_calls_and_bills_each_job(tmp_path, tiny_sdxl_dir):
+    import yaml
+
+    from pipeline.policy import build_backends
+    from tests.fixtures_sdxl import tiny_settings
+
+    spec = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, max_batch=2)}
+    policy = load_policy(write_policy(tmp_path, yaml.safe_dump({"backends": {"gpu": spec}, "quality": {"gpu": 0.8}})))
+    backends = build_backends(policy)
+    manifest = _manifest(tmp_path, ["low"] * 4)
+    out = tmp_path / "out"
+    result = run_batch(manifest, policy, out, backends=backends)
+    assert result.tally.done == 4 and result.ok
+    assert backends["gpu"].pipeline_calls < 4  # some jobs shared a call
+    with Ledger.in_dir(out) as ledger:
+        shared = 0
+        for i in range(4):
+            rec = ledger.get(f"job{i:02d}")
+            data = json.loads((out / rec.id / "result.json").read_text())
+            (attempt,) = ledger.attempts(rec.id)
+            assert len(rec.outputs) == 1 + i % 2 and rec.cost > 0 and attempt["cost"] == rec.cost
+            assert abs(Decimal(data["cost_usd"]) - rec.cost) < Decimal("1e-9")  # the ledger keeps nano-dollars
+            shared += data["extras"]["batch_jobs"] > 1
+        assert shared >= 2 and ledger.total_spent() == sum((r.cost for r in ledger.jobs()), Decimal(0))
