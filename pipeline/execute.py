@@ -19,7 +19,8 @@ Steps, each recorded in the ledger:
    reserve the estimate in the ledger under `ctx.caps_for(backend)` (a failed hold moves to the next
    fallback), call it through `ctx.executor`, settle the actual cost. `RateLimited` waits (`retry_after`, else
    exponential backoff with jitter) and retries up to `ctx.retry.max_rate_limited` times, then moves on;
-   `BackendUnavailable` and `BudgetExceeded` move to the next fallback; `InvalidRequest` and
+   `BackendUnavailable` and `BudgetExceeded` move to the next fallback (with `ctx.skip_misconfigured`, a batch
+   run calls a backend no more after its first `BackendMisconfigured`); `InvalidRequest` and
    `ContentRejected` fail the job at once (the latter falls back only with `ctx.fallback_on_rejected`).
    `ctx.stop` (a threading.Event, set on Ctrl-C) stops before the next call: the job is marked interrupted.
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
@@ -48,6 +49,7 @@ from typing import Any, Literal
 
 from backends.base import EditBackend, EditRequest, EditResult
 from backends.errors import (
+    BackendMisconfigured,
     BackendUnavailable,
     BudgetExceeded,
     ContentRejected,
@@ -95,6 +97,10 @@ class ExecContext:
     fallback_on_rejected: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
     idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
+    # A batch run stops calling a backend after its first BackendMisconfigured (no key, missing model): the
+    # rest of the run goes straight to fallbacks instead of failing the same way per job. name -> message.
+    skip_misconfigured: bool = False
+    misconfigured: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -281,6 +287,10 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                 ledger.interrupt([job.id])
                 return Outcome(job.id, "interrupted", backend=name, error="stopped before it finished",
                                error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
+            if ctx.skip_misconfigured and name in ctx.misconfigured:  # known broken this run: not called again
+                last = BackendMisconfigured(ctx.misconfigured[name], job_id=job.id, backend=name)
+                tried.append(_tried(name, last))
+                break
             try:
                 estimate = _estimate(dec, name, request, ctx)
                 attempt_id = ledger.reserve(job.id, name, estimate, ctx.caps_for(name))
@@ -316,6 +326,11 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                 ledger.settle(attempt_id, Decimal(0), error=exc)
                 tried.append(_tried(name, exc))
                 last = exc.with_context(job_id=job.id, backend=name)
+                if isinstance(exc, BackendMisconfigured) and ctx.skip_misconfigured:
+                    if ctx.misconfigured.setdefault(name, exc.message) is exc.message:  # the first one says so
+                        log.warning("backend %r is misconfigured: %s; this run no longer calls it (fix the "
+                                    "setting and rerun with --retry-failed)", name, exc.message)
+                    break
                 log.warning("job %s: %s", job.id, last)
                 break
             except (InvalidRequest, ContentRejected) as exc:

@@ -89,7 +89,7 @@ def run_batch(manifest: str | Path, policy: str | Path | Policy, out_dir: str | 
     caps = budget_caps(policy)
     ctx = ExecContext(ledger=ledger, executor=engine, out_dir=out, backends=backends,
                       caps_for=lambda name: caps.get(name, ()), retry_failed=retry_failed,
-                      stop=stop or threading.Event())
+                      stop=stop or threading.Event(), skip_misconfigured=True)
     router = Router(policy, backends, ledger)
     capacity = getattr(engine, "capacity", lambda: 4)()
     window = max(2, 2 * capacity)

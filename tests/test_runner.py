@@ -106,3 +106,20 @@ def test_stop_finishes_in_flight_jobs_and_the_rest_resume(tmp_path):
     assert second.tally.reused == first.tally.done and second.tally.done == 12 - first.tally.done
     with Ledger.in_dir(tmp_path / "out") as ledger:
         assert ledger.counts() == {"done": 12} and ledger.total_spent() == Decimal("0.12")
+
+
+def test_a_misconfigured_backend_is_dropped_for_the_run_and_jobs_fall_back(tmp_path):
+    from backends.errors import BackendMisconfigured
+
+    def no_key(request):
+        raise BackendMisconfigured("no API key: set OPENAI_API_KEY")
+
+    manifest = write_manifest(tmp_path, 30)
+    policy = load_policy(write_policy(tmp_path, FAKE_POLICY.format(latency=0.0, extra="")))
+    backends = build_backends(policy)
+    backends["fast"].handler = no_key
+    result = run_batch(manifest, policy, tmp_path / "out", backends=backends)
+    assert result.tally.done == 30  # every job on the fallback
+    assert 1 <= backends["fast"].calls <= 16 < 30  # only jobs already under way (the 16-job window) tried it
+    with Ledger.in_dir(tmp_path / "out") as ledger:
+        assert {r.backend for r in ledger.jobs()} == {"spare"} and ledger.total_spent() == Decimal("0.60")
