@@ -271,6 +271,23 @@ class ActorPool:
             return outcome
 
 
+class _PoolBackend:
+    """An actor pool as `BatchingPool` sees a backend: keys from the driver's copy of the backend (it computes
+    them without loading a model), calls on the actors."""
+
+    def __init__(self, backend: Any, pool: ActorPool) -> None:
+        self._backend, self._pool = backend, pool
+
+    def batch_key(self, request: EditRequest) -> Any:
+        return self._backend.batch_key(request)
+
+    def edit(self, request: EditRequest) -> EditResult:
+        return self._pool.edit(request)
+
+    def edit_batch(self, requests: list[EditRequest]) -> list[EditResult | EditError]:
+        return self._pool.edit_batch(requests)
+
+
 # -- the executor -------------------------------------------------------------------------------------------
 
 
@@ -318,6 +335,8 @@ def ray_backend_names(backends: Mapping[str, Any], policy: Any, settings: RaySet
 class RayExecutor:
     """The executor seam (`submit(backend, request) -> Future[EditResult]`) over Ray actor pools for the
     self-hosted backends; every other backend runs on the local executor's threads here, with its limits.
+    A backend that can share calls (`batch_key`/`edit_batch`) has its queued jobs grouped as the local executor
+    groups them, up to the `max_batch` its actors report, one group per actor call.
 
     Nothing else changes: the runner still routes, reserves budget, writes outputs and records the ledger.
     Construction connects, checks the cluster and starts every actor (failing fast with a ConfigError).
@@ -333,7 +352,8 @@ class RayExecutor:
         except ImportError:
             raise ConfigError('--executor ray needs Ray: pip install "editroute[ray]"') from None
 
-        from pipeline.executors import LocalExecutor
+        from pipeline.batching import BatchingPool, can_batch
+        from pipeline.executors import DEFAULT_BATCH_LINGER_S, LocalExecutor
 
         if ray_settings is None:
             ray_settings = getattr(policy, "ray", None)
@@ -344,6 +364,7 @@ class RayExecutor:
         self._local = LocalExecutor({n: b for n, b in self.backends.items() if n not in names}, limits)
         self.pools: dict[str, ActorPool] = {}
         self._threads: dict[str, ThreadPoolExecutor] = {}
+        self._batching: dict[str, BatchingPool] = {}  # Ray backends whose queued jobs share actor calls
         self._owns_ray = connect(ray_address) if names else False
         try:
             size = plan_actors(self.settings, names, ray.cluster_resources()) if names else 0
@@ -356,6 +377,10 @@ class RayExecutor:
                 pool.start()
                 self.pools[name] = pool
                 self._threads[name] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"ray-{name}")
+                if can_batch(self.backends[name]) and pool.max_batch > 1:  # as the local executor batches
+                    self._batching[name] = BatchingPool(f"ray-{name}", _PoolBackend(self.backends[name], pool),
+                                                        workers=size, max_batch=pool.max_batch,
+                                                        linger_s=DEFAULT_BATCH_LINGER_S)
         except BaseException:
             self.close()
             raise
@@ -373,6 +398,9 @@ class RayExecutor:
         pool = self.pools.get(backend)
         if pool is None:
             return self._local.submit(backend, request)
+        batching = self._batching.get(backend)
+        if batching is not None:
+            return batching.submit(request)
         return self._threads[backend].submit(pool.edit, request)
 
     def max_batch(self, backend: str) -> int:
@@ -414,6 +442,8 @@ class RayExecutor:
         return done
 
     def close(self) -> None:
+        for batching in self._batching.values():
+            batching.shutdown(wait=True, cancel_futures=True)
         for threads in self._threads.values():
             threads.shutdown(wait=True, cancel_futures=True)
         self._local.close()

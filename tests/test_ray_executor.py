@@ -67,7 +67,7 @@ RAY_TEST_SETTINGS = {"num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1}, 
 def ray_cluster():
     if ray.is_initialized():  # pragma: no cover - another module left one running
         ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, resources={"sdxl": CLUSTER_SDXL}, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, num_gpus=0, resources={"sdxl": CLUSTER_SDXL}, include_dashboard=False,
              log_to_driver=False, _node_ip_address="127.0.0.1")
     yield ray.cluster_resources()
     ray.shutdown()
@@ -214,8 +214,12 @@ def test_sdxl_actor_loads_its_pipeline_at_start_and_batches_on_it(ray_cluster, t
         jobs = [make_request(seed=1, job_id="s1"), make_request(n=11, job_id="s-bad"), make_request(seed=2, n=2,
                                                                                                   job_id="s2")]
         out = ex.submit_batch("sdxl", [j.materialized() for j in jobs]).result(timeout=120)
+        # jobs submitted one by one (as the runner does) are grouped by batch_key and share actor calls too
+        futures = [ex.submit("sdxl", make_request(seed=10 + i, job_id=f"q{i}").materialized()) for i in range(3)]
+        queued = [f.result(timeout=120) for f in futures]
     finally:
         ex.close()
+    assert [len(r.images) for r in queued] == [1, 1, 1] and max(r.extras["batch_jobs"] for r in queued) >= 2
     assert isinstance(out[1], InvalidRequest) and out[1].field == "n"
     assert [len(out[0].images), len(out[2].images)] == [1, 2]
     assert out[0].extras["batch_jobs"] == 2 and out[2].extras["batch_jobs"] == 2
