@@ -168,7 +168,7 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
     start = time.perf_counter()
     try:
         # newer diffusers renamed torch_dtype -> dtype; older ones only know this
-        with warnings.catch_warnings(), _quiet_loading():
+        with warnings.catch_warnings(), quiet_progress():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = diffusers.StableDiffusionXLInpaintPipeline.from_pretrained(
                 model, torch_dtype=getattr(torch, _DTYPES[dtype]), variant=settings.variant)
@@ -201,8 +201,8 @@ def quiet_float32_notice() -> None:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No per-file progress bars while a model loads (the CLI owns the terminal); restored afterwards."""
+def quiet_progress() -> Iterator[None]:
+    """No per-file progress bars while a model loads or saves (the CLI owns the terminal); restored after."""
     import diffusers.utils.logging as dlog
 
     bars = []

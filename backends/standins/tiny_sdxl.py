@@ -97,7 +97,10 @@ def build_tiny_sdxl(path: str | Path, *, overwrite: bool = False) -> Path:
     tokenizer = tiny_tokenizer(tmp / "_vocab")
     pipe = StableDiffusionXLInpaintPipeline(**tiny_components(tokenizer), requires_aesthetics_score=False,
                                             force_zeros_for_empty_prompt=True, add_watermarker=False)
-    pipe.save_pretrained(tmp)
+    from backends.sdxl_runtime import quiet_progress
+
+    with quiet_progress():
+        pipe.save_pretrained(tmp)
     shutil.rmtree(tmp / "_vocab", ignore_errors=True)
     (tmp / STAMP).write_text(json.dumps({
         "version": STANDIN_VERSION,
@@ -141,7 +144,10 @@ def build_tiny_ip_adapter(pipeline_dir: str | Path, out_dir: str | Path, *, seed
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                               image_size=224, patch_size=32, projection_dim=32)  # 224: diffusers' default processor
-    CLIPVisionModelWithProjection(vision).save_pretrained(str(out / "image_encoder"))
+    from backends.sdxl_runtime import quiet_progress
+
+    with quiet_progress():
+        CLIPVisionModelWithProjection(vision).save_pretrained(str(out / "image_encoder"))
     cross, widths = unet.config.cross_attention_dim, unet.config.block_out_channels
     weights = {"image_proj.proj.weight": torch.randn(4 * cross, vision.projection_dim) * 0.1,
                "image_proj.proj.bias": torch.zeros(4 * cross),
