@@ -56,7 +56,7 @@ from pipeline.ledger_schema import (  # re-exported: the public import path is p
     now_ms,
     to_nusd,
 )
-from pipeline.ledger_spend import SpendMixin
+from pipeline.ledger_spend import SpendMixin, proc_stat
 from pipeline.spend import period_key
 
 __all__ = ["DB_NAME", "MIGRATIONS", "NANO", "BudgetCap", "Claim", "ClaimAction", "JobRecord", "JobStatus", "Ledger",
@@ -74,7 +74,9 @@ class Ledger(SpendMixin):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        stat = proc_stat(os.getpid())  # our start time tells a recycled pid from us
+        self.owner = owner or (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                               + (f":{stat[1]}" if stat else ""))
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()

@@ -17,11 +17,22 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backends.errors import BudgetExceeded
 from pipeline.ledger_schema import HELD, BudgetCap, fmt_usd, from_nusd, now_ms, to_nusd
 from pipeline.spend import Period, period_key
+
+
+def proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process from /proc/PID/stat (Linux), else None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 (state) onwards
+    return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
 class SpendMixin:
@@ -134,10 +145,13 @@ class SpendMixin:
         return len(dead)
 
     def _owner_alive(self, owner: str | None, host: str | None = None) -> bool:
+        """Owners are `host:pid:run id[:start ticks]`. Dead: no such pid, a zombie (killed, not yet reaped: common
+        in containers whose init does not reap), or the pid now belongs to a process that started later."""
         if not owner or owner == self.owner:
             return owner == self.owner
-        h, _, rest = owner.partition(":")
-        pid_text = rest.partition(":")[0]
+        parts = owner.split(":")
+        h, pid_text = parts[0], parts[1] if len(parts) > 1 else ""
+        start = parts[3] if len(parts) > 3 else None
         if h != (host or socket.gethostname()) or not pid_text.isdigit():
             return True  # another host's process: assume alive (the ledger must not be shared across hosts)
         pid = int(pid_text)
@@ -148,8 +162,12 @@ class SpendMixin:
         except ProcessLookupError:
             return False
         except PermissionError:
+            pass
+        stat = proc_stat(pid)
+        if stat is None:  # no /proc (not Linux): the pid exists, so assume it is the owner
             return True
-        return True
+        state, started = stat
+        return state not in ("Z", "X") and (start is None or start == started)
 
     def total_spent(self, backend: str | None = None) -> Decimal:
         sql, args = f"SELECT COALESCE(SUM({HELD}), 0) FROM attempts", ()

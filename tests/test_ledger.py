@@ -192,3 +192,34 @@ def test_an_older_ledger_is_migrated_in_place(tmp_path):
         attempt = ledger.reserve("new", "api", Decimal("0.01"))
         ledger.complete("new", backend="api", outputs=[], cost=Decimal("0.01"), attempt_id=attempt, call_s=0.25)
         assert ledger.attempts("new")[0]["call_ms"] == 250
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies and start times are read from /proc")
+def test_a_killed_but_unreaped_run_and_a_recycled_pid_count_as_crashed(tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+
+    code = ("import sys, time; from decimal import Decimal; from pipeline.ledger import Ledger; "
+            "l = Ledger(sys.argv[1]); l.claim('z', 'kz', 'kz'); l.reserve('z', 'api', Decimal('2')); "
+            "print('held', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "editroute.db")], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        os.kill(proc.pid, signal.SIGKILL)
+        while open(f"/proc/{proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":  # killed, not reaped
+            time.sleep(0.01)
+        with Ledger.in_dir(tmp_path) as ledger:
+            assert ledger.release_orphans() == 1 and ledger.spent("api", "day") == 0
+            claim = ledger.claim("z", "kz", "kz")
+            assert claim.action == "run" and claim.recovered
+    finally:
+        proc.wait()
+    # a live pid that started after the owner did is someone else: the owner is gone
+    recycled = f"{socket.gethostname()}:{os.getppid()}:cafe0000:1"
+    with Ledger.in_dir(tmp_path, owner=recycled) as gone:
+        gone.claim("r", "kr", "kr")
+    with Ledger.in_dir(tmp_path) as ledger:
+        assert ledger.claim("r", "kr", "kr").recovered
