@@ -1,5 +1,8 @@
 """The batch report, from the ledger alone: jobs per backend, failures by reason, spend versus the plan's
-estimate, and call latency p50/p95 per backend. As a dict (`build_report`), rich tables, JSON or CSV."""
+estimate, and call latency p50/p95 per backend. As a dict (`build_report`), rich tables, JSON or CSV.
+
+`spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress
+or one that was killed; the next run releases a dead run's holds). Budgets count both."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from typing import Any
 from pipeline.ledger import Ledger, fmt_usd, from_nusd
 
 _JOB_PREFIX = re.compile(r"^job '[^']*'(, backend '[^']*')?: ")
-CSV_COLUMNS = ("backend", "jobs_done", "jobs_failed", "calls", "spend_usd", "estimate_usd", "p50_s", "p95_s")
+CSV_COLUMNS = ("backend", "jobs_done", "jobs_failed", "calls", "spend_usd", "held_usd", "estimate_usd", "p50_s",
+               "p95_s")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -29,7 +33,8 @@ def percentile(values: list[float], q: float) -> float | None:
 def build_report(ledger: Ledger) -> dict[str, Any]:
     conn = ledger._conn()
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"jobs_done": 0, "jobs_failed": 0, "calls": 0,
-                                                           "spend_nusd": 0, "estimate_nusd": 0, "latencies": []})
+                                                           "spend_nusd": 0, "held_nusd": 0, "estimate_nusd": 0,
+                                                           "latencies": []})
     status_counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
     for backend, status, n in conn.execute(
             "SELECT backend, status, COUNT(*) FROM jobs WHERE backend IS NOT NULL GROUP BY backend, status"):
@@ -45,7 +50,10 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
             "FROM attempts"):
         row = per[backend]
         row["calls"] += state != "released"
-        row["spend_nusd"] += reserved if state == "reserved" else cost
+        if state == "reserved":  # a call under way, or left by a run that stopped: held, not (yet) billed
+            row["held_nusd"] += reserved
+        else:
+            row["spend_nusd"] += cost
         if state == "settled" and error_class is None and end is not None:
             row["latencies"].append((call_ms if call_ms is not None else end - start) / 1000)
     failures: dict[str, dict[str, Any]] = {}
@@ -62,16 +70,18 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         lat = row.pop("latencies")
         backends.append({
             "backend": name, "jobs_done": row["jobs_done"], "jobs_failed": row["jobs_failed"], "calls": row["calls"],
-            "spend_usd": _usd(from_nusd(row["spend_nusd"])), "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
+            "spend_usd": _usd(from_nusd(row["spend_nusd"])), "held_usd": _usd(from_nusd(row["held_nusd"])),
+            "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
             "p50_s": _round(percentile(lat, 50)), "p95_s": _round(percentile(lat, 95)),
         })
     total_spend = sum((Decimal(b["spend_usd"]) for b in backends), Decimal(0))
     total_est = sum((Decimal(b["estimate_usd"]) for b in backends), Decimal(0))
+    total_held = sum((Decimal(b["held_usd"]) for b in backends), Decimal(0))
     return {
         "ledger": str(ledger.path),
         "jobs": {"total": sum(status_counts.values()), **{s: status_counts.get(s, 0) for s in
                                                           ("done", "failed", "running", "interrupted", "queued")}},
-        "spend_usd": _usd(total_spend), "estimate_usd": _usd(total_est),
+        "spend_usd": _usd(total_spend), "held_usd": _usd(total_held), "estimate_usd": _usd(total_est),
         "backends": backends,
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
     }
@@ -108,7 +118,10 @@ def render(report: dict[str, Any], console) -> None:
                   + (f", {jobs['interrupted']} interrupted" if jobs["interrupted"] else "")
                   + (f", {jobs['running']} running" if jobs["running"] else "")
                   + f"; spend {fmt_usd(Decimal(report['spend_usd']))} (plan estimate "
-                    f"{fmt_usd(Decimal(report['estimate_usd']))})", highlight=False)
+                    f"{fmt_usd(Decimal(report['estimate_usd']))})"
+                  + (f"; {fmt_usd(Decimal(report['held_usd']))} held by calls not settled (a run in progress, or "
+                     "one that stopped: the next run releases them)" if Decimal(report["held_usd"]) else ""),
+                  highlight=False)
     table = Table(title="per backend", title_justify="left")
     for col in ("backend", "done", "failed", "calls", "spend", "plan estimate", "p50", "p95"):
         table.add_column(col, justify="left" if col == "backend" else "right")

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.ledger import Ledger
+from pipeline.report import build_report
 from tests.batch_helpers import BLOCK_ENV, write_manifest, write_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,8 @@ def test_sigkill_mid_batch_then_rerun_loses_nothing_and_pays_nothing_twice(tmp_p
     with Ledger.in_dir(out) as ledger:
         statuses = Counter(r.status for r in ledger.jobs())
         assert statuses["done"] == 4 and statuses["running"] >= 1  # killed with calls in flight
+        report = build_report(ledger)  # the dead run's open holds are shown as held, not as spend
+        assert Decimal(report["spend_usd"]) == Decimal("0.04") and Decimal(report["held_usd"]) >= Decimal("0.01")
     paid_before = bill.read_text().split()
     assert len(paid_before) == 4
 
