@@ -215,11 +215,14 @@ def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecC
     # 1. idempotency: a result already on disk is never paid for again
     rec = ledger.get_by_key(key)
     if rec is not None and rec.status == "done" and (data := stored_result(ctx.out_dir, rec.id, key)):
+        if rec.id != job.id:
+            ledger.record_duplicate(job.id, rec)
         return _reused(job.id, data, ctx.out_dir, duplicate_of=None if rec.id == job.id else rec.id)
     claim = ledger.claim(job.id, key, request_hash, retry_failed=ctx.retry_failed, rerun=rec is not None)
     if claim.action == "duplicate":
         other = claim.record
         if other.status == "done" and (data := stored_result(ctx.out_dir, other.id, key)):
+            ledger.record_duplicate(job.id, other)
             return _reused(job.id, data, ctx.out_dir, duplicate_of=other.id)
         return Outcome(job.id, "skipped", error=f"same inputs as job {other.id!r} ({other.status})",
                        error_class="Duplicate", duplicate_of=other.id)

@@ -26,6 +26,7 @@ from here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -274,6 +275,21 @@ class Ledger(SpendMixin):
                          "idempotency_key, request_hash=excluded.request_hash, status='failed', owner=NULL, "
                          "outputs=NULL", (job_id, key, request_hash, t, t))
         self.fail(job_id, error, error_class=type(error).__name__ if isinstance(error, BaseException) else None)
+
+    def record_duplicate(self, job_id: str, of: JobRecord) -> None:
+        """`job_id` has the same inputs as the done job `of`: it is done by `of`'s outputs, at no cost of its own
+        (so the report counts it, and a row left failed by an earlier problem no longer says failed)."""
+        t = now_ms()
+        key = hashlib.sha256(f"duplicate:{job_id}:{of.idempotency_key}".encode()).hexdigest()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
+                "VALUES(?,?,?,'done',?,?) ON CONFLICT(id) DO NOTHING", (job_id, key, of.request_hash, t, t))
+            conn.execute(
+                "UPDATE jobs SET status='done', backend=?, outputs=?, owner=NULL, error_class=NULL, error=?, "
+                "updated_at=?, finished_at=? WHERE id=? AND status!='running'",
+                (of.backend, json.dumps(list(of.outputs)), f"same inputs as job {of.id!r}: its outputs serve this one",
+                 t, t, job_id))
 
     def interrupt(self, job_ids: Sequence[str] | None = None) -> int:
         """Mark this process's running jobs (or the given ones) interrupted and drop their holds (Ctrl-C)."""

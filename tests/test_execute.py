@@ -98,6 +98,11 @@ def test_same_inputs_under_another_id_reuse_the_first_result(tmp_path):
     execute(first, decision(first), ctx)
     out = execute(second, decision(second), ctx)
     assert out.status == "done" and out.reused and out.duplicate_of == "a" and api.calls == 1
+    rec = ctx.ledger.get("b")  # counted as done by a's outputs, at no cost of its own
+    assert rec.status == "done" and rec.cost == 0 and rec.outputs == ctx.ledger.get("a").outputs
+    assert ctx.ledger.total_spent() == ctx.ledger.get("a").cost
+    again = execute(second, decision(second), ctx)
+    assert again.reused and again.duplicate_of == "a" and api.calls == 1
 
 
 def test_corrupt_image_fails_before_any_spend(tmp_path):
