@@ -70,7 +70,10 @@ class SecondsFigure:
 
     @property
     def label(self) -> str:
-        return f"{self.seconds:.2f} s/image on {self.card} ({self.source}: {self.detail})"
+        """Says whether the figure was measured or declared (a published figure, or the --seconds-per-image flag)."""
+        kind = {"measured": "MEASURED", "published": "DECLARED, published figure, not measured here",
+                "flag": "DECLARED by --seconds-per-image"}.get(self.source, self.source)
+        return f"{self.seconds:.2f} s/image on {self.card} ({kind}: {self.detail})"
 
 
 def tier_tflop(tier: Tier, size: str = "1024x1024") -> float:

@@ -50,8 +50,9 @@ def test_gpu_figure_from_results_md_measurement_wins_over_published(tmp_path):
                        "| H100 | low | 1024x1024 | ours | 4 | 0.30 | 2026-09-01 |\n", encoding="utf-8")
     fig = gpu_figures.resolve("H100", None, results)
     assert (fig.card, fig.seconds, fig.source) == ("H100", 1.20, "measured")
-    assert "RESULTS.md" in fig.label
-    assert gpu_figures.resolve("A100-80GB", None, results).source == "published"
+    assert "RESULTS.md" in fig.label and "(MEASURED" in fig.label
+    published = gpu_figures.resolve("A100-80GB", None, results)
+    assert published.source == "published" and "DECLARED, published figure, not measured here" in published.label
     assert gpu_figures.resolve("H100", 3.0, results).source == "flag"
 
 
@@ -76,7 +77,7 @@ def test_bench_cost_command_writes_table_csv_plots_and_labels_the_gpu_source(tmp
                "--owned-price", "30000", "--volumes", "1000,100000"])
     assert rc == 0
     table = (out / "cost.md").read_text()
-    assert "1.50 s/image on H100 (flag" in table
+    assert "1.50 s/image on H100 (DECLARED by --seconds-per-image" in table
     assert "$16,640" in table and "break-even" in table.lower()
     assert "sdxl owned workstation" in table
     for png in out.glob("*.png"):
@@ -85,7 +86,7 @@ def test_bench_cost_command_writes_table_csv_plots_and_labels_the_gpu_source(tmp
     with (out / "cost_per_image.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     sdxl = [r for r in rows if r["backend"] == "sdxl" and r["scenario"].startswith("H100")]
-    assert sdxl and all("flag" in r["seconds_source"] for r in sdxl)
+    assert sdxl and all("DECLARED by --seconds-per-image" in r["seconds_source"] for r in sdxl)
     gpt = next(r for r in rows if r["backend"] == "gpt-image-1" and r["tier"] == "high" and r["size"] == "1024x1024")
     assert Decimal(gpt["output_usd"]) == Decimal("0.1664")
     assert "16,640" in capsys.readouterr().out
