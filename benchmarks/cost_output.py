@@ -131,7 +131,9 @@ def plot_backends(report: CostReport, path: Path) -> Path:
     axes[0].set_ylabel("USD per month")
     axes[-1].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Monthly cost vs volume (dots: break-even vs fixed-cost self-hosting). SDXL: "
-                 f"{report.figure.seconds:.2f} s/image on {report.figure.card}, {report.figure.source}", fontsize=9)
+                 f"{report.figure.seconds:.2f} s/image on {report.figure.card}, "
+                 f"{'measured' if report.figure.source == 'measured' else 'declared (' + report.figure.source + ')'}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
