@@ -57,16 +57,15 @@ from backends.errors import (
     InvalidRequest,
     RateLimited,
 )
-from backends.images import InputImage
 from pipeline.executors import Executor
-from pipeline.files import sha256_file, write_files
+from pipeline.files import write_files
+from pipeline.job_results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.router import Decision
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "result.json"
 _SAFE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
 _SAFE_ARTIFACT = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
 
@@ -124,64 +123,7 @@ class Outcome:
         return self.status == "done"
 
 
-# ---- keys and stored results -------------------------------------------------------------------------
-
-
-def _read_all(request: EditRequest) -> list[bytes]:
-    """Raw bytes of every input (images, then mask): what the key hashes and what gets decoded."""
-    images = [*request.images, *([request.mask] if request.mask is not None else [])]
-    out = []
-    for i, img in enumerate(images):
-        field_name = "mask" if request.mask is not None and i == len(images) - 1 else f"image[{i}]"
-        try:
-            out.append(img.read())
-        except OSError as exc:
-            raise InvalidRequest(f"{field_name}: cannot read {img.name}: {exc.strerror or exc}",
-                                 field=field_name, value=img.name) from None
-    return out
-
-
-def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
-    """sha256 of what decides the output: input bytes, prompt, options, seed, pinned backend (not the id)."""
-    r = job.request
-    h = hashlib.sha256()
-    for data in raw if raw is not None else _read_all(r):
-        h.update(hashlib.sha256(data).digest())
-    h.update(json.dumps({
-        "mask": r.mask is not None, "prompt": r.prompt, "size": r.size, "quality": r.quality, "n": r.n,
-        "output_format": r.output_format, "output_compression": r.output_compression, "background": r.background,
-        "input_fidelity": r.input_fidelity, "seed": r.seed, "backend": job.backend,
-    }, sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def _materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
-    """Decode every input from the bytes already read (a corrupt file raises InvalidRequest here)."""
-    def load(img: InputImage, data: bytes, name: str) -> InputImage:
-        return replace(InputImage.from_bytes(data, name=img.name, field=name), path=img.path)
-
-    images = tuple(load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")
-                   for i, img in enumerate(request.images))
-    mask = load(request.mask, raw[-1], "mask") if request.mask is not None else None
-    return replace(request, images=images, mask=mask)
-
-
-def stored_result(out_dir: Path, job_id: str, key: str) -> dict[str, Any] | None:
-    """result.json for this key, if it and every file it lists exist with the recorded sha256."""
-    path = out_dir / job_id / RESULT_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    if data.get("idempotency_key") != key:
-        return None
-    for entry in [*data.get("outputs", []), *data.get("artifacts", [])]:
-        try:
-            if sha256_file(out_dir / entry["path"]) != entry["sha256"]:
-                return None
-        except (OSError, KeyError, TypeError):
-            return None
-    return data
+# ---- stored results ----------------------------------------------------------------------------------
 
 
 def _reused(job_id: str, data: Mapping[str, Any], out_dir: Path, duplicate_of: str | None = None) -> Outcome:
@@ -201,7 +143,7 @@ def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecC
         if not _SAFE_ID.match(job.id):
             raise InvalidRequest(f"job id {job.id!r} cannot name an output folder (letters, digits, '.', '_', "
                                  "'-'; at most 128)", field="id", value=job.id)
-        raw = _read_all(job.request)
+        raw = read_inputs(job.request)
     except InvalidRequest as exc:
         exc.with_context(job_id=job.id)
         unreadable = hashlib.sha256(f"unreadable:{job.id}:{exc}".encode()).hexdigest()
@@ -243,7 +185,7 @@ def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecC
 
     # 2. materialize: a corrupt image fails here, before any spend
     try:
-        request = _materialize(replace(job.request, job_id=job.id), raw)
+        request = materialize(replace(job.request, job_id=job.id), raw)
     except InvalidRequest as exc:
         ledger.fail(job.id, exc.with_context(job_id=job.id))
         return _failed(job.id, exc, t0)

@@ -1,0 +1,80 @@
+"""A job's identity and its stored result: the idempotency key, inputs read and decoded, result.json checked.
+
+`job_key` hashes what decides the output (input bytes, prompt, options, seed, pinned backend; not the id);
+`stored_result` accepts `DIR/<job id>/result.json` only if it names that key and every file it lists is on disk
+with its recorded sha256, so a half-written or stale result is never taken for a done job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from backends.base import EditRequest
+from backends.errors import InvalidRequest
+from backends.images import InputImage
+from pipeline.files import sha256_file
+from pipeline.jobs import Job
+
+RESULT_FILE = "result.json"
+
+
+def read_inputs(request: EditRequest) -> list[bytes]:
+    """Raw bytes of every input (images, then mask): what the key hashes and what gets decoded."""
+    images = [*request.images, *([request.mask] if request.mask is not None else [])]
+    out = []
+    for i, img in enumerate(images):
+        field_name = "mask" if request.mask is not None and i == len(images) - 1 else f"image[{i}]"
+        try:
+            out.append(img.read())
+        except OSError as exc:
+            raise InvalidRequest(f"{field_name}: cannot read {img.name}: {exc.strerror or exc}",
+                                 field=field_name, value=img.name) from None
+    return out
+
+
+def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
+    """sha256 of what decides the output: input bytes, prompt, options, seed, pinned backend (not the id)."""
+    r = job.request
+    h = hashlib.sha256()
+    for data in raw if raw is not None else read_inputs(r):
+        h.update(hashlib.sha256(data).digest())
+    h.update(json.dumps({
+        "mask": r.mask is not None, "prompt": r.prompt, "size": r.size, "quality": r.quality, "n": r.n,
+        "output_format": r.output_format, "output_compression": r.output_compression, "background": r.background,
+        "input_fidelity": r.input_fidelity, "seed": r.seed, "backend": job.backend,
+    }, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
+    """Decode every input from the bytes already read (a corrupt file raises InvalidRequest here)."""
+    def load(img: InputImage, data: bytes, name: str) -> InputImage:
+        return replace(InputImage.from_bytes(data, name=img.name, field=name), path=img.path)
+
+    images = tuple(load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")
+                   for i, img in enumerate(request.images))
+    mask = load(request.mask, raw[-1], "mask") if request.mask is not None else None
+    return replace(request, images=images, mask=mask)
+
+
+def stored_result(out_dir: Path, job_id: str, key: str) -> dict[str, Any] | None:
+    """result.json for this key, if it and every file it lists exist with the recorded sha256."""
+    path = out_dir / job_id / RESULT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    if data.get("idempotency_key") != key:
+        return None
+    for entry in [*data.get("outputs", []), *data.get("artifacts", [])]:
+        try:
+            if sha256_file(out_dir / entry["path"]) != entry["sha256"]:
+                return None
+        except (OSError, KeyError, TypeError):
+            return None
+    return data
