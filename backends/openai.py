@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from backends import openai_wire as wire
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
@@ -31,6 +31,7 @@ from backends.pricing import (
     output_tokens,
     token_cost,
 )
+from backends.registry import parse_settings
 from backends.validation import check_request
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,7 @@ class OpenAIEditBackend:
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIEditBackend:
-        try:
-            parsed = Settings.model_validate(settings)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise BackendMisconfigured(f"bad openai settings: {problems}", backend=name) from None
-        return cls(name, parsed)
+        return cls(name, parse_settings(Settings, settings, backend=name, kind="openai"))
 
     def __repr__(self) -> str:  # settings hold only where the key lives, never the key
         s = self.settings

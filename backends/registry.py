@@ -11,9 +11,14 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from backends.errors import BackendMisconfigured
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
@@ -45,6 +50,17 @@ def backend_class(kind: str) -> type:
         hint = f' Install it with: pip install "editroute[{extra}]"' if extra else ""
         raise BackendMisconfigured(f"backend kind {kind!r} needs {exc.name!r}.{hint}") from exc
     return getattr(module, class_name)
+
+
+def parse_settings(model: type[M], settings: Mapping[str, Any], *, backend: str, kind: str) -> M:
+    """A backend's `Settings` from a policy entry; a bad entry is `BackendMisconfigured` listing every problem."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(dict(settings))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BackendMisconfigured(f"bad {kind} settings: {problems}", backend=backend) from None
 
 
 def create_backend(kind: str, name: str, settings: Mapping[str, Any] | None = None):

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from pydantic import ValidationError
 
 from backends import sdxl_images as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.masking import InferredMask, infer_mask
 from backends.pricing import gpu_cost
+from backends.registry import parse_settings
 from backends.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.validation import check_request
 
@@ -124,14 +124,7 @@ class SDXLInpaintBackend:
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> SDXLInpaintBackend:
-        try:
-            parsed = Settings.model_validate(settings)
-        except ValidationError as exc:
-            from backends.errors import BackendMisconfigured
-
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise BackendMisconfigured(f"bad sdxl settings: {problems}", backend=name) from None
-        return cls(name, parsed)
+        return cls(name, parse_settings(Settings, settings, backend=name, kind="sdxl"))
 
     def __repr__(self) -> str:
         return f"SDXLInpaintBackend(name={self.name!r}, model={self.settings.model!r}, device={self.settings.device!r})"

@@ -11,7 +11,7 @@ import pytest
 
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, RateLimited
 from backends.function import FunctionBackend
-from backends.registry import UnknownBackendKind, backend_class
+from backends.registry import UnknownBackendKind, backend_class, create_backend
 from tests.backend_contract import BackendContract
 
 
@@ -50,6 +50,16 @@ def test_registry_suggests_the_kind_meant():
     with pytest.raises(UnknownBackendKind, match="Did you mean 'openai'"):
         backend_class("opneai")
     assert backend_class("function") is FunctionBackend
+
+
+@pytest.mark.parametrize("kind", ["openai", "sdxl"])
+def test_bad_backend_settings_name_the_backend_and_every_bad_key(kind):
+    with pytest.raises(BackendMisconfigured) as info:
+        create_backend(kind, "mine", {"modle": "x", "max_n": "many"} if kind == "sdxl" else {"modle": "x"})
+    message = str(info.value)
+    assert f"backend 'mine': bad {kind} settings" in message and "modle: Extra inputs are not permitted" in message
+    if kind == "sdxl":
+        assert "max_n:" in message
 
 
 class TestFunctionBackendContract(BackendContract):
