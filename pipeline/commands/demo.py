@@ -61,7 +61,10 @@ def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None,
             tiny = {"steps": 2, "guidance_scale": 1.0, "strength": 0.99}
             spec.update(model=str(sdxl_dir), device="cpu", dtype="fp32", variant=None, offload="none",
                         compile=False, target_megapixels=64 * 64 / 1024 ** 2, feather_px=2,
-                        tiers={"low": tiny, "medium": tiny, "high": tiny})
+                        tiers={"low": tiny, "medium": tiny, "high": tiny},
+                        # a 64x64 call on a CPU is all per-call overhead (0.4-1.5 s), so the plan's estimate needs
+                        # this stand-in's own rate, not SDXL-on-a-GPU's 0.11 s per step-megapixel
+                        seconds_per_step_mp=100.0)
             for key in ("lora", "ip_adapter", "variant"):
                 spec.pop(key, None)
             for tier in spec["tiers"].values():
