@@ -149,6 +149,16 @@ class Ledger(SpendMixin):
         row = self._conn().execute("SELECT * FROM jobs WHERE idempotency_key=?", (key,)).fetchone()
         return JobRecord.from_row(row) if row else None
 
+    def latest_key(self, prefix: str) -> str | None:
+        """The idempotency key of the newest job whose key starts with `prefix` (a range scan on the key index)."""
+        if not prefix:
+            raise ValueError("latest_key needs a prefix")
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        row = self._conn().execute(
+            "SELECT idempotency_key FROM jobs WHERE idempotency_key >= ? AND idempotency_key < ? "
+            "ORDER BY created_at DESC, rowid DESC LIMIT 1", (prefix, upper)).fetchone()
+        return row[0] if row else None
+
     def claim(self, job_id: str, key: str, request_hash: str, *, retry_failed: bool = False, rerun: bool = False,
               planned_backend: str | None = None, estimate: Decimal | None = None) -> Claim:
         """Register the job if new, and take it (status `running`, owned by this ledger's owner) if it should
