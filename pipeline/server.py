@@ -8,8 +8,12 @@
 
 Routes: `POST /v1/images/edits` (OpenAI's multipart form and JSON answer; `model` = auto, a policy backend or an
 OpenAI model id), `GET /v1/models`, `GET /healthz` (no auth), `GET /metrics` (Prometheus text).
-Every edit answer names the backend, model, cost and job in `x-editroute-*` headers. Errors use OpenAI's
-envelope and status codes, with `x-should-retry: false` where a retry cannot help and `retry-after` on 429/503.
+Every edit answer names the backend, model, cost and job in `x-editroute-*` headers (`x-editroute-cost-usd` is the
+job's cost; `x-editroute-billed-usd` is what this request added: 0 when it reused or joined an earlier job).
+A repeated request runs a new job, as with OpenAI, unless it is a retry (`x-stainless-retry-count` >= 1), carries the
+same `Idempotency-Key`, or has a `seed`: see `pipeline.server_core`.
+Errors use OpenAI's envelope and status codes, with `x-should-retry: false` where a retry cannot help and
+`retry-after` on 429/503.
 
 The module imports FastAPI (extra `server`); nothing imports it but `editroute serve` and its tests.
 
@@ -77,6 +81,14 @@ def check_bind(host: str, api_keys: Sequence[str]) -> None:
     if not api_keys and host not in LOOPBACK:
         raise ConfigError(f"--host {host}: no API keys are configured (--api-key-file or ${KEYS_ENV}), so this "
                           "server only listens on 127.0.0.1; configure keys to listen on other addresses")
+
+
+def retry_count(headers: Mapping[str, str]) -> int:
+    """`x-stainless-retry-count`: 0 on an OpenAI SDK's first try, N on its Nth automatic retry (absent or bad: 0)."""
+    try:
+        return max(0, int(headers.get("x-stainless-retry-count") or 0))
+    except ValueError:
+        return 0
 
 
 class _Auth:
@@ -149,11 +161,13 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         parsed = await run_in_threadpool(parse_form, form)  # decodes every image: off the event loop
         del form
         prepared = await run_in_threadpool(service.prepare, parsed,
-                                           idempotency_key=request.headers.get("idempotency-key"), tenant=tenant)
+                                           idempotency_key=request.headers.get("idempotency-key"), tenant=tenant,
+                                           retry=retry_count(request.headers) >= 1)
         served = await service.submit(prepared)
         o = served.outcome
+        reused = o.reused or served.joined
         headers = {"x-editroute-job-id": prepared.job.id, "x-request-id": prepared.job.id,
-                   "x-editroute-reused": "true" if (o.reused or served.joined) else "false"}
+                   "x-editroute-reused": "true" if reused else "false"}
         if o.backend:
             headers["x-editroute-backend"] = o.backend
         if not o.ok:
@@ -162,7 +176,9 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
             return JSONResponse(err.body(), status_code=err.status, headers={**headers, **err.headers()})
         record = o.result or {}
         headers["x-editroute-model"] = str(record.get("model") or "")
-        headers["x-editroute-cost-usd"] = str(Decimal(record.get("cost_usd") or "0"))
+        cost = Decimal(record.get("cost_usd") or "0")
+        headers["x-editroute-cost-usd"] = str(cost)  # the job's cost, also on a reused answer
+        headers["x-editroute-billed-usd"] = "0" if reused else str(cost)  # what this request added to the spend
         body = await run_in_threadpool(lambda: json.dumps(images_response(record, served.images)).encode())
         service.metrics.request(EDITS, 200)
         return Response(body, media_type="application/json", headers=headers)

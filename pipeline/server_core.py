@@ -2,7 +2,7 @@
 de-duplication of retries, and running each job through `pipeline.execute` (no FastAPI here).
 
     service = EditService(policy, out_dir)                   # one ledger, one executor, one router
-    prepared = service.prepare(parsed_form, idempotency_key=None, tenant="local")   # thread: hashes bytes
+    prepared = service.prepare(parsed_form, idempotency_key=None, tenant="local", retry=False)  # thread: hashes
     served = await service.submit(prepared)                  # runs it, or joins the same job in flight
 
 `model`: absent or `auto` routes by the policy; a policy backend name pins that backend (its fallbacks
@@ -10,10 +10,19 @@ apply, as for a pinned manifest job); an OpenAI model id (`gpt-image-1`, ...) pi
 backend that has that model, or the first openai backend re-targeted at it (same settings, budgets and
 ledger name; no fallbacks: the caller asked for that model).
 
-Retries never run or bill a job twice: the job's key is the `Idempotency-Key` header (scoped to the caller's
-API key and the model) or else a hash of the request's content; the job id derives from the key. A retry of
-a finished job gets the stored result from disk (`execute` checks the ledger and the files' sha256); a retry
-that arrives while the job runs waits for it in this process (`submit`) and gets the same answer.
+Repeated requests and retries, as OpenAI does them: a new request runs a new job (a new image, billed) even when
+it repeats an earlier one byte for byte; a retry never runs or bills a job twice. The job's key, and the job id
+derived from it, is:
+- the `Idempotency-Key` header, scoped to the caller's API key and the model, when the request has one;
+- else, for a request with an explicit `seed` (deterministic output), a hash of its content: the same request
+  gets the same stored answer;
+- else, for a retry (`x-stainless-retry-count` >= 1, which the OpenAI SDKs send on their automatic retries), the
+  key of the latest job with the same content (and caller), found in this process or else in the ledger, so
+  a retry after a dropped connection joins or reuses that job; none found: a new job;
+- else (a first try) a fresh key, `http:<content hash>:<uuid>`.
+A repeat of a finished job gets the stored result from disk (`execute` checks the ledger and the files' sha256);
+one that arrives while the job runs waits for it in this process (`submit`) and gets the same answer. Either way
+the answer says `x-editroute-reused: true` and `x-editroute-billed-usd: 0`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import asyncio
 import hashlib
 import logging
 import threading
+import uuid
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -45,6 +56,7 @@ from pipeline.server_wire import ApiError, ParsedForm, error_for_invalid, error_
 log = logging.getLogger(__name__)
 
 OPENAI_PREFIXES = ("gpt-image", "chatgpt-image", "dall-e")
+LATEST_KEYS = 10_000  # contents remembered for retries in this process (older ones: the ledger)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,8 @@ class EditService:
         self._variants_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="serve-job")
         self._inflight: dict[str, asyncio.Future[Served]] = {}
+        self._latest: OrderedDict[str, str] = OrderedDict()  # content prefix -> its newest job key (for retries)
+        self._latest_lock = threading.Lock()
 
     # ---- what `model` means ---------------------------------------------------------------------------
 
@@ -182,15 +196,21 @@ class EditService:
 
     # ---- preparing a job (blocking: call it off the event loop) ---------------------------------------
 
-    def prepare(self, parsed: ParsedForm, *, idempotency_key: str | None = None, tenant: str = "local") -> Prepared:
+    def prepare(self, parsed: ParsedForm, *, idempotency_key: str | None = None, tenant: str = "local",
+                retry: bool = False) -> Prepared:
+        """The job for a request; `retry`: the client says it is retrying (`x-stainless-retry-count` >= 1)."""
         target = self.resolve(parsed.model)
         job = Job(id="pending", request=parsed.request, tags=parsed.tags, backend=target.backend)
         content = job_key(job)  # what decides the output: input bytes, prompt, options, seed, pinned backend
         model = target.model or ""
+        tags = ",".join(sorted(parsed.tags))
         if idempotency_key:
             key = "idem:" + _sha(tenant, idempotency_key, model)
-        else:
-            key = "http:" + _sha(content, model, ",".join(sorted(parsed.tags)))
+        elif parsed.request.seed is not None:  # deterministic: the same request gets the same stored answer
+            key = "http:" + _sha(content, model, tags)
+        else:  # a new image per request; a retry finds the latest job of this content (and caller)
+            prefix = "http:" + _sha(content, model, tags, tenant) + ":"
+            key = (self._latest_key(prefix) if retry else None) or self._new_key(prefix)
         rec = self.ledger.get_by_key(key)
         if rec is not None and rec.request_hash != content:
             raise ApiError(400, "This Idempotency-Key was already used with a different request; use a new key for "
@@ -204,6 +224,21 @@ class EditService:
         job_id = "http-" + hashlib.sha256(key.encode()).hexdigest()[:32]
         job = replace(job, id=job_id, request=replace(parsed.request, job_id=job_id))
         return Prepared(job=job, key=key, target=target)
+
+    def _new_key(self, prefix: str) -> str:
+        key = f"{prefix}{uuid.uuid4().hex}"
+        with self._latest_lock:
+            self._latest[prefix] = key
+            self._latest.move_to_end(prefix)
+            while len(self._latest) > LATEST_KEYS:
+                self._latest.popitem(last=False)
+        return key
+
+    def _latest_key(self, prefix: str) -> str | None:
+        """The newest job key of this content: this process's (in flight or done), else the ledger's."""
+        with self._latest_lock:
+            key = self._latest.get(prefix)
+        return key or self.ledger.latest_key(prefix)
 
     # ---- running it -----------------------------------------------------------------------------------
 

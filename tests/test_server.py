@@ -269,6 +269,8 @@ def test_idempotency_key_returns_the_stored_result(server, upstream):
     first, h1 = edit(url, image=png(), prompt="idempotent edit", extra_headers=headers)
     again, h2 = edit(url, image=png(), prompt="idempotent edit", extra_headers=headers)
     assert len(upstream.requests) == before + 1 and h2["x-editroute-reused"] == "true"
+    assert h1["x-editroute-billed-usd"] == h1["x-editroute-cost-usd"] == h2["x-editroute-cost-usd"] != "0"
+    assert h2["x-editroute-billed-usd"] == "0"
     assert again.data[0].b64_json == first.data[0].b64_json and h1["x-editroute-job-id"] == h2["x-editroute-job-id"]
     with pytest.raises(openai.BadRequestError) as info:  # same key, another request
         client(url).images.edit(image=png(), prompt="something else", extra_headers=headers)
@@ -286,10 +288,59 @@ def test_retry_after_a_client_timeout_is_not_billed_twice(tmp_path):
             assert len(jobs) == 1 and jobs[0].status == "done"
             attempts = service.ledger.attempts(jobs[0].id)
             assert len(attempts) == 1 and service.ledger.total_spent() == attempts[0]["cost"] > 0
+            assert headers["x-editroute-billed-usd"] == "0"
+            assert Decimal(headers["x-editroute-cost-usd"]) == attempts[0]["cost"]
 
-            # concurrent identical requests share one job too
-            results = run_threads(3, lambda i: edit(url, image=png(), prompt="concurrent duplicate"))
+            # concurrent identical seeded requests share one job too
+            results = run_threads(3, lambda i: edit(url, image=png(), prompt="concurrent duplicate",
+                                                    extra_body={"seed": 7}))
             assert len(slow.requests) == 2 and len({r[0].data[0].b64_json for r in results}) == 1
+            assert sorted(r[1]["x-editroute-billed-usd"] == "0" for r in results) == [False, True, True]
+
+
+def test_identical_unseeded_requests_are_new_jobs_billed_each_time(server, upstream):
+    """Like OpenAI: the same photo and prompt sent again (not as a retry) makes a new image, billed again."""
+    url, service = server
+    before = len(upstream.requests)
+    _, h1 = edit(url, image=png(), prompt="another variant please")
+    _, h2 = edit(url, image=png(), prompt="another variant please")
+    assert len(upstream.requests) == before + 2
+    assert h1["x-editroute-job-id"] != h2["x-editroute-job-id"]
+    for h in (h1, h2):
+        assert h["x-editroute-reused"] == "false" and h["x-editroute-billed-usd"] == h["x-editroute-cost-usd"] != "0"
+        rec = service.ledger.get(h["x-editroute-job-id"])
+        assert rec.status == "done" and rec.cost == Decimal(h["x-editroute-billed-usd"])
+
+
+def test_identical_seeded_requests_reuse_the_stored_result(server, upstream):
+    url, service = server
+    before = len(upstream.requests)
+    first, h1 = edit(url, image=png(), prompt="seeded, deterministic", extra_body={"seed": 42})
+    again, h2 = edit(url, image=png(), prompt="seeded, deterministic", extra_body={"seed": 42})
+    assert len(upstream.requests) == before + 1 and again.data[0].b64_json == first.data[0].b64_json
+    assert h1["x-editroute-job-id"] == h2["x-editroute-job-id"]
+    assert (h1["x-editroute-reused"], h2["x-editroute-reused"]) == ("false", "true")
+    assert h2["x-editroute-billed-usd"] == "0" and h2["x-editroute-cost-usd"] == h1["x-editroute-billed-usd"] != "0"
+
+
+def test_a_retry_after_a_restart_reuses_the_latest_job_from_the_ledger(tmp_path):
+    """An SDK retry (x-stainless-retry-count >= 1) that reaches a restarted server finds the job in the ledger."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"backends": {"fast": {"kind": "function", "cost_per_image": 0.03}},
+                                      "quality": {"fast": 0.7}}))
+    retry = {"x-stainless-retry-count": "1"}
+    with serving(policy, tmp_path / "out") as (url, _):
+        _, old = edit(url, image=png(), prompt="restart")
+        _, latest = edit(url, image=png(), prompt="restart")
+    with serving(policy, tmp_path / "out") as (url, service):
+        _, h = edit(url, image=png(), prompt="restart", extra_headers=retry)
+        assert h["x-editroute-job-id"] == latest["x-editroute-job-id"] != old["x-editroute-job-id"]
+        assert h["x-editroute-reused"] == "true" and h["x-editroute-billed-usd"] == "0"
+        _, fresh = edit(url, image=png(), prompt="restart")  # a first try again: a new job
+        _, unknown = edit(url, image=png(), prompt="never sent before", extra_headers=retry)  # nothing to join: runs
+        assert fresh["x-editroute-reused"] == unknown["x-editroute-reused"] == "false"
+        assert len({old["x-editroute-job-id"], latest["x-editroute-job-id"], fresh["x-editroute-job-id"]}) == 3
+        assert service.ledger.total_spent() == Decimal("0.03") * 4  # old, latest, fresh, unknown; the retry: 0
 
 
 def edit_with(url: str, **client_kwargs):
