@@ -12,7 +12,8 @@
    thresholded, dilated by `dilate_px` and feathered by `feather_px`.
 3. The mask follows OpenAI's convention: RGBA PNG at the image's size, alpha 0 = edit. The feather ramps alpha
    from 0 at the region's edge up to 255 over `feather_px` OUTSIDE it, so the alpha-0 region is exactly the
-   (dilated) match. An empty match raises `InvalidRequest` before any GPU time is spent on the edit.
+   (dilated) match. An empty match raises `BackendUnavailable` before any GPU time is spent on the edit, so the job
+   takes the policy's fallbacks (an API that needs no mask).
 
 torch and transformers are imported inside functions only.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from backends.errors import BackendMisconfigured, InvalidRequest
+from backends.errors import BackendMisconfigured, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -301,12 +302,11 @@ def infer_mask(image: Image.Image, prompt: str, settings: MaskSettings, *, job_i
     coverage = float(region.mean())
     if not region.any() or coverage < settings.min_coverage:
         what = f"everything except {query!r}" if target.inverted else repr(query)
-        raise InvalidRequest(
+        raise BackendUnavailable(  # this backend cannot run the job; an API that needs no mask still can
             f"mask=None: no region of the image matched the phrase {target.phrase!r} (looked for {what}; best "
             f"score {prob.max():.2f} vs threshold {settings.threshold}, coverage {coverage:.4f} < min_coverage "
             f"{settings.min_coverage}); give a mask, name the region plainly in the prompt, or lower "
-            "mask_inference.threshold", field="mask", value=None, limit=f"threshold {settings.threshold}",
-            job_id=job_id)
+            "mask_inference.threshold", job_id=job_id)
     log.info("inferred mask for %r: %s%r covers %.1f%%", prompt[:60], "not " if target.inverted else "", query,
              100 * coverage)
     return InferredMask(mask_from_region(region, image, settings.feather_px), target.phrase, target.inverted,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from backends import masking
 from backends.base import EditRequest
-from backends.errors import BackendMisconfigured, InvalidRequest
+from backends.errors import BackendMisconfigured, BackendUnavailable, InvalidRequest
 from backends.images import InputImage
 from backends.masking import MaskSettings, extract_target, infer_mask, probabilities
 from tests.fixtures_sdxl import tiny_settings
@@ -111,14 +111,14 @@ def test_dilate_grows_the_region_and_feather_stays_outside_it(tiny_clipseg_dir):
     assert masking.box_sum(grown == 0, 4)[ramp].min() > 0  # within feather_px of the region
 
 
-def test_empty_match_is_a_clear_invalid_request(tiny_clipseg_dir):
+def test_empty_match_is_a_clear_error_that_lets_the_job_fall_back(tiny_clipseg_dir):
     image = gradient(64, 64)
     base = MaskSettings(model=str(tiny_clipseg_dir), device="cpu")
     top = float(probabilities(image, "red badge", base).max())
     assert top < 1.0
-    with pytest.raises(InvalidRequest, match="no region of the image matched the phrase 'red badge'") as info:
+    with pytest.raises(BackendUnavailable, match="no region of the image matched the phrase 'red badge'") as info:
         infer_mask(image, "change the red badge to say SALE", base.model_copy(update={"threshold": (top + 1) / 2}))
-    assert info.value.field == "mask" and info.value.job_id is None
+    assert not isinstance(info.value, InvalidRequest) and info.value.job_id is None
 
 
 def test_models_load_once_per_process(tiny_clipseg_dir):
@@ -211,6 +211,32 @@ def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir,
     mask = tmp_path / "out" / "no-mask" / "mask.png"
     assert mask.is_file() and {"path": "no-mask/mask.png"}.items() <= record["artifacts"][0].items()
     assert Image.open(mask).size == (64, 64)
+
+
+def test_no_region_found_falls_back_to_a_backend_that_needs_no_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
+    from pipeline.runner import run_batch
+
+    gradient(64, 64).save(tmp_path / "shelf.png")
+    (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1,
+                                                     "prompt": "remove the logo from the shelf"}) + "\n")
+    top = float(probabilities(gradient(64, 64), "logo", MaskSettings(model=str(tiny_clipseg_dir), device="cpu")).max())
+    impossible = {"model": str(tiny_clipseg_dir), "threshold": (top + 1) / 2}  # above every pixel's score
+    sdxl = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, mask_inference=impossible)}
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(f"""
+        backends:
+          api: {{kind: function, cost_per_image: 0.04}}
+          local: {json.dumps(sdxl)}
+        quality: {{api: 0.8, local: 0.7}}
+        objective: {{type: cheapest, min_quality: 0.5}}
+        fallbacks: {{local: [api]}}
+    """))
+    assert _route(policy, tmp_path / "jobs.jsonl") == "local"
+    result = run_batch(tmp_path / "jobs.jsonl", policy, tmp_path / "out")
+    assert result.ok
+    record = json.loads((tmp_path / "out" / "no-mask" / "result.json").read_text())
+    assert record["backend"] == "api"
+    assert any("no region of the image matched" in str(a.get("error")) for a in record["attempts"])
 
 
 def _route(policy_path, manifest) -> str | None:
