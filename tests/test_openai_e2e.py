@@ -168,7 +168,7 @@ def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, c
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
     files = sorted(out.iterdir())
-    assert [f.name for f in files] == ["1.webp", "2.webp", "3.webp"]
+    assert [f.name for f in files] == ["0.webp", "1.webp", "2.webp"]
     for f in files:
         with Image.open(f) as img:
             assert img.format == "WEBP" and img.size == (1024, 1024)
@@ -200,7 +200,7 @@ def test_openai_base_url_env_points_the_default_at_a_compatible_server(server, k
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     a, _ = _inputs(tmp_path)
     assert main(["edit", "--image", str(a), "--prompt", "x", "--out", str(tmp_path / "o")]) == 0, capsys.readouterr()
-    assert len(server.requests) == 1 and (tmp_path / "o" / "1.png").exists()
+    assert len(server.requests) == 1 and (tmp_path / "o" / "0.png").exists()
     assert Settings(base_url="http://127.0.0.1:9/v1").base_url == "http://127.0.0.1:9/v1"
     monkeypatch.delenv("OPENAI_BASE_URL")
     assert Settings().base_url == "https://api.openai.com/v1"

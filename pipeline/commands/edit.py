@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         result = backend.edit(request)
     finally:
         backend.close()
-    for k, data in enumerate(result.images, start=1):
+    for k, data in enumerate(result.images):  # 0.png, 1.png, ...: as `editroute run` names them
         path = args.out / f"{k}.{result.output_format}"
         atomic_write_bytes(path, data)
         console.print(f"wrote {path} ({result.width}x{result.height} {result.output_format}, {len(data)} bytes)")
