@@ -182,13 +182,11 @@ def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_d
     assert (out[~keep] != src[~keep]).any()  # inside it the model repainted
 
 
-def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
-    from pipeline.runner import run_batch
-
+def _maskless_shelf_job(tmp_path, tiny_sdxl_dir, mask_settings, extra_policy: str = ""):
+    """A mask-less job on a 64x64 image and a policy: a $0.04 API fake, and tiny SDXL inferring masks."""
     gradient(64, 64).save(tmp_path / "shelf.png")
     (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1,
                                                      "prompt": "remove the logo from the shelf"}) + "\n")
-    mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo")}
     sdxl = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, mask_inference=mask_settings)}
     policy = tmp_path / "policy.yaml"
     policy.write_text(textwrap.dedent(f"""
@@ -197,13 +195,21 @@ def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir,
           local: {json.dumps(sdxl)}
         quality: {{api: 0.8, local: 0.7}}
         objective: {{type: cheapest, min_quality: 0.5}}
-    """))
+    """) + extra_policy)
+    return tmp_path / "jobs.jsonl", policy
+
+
+def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
+    from pipeline.runner import run_batch
+
+    mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo")}
+    jobs, policy = _maskless_shelf_job(tmp_path, tiny_sdxl_dir, mask_settings)
     without = tmp_path / "without.yaml"
     without.write_text(policy.read_text().replace(f'"mask_inference": {json.dumps(mask_settings)}', '"seed": 0')
                        .replace(', "seed": 0', ""))
-    assert _route(without, tmp_path / "jobs.jsonl") == "api"  # no mask model: only the API can run it
-    assert _route(policy, tmp_path / "jobs.jsonl") == "local"
-    result = run_batch(tmp_path / "jobs.jsonl", policy, tmp_path / "out")
+    assert _route(without, jobs) == "api"  # no mask model: only the API can run it
+    assert _route(policy, jobs) == "local"
+    result = run_batch(jobs, policy, tmp_path / "out")
     assert result.ok
     record = json.loads((tmp_path / "out" / "no-mask" / "result.json").read_text())
     assert record["backend"] == "local"
@@ -216,23 +222,11 @@ def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir,
 def test_no_region_found_falls_back_to_a_backend_that_needs_no_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
     from pipeline.runner import run_batch
 
-    gradient(64, 64).save(tmp_path / "shelf.png")
-    (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1,
-                                                     "prompt": "remove the logo from the shelf"}) + "\n")
     top = float(probabilities(gradient(64, 64), "logo", MaskSettings(model=str(tiny_clipseg_dir), device="cpu")).max())
     impossible = {"model": str(tiny_clipseg_dir), "threshold": (top + 1) / 2}  # above every pixel's score
-    sdxl = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, mask_inference=impossible)}
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(textwrap.dedent(f"""
-        backends:
-          api: {{kind: function, cost_per_image: 0.04}}
-          local: {json.dumps(sdxl)}
-        quality: {{api: 0.8, local: 0.7}}
-        objective: {{type: cheapest, min_quality: 0.5}}
-        fallbacks: {{local: [api]}}
-    """))
-    assert _route(policy, tmp_path / "jobs.jsonl") == "local"
-    result = run_batch(tmp_path / "jobs.jsonl", policy, tmp_path / "out")
+    jobs, policy = _maskless_shelf_job(tmp_path, tiny_sdxl_dir, impossible, "fallbacks: {local: [api]}\n")
+    assert _route(policy, jobs) == "local"
+    result = run_batch(jobs, policy, tmp_path / "out")
     assert result.ok
     record = json.loads((tmp_path / "out" / "no-mask" / "result.json").read_text())
     assert record["backend"] == "api"
