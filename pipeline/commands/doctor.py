@@ -53,6 +53,37 @@ def _accelerator() -> str:
     return "none (SDXL would run on CPU: fine for tests, far too slow for production)"
 
 
+def _model_status(model: str, index_file: str) -> str:
+    """Where a self-hosted model will load from: a local folder, the Hugging Face cache, or a download."""
+    if os.path.isdir(os.path.expanduser(model)):
+        return f"[green]local folder[/] {model}"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return f"{model} (huggingface_hub missing: install the sdxl extra)"
+    if isinstance(try_to_load_from_cache(model, index_file), str):
+        return f"[green]in the Hugging Face cache[/] {model}"
+    return f"[yellow]not downloaded[/] {model}: the first job downloads it (offline: `hf download {model}` elsewhere)"
+
+
+def _model_rows(policy) -> list[tuple[str, str]]:
+    """One row per model a policy's self-hosted backends load (SDXL pipeline, mask inference model)."""
+    rows = []
+    for name, spec in policy.backends.items():
+        if spec.kind != "sdxl":
+            continue
+        from backends.sdxl_settings import DEFAULT_MODEL
+
+        rows.append((f"{name} model", _model_status(str(spec.settings.get("model") or DEFAULT_MODEL),
+                                                    "model_index.json")))
+        masks = spec.settings.get("mask_inference")
+        if isinstance(masks, dict):
+            from backends.masking import DEFAULT_MASK_MODEL
+
+            rows.append((f"{name} masks", _model_status(str(masks.get("model") or DEFAULT_MASK_MODEL), "config.json")))
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from backends.pricing import load_prices
 
@@ -87,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             policy = load_policy(args.policy)
             table.add_row("policy", f"[green]ok[/]: backends {', '.join(policy.backends)}")
+            for label, status in _model_rows(policy):
+                table.add_row(label, status)
         except ConfigError as exc:
             problems += 1
             table.add_row("policy", f"[red]{exc}[/]")
