@@ -9,7 +9,8 @@
    object: CLIPSeg is asked for `salient_phrase` and the region is inverted. No match: the prompt itself.
 2. CLIPSeg (`CLIPSegForImageSegmentation`, default `CIDAS/clipseg-rd64-refined`, loaded once per process) scores
    every pixel for the phrase; the low-res logits are resized to the image, passed through a sigmoid,
-   thresholded, dilated by `dilate_px` and feathered by `feather_px`.
+   thresholded, dilated by `dilate_px` and feathered by `feather_px`. With `grounded_sam:` configured, Grounding
+   DINO boxes the phrase and SAM segments the boxes instead (backends/grounded_sam.py); the rest is the same.
 3. The mask follows OpenAI's convention: RGBA PNG at the image's size, alpha 0 = edit. The feather ramps alpha
    from 0 at the region's edge up to 255 over `feather_px` OUTSIDE it, so the alpha-0 region is exactly the
    (dilated) match. An empty match raises `BackendUnavailable` before any GPU time is spent on the edit, so the job
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backends.errors import BackendMisconfigured, BackendUnavailable
 
@@ -40,9 +41,13 @@ DEFAULT_MASK_MODEL = "CIDAS/clipseg-rd64-refined"
 
 
 class GroundedSamSettings(BaseModel):
+    """`mask_inference.grounded_sam:` Grounding DINO boxes the phrase, SAM segments the boxes (grounded_sam.py)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    detector: str = "IDEA-Research/grounding-dino-tiny"
-    segmenter: str = "facebook/sam-vit-base"
+    detector: str = "IDEA-Research/grounding-dino-tiny"  # hub id or local directory
+    segmenter: str = "facebook/sam-vit-base"  # hub id or local directory
+    box_threshold: float = Field(default=0.3, gt=0, lt=1)  # detection score a box needs
+    max_boxes: int = Field(default=3, ge=1, le=32)  # the best boxes are segmented and united
 
 
 class MaskSettings(BaseModel):
@@ -56,16 +61,13 @@ class MaskSettings(BaseModel):
     feather_px: int = Field(default=4, ge=0, le=128)  # alpha ramp outside the region
     min_coverage: float = Field(default=0.001, ge=0, lt=1)  # a smaller match counts as "nothing matched"
     salient_phrase: str = "the main object"  # what a background edit keeps (the mask is its inverse)
-    grounded_sam: GroundedSamSettings | None = None  # Grounding DINO + SAM: not available yet (see validator)
+    grounded_sam: GroundedSamSettings | None = None  # Grounding DINO + SAM instead of CLIPSeg (`model`)
 
-    @field_validator("grounded_sam")
-    @classmethod
-    def _grounded_sam_unavailable(cls, value: GroundedSamSettings | None) -> GroundedSamSettings | None:
-        if value is not None:
-            raise ValueError("grounded_sam (Grounding DINO + SAM) is not available in this version of editroute "
-                             "(transformers' SAM processor also needs torchvision); remove it to use CLIPSeg "
-                             "(`model:`)")
-        return value
+    @model_validator(mode="after")
+    def _one_model(self) -> MaskSettings:
+        if self.grounded_sam is not None and "model" in self.model_fields_set:
+            raise ValueError("set either `model` (CLIPSeg) or `grounded_sam` (Grounding DINO + SAM), not both")
+        return self
 
 
 # ---- 1. the target phrase ----------------------------------------------------------------------------
@@ -275,7 +277,11 @@ def mask_from_region(region: np.ndarray, rgb: Image.Image | None = None, feather
 
 
 def probabilities(image: Image.Image, query: str, settings: MaskSettings) -> np.ndarray:
-    """CLIPSeg's per-pixel probability for `query`, resized to the image (H x W, float 0..1)."""
+    """CLIPSeg's (or Grounding DINO + SAM's) per-pixel probability for `query` at the image's size (H x W, 0..1)."""
+    if settings.grounded_sam is not None:
+        from backends.grounded_sam import probabilities as grounded_probabilities
+
+        return grounded_probabilities(image, query, settings)
     import torch
 
     loaded = load_pretrained(settings.model, "CLIPSegForImageSegmentation", "CLIPSegProcessor",
@@ -306,7 +312,8 @@ def infer_mask(image: Image.Image, prompt: str, settings: MaskSettings, *, job_i
             f"mask=None: no region of the image matched the phrase {target.phrase!r} (looked for {what}; best "
             f"score {prob.max():.2f} vs threshold {settings.threshold}, coverage {coverage:.4f} < min_coverage "
             f"{settings.min_coverage}); give a mask, name the region plainly in the prompt, or lower "
-            "mask_inference.threshold", job_id=job_id)
+            f"mask_inference.{'grounded_sam.box_threshold or ' if settings.grounded_sam else ''}threshold",
+            job_id=job_id)
     log.info("inferred mask for %r: %s%r covers %.1f%%", prompt[:60], "not " if target.inverted else "", query,
              100 * coverage)
     return InferredMask(mask_from_region(region, image, settings.feather_px), target.phrase, target.inverted,

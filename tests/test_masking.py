@@ -60,8 +60,8 @@ def test_phrase_extraction_falls_back_to_the_prompt(prompt):
 def test_mask_settings_defaults_and_errors():
     s = MaskSettings()
     assert s.model == "CIDAS/clipseg-rd64-refined" and 0 < s.threshold < 1
-    with pytest.raises(ValidationError, match="not available"):
-        MaskSettings(grounded_sam={"detector": "IDEA-Research/grounding-dino-tiny", "segmenter": "facebook/sam"})
+    with pytest.raises(ValidationError, match="not both"):  # Grounding DINO + SAM replaces CLIPSeg
+        MaskSettings(model="CIDAS/clipseg-rd64-refined", grounded_sam={"detector": "IDEA-Research/grounding-dino-tiny"})
     with pytest.raises(ValidationError, match="extra"):
         MaskSettings(treshold=0.5)
 
@@ -157,10 +157,10 @@ def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clips
     loads = (masking.loads, sdxl_runtime.loads)
     plain = SDXLInpaintBackend.from_settings("sdxl", {"model": "x"})
     inferring = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"model": "y"}})
+    grounded = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"grounded_sam": {}}})
     assert not plain.capabilities.mask_optional and inferring.capabilities.mask_optional
+    assert grounded.capabilities.mask_optional
     assert (masking.loads, sdxl_runtime.loads) == loads
-    with pytest.raises(BackendMisconfigured, match="mask_inference.grounded_sam"):
-        SDXLInpaintBackend.from_settings("sdxl", {"mask_inference": {"grounded_sam": {}}})
 
 
 def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_dir):
