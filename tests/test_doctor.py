@@ -25,7 +25,8 @@ def test_doctor_says_where_each_self_hosted_model_loads_from(tmp_path, monkeypat
 backends:
   mine: {{kind: sdxl, model: {local}}}
   hub: {{kind: sdxl, mask_inference: {{model: CIDAS/clipseg-rd64-refined}}}}
-quality: {{mine: 0.7, hub: 0.7}}
+  boxes: {{kind: sdxl, mask_inference: {{grounded_sam: {{segmenter: {local}}}}}}}
+quality: {{mine: 0.7, hub: 0.7, boxes: 0.7}}
 objective: {{type: cheapest}}
 """)
     assert main(["doctor", "--policy", str(policy)]) == 0
@@ -33,3 +34,4 @@ objective: {{type: cheapest}}
     assert "local folder" in out
     assert "not downloaded diffusers/stable-diffusion-xl-1.0-inpainting-0.1" in out
     assert "not downloaded CIDAS/clipseg-rd64-refined" in out
+    assert "not downloaded IDEA-Research/grounding-dino-tiny" in out and out.count("local folder") == 2

@@ -14,6 +14,7 @@ import json
 import shutil
 import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 STANDIN_VERSION = 1
@@ -92,14 +93,20 @@ def build_tiny_clip(path: str | Path, *, overwrite: bool = False) -> Path:
     return finish(tmp, path, "clip")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_main(argv: list[str] | None, module: str, build: Callable[[str], Path],
+               describe: Callable[[Path], str]) -> int:
+    """`python -m backends.standins.<module> DIR`: build a stand-in into DIR and say what it is (not a real model)."""
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
-        sys.stderr.write("usage: python -m backends.standins.tiny_clip DIR\n")
+        sys.stderr.write(f"usage: python -m backends.standins.{module} DIR\n")
         return 2
-    out = build_tiny_clip(args[0])
-    sys.stderr.write(f"tiny random-weight CLIP stand-in (scores mean nothing) at {out}\n")
+    sys.stderr.write(describe(build(args[0])) + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return build_main(argv, "tiny_clip", build_tiny_clip,
+                      lambda out: f"tiny random-weight CLIP stand-in (scores mean nothing) at {out}")
 
 
 if __name__ == "__main__":

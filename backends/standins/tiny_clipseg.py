@@ -10,10 +10,17 @@ back through the same `from_pretrained` path as the real one, with no network.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-from backends.standins.tiny_clip import char_tokenizer, finish, image_processor, is_built, text_config, vision_config
+from backends.standins.tiny_clip import (
+    build_main,
+    char_tokenizer,
+    finish,
+    image_processor,
+    is_built,
+    text_config,
+    vision_config,
+)
 
 IMAGE_SIZE = 64
 
@@ -39,13 +46,8 @@ def build_tiny_clipseg(path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m backends.standins.tiny_clipseg DIR\n")
-        return 2
-    out = build_tiny_clipseg(args[0])
-    sys.stderr.write(f"tiny random-weight CLIPSeg stand-in (masks are noise) at {out}\n")
-    return 0
+    return build_main(argv, "tiny_clipseg", build_tiny_clipseg,
+                      lambda out: f"tiny random-weight CLIPSeg stand-in (masks are noise) at {out}")
 
 
 if __name__ == "__main__":

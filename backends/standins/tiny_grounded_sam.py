@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import shutil
 import string
-import sys
 from pathlib import Path
 
-from backends.standins.tiny_clip import finish, is_built
+from backends.standins.tiny_clip import build_main, finish, is_built
 
 KIND = "grounded_sam"
 DETECTOR, SEGMENTER = "grounding-dino", "sam"
@@ -113,14 +112,9 @@ def build_tiny_grounded_sam(path: str | Path, *, overwrite: bool = False) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        sys.stderr.write("usage: python -m backends.standins.tiny_grounded_sam DIR\n")
-        return 2
-    out = build_tiny_grounded_sam(args[0])
-    sys.stderr.write(f"tiny random-weight Grounding DINO at {detector_dir(out)} and SAM at {segmenter_dir(out)} "
-                     "(boxes and masks are noise)\n")
-    return 0
+    return build_main(argv, "tiny_grounded_sam", build_tiny_grounded_sam,
+                      lambda out: f"tiny random-weight Grounding DINO at {detector_dir(out)} and SAM at "
+                                  f"{segmenter_dir(out)} (boxes and masks are noise)")
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None,
                 if clipseg_dir is None:
                     raise ConfigError(f"backends.{name}.mask_inference: the demo's CLIPSeg stand-in is missing")
                 spec["mask_inference"] = {**spec["mask_inference"], "model": str(clipseg_dir), "device": "cpu"}
+                spec["mask_inference"].pop("grounded_sam", None)  # the demo's stand-in is CLIPSeg either way
     if data.get("quality_file"):  # the demo's copy lives elsewhere: keep pointing at the same file
         data["quality_file"] = str((policy_path.parent / str(data["quality_file"])).resolve())
     return data

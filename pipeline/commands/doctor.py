@@ -78,9 +78,17 @@ def _model_rows(policy) -> list[tuple[str, str]]:
                                                     "model_index.json")))
         masks = spec.settings.get("mask_inference")
         if isinstance(masks, dict):
-            from backends.masking import DEFAULT_MASK_MODEL
+            from backends.masking import DEFAULT_MASK_MODEL, GroundedSamSettings
 
-            rows.append((f"{name} masks", _model_status(str(masks.get("model") or DEFAULT_MASK_MODEL), "config.json")))
+            grounded = masks.get("grounded_sam")
+            if isinstance(grounded, dict):
+                defaults = GroundedSamSettings()
+                for role in ("detector", "segmenter"):
+                    model = str(grounded.get(role) or getattr(defaults, role))
+                    rows.append((f"{name} mask {role}", _model_status(model, "config.json")))
+            else:
+                model = str(masks.get("model") or DEFAULT_MASK_MODEL)
+                rows.append((f"{name} masks", _model_status(model, "config.json")))
     return rows
 
 
