@@ -21,6 +21,7 @@ a planning figure; measured seconds replace it as soon as this process has run a
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +128,13 @@ class Settings(_Strict):
     gpu_cost: GpuCost = Field(default_factory=lambda: GpuCost(gpu="A100-80GB"))
     seconds_per_step_mp: float = Field(default=0.11, gt=0)
 
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("one of auto, cpu, mps, cuda, cuda:N")
+        return value
     @model_validator(mode="before")
     @classmethod
     def _default_max_batch(cls, value: Any) -> Any:

@@ -237,6 +237,8 @@ def test_bad_settings_are_misconfiguration():
         create_backend("sdxl", "x", {"tiers": {"ultra": {"steps": 3}}})
     with pytest.raises(BackendMisconfigured, match="nonsense"):
         create_backend("sdxl", "x", {"nonsense": 1})
+    with pytest.raises(BackendMisconfigured, match="device: .*one of auto, cpu, mps, cuda, cuda:N"):
+        create_backend("sdxl", "x", {"device": "tpu"})  # at policy load, not at the first job
 
 
 def test_planning_needs_no_torch_and_no_model():
