@@ -178,6 +178,13 @@ def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, c
     assert "input_tokens=199 (text 5, image 194) output_tokens=3168" in stdout
 
 
+def test_cli_edit_says_the_api_ignores_a_seed(server, key, tmp_path, capsys):
+    a, m = _inputs(tmp_path)
+    assert main(["edit", "--base-url", server.base_url, "--image", str(a), "--prompt", "x", "--seed", "7",
+                 "--out", str(tmp_path / "o")]) == 0
+    assert "--seed is ignored" in capsys.readouterr().err
+
+
 def test_cli_edit_errors_are_one_line_exit_2(server, tmp_path, capsys, monkeypatch):
     a, _ = _inputs(tmp_path)
     base = ["edit", "--base-url", server.base_url, "--image", str(a), "--out", str(tmp_path / "o")]

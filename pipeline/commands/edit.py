@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
                           background=args.background, input_fidelity=args.input_fidelity, seed=args.seed,
                           job_id="cli").materialized()
     backend = create_backend(args.backend, args.backend, backend_settings(args.backend, args))
+    if args.seed is not None and args.backend == "openai":
+        Console(stderr=True, highlight=False).print("note: --seed is ignored: OpenAI's image API takes no seed")
     try:
         check_request(request, backend.capabilities, backend=backend.name)  # before anything is printed or paid
         estimate = backend.estimate(request)
