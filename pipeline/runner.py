@@ -45,7 +45,8 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.tally.failed == 0 and not self.problems and not self.interrupted
+        # skipped = failed in an earlier run and not retried, or held by another run: the manifest is not done
+        return self.tally.failed == 0 and self.tally.skipped == 0 and not self.problems and not self.interrupted
 
 
 def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:

@@ -16,6 +16,16 @@ from pipeline.runner import run_batch
 from tests.batch_helpers import FAKE_POLICY, write_manifest, write_policy
 
 
+def test_a_rerun_that_leaves_earlier_failures_is_not_ok(tmp_path):
+    """Exit code 1 until every job is done: a rerun skipping last run's failures must not report success."""
+    manifest = write_manifest(tmp_path, 3, corrupt={1})
+    policy = load_policy(write_policy(tmp_path, FAKE_POLICY.format(latency=0.0, extra="")))
+    backends = build_backends(policy)
+    assert not run_batch(manifest, policy, tmp_path / "out", backends=backends).ok
+    again = run_batch(manifest, policy, tmp_path / "out", backends=backends)
+    assert (again.tally.failed, again.tally.skipped) == (0, 1) and not again.ok
+
+
 def test_bad_jobs_fail_alone_and_a_rerun_pays_nothing(tmp_path):
     manifest = write_manifest(tmp_path, 8, corrupt={3}, missing={5})
     policy = load_policy(write_policy(tmp_path, FAKE_POLICY.format(latency=0.0, extra="")))

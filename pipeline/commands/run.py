@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "max_batch: for SDXL (jobs of equal size and tier per pipeline call; default 4 on CUDA, 1 on CPU).\n"
                "Rerun the same command to resume: done jobs are skipped and never billed again; a job cut off by a\n"
                "crash is retried once. Ctrl-C: in-flight calls finish, queued jobs are marked interrupted (rerun\n"
-               "resumes them); Ctrl-C again abandons the calls in flight. Exit 0: all done, 1: some failed, 130:\n"
-               "interrupted, 2: bad input.")
+               "resumes them); Ctrl-C again abandons the calls in flight.\n"
+               "Exit 0: all done, 1: some failed (now, or in an earlier run and not retried), 130: interrupted,\n"
+               "2: bad input.")
     p.add_argument("manifest", help="JSONL / YAML / JSON manifest of jobs")
     p.add_argument("--policy", required=True, help="routing policy YAML (see configs/policies/)")
     p.add_argument("--out", required=True, help="output folder: DIR/<job id>/..., ledger DIR/editroute.db")
