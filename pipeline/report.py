@@ -36,8 +36,10 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
                                                            "spend_nusd": 0, "held_nusd": 0, "estimate_nusd": 0,
                                                            "latencies": []})
     status_counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+    # a job that failed before any call (its backend skipped as misconfigured) counts where it was routed
     for backend, status, n in conn.execute(
-            "SELECT backend, status, COUNT(*) FROM jobs WHERE backend IS NOT NULL GROUP BY backend, status"):
+            "SELECT COALESCE(backend, planned_backend) AS b, status, COUNT(*) FROM jobs WHERE b IS NOT NULL "
+            "GROUP BY b, status"):
         if status == "done":
             per[backend]["jobs_done"] += n
         elif status == "failed":

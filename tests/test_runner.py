@@ -133,3 +133,21 @@ def test_a_misconfigured_backend_is_dropped_for_the_run_and_jobs_fall_back(tmp_p
     assert 1 <= backends["fast"].calls <= 16 < 30  # only jobs already under way (the 16-job window) tried it
     with Ledger.in_dir(tmp_path / "out") as ledger:
         assert {r.backend for r in ledger.jobs()} == {"spare"} and ledger.total_spent() == Decimal("0.60")
+
+
+def test_report_counts_a_job_that_failed_before_any_call_where_it_was_routed(tmp_path):
+    from backends.errors import BackendMisconfigured
+    from pipeline.report import build_report
+
+    def no_key(request):
+        raise BackendMisconfigured("no API key: set OPENAI_API_KEY")
+
+    alone = FAKE_POLICY.format(latency=0.0, extra="").replace("fallbacks:\n  fast: [spare]\n", "")
+    policy = load_policy(write_policy(tmp_path, alone))
+    backends = build_backends(policy)
+    backends["fast"].handler = no_key
+    result = run_batch(write_manifest(tmp_path, 30), policy, tmp_path / "out", backends=backends)
+    assert result.tally.failed == 30 and backends["fast"].calls < 30  # later jobs never called it
+    with Ledger.in_dir(tmp_path / "out") as ledger:
+        report = build_report(ledger)
+    assert {b["backend"]: b["jobs_failed"] for b in report["backends"]} == {"fast": 30}
