@@ -20,6 +20,7 @@ from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable
 from backends.images import InputImage
 from backends.masking import MaskSettings, infer_mask, probabilities
+from tests.fixtures_masking import assert_background_edit_inverts_the_salient_object, mask_alpha
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
 
@@ -43,10 +44,7 @@ def _settings(model_dir: Path, gs: dict | None = None, **extra) -> MaskSettings:
                         **extra)
 
 
-def _alpha(png: bytes) -> np.ndarray:
-    img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.mode == "RGBA"
-    return np.asarray(img.getchannel("A"))
+_alpha = mask_alpha
 
 
 def test_settings_load_with_hub_defaults_and_clear_errors():
@@ -113,14 +111,7 @@ def test_mask_is_an_rgba_png_with_alpha_0_on_the_segmented_region(tiny_grounded_
 
 
 def test_a_background_edit_inverts_the_salient_object(tiny_grounded_sam_dir):
-    image = gradient(96, 72)
-    base = _settings(tiny_grounded_sam_dir)
-    salient = probabilities(image, base.salient_phrase, base)
-    threshold = float(np.median(salient))
-    found = infer_mask(image, "replace the background with a white studio backdrop",
-                       base.model_copy(update={"threshold": threshold}))
-    np.testing.assert_array_equal(_alpha(found.mask_png) == 0, salient < threshold)
-    assert found.inverted and found.phrase == "background" and found.query == base.salient_phrase
+    assert_background_edit_inverts_the_salient_object(gradient(96, 72), _settings(tiny_grounded_sam_dir))
 
 
 def test_nothing_detected_is_backend_unavailable_naming_the_setting(tiny_grounded_sam_dir):

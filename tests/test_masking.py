@@ -17,6 +17,7 @@ from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable, InvalidRequest
 from backends.images import InputImage
 from backends.masking import MaskSettings, extract_target, infer_mask, probabilities
+from tests.fixtures_masking import assert_background_edit_inverts_the_salient_object, mask_alpha
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
 
@@ -66,10 +67,7 @@ def test_mask_settings_defaults_and_errors():
         MaskSettings(treshold=0.5)
 
 
-def _alpha(png: bytes) -> np.ndarray:
-    img = Image.open(io.BytesIO(png))
-    assert img.mode == "RGBA"
-    return np.asarray(img.getchannel("A"))
+_alpha = mask_alpha
 
 
 def test_tiny_clipseg_reloads_and_mask_is_the_thresholded_region(tiny_clipseg_dir):
@@ -86,13 +84,7 @@ def test_tiny_clipseg_reloads_and_mask_is_the_thresholded_region(tiny_clipseg_di
     assert (found.phrase, found.inverted, found.query) == ("logo", False, "logo")
     assert found.coverage == pytest.approx(float((prob >= threshold).mean()))
 
-    # a background edit is the inverse of the salient object
-    sal = probabilities(image, base.salient_phrase, base)
-    t2 = float(np.median(sal))
-    bg = infer_mask(image, "replace the background with a white studio backdrop",
-                    base.model_copy(update={"threshold": t2}))
-    np.testing.assert_array_equal(_alpha(bg.mask_png) == 0, sal < t2)
-    assert bg.inverted and bg.phrase == "background" and bg.query == base.salient_phrase
+    assert_background_edit_inverts_the_salient_object(image, base)
 
 
 def test_dilate_grows_the_region_and_feather_stays_outside_it(tiny_clipseg_dir):
