@@ -75,22 +75,33 @@ def finish(tmp: Path, path: Path, kind: str) -> Path:
     return path
 
 
-def build_tiny_clip(path: str | Path, *, overwrite: bool = False) -> Path:
-    """Build into `path` (idempotent) and return it; seeded, so every build has the same weights."""
+def build_standin(path: str | Path, kind: str, save: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Build a `kind` stand-in into `path` (idempotent) and return it: `save(tmp)` writes it into a scratch
+    directory (its tokenizer files under `tmp/_vocab`), seeded so every build has the same weights."""
     path = Path(path)
-    if is_built(path, "clip") and not overwrite:
+    if is_built(path, kind) and not overwrite:
         return path
     import torch
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
     tmp = path.with_name(path.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = char_tokenizer(tmp / "_vocab")
     torch.manual_seed(0)
+    save(tmp)
+    return finish(tmp, path, kind)
+
+
+def _save_clip(out: Path) -> None:
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    tokenizer = char_tokenizer(out / "_vocab")
     config = CLIPConfig(text_config=text_config(), vision_config=vision_config(IMAGE_SIZE, 8), projection_dim=16)
-    CLIPModel(config).eval().save_pretrained(tmp)
-    CLIPProcessor(image_processor=image_processor(IMAGE_SIZE), tokenizer=tokenizer).save_pretrained(tmp)
-    return finish(tmp, path, "clip")
+    CLIPModel(config).eval().save_pretrained(out)
+    CLIPProcessor(image_processor=image_processor(IMAGE_SIZE), tokenizer=tokenizer).save_pretrained(out)
+
+
+def build_tiny_clip(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Build into `path` (idempotent) and return it; seeded, so every build has the same weights."""
+    return build_standin(path, "clip", _save_clip, overwrite=overwrite)
 
 
 def build_main(argv: list[str] | None, module: str, build: Callable[[str], Path],

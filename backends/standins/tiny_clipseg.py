@@ -9,15 +9,13 @@ back through the same `from_pretrained` path as the real one, with no network.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from backends.standins.tiny_clip import (
     build_main,
+    build_standin,
     char_tokenizer,
-    finish,
     image_processor,
-    is_built,
     text_config,
     vision_config,
 )
@@ -25,24 +23,20 @@ from backends.standins.tiny_clip import (
 IMAGE_SIZE = 64
 
 
-def build_tiny_clipseg(path: str | Path, *, overwrite: bool = False) -> Path:
-    """Build into `path` (idempotent) and return it; seeded, so every build has the same weights."""
-    path = Path(path)
-    if is_built(path, "clipseg") and not overwrite:
-        return path
-    import torch
+def _save_clipseg(out: Path) -> None:
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    tmp = path.with_name(path.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = char_tokenizer(tmp / "_vocab")
-    torch.manual_seed(0)
+    tokenizer = char_tokenizer(out / "_vocab")
     config = CLIPSegConfig(text_config=text_config(), vision_config=vision_config(IMAGE_SIZE, 16), projection_dim=32,
                            reduce_dim=16, extract_layers=[1], decoder_num_attention_heads=2,
                            decoder_intermediate_size=32)
-    CLIPSegForImageSegmentation(config).eval().save_pretrained(tmp)
-    CLIPSegProcessor(image_processor=image_processor(IMAGE_SIZE), tokenizer=tokenizer).save_pretrained(tmp)
-    return finish(tmp, path, "clipseg")
+    CLIPSegForImageSegmentation(config).eval().save_pretrained(out)
+    CLIPSegProcessor(image_processor=image_processor(IMAGE_SIZE), tokenizer=tokenizer).save_pretrained(out)
+
+
+def build_tiny_clipseg(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Build into `path` (idempotent) and return it; seeded, so every build has the same weights."""
+    return build_standin(path, "clipseg", _save_clipseg, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,10 @@ as the real ones, with no network.
 
 from __future__ import annotations
 
-import shutil
 import string
 from pathlib import Path
 
-from backends.standins.tiny_clip import build_main, finish, is_built
+from backends.standins.tiny_clip import build_main, build_standin
 
 KIND = "grounded_sam"
 DETECTOR, SEGMENTER = "grounding-dino", "sam"
@@ -94,21 +93,15 @@ def _save_segmenter(out: Path) -> None:
     SamProcessor(image_processor=images).save_pretrained(out)
 
 
+def _save_both(out: Path) -> None:
+    _save_detector(detector_dir(out), _tokenizer(out / "_vocab"))
+    _save_segmenter(segmenter_dir(out))
+
+
 def build_tiny_grounded_sam(path: str | Path, *, overwrite: bool = False) -> Path:
     """Build both models into `path` (idempotent) and return it; seeded, so every build has the same weights.
     The detector is `detector_dir(path)`, the segmenter `segmenter_dir(path)`."""
-    path = Path(path)
-    if is_built(path, KIND) and not overwrite:
-        return path
-    import torch
-
-    tmp = path.with_name(path.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = _tokenizer(tmp / "_vocab")
-    torch.manual_seed(0)
-    _save_detector(detector_dir(tmp), tokenizer)
-    _save_segmenter(segmenter_dir(tmp))
-    return finish(tmp, path, KIND)
+    return build_standin(path, KIND, _save_both, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
