@@ -47,10 +47,11 @@ from backends.validation import capability_problems
 from pipeline.execute import ExecContext, Outcome, RetryPolicy, execute, job_key
 from pipeline.executors import LocalExecutor
 from pipeline.jobs import Job
-from pipeline.ledger import BudgetCap, Ledger
+from pipeline.ledger import Ledger
 from pipeline.metrics import Metrics
 from pipeline.policy import Policy, build_backends
 from pipeline.router import Decision, Router
+from pipeline.runner import budget_caps
 from pipeline.server_wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,6 @@ class _Variant:
     router: Router
     ctx: ExecContext
     executor: _OverrideExecutor
-
-
-def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
-    caps: dict[str, list[BudgetCap]] = {}
-    for b in policy.budgets:
-        caps.setdefault(b.backend, []).append(BudgetCap(b.backend, b.period, usd=b.limit_usd))
-    return caps
 
 
 def _sha(*parts: str) -> str:
