@@ -311,7 +311,8 @@ class EditService:
         for variant in self._variants.values():
             variant.executor.close()
         self.executor.close()
-        for backend in self.backends.values():
+        retargeted = [b for v in self._variants.values() for b in v.executor.own.backends.values()]
+        for backend in [*self.backends.values(), *retargeted]:
             try:
                 backend.close()
             except Exception:  # closing must not hide the shutdown

@@ -175,6 +175,14 @@ def test_an_openai_model_id_pins_the_api_backend_at_that_model(server, upstream)
     assert upstream.requests[-1].fields["model"] == "gpt-image-1.5" and len(result.data) == 1
 
 
+def test_shutdown_closes_the_connections_of_a_re_targeted_model(tmp_path, upstream):
+    with serving(write_policy(tmp_path / "cfg", upstream), tmp_path / "out") as (url, service):
+        edit(url, image=png(), prompt="newer model", model="gpt-image-1.5")
+        http = service.backend_for(service.resolve("gpt-image-1.5"))._client
+        assert http is not None and not http.is_closed
+    assert http.is_closed
+
+
 # ---- refusals: the SDK's own exception types, never retried -----------------------------------------------
 
 
