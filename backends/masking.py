@@ -172,27 +172,14 @@ _models_lock = threading.Lock()
 loads = 0  # from_pretrained calls in this process (tests check the cache)
 
 
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - huggingface_hub comes with transformers
-        return "~/.cache/huggingface/hub"
-
-
-def _resolve_device(device: str) -> str:
-    from backends.sdxl_runtime import resolve_device
-
-    return resolve_device(device)
-
-
 def load_pretrained(model_id: str, model_class: str, processor_class: str, *, device: str = "auto",
                     what: str = "model") -> LoadedModel:
     """`transformers.<model_class>` + `<processor_class>` from a hub id or local dir, cached per process.
     A missing or broken model raises `BackendMisconfigured` naming the id and the cache it looked in."""
     global loads
-    resolved = _resolve_device(device)
+    from backends.sdxl_runtime import hf_cache_dir, resolve_device  # not at the top: sdxl_runtime imports us
+
+    resolved = resolve_device(device)
     key = (model_id, model_class, resolved)
     with _models_lock:
         hit = _models.get(key)
@@ -205,12 +192,12 @@ def load_pretrained(model_id: str, model_class: str, processor_class: str, *, de
             raise BackendMisconfigured(f"the {what} needs torch and transformers: pip install "
                                        '"editroute[sdxl]"') from exc
         local = Path(model_id).expanduser()
-        where = f"directory {local}" if local.exists() else f"the Hugging Face cache at {_hf_cache_dir()}"
+        source = str(local) if local.exists() else model_id
+        where = f"directory {local}" if local.exists() else f"the Hugging Face cache at {hf_cache_dir()}"
         try:
             loads += 1
-            model = getattr(transformers, model_class).from_pretrained(str(local) if local.exists() else model_id)
-            processor = getattr(transformers, processor_class).from_pretrained(
-                str(local) if local.exists() else model_id)
+            model = getattr(transformers, model_class).from_pretrained(source)
+            processor = getattr(transformers, processor_class).from_pretrained(source)
         except Exception as exc:  # OSError (not cached, offline), bad config, wrong class
             first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             raise BackendMisconfigured(
