@@ -256,36 +256,30 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
             calls += 1
             try:
                 result = future.result()
-            except RateLimited as exc:
+            except (RateLimited, BackendUnavailable, BudgetExceeded, InvalidRequest, ContentRejected) as exc:
                 ledger.settle(attempt_id, Decimal(0), error=exc)
                 tried.append(_tried(name, exc))
                 last = exc.with_context(job_id=job.id, backend=name)
-                if rate_limited >= ctx.retry.max_rate_limited:
+                if isinstance(exc, RateLimited):
+                    if rate_limited >= ctx.retry.max_rate_limited:
+                        break
+                    delay = ctx.retry.delay(rate_limited, exc.retry_after)
+                    rate_limited += 1
+                    log.info("job %s: %s rate-limited; retrying in %.1fs", job.id, name, delay)
+                    ctx.stop.wait(delay)
+                    continue
+                if isinstance(exc, ContentRejected) and ctx.fallback_on_rejected:
                     break
-                delay = ctx.retry.delay(rate_limited, exc.retry_after)
-                rate_limited += 1
-                log.info("job %s: %s rate-limited; retrying in %.1fs", job.id, name, delay)
-                ctx.stop.wait(delay)
-                continue
-            except (BackendUnavailable, BudgetExceeded) as exc:
-                ledger.settle(attempt_id, Decimal(0), error=exc)
-                tried.append(_tried(name, exc))
-                last = exc.with_context(job_id=job.id, backend=name)
+                if isinstance(exc, (InvalidRequest, ContentRejected)):  # the request itself: no fallback helps
+                    ledger.fail(job.id, exc, backend=name)
+                    return _failed(job.id, exc, t0, name, calls)
                 if isinstance(exc, BackendMisconfigured) and ctx.skip_misconfigured:
                     if ctx.misconfigured.setdefault(name, exc.message) is exc.message:  # the first one says so
                         log.warning("backend %r is misconfigured: %s; this run no longer calls it (fix the "
                                     "setting and rerun with --retry-failed)", name, exc.message)
                     break
-                log.warning("job %s: %s", job.id, last)
+                log.warning("job %s: %s", job.id, last)  # BackendUnavailable, BudgetExceeded: next fallback
                 break
-            except (InvalidRequest, ContentRejected) as exc:
-                ledger.settle(attempt_id, Decimal(0), error=exc)
-                tried.append(_tried(name, exc))
-                last = exc.with_context(job_id=job.id, backend=name)
-                if isinstance(exc, ContentRejected) and ctx.fallback_on_rejected:
-                    break
-                ledger.fail(job.id, exc, backend=name)
-                return _failed(job.id, exc, t0, name, calls)
             except Exception as exc:  # a bug in a backend must not sink the batch
                 log.exception("job %s: backend %s raised an unexpected error", job.id, name)
                 ledger.settle(attempt_id, Decimal(0), error=exc)
