@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from backends.pricing import estimate_text_tokens, input_image_tokens, output_size_for, output_tokens
+from backends.base import BACKGROUNDS, INPUT_FIDELITIES, MAX_IMAGES, MAX_PROMPT_CHARS, OUTPUT_FORMATS, QUALITIES
+from backends.pricing import TOKEN_SIZES, estimate_text_tokens, input_image_tokens, output_size_for, output_tokens
 from backends.standins.openai_server import (
     DEFAULT_MODEL,
     FIELDS,
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
     from backends.standins.openai_server import FakeOpenAIServer
 
 _WXH = re.compile(r"^(\d+)x(\d+)$")
-_ENUMS = {"quality": ("low", "medium", "high", "auto"), "output_format": ("png", "jpeg", "webp"),
-          "background": ("transparent", "opaque", "auto"), "input_fidelity": ("low", "high")}
+_ENUMS = {"quality": QUALITIES, "output_format": OUTPUT_FORMATS, "background": BACKGROUNDS,
+          "input_fidelity": INPUT_FIDELITIES}
 
 
 def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
@@ -61,8 +62,8 @@ def _images(parts: list[tuple[RecordedPart, bytes]]) -> tuple[list[Image.Image],
     files = [(p, data) for p, data in parts if p.name in ("image", "image[]")]
     if not files:
         raise _bad("Missing required parameter: 'image'.", "image", "missing_required_parameter")
-    if len(files) > 16:
-        raise _bad(f"Invalid 'image': array too long. Expected at most 16 items, got {len(files)}.", "image",
+    if len(files) > MAX_IMAGES:
+        raise _bad(f"Invalid 'image': array too long. Expected at most {MAX_IMAGES} items, got {len(files)}.", "image",
                    "array_above_max_length")
     images = [_decode(p, data, "image" if p.name == "image" else f"image[{i}]") for i, (p, data) in enumerate(files)]
     mask = None
@@ -113,9 +114,9 @@ def _check_fields(server: FakeOpenAIServer, f: dict[str, str]) -> None:
     prompt = f.get("prompt")
     if not prompt:
         raise _bad("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
-    if len(prompt) > 32000:
-        raise _bad(f"Invalid 'prompt': string too long. Expected a string with maximum length 32000, but got a "
-                   f"string with length {len(prompt)} instead.", "prompt", "string_above_max_length")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise _bad(f"Invalid 'prompt': string too long. Expected a string with maximum length {MAX_PROMPT_CHARS}, "
+                   f"but got a string with length {len(prompt)} instead.", "prompt", "string_above_max_length")
     for name, allowed in _ENUMS.items():
         if name in f and f[name] not in allowed:
             raise _bad(f"Invalid value: '{f[name]}'. Supported values are: {', '.join(map(repr, allowed))}.", name)
@@ -126,7 +127,7 @@ def _check_fields(server: FakeOpenAIServer, f: dict[str, str]) -> None:
 def _size(server: FakeOpenAIServer, model: str, size: str, first: Image.Image) -> tuple[int, int]:
     if size == "auto":
         size = output_size_for("auto", first.width, first.height)
-    elif size not in ("1024x1024", "1536x1024", "1024x1536"):
+    elif size not in TOKEN_SIZES:
         m = _WXH.match(size)
         ok = m and server.prices.models[model].arbitrary_sizes
         w, h = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
