@@ -26,12 +26,11 @@ from typing import Any
 from PIL import Image
 
 from backends.base import CostEstimate
-from backends.errors import EditError
-from backends.validation import capability_problems
 from pipeline import quality_metrics as qm
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job, load_jobs
 from pipeline.policy import TIERS, Policy, build_backends, load_policy
+from pipeline.router import Decision, assess
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +155,8 @@ def plan_eval(manifest: str | Path, policy: str | Path | Policy, *, tiers: Seque
                 seed = job.request.seed if job.request.seed is not None else EVAL_SEED
                 request = replace(job.request, quality=tier, n=1, job_id=vid, seed=seed)
                 vjob = replace(job, id=vid, request=request, backend=name)
-                skip, estimate = None, None
-                problems = capability_problems(request, backend.capabilities)
-                if problems:
-                    skip = "cannot run this job: " + "; ".join(p.message for p in problems)
-                else:
-                    try:
-                        estimate = backend.estimate(request)
-                    except EditError as exc:
-                        skip = f"cannot estimate this job: {exc.message}"
-                variants.append(Variant(vid, job, vjob, name, tier, estimate, skip))
+                estimate, why = assess(backend, backend.capabilities, request)
+                variants.append(Variant(vid, job, vjob, name, tier, estimate, why if estimate is None else None))
     return EvalPlan(Path(manifest), policy, backends, jobs, tuple(tiers), variants)
 
 
@@ -177,7 +168,6 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
     from pipeline.execute import ExecContext, execute
     from pipeline.executors import LocalExecutor
     from pipeline.ledger import Ledger
-    from pipeline.router import Decision
     from pipeline.runner import budget_caps
 
     out = Path(out_dir)

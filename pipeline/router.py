@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from backends.base import CostEstimate
+from backends.base import Capabilities, CostEstimate, EditRequest
 from backends.errors import EditError
 from backends.validation import capability_problems
 from pipeline.errors import ConfigError
@@ -92,6 +93,17 @@ def pick(objective: Objective, cands: Sequence[Candidate]) -> Candidate | None:
     return ranked[0] if ranked else None
 
 
+def assess(backend: Any, caps: Capabilities, request: EditRequest) -> tuple[CostEstimate | None, str]:
+    """The backend's estimate for `request`, or (None, why it cannot take it): capabilities first, then estimate()."""
+    problems = capability_problems(request, caps)
+    if problems:
+        return None, "cannot run this job: " + "; ".join(p.message for p in problems)
+    try:
+        return backend.estimate(request), ""
+    except EditError as exc:
+        return None, f"cannot estimate this job: {exc.message}"
+
+
 class Router:
     def __init__(self, policy: Policy, backends: Mapping[str, object], spend: SpendSource) -> None:
         missing = [n for n in policy.backends if n not in backends]
@@ -120,14 +132,9 @@ class Router:
         cands: dict[str, Candidate] = {}
         excluded: dict[str, str] = {}
         for name in self._names:
-            problems = capability_problems(req, self._caps[name])
-            if problems:
-                excluded[name] = "cannot run this job: " + "; ".join(p.message for p in problems)
-                continue
-            try:
-                est = self.backends[name].estimate(req)  # type: ignore[attr-defined]
-            except EditError as exc:
-                excluded[name] = f"cannot estimate this job: {exc.message}"
+            est, why = assess(self.backends[name], self._caps[name], req)
+            if est is None:
+                excluded[name] = why
                 continue
             q = self.policy.quality[name].for_tier(req.quality)
             cands[name] = Candidate(name, est, q, self._order[name], est.usd if req.n == 1 else est.usd / max(req.n, 1))
