@@ -347,10 +347,9 @@ def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: i
         ctx.ledger.fail(job.id, f"could not write outputs to {folder}: {exc}", error_class="OutputError",
                         backend=tried[-1]["backend"])
         return _failed(job.id, exc, t0, tried[-1]["backend"], calls)
-    ctx.ledger.complete(job.id, backend=record["backend"], outputs=outputs, cost=result.cost_usd,
-                        attempt_id=attempt_id, usage=usage, call_s=result.timings.get("total_s"))
-    rec = ctx.ledger.get(job.id)
-    return Outcome(job.id, "done", backend=record["backend"], cost=rec.cost if rec else result.cost_usd,
+    cost = ctx.ledger.complete(job.id, backend=record["backend"], outputs=outputs, cost=result.cost_usd,
+                               attempt_id=attempt_id, usage=usage, call_s=result.timings.get("total_s"))
+    return Outcome(job.id, "done", backend=record["backend"], cost=cost,
                    outputs=tuple(ctx.out_dir / o["path"] for o in outputs),
                    artifacts=tuple(ctx.out_dir / a["path"] for a in artifacts), attempts=calls,
                    latency_s=time.perf_counter() - t0, result=record)

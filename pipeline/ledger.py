@@ -228,15 +228,17 @@ class Ledger(SpendMixin):
                      (now_ms(), job_id))
 
     def complete(self, job_id: str, *, backend: str, outputs: Sequence[dict[str, str]], cost: Decimal,
-                 attempt_id: int, usage: dict[str, Any] | None = None, call_s: float | None = None) -> None:
+                 attempt_id: int, usage: dict[str, Any] | None = None, call_s: float | None = None) -> Decimal:
         """Outputs are on disk: settle the call (`reserve`'s attempt id) and mark the job done, in one
-        transaction. The job's cost is everything settled for it; `call_s` is the call's own duration."""
+        transaction. Returns the job's cost: everything settled for it; `call_s` is the call's own duration."""
         t = now_ms()
         with self._write() as conn:
             self._settle(conn, attempt_id, cost, usage, None, call_s)
+            job_cost = self._job_cost(conn, job_id)
             conn.execute("UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, "
                          "error_class=NULL, error=NULL, updated_at=?, finished_at=? WHERE id=?",
-                         (backend, json.dumps(list(outputs)), self._job_cost(conn, job_id), t, t, job_id))
+                         (backend, json.dumps(list(outputs)), job_cost, t, t, job_id))
+        return from_nusd(job_cost)
 
     @staticmethod
     def _job_cost(conn: sqlite3.Connection, job_id: str) -> int:

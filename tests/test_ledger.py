@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from backends.errors import BudgetExceeded, InvalidRequest
+from backends.errors import BackendUnavailable, BudgetExceeded, InvalidRequest
 from pipeline.ledger import MIGRATIONS, BudgetCap, Ledger
 
 
@@ -128,12 +128,21 @@ def test_concurrent_processes_never_overshoot_a_cap(tmp_path):
         assert ledger.spent("api", "month") == Decimal("2.00")
 
 
+def test_complete_returns_everything_billed_for_the_job(tmp_path):
+    with Ledger.in_dir(tmp_path) as ledger:
+        ledger.claim("g", "kg", "kg")
+        ledger.settle(ledger.reserve("g", "gpu", Decimal("0.05")), Decimal("0.02"), error=BackendUnavailable("oom"))
+        cost = ledger.complete("g", backend="api", outputs=[], cost=Decimal("0.1"),
+                               attempt_id=ledger.reserve("g", "api", Decimal("0.3")))
+        assert cost == Decimal("0.12") == ledger.get("g").cost
+
+
 def test_claims_skip_done_and_failed_and_retry_a_crashed_job_once(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         assert ledger.claim("a", "ka", "ka").action == "run"
         held = ledger.reserve("a", "api", Decimal("0.3"))
-        ledger.complete("a", backend="api", outputs=[{"path": "a/0.png", "sha256": "x"}], cost=Decimal("0.1"),
-                        attempt_id=held)
+        assert ledger.complete("a", backend="api", outputs=[{"path": "a/0.png", "sha256": "x"}],
+                               cost=Decimal("0.1"), attempt_id=held) == Decimal("0.1")
         assert ledger.get("a").cost == Decimal("0.1") and ledger.get("a").status == "done"
         assert ledger.claim("a", "ka", "ka").action == "done"
         assert ledger.claim("b", "kb", "kb").action == "run"
