@@ -101,7 +101,7 @@ class OpenAIEditBackend:
         high = request.input_fidelity == "high" and p.input_fidelity
         image_in = sum(input_image_tokens(i.width, i.height, high_fidelity=high, rule=table.input_image_tokens)
                        for i in request.images)
-        text_in = estimate_text_tokens(request.prompt) if isinstance(request.prompt, str) else 1
+        text_in = estimate_text_tokens(request.prompt)
         usd = token_cost(p, text_in=text_in, image_in=image_in, image_out=out_each * request.n)
         basis = (f"{request.n} x {out_each} output tokens ({quality} {size}) x ${p.image_out}/1M"
                  f" + {image_in} input image tokens ({len(request.images)} image(s)"

@@ -233,7 +233,7 @@ def map_status_error(status: int, headers: Mapping[str, str], body: Any, *, key_
 
 def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
     """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages."""
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):  # (InvalidURL: in _post)
         return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
     if isinstance(exc, httpx.TimeoutException):
         return BackendUnavailable(f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)")
