@@ -159,12 +159,11 @@ class Ledger(SpendMixin):
             "ORDER BY created_at DESC, rowid DESC LIMIT 1", (prefix, upper)).fetchone()
         return row[0] if row else None
 
-    def claim(self, job_id: str, key: str, request_hash: str, *, retry_failed: bool = False, rerun: bool = False,
-              planned_backend: str | None = None, estimate: Decimal | None = None) -> Claim:
+    def claim(self, job_id: str, key: str, request_hash: str, *, retry_failed: bool = False,
+              rerun: bool = False) -> Claim:
         """Register the job if new, and take it (status `running`, owned by this ledger's owner) if it should
         run now. `rerun` takes a `done` job again (its outputs were found missing or changed on disk)."""
         t = now_ms()
-        est = None if estimate is None else to_nusd(estimate, round_up=True)
         with self._write() as conn:
             other = conn.execute("SELECT * FROM jobs WHERE idempotency_key=?", (key,)).fetchone()
             if other is not None and other["request_hash"] != request_hash:
@@ -205,11 +204,8 @@ class Ledger(SpendMixin):
                 conn.execute("UPDATE jobs SET crashes=? WHERE id=?", (crashes, job_id))
             elif rec.status == "interrupted":
                 self._release_job_holds(conn, job_id)
-            conn.execute(
-                "UPDATE jobs SET status='running', owner=?, starts=starts+1, started_at=?, updated_at=?, "
-                "error_class=NULL, error=NULL, planned_backend=COALESCE(?, planned_backend), "
-                "estimate_nusd=COALESCE(?, estimate_nusd) WHERE id=?",
-                (self.owner, t, t, planned_backend, est, job_id))
+            conn.execute("UPDATE jobs SET status='running', owner=?, starts=starts+1, started_at=?, updated_at=?, "
+                         "error_class=NULL, error=NULL WHERE id=?", (self.owner, t, t, job_id))
             return Claim("run", self._get(conn, job_id), recovered=recovered)
 
     def note_plan(self, job_id: str, backend: str | None, estimate: Decimal | None) -> None:
