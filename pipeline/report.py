@@ -35,7 +35,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"jobs_done": 0, "jobs_failed": 0, "calls": 0,
                                                            "spend_nusd": 0, "held_nusd": 0, "estimate_nusd": 0,
                                                            "latencies": []})
-    status_counts = {r[0]: r[1] for r in conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")}
+    status_counts = ledger.counts()
     # a job that failed before any call (its backend skipped as misconfigured) counts where it was routed
     for backend, status, n in conn.execute(
             "SELECT COALESCE(backend, planned_backend) AS b, status, COUNT(*) FROM jobs WHERE b IS NOT NULL "
