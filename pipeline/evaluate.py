@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from backends.base import CostEstimate
@@ -190,6 +191,7 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
         engine.close()
         ledger.close()
     scores = []
+    sources: dict[str, _Source] = {}
     for v in plan.variants:
         if v.skip is not None:
             scores.append(Score(v, "skipped"))
@@ -204,29 +206,42 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
         score.seconds = timings.get("total_s", outcome.latency_s)
         score.mask = next((p for p in outcome.artifacts if p.name == "mask.png"), None)
         score.mask_inferred = bool(((outcome.result or {}).get("extras") or {}).get("mask_inferred"))
-        score_output(score, scorer)
+        score_output(score, scorer, sources)
         scores.append(score)
     result = EvalResult(plan, scores, getattr(scorer, "model_id", "?"), out / "editroute.db", spent)
     result.quality = quality_block(scores)
     return result
 
 
-def score_output(score: Score, scorer: Any) -> None:
-    """Fill in the metrics of one finished run (in place)."""
+# a job's input pixels and the edit region of its own mask (None: mask-less), decoded once for all its variants
+_Source = tuple[tuple[int, int], np.ndarray, np.ndarray | None]
+
+
+def _source(job: Job, cache: dict[str, _Source]) -> _Source:
+    hit = cache.get(job.id)
+    if hit is None:
+        image = job.request.images[0].open().convert("RGB")
+        mask = job.request.mask
+        hit = cache[job.id] = (image.size, qm.rgb_array(image),
+                               None if mask is None else qm.edit_region(mask.open(), image.size))
+    return hit
+
+
+def score_output(score: Score, scorer: Any, sources: dict[str, _Source] | None = None) -> None:
+    """Fill in the metrics of one finished run (in place); `sources` caches inputs across a job's variants."""
     v = score.variant
-    source = v.source.request
-    image = source.images[0].open().convert("RGB")
+    size, in_arr, edit = _source(v.source, {} if sources is None else sources)
     assert score.output is not None
     output = Image.open(score.output).convert("RGB")
-    mask = source.mask.open() if source.mask is not None else (Image.open(score.mask) if score.mask else None)
-    edit = qm.edit_region(mask, image.size)
-    out_arr, in_arr = qm.rgb_array(qm.align(output, image.size)), qm.rgb_array(image)
+    if v.source.request.mask is None and score.mask:  # the mask this run inferred
+        edit = qm.edit_region(Image.open(score.mask), size)
+    out_arr = qm.rgb_array(qm.align(output, size))
     if edit is not None and (~edit).any():
         score.psnr = qm.psnr(out_arr, in_arr, ~edit)
         score.ssim = qm.ssim(out_arr, in_arr, ~edit)
         score.preservation = qm.preservation(score.psnr, score.ssim)
     score.seam = qm.seam(out_arr, in_arr, edit)
-    score.clip = scorer.cosine(output, source.prompt)
+    score.clip = scorer.cosine(output, v.source.request.prompt)
     score.adherence = qm.adherence(score.clip)
     score.quality = qm.quality_score(score.adherence, score.preservation, score.seam)
 
