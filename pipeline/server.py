@@ -214,8 +214,7 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
 class ServeConfig:
     policy: str | Path
     out_dir: str | Path = "editroute-out"
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = "127.0.0.1"  # build() refuses a non-loopback host without keys
     api_key_file: str | Path | None = None
     limits: Limits | None = None
 

@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline.server import ServeConfig, build, uvicorn_server
 
-    config = ServeConfig(policy=args.policy, out_dir=args.out, host=args.host, port=args.port,
-                         api_key_file=args.api_key_file)
+    config = ServeConfig(policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file)
     app, service, keys = build(config)
     console = Console(stderr=True, highlight=False)
     host = f"[{args.host}]" if ":" in args.host else args.host
