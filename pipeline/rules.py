@@ -172,14 +172,8 @@ class When(_Strict):
         self._predicates = tuple(preds)
         self._text = ", ".join(text) or "any job"
 
-    def matches(self, job: Job) -> bool:
-        for pred in self._predicates:
-            if not pred(job):
-                return False
-        return True
-
     def predicates(self) -> tuple[Predicate, ...]:
-        """The compiled conditions (all must hold), for callers that match in a hot loop."""
+        """The compiled conditions: a job matches when all hold (the router calls them in its hot loop)."""
         return self._predicates
 
     def describe(self) -> str:
