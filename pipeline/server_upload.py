@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from pipeline.server_wire import EXTENSION_FIELDS, FILE_FIELDS, TEXT_FIELDS, ApiError, Form, Limits, Upload
+from pipeline.server_wire import KNOWN_FIELDS, ApiError, Form, Limits, Upload
 
 
 def _mb(n: int) -> str:
@@ -81,7 +81,7 @@ class _Collector:
             self._cap = lim.max_image_bytes
         elif name == "prompt":
             self._cap = lim.max_prompt_bytes
-        elif name in (*TEXT_FIELDS, *EXTENSION_FIELDS, "tags[]", "response_format") or name in FILE_FIELDS:
+        elif name in KNOWN_FIELDS:
             self._cap = lim.max_field_bytes
         else:
             return self._fail(ApiError(400, f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter"))

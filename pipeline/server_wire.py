@@ -25,6 +25,7 @@ TEXT_FIELDS = ("prompt", "model", "n", "size", "quality", "background", "output_
                "input_fidelity", "user", "stream", "partial_images")
 EXTENSION_FIELDS = ("seed", "tags")  # editroute's own, sent with the SDK's `extra_body`
 FILE_FIELDS = ("image", "image[]", "mask")
+KNOWN_FIELDS = (*TEXT_FIELDS, *EXTENSION_FIELDS, *FILE_FIELDS, "tags[]", "response_format")  # others: unknown_parameter
 AUTO_MODELS = ("", "auto")
 _MIMES_OK = ("image/png", "image/jpeg", "image/jpg", "image/webp")
 _MIMES_SNIFFED = ("", "application/octet-stream")  # no useful type given: the bytes decide
@@ -158,8 +159,7 @@ def _decode(part: Upload, param: str) -> InputImage:
 
 def parse_form(form: Form) -> ParsedForm:
     """The OpenAI edit form -> an EditRequest, or the first problem as OpenAI would report it."""
-    unknown = [n for n in form.fields
-               if n not in (*TEXT_FIELDS, *EXTENSION_FIELDS, *FILE_FIELDS, "tags[]", "response_format")]
+    unknown = [n for n in form.fields if n not in KNOWN_FIELDS]
     unknown += [f.name for f in form.files if f.name not in FILE_FIELDS]
     if unknown:
         raise ApiError(400, f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter")
