@@ -61,6 +61,19 @@ def write_manifest(folder: Path, count: int, *, corrupt: set[int] = frozenset(),
     return path
 
 
+STANDIN_KEY = "sk-standin-test-key-0123456789"  # the loopback stand-in server's key, not a real credential
+
+# The `api` backend against the loopback OpenAI stand-in, for a policy's `backends:` (format with url=...).
+API_BACKEND = """\
+  api:
+    kind: openai
+    model: gpt-image-1
+    base_url: {url}
+    max_retries: 1
+    concurrency: 4
+"""
+
+
 def write_policy(folder: Path, body: str, name: str = "policy.yaml") -> Path:
     path = folder / name
     path.write_text(body)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -13,19 +12,10 @@ from backends.standins.openai_server import FakeOpenAIServer
 from pipeline.cli import main
 from pipeline.ledger import Ledger
 from pipeline.runner import run_batch
-from tests.batch_helpers import write_manifest, write_policy
+from tests.batch_helpers import API_BACKEND, STANDIN_KEY, write_manifest, write_policy
+from tests.routing_helpers import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-KEY = "sk-standin-test-key-0123456789"
-
-API_POLICY = """
-backends:
-  api:
-    kind: openai
-    model: gpt-image-1
-    base_url: {url}
-    max_retries: 1
-    concurrency: 4
+API_POLICY = "\nbackends:\n" + API_BACKEND + """\
   api-mini:
     kind: openai
     model: gpt-image-1-mini
@@ -44,8 +34,8 @@ fallbacks:
 
 @pytest.fixture
 def api_key(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    return KEY
+    monkeypatch.setenv("OPENAI_API_KEY", STANDIN_KEY)
+    return STANDIN_KEY
 
 
 def test_example_manifest_runs_end_to_end_on_the_api_standin(tmp_path, api_key, capsys):
@@ -71,7 +61,7 @@ def test_example_manifest_runs_end_to_end_on_the_api_standin(tmp_path, api_key, 
     # nothing secret was written anywhere in the output folder
     for path in out.rglob("*"):
         if path.is_file():
-            assert KEY.encode() not in path.read_bytes(), path
+            assert STANDIN_KEY.encode() not in path.read_bytes(), path
     # a rerun calls nothing
     with FakeOpenAIServer(api_key=api_key) as server:
         policy = write_policy(tmp_path, API_POLICY.format(url=server.base_url))

@@ -21,7 +21,9 @@ from backends.function import FunctionBackend, solid_images
 from backends.images import InputImage
 from pipeline.errors import ConfigError
 from pipeline.ray_executor import ActorPool, RayExecutor, RaySettings, parse_ray_settings, plan_actors
+from tests.batch_helpers import API_BACKEND, STANDIN_KEY
 from tests.imagery import image_bytes
+from tests.routing_helpers import EXAMPLES
 
 ray = pytest.importorskip("ray")
 
@@ -285,17 +287,9 @@ def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_pat
 
 
 # -- the same example batch, local vs Ray: same bytes, same ledger -------------------------------------------
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-KEY = "sk-standin-ray-test-0123456789"
+KEY = STANDIN_KEY
 
-PARITY_POLICY = """
-backends:
-  api:
-    kind: openai
-    model: gpt-image-1
-    base_url: {url}
-    max_retries: 1
-    concurrency: 4
+PARITY_POLICY = "\nbackends:\n" + API_BACKEND + """\
   sdxl-local:
 {sdxl}
 quality:
