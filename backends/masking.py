@@ -177,7 +177,7 @@ def load_pretrained(model_id: str, model_class: str, processor_class: str, *, de
     """`transformers.<model_class>` + `<processor_class>` from a hub id or local dir, cached per process.
     A missing or broken model raises `BackendMisconfigured` naming the id and the cache it looked in."""
     global loads
-    from backends.sdxl_runtime import hf_cache_dir, resolve_device  # not at the top: sdxl_runtime imports us
+    from backends.sdxl_runtime import hf_cache_dir, is_local_model, resolve_device  # sdxl_runtime imports us
 
     resolved = resolve_device(device)
     key = (model_id, model_class, resolved)
@@ -191,18 +191,21 @@ def load_pretrained(model_id: str, model_class: str, processor_class: str, *, de
         except ImportError as exc:
             raise BackendMisconfigured(f"the {what} needs torch and transformers: pip install "
                                        '"editroute[sdxl]"') from exc
-        local = Path(model_id).expanduser()
-        source = str(local) if local.exists() else model_id
-        where = f"directory {local}" if local.exists() else f"the Hugging Face cache at {hf_cache_dir()}"
+        local = is_local_model(model_id)  # a path that is not there is a wrong path, not a hub id to download
+        source = str(Path(model_id).expanduser()) if local else model_id
+        where = f"directory {source}" if local else f"the Hugging Face cache at {hf_cache_dir()}"
+        fix = ("Check the path (a save_pretrained directory)" if local else f"Download it first (`hf download "
+               f"{model_id}`) or point the setting at a local save_pretrained directory")
         try:
+            if local and not Path(source).is_dir():
+                raise FileNotFoundError("no such directory")
             loads += 1
             model = getattr(transformers, model_class).from_pretrained(source)
             processor = getattr(transformers, processor_class).from_pretrained(source)
         except Exception as exc:  # OSError (not cached, offline), bad config, wrong class
-            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            first = str(exc).splitlines()[0].rstrip(".") if str(exc) else exc.__class__.__name__
             raise BackendMisconfigured(
-                f"cannot load {what} {model_id!r} from {where}: {first}. Download it first (`hf download "
-                f"{model_id}`) or point the setting at a local save_pretrained directory") from None
+                f"cannot load {what} {model_id!r} from {where}: {first}. {fix}") from None
         model = model.to(resolved).eval()
         hit = _models[key] = LoadedModel(model, processor, resolved)
         log.info("loaded %s %s on %s", what, model_id, resolved)

@@ -129,6 +129,14 @@ def test_missing_model_names_the_id_and_the_cache():
     assert "nobody/no-such-clipseg" in msg and "Hugging Face cache at" in msg
 
 
+def test_missing_local_model_directory_is_named_as_a_directory(tmp_path):
+    missing = tmp_path / "no-such-clipseg"
+    with pytest.raises(BackendMisconfigured) as info:
+        infer_mask(gradient(32, 32), "remove the logo", MaskSettings(model=str(missing), device="cpu"))
+    msg = str(info.value)
+    assert f"directory {missing}" in msg and "Hugging Face cache" not in msg and "hf download" not in msg
+
+
 # ---- SDXL integration ------------------------------------------------------------------------------------
 
 def _median_threshold(model_dir, query: str) -> float:
