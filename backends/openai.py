@@ -37,6 +37,7 @@ from backends.validation import check_request
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "gpt-image-1"  # a policy's openai backend without `model:`
 BASE_URL_ENV = "OPENAI_BASE_URL"  # as the OpenAI SDK reads it; a policy's `base_url:` wins
 
 
@@ -47,7 +48,7 @@ def _default_base_url() -> str:
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "gpt-image-1"
+    model: str = DEFAULT_MODEL
     base_url: str = Field(default_factory=_default_base_url)
     api_key_env: str = "OPENAI_API_KEY"
     api_key_file: Path | None = None  # wins over the environment when set

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from backends.base import EditBackend, EditRequest, EditResult
 from backends.errors import EditError, InvalidRequest
+from backends.openai import DEFAULT_MODEL as OPENAI_DEFAULT_MODEL
 from backends.pricing import load_prices
 from backends.registry import create_backend
 from backends.validation import capability_problems
@@ -153,7 +154,7 @@ class EditService:
                 raise ApiError(400, f"Model {model!r} is not served here: editroute serves GPT image models and "
                                "its policy's backends (ask for 'auto').", param="model", code="model_not_found")
             for name in self.openai_backends:
-                if self.policy.backends[name].settings.get("model", "gpt-image-1") == model:
+                if self.policy.backends[name].settings.get("model", OPENAI_DEFAULT_MODEL) == model:
                     return Target("backend", name)
             if not self.openai_backends:
                 raise ApiError(400, f"Model {model!r} cannot run here: this server's policy has no OpenAI backend "
