@@ -121,16 +121,10 @@ class CostReport:
 
 
 def sdxl_tiers() -> dict[str, Tier]:
-    """The SDXL backend's own tier settings (`backends.sdxl_settings.TIERS`), else the documented defaults."""
-    try:
-        from backends.sdxl_settings import TIERS  # pydantic only: no torch at import
-    except ImportError:
-        return dict(gpu_figures.DEFAULT_TIERS)
-    tiers = dict(gpu_figures.DEFAULT_TIERS)
-    for name, spec in TIERS.items():
-        if name in tiers:
-            tiers[name] = Tier(int(spec.steps), bool(spec.guided))
-    return tiers
+    """The SDXL backend's own tier settings (`backends.sdxl_settings.TIERS`)."""
+    from backends.sdxl_settings import TIERS  # pydantic only: no torch at import
+
+    return {name: Tier(int(spec.steps), bool(spec.guided)) for name, spec in TIERS.items()}
 
 
 def api_per_image(prices: PriceTable, model: str, tier: str, size: str) -> PerImage:

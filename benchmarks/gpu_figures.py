@@ -29,7 +29,8 @@ class Tier:
     guidance: bool  # classifier-free guidance doubles the UNet batch
 
 
-# Fallback tier settings when backends/sdxl_settings.py is absent (high 30 CFG, medium 20 CFG, low TCD 8 no CFG).
+# Stand-alone tier settings (high 30 CFG, medium 20 CFG, low TCD 8 no CFG): `seconds_for`'s default reference;
+# the cost model itself reads the SDXL backend's own (`benchmarks.cost.sdxl_tiers`).
 DEFAULT_TIERS: dict[str, Tier] = {"low": Tier(8, False), "medium": Tier(20, True), "high": Tier(30, True)}
 
 

@@ -79,6 +79,7 @@ def run_cost(args: argparse.Namespace) -> int:
     from backends.pricing import OwnedHardware
     from benchmarks.cost import VOLUMES, CostOptions, build_report, headline
     from benchmarks.cost_output import usd, write_all
+    from benchmarks.policy_mix import policy_mix
 
     owned = None
     if args.owned_price is not None:
@@ -93,12 +94,7 @@ def run_cost(args: argparse.Namespace) -> int:
                           manifest=args.manifest, policies=tuple(args.policy) if args.policy else None,
                           shift_after_usd=args.shift_after_usd)
     report = build_report(options)
-    try:
-        from benchmarks.policy_mix import policy_mix
-    except ImportError:  # the policy engine is not installed in this tree yet
-        policy_mix = None
-    if policy_mix is not None:
-        report.policy_mix = policy_mix(options)
+    report.policy_mix = policy_mix(options)
     written = write_all(report, args.out, plots=not args.no_plots)
 
     console = Console()
