@@ -134,9 +134,9 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
     app = FastAPI(title="editroute", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.service = service
 
-    def error_response(err: ApiError, route: str) -> Response:
+    def error_response(err: ApiError, route: str, headers: Mapping[str, str] | None = None) -> Response:
         service.metrics.request(route, err.status)
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+        return JSONResponse(err.body(), status_code=err.status, headers={**(headers or {}), **err.headers()})
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> Response:
@@ -171,9 +171,7 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         if o.backend:
             headers["x-editroute-backend"] = o.backend
         if not o.ok:
-            err = service.error_for(served)
-            service.metrics.request(EDITS, err.status)
-            return JSONResponse(err.body(), status_code=err.status, headers={**headers, **err.headers()})
+            return error_response(service.error_for(served), EDITS, headers)
         record = o.result or {}
         headers["x-editroute-model"] = str(record.get("model") or "")
         cost = Decimal(record.get("cost_usd") or "0")
