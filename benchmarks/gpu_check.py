@@ -13,8 +13,6 @@ writes --json. A row that fails (e.g. out of memory) is reported and the run goe
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 import time
 from dataclasses import replace
@@ -72,15 +70,11 @@ def _timed(backend, reqs: list, warmup: int, repeats: int) -> tuple[list, float]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import torch
-
+    info = arch.start(args.device)
+    if info is None:
+        return 2
     from backends import sdxl_runtime as rt
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.stderr.write("no CUDA device here: run on a GPU box, or use --tiny for a CPU smoke run\n")
-        return 2
-    info = arch.device_info(args.device)
     tiers = args.tiers.split(",")
     overrides = {t: {"steps": args.steps} for t in tiers} if args.steps else {}
     backend = arch.make_backend(args.arch, device=args.device, dtype=args.dtype, offload=args.offload,
@@ -110,16 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             e2e = wall / images  # request in to encoded images out, per image
             rows.append({**row, "seconds_per_image": round(seconds, 4), "e2e_seconds_per_image": round(e2e, 4),
                          "images_per_hour": round(3600 / seconds), "peak_gib": arch.peak_gib(args.device)})
-    mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
-    print(f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
-          f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}")
+    print(arch.header(info))
     print(f"backend: SDXLInpaintBackend, {args.arch} architecture with random weights, {loaded.dtype} on "
           f"{loaded.device}; options: {', '.join(loaded.notes) or 'defaults (SDPA attention)'}\n")
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    for r in rows:
-        print("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |"
-              + (f" error: {r['error']}" if r.get("error") else ""))
+    print("\n".join(arch.table(COLUMNS, rows)))
     for tier_name in tiers:
         solo = next((r for r in rows if r["tier"] == tier_name and r["batch"] == 1 and "error" not in r), None)
         grouped = next((r for r in rows if r["tier"] == tier_name and str(r["batch"]).endswith("jobs")
@@ -129,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"per call {solo['seconds_per_image']} s/image = "
                   f"{solo['seconds_per_image'] / grouped['seconds_per_image']:.2f}x (batching pays where > 1: "
                   f"max_batch)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"info": info, "args": {k: str(v) for k, v in vars(args).items()},
-                                     "options": loaded.notes, "rows": rows}, indent=2), encoding="utf-8")
-    sys.stderr.write(f"wrote {args.json}\n")
+    arch.write_json(args.json, {"info": info, "args": {k: str(v) for k, v in vars(args).items()},
+                                "options": loaded.notes, "rows": rows})
     rt.clear_cache()
     return 0
 

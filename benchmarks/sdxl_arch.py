@@ -10,7 +10,10 @@ to 77 tokens either way, so the compute is the same). `tiny`: `backends.standins
 from __future__ import annotations
 
 import io
+import json
+import logging
 import platform
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -160,6 +163,40 @@ def device_info(device: str) -> dict[str, Any]:
                     memory_gib=None)
     info["price_card"] = price_card(info["card"])
     return info
+
+
+def start(device: str) -> dict[str, Any] | None:
+    """Every benchmark's preamble: quiet logging, then `device_info(device)`; None (said on stderr) when `device`
+    is CUDA and there is none here."""
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        sys.stderr.write("no CUDA device here: run on a GPU box, or use --tiny for a CPU smoke run\n")
+        return None
+    return device_info(device)
+
+
+def header(info: dict[str, Any]) -> str:
+    """The report's first line: card, memory, price card, library versions, date."""
+    mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
+    return (f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
+            f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}")
+
+
+def table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> list[str]:
+    """A markdown table of `rows` (missing cells empty); a row with an "error" says it after the row."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns) + " |"
+                     + (f" error: {r['error']}" if r.get("error") else ""))
+    return lines
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    sys.stderr.write(f"wrote {path}\n")
 
 
 def price_card(name: str) -> str:

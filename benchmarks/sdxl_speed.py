@@ -17,9 +17,6 @@ same run, and images/hour relative to plain diffusers. A markdown table goes to 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -144,18 +141,13 @@ def run_ours(args, info, flops, matmul_peak) -> list[dict[str, Any]]:
 
 
 def markdown(info: dict, matmul_peak: float, flops: dict, rows: list[dict], args) -> str:
-    mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
-    lines = [f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
-             f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}",
+    lines = [arch.header(info),
              f"architecture: {args.arch} SDXL inpaint, random weights; {args.size}x{args.size}, {args.steps} steps "
              f"(runs {int(args.steps * STRENGTH)}), guidance {GUIDANCE}",
              f"measured dense matmul peak ({args.dtype}): {matmul_peak:.3g} TFLOP/s; counted per UNet forward "
              f"{flops['unet_forward']:.3f} TFLOP, VAE encode {flops['vae_encode']:.3f}, decode "
              f"{flops['vae_decode']:.3f}", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in COLUMNS) + " |")
-    lines += ["", *verdicts(rows, args)]
+             *arch.table(COLUMNS, rows), "", *verdicts(rows, args)]
     return "\n".join(lines)
 
 
@@ -180,13 +172,9 @@ def verdicts(rows: list[dict], args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.stderr.write("no CUDA device here: run on a GPU box, or use --tiny for a CPU smoke run\n")
+    info = arch.start(args.device)
+    if info is None:
         return 2
-    info = arch.device_info(args.device)
     matmul_peak = arch.matmul_peak_tflops(args.device, args.dtype)
     flops = arch.count_flops(args.arch, args.size, args.size)
     rows = [] if args.skip_plain else [run_plain(args, info, flops, matmul_peak)]
@@ -198,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(info, matmul_peak, flops, rows, args))
     report = {"info": info, "args": {k: str(v) for k, v in vars(args).items()}, "matmul_peak_tflops": matmul_peak,
               "flops_tflop": flops, "rows": rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    sys.stderr.write(f"wrote {args.json}\n")
+    arch.write_json(args.json, report)
     return 0
 
 
