@@ -28,7 +28,7 @@ from backends.sdxl_settings import Settings
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "editroute[sdxl]"'
-_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 _cache: dict[tuple, LoadedPipeline] = {}
 _cache_lock = threading.Lock()
@@ -171,7 +171,7 @@ def _load(settings: Settings, device: str, lock: threading.Lock) -> LoadedPipeli
         with warnings.catch_warnings(), quiet_progress():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = diffusers.StableDiffusionXLInpaintPipeline.from_pretrained(
-                model, torch_dtype=getattr(torch, _DTYPES[dtype]), variant=settings.variant)
+                model, torch_dtype=getattr(torch, DTYPES[dtype]), variant=settings.variant)
     except (OSError, ValueError) as exc:  # hub unreachable / not in cache / bad files
         where = "" if local else (f"; with no network it must already be in the Hugging Face cache at "
                                   f"{hf_cache_dir()} (download it elsewhere with `hf download {model}` and copy "
@@ -330,7 +330,7 @@ def generators(seed: int, n: int) -> list:
     return [torch.Generator("cpu").manual_seed(seed + k) for k in range(n)]
 
 
-def _synchronize(device: str) -> None:
+def synchronize(device: str) -> None:
     torch = _torch()
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
@@ -342,10 +342,10 @@ def _synchronize(device: str) -> None:
 def timed(device: str) -> Iterator[dict[str, float]]:
     """Seconds of device work: synchronised before and after on CUDA/MPS, wall time on CPU."""
     out: dict[str, float] = {}
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     yield out
-    _synchronize(device)
+    synchronize(device)
     out["seconds"] = time.perf_counter() - start
 
 
@@ -355,8 +355,9 @@ def is_oom(exc: BaseException) -> bool:
     return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
 
 
-def recover_from_oom(device: str) -> None:
-    """Free what the failed call held so the pipeline stays usable for the next (smaller) request."""
+def free_memory(device: str) -> None:
+    """Give back what finished or failed work held (after an OOM: so the pipeline stays usable for the next,
+    smaller request)."""
     gc.collect()
     torch = _torch()
     if device.startswith("cuda"):
@@ -389,5 +390,5 @@ def run_guarded(call: Callable[[], Any], *, device: str, on_oom: Callable[[], Ba
     except (RuntimeError, MemoryError) as exc:
         if not is_oom(exc):
             raise
-        recover_from_oom(device)
+        free_memory(device)
         raise on_oom() from None

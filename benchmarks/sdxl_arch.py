@@ -23,6 +23,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from backends import sdxl_runtime as rt  # light: torch is imported inside its functions
+from backends.sdxl_runtime import DTYPES, free_memory, synchronize  # benchmarks time and free as the backend does
+
 # unet/config.json of diffusers/stable-diffusion-xl-1.0-inpainting-0.1
 FULL_UNET = dict(
     act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
@@ -47,9 +50,6 @@ FULL_TEXT_2 = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=3
 SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                  steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
 
-DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
-
-
 def torch_dtype(name: str):
     import torch
 
@@ -62,7 +62,6 @@ def build_pipeline(arch: str, device: str, dtype: str):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from backends import sdxl_runtime as rt
     from backends.standins import tiny_sdxl
 
     rt.quiet_float32_notice()
@@ -115,13 +114,6 @@ def pil_inputs(width: int, height: int) -> tuple[Image.Image, Image.Image]:
     return Image.open(io.BytesIO(pic)).convert("RGB"), Image.fromarray(np.where(alpha == 0, 255, 0).astype(np.uint8))
 
 
-def synchronize(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
 def reset_peak(device: str) -> None:
     import torch
 
@@ -130,21 +122,8 @@ def reset_peak(device: str) -> None:
 
 
 def peak_gib(device: str) -> float | None:
-    import torch
-
-    if device.startswith("cuda"):
-        return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    return None
-
-
-def free(device: str) -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
+    peak = rt.peak_memory_gib(device)
+    return None if peak is None else round(peak, 2)
 
 
 def device_info(device: str) -> dict[str, Any]:
@@ -233,7 +212,7 @@ def matmul_peak_tflops(device: str, dtype: str, size: int = 8192, iters: int = 2
     synchronize(device)
     elapsed = time.perf_counter() - start
     del a, b
-    free(device)
+    free_memory(device)
     return 2 * size**3 * iters / elapsed / 1e12
 
 
@@ -284,7 +263,6 @@ def tflop_per_image(flops: dict[str, float], steps_run: int, guided: bool, stren
 def make_backend(arch: str, name: str = "editroute", **settings: Any):
     """SDXLInpaintBackend over a random-weight pipeline of `arch`, registered in the backend's process-wide cache
     (so `edit()` runs the production code path end to end, minus `from_pretrained`)."""
-    from backends import sdxl_runtime as rt
     from backends.sdxl import SDXLInpaintBackend, Settings
 
     parsed = Settings(model=f"editroute-bench/{arch}-random-weights", **settings)

@@ -94,7 +94,7 @@ def run_plain(args, info, flops, matmul_peak) -> dict[str, Any]:
     times = [call(100 + i) for i in range(args.repeats * args.n)]  # the same n images, one per call
     peak = arch.peak_gib(args.device)
     pipe = None  # noqa: F841 - free the baseline's memory before our path is built
-    arch.free(args.device)
+    arch.free_memory(args.device)
     steps_run = int(args.steps * STRENGTH)
     seconds = sum(times) / len(times)
     return row(info, "plain diffusers", tier_label(args.steps), args, 1, steps_run, seconds, peak,
