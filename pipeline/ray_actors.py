@@ -268,6 +268,3 @@ class _PoolBackend:
 
     def edit_batch(self, requests: list[EditRequest]) -> list[EditResult | EditError]:
         return self._pool.edit_batch(requests)
-
-
-# -- the executor -------------------------------------------------------------------------------------------

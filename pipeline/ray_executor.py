@@ -164,10 +164,7 @@ class RayExecutor:
         pool = self.pools.get(backend)
         if pool is not None:
             return self._threads[backend].submit(pool.edit_batch, list(requests))
-        local_batch = getattr(self._local, "submit_batch", None)
-        if callable(local_batch):
-            return local_batch(backend, list(requests))
-        futures = [self._local.submit(backend, r) for r in requests]
+        futures = [self._local.submit(backend, r) for r in requests]  # the local executor runs them job by job
         done: Future[list[EditResult | EditError]] = Future()
         lock = threading.Lock()
 
