@@ -11,11 +11,14 @@ BPE vocabulary written locally (every lowercase letter and digit), so different 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import string
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 STANDIN_VERSION = 1
 STAMP = "EDITROUTE_STANDIN.json"
@@ -87,7 +90,9 @@ def build_standin(path: str | Path, kind: str, save: Callable[[Path], None], *, 
     shutil.rmtree(tmp, ignore_errors=True)
     torch.manual_seed(0)
     save(tmp)
-    return finish(tmp, path, kind)
+    finish(tmp, path, kind)
+    log.info("built tiny random-weight %s stand-in at %s", kind, path)
+    return path
 
 
 def _save_clip(out: Path) -> None:

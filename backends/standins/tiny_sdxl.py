@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import shutil
 import sys
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from backends.standins.tiny_clip import STANDIN_VERSION, build_standin
 
-STANDIN_VERSION = 1
-STAMP = "EDITROUTE_STANDIN.json"  # marks a finished build (written last), and says what it is
+__all__ = ["STANDIN_VERSION", "build_tiny_ip_adapter", "build_tiny_lora", "build_tiny_sdxl", "tiny_components",
+           "tiny_tokenizer"]
+
+
 # Text-encoder widths; the UNet's added-condition input is 6 time ids x 8 + the pooled projection of encoder 2.
 TEXT_HIDDEN = 32
 TEXT_PROJECTION = 32
@@ -31,14 +31,6 @@ TIME_EMBED = 8
 _VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>", "low</w>",
           "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
 _MERGES = ["#version: 0.2", "l o", "lo w</w>", "e r</w>"]
-
-
-def is_built(path: str | Path) -> bool:
-    stamp = Path(path) / STAMP
-    try:
-        return json.loads(stamp.read_text(encoding="utf-8")).get("version") == STANDIN_VERSION
-    except (OSError, ValueError):
-        return False
 
 
 def tiny_tokenizer(workdir: Path):
@@ -84,33 +76,22 @@ def tiny_components(tokenizer) -> dict:
             "feature_extractor": None}
 
 
+def _save_pipeline(out: Path) -> None:
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    from backends.sdxl_runtime import quiet_progress
+
+    pipe = StableDiffusionXLInpaintPipeline(**tiny_components(tiny_tokenizer(out / "_vocab")),
+                                            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True,
+                                            add_watermarker=False)
+    with quiet_progress():
+        pipe.save_pretrained(out)
+
+
 def build_tiny_sdxl(path: str | Path, *, overwrite: bool = False) -> Path:
     """Build the stand-in pipeline into `path` (a directory) and return it. Idempotent and cheap when `path`
     already holds this build; a half-written directory from a crash is rebuilt."""
-    path = Path(path)
-    if is_built(path) and not overwrite:
-        return path
-    from diffusers import StableDiffusionXLInpaintPipeline
-
-    tmp = path.with_name(path.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = tiny_tokenizer(tmp / "_vocab")
-    pipe = StableDiffusionXLInpaintPipeline(**tiny_components(tokenizer), requires_aesthetics_score=False,
-                                            force_zeros_for_empty_prompt=True, add_watermarker=False)
-    from backends.sdxl_runtime import quiet_progress
-
-    with quiet_progress():
-        pipe.save_pretrained(tmp)
-    shutil.rmtree(tmp / "_vocab", ignore_errors=True)
-    (tmp / STAMP).write_text(json.dumps({
-        "version": STANDIN_VERSION,
-        "what": "editroute tiny random-weight SDXL inpaint stand-in: outputs are noise, not a real model",
-    }, indent=2), encoding="utf-8")
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    log.info("built tiny random-weight SDXL inpaint stand-in at %s", path)
-    return path
+    return build_standin(path, "sdxl", _save_pipeline, overwrite=overwrite)
 
 
 def build_tiny_lora(pipeline_dir: str | Path, out_dir: str | Path, *, seed: int = 1) -> dict:
