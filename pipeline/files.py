@@ -3,8 +3,8 @@
 The ledger may say "done" only after these return, so a crash leaves either no file or a whole one.
 `write_files` writes a job's files together with ONE folder fsync (and one for the parent when the folder is
 new) instead of one per file: the fsync is most of the pipeline's own per-job cost on a real disk.
-Files get the mode `open()` would give a new file (0o666 less the umask), not mkstemp's private 0600, so another
-user or a web server can read the images as the umask allows.
+Files get the mode `open()` gives a new file (created 0o666, the kernel applies the umask), not mkstemp's private
+0600, so another user or a web server can read the images as the umask allows.
 """
 
 from __future__ import annotations
@@ -12,50 +12,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-_swapped_umask: list[int] = []  # where /proc is missing: read once by setting it (racy, so only once)
+# O_EXCL: a new file or nothing; the 0o666 mode is narrowed by the umask in the kernel, as for open(path, "w")
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it on Linux (/proc/self/status, so a later os.umask counts)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    if not _swapped_umask:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        _swapped_umask.append(mask)
-    return _swapped_umask[0]
-
-
-def new_file_mode() -> int:
-    """0o666 less the umask: the mode `open(path, "w")` gives a new file."""
-    return 0o666 & ~_umask()
-
-
-def _mkstemp(folder: Path, name: str, mode: int) -> tuple[int, str]:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)  # mkstemp makes it 0600; os.replace keeps the mode
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    return fd, tmp
+def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
+    """A new hidden temp file beside `folder/name`: (fd, path)."""
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> str:
     """Write `data` to `path` atomically and durably; returns its sha256 hex digest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _mkstemp(path.parent, path.name, new_file_mode())
+    fd, tmp = _create_temp(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -79,12 +58,11 @@ def write_files(folder: str | Path, files: Sequence[tuple[str, bytes]]) -> list[
     folder = Path(folder)
     created = not folder.is_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    temps: list[tuple[str, Path]] = []
+    temps: list[tuple[Path, Path]] = []
     digests = []
-    mode = new_file_mode()
     try:
         for name, data in files:
-            fd, tmp = _mkstemp(folder, name, mode)
+            fd, tmp = _create_temp(folder, name)
             temps.append((tmp, folder / name))
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
