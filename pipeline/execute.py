@@ -145,9 +145,7 @@ def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecC
                                  "'-'; at most 128)", field="id", value=job.id)
         raw = read_inputs(job.request)
     except InvalidRequest as exc:
-        exc.with_context(job_id=job.id)
-        unreadable = hashlib.sha256(f"unreadable:{job.id}:{exc}".encode()).hexdigest()
-        ledger.record_invalid(job.id, unreadable, unreadable, exc)
+        ledger.record_invalid(job.id, exc.with_context(job_id=job.id))
         return _failed(job.id, exc, t0)
     key = job_key(job, raw)
     request_hash = key

@@ -274,9 +274,11 @@ class Ledger(SpendMixin):
                          "cost_nusd=?, owner=NULL, updated_at=?, finished_at=? WHERE id=?",
                          (backend, cls, str(error), cost, t, t, job_id))
 
-    def record_invalid(self, job_id: str, key: str, request_hash: str, error: BaseException | str) -> None:
-        """A job that failed validation before it could run (bad manifest entry, corrupt image)."""
+    def record_invalid(self, job_id: str, error: BaseException | str) -> None:
+        """A job that failed validation before it could run (bad manifest entry, unreadable input). Its inputs
+        could not be hashed, so its key is a placeholder unique to the job id (a fixed job gets its real key)."""
         t = now_ms()
+        key = request_hash = hashlib.sha256(f"invalid:{job_id}".encode()).hexdigest()
         with self._write() as conn:
             conn.execute("INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
                          "VALUES(?,?,?,'failed',?,?) ON CONFLICT(id) DO UPDATE SET idempotency_key=excluded."

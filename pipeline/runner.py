@@ -59,15 +59,12 @@ def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
 
 def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
     """Entries that cannot run are failed jobs with their reasons (those without a usable id are only printed)."""
-    import hashlib
-
     by_id: dict[str, list[str]] = {}
     for p in problems:
         if p.job_id:
             by_id.setdefault(p.job_id, []).append(f"line {p.line}: {p.message}" if p.line else p.message)
     for job_id, messages in by_id.items():
-        key = hashlib.sha256(f"invalid-manifest-entry:{job_id}".encode()).hexdigest()
-        ledger.record_invalid(job_id, key, key, "; ".join(messages))
+        ledger.record_invalid(job_id, "; ".join(messages))
 
 
 def run_batch(manifest: str | Path, policy: str | Path | Policy, out_dir: str | Path, *, executor: str = "local",
