@@ -227,9 +227,7 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
         rate_limited = 0
         while True:
             if ctx.stop.is_set():
-                ledger.interrupt([job.id])
-                return Outcome(job.id, "interrupted", backend=name, error="stopped before it finished",
-                               error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
+                return _interrupted(ledger, job.id, name, calls, t0)
             if ctx.skip_misconfigured and name in ctx.misconfigured:  # known broken this run: not called again
                 last = BackendMisconfigured(ctx.misconfigured[name], job_id=job.id, backend=name)
                 tried.append(_tried(name, last))
@@ -248,9 +246,7 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
             future = ctx.executor.submit(name, request)
             if _cancelled_while_queued(future, ctx.stop):
                 ledger.release(attempt_id, "stopped before the call started")
-                ledger.interrupt([job.id])
-                return Outcome(job.id, "interrupted", backend=name, error="stopped before it finished",
-                               error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
+                return _interrupted(ledger, job.id, name, calls, t0)
             calls += 1
             try:
                 result = future.result()
@@ -292,6 +288,12 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
     return Outcome(job.id, "failed", backend=candidates[-1] if candidates else None, error=msg,
                    error_class=type(last).__name__ if last else "Failed", attempts=calls,
                    latency_s=time.perf_counter() - t0)
+
+
+def _interrupted(ledger: Ledger, job_id: str, backend: str, calls: int, t0: float) -> Outcome:
+    ledger.interrupt([job_id])
+    return Outcome(job_id, "interrupted", backend=backend, error="stopped before it finished",
+                   error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
 
 
 def _cancelled_while_queued(future: Future, stop: threading.Event) -> bool:
