@@ -178,7 +178,7 @@ class Ledger(SpendMixin):
                     "UPDATE jobs SET idempotency_key=?, request_hash=?, status='queued', outputs=NULL, cost_nusd=0, "
                     "attempts=0, starts=0, crashes=0, error_class=NULL, error=NULL, owner=NULL, updated_at=? "
                     "WHERE id=?", (key, request_hash, t, job_id))
-                row = None if row is None else conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+                row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
                              "VALUES(?,?,?,'queued',?,?)", (job_id, key, request_hash, t, t))
