@@ -52,8 +52,11 @@ def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
 
 
 def materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
-    """Decode every input from the bytes already read (a corrupt file raises InvalidRequest here)."""
+    """Decode every input from the bytes already read (a corrupt file raises InvalidRequest here). An image that
+    already carries its bytes was decoded when they were loaded (an upload to `editroute serve`): kept as is."""
     def load(img: InputImage, data: bytes, name: str) -> InputImage:
+        if img.data is not None:
+            return img
         return replace(InputImage.from_bytes(data, name=img.name, field=name), path=img.path)
 
     images = tuple(load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")

@@ -224,3 +224,18 @@ def test_a_jobs_files_are_whole_or_absent_and_no_temp_file_is_left(tmp_path):
         write_files(blocked, [("0.png", b"new image"), ("result.json", b"{}")])
     assert sorted(p.name for p in blocked.iterdir()) == ["0.png", "result.json"]  # no temp names left behind
     assert (blocked / "0.png").read_bytes() == b"new image" and (blocked / "result.json").is_dir()
+
+
+def test_inputs_that_arrived_decoded_are_not_decoded_again():
+    """An upload to `editroute serve` is decoded while the form is parsed; running the job must not redo it."""
+    from dataclasses import replace
+
+    from pipeline.job_results import materialize
+
+    uploaded = InputImage.from_bytes(image_bytes(), name="upload.png")
+    on_disk = replace(InputImage.from_bytes(image_bytes(), name="disk.png"), data=None)  # as a manifest gives it
+    request = EditRequest(prompt="p", images=(uploaded, on_disk))
+    decoded = materialize(request, [b"bytes that do not decode", image_bytes()])
+    assert decoded.images[0] is uploaded and decoded.images[1].data == image_bytes()
+    with pytest.raises(InvalidRequest):  # bytes read from a path are still decoded and checked
+        materialize(request, [image_bytes(), b"bytes that do not decode"])
