@@ -58,12 +58,10 @@ class BackendLimits:
 
 def limits_for(backend: EditBackend) -> BackendLimits:
     """A backend's own limits: `settings.concurrency` / `settings.requests_per_minute` when it has settings
-    (the API backend); one call at a time for GPU-bound backends (those with `gpu_bound = True` or SDXL);
+    (the API backend); one call at a time for GPU-bound backends (`gpu_bound = True`, as SDXL);
     `settings.max_batch` jobs per call for a backend that can share calls."""
     settings = getattr(backend, "settings", None)
-    gpu_bound = getattr(backend, "gpu_bound", None)
-    if gpu_bound is None:
-        gpu_bound = type(backend).__name__.startswith("SDXL")
+    gpu_bound = bool(getattr(backend, "gpu_bound", False))
     concurrency = getattr(settings, "concurrency", None)
     if concurrency is None:
         concurrency = 1 if gpu_bound else DEFAULT_API_CONCURRENCY

@@ -72,8 +72,7 @@ def ray_backend_names(backends: Mapping[str, Any], policy: Any, settings: RaySet
         if spec is not None:
             self_hosted = getattr(spec, "hosting", None) == "self-hosted" or spec.kind in DEFAULT_RAY_KINDS
         else:
-            gpu_bound = getattr(backend, "gpu_bound", None)
-            self_hosted = type(backend).__name__.startswith("SDXL") if gpu_bound is None else bool(gpu_bound)
+            self_hosted = bool(getattr(backend, "gpu_bound", False))
         if self_hosted:
             out.append(name)
     return out
