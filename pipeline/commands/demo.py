@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cache_dir() -> Path:
+def standin_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "editroute"
 
@@ -79,7 +79,7 @@ def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None,
     return data
 
 
-def _quiet_model_libraries() -> None:
+def quiet_model_libraries() -> None:
     """The tiny pipeline's load bars and tokenizer warnings are noise in a demo; the report is the point."""
     import logging
     import warnings
@@ -99,7 +99,7 @@ def _quiet_model_libraries() -> None:
         lib.disable_progress_bar()
 
 
-def _build_sdxl(folder: str | None) -> Path | None:
+def build_sdxl_standin(folder: str | None) -> Path | None:
     try:
         import diffusers  # noqa: F401
         import torch  # noqa: F401
@@ -107,11 +107,11 @@ def _build_sdxl(folder: str | None) -> Path | None:
         return None
     from backends.standins.tiny_sdxl import STANDIN_VERSION, build_tiny_sdxl
 
-    path = Path(folder) if folder else _cache_dir() / f"tiny-sdxl-v{STANDIN_VERSION}"
+    path = Path(folder) if folder else standin_cache_dir() / f"tiny-sdxl-v{STANDIN_VERSION}"
     return build_tiny_sdxl(path)
 
 
-def _build_clipseg(policy_path: Path) -> Path | None:
+def build_clipseg_standin(policy_path: Path) -> Path | None:
     """The CLIPSeg stand-in, built (once; cached) only for a policy that infers masks."""
     if "mask_inference" not in policy_path.read_text(encoding="utf-8"):
         return None
@@ -122,7 +122,7 @@ def _build_clipseg(policy_path: Path) -> Path | None:
     from backends.standins.tiny_clip import STANDIN_VERSION
     from backends.standins.tiny_clipseg import build_tiny_clipseg
 
-    return build_tiny_clipseg(_cache_dir() / f"tiny-clipseg-v{STANDIN_VERSION}")
+    return build_tiny_clipseg(standin_cache_dir() / f"tiny-clipseg-v{STANDIN_VERSION}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,13 +138,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
-    _quiet_model_libraries()
-    sdxl_dir = _build_sdxl(args.sdxl_dir)
+    quiet_model_libraries()
+    sdxl_dir = build_sdxl_standin(args.sdxl_dir)
     os.environ[DEMO_KEY_ENV] = DEMO_KEY
     with FakeOpenAIServer(api_key=DEMO_KEY) as server:
         console.print(BANNER.format(url=server.base_url), highlight=False)
         data = standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir,
-                              clipseg_dir=_build_clipseg(Path(args.policy)) if sdxl_dir is not None else None)
+                              clipseg_dir=build_clipseg_standin(Path(args.policy)) if sdxl_dir is not None else None)
         policy_file = out / "demo-policy.yaml"
         policy_file.write_text(f"# {Path(args.policy).name} pointed at local stand-ins by `editroute demo`\n"
                                + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

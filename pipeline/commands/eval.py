@@ -41,17 +41,17 @@ def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[st
     from backends.standins.tiny_clip import STANDIN_VERSION, build_tiny_clip
     from pipeline.commands import demo
 
-    demo._quiet_model_libraries()
-    sdxl_dir = demo._build_sdxl(None)
+    demo.quiet_model_libraries()
+    sdxl_dir = demo.build_sdxl_standin(None)
     if sdxl_dir is None:
         raise ConfigError('--stand-ins needs torch and diffusers: pip install "editroute[sdxl]"')
-    clip_dir = build_tiny_clip(demo._cache_dir() / f"tiny-clip-v{STANDIN_VERSION}")
+    clip_dir = build_tiny_clip(demo.standin_cache_dir() / f"tiny-clip-v{STANDIN_VERSION}")
     os.environ[demo.DEMO_KEY_ENV] = demo.DEMO_KEY
     server = stack.enter_context(FakeOpenAIServer(api_key=demo.DEMO_KEY))
     err.print(demo.BANNER.format(url=server.base_url) + " CLIP is a tiny random-weight stand-in: the scores mean "
               "nothing.")
     data = demo.standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir,
-                               clipseg_dir=demo._build_clipseg(Path(args.policy)))
+                               clipseg_dir=demo.build_clipseg_standin(Path(args.policy)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy_file = out / "standin-policy.yaml"
