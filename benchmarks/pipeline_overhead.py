@@ -87,7 +87,7 @@ def _per_file_writes(folder: Path, files: list[tuple[str, bytes]]) -> list[str]:
 
 def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
     from backends.function import FunctionBackend
-    from pipeline.policy import Policy
+    from pipeline.routing import Policy
     from pipeline.runner import run_batch
 
     if writes == "per-file":  # baseline: swap the writer the execution core uses (this process only)
@@ -175,7 +175,7 @@ def _server_class():
 
 def run_api(jobs: int, rpm: int, latency: tuple[float, float], inject_429: float, window_s: float,
             workdir: Path) -> dict:
-    from pipeline.policy import Policy
+    from pipeline.routing import Policy
     from pipeline.runner import run_batch
 
     per_window = max(1, round(rpm * window_s / 60))

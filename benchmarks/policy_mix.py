@@ -147,9 +147,7 @@ def _variants(name: str, policy, shift_after_usd: Decimal | None) -> list[tuple[
 def policy_mix(options, volumes: tuple[int, ...] | None = None) -> PolicyMix | None:
     """Cost of the mix under each policy at each volume; None when no policy is found."""
     from pipeline.errors import ConfigError
-    from pipeline.policy import build_backends, load_policy
-    from pipeline.router import Router
-    from pipeline.spend import InMemorySpend
+    from pipeline.routing import InMemorySpend, Router, build_backends, load_policy
 
     files = policy_files(options.policies)
     if not files:

@@ -22,10 +22,7 @@ from backends.base import EditRequest  # noqa: E402
 from backends.images import InputImage  # noqa: E402
 from configs import POLICIES_DIR  # noqa: E402
 from pipeline.jobs import Job  # noqa: E402
-from pipeline.plan import plan_jobs  # noqa: E402
-from pipeline.policy import build_backends, load_policy  # noqa: E402
-from pipeline.router import Router  # noqa: E402
-from pipeline.spend import InMemorySpend  # noqa: E402
+from pipeline.routing import InMemorySpend, Router, build_backends, load_policy, plan_jobs  # noqa: E402
 
 PROMPTS = ["Replace the background with a white studio backdrop", "Swap the badge text for 'SOLDES'",
            "Place a lamp here", "Combine the product with the kitchen scene and the logo",

@@ -30,8 +30,7 @@ from backends.base import CostEstimate
 from pipeline import quality_metrics as qm
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job, load_jobs
-from pipeline.policy import TIERS, Policy, build_backends, load_policy
-from pipeline.router import Decision, assess
+from pipeline.routing import TIERS, Decision, Policy, assess, build_backends, load_policy
 
 log = logging.getLogger(__name__)
 

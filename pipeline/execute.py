@@ -62,7 +62,7 @@ from pipeline.files import write_files
 from pipeline.job_results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
-from pipeline.router import Decision
+from pipeline.routing import Decision
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ from pipeline.ledger_schema import (  # re-exported: the public import path is p
     to_nusd,
 )
 from pipeline.ledger_spend import SpendMixin, proc_stat
-from pipeline.spend import period_key
+from pipeline.routing import period_key
 
 __all__ = ["DB_NAME", "MIGRATIONS", "NANO", "BudgetCap", "Claim", "ClaimAction", "JobRecord", "JobStatus", "Ledger",
            "fmt_usd", "from_nusd", "now_ms", "to_nusd"]

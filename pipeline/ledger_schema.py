@@ -14,7 +14,7 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Literal
 
-from pipeline.spend import Period
+from pipeline.routing import Period
 
 DB_NAME = "editroute.db"
 NANO = Decimal("1e9")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from backends.errors import BudgetExceeded
 from pipeline.ledger_schema import HELD, BudgetCap, fmt_usd, from_nusd, now_ms, to_nusd
-from pipeline.spend import Period, period_key
+from pipeline.routing import Period, period_key
 
 
 def proc_stat(pid: int) -> tuple[str, str] | None:

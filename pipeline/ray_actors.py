@@ -16,7 +16,7 @@ from typing import Any
 from backends.base import EditRequest, EditResult
 from backends.errors import BackendUnavailable, EditError
 from pipeline.errors import ConfigError
-from pipeline.ray_settings import RaySettings, _fmt
+from pipeline.routing.ray_section import RaySettings, _fmt
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from backends.base import EditRequest, EditResult
 from backends.errors import EditError
 from pipeline.errors import ConfigError
 from pipeline.ray_actors import ActorPool, BackendRecipe, _PoolBackend
-from pipeline.ray_settings import RaySettings, parse_ray_settings, plan_actors
+from pipeline.routing.ray_section import RaySettings, parse_ray_settings, plan_actors
 
 __all__ = ["ActorPool", "BackendRecipe", "RayExecutor", "RaySettings", "connect", "parse_ray_settings", "plan_actors",
            "ray_backend_names"]

@@ -28,9 +28,8 @@ from pipeline.execute import ExecContext, Outcome, execute
 from pipeline.executors import Executor, create_executor
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
-from pipeline.policy import Policy, build_backends, load_policy
 from pipeline.progress import NullProgress, Tally
-from pipeline.router import Router
+from pipeline.routing import Policy, Router, build_backends, load_policy
 
 log = logging.getLogger(__name__)
 

@@ -220,7 +220,7 @@ class ServeConfig:
 def build(config: ServeConfig, *, backends: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
           ) -> tuple[Any, Any, tuple[str, ...]]:
     """(app, service, api_keys) for `config`, after the bind and key checks."""
-    from pipeline.policy import load_policy
+    from pipeline.routing import load_policy
     from pipeline.server_core import EditService
 
     keys = load_api_keys(config.api_key_file, env)

@@ -50,8 +50,7 @@ from pipeline.executors import LocalExecutor
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
 from pipeline.metrics import Metrics
-from pipeline.policy import Policy, build_backends
-from pipeline.router import Decision, Router
+from pipeline.routing import Decision, Policy, Router, build_backends
 from pipeline.runner import budget_caps
 from pipeline.server_wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
 

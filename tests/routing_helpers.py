@@ -8,9 +8,7 @@ from pathlib import Path
 from backends.base import EditRequest
 from backends.images import InputImage
 from pipeline.jobs import Job
-from pipeline.policy import Policy, build_backends, load_policy
-from pipeline.router import Router
-from pipeline.spend import InMemorySpend
+from pipeline.routing import InMemorySpend, Policy, Router, build_backends, load_policy
 from tests.imagery import image_bytes, mask_bytes
 
 REPO = Path(__file__).resolve().parents[1]

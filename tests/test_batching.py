@@ -11,8 +11,8 @@ from pathlib import Path
 from backends.function import FunctionBackend
 from pipeline.executors import LocalExecutor
 from pipeline.ledger import Ledger
-from pipeline.policy import load_policy
 from pipeline.progress import NullProgress
+from pipeline.routing import load_policy
 from pipeline.runner import run_batch
 from tests.batch_helpers import BatchingFake, BatchSettings, write_policy
 from tests.imagery import image_bytes, mask_bytes
@@ -133,7 +133,7 @@ def test_stop_cancels_queued_jobs_and_the_rerun_pays_each_once(tmp_path):
 def test_real_tiny_sdxl_shares_pipeline_calls_and_bills_each_job(tmp_path, tiny_sdxl_dir):
     import yaml
 
-    from pipeline.policy import build_backends
+    from pipeline.routing import build_backends
     from tests.fixtures_sdxl import tiny_settings
 
     spec = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, max_batch=2)}

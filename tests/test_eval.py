@@ -24,9 +24,7 @@ from pipeline import quality_metrics as qm
 from pipeline.clip_score import ClipScorer
 from pipeline.eval_report import write_report
 from pipeline.evaluate import plan_eval, run_eval
-from pipeline.policy import build_backends, load_policy
-from pipeline.router import Router
-from pipeline.spend import InMemorySpend
+from pipeline.routing import InMemorySpend, Router, build_backends, load_policy
 from tests.imagery import gradient, mask_image
 
 

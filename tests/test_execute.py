@@ -17,7 +17,7 @@ from pipeline.execute import ExecContext, RetryPolicy, execute, job_key
 from pipeline.executors import LocalExecutor
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
-from pipeline.router import Decision
+from pipeline.routing import Decision
 from tests.imagery import image_bytes, mask_bytes
 
 

@@ -235,9 +235,7 @@ def test_no_region_found_falls_back_to_a_backend_that_needs_no_mask(tmp_path, ti
 
 def _route(policy_path, manifest) -> str | None:
     from pipeline.jobs import load_jobs
-    from pipeline.policy import build_backends, load_policy
-    from pipeline.router import Router
-    from pipeline.spend import InMemorySpend
+    from pipeline.routing import InMemorySpend, Router, build_backends, load_policy
 
     policy = load_policy(policy_path)
     return Router(policy, build_backends(policy), InMemorySpend()).route(load_jobs(manifest)[0]).backend

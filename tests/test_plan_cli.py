@@ -10,8 +10,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.jobs import Manifest
-from pipeline.plan import plan_jobs
-from pipeline.policy import build_backends, load_policy
+from pipeline.routing import build_backends, load_policy, plan_jobs
 from tests.routing_helpers import EXAMPLES, SHIPPED, TWO_BACKENDS, write_policy
 
 ALL = str(EXAMPLES / "all.jsonl")

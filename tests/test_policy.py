@@ -6,7 +6,7 @@ import pytest
 
 from backends.function import FunctionBackend
 from pipeline.errors import ConfigError
-from pipeline.policy import build_backends, load_policy
+from pipeline.routing import build_backends, load_policy
 from tests.routing_helpers import SHIPPED, TWO_BACKENDS, write_policy
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.policy import load_policy
+from pipeline.routing import load_policy
 
 POLICY = """
 backends:

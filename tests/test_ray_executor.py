@@ -232,7 +232,7 @@ def test_sdxl_actor_loads_its_pipeline_at_start_and_batches_on_it(ray_cluster, t
 # -- whole batches through the runner ------------------------------------------------------------------------
 def batch_policy(marker_dir: Path):
     """`gpu` (self-hosted, on Ray) with `api` (here) as its fallback; built in Python to carry the handler."""
-    from pipeline.policy import Policy
+    from pipeline.routing import Policy
 
     return Policy.model_validate({
         "backends": {
@@ -349,7 +349,7 @@ def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cl
     import torch
 
     from backends.standins.openai_server import FakeOpenAIServer
-    from pipeline.policy import build_backends, load_policy
+    from pipeline.routing import build_backends, load_policy
     from pipeline.runner import run_batch
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)

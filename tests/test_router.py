@@ -7,9 +7,7 @@ from decimal import Decimal
 import pytest
 
 from pipeline.jobs import validate_manifest
-from pipeline.policy import build_backends, load_policy
-from pipeline.router import Router
-from pipeline.spend import InMemorySpend
+from pipeline.routing import InMemorySpend, Router, build_backends, load_policy
 from tests.routing_helpers import EXAMPLES, SHIPPED, job, make_router
 
 # ---- capability filter ------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from pipeline.cli import main
 from pipeline.ledger import Ledger
-from pipeline.policy import build_backends, load_policy
 from pipeline.progress import NullProgress
+from pipeline.routing import build_backends, load_policy
 from pipeline.runner import run_batch
 from tests.batch_helpers import FAKE_POLICY, write_manifest, write_policy
 

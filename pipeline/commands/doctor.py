@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     table.add_row("prices.yaml", f"[{colour}]oldest model price from {oldest} ({age} days old)[/]")
     if args.policy:
         from pipeline.errors import ConfigError
-        from pipeline.policy import load_policy
+        from pipeline.routing import load_policy
 
         try:
             policy = load_policy(args.policy)

@@ -32,7 +32,7 @@ def _usd(amount: Decimal) -> str:
 
 
 def _decision_dict(d) -> dict[str, Any]:
-    from pipeline.plan import money
+    from pipeline.routing import money
 
     return {"id": d.job_id, "backend": d.backend, "usd": money(d.estimate.usd) if d.estimate else None,
             "basis": d.estimate.basis if d.estimate else None, "quality": d.quality,
@@ -44,8 +44,7 @@ def _decision_dict(d) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from pipeline.errors import ConfigError
     from pipeline.jobs import Manifest
-    from pipeline.plan import plan_jobs, project
-    from pipeline.policy import build_backends, load_policy
+    from pipeline.routing import build_backends, load_policy, plan_jobs, project
 
     if args.monthly_volume is not None and not 1 <= args.monthly_volume <= MAX_VOLUME:
         raise ConfigError(f"--monthly-volume={args.monthly_volume}: expected 1 to {MAX_VOLUME}")

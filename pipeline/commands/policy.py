@@ -27,7 +27,7 @@ def run_check(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from pipeline.policy import TIERS, build_backends, load_policy
+    from pipeline.routing import TIERS, build_backends, load_policy
 
     policy = load_policy(args.file)
     backends = build_backends(policy)  # settings that validate but cannot build (unknown model) fail here

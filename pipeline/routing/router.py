@@ -26,8 +26,8 @@ from backends.errors import EditError
 from backends.validation import capability_problems
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job
-from pipeline.policy import Budget, Objective, Policy, VolumeShift
-from pipeline.spend import SpendSource
+from pipeline.routing.policy import Budget, Objective, Policy, VolumeShift
+from pipeline.routing.spend_source import SpendSource
 
 log = logging.getLogger(__name__)
 

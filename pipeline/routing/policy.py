@@ -31,8 +31,8 @@ from pipeline.configfile import (
     validation_messages,
 )
 from pipeline.errors import ConfigError
-from pipeline.ray_settings import RaySettings
-from pipeline.rules import When
+from pipeline.routing.ray_section import RaySettings
+from pipeline.routing.rules import When
 
 TIERS = ("low", "medium", "high")
 Hosting = Literal["api", "self-hosted"]
@@ -188,7 +188,7 @@ class Policy(_Strict):
     budgets: tuple[Budget, ...] = ()
     volume_shift: tuple[VolumeShift, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    ray: RaySettings | None = None  # where self-hosted work runs with `--executor ray` (pipeline.ray_settings)
+    ray: RaySettings | None = None  # where self-hosted work runs with `--executor ray` (pipeline.routing.ray_section)
     source: str | None = None  # the file it came from (set by the loader)
 
     @field_validator("volume_shift", mode="before")

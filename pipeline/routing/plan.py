@@ -16,9 +16,9 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.jobs import Job
-from pipeline.policy import Policy
-from pipeline.router import Candidate, Decision, Router
-from pipeline.spend import InMemorySpend
+from pipeline.routing.policy import Policy
+from pipeline.routing.router import Candidate, Decision, Router
+from pipeline.routing.spend_source import InMemorySpend
 
 HOSTINGS = ("api", "self-hosted")
 MICRO = Decimal("0.000001")

@@ -1,0 +1,29 @@
+"""Routing: which backend runs each job, and why. Owns the YAML policy (schema, loading with line-exact
+errors, its `ray:` section), the `when:` rules, the `Router`, `editroute plan`'s dry-run totals, and the
+`SpendSource` the router asks about money already spent (the ledger is the real one; `InMemorySpend` plans).
+
+Below it: `pipeline.jobs`, `pipeline.configfile`, `pipeline.errors` and `backends`. No torch, FastAPI or Ray."""
+
+from pipeline.routing.plan import PlanSummary, money, plan_jobs, project
+from pipeline.routing.policy import (
+    TIERS,
+    BackendSpec,
+    Budget,
+    Objective,
+    Policy,
+    QualityScores,
+    Rule,
+    VolumeShift,
+    build_backends,
+    load_policy,
+)
+from pipeline.routing.ray_section import RaySettings, parse_ray_settings
+from pipeline.routing.router import Candidate, Decision, Router, assess
+from pipeline.routing.rules import When
+from pipeline.routing.spend_source import InMemorySpend, Period, SpendSource, period_key
+
+__all__ = [
+    "TIERS", "BackendSpec", "Budget", "Candidate", "Decision", "InMemorySpend", "Objective", "Period", "PlanSummary",
+    "Policy", "QualityScores", "RaySettings", "Router", "Rule", "SpendSource", "VolumeShift", "When", "assess",
+    "build_backends", "load_policy", "money", "parse_ray_settings", "period_key", "plan_jobs", "project",
+]
