@@ -1,6 +1,6 @@
 """The ledger's schema, its migrations, money in integer nano-dollars, and the records it hands out.
 
-See `pipeline.ledger` for the tables; a new schema version is a new entry at the end of `MIGRATIONS`
+See `store.py` for the tables; a new schema version is a new entry at the end of `MIGRATIONS`
 (applied in order under `BEGIN IMMEDIATE` by `migrate`; `PRAGMA user_version` says which ran).
 """
 

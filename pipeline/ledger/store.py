@@ -19,9 +19,8 @@ Money is integer nano-dollars (1e-9 USD): exact for token prices quoted to the c
 costs round to the nano-dollar. Spend in a period = settled costs + open holds, so a budget check inside one
 `BEGIN IMMEDIATE` transaction (`reserve`) can never be overshot by concurrent workers. Secrets are never stored.
 
-Split in three: `pipeline.ledger_schema` (migrations, money, records), `pipeline.ledger_spend` (spend the router
-reads, budget holds), and this module (connections, the job lifecycle, reading for reports). Import everything
-from here.
+Split in three: `schema` (migrations, money, records), `spend` (spend the router reads, budget holds), and
+this module (connections, the job lifecycle, reading for reports). Import from the wing: `pipeline.ledger`.
 """
 
 from __future__ import annotations
@@ -42,26 +41,20 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidRequest
-from pipeline.ledger_schema import (  # re-exported: the public import path is pipeline.ledger
+from pipeline.ledger.schema import (
     DB_NAME,
-    MIGRATIONS,
-    NANO,
-    BudgetCap,
     Claim,
-    ClaimAction,
     JobRecord,
     JobStatus,
-    fmt_usd,
     from_nusd,
     migrate,
     now_ms,
     to_nusd,
 )
-from pipeline.ledger_spend import SpendMixin, proc_stat
+from pipeline.ledger.spend import SpendMixin, proc_stat
 from pipeline.routing import period_key
 
-__all__ = ["DB_NAME", "MIGRATIONS", "NANO", "BudgetCap", "Claim", "ClaimAction", "JobRecord", "JobStatus", "Ledger",
-           "fmt_usd", "from_nusd", "now_ms", "to_nusd"]
+__all__ = ["Ledger"]
 
 log = logging.getLogger(__name__)
 

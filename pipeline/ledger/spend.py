@@ -3,7 +3,7 @@
 A call reserves its estimate (`reserve`, checking every cap in the same `BEGIN IMMEDIATE` transaction, so
 concurrent workers never overshoot), then settles what it actually cost (`settle`) or drops the hold
 (`release`); holds left by a process that died are released on the next run (`release_orphans`).
-Mixed into `pipeline.ledger.Ledger`, which provides the connection (`_conn`), write transactions (`_write`)
+Mixed into `Ledger` (store.py), which provides the connection (`_conn`), write transactions (`_write`)
 and `owner`.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backends.errors import BudgetExceeded
-from pipeline.ledger_schema import HELD, BudgetCap, fmt_usd, from_nusd, now_ms, to_nusd
+from pipeline.ledger.schema import HELD, BudgetCap, fmt_usd, from_nusd, now_ms, to_nusd
 from pipeline.routing import Period, period_key
 
 

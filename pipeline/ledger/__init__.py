@@ -1,0 +1,27 @@
+"""The ledger: one SQLite file per output folder recording jobs, attempts (each a budget hold until settled)
+and spend, with its schema and migrations; the exactly-once claim of a job and crash recovery live here.
+
+`Ledger` (store.py) is the entry point; schema.py holds the migrations, records and nano-dollar money helpers;
+spend.py what the router reads (spend per period) and how calls hold and settle money. Below it: routing (the
+spend periods) and `backends.errors`."""
+
+from pipeline.ledger.schema import (
+    DB_NAME,
+    MIGRATIONS,
+    NANO,
+    BudgetCap,
+    Claim,
+    ClaimAction,
+    JobRecord,
+    JobStatus,
+    fmt_usd,
+    from_nusd,
+    now_ms,
+    to_nusd,
+)
+from pipeline.ledger.store import Ledger
+
+__all__ = [
+    "DB_NAME", "MIGRATIONS", "NANO", "BudgetCap", "Claim", "ClaimAction", "JobRecord", "JobStatus", "Ledger",
+    "fmt_usd", "from_nusd", "now_ms", "to_nusd",
+]
