@@ -80,7 +80,7 @@ def _rss_mb() -> tuple[float, float]:
 
 def _per_file_writes(folder: Path, files: list[tuple[str, bytes]]) -> list[str]:
     """The previous output writer, as the same-run baseline: each file on its own, a folder fsync per file."""
-    from pipeline.files import atomic_write_bytes
+    from pipeline.run import atomic_write_bytes
 
     return [atomic_write_bytes(Path(folder) / name, data) for name, data in files]
 
@@ -88,12 +88,12 @@ def _per_file_writes(folder: Path, files: list[tuple[str, bytes]]) -> list[str]:
 def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
     from backends.function import FunctionBackend
     from pipeline.routing import Policy
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     if writes == "per-file":  # baseline: swap the writer the execution core uses (this process only)
-        import pipeline.execute
+        import pipeline.run.execute
 
-        pipeline.execute.write_files = _per_file_writes
+        pipeline.run.execute.write_files = _per_file_writes
 
     rss_start, _ = _rss_mb()
     manifest = write_workload(workdir, jobs)
@@ -133,7 +133,7 @@ def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
 def write_strategies(root: Path, payload: bytes, jobs: int) -> dict:
     """Same-run baseline for the output files on this disk: a job's image + result.json written with one
     fsync of the folder per FILE (`atomic_write_bytes` each, as before) against one per JOB (`write_files`)."""
-    from pipeline.files import atomic_write_bytes, write_files
+    from pipeline.run import atomic_write_bytes, write_files
 
     record = json.dumps({"job_id": "x", "outputs": [{"path": "x/0.png", "sha256": "0" * 64}]}, indent=2).encode()
     t = time.perf_counter()
@@ -176,7 +176,7 @@ def _server_class():
 def run_api(jobs: int, rpm: int, latency: tuple[float, float], inject_429: float, window_s: float,
             workdir: Path) -> dict:
     from pipeline.routing import Policy
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     per_window = max(1, round(rpm * window_s / 60))
     rng = random.Random(11)

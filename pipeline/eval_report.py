@@ -13,8 +13,8 @@ from PIL import Image
 
 from pipeline import contact_sheet as cs
 from pipeline.evaluate import EvalResult, Score
-from pipeline.files import atomic_write_bytes
 from pipeline.quality_metrics import FORMULA
+from pipeline.run import atomic_write_bytes
 
 CSV_FIELDS = ["job", "backend", "tier", "status", "cost_usd", "seconds", "clip_cosine", "adherence", "psnr_db", "ssim",
               "seam", "preservation", "quality", "mask_inferred", "reused", "output", "error"]

@@ -6,7 +6,7 @@
                                                                           # quality.yaml
 Each (job, backend, tier) is one variant: the job with `quality` set to the tier, `n=1`, its seed (else
 `EVAL_SEED`), pinned to the backend (no fallbacks: a failure is measured, not hidden). A variant the backend
-cannot run (capabilities) is skipped and said so. Runs go through `pipeline.execute` with the eval's own ledger
+cannot run (capabilities) is skipped and said so. Runs go through `pipeline.run.execute` with the eval's own ledger
 (`DIR/editroute.db`) and the policy's budgets, so spend is recorded, nothing is paid twice, and a rerun of the
 same eval reuses finished runs.
 Scores: `pipeline.quality_metrics` (formula there); a failed run scores 0 in the quality block.
@@ -165,10 +165,8 @@ def plan_eval(manifest: str | Path, policy: str | Path | Policy, *, tiers: Seque
 def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
     """Run every runnable variant (recorded in `DIR/editroute.db`), then score each output.
     `scorer` has `cosine(image, text) -> float` (a loaded `ClipScorer`)."""
-    from pipeline.execute import ExecContext, execute
-    from pipeline.executors import LocalExecutor
     from pipeline.ledger import Ledger
-    from pipeline.runner import budget_caps
+    from pipeline.run import ExecContext, LocalExecutor, budget_caps, execute
 
     out = Path(out_dir)
     ledger = Ledger.in_dir(out)

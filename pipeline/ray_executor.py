@@ -98,8 +98,7 @@ class RayExecutor:
         except ImportError:
             raise ConfigError('--executor ray needs Ray: pip install "editroute[ray]"') from None
 
-        from pipeline.batching import BatchingPool, can_batch
-        from pipeline.executors import DEFAULT_BATCH_LINGER_S, LocalExecutor
+        from pipeline.run import DEFAULT_BATCH_LINGER_S, BatchingPool, LocalExecutor, can_batch
 
         if ray_settings is None:
             ray_settings = getattr(policy, "ray", None)

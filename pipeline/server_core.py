@@ -1,5 +1,5 @@
 """The edit service behind `POST /v1/images/edits`: which backend a `model` means, idempotency keys,
-de-duplication of retries, and running each job through `pipeline.execute` (no FastAPI here).
+de-duplication of retries, and running each job through `pipeline.run.execute` (no FastAPI here).
 
     service = EditService(policy, out_dir)                   # one ledger, one executor, one router
     prepared = service.prepare(parsed_form, idempotency_key=None, tenant="local", retry=False)  # thread: hashes
@@ -45,13 +45,11 @@ from backends.openai import DEFAULT_MODEL as OPENAI_DEFAULT_MODEL
 from backends.pricing import load_prices
 from backends.registry import create_backend
 from backends.validation import capability_problems
-from pipeline.execute import ExecContext, Outcome, RetryPolicy, execute, job_key
-from pipeline.executors import LocalExecutor
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
 from pipeline.metrics import Metrics
 from pipeline.routing import Decision, Policy, Router, build_backends
-from pipeline.runner import budget_caps
+from pipeline.run import ExecContext, LocalExecutor, Outcome, RetryPolicy, budget_caps, execute, job_key
 from pipeline.server_wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
 
 log = logging.getLogger(__name__)

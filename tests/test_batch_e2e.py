@@ -11,7 +11,7 @@ import pytest
 from backends.standins.openai_server import FakeOpenAIServer
 from pipeline.cli import main
 from pipeline.ledger import Ledger
-from pipeline.runner import run_batch
+from pipeline.run import run_batch
 from tests.batch_helpers import API_BACKEND, STANDIN_KEY, write_manifest, write_policy
 from tests.routing_helpers import EXAMPLES
 

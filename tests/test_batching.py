@@ -9,11 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from backends.function import FunctionBackend
-from pipeline.executors import LocalExecutor
 from pipeline.ledger import Ledger
-from pipeline.progress import NullProgress
 from pipeline.routing import load_policy
-from pipeline.runner import run_batch
+from pipeline.run import LocalExecutor, NullProgress, run_batch
 from tests.batch_helpers import BatchingFake, BatchSettings, write_policy
 from tests.imagery import image_bytes, mask_bytes
 

@@ -13,11 +13,10 @@ from backends.base import CostEstimate, EditRequest
 from backends.errors import BackendUnavailable, ContentRejected, InvalidRequest, RateLimited
 from backends.function import FunctionBackend, solid_images
 from backends.images import InputImage
-from pipeline.execute import ExecContext, RetryPolicy, execute, job_key
-from pipeline.executors import LocalExecutor
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Decision
+from pipeline.run import ExecContext, LocalExecutor, RetryPolicy, execute, job_key
 from tests.imagery import image_bytes, mask_bytes
 
 
@@ -213,7 +212,7 @@ def test_concurrent_jobs_respect_a_shared_cap(tmp_path):
 def test_a_jobs_files_are_whole_or_absent_and_no_temp_file_is_left(tmp_path):
     import hashlib
 
-    from pipeline.files import write_files
+    from pipeline.run import write_files
 
     files = [("0.png", b"image bytes"), ("result.json", b'{"done": true}')]
     assert write_files(tmp_path / "new" / "j1", files) == [hashlib.sha256(d).hexdigest() for _, d in files]
@@ -230,7 +229,7 @@ def test_inputs_that_arrived_decoded_are_not_decoded_again():
     """An upload to `editroute serve` is decoded while the form is parsed; running the job must not redo it."""
     from dataclasses import replace
 
-    from pipeline.job_results import materialize
+    from pipeline.run import materialize
 
     uploaded = InputImage.from_bytes(image_bytes(), name="upload.png")
     on_disk = replace(InputImage.from_bytes(image_bytes(), name="disk.png"), data=None)  # as a manifest gives it

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.files import atomic_write_bytes, write_files
+from pipeline.run import atomic_write_bytes, write_files
 
 
 def mode(path: Path) -> int:

@@ -169,7 +169,7 @@ def test_sdxl_maskless_edit_uses_the_grounded_sam_mask(tiny_sdxl_dir, tiny_groun
 
 
 def test_maskless_job_under_a_yaml_policy_records_the_inferred_mask(tmp_path, tiny_sdxl_dir, tiny_grounded_sam_dir):
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     gradient(64, 64).save(tmp_path / "shelf.png")
     (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1,

@@ -200,7 +200,7 @@ def _maskless_shelf_job(tmp_path, tiny_sdxl_dir, mask_settings, extra_policy: st
 
 
 def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo")}
     jobs, policy = _maskless_shelf_job(tmp_path, tiny_sdxl_dir, mask_settings)
@@ -220,7 +220,7 @@ def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir,
 
 
 def test_no_region_found_falls_back_to_a_backend_that_needs_no_mask(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir):
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     top = float(probabilities(gradient(64, 64), "logo", MaskSettings(model=str(tiny_clipseg_dir), device="cpu")).max())
     impossible = {"model": str(tiny_clipseg_dir), "threshold": (top + 1) / 2}  # above every pixel's score
@@ -248,7 +248,7 @@ def test_shipped_cost_first_infers_the_mask_of_the_maskless_example(tmp_path, ti
     import yaml
 
     from pipeline.commands.demo import DEMO_KEY, DEMO_KEY_ENV, ROOT, standin_policy
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     monkeypatch.setenv(DEMO_KEY_ENV, DEMO_KEY)
     data = standin_policy(ROOT / "configs" / "policies" / "cost-first.yaml", api_url="http://127.0.0.1:9/v1",

@@ -251,7 +251,7 @@ def batch_policy(marker_dir: Path):
 
 def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_path):
     from pipeline.ledger import Ledger
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
     from tests.batch_helpers import write_manifest
 
     manifest = write_manifest(tmp_path, 6)
@@ -350,7 +350,7 @@ def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cl
 
     from backends.standins.openai_server import FakeOpenAIServer
     from pipeline.routing import build_backends, load_policy
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     ray_settings = {"actors": 1, **RAY_TEST_SETTINGS, "num_cpus": 1}

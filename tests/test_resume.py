@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.ledger import Ledger
-from pipeline.report import build_report
+from pipeline.run import build_report
 from tests.batch_helpers import BLOCK_ENV, write_manifest, write_policy
 
 ROOT = Path(__file__).resolve().parents[1]

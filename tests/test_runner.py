@@ -10,9 +10,8 @@ from decimal import Decimal
 
 from pipeline.cli import main
 from pipeline.ledger import Ledger
-from pipeline.progress import NullProgress
 from pipeline.routing import build_backends, load_policy
-from pipeline.runner import run_batch
+from pipeline.run import NullProgress, run_batch
 from tests.batch_helpers import FAKE_POLICY, write_manifest, write_policy
 
 
@@ -137,7 +136,7 @@ def test_a_misconfigured_backend_is_dropped_for_the_run_and_jobs_fall_back(tmp_p
 
 def test_report_counts_a_job_that_failed_before_any_call_where_it_was_routed(tmp_path):
     from backends.errors import BackendMisconfigured
-    from pipeline.report import build_report
+    from pipeline.run import build_report
 
     def no_key(request):
         raise BackendMisconfigured("no API key: set OPENAI_API_KEY")

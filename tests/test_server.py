@@ -379,7 +379,7 @@ def run_threads(count: int, fn):
 
 
 def test_budget_spent_by_a_batch_run_holds_for_the_server(tmp_path):
-    from pipeline.runner import run_batch
+    from pipeline.run import run_batch
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -130,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from backends.standins.openai_server import FakeOpenAIServer
-    from pipeline.progress import NullProgress, RichProgress
-    from pipeline.report import build_report, render, to_json
-    from pipeline.runner import run_batch
+    from pipeline.run import NullProgress, RichProgress, build_report, render, run_batch, to_json
 
     console = Console(stderr=args.json)
     out = Path(args.out)

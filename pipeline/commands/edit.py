@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from backends.registry import create_backend
     from backends.validation import check_request
-    from pipeline.files import atomic_write_bytes
+    from pipeline.run import atomic_write_bytes
 
     console = Console(highlight=False, markup=False, soft_wrap=True)
     images = tuple(InputImage.from_path(p, field="image" if len(args.image) == 1 else f"image[{i}]")

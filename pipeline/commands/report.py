@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from pipeline.ledger import DB_NAME, Ledger
-    from pipeline.report import build_report, render, to_csv, to_json
+    from pipeline.run import build_report, render, to_csv, to_json
 
     path = Path(args.dir)
     db = path if path.is_file() else path / DB_NAME

@@ -1,4 +1,4 @@
-"""`editroute run MANIFEST --policy FILE --out DIR`: the main job (see pipeline/runner.py)."""
+"""`editroute run MANIFEST --policy FILE --out DIR`: the main job (see pipeline/run/runner.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pipeline.executors import EXECUTORS
+from pipeline.run import EXECUTORS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,9 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.progress import NotesOnly, RichProgress
-    from pipeline.report import build_report, render, to_json
-    from pipeline.runner import run_batch
+    from pipeline.run import NotesOnly, RichProgress, build_report, render, run_batch, to_json
 
     err = Console(stderr=True)
     progress = NotesOnly() if args.json else RichProgress(err)

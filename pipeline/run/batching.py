@@ -6,7 +6,7 @@ each with its own cost). `BatchingPool` keeps one queue per backend and `workers
 a worker takes the oldest queued job, gathers queued jobs with the same key (in arrival order, jobs with other
 keys keep their place) up to `max_batch`, and waits at most `linger_s` for partners when it has fewer, so a
 lone job is barely delayed while a busy queue fills whole calls. Every job keeps its own future: the caller
-(`pipeline.execute`) reserves, settles, retries and falls back per job, exactly as for a call of its own.
+(`pipeline.run.execute`) reserves, settles, retries and falls back per job, exactly as for a call of its own.
 """
 
 from __future__ import annotations

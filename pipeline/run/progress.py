@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from pipeline.execute import Outcome
 from pipeline.ledger import fmt_usd
+from pipeline.run.execute import Outcome
 
 
 @dataclass

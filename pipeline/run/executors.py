@@ -13,7 +13,7 @@ flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend run
 that can serve several jobs in one call (duck-typed: `batch_key(request) -> Hashable | None` and
 `edit_batch(requests) -> list[EditResult | EditError]`, with `settings.max_batch` > 1, e.g. SDXL) gets a
 `BatchingPool` instead: queued jobs with equal non-None keys share one call, up to `max_batch`, each with its own
-future (so its own ledger hold, settlement, retries and fallbacks in `pipeline.execute`).
+future (so its own ledger hold, settlement, retries and fallbacks in `pipeline.run.execute`).
 Other executors register in `EXECUTORS` ("name" -> "module:Class"); each class is built as
 `cls(backends, policy=policy, **options)` where `backends` maps names to backend objects (`create_executor`),
 and offers `capacity() -> int` (calls in flight at once over all backends; the runner sizes its window on it).
@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from backends.base import EditBackend, EditRequest, EditResult
-from pipeline.batching import BatchingPool, can_batch
 from pipeline.errors import ConfigError
+from pipeline.run.batching import BatchingPool, can_batch
 
 DEFAULT_API_CONCURRENCY = 4
 DEFAULT_BATCH_LINGER_S = 0.05  # how long a lone job may wait for partners (a GPU call takes seconds)
 
 EXECUTORS: dict[str, str] = {
-    "local": "pipeline.executors:LocalExecutor",
+    "local": "pipeline.run.executors:LocalExecutor",
     "ray": "pipeline.ray_executor:RayExecutor",
 }
 

@@ -26,7 +26,7 @@ Steps, each recorded in the ledger:
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
    `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
    file), each to a temp name, fsynced and renamed, result.json last, then ONE fsync of the job's folder
-   (`pipeline.files.write_files`), all BEFORE the ledger says done.
+   (`pipeline.run.files.write_files`), all BEFORE the ledger says done.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ from backends.errors import (
     InvalidRequest,
     RateLimited,
 )
-from pipeline.executors import Executor
-from pipeline.files import write_files
-from pipeline.job_results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Decision
+from pipeline.run.executors import Executor
+from pipeline.run.files import write_files
+from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 from backends.base import EditRequest
 from backends.errors import InvalidRequest
 from backends.images import InputImage
-from pipeline.files import sha256_file
 from pipeline.jobs import Job
+from pipeline.run.files import sha256_file
 
 RESULT_FILE = "result.json"
 

@@ -6,7 +6,7 @@
    recorded as failed with their reason and the rest run.
 2. Jobs stream from the manifest through a bounded window of in-flight jobs (twice the executor's capacity),
    so memory stays flat whatever the manifest's length; images are read when their job runs.
-3. Each job goes through `pipeline.execute.execute` (idempotency, routing with the ledger as spend source,
+3. Each job goes through `pipeline.run.execute.execute` (idempotency, routing with the ledger as spend source,
    budget holds, retries, fallbacks, atomic outputs). Rerunning skips done jobs whose outputs are intact,
    `retry_failed` retries failed ones, a job left running by a crash is retried once.
 4. `stop` (Ctrl-C) stops taking jobs and lets in-flight calls finish; jobs still waiting to call are marked
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.execute import ExecContext, Outcome, execute
-from pipeline.executors import Executor, create_executor
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
-from pipeline.progress import NullProgress, Tally
 from pipeline.routing import Policy, Router, build_backends, load_policy
+from pipeline.run.execute import ExecContext, Outcome, execute
+from pipeline.run.executors import Executor, create_executor
+from pipeline.run.progress import NullProgress, Tally
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,23 @@
+"""Running jobs: each job executed exactly once (idempotency, ledger holds, retries, fallbacks), by an
+executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, stored
+results for reruns, progress and the end-of-run report.
+
+`run_batch` (runner.py) runs a manifest; `execute` (execute.py) runs one job, also for the server and the
+eval. Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster
+wing and is named here only by string, in `EXECUTORS`."""
+
+from pipeline.run.batching import BatchingPool, can_batch
+from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute
+from pipeline.run.executors import DEFAULT_BATCH_LINGER_S, EXECUTORS, Executor, LocalExecutor, create_executor
+from pipeline.run.files import atomic_write_bytes, sha256_file, write_files
+from pipeline.run.progress import NotesOnly, NullProgress, RichProgress, Tally
+from pipeline.run.report import build_report, render, to_csv, to_json
+from pipeline.run.results import RESULT_FILE, job_key, materialize
+from pipeline.run.runner import RunResult, budget_caps, run_batch
+
+__all__ = [
+    "DEFAULT_BATCH_LINGER_S", "EXECUTORS", "RESULT_FILE", "BatchingPool", "ExecContext", "Executor", "LocalExecutor",
+    "NotesOnly", "NullProgress", "Outcome", "RetryPolicy", "RichProgress", "RunResult", "Tally", "atomic_write_bytes",
+    "build_report", "budget_caps", "can_batch", "create_executor", "execute", "job_key", "materialize", "render",
+    "run_batch", "sha256_file", "to_csv", "to_json", "write_files",
+]
