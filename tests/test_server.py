@@ -25,8 +25,7 @@ from PIL import Image
 from backends import sdxl_runtime
 from backends.standins import FakeOpenAIServer
 from pipeline.errors import ConfigError
-from pipeline.server import ServeConfig, build, check_bind, load_api_keys, running
-from pipeline.server_wire import Limits
+from pipeline.serve import Limits, ServeConfig, build, check_bind, load_api_keys, running
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import image_bytes, mask_bytes
 

@@ -6,8 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.metrics import Metrics
-from pipeline.server_wire import ApiError, Form, Upload, error_for_outcome, images_response, parse_form
+from pipeline.serve import ApiError, Form, Metrics, Upload, error_for_outcome, images_response, parse_form
 from tests.imagery import image_bytes, mask_bytes
 
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f'editroute serve needs {exc.name!r}: pip install "editroute[server]"') from None
     from rich.console import Console
 
-    from pipeline.server import ServeConfig, build, uvicorn_server
+    from pipeline.serve import ServeConfig, build, uvicorn_server
 
     config = ServeConfig(policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file)
     app, service, keys = build(config)

@@ -47,10 +47,10 @@ from backends.registry import create_backend
 from backends.validation import capability_problems
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
-from pipeline.metrics import Metrics
 from pipeline.routing import Decision, Policy, Router, build_backends
 from pipeline.run import ExecContext, LocalExecutor, Outcome, RetryPolicy, budget_caps, execute, job_key
-from pipeline.server_wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
+from pipeline.serve.metrics import Metrics
+from pipeline.serve.wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
 
 log = logging.getLogger(__name__)
 

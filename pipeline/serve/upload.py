@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from pipeline.server_wire import KNOWN_FIELDS, ApiError, Form, Limits, Upload
+from pipeline.serve.wire import KNOWN_FIELDS, ApiError, Form, Limits, Upload
 
 
 def _mb(n: int) -> str:

@@ -11,7 +11,7 @@ OpenAI model id), `GET /v1/models`, `GET /healthz` (no auth), `GET /metrics` (Pr
 Every edit answer names the backend, model, cost and job in `x-editroute-*` headers (`x-editroute-cost-usd` is the
 job's cost; `x-editroute-billed-usd` is what this request added: 0 when it reused or joined an earlier job).
 A repeated request runs a new job, as with OpenAI, unless it is a retry (`x-stainless-retry-count` >= 1), carries the
-same `Idempotency-Key`, or has a `seed`: see `pipeline.server_core`.
+same `Idempotency-Key`, or has a `seed`: see `pipeline.serve.service`.
 Errors use OpenAI's envelope and status codes, with `x-should-retry: false` where a retry cannot help and
 `retry-after` on 429/503.
 
@@ -45,9 +45,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from pipeline.errors import ConfigError
-from pipeline.metrics import CONTENT_TYPE
-from pipeline.server_upload import read_form
-from pipeline.server_wire import ApiError, Limits, images_response, models_list, parse_form
+from pipeline.serve.metrics import CONTENT_TYPE
+from pipeline.serve.upload import read_form
+from pipeline.serve.wire import ApiError, Limits, images_response, models_list, parse_form
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def build(config: ServeConfig, *, backends: Mapping[str, Any] | None = None, env
           ) -> tuple[Any, Any, tuple[str, ...]]:
     """(app, service, api_keys) for `config`, after the bind and key checks."""
     from pipeline.routing import load_policy
-    from pipeline.server_core import EditService
+    from pipeline.serve.service import EditService
 
     keys = load_api_keys(config.api_key_file, env)
     check_bind(config.host, keys)
