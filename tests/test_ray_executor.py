@@ -19,8 +19,9 @@ from backends.base import EditRequest
 from backends.errors import BackendUnavailable, InvalidRequest
 from backends.function import FunctionBackend, solid_images
 from backends.images import InputImage
+from pipeline.cluster import ActorPool, RayExecutor, plan_actors
 from pipeline.errors import ConfigError
-from pipeline.ray_executor import ActorPool, RayExecutor, RaySettings, parse_ray_settings, plan_actors
+from pipeline.routing import RaySettings, parse_ray_settings
 from tests.batch_helpers import API_BACKEND, STANDIN_KEY
 from tests.imagery import image_bytes
 from tests.routing_helpers import EXAMPLES

@@ -39,7 +39,7 @@ DEFAULT_BATCH_LINGER_S = 0.05  # how long a lone job may wait for partners (a GP
 
 EXECUTORS: dict[str, str] = {
     "local": "pipeline.run.executors:LocalExecutor",
-    "ray": "pipeline.ray_executor:RayExecutor",
+    "ray": "pipeline.cluster.executor:RayExecutor",
 }
 
 

@@ -1,7 +1,7 @@
 """Run self-hosted backends on a Ray cluster: a pool of actors per backend, each loading its model once.
 
 The driver keeps everything that decides and records: routing, budgets, retries, fallbacks, the ledger
-and the output files. An actor (`pipeline.ray_actors`) only runs `backend.edit(request)` (or
+and the output files. An actor (actors.py) only runs `backend.edit(request)` (or
 `edit_batch(requests)` for jobs the runner grouped: `submit_batch()`, `max_batch()`) on materialized requests
 (image bytes, not paths) and returns the `EditResult` (outputs as bytes, GPU-seconds measured where the GPU
 is), so workers never open the ledger or the output folder and a job is recorded once, by the one writer.
@@ -26,12 +26,12 @@ from typing import Any
 
 from backends.base import EditRequest, EditResult
 from backends.errors import EditError
+from pipeline.cluster.actors import ActorPool, BackendRecipe, _PoolBackend
+from pipeline.cluster.placement import plan_actors
 from pipeline.errors import ConfigError
-from pipeline.ray_actors import ActorPool, BackendRecipe, _PoolBackend
-from pipeline.routing.ray_section import RaySettings, parse_ray_settings, plan_actors
+from pipeline.routing import RaySettings, parse_ray_settings
 
-__all__ = ["ActorPool", "BackendRecipe", "RayExecutor", "RaySettings", "connect", "parse_ray_settings", "plan_actors",
-           "ray_backend_names"]
+__all__ = ["RayExecutor", "connect", "ray_backend_names"]
 
 log = logging.getLogger(__name__)
 

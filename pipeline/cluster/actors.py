@@ -1,6 +1,6 @@
 """Ray actors for self-hosted backends: one `BackendActor` per GPU loads its backend once; an `ActorPool` hands
 jobs to free actors, replaces an actor that dies (the job is retried once) and waits for readiness with a timeout.
-Used by `pipeline.ray_executor`; `import ray` happens only inside functions.
+Used by `pipeline.cluster.executor`; `import ray` happens only inside functions.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 from backends.base import EditRequest, EditResult
 from backends.errors import BackendUnavailable, EditError
+from pipeline.cluster.placement import fmt_resources
 from pipeline.errors import ConfigError
-from pipeline.routing.ray_section import RaySettings, _fmt
+from pipeline.routing import RaySettings
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class ActorPool:
             if pending:
                 raise ConfigError(
                     f"backend {self.name!r}: {len(pending)} of {count} Ray actor(s) not ready after "
-                    f"{rs.ready_timeout_s:g} s. Each needs {_fmt(rs.actor_needs())}; free now: "
-                    f"{_fmt(ray.available_resources())}. Other work may hold the resources, or the model "
+                    f"{rs.ready_timeout_s:g} s. Each needs {fmt_resources(rs.actor_needs())}; free now: "
+                    f"{fmt_resources(ray.available_resources())}. Other work may hold the resources, or the model "
                     f"load is slow (raise `ray.ready_timeout_s`)")
             infos = ray.get(refs)
         except BaseException as exc:
