@@ -19,11 +19,9 @@ from PIL import Image
 from backends.base import Capabilities, EditRequest
 from backends.errors import BackendUnavailable
 from backends.function import FunctionBackend
-from pipeline import contact_sheet as cs
-from pipeline import quality_metrics as qm
-from pipeline.clip_score import ClipScorer
-from pipeline.eval_report import write_report
-from pipeline.evaluate import plan_eval, run_eval
+from pipeline.eval import ClipScorer, plan_eval, run_eval, write_report
+from pipeline.eval import contact_sheet as cs
+from pipeline.eval import metrics as qm
 from pipeline.routing import InMemorySpend, Router, build_backends, load_policy
 from tests.imagery import gradient, mask_image
 

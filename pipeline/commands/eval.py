@@ -76,9 +76,7 @@ def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
-    from pipeline.eval_report import write_report
-    from pipeline.evaluate import plan_eval, run_eval
+    from pipeline.eval import DEFAULT_CLIP_MODEL, ClipScorer, plan_eval, run_eval, write_report
 
     tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip())
     plan = plan_eval(args.manifest, policy, tiers=tiers)

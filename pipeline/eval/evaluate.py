@@ -9,7 +9,7 @@ Each (job, backend, tier) is one variant: the job with `quality` set to the tier
 cannot run (capabilities) is skipped and said so. Runs go through `pipeline.run.execute` with the eval's own ledger
 (`DIR/editroute.db`) and the policy's budgets, so spend is recorded, nothing is paid twice, and a rerun of the
 same eval reuses finished runs.
-Scores: `pipeline.quality_metrics` (formula there); a failed run scores 0 in the quality block.
+Scores: `pipeline.eval.metrics` (formula there); a failed run scores 0 in the quality block.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image
 
 from backends.base import CostEstimate
-from pipeline import quality_metrics as qm
 from pipeline.errors import ConfigError
+from pipeline.eval import metrics as qm
 from pipeline.jobs import Job, load_jobs
 from pipeline.routing import TIERS, Decision, Policy, assess, build_backends, load_policy
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from pipeline import contact_sheet as cs
-from pipeline.evaluate import EvalResult, Score
-from pipeline.quality_metrics import FORMULA
+from pipeline.eval import contact_sheet as cs
+from pipeline.eval.evaluate import EvalResult, Score
+from pipeline.eval.metrics import FORMULA
 from pipeline.run import atomic_write_bytes
 
 CSV_FIELDS = ["job", "backend", "tier", "status", "cost_usd", "seconds", "clip_cosine", "adherence", "psnr_db", "ssim",
