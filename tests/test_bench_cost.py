@@ -8,8 +8,7 @@ from decimal import Decimal
 import pytest
 
 from backends.pricing import load_prices
-from benchmarks import gpu_figures
-from benchmarks.cost import CostOptions, Plan, api_per_image, break_even, build_report, headline
+from pipeline.bench import CostOptions, Plan, api_per_image, break_even, build_report, gpu_figures, headline
 from pipeline.cli import main
 from pipeline.errors import ConfigError
 
@@ -118,11 +117,11 @@ budgets:
 
 
 def test_policy_mix_follows_volume_shift_and_budget_stop(tmp_path):
-    from benchmarks.policy_mix import policy_mix
+    from pipeline.bench import build_policy_mix
 
     path = tmp_path / "shift.yaml"
     path.write_text(SHIFT_POLICY, encoding="utf-8")
-    pm = policy_mix(CostOptions(policies=(path,), shift_after_usd=None), volumes=(1_000, 10_000, 1_000_000))
+    pm = build_policy_mix(CostOptions(policies=(path,), shift_after_usd=None), volumes=(1_000, 10_000, 1_000_000))
     shares = pm.shares["shift"]
     assert shares[1_000] == {"api": pytest.approx(1.0)}  # below the shift: all on the API
     assert 0.2 < shares[10_000]["local"] < 0.4  # shifted after ~5,000 API jobs

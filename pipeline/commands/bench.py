@@ -1,6 +1,6 @@
-"""`editroute bench cost | overhead`: the benchmarks in `benchmarks/`, one subcommand each.
+"""`editroute bench cost | overhead`: the benchmarks in `pipeline.bench`, one subcommand each.
 
-The work lives in `benchmarks/*`; this module only parses flags and prints a short summary.
+The work lives in `pipeline/bench/`; this module only parses flags and prints a short summary.
 """
 
 from __future__ import annotations
@@ -77,9 +77,7 @@ def run_cost(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from backends.pricing import OwnedHardware
-    from benchmarks.cost import VOLUMES, CostOptions, build_report, headline
-    from benchmarks.cost_output import usd, write_all
-    from benchmarks.policy_mix import policy_mix
+    from pipeline.bench import VOLUMES, CostOptions, build_policy_mix, build_report, headline, usd, write_all
 
     owned = None
     if args.owned_price is not None:
@@ -94,7 +92,7 @@ def run_cost(args: argparse.Namespace) -> int:
                           manifest=args.manifest, policies=tuple(args.policy) if args.policy else None,
                           shift_after_usd=args.shift_after_usd)
     report = build_report(options)
-    report.policy_mix = policy_mix(options)
+    report.policy_mix = build_policy_mix(options)
     written = write_all(report, args.out, plots=not args.no_plots)
 
     console = Console()
@@ -110,7 +108,7 @@ def run_cost(args: argparse.Namespace) -> int:
 
 
 def run_overhead(args: argparse.Namespace) -> int:
-    from benchmarks.pipeline_overhead import main as overhead_main
+    from pipeline.bench import overhead_main
 
     argv = [a for n in args.jobs or [10_000] for a in ("--jobs", str(n))]
     argv += ["--api-jobs", str(args.api_jobs), "--rpm", str(args.rpm), "--latency", args.latency,

@@ -1,7 +1,7 @@
 """Cost model over volume: what an edit costs on each backend, per month, and when self-hosting pays off.
 
 Every price comes from `configs/prices.yaml` through `backends.pricing` (token tables, GPU rates, `GpuCost`); every
-SDXL time from `benchmarks.gpu_figures` (flag, RESULTS.md measurement or a published figure, always labelled).
+SDXL time from `pipeline.bench.gpu_figures` (flag, RESULTS.md measurement or a published figure, always labelled).
 
 A backend at one tier and size is a `Plan`: a fixed monthly cost per unit of capacity, a variable cost per image
 and the images one unit serves per month. The API and per-second GPU rental have no fixed part; a GPU held all
@@ -27,8 +27,8 @@ from backends.pricing import (
     output_tokens,
     token_cost,
 )
-from benchmarks import gpu_figures
-from benchmarks.gpu_figures import SecondsFigure, Tier
+from pipeline.bench import gpu_figures
+from pipeline.bench.gpu_figures import SecondsFigure, Tier
 
 VOLUMES = (1_000, 10_000, 50_000, 100_000, 1_000_000)
 TIERS = ("low", "medium", "high")
@@ -116,7 +116,7 @@ class CostReport:
     tiers: dict[str, Tier]
     prices_as_of: str
     gpu_as_of: str
-    policy_mix: object | None = None  # benchmarks.policy_mix.PolicyMix
+    policy_mix: object | None = None  # pipeline.bench.policy_mix.PolicyMix
     notes: list[str] = field(default_factory=list)
 
 

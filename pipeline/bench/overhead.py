@@ -10,7 +10,7 @@
     `requests_per_minute` set to the limit. Reports achieved requests per minute against the limit
     (target >= 90%) and the 429s seen.
 
-    python -m benchmarks.pipeline_overhead --jobs 10000 --jobs 100000 --api-jobs 500 --rpm 600
+    python -m pipeline.bench.overhead --jobs 10000 --jobs 100000 --api-jobs 500 --rpm 600
     editroute bench overhead --jobs 10000 --api-jobs 500
 """
 
@@ -212,8 +212,8 @@ def run_api(jobs: int, rpm: int, latency: tuple[float, float], inject_429: float
 
 def _child(argv: list[str]) -> dict:
     """Run one measurement in a fresh interpreter, so its peak RSS is its own."""
-    cmd = [sys.executable, "-m", "benchmarks.pipeline_overhead", *argv]
-    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "pipeline.bench.overhead", *argv]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False,
                           env={**os.environ, "PYTHONPATH": str(root)})
     if proc.returncode != 0:
@@ -226,7 +226,7 @@ def _machine() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="pipeline_overhead", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.bench.overhead", description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, action="append", help="zero-latency run sizes (repeatable; default 10000)")
     ap.add_argument("--api-jobs", type=int, default=500, help="jobs against the loopback API (0: skip)")
     ap.add_argument("--rpm", type=int, default=600, help="the stand-in's rate limit, requests per minute")

@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from benchmarks.cost import REFERENCE_SIZE, CostReport, Plan, headline
+from pipeline.bench.cost import REFERENCE_SIZE, CostReport, Plan, headline
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def markdown(report: CostReport) -> str:
         lines.append(f"| {tier} | {api} | {sp} | {'never' if vol is None else f'{vol:,}'} |")
     lines.append("")
     if report.policy_mix is not None:
-        from benchmarks.policy_mix import markdown_section
+        from pipeline.bench.policy_mix import markdown_section
 
         lines += markdown_section(report.policy_mix, vols)
     return "\n".join(lines) + "\n"
@@ -148,7 +148,7 @@ def write_all(report: CostReport, out: Path, plots: bool = True) -> list[Path]:
     if plots:
         written.append(plot_backends(report, out / "cost_vs_volume_backends.png"))
         if report.policy_mix is not None:
-            from benchmarks.policy_mix import plot_policies
+            from pipeline.bench.policy_mix import plot_policies
 
             written.append(plot_policies(report.policy_mix, out / "cost_vs_volume_policies.png"))
     log.info("wrote %s", ", ".join(str(p) for p in written))

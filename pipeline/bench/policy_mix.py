@@ -144,7 +144,7 @@ def _variants(name: str, policy, shift_after_usd: Decimal | None) -> list[tuple[
     return out
 
 
-def policy_mix(options, volumes: tuple[int, ...] | None = None) -> PolicyMix | None:
+def build_policy_mix(options, volumes: tuple[int, ...] | None = None) -> PolicyMix | None:
     """Cost of the mix under each policy at each volume; None when no policy is found."""
     from pipeline.errors import ConfigError
     from pipeline.routing import InMemorySpend, Router, build_backends, load_policy
@@ -187,7 +187,7 @@ def policy_mix(options, volumes: tuple[int, ...] | None = None) -> PolicyMix | N
 
 
 def markdown_section(pm: PolicyMix, volumes: tuple[int, ...]) -> list[str]:
-    from benchmarks.cost_output import usd, volume_label
+    from pipeline.bench.cost_output import usd, volume_label
 
     lines = ["## Mixed cost under each shipped policy", "", f"Job mix: {pm.mix}.", "",
              "Each policy's own router, backends and rates (its SDXL `gpu_cost`, not this run's GPU figure); "

@@ -20,7 +20,7 @@ STRENGTH = 0.99  # the inpaint checkpoint's recommended strength: the pipeline r
 # Published figures are for text-to-image, 30 steps, 1024^2: 30 guided steps + one VAE decode.
 REFERENCE_T2I_TF = 30 * UNET_CFG_STEP_TF + VAE_DECODE_TF
 
-RESULTS_FILE = Path(__file__).with_name("RESULTS.md")
+RESULTS_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md"  # in a checkout
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Tier:
 
 
 # Stand-alone tier settings (high 30 CFG, medium 20 CFG, low TCD 8 no CFG): `seconds_for`'s default reference;
-# the cost model itself reads the SDXL backend's own (`benchmarks.cost.sdxl_tiers`).
+# the cost model itself reads the SDXL backend's own (`pipeline.bench.cost.sdxl_tiers`).
 DEFAULT_TIERS: dict[str, Tier] = {"low": Tier(8, False), "medium": Tier(20, True), "high": Tier(30, True)}
 
 
