@@ -16,7 +16,7 @@ from backends.images import InputImage
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Decision
-from pipeline.run import ExecContext, LocalExecutor, RetryPolicy, execute, job_key
+from pipeline.run import ExecContext, LocalExecutor, RetryPolicy, execute_job, job_key
 from tests.imagery import image_bytes, mask_bytes
 
 
@@ -59,7 +59,7 @@ def test_success_writes_outputs_then_result_then_ledger_and_rerun_is_free(tmp_pa
     api = FunctionBackend(name="api", cost_per_image=Decimal("0.04"))
     ctx = context(tmp_path, api)
     job = make_job(tmp_path / "in", n=2)
-    out = execute(job, decision(job), ctx)
+    out = execute_job(job, decision(job), ctx)
     assert out.status == "done" and out.backend == "api" and out.cost == Decimal("0.08") and not out.reused
     assert [p.name for p in out.outputs] == ["0.png", "1.png"] and all(p.exists() for p in out.outputs)
     result = json.loads((tmp_path / "out" / "j1" / "result.json").read_text())
@@ -68,16 +68,16 @@ def test_success_writes_outputs_then_result_then_ledger_and_rerun_is_free(tmp_pa
     rec = ctx.ledger.get("j1")
     assert rec.status == "done" and rec.cost == Decimal("0.08") and rec.attempts == 1
 
-    again = execute(job, decision(job), ctx)
+    again = execute_job(job, decision(job), ctx)
     assert again.status == "done" and again.reused and api.calls == 1
     assert ctx.ledger.total_spent() == Decimal("0.08")
 
     routed = []
-    execute(job, lambda j: routed.append(j) or decision(j), ctx)  # done jobs are not even routed
+    execute_job(job, lambda j: routed.append(j) or decision(j), ctx)  # done jobs are not even routed
     assert routed == []
 
     out.outputs[1].unlink()  # a result no longer on disk is made again
-    third = execute(job, decision(job), ctx)
+    third = execute_job(job, decision(job), ctx)
     assert third.status == "done" and not third.reused and api.calls == 2
 
 
@@ -94,13 +94,13 @@ def test_same_inputs_under_another_id_reuse_the_first_result(tmp_path):
     api = FunctionBackend(name="api")
     ctx = context(tmp_path, api)
     first, second = make_job(tmp_path / "a", "a"), make_job(tmp_path / "b", "b")
-    execute(first, decision(first), ctx)
-    out = execute(second, decision(second), ctx)
+    execute_job(first, decision(first), ctx)
+    out = execute_job(second, decision(second), ctx)
     assert out.status == "done" and out.reused and out.duplicate_of == "a" and api.calls == 1
     rec = ctx.ledger.get("b")  # counted as done by a's outputs, at no cost of its own
     assert rec.status == "done" and rec.cost == 0 and rec.outputs == ctx.ledger.get("a").outputs
     assert ctx.ledger.total_spent() == ctx.ledger.get("a").cost
-    again = execute(second, decision(second), ctx)
+    again = execute_job(second, decision(second), ctx)
     assert again.reused and again.duplicate_of == "a" and api.calls == 1
 
 
@@ -108,13 +108,13 @@ def test_corrupt_image_fails_before_any_spend(tmp_path):
     api = FunctionBackend(name="api")
     ctx = context(tmp_path, api)
     job = make_job(tmp_path / "in", image=image_bytes(64, 64)[:-60])  # header fine, pixels truncated
-    out = execute(job, decision(job), ctx)
+    out = execute_job(job, decision(job), ctx)
     assert out.status == "failed" and out.error_class == "InvalidRequest" and "not a decodable image" in out.error
     assert api.calls == 0 and ctx.ledger.attempts() == [] and ctx.ledger.get("j1").status == "failed"
     missing = Job(id="gone", request=EditRequest(prompt="x", images=(InputImage(
         name="gone.png", format="png", width=32, height=32, nbytes=10, has_alpha=False,
         path=tmp_path / "gone.png"),)))
-    out = execute(missing, decision(missing), ctx)
+    out = execute_job(missing, decision(missing), ctx)
     assert out.status == "failed" and "cannot read gone.png" in out.error
 
 
@@ -123,7 +123,7 @@ def test_rate_limits_are_waited_out_and_billed_once(tmp_path):
                                                        RateLimited("429", retry_after=0.0)))
     ctx = context(tmp_path, api)
     job = make_job(tmp_path / "in")
-    out = execute(job, decision(job), ctx)
+    out = execute_job(job, decision(job), ctx)
     assert out.status == "done" and out.attempts == 3
     assert [a["error_class"] for a in ctx.ledger.attempts()] == ["RateLimited", "RateLimited", None]
     assert ctx.ledger.total_spent() == Decimal("0.01")
@@ -136,13 +136,13 @@ def test_unavailable_backend_falls_back_and_invalid_or_rejected_do_not(tmp_path)
     gpu = FunctionBackend(name="gpu", cost_per_image=Decimal("0.002"))
     ctx = context(tmp_path, api, gpu)
     a = make_job(tmp_path / "in", "a")
-    out = execute(a, decision(a, fallbacks=("gpu",)), ctx)
+    out = execute_job(a, decision(a, fallbacks=("gpu",)), ctx)
     assert out.status == "done" and out.backend == "gpu" and out.cost == Decimal("0.002")
     attempts = json.loads((tmp_path / "out" / "a" / "result.json").read_text())["attempts"]
     assert [(t["backend"], t["error_class"]) for t in attempts] == [("api", "BackendUnavailable"), ("gpu", None)]
     for job_id, cls in (("b", "InvalidRequest"), ("c", "ContentRejected")):
         job = make_job(tmp_path / "in", job_id, prompt=job_id)
-        out = execute(job, decision(job, fallbacks=("gpu",)), ctx)
+        out = execute_job(job, decision(job, fallbacks=("gpu",)), ctx)
         assert out.status == "failed" and out.error_class == cls and out.backend == "api"
     assert gpu.calls == 1
 
@@ -155,7 +155,7 @@ def test_budget_cap_moves_to_fallback_then_fails_clearly(tmp_path):
     outcomes = []
     for i in range(6):
         job = make_job(tmp_path / "in", f"j{i}", prompt=f"p{i}")
-        outcomes.append(execute(job, decision(job, fallbacks=("gpu",), usd="0.04"), ctx))
+        outcomes.append(execute_job(job, decision(job, fallbacks=("gpu",), usd="0.04"), ctx))
     assert [o.backend for o in outcomes[:4]] == ["api", "api", "gpu", "gpu"]
     assert all(o.status == "failed" and o.error_class == "BudgetExceeded" for o in outcomes[4:])
     assert "$0.10 per day on backend 'api'" in outcomes[4].error
@@ -167,11 +167,11 @@ def test_unroutable_and_stopped_jobs(tmp_path):
     ctx = context(tmp_path, api)
     job = make_job(tmp_path / "in")
     none = Decision(job.id, None, None, (), (), ("no backend takes 16 images",))
-    out = execute(job, none, ctx)
+    out = execute_job(job, none, ctx)
     assert out.status == "failed" and out.error_class == "Unroutable" and "16 images" in out.error
     ctx.retry_failed = True
     ctx.stop.set()
-    out = execute(job, decision(job), ctx)
+    out = execute_job(job, decision(job), ctx)
     assert out.status == "interrupted" and ctx.ledger.get("j1").status == "interrupted" and api.calls == 0
 
 
@@ -186,10 +186,10 @@ def test_result_on_disk_after_a_crash_is_adopted_not_paid_again(tmp_path):
     ctx.ledger = CrashBeforeDone.in_dir(tmp_path / "out")
     job = make_job(tmp_path / "in")
     with pytest.raises(SystemExit):
-        execute(job, decision(job), ctx)
+        execute_job(job, decision(job), ctx)
     assert ctx.ledger.get("j1").status == "running"
     ctx.ledger = Ledger.in_dir(tmp_path / "out")  # the next run (a new owner; the old one is gone)
-    out = execute(job, decision(job), ctx)
+    out = execute_job(job, decision(job), ctx)
     assert out.status == "done" and out.reused and api.calls == 1
     assert ctx.ledger.get("j1").status == "done" and ctx.ledger.total_spent() == Decimal("0.04")
 
@@ -199,7 +199,7 @@ def test_concurrent_jobs_respect_a_shared_cap(tmp_path):
     ctx = context(tmp_path, api, caps=[BudgetCap(None, "day", usd=Decimal("0.30"))])
     jobs = [make_job(tmp_path / "in", f"j{i}", prompt=f"p{i}") for i in range(24)]
     results = []
-    threads = [threading.Thread(target=lambda j=j: results.append(execute(j, decision(j, usd="0.03"), ctx)))
+    threads = [threading.Thread(target=lambda j=j: results.append(execute_job(j, decision(j, usd="0.03"), ctx)))
                for j in jobs]
     for t in threads:
         t.start()

@@ -166,7 +166,7 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
     """Run every runnable variant (recorded in `DIR/editroute.db`), then score each output.
     `scorer` has `cosine(image, text) -> float` (a loaded `ClipScorer`)."""
     from pipeline.ledger import Ledger
-    from pipeline.run import ExecContext, LocalExecutor, budget_caps, execute
+    from pipeline.run import ExecContext, LocalExecutor, budget_caps, execute_job
 
     out = Path(out_dir)
     ledger = Ledger.in_dir(out)
@@ -178,7 +178,7 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
 
     def one(v: Variant):
         decision = Decision(v.id, v.backend, v.estimate, (), (), (f"eval: {v.backend} at quality {v.tier}",))
-        return execute(v.job, decision, ctx)
+        return execute_job(v.job, decision, ctx)
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, engine.capacity()), thread_name_prefix="eval") as pool:

@@ -2,12 +2,12 @@
 executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, stored
 results for reruns, progress and the end-of-run report.
 
-`run_batch` (runner.py) runs a manifest; `execute` (execute.py) runs one job, also for the server and the
+`run_batch` (runner.py) runs a manifest; `execute_job` (execute.py) runs one job, also for the server and the
 eval. Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster
 wing and is named here only by string, in `EXECUTORS`."""
 
 from pipeline.run.batching import BatchingPool, can_batch
-from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute
+from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute_job
 from pipeline.run.executors import DEFAULT_BATCH_LINGER_S, EXECUTORS, Executor, LocalExecutor, create_executor
 from pipeline.run.files import atomic_write_bytes, sha256_file, write_files
 from pipeline.run.progress import NotesOnly, NullProgress, RichProgress, Tally
@@ -18,6 +18,6 @@ from pipeline.run.runner import RunResult, budget_caps, run_batch
 __all__ = [
     "DEFAULT_BATCH_LINGER_S", "EXECUTORS", "RESULT_FILE", "BatchingPool", "ExecContext", "Executor", "LocalExecutor",
     "NotesOnly", "NullProgress", "Outcome", "RetryPolicy", "RichProgress", "RunResult", "Tally", "atomic_write_bytes",
-    "build_report", "budget_caps", "can_batch", "create_executor", "execute", "job_key", "materialize", "render",
+    "build_report", "budget_caps", "can_batch", "create_executor", "execute_job", "job_key", "materialize", "render",
     "run_batch", "sha256_file", "to_csv", "to_json", "write_files",
 ]

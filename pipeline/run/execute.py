@@ -2,9 +2,9 @@
 
     ctx = ExecContext(ledger=Ledger.in_dir(out), executor=LocalExecutor(backends), out_dir=out,
                       backends=backends, caps_for=lambda name: caps)   # caps: ledger.BudgetCap list
-    outcome = execute(job, router.route, ctx)     # or a ready Decision instead of router.route
+    outcome = execute_job(job, router.route, ctx)     # or a ready Decision instead of router.route
 
-`execute(job, decision, ctx) -> Outcome` never raises for a job's own problems (they come back as
+`execute_job(job, decision, ctx) -> Outcome` never raises for a job's own problems (they come back as
 `Outcome(status="failed", error=..., error_class=...)`); it raises only for programming/config errors.
 Steps, each recorded in the ledger:
 
@@ -136,7 +136,7 @@ def _reused(job_id: str, data: Mapping[str, Any], out_dir: Path, duplicate_of: s
 # ---- the core ----------------------------------------------------------------------------------------
 
 
-def execute(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecContext) -> Outcome:
+def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: ExecContext) -> Outcome:
     t0 = time.perf_counter()
     ledger = ctx.ledger
     try:

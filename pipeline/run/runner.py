@@ -6,7 +6,7 @@
    recorded as failed with their reason and the rest run.
 2. Jobs stream from the manifest through a bounded window of in-flight jobs (twice the executor's capacity),
    so memory stays flat whatever the manifest's length; images are read when their job runs.
-3. Each job goes through `pipeline.run.execute.execute` (idempotency, routing with the ledger as spend source,
+3. Each job goes through `pipeline.run.execute_job` (idempotency, routing with the ledger as spend source,
    budget holds, retries, fallbacks, atomic outputs). Rerunning skips done jobs whose outputs are intact,
    `retry_failed` retries failed ones, a job left running by a crash is retried once.
 4. `stop` (Ctrl-C) stops taking jobs and lets in-flight calls finish; jobs still waiting to call are marked
@@ -27,7 +27,7 @@ from typing import Any
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
-from pipeline.run.execute import ExecContext, Outcome, execute
+from pipeline.run.execute import ExecContext, Outcome, execute_job
 from pipeline.run.executors import Executor, create_executor
 from pipeline.run.progress import NullProgress, Tally
 
@@ -100,7 +100,7 @@ def run_batch(manifest: str | Path, policy: str | Path | Policy, out_dir: str | 
     def one(job) -> Outcome:
         progress.started(job.id)
         try:
-            outcome = execute(job, router.route, ctx)
+            outcome = execute_job(job, router.route, ctx)
         except Exception as exc:  # a bug must not sink the batch: the job fails, the rest run
             log.exception("job %s: unexpected error", job.id)
             ledger.fail(job.id, f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)

@@ -20,7 +20,7 @@ derived from it, is:
   key of the latest job with the same content (and caller), found in this process or else in the ledger, so
   a retry after a dropped connection joins or reuses that job; none found: a new job;
 - else (a first try) a fresh key, `http:<content hash>:<uuid>`.
-A repeat of a finished job gets the stored result from disk (`execute` checks the ledger and the files' sha256);
+A repeat of a finished job gets the stored result from disk (`execute_job` checks the ledger and the files' sha256);
 one that arrives while the job runs waits for it in this process (`submit`) and gets the same answer. Either way
 the answer says `x-editroute-reused: true` and `x-editroute-billed-usd: 0`.
 """
@@ -48,7 +48,7 @@ from backends.validation import capability_problems
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
 from pipeline.routing import Decision, Policy, Router, build_backends
-from pipeline.run import ExecContext, LocalExecutor, Outcome, RetryPolicy, budget_caps, execute, job_key
+from pipeline.run import ExecContext, LocalExecutor, Outcome, RetryPolicy, budget_caps, execute_job, job_key
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
 
@@ -261,7 +261,7 @@ class EditService:
 
         self.metrics.started()
         try:
-            outcome = execute(job, route, ctx)
+            outcome = execute_job(job, route, ctx)
         except InvalidRequest as exc:  # the ledger refused the key (reused with another request)
             outcome = Outcome(job.id, "failed", error=exc.message, error_class="InvalidRequest")
         except Exception as exc:
