@@ -14,10 +14,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from backends import openai_wire as wire
 from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, InvalidRequest, RateLimited
 from backends.images import InputImage
-from backends.openai import OpenAIEditBackend, Settings
+from backends.openai import OpenAIEditBackend, Settings, wire
 from tests.backend_contract import make_request
 from tests.imagery import encode, image_bytes
 

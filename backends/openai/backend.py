@@ -1,6 +1,6 @@
 """`OpenAIEditBackend`: OpenAI's image edit API (gpt-image-*) over an httpx client, or any compatible server.
 
-What goes on the wire and how failures are classified lives in `backends.openai_wire` (pure functions);
+What goes on the wire and how failures are classified lives in `backends.openai.wire` (pure functions);
 prices and token tables in `backends.pricing`. The API key is read at `edit()` time from a file or the
 environment, used for that request's headers only, and never stored, logged or put in an error. An unset
 `base_url` is $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
@@ -19,9 +19,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import openai_wire as wire
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
+from backends.openai import wire
 from backends.pricing import (
     PriceTable,
     estimate_text_tokens,

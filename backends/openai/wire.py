@@ -1,6 +1,6 @@
 """OpenAI `POST /images/edits` on the wire, as pure functions: request parts, response parsing, error mapping.
 
-No I/O here: `backends.openai` does the HTTP, these functions decide what to send, what came back, what to
+No I/O here: `backend.py` does the HTTP, these functions decide what to send, what came back, what to
 retry and which `backends.errors` class a failure becomes (`map_status_error`, `map_transport_error`).
 """
 
