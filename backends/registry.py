@@ -23,7 +23,7 @@ M = TypeVar("M", bound="BaseModel")
 BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
     "sdxl": "backends.sdxl:SDXLInpaintBackend",
-    "function": "backends.function:FunctionBackend",
+    "function": "backends.standins.function:FunctionBackend",
 }
 
 # Which extra brings the dependencies of a kind, for the install hint.

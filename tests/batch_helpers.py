@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backends.base import EditRequest, EditResult
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
-from backends.function import FunctionBackend
+from backends.standins import FunctionBackend
 from tests.imagery import image_bytes, mask_bytes
 
 BLOCK_ENV = "EDITROUTE_TEST_BLOCK_AFTER"

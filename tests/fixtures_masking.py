@@ -16,14 +16,14 @@ from PIL import Image
 
 @pytest.fixture(scope="session")
 def tiny_clipseg_dir(tmp_path_factory) -> Path:
-    from backends.standins.tiny_clipseg import build_tiny_clipseg
+    from backends.standins import build_tiny_clipseg
 
     return build_tiny_clipseg(tmp_path_factory.getbasetemp() / "tiny-clipseg")
 
 
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
-    from backends.standins.tiny_clip import build_tiny_clip
+    from backends.standins import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.getbasetemp() / "tiny-clip")
 

@@ -15,7 +15,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory) -> Path:
     """A directory holding the tiny random-weight SDXL inpaint pipeline (save_pretrained layout)."""
-    from backends.standins.tiny_sdxl import build_tiny_sdxl
+    from backends.standins import build_tiny_sdxl
 
     given = os.environ.get("EDITROUTE_TINY_SDXL_DIR")
     target = Path(given) if given else tmp_path_factory.mktemp("tiny-sdxl") / "pipeline"

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from backends.standins.openai_server import FakeOpenAIServer
+from backends.standins import FakeOpenAIServer
 from pipeline.cli import main
 from pipeline.ledger import Ledger
 from pipeline.run import run_batch

@@ -8,7 +8,7 @@ import threading
 from decimal import Decimal
 from pathlib import Path
 
-from backends.function import FunctionBackend
+from backends.standins import FunctionBackend
 from pipeline.ledger import Ledger
 from pipeline.routing import load_policy
 from pipeline.run import LocalExecutor, NullProgress, run_batch

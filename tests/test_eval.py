@@ -18,7 +18,7 @@ from PIL import Image
 
 from backends.base import Capabilities, EditRequest
 from backends.errors import BackendUnavailable
-from backends.function import FunctionBackend
+from backends.standins import FunctionBackend
 from pipeline.eval import ClipScorer, plan_eval, run_eval, write_report
 from pipeline.eval import contact_sheet as cs
 from pipeline.eval import metrics as qm

@@ -11,8 +11,8 @@ import pytest
 
 from backends.base import CostEstimate, EditRequest
 from backends.errors import BackendUnavailable, ContentRejected, InvalidRequest, RateLimited
-from backends.function import FunctionBackend, solid_images
 from backends.images import InputImage
+from backends.standins import FunctionBackend, solid_images
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Decision

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, RateLimited
-from backends.function import FunctionBackend
 from backends.registry import UnknownBackendKind, backend_class, create_backend
+from backends.standins import FunctionBackend
 from tests.backend_contract import BackendContract
 
 

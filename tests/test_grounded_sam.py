@@ -27,13 +27,13 @@ from tests.imagery import encode, gradient
 
 @pytest.fixture(scope="session")
 def tiny_grounded_sam_dir(tmp_path_factory) -> Path:
-    from backends.standins.tiny_grounded_sam import build_tiny_grounded_sam
+    from backends.standins import build_tiny_grounded_sam
 
     return build_tiny_grounded_sam(tmp_path_factory.getbasetemp() / "tiny-grounded-sam")
 
 
 def _gs(model_dir: Path, **extra) -> dict:
-    from backends.standins.tiny_grounded_sam import detector_dir, segmenter_dir
+    from backends.standins import detector_dir, segmenter_dir
 
     return {"detector": str(detector_dir(model_dir)), "segmenter": str(segmenter_dir(model_dir)),
             "box_threshold": 0.01, **extra}

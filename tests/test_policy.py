@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backends.function import FunctionBackend
+from backends.standins import FunctionBackend
 from pipeline.errors import ConfigError
 from pipeline.routing import build_backends, load_policy
 from tests.routing_helpers import SHIPPED, TWO_BACKENDS, write_policy

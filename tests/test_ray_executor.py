@@ -17,8 +17,8 @@ import pytest
 
 from backends.base import EditRequest
 from backends.errors import BackendUnavailable, InvalidRequest
-from backends.function import FunctionBackend, solid_images
 from backends.images import InputImage
+from backends.standins import FunctionBackend, solid_images
 from pipeline.cluster import ActorPool, RayExecutor, plan_actors
 from pipeline.errors import ConfigError
 from pipeline.routing import RaySettings, parse_ray_settings
@@ -349,7 +349,7 @@ def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cl
                                                                           monkeypatch):
     import torch
 
-    from backends.standins.openai_server import FakeOpenAIServer
+    from backends.standins import FakeOpenAIServer
     from pipeline.routing import build_backends, load_policy
     from pipeline.run import run_batch
 
@@ -392,7 +392,7 @@ def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cl
 def test_cli_run_on_ray_without_gpus_fails_fast_naming_the_fix(ray_cluster, tmp_path, tiny_sdxl_dir, capsys):
     """`editroute run --executor ray` with the default `num_gpus: 1` on this CPU-only cluster: exit 2 at once,
     nothing run or billed, instead of actors pending forever."""
-    from backends.standins.openai_server import FakeOpenAIServer
+    from backends.standins import FakeOpenAIServer
     from pipeline.cli import main
     from pipeline.ledger import Ledger
 

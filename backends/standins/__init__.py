@@ -1,16 +1,30 @@
-"""Loopback stand-ins for hosted services, for tests, demos and benchmarks. They are NOT the real services:
-every response carries `x-editroute-standin`, and each logs a banner saying so when it starts."""
+"""Stand-ins for tests, demos and benchmarks, NOT real services or models: a loopback fake of each hosted
+service (openai_server.py; every response carries `x-editroute-standin` and a banner says so at start), the
+`kind: function` backend whose work is a plain function (function.py), and tiny random-weight pipelines built
+offline with `save_pretrained` (tiny_sdxl, tiny_clip, tiny_clipseg, tiny_grounded_sam; their outputs are noise).
+
+Names load on first use, so `python -m backends.standins.openai_server` imports its module once and nothing
+here imports torch until a tiny model is built."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__all__ = ["FakeOpenAIServer"]
+_EXPORTS = {
+    "function": ("FunctionBackend", "solid_images"),
+    "openai_server": ("FakeOpenAIServer",),
+    "tiny_clip": ("STANDIN_VERSION", "build_tiny_clip"),
+    "tiny_clipseg": ("build_tiny_clipseg",),
+    "tiny_grounded_sam": ("build_tiny_grounded_sam", "detector_dir", "segmenter_dir"),
+    "tiny_sdxl": ("build_tiny_ip_adapter", "build_tiny_lora", "build_tiny_sdxl"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
 
-def __getattr__(name: str) -> Any:  # lazy, so `python -m backends.standins.openai_server` imports it once
-    if name == "FakeOpenAIServer":
-        from backends.standins.openai_server import FakeOpenAIServer
-
-        return FakeOpenAIServer
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

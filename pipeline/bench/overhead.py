@@ -86,7 +86,7 @@ def _per_file_writes(folder: Path, files: list[tuple[str, bytes]]) -> list[str]:
 
 
 def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
-    from backends.function import FunctionBackend
+    from backends.standins import FunctionBackend
     from pipeline.routing import Policy
     from pipeline.run import run_batch
 
@@ -153,7 +153,7 @@ def write_strategies(root: Path, payload: bytes, jobs: int) -> dict:
 
 
 def _server_class():
-    from backends.standins.openai_server import FakeOpenAIServer
+    from backends.standins import FakeOpenAIServer
 
     class LatencyRangeServer(FakeOpenAIServer):
         """Answers after a uniform lo..hi s delay; rate-limited requests answer at once, as the real API does."""

@@ -105,7 +105,7 @@ def build_sdxl_standin(folder: str | None) -> Path | None:
         import torch  # noqa: F401
     except ImportError:
         return None
-    from backends.standins.tiny_sdxl import STANDIN_VERSION, build_tiny_sdxl
+    from backends.standins import STANDIN_VERSION, build_tiny_sdxl
 
     path = Path(folder) if folder else standin_cache_dir() / f"tiny-sdxl-v{STANDIN_VERSION}"
     return build_tiny_sdxl(path)
@@ -119,8 +119,7 @@ def build_clipseg_standin(policy_path: Path) -> Path | None:
         import transformers  # noqa: F401
     except ImportError:
         return None
-    from backends.standins.tiny_clip import STANDIN_VERSION
-    from backends.standins.tiny_clipseg import build_tiny_clipseg
+    from backends.standins import STANDIN_VERSION, build_tiny_clipseg
 
     return build_tiny_clipseg(standin_cache_dir() / f"tiny-clipseg-v{STANDIN_VERSION}")
 
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
     from rich.console import Console
 
-    from backends.standins.openai_server import FakeOpenAIServer
+    from backends.standins import FakeOpenAIServer
     from pipeline.run import NullProgress, RichProgress, build_report, render, run_batch, to_json
 
     console = Console(stderr=args.json)

@@ -37,8 +37,7 @@ def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[st
 
     import yaml
 
-    from backends.standins.openai_server import FakeOpenAIServer
-    from backends.standins.tiny_clip import STANDIN_VERSION, build_tiny_clip
+    from backends.standins import STANDIN_VERSION, FakeOpenAIServer, build_tiny_clip
     from pipeline.commands import demo
 
     demo.quiet_model_libraries()
