@@ -30,7 +30,7 @@ from PIL import Image
 from backends import sdxl_images as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
-from backends.masking import InferredMask, infer_mask
+from backends.masks import InferredMask, infer_mask
 from backends.pricing import gpu_cost
 from backends.registry import parse_settings
 from backends.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier

@@ -37,7 +37,7 @@ def mask_alpha(png: bytes) -> np.ndarray:
 
 def assert_background_edit_inverts_the_salient_object(image: Image.Image, settings) -> None:
     """'replace the background' edits exactly what scores below the median for the salient object."""
-    from backends.masking import infer_mask, probabilities
+    from backends.masks import infer_mask, probabilities
 
     salient = probabilities(image, settings.salient_phrase, settings)
     threshold = float(np.median(salient))

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from backends import grounded_sam, masking
 from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable
 from backends.images import InputImage
-from backends.masking import MaskSettings, infer_mask, probabilities
+from backends.masks import MaskSettings, grounded_sam, infer_mask, probabilities
+from backends.masks import infer as masking
 from tests.fixtures_masking import assert_background_edit_inverts_the_salient_object, mask_alpha
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
@@ -61,7 +61,7 @@ def test_settings_load_with_hub_defaults_and_clear_errors():
 
 
 def test_importing_the_masking_modules_loads_no_torch():
-    code = ("import sys, backends.masking, backends.grounded_sam, backends.standins.tiny_grounded_sam; "
+    code = ("import sys, backends.masks.infer, backends.masks.grounded_sam, backends.standins.tiny_grounded_sam; "
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

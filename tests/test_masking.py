@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from backends import masking
 from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable, InvalidRequest
 from backends.images import InputImage
-from backends.masking import MaskSettings, extract_target, infer_mask, probabilities
+from backends.masks import MaskSettings, extract_target, infer_mask, probabilities
+from backends.masks import infer as masking
 from tests.fixtures_masking import assert_background_edit_inverts_the_salient_object, mask_alpha
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient

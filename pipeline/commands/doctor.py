@@ -78,7 +78,7 @@ def _model_rows(policy) -> list[tuple[str, str]]:
                                                     "model_index.json")))
         masks = spec.settings.get("mask_inference")
         if isinstance(masks, dict):
-            from backends.masking import DEFAULT_MASK_MODEL, GroundedSamSettings
+            from backends.masks import DEFAULT_MASK_MODEL, GroundedSamSettings
 
             grounded = masks.get("grounded_sam")
             if isinstance(grounded, dict):

@@ -23,7 +23,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from backends.masking import box_sum, dilate
+from backends.masks import box_sum, dilate
 
 WEIGHTS = {"adherence": 0.5, "preservation": 0.35, "seam": 0.15}
 PSNR_CAP_DB = 40.0

@@ -8,7 +8,7 @@
 2. SAM (`SamModel` + `SamProcessor`, default `facebook/sam-vit-base`) segments every kept box in one call; the
    low-res mask logits are brought back to the image by the processor's `post_process_masks`, passed through a
    sigmoid, and the per-pixel maximum over boxes is the probability map.
-3. `backends.masking.infer_mask` does the rest exactly as for CLIPSeg (target phrase and inversion, threshold,
+3. `backends.masks.infer.infer_mask` does the rest exactly as for CLIPSeg (target phrase and inversion, threshold,
    dilate, feather, min_coverage, `BackendUnavailable` when nothing matched). No box means an all-zero map.
 
 Both models load once per process through `masking.load_pretrained` (hub id or local save_pretrained directory).
@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from backends import masking
+from backends.masks import infer as masking
 
 if TYPE_CHECKING:
-    from backends.masking import MaskSettings
+    from backends.masks.infer import MaskSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@
 2. CLIPSeg (`CLIPSegForImageSegmentation`, default `CIDAS/clipseg-rd64-refined`, loaded once per process) scores
    every pixel for the phrase; the low-res logits are resized to the image, passed through a sigmoid,
    thresholded, dilated by `dilate_px` and feathered by `feather_px`. With `grounded_sam:` configured, Grounding
-   DINO boxes the phrase and SAM segments the boxes instead (backends/grounded_sam.py); the rest is the same.
+   DINO boxes the phrase and SAM segments the boxes instead (backends/masks/grounded_sam.py); the rest is the same.
 3. The mask follows OpenAI's convention: RGBA PNG at the image's size, alpha 0 = edit. The feather ramps alpha
    from 0 at the region's edge up to 255 over `feather_px` OUTSIDE it, so the alpha-0 region is exactly the
    (dilated) match. An empty match raises `BackendUnavailable` before any GPU time is spent on the edit, so the job
@@ -269,7 +269,7 @@ def mask_from_region(region: np.ndarray, rgb: Image.Image | None = None, feather
 def probabilities(image: Image.Image, query: str, settings: MaskSettings) -> np.ndarray:
     """CLIPSeg's (or Grounding DINO + SAM's) per-pixel probability for `query` at the image's size (H x W, 0..1)."""
     if settings.grounded_sam is not None:
-        from backends.grounded_sam import probabilities as grounded_probabilities
+        from backends.masks.grounded_sam import probabilities as grounded_probabilities
 
         return grounded_probabilities(image, query, settings)
     import torch
