@@ -1,5 +1,5 @@
 """Edit backends: the `EditBackend` interface (`backends.base`), its errors (`backends.errors`) and its
-implementations (`backends.openai`, `backends.sdxl`), built from a policy's `kind:` by `backends.registry`.
+implementations (`backends.openai`, `backends.diffusion`), built from a policy's `kind:` by `backends.registry`.
 Importing this package is cheap: no torch, no diffusers."""
 
 from backends.base import Capabilities, CostEstimate, EditBackend, EditRequest, EditResult, Usage

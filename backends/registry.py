@@ -22,7 +22,7 @@ M = TypeVar("M", bound="BaseModel")
 
 BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
-    "sdxl": "backends.sdxl:SDXLInpaintBackend",
+    "sdxl": "backends.diffusion.sdxl:SDXLInpaintBackend",
     "function": "backends.standins.function:FunctionBackend",
 }
 

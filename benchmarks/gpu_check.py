@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     info = arch.start(args.device)
     if info is None:
         return 2
-    from backends import sdxl_runtime as rt
+    from backends.diffusion import runtime as rt
 
     tiers = args.tiers.split(",")
     overrides = {t: {"steps": args.steps} for t in tiers} if args.steps else {}

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from backends import sdxl_runtime as rt  # light: torch is imported inside its functions
-from backends.sdxl_runtime import DTYPES, free_memory, synchronize  # benchmarks time and free as the backend does
+from backends.diffusion import runtime as rt  # light: torch is imported inside its functions
+from backends.diffusion.runtime import DTYPES, free_memory, synchronize  # benchmarks time and free as the backend does
 
 # unet/config.json of diffusers/stable-diffusion-xl-1.0-inpainting-0.1
 FULL_UNET = dict(
@@ -263,7 +263,7 @@ def tflop_per_image(flops: dict[str, float], steps_run: int, guided: bool, stren
 def make_backend(arch: str, name: str = "editroute", **settings: Any):
     """SDXLInpaintBackend over a random-weight pipeline of `arch`, registered in the backend's process-wide cache
     (so `edit()` runs the production code path end to end, minus `from_pretrained`)."""
-    from backends.sdxl import SDXLInpaintBackend, Settings
+    from backends.diffusion.sdxl import SDXLInpaintBackend, Settings
 
     parsed = Settings(model=f"editroute-bench/{arch}-random-weights", **settings)
     device = rt.resolve_device(parsed.device)

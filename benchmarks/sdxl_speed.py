@@ -103,13 +103,13 @@ def run_plain(args, info, flops, matmul_peak) -> dict[str, Any]:
 
 
 def tier_label(steps: int, name: str = "high") -> str:
-    from backends.sdxl_settings import TIERS
+    from backends.diffusion.sdxl_settings import TIERS
 
     return name if TIERS[name].steps == steps else f"{steps} steps"
 
 
 def run_ours(args, info, flops, matmul_peak) -> list[dict[str, Any]]:
-    from backends import sdxl_runtime as rt
+    from backends.diffusion import runtime as rt
 
     backend = arch.make_backend(
         args.arch, device=args.device, dtype=args.dtype, channels_last=not args.no_channels_last,

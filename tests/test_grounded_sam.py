@@ -152,7 +152,7 @@ def _mask_inference(model_dir: Path) -> dict:
 
 
 def test_sdxl_maskless_edit_uses_the_grounded_sam_mask(tiny_sdxl_dir, tiny_grounded_sam_dir):
-    from backends.sdxl import SDXLInpaintBackend
+    from backends.diffusion import SDXLInpaintBackend
 
     settings = tiny_settings(tiny_sdxl_dir, mask_inference=_mask_inference(tiny_grounded_sam_dir))
     backend = SDXLInpaintBackend.from_settings("sdxl", settings)

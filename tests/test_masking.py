@@ -151,8 +151,8 @@ def _maskless(prompt: str = "remove the logo from the shelf", size=(64, 64)) -> 
 
 
 def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clipseg_dir):
-    from backends import sdxl_runtime
-    from backends.sdxl import SDXLInpaintBackend
+    from backends.diffusion import SDXLInpaintBackend
+    from backends.diffusion import runtime as sdxl_runtime
 
     loads = (masking.loads, sdxl_runtime.loads)
     plain = SDXLInpaintBackend.from_settings("sdxl", {"model": "x"})
@@ -164,7 +164,7 @@ def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clips
 
 
 def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_dir):
-    from backends.sdxl import SDXLInpaintBackend
+    from backends.diffusion import SDXLInpaintBackend
 
     mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo"),
                      "dilate_px": 0, "feather_px": 2}

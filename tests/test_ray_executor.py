@@ -205,7 +205,7 @@ def test_grouped_jobs_run_in_one_actor_call_each_with_its_own_outcome(executor):
 
 
 def test_sdxl_actor_loads_its_pipeline_at_start_and_batches_on_it(ray_cluster, tiny_sdxl_dir):
-    from backends.sdxl import SDXLInpaintBackend
+    from backends.diffusion import SDXLInpaintBackend
     from tests.backend_contract import make_request
     from tests.fixtures_sdxl import tiny_settings
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backends import sdxl_runtime as rt
 from backends.base import EditRequest
+from backends.diffusion import SDXLInpaintBackend
+from backends.diffusion import runtime as rt
 from backends.errors import BackendMisconfigured, BackendUnavailable, InvalidRequest
 from backends.images import InputImage
 from backends.pricing import gpu_cost
 from backends.registry import create_backend
-from backends.sdxl import SDXLInpaintBackend
 from tests.backend_contract import BackendContract, make_request
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import gradient, image_bytes, mask_bytes
@@ -155,7 +155,7 @@ def test_maskless_img2img_repaints_the_whole_image(tiny_sdxl_dir):
 def test_cost_is_measured_seconds_times_the_configured_rate(tiny_sdxl_dir, monkeypatch):
     # The measured-rate table is per process and keyed by (model, device, dtype): other tests on the same tiny
     # model fill it, so start this one from an empty table whatever ran before.
-    import backends.sdxl as sdxl_module
+    import backends.diffusion.sdxl as sdxl_module
 
     monkeypatch.setattr(sdxl_module, "_rates", {})
     monkeypatch.setattr(rt, "_cache", {})  # and from a freshly loaded pipeline, whatever loaded one before

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
+from backends.diffusion import SDXLInpaintBackend
 from backends.errors import BackendMisconfigured
 from backends.images import InputImage
-from backends.sdxl import SDXLInpaintBackend
 from backends.standins import build_tiny_ip_adapter, build_tiny_lora
 from tests.backend_contract import make_request
 from tests.fixtures_sdxl import tiny_settings

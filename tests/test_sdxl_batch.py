@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backends import sdxl_runtime as rt
 from backends.base import EditResult
+from backends.diffusion import SDXLInpaintBackend
+from backends.diffusion import runtime as rt
+from backends.diffusion.sdxl_settings import Settings
 from backends.errors import BackendUnavailable, InvalidRequest
 from backends.pricing import gpu_cost
-from backends.sdxl import SDXLInpaintBackend
-from backends.sdxl_settings import Settings
 from tests.backend_contract import make_request
 from tests.fixtures_sdxl import tiny_settings
 

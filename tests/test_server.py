@@ -22,7 +22,7 @@ from openai import OpenAI
 from openai.types import ImagesResponse
 from PIL import Image
 
-from backends import sdxl_runtime
+from backends.diffusion import runtime as sdxl_runtime
 from backends.standins import FakeOpenAIServer
 from pipeline.errors import ConfigError
 from pipeline.serve import Limits, ServeConfig, build, check_bind, load_api_keys, running

@@ -177,7 +177,7 @@ def load_pretrained(model_id: str, model_class: str, processor_class: str, *, de
     """`transformers.<model_class>` + `<processor_class>` from a hub id or local dir, cached per process.
     A missing or broken model raises `BackendMisconfigured` naming the id and the cache it looked in."""
     global loads
-    from backends.sdxl_runtime import hf_cache_dir, is_local_model, resolve_device  # sdxl_runtime imports us
+    from backends.diffusion.runtime import hf_cache_dir, is_local_model, resolve_device  # sdxl_runtime imports us
 
     resolved = resolve_device(device)
     key = (model_id, model_class, resolved)

@@ -121,10 +121,10 @@ class CostReport:
 
 
 def sdxl_tiers() -> dict[str, Tier]:
-    """The SDXL backend's own tier settings (`backends.sdxl_settings.TIERS`)."""
-    from backends.sdxl_settings import TIERS  # pydantic only: no torch at import
+    """The SDXL backend's own tier settings (`backends.diffusion.SDXL_TIERS`)."""
+    from backends.diffusion import SDXL_TIERS  # pydantic only: no torch at import
 
-    return {name: Tier(int(spec.steps), bool(spec.guided)) for name, spec in TIERS.items()}
+    return {name: Tier(int(spec.steps), bool(spec.guided)) for name, spec in SDXL_TIERS.items()}
 
 
 def api_per_image(prices: PriceTable, model: str, tier: str, size: str) -> PerImage:

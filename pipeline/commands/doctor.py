@@ -72,9 +72,9 @@ def _model_rows(policy) -> list[tuple[str, str]]:
     for name, spec in policy.backends.items():
         if spec.kind != "sdxl":
             continue
-        from backends.sdxl_settings import DEFAULT_MODEL
+        from backends.diffusion import SDXL_DEFAULT_MODEL
 
-        rows.append((f"{name} model", _model_status(str(spec.settings.get("model") or DEFAULT_MODEL),
+        rows.append((f"{name} model", _model_status(str(spec.settings.get("model") or SDXL_DEFAULT_MODEL),
                                                     "model_index.json")))
         masks = spec.settings.get("mask_inference")
         if isinstance(masks, dict):

@@ -1,7 +1,7 @@
 """The torch side of the SDXL backend: device and dtype choice, the process-wide pipeline cache, LoRA and
 IP-Adapter loading, synchronised timing, and translation of torch/diffusers failures into `backends.errors`.
 
-torch and diffusers are imported inside functions only, so `import backends.sdxl` stays light and a router
+torch and diffusers are imported inside functions only, so `import backends.diffusion.sdxl` stays light and a router
 on a machine without them can still build the backend, read its capabilities and estimate.
 
 One pipeline per (model, device, dtype, options) per process, shared by every backend object and thread;
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.diffusion.sdxl_settings import Settings
 from backends.errors import BackendMisconfigured, BackendUnavailable
-from backends.sdxl_settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ One pipeline call runs one row per image (prompt, image, mask, a generator seede
 images, and with `edit_batch()` several jobs of equal `batch_key()` (the executor groups up to `max_batch`), each
 job getting the images its seed gives alone (up to float rounding) and its n-proportional share of the GPU-seconds.
 
-Settings and tiers: `backends.sdxl_settings`. Pixels: `backends.sdxl_images`. torch side: `backends.sdxl_runtime`.
+Settings and tiers: `sdxl_settings`. Pixels: `canvas`. torch side: `runtime`.
 Building the backend, its capabilities and `estimate()` never load the model or import torch.
 """
 
@@ -27,13 +27,13 @@ from typing import Any
 
 from PIL import Image
 
-from backends import sdxl_images as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.diffusion import canvas as px
+from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.masks import InferredMask, infer_mask
 from backends.pricing import gpu_cost
 from backends.registry import parse_settings
-from backends.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.validation import check_request
 
 __all__ = ["DEFAULT_MODEL", "TIERS", "SDXLInpaintBackend", "Settings", "Tier", "choose_mask"]
@@ -189,7 +189,7 @@ class SDXLInpaintBackend:
 
     def load(self) -> None:
         """Load the pipeline now (Ray actors call it at start so the first job is not a cold start)."""
-        from backends import sdxl_runtime as rt
+        from backends.diffusion import runtime as rt
 
         rt.get_pipeline(self.settings)
 
@@ -228,7 +228,7 @@ class SDXLInpaintBackend:
             except Exception as exc:
                 failed(i, exc)
         if jobs:
-            from backends import sdxl_runtime as rt
+            from backends.diffusion import runtime as rt
 
             try:
                 loaded = rt.get_pipeline(self.settings)  # loads on first use; its native area sets the working size
@@ -313,7 +313,7 @@ class SDXLInpaintBackend:
     def _call(self, group: list[_Job], loaded: Any) -> tuple[list[Any], float, bool]:
         """The pipeline call: one row per image (prompt, image, mask and a generator seeded seed+k for image k), so
         a job's images do not depend on what else is in the call."""
-        from backends import sdxl_runtime as rt
+        from backends.diffusion import runtime as rt
 
         s, first = self.settings, group[0]
         tier, geom = first.tier, first.geom
@@ -400,7 +400,7 @@ def _target_megapixels(settings: Settings) -> float:
     """Configured, else the loaded model's native area when this process has it, else SDXL's 1.0."""
     if settings.target_megapixels is not None:
         return settings.target_megapixels
-    from backends import sdxl_runtime as rt  # light: torch is imported inside its functions only
+    from backends.diffusion import runtime as rt  # light: torch is imported inside its functions only
 
     loaded = rt.cached(settings)
     return loaded.native_megapixels if loaded is not None else 1.0
