@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from backends import local_models
 from backends.diffusion import runtime as rt  # light: torch is imported inside its functions
 from backends.diffusion.runtime import DTYPES, free_memory, synchronize  # benchmarks time and free as the backend does
 
@@ -266,8 +267,8 @@ def make_backend(arch: str, name: str = "editroute", **settings: Any):
     from backends.diffusion.sdxl import SDXLInpaintBackend, Settings
 
     parsed = Settings(model=f"editroute-bench/{arch}-random-weights", **settings)
-    device = rt.resolve_device(parsed.device)
-    dtype = rt.resolve_dtype(parsed.dtype, device)
+    device = local_models.resolve_device(parsed.device)
+    dtype = local_models.resolve_dtype(parsed.dtype, device)
     rt.register_pipeline(parsed, build_pipeline(arch, device if parsed.offload == "none" else "cpu", dtype))
     return SDXLInpaintBackend(name, parsed)
 

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from backends import local_models
 from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable
 from backends.images import InputImage
 from backends.masks import MaskSettings, grounded_sam, infer_mask, probabilities
-from backends.masks import infer as masking
 from tests.fixtures_masking import assert_background_edit_inverts_the_salient_object, mask_alpha
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
@@ -138,9 +138,9 @@ def test_missing_models_name_the_id_and_the_cache(tiny_grounded_sam_dir):
 def test_models_load_once_per_process(tiny_grounded_sam_dir):
     s = _settings(tiny_grounded_sam_dir, threshold=0.01)
     infer_mask(gradient(32, 32), "remove the logo", s)
-    before = masking.loads
+    before = local_models.loads
     infer_mask(gradient(40, 32), "remove the shelf", s)
-    assert masking.loads == before
+    assert local_models.loads == before
 
 
 # ---- SDXL ---------------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from backends import local_models
 from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable, InvalidRequest
 from backends.images import InputImage
-from backends.masks import MaskSettings, extract_target, infer_mask, probabilities
-from backends.masks import infer as masking
+from backends.masks import MaskSettings, box_sum, extract_target, infer_mask, probabilities
 from tests.fixtures_masking import assert_background_edit_inverts_the_salient_object, mask_alpha
 from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
@@ -100,7 +100,7 @@ def test_dilate_grows_the_region_and_feather_stays_outside_it(tiny_clipseg_dir):
     assert (grown == 0).sum() > (plain == 0).sum()
     ramp = (grown > 0) & (grown < 255)
     assert ramp.any()  # a soft edge exists, and only outside the edit region
-    assert masking.box_sum(grown == 0, 4)[ramp].min() > 0  # within feather_px of the region
+    assert box_sum(grown == 0, 4)[ramp].min() > 0  # within feather_px of the region
 
 
 def test_empty_match_is_a_clear_error_that_lets_the_job_fall_back(tiny_clipseg_dir):
@@ -116,9 +116,9 @@ def test_empty_match_is_a_clear_error_that_lets_the_job_fall_back(tiny_clipseg_d
 def test_models_load_once_per_process(tiny_clipseg_dir):
     s = MaskSettings(model=str(tiny_clipseg_dir), device="cpu", threshold=0.01)
     infer_mask(gradient(32, 32), "remove the logo", s)
-    before = masking.loads
+    before = local_models.loads
     infer_mask(gradient(40, 32), "remove the shelf", s)
-    assert masking.loads == before
+    assert local_models.loads == before
 
 
 def test_missing_model_names_the_id_and_the_cache():
@@ -154,13 +154,13 @@ def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clips
     from backends.diffusion import SDXLInpaintBackend
     from backends.diffusion import runtime as sdxl_runtime
 
-    loads = (masking.loads, sdxl_runtime.loads)
+    loads = (local_models.loads, sdxl_runtime.loads)
     plain = SDXLInpaintBackend.from_settings("sdxl", {"model": "x"})
     inferring = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"model": "y"}})
     grounded = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"grounded_sam": {}}})
     assert not plain.capabilities.mask_optional and inferring.capabilities.mask_optional
     assert grounded.capabilities.mask_optional
-    assert (masking.loads, sdxl_runtime.loads) == loads
+    assert (local_models.loads, sdxl_runtime.loads) == loads
 
 
 def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_dir):

@@ -9,7 +9,8 @@ One pipeline call runs one row per image (prompt, image, mask, a generator seede
 images, and with `edit_batch()` several jobs of equal `batch_key()` (the executor groups up to `max_batch`), each
 job getting the images its seed gives alone (up to float rounding) and its n-proportional share of the GPU-seconds.
 
-Settings and tiers: `sdxl_settings`. Pixels: `canvas`. torch side: `runtime`.
+Settings and tiers: `sdxl_settings`. Pixels: `canvas`. torch side: `runtime` (shared by every diffusion family)
+and `sdxl_loading` (the pipeline class, LoRA, IP-Adapter).
 Building the backend, its capabilities and `estimate()` never load the model or import torch.
 """
 
@@ -29,6 +30,7 @@ from PIL import Image
 
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import canvas as px
+from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.masks import InferredMask, infer_mask
@@ -334,7 +336,7 @@ class SDXLInpaintBackend:
             kwargs["eta"] = tier.eta
         n_images = sum(j.request.n for j in group)
         with loaded.lock:
-            rt.select_lora(loaded, s, tier.use_lora)
+            select_lora(loaded, s, tier.use_lora)
             if ip_scale is not None:
                 loaded.pipe.set_ip_adapter_scale(ip_scale)
             self.pipeline_calls += 1
@@ -393,7 +395,7 @@ class SDXLInpaintBackend:
             _rates[self._rate_key] = per_unit if old is None else (1 - _EMA_WEIGHT) * old + _EMA_WEIGHT * per_unit
 
     def close(self) -> None:
-        """The loaded pipeline is shared by the process and stays loaded (`sdxl_runtime.clear_cache()` frees it)."""
+        """The loaded pipeline is shared by the process and stays loaded (`runtime.clear_cache()` frees it)."""
 
 
 def _target_megapixels(settings: Settings) -> float:

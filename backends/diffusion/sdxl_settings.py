@@ -21,13 +21,13 @@ a planning figure; measured seconds replace it as soon as this process has run a
 
 from __future__ import annotations
 
-import re
-import sys
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from backends.diffusion.runtime import PipelineFamily
+from backends.diffusion.sdxl_loading import SDXL_PIPELINE
+from backends.diffusion.settings import Dtype, Offload, StrictModel, check_device, default_max_batch
 from backends.masks import MaskSettings
 from backends.pricing import GpuCost
 
@@ -35,20 +35,7 @@ DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 TIER_NAMES = ("low", "medium", "high")
 
 
-def default_max_batch(device: str) -> int:
-    """4 on CUDA, 1 elsewhere; without importing torch (`auto`: an NVIDIA driver present means CUDA)."""
-    if device.startswith("cuda"):
-        return 4
-    if device == "auto" and sys.platform != "darwin" and Path("/proc/driver/nvidia/version").exists():
-        return 4
-    return 1
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Tier(_Strict):
+class Tier(StrictModel):
     steps: int = Field(ge=1, le=200)  # num_inference_steps
     guidance_scale: float = Field(ge=0)  # > 1 turns classifier-free guidance on (UNet batch x2)
     strength: float = Field(default=0.99, gt=0, le=1)
@@ -77,7 +64,7 @@ TIERS: dict[str, Tier] = {
 }
 
 
-class LoraSettings(_Strict):
+class LoraSettings(StrictModel):
     """A step-distillation LoRA for a fast tier: TCD (`h1t/TCD-SDXL-LoRA`) or LCM
     (`latent-consistency/lcm-lora-sdxl`)."""
 
@@ -88,7 +75,7 @@ class LoraSettings(_Strict):
     fuse: bool = False  # fuse into the UNet weights (faster; then every tier must use it)
 
 
-class IPAdapterSettings(_Strict):
+class IPAdapterSettings(StrictModel):
     """Reference images (inputs after the first) through an IP-Adapter, e.g. h94/IP-Adapter, sdxl_models,
     ip-adapter_sdxl.bin."""
 
@@ -99,12 +86,14 @@ class IPAdapterSettings(_Strict):
     scale: float = Field(default=0.6, ge=0, le=2)
 
 
-class Settings(_Strict):
+class Settings(StrictModel):
+    family: ClassVar[PipelineFamily] = SDXL_PIPELINE  # how the shared runtime loads it (sdxl_loading.py)
+
     model: str = DEFAULT_MODEL  # hub id or local directory (save_pretrained layout)
     variant: str | None = None  # e.g. "fp16": the hub's half-precision weight files
     device: str = "auto"  # auto (cuda > mps > cpu) | cuda | cuda:N | mps | cpu
-    dtype: Literal["auto", "fp16", "bf16", "fp32"] = "auto"  # auto: fp16 on cuda/mps, fp32 on cpu
-    offload: Literal["none", "model", "sequential"] = "none"  # for cards under ~16 GB: "model" (12 GB ok), "sequential"
+    dtype: Dtype = "auto"  # auto: fp16 on cuda/mps, fp32 on cpu
+    offload: Offload = "none"  # for cards under ~16 GB: "model" (12 GB ok), "sequential"
     compile: bool = False  # torch.compile the UNet (first call per shape compiles: minutes)
     compile_mode: str = "max-autotune-no-cudagraphs"
     channels_last: bool = False
@@ -132,9 +121,8 @@ class Settings(_Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-            raise ValueError("one of auto, cpu, mps, cuda, cuda:N")
-        return value
+        return check_device(value)
+
     @model_validator(mode="before")
     @classmethod
     def _default_max_batch(cls, value: Any) -> Any:

@@ -8,12 +8,13 @@
 2. SAM (`SamModel` + `SamProcessor`, default `facebook/sam-vit-base`) segments every kept box in one call; the
    low-res mask logits are brought back to the image by the processor's `post_process_masks`, passed through a
    sigmoid, and the per-pixel maximum over boxes is the probability map.
-3. `backends.masks.infer.infer_mask` does the rest exactly as for CLIPSeg (target phrase and inversion, threshold,
+3. `infer_mask` (infer.py) does the rest exactly as for CLIPSeg (target phrase and inversion, threshold,
    dilate, feather, min_coverage, `BackendUnavailable` when nothing matched). No box means an all-zero map.
 
-Both models load once per process through `masking.load_pretrained` (hub id or local save_pretrained directory).
-The processors are the library's; without torchvision transformers picks their PIL variants
-(`GroundingDinoImageProcessorPil`, `SamImageProcessorPil`). torch and transformers are imported inside functions.
+Both models load once per process through `backends.local_models.load_pretrained` (hub id or local
+save_pretrained directory). The processors are the library's; without torchvision transformers picks their PIL
+variants (`GroundingDinoImageProcessorPil`, `SamImageProcessorPil`). torch and transformers are imported inside
+functions.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from backends.masks import infer as masking
+from backends.local_models import load_pretrained
 
 if TYPE_CHECKING:
-    from backends.masks.infer import MaskSettings
+    from backends.masks.settings import MaskSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def detect(image: Image.Image, query: str, settings: MaskSettings) -> tuple[list
 
     gs = settings.grounded_sam
     assert gs is not None
-    det = masking.load_pretrained(gs.detector, "GroundingDinoForObjectDetection", "GroundingDinoProcessor",
+    det = load_pretrained(gs.detector, "GroundingDinoForObjectDetection", "GroundingDinoProcessor",
                                   device=settings.device, what="detector model")
     inputs = det.processor(images=image, text=detector_text(query), return_tensors="pt").to(det.device)
     with torch.inference_mode():
@@ -66,7 +67,7 @@ def segment(image: Image.Image, boxes: list[list[float]], settings: MaskSettings
 
     gs = settings.grounded_sam
     assert gs is not None
-    sam = masking.load_pretrained(gs.segmenter, "SamModel", "SamProcessor", device=settings.device,
+    sam = load_pretrained(gs.segmenter, "SamModel", "SamProcessor", device=settings.device,
                                   what="segmentation model")
     inputs = sam.processor(images=image, input_boxes=[boxes], return_tensors="pt").to(sam.device)
     with torch.inference_mode():

@@ -79,7 +79,7 @@ def tiny_components(tokenizer) -> dict:
 def _save_pipeline(out: Path) -> None:
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    from backends.diffusion.runtime import quiet_progress
+    from backends.local_models import quiet_progress
 
     pipe = StableDiffusionXLInpaintPipeline(**tiny_components(tiny_tokenizer(out / "_vocab")),
                                             requires_aesthetics_score=False, force_zeros_for_empty_prompt=True,
@@ -125,7 +125,7 @@ def build_tiny_ip_adapter(pipeline_dir: str | Path, out_dir: str | Path, *, seed
     torch.manual_seed(seed)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                               image_size=224, patch_size=32, projection_dim=32)  # 224: diffusers' default processor
-    from backends.diffusion.runtime import quiet_progress
+    from backends.local_models import quiet_progress
 
     with quiet_progress():
         CLIPVisionModelWithProjection(vision).save_pretrained(str(out / "image_encoder"))

@@ -22,7 +22,7 @@ class ClipScorer:
         return self
 
     def _loaded(self):
-        from backends.masks import load_pretrained
+        from backends.local_models import load_pretrained
 
         return load_pretrained(self.model_id, "CLIPModel", "CLIPProcessor", device=self.device,
                                what="CLIP scoring model")

@@ -1,0 +1,82 @@
+"""How SDXL inpainting loads on the shared runtime: its diffusers pipeline (`SDXL_PIPELINE`), the LoRA for a fast
+tier (TCD/LCM, with the scheduler it was distilled for) and the IP-Adapter for reference images, and the switch
+of the shared pipeline's LoRA state per tier (`select_lora`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from backends.diffusion.runtime import LoadedPipeline, PipelineFamily, import_diffusers
+from backends.errors import BackendMisconfigured
+from backends.local_models import hf_cache_dir
+
+if TYPE_CHECKING:
+    from backends.diffusion.sdxl_settings import Settings
+
+
+def _add_adapters(loaded: LoadedPipeline, settings: Settings) -> list[str]:
+    notes = []
+    if settings.ip_adapter is not None:
+        _load_ip_adapter(loaded.pipe, settings)
+        notes.append("ip-adapter")
+    if settings.lora is not None:
+        _load_lora(loaded, settings)
+        notes.append("lora" + (" (fused)" if settings.lora.fuse else ""))
+    return notes
+
+
+SDXL_PIPELINE = PipelineFamily(
+    name="SDXL inpaint", pipeline_class="StableDiffusionXLInpaintPipeline",
+    example_model="diffusers/stable-diffusion-xl-1.0-inpainting-0.1", add_adapters=_add_adapters)
+
+
+def _load_lora(loaded: LoadedPipeline, settings: Settings) -> None:
+    diffusers = import_diffusers()
+    lora, pipe = settings.lora, loaded.pipe
+    assert lora is not None
+    try:
+        pipe.load_lora_weights(lora.model, weight_name=lora.weight_name, adapter_name="fast")
+    except (OSError, ValueError) as exc:
+        raise BackendMisconfigured(f"cannot load LoRA {lora.model!r}: {str(exc).splitlines()[0]} "
+                                   f"(HF cache: {hf_cache_dir()})") from None
+    if lora.scheduler == "tcd":
+        loaded.lora_scheduler = diffusers.TCDScheduler.from_config(pipe.scheduler.config)
+    elif lora.scheduler == "lcm":
+        loaded.lora_scheduler = diffusers.LCMScheduler.from_config(pipe.scheduler.config)
+    else:
+        loaded.lora_scheduler = pipe.scheduler
+    if lora.fuse:
+        pipe.fuse_lora(lora_scale=lora.scale)
+        pipe.scheduler = loaded.lora_scheduler
+        loaded.lora_active = True
+    else:
+        pipe.disable_lora()
+
+
+def _load_ip_adapter(pipe: Any, settings: Settings) -> None:
+    ip = settings.ip_adapter
+    assert ip is not None
+    kwargs = {} if ip.image_encoder_folder is None else {"image_encoder_folder": ip.image_encoder_folder}
+    try:
+        pipe.load_ip_adapter(ip.model, subfolder=ip.subfolder, weight_name=ip.weight_name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise BackendMisconfigured(f"cannot load IP-Adapter {ip.model!r}: {str(exc).splitlines()[0]} "
+                                   f"(HF cache: {hf_cache_dir()})") from None
+    pipe.set_ip_adapter_scale(ip.scale)
+
+
+def select_lora(loaded: LoadedPipeline, settings: Settings, use_lora: bool) -> None:
+    """Switch the shared pipeline to the tier's LoRA state. Call with the device lock held."""
+    lora = settings.lora
+    if lora is None or lora.fuse or loaded.lora_active == use_lora:
+        return
+    pipe = loaded.pipe
+    if use_lora:
+        pipe.enable_lora()
+        pipe.set_adapters(["fast"], adapter_weights=[lora.scale])
+        pipe.scheduler = loaded.lora_scheduler
+    else:
+        pipe.disable_lora()
+        pipe.scheduler = loaded.base_scheduler
+    loaded.lora_active = use_lora

@@ -1,0 +1,158 @@
+"""Models this process runs itself, whatever they are for: device and dtype choice, where weights come from (a hub
+id in the Hugging Face cache, or a local `save_pretrained` directory), transformers models loaded once per process,
+and quiet progress bars while loading. Shared by mask inference (`backends.masks`), the diffusion families
+(`backends.diffusion`) and the CLIP scorer of `editroute eval`, so none of them imports another for these.
+
+torch, transformers and diffusers are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.errors import BackendMisconfigured
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "editroute[sdxl]"'
+
+
+def import_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendMisconfigured(f"self-hosted models need torch: {INSTALL_HINT}") from exc
+    return torch
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` (cuda > mps > cpu), `cuda`, `cuda:N`, `mps` or `cpu` -> the device to use; a device this machine
+    lacks is `BackendMisconfigured`, naming what it has."""
+    torch = import_torch()
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda:0"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BackendMisconfigured(f"device {requested!r}: CUDA is not available here (torch "
+                                       f"{torch.__version__}); use device: auto or cpu")
+        index = int(requested.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise BackendMisconfigured(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s)")
+        return f"cuda:{index}"
+    if requested == "mps":
+        if not torch.backends.mps.is_available():
+            raise BackendMisconfigured("device 'mps': Apple MPS is not available here")
+        return "mps"
+    if requested == "cpu":
+        return "cpu"
+    raise BackendMisconfigured(f"unknown device {requested!r} (auto, cuda, cuda:N, mps, cpu)")
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    if requested != "auto":
+        return requested
+    return "fp32" if device == "cpu" else "fp16"
+
+
+def hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - huggingface_hub comes with diffusers
+        return "~/.cache/huggingface/hub"
+
+
+def is_local_model(model: str) -> bool:
+    return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """No per-file progress bars while a model loads or saves (the CLI owns the terminal); restored after."""
+    import diffusers.utils.logging as dlog
+
+    bars = []
+    try:
+        import transformers.utils.logging as tlog
+
+        bars.append(tlog)
+    except ImportError:  # pragma: no cover - transformers comes with the extra
+        pass
+    bars.append(dlog)
+    was = [m.is_progress_bar_enabled() for m in bars]
+    for m in bars:
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, on in zip(bars, was, strict=True):
+            if on:
+                m.enable_progress_bar()
+
+
+# ---- transformers models (mask models, CLIP), loaded once per process ----------------------------------
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    device: str
+
+
+_models: dict[tuple[str, str, str], LoadedModel] = {}
+_models_lock = threading.Lock()
+loads = 0  # from_pretrained calls in this process (tests check the cache)
+
+
+def load_pretrained(model_id: str, model_class: str, processor_class: str, *, device: str = "auto",
+                    what: str = "model") -> LoadedModel:
+    """`transformers.<model_class>` + `<processor_class>` from a hub id or local dir, cached per process.
+    A missing or broken model raises `BackendMisconfigured` naming the id and the cache it looked in."""
+    global loads
+    resolved = resolve_device(device)
+    key = (model_id, model_class, resolved)
+    with _models_lock:
+        hit = _models.get(key)
+        if hit is not None:
+            return hit
+        try:
+            import torch  # noqa: F401
+            import transformers
+        except ImportError as exc:
+            raise BackendMisconfigured(f"the {what} needs torch and transformers: {INSTALL_HINT}") from exc
+        local = is_local_model(model_id)  # a path that is not there is a wrong path, not a hub id to download
+        source = str(Path(model_id).expanduser()) if local else model_id
+        where = f"directory {source}" if local else f"the Hugging Face cache at {hf_cache_dir()}"
+        fix = ("Check the path (a save_pretrained directory)" if local else f"Download it first (`hf download "
+               f"{model_id}`) or point the setting at a local save_pretrained directory")
+        try:
+            if local and not Path(source).is_dir():
+                raise FileNotFoundError("no such directory")
+            loads += 1
+            model = getattr(transformers, model_class).from_pretrained(source)
+            processor = getattr(transformers, processor_class).from_pretrained(source)
+        except Exception as exc:  # OSError (not cached, offline), bad config, wrong class
+            first = str(exc).splitlines()[0].rstrip(".") if str(exc) else exc.__class__.__name__
+            raise BackendMisconfigured(
+                f"cannot load {what} {model_id!r} from {where}: {first}. {fix}") from None
+        model = model.to(resolved).eval()
+        hit = _models[key] = LoadedModel(model, processor, resolved)
+        log.info("loaded %s %s on %s", what, model_id, resolved)
+        return hit
+
+
+def clear_cache() -> None:
+    """Drop every loaded transformers model (tests; freeing memory)."""
+    with _models_lock:
+        _models.clear()
