@@ -1,6 +1,7 @@
 """Edit backends: the `EditBackend` interface (`backends.base`), its errors (`backends.errors`) and its
-implementations (`backends.openai`, `backends.diffusion`), built from a policy's `kind:` by `backends.registry`.
-Importing this package is cheap: no torch, no diffusers."""
+implementations, one folder per family (`backends.openai`, `backends.diffusion`; `backends.masks` infers masks
+for them), built from a policy's `kind:` by `backends.registry`. Knows nothing of routing: never imports
+`pipeline`. Importing this package is cheap: no torch, no diffusers."""
 
 from backends.base import Capabilities, CostEstimate, EditBackend, EditRequest, EditResult, Usage
 from backends.errors import (

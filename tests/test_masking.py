@@ -152,15 +152,15 @@ def _maskless(prompt: str = "remove the logo from the shelf", size=(64, 64)) -> 
 
 def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clipseg_dir):
     from backends.diffusion import SDXLInpaintBackend
-    from backends.diffusion import runtime as sdxl_runtime
+    from backends.diffusion import runtime as diffusion_runtime
 
-    loads = (local_models.loads, sdxl_runtime.loads)
+    loads = (local_models.loads, diffusion_runtime.loads)
     plain = SDXLInpaintBackend.from_settings("sdxl", {"model": "x"})
     inferring = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"model": "y"}})
     grounded = SDXLInpaintBackend.from_settings("sdxl", {"model": "x", "mask_inference": {"grounded_sam": {}}})
     assert not plain.capabilities.mask_optional and inferring.capabilities.mask_optional
     assert grounded.capabilities.mask_optional
-    assert (local_models.loads, sdxl_runtime.loads) == loads
+    assert (local_models.loads, diffusion_runtime.loads) == loads
 
 
 def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_dir):

@@ -22,7 +22,7 @@ from openai import OpenAI
 from openai.types import ImagesResponse
 from PIL import Image
 
-from backends.diffusion import runtime as sdxl_runtime
+from backends.diffusion import runtime as diffusion_runtime
 from backends.standins import FakeOpenAIServer
 from pipeline.errors import ConfigError
 from pipeline.serve import Limits, ServeConfig, build, check_bind, load_api_keys, running
@@ -136,11 +136,11 @@ def test_concurrent_requests_share_one_loaded_sdxl_pipeline(server, monkeypatch)
                 running_now[0] -= 1
 
     monkeypatch.setattr(sdxl, "_call_pipeline", counted)
-    sdxl_runtime.clear_cache()
-    loads = sdxl_runtime.loads
+    diffusion_runtime.clear_cache()
+    loads = diffusion_runtime.loads
     results = run_threads(4, lambda i: edit(url, image=png(), mask=mask(), prompt=f"concurrent {i}"))
     assert all(h["x-editroute-backend"] == "sdxl-local" and len(r.data) == 1 for r, h in results)
-    assert sdxl_runtime.loads - loads == 1  # loaded once, for all four
+    assert diffusion_runtime.loads - loads == 1  # loaded once, for all four
     assert most[0] == 1 and sdxl.pipeline_calls >= 4  # one call on the GPU at a time, the others queued
 
 
