@@ -16,7 +16,18 @@ from backends.errors import (
 from backends.images import InputImage
 
 __all__ = [
-    "BackendMisconfigured", "BackendUnavailable", "BudgetExceeded", "Capabilities", "ContentRejected",
-    "CostEstimate", "EditBackend", "EditError", "EditRequest", "EditResult", "InputImage", "InvalidRequest",
-    "RateLimited", "Usage",
+    "BackendMisconfigured",
+    "BackendUnavailable",
+    "BudgetExceeded",
+    "Capabilities",
+    "ContentRejected",
+    "CostEstimate",
+    "EditBackend",
+    "EditError",
+    "EditRequest",
+    "EditResult",
+    "InputImage",
+    "InvalidRequest",
+    "RateLimited",
+    "Usage",
 ]

@@ -52,8 +52,7 @@ class InputImage:
         if self.data is not None:
             return self
         data = self.read()
-        _probe(io.BytesIO(data), name=self.name, nbytes=len(data), data=data, path=self.path, field=field,
-               decode=True)
+        _probe(io.BytesIO(data), name=self.name, nbytes=len(data), data=data, path=self.path, field=field, decode=True)
         return replace(self, data=data, nbytes=len(data))
 
     def open(self) -> Image.Image:
@@ -64,8 +63,7 @@ class InputImage:
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "image", *, field: str = "image") -> InputImage:
-        return _probe(io.BytesIO(data), name=name, nbytes=len(data), data=data, path=None, field=field,
-                      decode=True)
+        return _probe(io.BytesIO(data), name=name, nbytes=len(data), data=data, path=None, field=field, decode=True)
 
     @classmethod
     def from_path(cls, path: str | Path, *, field: str = "image") -> InputImage:
@@ -73,17 +71,18 @@ class InputImage:
         try:
             nbytes = path.stat().st_size
             with path.open("rb") as fh:
-                return _probe(fh, name=path.name, nbytes=nbytes, data=None, path=path, field=field,
-                              decode=False)
+                return _probe(fh, name=path.name, nbytes=nbytes, data=None, path=path, field=field, decode=False)
         except FileNotFoundError:
             raise InvalidRequest(f"{field}: file not found: {path}", field=field, value=str(path)) from None
         except IsADirectoryError:
-            raise InvalidRequest(f"{field}: {path} is a directory, not an image", field=field,
-                                 value=str(path)) from None
+            raise InvalidRequest(
+                f"{field}: {path} is a directory, not an image", field=field, value=str(path)
+            ) from None
 
 
-def _probe(fh, *, name: str, nbytes: int, data: bytes | None, path: Path | None, field: str,
-           decode: bool) -> InputImage:
+def _probe(
+    fh, *, name: str, nbytes: int, data: bytes | None, path: Path | None, field: str, decode: bool
+) -> InputImage:
     """Read the header (and, with `decode`, check the pixels decode) without keeping the decoded image."""
     try:
         with Image.open(fh) as img:
@@ -100,5 +99,14 @@ def _probe(fh, *, name: str, nbytes: int, data: bytes | None, path: Path | None,
             value=name,
             limit="a png, webp or jpeg file",
         ) from None
-    return InputImage(name=name, format=fmt, width=width, height=height, nbytes=nbytes,
-                      has_alpha=has_alpha, frames=frames, path=path, data=data)
+    return InputImage(
+        name=name,
+        format=fmt,
+        width=width,
+        height=height,
+        nbytes=nbytes,
+        has_alpha=has_alpha,
+        frames=frames,
+        path=path,
+        data=data,
+    )

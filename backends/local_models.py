@@ -43,8 +43,9 @@ def resolve_device(requested: str) -> str:
         return "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise BackendMisconfigured(f"device {requested!r}: CUDA is not available here (torch "
-                                       f"{torch.__version__}); use device: auto or cpu")
+            raise BackendMisconfigured(
+                f"device {requested!r}: CUDA is not available here (torch {torch.__version__}); use device: auto or cpu"
+            )
         index = int(requested.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise BackendMisconfigured(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s)")
@@ -103,6 +104,7 @@ def quiet_progress() -> Iterator[None]:
 
 # ---- transformers models (mask models, CLIP), loaded once per process ----------------------------------
 
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -115,8 +117,9 @@ _models_lock = threading.Lock()
 loads = 0  # from_pretrained calls in this process (tests check the cache)
 
 
-def load_pretrained(model_id: str, model_class: str, processor_class: str, *, device: str = "auto",
-                    what: str = "model") -> LoadedModel:
+def load_pretrained(
+    model_id: str, model_class: str, processor_class: str, *, device: str = "auto", what: str = "model"
+) -> LoadedModel:
     """`transformers.<model_class>` + `<processor_class>` from a hub id or local dir, cached per process.
     A missing or broken model raises `BackendMisconfigured` naming the id and the cache it looked in."""
     global loads
@@ -134,8 +137,12 @@ def load_pretrained(model_id: str, model_class: str, processor_class: str, *, de
         local = is_local_model(model_id)  # a path that is not there is a wrong path, not a hub id to download
         source = str(Path(model_id).expanduser()) if local else model_id
         where = f"directory {source}" if local else f"the Hugging Face cache at {hf_cache_dir()}"
-        fix = ("Check the path (a save_pretrained directory)" if local else f"Download it first (`hf download "
-               f"{model_id}`) or point the setting at a local save_pretrained directory")
+        fix = (
+            "Check the path (a save_pretrained directory)"
+            if local
+            else f"Download it first (`hf download "
+            f"{model_id}`) or point the setting at a local save_pretrained directory"
+        )
         try:
             if local and not Path(source).is_dir():
                 raise FileNotFoundError("no such directory")
@@ -144,8 +151,7 @@ def load_pretrained(model_id: str, model_class: str, processor_class: str, *, de
             processor = getattr(transformers, processor_class).from_pretrained(source)
         except Exception as exc:  # OSError (not cached, offline), bad config, wrong class
             first = str(exc).splitlines()[0].rstrip(".") if str(exc) else exc.__class__.__name__
-            raise BackendMisconfigured(
-                f"cannot load {what} {model_id!r} from {where}: {first}. {fix}") from None
+            raise BackendMisconfigured(f"cannot load {what} {model_id!r} from {where}: {first}. {fix}") from None
         model = model.to(resolved).eval()
         hit = _models[key] = LoadedModel(model, processor, resolved)
         log.info("loaded %s %s on %s", what, model_id, resolved)

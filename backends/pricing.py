@@ -57,8 +57,9 @@ class PriceTable(_Strict):
             return self.models[model_id]
         except KeyError:
             known = ", ".join(sorted(self.models))
-            raise KeyError(f"no prices for model {model_id!r} in prices.yaml (known: {known}); "
-                           f"add an entry under `models:`") from None
+            raise KeyError(
+                f"no prices for model {model_id!r} in prices.yaml (known: {known}); add an entry under `models:`"
+            ) from None
 
     def gpu_rate(self, gpu: str, which: Literal["low", "high"] = "low") -> Decimal:
         entry = self.gpu_hourly.get(gpu)
@@ -78,8 +79,12 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
 
 
 def token_cost(prices: ModelPrices, *, text_in: int, image_in: int, image_out: int, text_out: int = 0) -> Decimal:
-    return (text_in * prices.text_in + image_in * prices.image_in + image_out * prices.image_out
-            + text_out * prices.text_out) / MILLION
+    return (
+        text_in * prices.text_in
+        + image_in * prices.image_in
+        + image_out * prices.image_out
+        + text_out * prices.text_out
+    ) / MILLION
 
 
 def output_size_for(size: str, width: int, height: int) -> str:

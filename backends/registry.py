@@ -40,8 +40,7 @@ def backend_class(kind: str) -> type:
     except KeyError:
         close = difflib.get_close_matches(kind, BACKEND_KINDS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownBackendKind(
-            f"unknown backend kind {kind!r} (known: {', '.join(BACKEND_KINDS)}).{hint}") from None
+        raise UnknownBackendKind(f"unknown backend kind {kind!r} (known: {', '.join(BACKEND_KINDS)}).{hint}") from None
     module_name, _, class_name = path.partition(":")
     try:
         module = importlib.import_module(module_name)

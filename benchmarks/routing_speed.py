@@ -24,9 +24,13 @@ from configs import POLICIES_DIR  # noqa: E402
 from pipeline.jobs import Job  # noqa: E402
 from pipeline.routing import InMemorySpend, Router, build_backends, load_policy, plan_jobs  # noqa: E402
 
-PROMPTS = ["Replace the background with a white studio backdrop", "Swap the badge text for 'SOLDES'",
-           "Place a lamp here", "Combine the product with the kitchen scene and the logo",
-           "Ten colour variants of this ad"]
+PROMPTS = [
+    "Replace the background with a white studio backdrop",
+    "Swap the badge text for 'SOLDES'",
+    "Place a lamp here",
+    "Combine the product with the kitchen scene and the logo",
+    "Ten colour variants of this ad",
+]
 TAGS = [("ecommerce", "product"), ("marketing",), ("localisation", "text"), ("prototype",), ()]
 
 
@@ -38,9 +42,15 @@ def synthetic_jobs(count: int, seed: int = 0) -> list[Job]:
     for i in range(count):
         k = rng.randrange(5)
         images = (image,) * (3 if k == 3 else 1)
-        req = EditRequest(prompt=PROMPTS[k], images=images, mask=None if k in (1, 3) and i % 2 else mask,
-                          quality=rng.choice(["low", "medium", "high", "auto"]), n=1 + (k == 4) * rng.randrange(10),
-                          size=rng.choice(["1024x1024", "1536x1024", "auto"]), job_id=f"j{i}")
+        req = EditRequest(
+            prompt=PROMPTS[k],
+            images=images,
+            mask=None if k in (1, 3) and i % 2 else mask,
+            quality=rng.choice(["low", "medium", "high", "auto"]),
+            n=1 + (k == 4) * rng.randrange(10),
+            size=rng.choice(["1024x1024", "1536x1024", "auto"]),
+            job_id=f"j{i}",
+        )
         jobs.append(Job(id=f"j{i}", request=req, tags=TAGS[k]))
     return jobs
 
@@ -74,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     n = len(jobs)
     print(f"policy {args.policy.name}, {n:,} synthetic jobs, {len(backends)} backends")
     print(f"  baseline (estimate() on every backend): {n / baseline:>10,.0f} jobs/s  {baseline / n * 1e4:.3f} s/10k")
-    print(f"  Router.route:                           {n / routing:>10,.0f} jobs/s  {routing / n * 1e4:.3f} s/10k"
-          f"  ({routing / baseline:.2f}x baseline)")
-    print(f"  plan (route + record + comparisons):    {n / planning:>10,.0f} jobs/s  {planning / n * 1e4:.3f} s/10k"
-          f"  ({planning / baseline:.2f}x baseline)")
+    print(
+        f"  Router.route:                           {n / routing:>10,.0f} jobs/s  {routing / n * 1e4:.3f} s/10k"
+        f"  ({routing / baseline:.2f}x baseline)"
+    )
+    print(
+        f"  plan (route + record + comparisons):    {n / planning:>10,.0f} jobs/s  {planning / n * 1e4:.3f} s/10k"
+        f"  ({planning / baseline:.2f}x baseline)"
+    )
     split = ", ".join(f"{k} {t.jobs}" for k, t in summary.split.items())
     print(f"  split: {split}, held {summary.held}")
     return 0

@@ -29,27 +29,82 @@ from backends.diffusion.runtime import DTYPES, free_memory, synchronize  # bench
 
 # unet/config.json of diffusers/stable-diffusion-xl-1.0-inpainting-0.1
 FULL_UNET = dict(
-    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64, addition_time_embed_dim=256,
-    attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280], center_input_sample=False,
-    cross_attention_dim=2048, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, in_channels=9, layers_per_block=2,
-    mid_block_scale_factor=1, norm_eps=1e-05, norm_num_groups=32, out_channels=4,
-    projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True)
+    act_fn="silu",
+    addition_embed_type="text_time",
+    addition_embed_type_num_heads=64,
+    addition_time_embed_dim=256,
+    attention_head_dim=[5, 10, 20],
+    block_out_channels=[320, 640, 1280],
+    center_input_sample=False,
+    cross_attention_dim=2048,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=9,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-05,
+    norm_num_groups=32,
+    out_channels=4,
+    projection_class_embeddings_input_dim=2816,
+    sample_size=128,
+    transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    use_linear_projection=True,
+)
 # vae/config.json (SDXL VAE)
 FULL_VAE = dict(
-    act_fn="silu", block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-    in_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=1024,
-    scaling_factor=0.13025, up_block_types=["UpDecoderBlock2D"] * 4, force_upcast=True)
+    act_fn="silu",
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    in_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    out_channels=3,
+    sample_size=1024,
+    scaling_factor=0.13025,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    force_upcast=True,
+)
 # text_encoder (CLIP ViT-L/14) and text_encoder_2 (OpenCLIP ViT-bigG/14, with projection)
-FULL_TEXT_1 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                   max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", projection_dim=768,
-                   bos_token_id=0, eos_token_id=2, pad_token_id=1)
-FULL_TEXT_2 = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-                   max_position_embeddings=77, vocab_size=49408, hidden_act="gelu", projection_dim=1280,
-                   bos_token_id=0, eos_token_id=2, pad_token_id=1)
-SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                 steps_offset=1, timestep_spacing="leading", prediction_type="epsilon")
+FULL_TEXT_1 = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    vocab_size=49408,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+FULL_TEXT_2 = dict(
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    vocab_size=49408,
+    hidden_act="gelu",
+    projection_dim=1280,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
+SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    steps_offset=1,
+    timestep_spacing="leading",
+    prediction_type="epsilon",
+)
+
 
 def torch_dtype(name: str):
     import torch
@@ -70,8 +125,10 @@ def build_pipeline(arch: str, device: str, dtype: str):
     tokenizer = tiny_sdxl.tiny_tokenizer(vocab_dir)
     if arch == "tiny":
         parts = tiny_sdxl.tiny_components(tokenizer)
-        parts = {k: (v.to(device=device, dtype=torch_dtype(dtype)) if isinstance(v, torch.nn.Module) else v)
-                 for k, v in parts.items()}
+        parts = {
+            k: (v.to(device=device, dtype=torch_dtype(dtype)) if isinstance(v, torch.nn.Module) else v)
+            for k, v in parts.items()
+        }
     elif arch == "full":
         torch.manual_seed(0)
         # Parameters are created directly on the device: initialising 3.5 B random weights on a CPU takes minutes.
@@ -82,12 +139,18 @@ def build_pipeline(arch: str, device: str, dtype: str):
                 "text_encoder": CLIPTextModel(CLIPTextConfig(**FULL_TEXT_1)).to(torch_dtype(dtype)),
                 "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig(**FULL_TEXT_2)).to(torch_dtype(dtype)),
             }
-        parts.update(scheduler=EulerDiscreteScheduler(**SCHEDULER), tokenizer=tokenizer, tokenizer_2=tokenizer,
-                     image_encoder=None, feature_extractor=None)
+        parts.update(
+            scheduler=EulerDiscreteScheduler(**SCHEDULER),
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            image_encoder=None,
+            feature_extractor=None,
+        )
     else:
         raise ValueError(f"unknown arch {arch!r} (full, tiny)")
-    pipe = StableDiffusionXLInpaintPipeline(**parts, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True,
-                                            add_watermarker=False)
+    pipe = StableDiffusionXLInpaintPipeline(
+        **parts, requires_aesthetics_score=False, force_zeros_for_empty_prompt=True, add_watermarker=False
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -98,8 +161,9 @@ def bench_images(width: int, height: int) -> tuple[bytes, bytes]:
     y = np.linspace(0, 255, height, dtype=np.uint8)[:, None].repeat(width, 1)
     pic = Image.fromarray(np.stack([x, y, (x // 2 + y // 2)], axis=-1), "RGB")
     mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    ImageDraw.Draw(mask).rectangle((width // 4, height // 4, 3 * width // 4 - 1, 3 * height // 4 - 1),
-                                   fill=(0, 0, 0, 0))
+    ImageDraw.Draw(mask).rectangle(
+        (width // 4, height // 4, 3 * width // 4 - 1, 3 * height // 4 - 1), fill=(0, 0, 0, 0)
+    )
     out = []
     for img in (pic, mask):
         buf = io.BytesIO()
@@ -132,15 +196,26 @@ def device_info(device: str) -> dict[str, Any]:
     import diffusers
     import torch
 
-    info: dict[str, Any] = {"device": device, "torch": torch.__version__, "diffusers": diffusers.__version__,
-                            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    info: dict[str, Any] = {
+        "device": device,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(device)
-        info.update(card=props.name, memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
-                    capability=f"{props.major}.{props.minor}")
+        info.update(
+            card=props.name,
+            memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            capability=f"{props.major}.{props.minor}",
+        )
     else:
-        info.update(card=f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-                    memory_gib=None)
+        info.update(
+            card=f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            memory_gib=None,
+        )
     info["price_card"] = price_card(info["card"])
     return info
 
@@ -160,16 +235,22 @@ def start(device: str) -> dict[str, Any] | None:
 def header(info: dict[str, Any]) -> str:
     """The report's first line: card, memory, price card, library versions, date."""
     mem = f", {info['memory_gib']} GiB" if info.get("memory_gib") else ""
-    return (f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
-            f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}")
+    return (
+        f"card: {info['card']}{mem} (prices.yaml: {info['price_card']}); torch {info['torch']}, diffusers "
+        f"{info['diffusers']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + f"; {info['date']}"
+    )
 
 
 def table(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> list[str]:
     """A markdown table of `rows` (missing cells empty); a row with an "error" says it after the row."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns) + " |"
-                     + (f" error: {r['error']}" if r.get("error") else ""))
+        lines.append(
+            "| "
+            + " | ".join("" if r.get(c) is None else str(r[c]) for c in columns)
+            + " |"
+            + (f" error: {r['error']}" if r.get("error") else "")
+        )
     return lines
 
 
@@ -241,9 +322,12 @@ def count_flops(arch: str, width: int, height: int) -> dict[str, float]:
         out = {}
         with torch.no_grad():
             with FlopCounterMode(display=False) as counter:
-                unet(torch.randn(1, unet.config.in_channels, *lat[2:]), 500,
-                     encoder_hidden_states=torch.randn(1, 77, unet.config.cross_attention_dim),
-                     added_cond_kwargs={"text_embeds": torch.randn(1, pooled_dim), "time_ids": torch.randn(1, 6)})
+                unet(
+                    torch.randn(1, unet.config.in_channels, *lat[2:]),
+                    500,
+                    encoder_hidden_states=torch.randn(1, 77, unet.config.cross_attention_dim),
+                    added_cond_kwargs={"text_embeds": torch.randn(1, pooled_dim), "time_ids": torch.randn(1, 6)},
+                )
             out["unet_forward"] = counter.get_total_flops() / 1e12
             with FlopCounterMode(display=False) as counter:
                 vae.encode(torch.randn(1, 3, height, width))
@@ -257,8 +341,9 @@ def count_flops(arch: str, width: int, height: int) -> dict[str, float]:
 def tflop_per_image(flops: dict[str, float], steps_run: int, guided: bool, strength_below_one: bool = True) -> float:
     """One inpaint image: steps x UNet (x2 with CFG) + VAE encodes (image and masked image) + one decode."""
     encodes = 2 if strength_below_one else 1
-    return steps_run * flops["unet_forward"] * (2 if guided else 1) + encodes * flops["vae_encode"] \
-        + flops["vae_decode"]
+    return (
+        steps_run * flops["unet_forward"] * (2 if guided else 1) + encodes * flops["vae_encode"] + flops["vae_decode"]
+    )
 
 
 def make_backend(arch: str, name: str = "editroute", **settings: Any):
@@ -279,7 +364,14 @@ def bench_request(size: int, n: int, quality: str, job_id: str, output_format: s
     from backends.images import InputImage
 
     pic, mask = bench_images(size, size)
-    return EditRequest(prompt="a red leather armchair", images=(InputImage.from_bytes(pic, "bench.png"),),
-                       mask=InputImage.from_bytes(mask, "mask.png", field="mask"), quality=quality, n=n, size="auto",
-                       output_format=output_format, output_compression=90 if output_format != "png" else None,
-                       job_id=job_id)
+    return EditRequest(
+        prompt="a red leather armchair",
+        images=(InputImage.from_bytes(pic, "bench.png"),),
+        mask=InputImage.from_bytes(mask, "mask.png", field="mask"),
+        quality=quality,
+        n=n,
+        size="auto",
+        output_format=output_format,
+        output_compression=90 if output_format != "png" else None,
+        job_id=job_id,
+    )

@@ -23,15 +23,31 @@ from typing import Any
 
 from benchmarks import sdxl_arch as arch
 
-COLUMNS = ("card", "path", "tier", "size", "batch", "steps_run", "seconds_per_image", "images_per_hour", "peak_gib",
-           "tflops", "pct_of_peak", "vs_plain", "date")
+COLUMNS = (
+    "card",
+    "path",
+    "tier",
+    "size",
+    "batch",
+    "steps_run",
+    "seconds_per_image",
+    "images_per_hour",
+    "peak_gib",
+    "tflops",
+    "pct_of_peak",
+    "vs_plain",
+    "date",
+)
 STRENGTH = 0.99
 GUIDANCE = 8.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.sdxl_speed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.sdxl_speed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--tiny", action="store_true", help="tiny stand-in on CPU in fp32 (smoke run; figures meaningless)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     p.add_argument("--size", type=int, default=1024, help="square edge in pixels (default 1024; 64 with --tiny)")
@@ -61,14 +77,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def row(info: dict, path: str, tier: str, args, batch: int, steps_run: int, seconds: float, peak: float | None,
-        tflop: float, matmul_peak: float, extra: dict | None = None) -> dict[str, Any]:
+def row(
+    info: dict,
+    path: str,
+    tier: str,
+    args,
+    batch: int,
+    steps_run: int,
+    seconds: float,
+    peak: float | None,
+    tflop: float,
+    matmul_peak: float,
+    extra: dict | None = None,
+) -> dict[str, Any]:
     tflops = tflop / seconds
-    return {"card": info["price_card"], "path": path, "tier": tier, "size": f"{args.size}x{args.size}",
-            "batch": batch, "steps_run": steps_run, "seconds_per_image": round(seconds, 4),
-            "images_per_hour": round(3600 / seconds), "peak_gib": peak, "tflops": round(tflops, 2),
-            "pct_of_peak": round(100 * tflops / matmul_peak, 1), "vs_plain": None, "date": info["date"],
-            **(extra or {})}
+    return {
+        "card": info["price_card"],
+        "path": path,
+        "tier": tier,
+        "size": f"{args.size}x{args.size}",
+        "batch": batch,
+        "steps_run": steps_run,
+        "seconds_per_image": round(seconds, 4),
+        "images_per_hour": round(3600 / seconds),
+        "peak_gib": peak,
+        "tflops": round(tflops, 2),
+        "pct_of_peak": round(100 * tflops / matmul_peak, 1),
+        "vs_plain": None,
+        "date": info["date"],
+        **(extra or {}),
+    }
 
 
 def run_plain(args, info, flops, matmul_peak) -> dict[str, Any]:
@@ -82,9 +120,17 @@ def run_plain(args, info, flops, matmul_peak) -> dict[str, Any]:
     def call(seed: int) -> float:
         arch.synchronize(args.device)
         start = time.perf_counter()
-        pipe(prompt="a red leather armchair", image=image, mask_image=mask, height=args.size, width=args.size,
-             num_inference_steps=args.steps, strength=STRENGTH, guidance_scale=GUIDANCE,
-             generator=torch.Generator("cpu").manual_seed(seed))
+        pipe(
+            prompt="a red leather armchair",
+            image=image,
+            mask_image=mask,
+            height=args.size,
+            width=args.size,
+            num_inference_steps=args.steps,
+            strength=STRENGTH,
+            guidance_scale=GUIDANCE,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        )
         arch.synchronize(args.device)
         return time.perf_counter() - start
 
@@ -97,9 +143,19 @@ def run_plain(args, info, flops, matmul_peak) -> dict[str, Any]:
     arch.free_memory(args.device)
     steps_run = int(args.steps * STRENGTH)
     seconds = sum(times) / len(times)
-    return row(info, "plain diffusers", tier_label(args.steps), args, 1, steps_run, seconds, peak,
-               arch.tflop_per_image(flops, steps_run, True), matmul_peak,
-               {"dtype": args.plain_dtype, "note": "default attention processor, batch 1"})
+    return row(
+        info,
+        "plain diffusers",
+        tier_label(args.steps),
+        args,
+        1,
+        steps_run,
+        seconds,
+        peak,
+        arch.tflop_per_image(flops, steps_run, True),
+        matmul_peak,
+        {"dtype": args.plain_dtype, "note": "default attention processor, batch 1"},
+    )
 
 
 def tier_label(steps: int, name: str = "high") -> str:
@@ -112,10 +168,17 @@ def run_ours(args, info, flops, matmul_peak) -> list[dict[str, Any]]:
     from backends.diffusion import runtime as rt
 
     backend = arch.make_backend(
-        args.arch, device=args.device, dtype=args.dtype, channels_last=not args.no_channels_last,
-        compile=args.compile, compile_mode=args.compile_mode, fuse_qkv=args.fuse_qkv, offload=args.offload,
+        args.arch,
+        device=args.device,
+        dtype=args.dtype,
+        channels_last=not args.no_channels_last,
+        compile=args.compile,
+        compile_mode=args.compile_mode,
+        fuse_qkv=args.fuse_qkv,
+        offload=args.offload,
         target_megapixels=args.size**2 / 1024**2,
-        tiers={"high": {"steps": args.steps, "guidance_scale": GUIDANCE, "strength": STRENGTH}})
+        tiers={"high": {"steps": args.steps, "guidance_scale": GUIDANCE, "strength": STRENGTH}},
+    )
     settings = backend.settings
     runs = [("high", n) for n in sorted({1, args.n})]
     if args.each_tier:
@@ -131,23 +194,43 @@ def run_ours(args, info, flops, matmul_peak) -> list[dict[str, Any]]:
         seconds = sum(r.usage.gpu_seconds for r in results) / (batch * len(results))
         e2e = sum(r.timings["total_s"] for r in results) / (batch * len(results))
         label = tier_label(args.steps) if quality == "high" else quality
-        rows.append(row(info, "editroute", label, args, batch, tier.steps_run, seconds, peak,
-                        arch.tflop_per_image(flops, tier.steps_run, tier.guided), matmul_peak,
-                        {"dtype": args.dtype, "e2e_seconds_per_image": round(e2e, 4),
-                         "warmup_s": [round(w, 2) for w in warm], "options": ", ".join(rt.get_pipeline(settings).notes)
-                         or "defaults"}))
+        rows.append(
+            row(
+                info,
+                "editroute",
+                label,
+                args,
+                batch,
+                tier.steps_run,
+                seconds,
+                peak,
+                arch.tflop_per_image(flops, tier.steps_run, tier.guided),
+                matmul_peak,
+                {
+                    "dtype": args.dtype,
+                    "e2e_seconds_per_image": round(e2e, 4),
+                    "warmup_s": [round(w, 2) for w in warm],
+                    "options": ", ".join(rt.get_pipeline(settings).notes) or "defaults",
+                },
+            )
+        )
     rt.clear_cache()
     return rows
 
 
 def markdown(info: dict, matmul_peak: float, flops: dict, rows: list[dict], args) -> str:
-    lines = [arch.header(info),
-             f"architecture: {args.arch} SDXL inpaint, random weights; {args.size}x{args.size}, {args.steps} steps "
-             f"(runs {int(args.steps * STRENGTH)}), guidance {GUIDANCE}",
-             f"measured dense matmul peak ({args.dtype}): {matmul_peak:.3g} TFLOP/s; counted per UNet forward "
-             f"{flops['unet_forward']:.3f} TFLOP, VAE encode {flops['vae_encode']:.3f}, decode "
-             f"{flops['vae_decode']:.3f}", "",
-             *arch.table(COLUMNS, rows), "", *verdicts(rows, args)]
+    lines = [
+        arch.header(info),
+        f"architecture: {args.arch} SDXL inpaint, random weights; {args.size}x{args.size}, {args.steps} steps "
+        f"(runs {int(args.steps * STRENGTH)}), guidance {GUIDANCE}",
+        f"measured dense matmul peak ({args.dtype}): {matmul_peak:.3g} TFLOP/s; counted per UNet forward "
+        f"{flops['unet_forward']:.3f} TFLOP, VAE encode {flops['vae_encode']:.3f}, decode "
+        f"{flops['vae_decode']:.3f}",
+        "",
+        *arch.table(COLUMNS, rows),
+        "",
+        *verdicts(rows, args),
+    ]
     return "\n".join(lines)
 
 
@@ -158,11 +241,14 @@ def verdicts(rows: list[dict], args) -> list[str]:
     ours = [r for r in rows if r["path"] == "editroute" and r["tier"] == (plain or {}).get("tier", r["tier"])]
     best = max(ours, key=lambda r: r["images_per_hour"], default=None)
     if plain and best:
-        out.append(f"- speed: editroute {best['images_per_hour']} vs plain {plain['images_per_hour']} images/hour = "
-                   f"{best['vs_plain']}x (target >= 1.5x)")
+        out.append(
+            f"- speed: editroute {best['images_per_hour']} vs plain {plain['images_per_hour']} images/hour = "
+            f"{best['vs_plain']}x (target >= 1.5x)"
+        )
     if best:
-        out.append(f"- utilisation: {best['pct_of_peak']}% of measured matmul peak at batch {best['batch']} "
-                   f"(target >= 40%)")
+        out.append(
+            f"- utilisation: {best['pct_of_peak']}% of measured matmul peak at batch {best['batch']} (target >= 40%)"
+        )
     for r in ours:
         if r["peak_gib"] is not None and r["batch"] in (1, 4):
             limit = 12 if r["batch"] == 1 else 22
@@ -184,8 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         if plain is not None:
             r["vs_plain"] = round(r["images_per_hour"] / plain["images_per_hour"], 2)
     print(markdown(info, matmul_peak, flops, rows, args))
-    report = {"info": info, "args": {k: str(v) for k, v in vars(args).items()}, "matmul_peak_tflops": matmul_peak,
-              "flops_tflop": flops, "rows": rows}
+    report = {
+        "info": info,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "matmul_peak_tflops": matmul_peak,
+        "flops_tflop": flops,
+        "rows": rows,
+    }
     arch.write_json(args.json, report)
     return 0
 

@@ -93,51 +93,128 @@ def main() -> None:
     backdrop = "Replace the background with a clean white studio backdrop and a soft drop shadow under the product"
     manifests: dict[str, list[dict]] = {
         "ecommerce": [
-            *({"id": f"ecom-{k}", "image": files[k], "mask": files[f"{k}_mask"], "prompt": backdrop,
-               "quality": "medium", "size": "1024x1024", "tags": ["ecommerce", "product"]}
-              for k in ("mug", "shoe", "bottle")),
-            {"id": "ecom-shoe-nomask", "image": files["shoe"], "prompt": backdrop, "quality": "medium",
-             "tags": ["ecommerce", "product"]},
-            {"id": "ecom-bottle-cutout", "image": files["bottle"], "mask": files["bottle_mask"],
-             "prompt": "Cut the bottle out onto a transparent background", "background": "transparent",
-             "quality": "medium", "tags": ["ecommerce", "product"]},
+            *(
+                {
+                    "id": f"ecom-{k}",
+                    "image": files[k],
+                    "mask": files[f"{k}_mask"],
+                    "prompt": backdrop,
+                    "quality": "medium",
+                    "size": "1024x1024",
+                    "tags": ["ecommerce", "product"],
+                }
+                for k in ("mug", "shoe", "bottle")
+            ),
+            {
+                "id": "ecom-shoe-nomask",
+                "image": files["shoe"],
+                "prompt": backdrop,
+                "quality": "medium",
+                "tags": ["ecommerce", "product"],
+            },
+            {
+                "id": "ecom-bottle-cutout",
+                "image": files["bottle"],
+                "mask": files["bottle_mask"],
+                "prompt": "Cut the bottle out onto a transparent background",
+                "background": "transparent",
+                "quality": "medium",
+                "tags": ["ecommerce", "product"],
+            },
         ],
         "marketing": [
-            {"id": "mkt-summer-6", "image": files["ad"], "n": 6, "quality": "low",
-             "prompt": "Variations of this summer ad: beach, pool and picnic settings, bright and warm",
-             "tags": ["marketing"]},
-            {"id": "mkt-summer-10", "image": files["ad"], "n": 10, "quality": "medium", "seed": 7,
-             "prompt": "Ten colourway variants of this ad for A/B testing", "tags": ["marketing"]},
+            {
+                "id": "mkt-summer-6",
+                "image": files["ad"],
+                "n": 6,
+                "quality": "low",
+                "prompt": "Variations of this summer ad: beach, pool and picnic settings, bright and warm",
+                "tags": ["marketing"],
+            },
+            {
+                "id": "mkt-summer-10",
+                "image": files["ad"],
+                "n": 10,
+                "quality": "medium",
+                "seed": 7,
+                "prompt": "Ten colourway variants of this ad for A/B testing",
+                "tags": ["marketing"],
+            },
         ],
         "compositing": [
-            {"id": "comp-kitchen-3", "images": [files["bottle"], files["lifestyle"], files["logo"]],
-             "prompt": "Place the bottle from image 1 on the kitchen counter of image 2, with the brand mark "
-                       "from image 3 on its label", "quality": "high", "input_fidelity": "high",
-             "tags": ["composite", "brand"]},
-            {"id": "comp-kitchen-4", "images": [files["mug"], files["shoe"], files["lifestyle"], files["logo"]],
-             "prompt": "A lifestyle shot with the mug and the shoe from images 1-2 in the room of image 3, "
-                       "brand logo from image 4 in the corner", "quality": "medium", "tags": ["composite"]},
+            {
+                "id": "comp-kitchen-3",
+                "images": [files["bottle"], files["lifestyle"], files["logo"]],
+                "prompt": "Place the bottle from image 1 on the kitchen counter of image 2, with the brand mark "
+                "from image 3 on its label",
+                "quality": "high",
+                "input_fidelity": "high",
+                "tags": ["composite", "brand"],
+            },
+            {
+                "id": "comp-kitchen-4",
+                "images": [files["mug"], files["shoe"], files["lifestyle"], files["logo"]],
+                "prompt": "A lifestyle shot with the mug and the shoe from images 1-2 in the room of image 3, "
+                "brand logo from image 4 in the corner",
+                "quality": "medium",
+                "tags": ["composite"],
+            },
         ],
         "localisation": [
-            {"id": "loc-sale-fr", "image": files["banner"], "mask": files["badge_mask"],
-             "prompt": "Replace the badge text 'SALE' with the French word 'SOLDES', same font and colours",
-             "quality": "high", "tags": ["localisation", "text"]},
-            {"id": "loc-sale-de", "image": files["banner"], "mask": files["badge_mask"],
-             "prompt": "Replace the badge text 'SALE' with the German word 'RABATT', same font and colours",
-             "quality": "high", "tags": ["localisation", "text"]},
-            {"id": "loc-logo-jp", "image": files["banner"], "mask": files["badge_mask"],
-             "prompt": "Swap the red badge for the Japanese market logo, keep the layout", "quality": "medium",
-             "tags": ["localisation", "logo"]},
+            {
+                "id": "loc-sale-fr",
+                "image": files["banner"],
+                "mask": files["badge_mask"],
+                "prompt": "Replace the badge text 'SALE' with the French word 'SOLDES', same font and colours",
+                "quality": "high",
+                "tags": ["localisation", "text"],
+            },
+            {
+                "id": "loc-sale-de",
+                "image": files["banner"],
+                "mask": files["badge_mask"],
+                "prompt": "Replace the badge text 'SALE' with the German word 'RABATT', same font and colours",
+                "quality": "high",
+                "tags": ["localisation", "text"],
+            },
+            {
+                "id": "loc-logo-jp",
+                "image": files["banner"],
+                "mask": files["badge_mask"],
+                "prompt": "Swap the red badge for the Japanese market logo, keep the layout",
+                "quality": "medium",
+                "tags": ["localisation", "logo"],
+            },
         ],
         "prototyping": [
-            {"id": "proto-armchair", "image": files["room"], "mask": files["floor_mask"],
-             "prompt": "Place a red velvet armchair on the floor", "quality": "low", "seed": 1,
-             "tags": ["prototype"]},
-            {"id": "proto-lamp", "image": files["room"], "mask": files["floor_mask"],
-             "prompt": "Place a tall brass floor lamp here", "quality": "low", "seed": 2, "tags": ["prototype"]},
-            {"id": "proto-painting", "image": files["room"], "mask": files["wall_mask"],
-             "prompt": "Hang an abstract blue painting on the wall", "quality": "medium", "n": 2, "seed": 3,
-             "tags": ["prototype"]},
+            {
+                "id": "proto-armchair",
+                "image": files["room"],
+                "mask": files["floor_mask"],
+                "prompt": "Place a red velvet armchair on the floor",
+                "quality": "low",
+                "seed": 1,
+                "tags": ["prototype"],
+            },
+            {
+                "id": "proto-lamp",
+                "image": files["room"],
+                "mask": files["floor_mask"],
+                "prompt": "Place a tall brass floor lamp here",
+                "quality": "low",
+                "seed": 2,
+                "tags": ["prototype"],
+            },
+            {
+                "id": "proto-painting",
+                "image": files["room"],
+                "mask": files["wall_mask"],
+                "prompt": "Hang an abstract blue painting on the wall",
+                "quality": "medium",
+                "n": 2,
+                "seed": 3,
+                "tags": ["prototype"],
+            },
         ],
     }
     for name, jobs in manifests.items():
@@ -149,8 +226,10 @@ def main() -> None:
             (HERE / f"{name}.jsonl").write_text("".join(json.dumps(j) + "\n" for j in jobs), encoding="utf-8")
     everything = [job for jobs in manifests.values() for job in jobs]
     (HERE / "all.jsonl").write_text("".join(json.dumps(j) + "\n" for j in everything), encoding="utf-8")
-    print(f"wrote {len(list(IMAGES.glob('*.png')))} images and {len(manifests) + 1} manifests "
-          f"({len(everything)} jobs in all.jsonl) to {HERE}")
+    print(
+        f"wrote {len(list(IMAGES.glob('*.png')))} images and {len(manifests) + 1} manifests "
+        f"({len(everything)} jobs in all.jsonl) to {HERE}"
+    )
 
 
 if __name__ == "__main__":

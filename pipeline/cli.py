@@ -18,8 +18,10 @@ from backends.errors import EditError
 from pipeline.errors import ConfigError
 
 COMMANDS = ["edit", "plan", "policy", "run", "report", "demo", "serve", "bench", "eval", "doctor"]
-DESCRIPTION = ("Route image-edit jobs between OpenAI's image edit API and self-hosted SDXL inpainting under a YAML "
-               "cost/quality policy; every job, attempt and dollar goes into a SQLite ledger.")
+DESCRIPTION = (
+    "Route image-edit jobs between OpenAI's image edit API and self-hosted SDXL inpainting under a YAML "
+    "cost/quality policy; every job, attempt and dollar goes into a SQLite ledger."
+)
 
 
 def _version() -> str:
@@ -42,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except (ConfigError, EditError) as exc:

@@ -94,8 +94,13 @@ def _clean_loc(loc: Iterable[str | int]) -> list[str | int]:
     return [p for p in loc if isinstance(p, int) or ("[" not in p and p.lower() not in skip)]
 
 
-def validation_messages(exc: ValidationError, doc: YamlDoc | None, file: Path | str, prefix: Loc = (),
-                        known_keys: dict[str, Iterable[str]] | None = None) -> list[str]:
+def validation_messages(
+    exc: ValidationError,
+    doc: YamlDoc | None,
+    file: Path | str,
+    prefix: Loc = (),
+    known_keys: dict[str, Iterable[str]] | None = None,
+) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for err in exc.errors(include_url=False):

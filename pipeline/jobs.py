@@ -96,8 +96,9 @@ def _job_id(entry: dict[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_entry(entry: Any, base: Path, *, line: int | None = None,
-                cache: dict[Path, InputImage | InvalidRequest] | None = None) -> tuple[Job | None, list[_EntryError]]:
+def parse_entry(
+    entry: Any, base: Path, *, line: int | None = None, cache: dict[Path, InputImage | InvalidRequest] | None = None
+) -> tuple[Job | None, list[_EntryError]]:
     """One manifest entry -> a Job, or every problem with it (field, message)."""
     cache = {} if cache is None else cache
     if not isinstance(entry, dict):
@@ -112,8 +113,11 @@ def parse_entry(entry: Any, base: Path, *, line: int | None = None,
     if job_id is None:
         errors.append(_EntryError("id", f"id: expected a string (got {entry.get('id')!r})"))
     elif not _ID.match(job_id):
-        errors.append(_EntryError("id", f"id={job_id!r}: expected letters, digits, '.', '_' or '-' "
-                                        "(at most 128; it names output files)"))
+        errors.append(
+            _EntryError(
+                "id", f"id={job_id!r}: expected letters, digits, '.', '_' or '-' (at most 128; it names output files)"
+            )
+        )
     prompt = entry.get("prompt")
     if not isinstance(prompt, str):
         errors.append(_EntryError("prompt", f"prompt: expected a string (got {prompt!r})"))
@@ -160,8 +164,9 @@ def parse_entry(entry: Any, base: Path, *, line: int | None = None,
         except _EntryError as exc:
             errors.append(exc)
     # Check the options too, even when something above is wrong, so every problem shows at once.
-    request = EditRequest(prompt=prompt if isinstance(prompt, str) else "-", images=tuple(images), mask=mask,
-                          job_id=job_id, **opts)
+    request = EditRequest(
+        prompt=prompt if isinstance(prompt, str) else "-", images=tuple(images), mask=mask, job_id=job_id, **opts
+    )
     reported = {e.field.split("[")[0] for e in errors if e.field}
     for p in request_problems(request):
         field = (p.field or "").split("[")[0]
@@ -235,7 +240,7 @@ class Manifest:
             raise ConfigError(f"{self.path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
         data = data.get("jobs") if isinstance(data, dict) else data
         if not isinstance(data, list):
-            raise ConfigError(f"{self.path}: expected a list of jobs, or an object with \"jobs\"")
+            raise ConfigError(f'{self.path}: expected a list of jobs, or an object with "jobs"')
         yield from ((None, entry) for entry in data)
 
     def _parse(self) -> Iterator[tuple[int, int | None, Any, Job | None, list[_EntryError]]]:
@@ -272,9 +277,16 @@ class Manifest:
             places = ", ".join(f"line {ln}" if ln is not None else f"entry {i + 1}" for i, ln, _ in where)
             for index, line, ok in where:
                 valid -= ok
-                problems.append(ManifestProblem(str(self.path), index, line, job_id, "id",
-                                                f"duplicate id {job_id!r} ({places}); ids must be unique so a "
-                                                "rerun can skip finished jobs"))
+                problems.append(
+                    ManifestProblem(
+                        str(self.path),
+                        index,
+                        line,
+                        job_id,
+                        "id",
+                        f"duplicate id {job_id!r} ({places}); ids must be unique so a rerun can skip finished jobs",
+                    )
+                )
         self._dup_ids = set(dups)
         self._bad = bad
         self.entries = entries

@@ -40,8 +40,15 @@ class BillingBackend(FunctionBackend):
         return result
 
 
-def write_manifest(folder: Path, count: int, *, corrupt: set[int] = frozenset(), missing: set[int] = frozenset(),
-                   name: str = "jobs.jsonl", n: int = 1) -> Path:
+def write_manifest(
+    folder: Path,
+    count: int,
+    *,
+    corrupt: set[int] = frozenset(),
+    missing: set[int] = frozenset(),
+    name: str = "jobs.jsonl",
+    n: int = 1,
+) -> Path:
     """`count` masked jobs job00..; `corrupt` indexes get a truncated image (passes the header check, fails
     to decode), `missing` indexes name a file that does not exist (a manifest problem)."""
     img_dir = folder / "img"
@@ -52,9 +59,14 @@ def write_manifest(folder: Path, count: int, *, corrupt: set[int] = frozenset(),
         data = image_bytes(64, 64)
         image = img_dir / f"p{i:02d}.png"
         image.write_bytes(data[:-60] if i in corrupt else data)
-        entry = {"id": f"job{i:02d}", "image": "img/missing.png" if i in missing else f"img/p{i:02d}.png",
-                 "mask": "img/mask.png", "prompt": f"white studio backdrop, variant {i}", "n": n,
-                 "tags": ["product"]}
+        entry = {
+            "id": f"job{i:02d}",
+            "image": "img/missing.png" if i in missing else f"img/p{i:02d}.png",
+            "mask": "img/mask.png",
+            "prompt": f"white studio backdrop, variant {i}",
+            "n": n,
+            "tags": ["product"],
+        }
         lines.append(json.dumps(entry))
     path = folder / name
     path.write_text("\n".join(lines) + "\n")

@@ -41,7 +41,10 @@ def assert_background_edit_inverts_the_salient_object(image: Image.Image, settin
 
     salient = probabilities(image, settings.salient_phrase, settings)
     threshold = float(np.median(salient))
-    found = infer_mask(image, "replace the background with a white studio backdrop",
-                       settings.model_copy(update={"threshold": threshold}))
+    found = infer_mask(
+        image,
+        "replace the background with a white studio backdrop",
+        settings.model_copy(update={"threshold": threshold}),
+    )
     np.testing.assert_array_equal(mask_alpha(found.mask_png) == 0, salient < threshold)
     assert found.inverted and found.phrase == "background" and found.query == settings.salient_phrase

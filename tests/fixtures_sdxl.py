@@ -25,8 +25,12 @@ def tiny_sdxl_dir(tmp_path_factory) -> Path:
 def tiny_settings(model_dir: Path, **overrides) -> dict:
     """Backend settings for fast CPU tests: 64x64-ish working size, 2 steps in every tier."""
     two_steps = {"steps": 2, "guidance_scale": 8.0, "strength": 0.99}
-    settings = {"model": str(model_dir), "device": "cpu", "target_megapixels": 64 * 64 / 1024**2,
-                "tiers": {"low": {**two_steps, "guidance_scale": 0.0}, "medium": two_steps, "high": two_steps}}
+    settings = {
+        "model": str(model_dir),
+        "device": "cpu",
+        "target_megapixels": 64 * 64 / 1024**2,
+        "tiers": {"low": {**two_steps, "guidance_scale": 0.0}, "medium": two_steps, "high": two_steps},
+    }
     for name, tier in overrides.pop("tiers", {}).items():
         settings["tiers"][name] = {**settings["tiers"][name], **tier}
     settings.update(overrides)

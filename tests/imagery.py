@@ -16,8 +16,13 @@ def encode(img: Image.Image, fmt: str = "png", **save_kwargs) -> bytes:
 def gradient(width: int = 64, height: int = 64, mode: str = "RGB") -> Image.Image:
     """A picture with structure everywhere, so 'unchanged pixels' checks mean something."""
     img = Image.new("RGB", (width, height))
-    img.putdata([((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1), ((x + y) * 7) % 256)
-                 for y in range(height) for x in range(width)])
+    img.putdata(
+        [
+            ((x * 255) // max(1, width - 1), (y * 255) // max(1, height - 1), ((x + y) * 7) % 256)
+            for y in range(height)
+            for x in range(width)
+        ]
+    )
     return img.convert(mode)
 
 

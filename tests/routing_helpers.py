@@ -41,15 +41,24 @@ def write_policy(tmp_path: Path, body: str, name: str = "policy.yaml") -> Path:
     return path
 
 
-def make_router(tmp_path: Path, extra: str = "", spend: InMemorySpend | None = None,
-                base: str = TWO_BACKENDS) -> tuple[Router, Policy, InMemorySpend]:
+def make_router(
+    tmp_path: Path, extra: str = "", spend: InMemorySpend | None = None, base: str = TWO_BACKENDS
+) -> tuple[Router, Policy, InMemorySpend]:
     policy = load_policy(write_policy(tmp_path, textwrap.dedent(base) + textwrap.dedent(extra)))
     spend = spend or InMemorySpend()
     return Router(policy, build_backends(policy), spend), policy, spend
 
 
-def job(id: str = "j1", *, mask: bool = True, images: int = 1, tags: tuple[str, ...] = (), backend: str | None = None,
-        prompt: str = "replace the background", **options) -> Job:
+def job(
+    id: str = "j1",
+    *,
+    mask: bool = True,
+    images: int = 1,
+    tags: tuple[str, ...] = (),
+    backend: str | None = None,
+    prompt: str = "replace the background",
+    **options,
+) -> Job:
     global _IMG, _MASK
     _IMG = _IMG or InputImage.from_bytes(image_bytes(64, 64), "img.png")
     _MASK = _MASK or InputImage.from_bytes(mask_bytes(64, 64), "mask.png")

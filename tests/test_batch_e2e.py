@@ -15,7 +15,10 @@ from pipeline.run import run_batch
 from tests.batch_helpers import API_BACKEND, STANDIN_KEY, write_manifest, write_policy
 from tests.routing_helpers import EXAMPLES
 
-API_POLICY = "\nbackends:\n" + API_BACKEND + """\
+API_POLICY = (
+    "\nbackends:\n"
+    + API_BACKEND
+    + """\
   api-mini:
     kind: openai
     model: gpt-image-1-mini
@@ -30,6 +33,7 @@ objective: {{type: cheapest, min_quality: 0.6}}
 fallbacks:
   api: [api-mini]
 """
+)
 
 
 @pytest.fixture
@@ -52,9 +56,9 @@ def test_example_manifest_runs_end_to_end_on_the_api_standin(tmp_path, api_key, 
         billed = Decimal(0)
         for rec in ledger.jobs():
             result = json.loads((out / rec.id / "result.json").read_text())
-            assert len(result["outputs"]) == json.loads(next(
-                line for line in (EXAMPLES / "all.jsonl").read_text().splitlines()
-                if f'"id": "{rec.id}"' in line)).get("n", 1)
+            assert len(result["outputs"]) == json.loads(
+                next(line for line in (EXAMPLES / "all.jsonl").read_text().splitlines() if f'"id": "{rec.id}"' in line)
+            ).get("n", 1)
             assert result["usage"]["output_tokens"] > 0 and Decimal(result["cost_usd"]) == rec.cost
             billed += rec.cost
         assert ledger.total_spent() == billed == Decimal(report["spend_usd"])

@@ -33,8 +33,18 @@ def _manifest(folder: Path, qualities: list[str], alone: set[int] = frozenset())
     for i, quality in enumerate(qualities):
         (img / f"{i}.png").write_bytes(image_bytes(64, 64))
         prompt = f"{'alone ' if i in alone else ''}a red chair, variant {i}"
-        lines.append(json.dumps({"id": f"job{i:02d}", "image": f"img/{i}.png", "mask": "img/m.png",
-                                 "prompt": prompt, "quality": quality, "n": 1 + i % 2}))
+        lines.append(
+            json.dumps(
+                {
+                    "id": f"job{i:02d}",
+                    "image": f"img/{i}.png",
+                    "mask": "img/m.png",
+                    "prompt": prompt,
+                    "quality": quality,
+                    "n": 1 + i % 2,
+                }
+            )
+        )
     path = folder / "jobs.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -76,8 +86,7 @@ def test_equal_keys_share_calls_and_each_job_keeps_its_own_record(tmp_path):
 
 def test_a_refused_job_fails_alone_and_an_unavailable_one_falls_back(tmp_path):
     manifest = _manifest(tmp_path, ["low"] * 8)
-    policy, backends = _setup(tmp_path, call_latency_s=0.1, refuse=frozenset({"job02"}),
-                              down=frozenset({"job05"}))
+    policy, backends = _setup(tmp_path, call_latency_s=0.1, refuse=frozenset({"job02"}), down=frozenset({"job05"}))
     out = tmp_path / "out"
     result = run_batch(manifest, policy, out, backends=backends)
     assert (result.tally.done, result.tally.failed) == (7, 1)
@@ -88,8 +97,10 @@ def test_a_refused_job_fails_alone_and_an_unavailable_one_falls_back(tmp_path):
         assert not (out / "job02").exists()
         moved = ledger.get("job05")
         assert moved.status == "done" and moved.backend == "spare"
-        assert [(a["backend"], a["error_class"]) for a in ledger.attempts("job05")] == \
-            [("gpu", "BackendUnavailable"), ("spare", None)]
+        assert [(a["backend"], a["error_class"]) for a in ledger.attempts("job05")] == [
+            ("gpu", "BackendUnavailable"),
+            ("spare", None),
+        ]
         assert {ledger.get(f"job{i:02d}").backend for i in (0, 1, 3, 4, 6, 7)} == {"gpu"}
         on_gpu = sum(1 + i % 2 for i in (0, 1, 3, 4, 6, 7))
         assert ledger.total_spent() == Decimal("0.01") * on_gpu + Decimal("0.04")  # job05 (n=2): spare only

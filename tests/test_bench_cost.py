@@ -42,11 +42,14 @@ def test_break_even_is_fixed_cost_over_margin_and_respects_capacity():
 
 def test_gpu_figure_from_results_md_measurement_wins_over_published(tmp_path):
     results = tmp_path / "RESULTS.md"
-    results.write_text("## SDXL speed\n\n| card | tier | size | path | batch | seconds_per_image | date |\n"
-                       "|---|---|---|---|---|---:|---|\n"
-                       "| H100 | high | 1024x1024 | plain diffusers | 1 | 1.00 | 2026-09-01 |\n"
-                       "| H100 | high | 1024x1024 | editroute | 4 | 1.20 | 2026-09-01 |\n"
-                       "| H100 | low | 1024x1024 | ours | 4 | 0.30 | 2026-09-01 |\n", encoding="utf-8")
+    results.write_text(
+        "## SDXL speed\n\n| card | tier | size | path | batch | seconds_per_image | date |\n"
+        "|---|---|---|---|---|---:|---|\n"
+        "| H100 | high | 1024x1024 | plain diffusers | 1 | 1.00 | 2026-09-01 |\n"
+        "| H100 | high | 1024x1024 | editroute | 4 | 1.20 | 2026-09-01 |\n"
+        "| H100 | low | 1024x1024 | ours | 4 | 0.30 | 2026-09-01 |\n",
+        encoding="utf-8",
+    )
     fig = gpu_figures.resolve("H100", None, results)
     assert (fig.card, fig.seconds, fig.source) == ("H100", 1.20, "measured")
     assert "RESULTS.md" in fig.label and "(MEASURED" in fig.label
@@ -72,8 +75,22 @@ def test_lower_tiers_take_less_gpu_time():
 
 def test_bench_cost_command_writes_table_csv_plots_and_labels_the_gpu_source(tmp_path, capsys):
     out = tmp_path / "bench"
-    rc = main(["bench", "cost", "--out", str(out), "--gpu", "H100", "--seconds-per-image", "1.5",
-               "--owned-price", "30000", "--volumes", "1000,100000"])
+    rc = main(
+        [
+            "bench",
+            "cost",
+            "--out",
+            str(out),
+            "--gpu",
+            "H100",
+            "--seconds-per-image",
+            "1.5",
+            "--owned-price",
+            "30000",
+            "--volumes",
+            "1000,100000",
+        ]
+    )
     assert rc == 0
     table = (out / "cost.md").read_text()
     assert "1.50 s/image on H100 (DECLARED by --seconds-per-image" in table
@@ -139,8 +156,22 @@ def test_overhead_benchmark_smoke_runs_real_runner_and_reports_figures(tmp_path,
     import json
 
     out = tmp_path / "overhead.json"
-    rc = main(["bench", "overhead", "--jobs", "40", "--api-jobs", "12", "--rpm", "1200", "--latency", "0.05,0.1",
-               "--out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "overhead",
+            "--jobs",
+            "40",
+            "--api-jobs",
+            "12",
+            "--rpm",
+            "1200",
+            "--latency",
+            "0.05,0.1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     runs = {(r["kind"], r.get("writes")): r for r in json.loads(out.read_text())["runs"]}
     api = runs["api", None]

@@ -72,8 +72,15 @@ def sample(tmp_path):
     for i, (w, h) in enumerate([(64, 64), (80, 48), (48, 72)]):
         gradient(w, h).save(tmp_path / "img" / f"p{i}.png")
         mask_image(w, h).save(tmp_path / "img" / f"m{i}.png")
-        jobs.append({"id": f"job{i}", "image": f"img/p{i}.png", "mask": f"img/m{i}.png", "seed": i,
-                     "prompt": f"replace the background with studio backdrop number {i}"})
+        jobs.append(
+            {
+                "id": f"job{i}",
+                "image": f"img/p{i}.png",
+                "mask": f"img/m{i}.png",
+                "seed": i,
+                "prompt": f"replace the background with studio backdrop number {i}",
+            }
+        )
     jobs.append({"id": "nomask", "image": "img/p0.png", "seed": 9, "prompt": "make the sky a sunset"})
     manifest = tmp_path / "sample.jsonl"
     manifest.write_text("".join(json.dumps(j) + "\n" for j in jobs))
@@ -97,6 +104,7 @@ def _eval(manifest, policy, out, clip_dir, backends=None, tiers=("low", "high"))
 
 
 # ---- metrics ------------------------------------------------------------------------------------------
+
 
 def test_metrics_identity_is_perfect_and_noise_is_poor():
     a = qm.rgb_array(gradient(96, 64))
@@ -122,6 +130,7 @@ def test_align_undoes_letterboxing():
 
 
 # ---- eval end to end -------------------------------------------------------------------------------------
+
 
 def test_eval_scores_identity_perfect_and_noise_poor(sample, tmp_path, tiny_clip_dir):
     manifest, policy = sample
@@ -225,8 +234,20 @@ def test_cli_shows_the_estimate_and_needs_yes_to_spend(sample, tmp_path, tiny_cl
     manifest, policy = sample
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     out = tmp_path / "cli"
-    args = ["eval", str(manifest), "--policy", str(policy), "--out", str(out), "--tiers", "low",
-            "--clip-model", str(tiny_clip_dir), "--clip-device", "cpu"]
+    args = [
+        "eval",
+        str(manifest),
+        "--policy",
+        str(policy),
+        "--out",
+        str(out),
+        "--tiers",
+        "low",
+        "--clip-model",
+        str(tiny_clip_dir),
+        "--clip-device",
+        "cpu",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "estimated cost of this eval: $0.0510" in err and "pass --yes" in err
@@ -241,8 +262,23 @@ def test_cli_missing_clip_model_fails_before_spending(sample, tmp_path, capsys):
 
     manifest, policy = sample
     out = tmp_path / "cli"
-    code = main(["eval", str(manifest), "--policy", str(policy), "--out", str(out), "--tiers", "low", "--yes",
-                 "--clip-model", "nobody/no-such-clip", "--clip-device", "cpu"])
+    code = main(
+        [
+            "eval",
+            str(manifest),
+            "--policy",
+            str(policy),
+            "--out",
+            str(out),
+            "--tiers",
+            "low",
+            "--yes",
+            "--clip-model",
+            "nobody/no-such-clip",
+            "--clip-device",
+            "cpu",
+        ]
+    )
     assert code == 2 and "nobody/no-such-clip" in capsys.readouterr().err
     assert not (out / "editroute.db").exists()
 
@@ -257,8 +293,9 @@ def test_function_backend_capabilities_are_used(sample):
     assert isinstance(backends["ident"], FunctionBackend)
 
 
-def test_cli_stand_ins_eval_a_shipped_policy_offline(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir,
-                                                     capsys, monkeypatch):
+def test_cli_stand_ins_eval_a_shipped_policy_offline(
+    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch
+):
     """`editroute eval --stand-ins` on example jobs under the shipped cost-first policy: the API stand-in, tiny
     SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes loads into a policy."""
     from backends.standins import tiny_clip, tiny_sdxl
@@ -280,8 +317,12 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(tmp_path, tiny_sdxl_dir, ti
     policy = ROOT / "configs" / "policies" / "cost-first.yaml"
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "eval"
-    assert main(["eval", "sample.jsonl", "--policy", str(policy), "--out", "eval", "--tiers", "low", "--stand-ins",
-                 "--yes"]) == 0
+    assert (
+        main(
+            ["eval", "sample.jsonl", "--policy", str(policy), "--out", "eval", "--tiers", "low", "--stand-ins", "--yes"]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     assert "DEMO on local stand-ins" in printed.err
     use_it = next(line for line in printed.out.splitlines() if line.startswith("use it: add `quality_file: "))
@@ -295,5 +336,8 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(tmp_path, tiny_sdxl_dir, ti
     (tmp_path / "policies").mkdir()
     mine = tmp_path / "policies" / "mine.yaml"
     mine.write_text(policy.read_text() + include + "\n")
-    assert load_policy(mine).score("sdxl-local", "low") == block["sdxl-local"]["low"] != \
-        load_policy(policy).score("sdxl-local", "low")
+    assert (
+        load_policy(mine).score("sdxl-local", "low")
+        == block["sdxl-local"]["low"]
+        != load_policy(policy).score("sdxl-local", "low")
+    )

@@ -20,28 +20,53 @@ from pipeline.run import ExecContext, LocalExecutor, RetryPolicy, execute_job, j
 from tests.imagery import image_bytes, mask_bytes
 
 
-def make_job(folder: Path, job_id: str = "j1", *, prompt: str = "white backdrop", n: int = 1, seed: int | None = 7,
-             image: bytes | None = None) -> Job:
+def make_job(
+    folder: Path,
+    job_id: str = "j1",
+    *,
+    prompt: str = "white backdrop",
+    n: int = 1,
+    seed: int | None = 7,
+    image: bytes | None = None,
+) -> Job:
     folder.mkdir(parents=True, exist_ok=True)
     img = folder / f"{job_id}.png"
     img.write_bytes(image if image is not None else image_bytes(32, 32))
     mask = folder / f"{job_id}-mask.png"
     mask.write_bytes(mask_bytes(32, 32))
-    request = EditRequest(prompt=prompt, images=(InputImage.from_path(img),), mask=InputImage.from_path(mask), n=n,
-                          seed=seed, job_id=job_id)
+    request = EditRequest(
+        prompt=prompt,
+        images=(InputImage.from_path(img),),
+        mask=InputImage.from_path(mask),
+        n=n,
+        seed=seed,
+        job_id=job_id,
+    )
     return Job(id=job_id, request=request)
 
 
 def decision(job: Job, backend: str = "api", fallbacks: tuple[str, ...] = (), usd: str = "0.05") -> Decision:
-    return Decision(job_id=job.id, backend=backend, estimate=CostEstimate(Decimal(usd), "test"), alternatives=(),
-                    fallbacks=fallbacks, reasons=("chosen by the test",))
+    return Decision(
+        job_id=job.id,
+        backend=backend,
+        estimate=CostEstimate(Decimal(usd), "test"),
+        alternatives=(),
+        fallbacks=fallbacks,
+        reasons=("chosen by the test",),
+    )
 
 
 def context(tmp_path: Path, *backends: FunctionBackend, caps=None, **kwargs) -> ExecContext:
     by_name = {b.name: b for b in backends}
-    return ExecContext(ledger=Ledger.in_dir(tmp_path / "out"), executor=LocalExecutor(by_name),
-                       out_dir=tmp_path / "out", backends=by_name,
-                       caps_for=(lambda name: caps or ()), retry=RetryPolicy(base_delay_s=0.0), **kwargs)
+    return ExecContext(
+        ledger=Ledger.in_dir(tmp_path / "out"),
+        executor=LocalExecutor(by_name),
+        out_dir=tmp_path / "out",
+        backends=by_name,
+        caps_for=(lambda name: caps or ()),
+        retry=RetryPolicy(base_delay_s=0.0),
+        **kwargs,
+    )
 
 
 def scripted(*errors):
@@ -52,6 +77,7 @@ def scripted(*errors):
         if queue:
             raise queue.pop(0)
         return solid_images(request)
+
     return handler
 
 
@@ -111,16 +137,31 @@ def test_corrupt_image_fails_before_any_spend(tmp_path):
     out = execute_job(job, decision(job), ctx)
     assert out.status == "failed" and out.error_class == "InvalidRequest" and "not a decodable image" in out.error
     assert api.calls == 0 and ctx.ledger.attempts() == [] and ctx.ledger.get("j1").status == "failed"
-    missing = Job(id="gone", request=EditRequest(prompt="x", images=(InputImage(
-        name="gone.png", format="png", width=32, height=32, nbytes=10, has_alpha=False,
-        path=tmp_path / "gone.png"),)))
+    missing = Job(
+        id="gone",
+        request=EditRequest(
+            prompt="x",
+            images=(
+                InputImage(
+                    name="gone.png",
+                    format="png",
+                    width=32,
+                    height=32,
+                    nbytes=10,
+                    has_alpha=False,
+                    path=tmp_path / "gone.png",
+                ),
+            ),
+        ),
+    )
     out = execute_job(missing, decision(missing), ctx)
     assert out.status == "failed" and "cannot read gone.png" in out.error
 
 
 def test_rate_limits_are_waited_out_and_billed_once(tmp_path):
-    api = FunctionBackend(name="api", handler=scripted(RateLimited("429", retry_after=0.01),
-                                                       RateLimited("429", retry_after=0.0)))
+    api = FunctionBackend(
+        name="api", handler=scripted(RateLimited("429", retry_after=0.01), RateLimited("429", retry_after=0.0))
+    )
     ctx = context(tmp_path, api)
     job = make_job(tmp_path / "in")
     out = execute_job(job, decision(job), ctx)
@@ -130,9 +171,14 @@ def test_rate_limits_are_waited_out_and_billed_once(tmp_path):
 
 
 def test_unavailable_backend_falls_back_and_invalid_or_rejected_do_not(tmp_path):
-    api = FunctionBackend(name="api", handler=scripted(BackendUnavailable("503 upstream"),
-                                                       InvalidRequest("size not offered", field="size"),
-                                                       ContentRejected("moderation_blocked")))
+    api = FunctionBackend(
+        name="api",
+        handler=scripted(
+            BackendUnavailable("503 upstream"),
+            InvalidRequest("size not offered", field="size"),
+            ContentRejected("moderation_blocked"),
+        ),
+    )
     gpu = FunctionBackend(name="gpu", cost_per_image=Decimal("0.002"))
     ctx = context(tmp_path, api, gpu)
     a = make_job(tmp_path / "in", "a")
@@ -199,8 +245,9 @@ def test_concurrent_jobs_respect_a_shared_cap(tmp_path):
     ctx = context(tmp_path, api, caps=[BudgetCap(None, "day", usd=Decimal("0.30"))])
     jobs = [make_job(tmp_path / "in", f"j{i}", prompt=f"p{i}") for i in range(24)]
     results = []
-    threads = [threading.Thread(target=lambda j=j: results.append(execute_job(j, decision(j, usd="0.03"), ctx)))
-               for j in jobs]
+    threads = [
+        threading.Thread(target=lambda j=j: results.append(execute_job(j, decision(j, usd="0.03"), ctx))) for j in jobs
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -16,13 +16,15 @@ from tests.backend_contract import BackendContract
 
 
 def test_importing_packages_does_not_load_torch_or_diffusers():
-    code = ("import sys, backends, pipeline, pipeline.cli, backends.registry, backends.validation;"
-            "import pipeline.routing, pipeline.ledger, pipeline.run, pipeline.eval, pipeline.serve, pipeline.cluster;"
-            "import pipeline.bench, backends.openai, backends.masks, backends.diffusion, backends.standins;"
-            "import pipeline.cli as c; c.build_parser();"
-            "bad = [m for m in ('torch', 'diffusers', 'transformers', 'ray', 'fastapi', 'python_multipart', "
-            "'matplotlib') if m in sys.modules];"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, backends, pipeline, pipeline.cli, backends.registry, backends.validation;"
+        "import pipeline.routing, pipeline.ledger, pipeline.run, pipeline.eval, pipeline.serve, pipeline.cluster;"
+        "import pipeline.bench, backends.openai, backends.masks, backends.diffusion, backends.standins;"
+        "import pipeline.cli as c; c.build_parser();"
+        "bad = [m for m in ('torch', 'diffusers', 'transformers', 'ray', 'fastapi', 'python_multipart', "
+        "'matplotlib') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

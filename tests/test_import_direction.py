@@ -35,17 +35,30 @@ ROOT = Path(__file__).resolve().parents[1]
 TREES = ("pipeline", "backends")
 
 LEVELS: dict[str, int] = {
-    "pipeline": 0, "pipeline.routing": 1, "pipeline.ledger": 2, "pipeline.run": 3,
-    "pipeline.eval": 4, "pipeline.serve": 4, "pipeline.cluster": 4, "pipeline.bench": 4,
-    "pipeline.commands": 5, "pipeline.cli": 5,
-    "backends": 0, "backends.masks": 1, "backends.openai": 1, "backends.diffusion": 2, "backends.standins": 3,
+    "pipeline": 0,
+    "pipeline.routing": 1,
+    "pipeline.ledger": 2,
+    "pipeline.run": 3,
+    "pipeline.eval": 4,
+    "pipeline.serve": 4,
+    "pipeline.cluster": 4,
+    "pipeline.bench": 4,
+    "pipeline.commands": 5,
+    "pipeline.cli": 5,
+    "backends": 0,
+    "backends.masks": 1,
+    "backends.openai": 1,
+    "backends.diffusion": 2,
+    "backends.standins": 3,
 }
 WINGS = tuple(p for p in LEVELS if p.count(".") == 1 and p != "pipeline.cli")
 
 # (importing module, imported module): why this module import from outside the wing is deliberate
 EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("pipeline.bench.overhead", "pipeline.run.execute"):
-        "the per-file baseline swaps the writer the execution core calls (execute.write_files), in its own process",
+    (
+        "pipeline.bench.overhead",
+        "pipeline.run.execute",
+    ): "the per-file baseline swaps the writer the execution core calls (execute.write_files), in its own process",
 }
 
 
@@ -96,8 +109,9 @@ def level_of(name: str) -> tuple[str, int] | None:
     return tree(name), LEVELS[tree(name)]  # a module at the top of the tree: the base / contract level
 
 
-def violations(sources: Mapping[str, str], exports: Mapping[str, Iterable[str]],
-               packages: Iterable[str] = ()) -> list[str]:
+def violations(
+    sources: Mapping[str, str], exports: Mapping[str, Iterable[str]], packages: Iterable[str] = ()
+) -> list[str]:
     """Every break of the rules in this module's docstring. `sources`: module name -> source text (all the modules,
     so `from pkg import name` can tell a submodule from a name); `exports`: wing -> its `__all__`."""
     packages = set(packages)
@@ -126,8 +140,10 @@ def violations(sources: Mapping[str, str], exports: Mapping[str, Iterable[str]],
                     continue  # pipeline -> backends is the allowed direction
                 (my_entry, my_level), (their_entry, their_level) = mine, theirs
                 if their_level > my_level:
-                    problems.append(f"{where}: level {my_level} ({my_entry}) imports level {their_level} "
-                                    f"({their_entry}); imports go down the stack")
+                    problems.append(
+                        f"{where}: level {my_level} ({my_entry}) imports level {their_level} "
+                        f"({their_entry}); imports go down the stack"
+                    )
                 elif their_level == my_level and my_entry != their_entry and {my_entry, their_entry} <= set(WINGS):
                     problems.append(f"{where}: sibling wings {my_entry} and {their_entry} do not import each other")
                 their_wing = wing_of(target)
@@ -179,10 +195,21 @@ def test_every_exception_is_still_needed():
 
 # ---- the checker catches what it should (synthetic modules: the repository is never edited) -------------------
 
-EXPORTS = {"pipeline.run": ["run_batch"], "pipeline.ledger": ["Ledger"], "pipeline.routing": ["Router"],
-           "backends.masks": ["infer_mask"], "backends.diffusion": ["SDXLInpaintBackend"]}
-MODULES = {"pipeline.run.runner": "", "pipeline.ledger.store": "", "pipeline.routing.router": "",
-           "backends.masks.infer": "", "backends.diffusion.sdxl": "", "pipeline.jobs": ""}
+EXPORTS = {
+    "pipeline.run": ["run_batch"],
+    "pipeline.ledger": ["Ledger"],
+    "pipeline.routing": ["Router"],
+    "backends.masks": ["infer_mask"],
+    "backends.diffusion": ["SDXLInpaintBackend"],
+}
+MODULES = {
+    "pipeline.run.runner": "",
+    "pipeline.ledger.store": "",
+    "pipeline.routing.router": "",
+    "backends.masks.infer": "",
+    "backends.diffusion.sdxl": "",
+    "pipeline.jobs": "",
+}
 
 
 def check(importer: str, source: str, exports: Mapping[str, Iterable[str]] = EXPORTS) -> list[str]:
@@ -192,7 +219,8 @@ def check(importer: str, source: str, exports: Mapping[str, Iterable[str]] = EXP
 def test_a_planted_upward_import_is_caught_also_inside_a_function():
     assert check("pipeline.routing.policy", "from pipeline.ledger import Ledger\n") == [
         "pipeline.routing.policy:1 imports pipeline.ledger: level 1 (pipeline.routing) imports level 2 "
-        "(pipeline.ledger); imports go down the stack"]
+        "(pipeline.ledger); imports go down the stack"
+    ]
     inside = check("pipeline.jobs", "def f():\n    from pipeline.run import run_batch\n")
     assert inside and "pipeline.jobs:2" in inside[0] and "level 0" in inside[0]
 
@@ -203,8 +231,10 @@ def test_backends_importing_pipeline_is_caught():
 
 
 def test_masks_importing_diffusion_and_sibling_wings_are_caught():
-    assert "level 1 (backends.masks) imports level 2" in check("backends.masks.infer",
-                                                               "from backends.diffusion import SDXLInpaintBackend")[0]
+    assert (
+        "level 1 (backends.masks) imports level 2"
+        in check("backends.masks.infer", "from backends.diffusion import SDXLInpaintBackend")[0]
+    )
     with_eval = {**EXPORTS, "pipeline.eval": ["run_eval"]}
     sideways = check("pipeline.serve.app", "from pipeline.eval import run_eval", with_eval)
     assert sideways and "sibling wings pipeline.serve and pipeline.eval" in sideways[0]
@@ -214,8 +244,10 @@ def test_reaching_into_a_wing_is_caught_and_its_public_names_are_not():
     assert check("pipeline.run.runner", "from pipeline.ledger import Ledger\nfrom pipeline.routing import Router") == []
     assert check("pipeline.ledger.spend", "from pipeline.ledger.store import Ledger") == []  # inside the wing
     private = check("pipeline.run.execute", "from pipeline.ledger.store import Ledger")
-    assert private == ["pipeline.run.execute:1 imports pipeline.ledger.store: a module inside the wing "
-                       "pipeline.ledger; import from pipeline.ledger"]
+    assert private == [
+        "pipeline.run.execute:1 imports pipeline.ledger.store: a module inside the wing "
+        "pipeline.ledger; import from pipeline.ledger"
+    ]
     assert "not in pipeline.ledger.__all__" in check("pipeline.run.execute", "from pipeline.ledger import migrate")[0]
     assert "a module inside the wing" in check("pipeline.run.execute", "from pipeline.ledger import store")[0]
     assert "a module inside the wing" in check("pipeline.run.execute", "import pipeline.ledger.store")[0]

@@ -132,8 +132,9 @@ def test_complete_returns_everything_billed_for_the_job(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         ledger.claim("g", "kg", "kg")
         ledger.settle(ledger.reserve("g", "gpu", Decimal("0.05")), Decimal("0.02"), error=BackendUnavailable("oom"))
-        cost = ledger.complete("g", backend="api", outputs=[], cost=Decimal("0.1"),
-                               attempt_id=ledger.reserve("g", "api", Decimal("0.3")))
+        cost = ledger.complete(
+            "g", backend="api", outputs=[], cost=Decimal("0.1"), attempt_id=ledger.reserve("g", "api", Decimal("0.3"))
+        )
         assert cost == Decimal("0.12") == ledger.get("g").cost
 
 
@@ -141,8 +142,9 @@ def test_claims_skip_done_and_failed_and_retry_a_crashed_job_once(tmp_path):
     with Ledger.in_dir(tmp_path) as ledger:
         assert ledger.claim("a", "ka", "ka").action == "run"
         held = ledger.reserve("a", "api", Decimal("0.3"))
-        assert ledger.complete("a", backend="api", outputs=[{"path": "a/0.png", "sha256": "x"}],
-                               cost=Decimal("0.1"), attempt_id=held) == Decimal("0.1")
+        assert ledger.complete(
+            "a", backend="api", outputs=[{"path": "a/0.png", "sha256": "x"}], cost=Decimal("0.1"), attempt_id=held
+        ) == Decimal("0.1")
         assert ledger.get("a").cost == Decimal("0.1") and ledger.get("a").status == "done"
         assert ledger.claim("a", "ka", "ka").action == "done"
         assert ledger.claim("b", "kb", "kb").action == "run"
@@ -191,8 +193,10 @@ def test_an_older_ledger_is_migrated_in_place(tmp_path):
     path = tmp_path / "editroute.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
-    conn.execute("INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
-                 "VALUES('old', 'k', 'k', 'done', 1, 1)")
+    conn.execute(
+        "INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
+        "VALUES('old', 'k', 'k', 'done', 1, 1)"
+    )
     conn.close()
     with Ledger(path) as ledger:
         assert ledger.schema_version == len(MIGRATIONS) >= 2
@@ -210,11 +214,14 @@ def test_a_killed_but_unreaped_run_and_a_recycled_pid_count_as_crashed(tmp_path)
     import socket
     import time
 
-    code = ("import sys, time; from decimal import Decimal; from pipeline.ledger import Ledger; "
-            "l = Ledger(sys.argv[1]); l.claim('z', 'kz', 'kz'); l.reserve('z', 'api', Decimal('2')); "
-            "print('held', flush=True); time.sleep(60)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "editroute.db")], stdout=subprocess.PIPE,
-                            text=True)
+    code = (
+        "import sys, time; from decimal import Decimal; from pipeline.ledger import Ledger; "
+        "l = Ledger(sys.argv[1]); l.claim('z', 'kz', 'kz'); l.reserve('z', 'api', Decimal('2')); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "editroute.db")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         os.kill(proc.pid, signal.SIGKILL)

@@ -30,31 +30,54 @@ def _jsonl(folder, *entries: dict | str) -> str:
 
 
 def test_valid_manifest_gives_jobs_with_probed_images_and_options(folder):
-    path = _jsonl(folder, {"id": "one", "image": "img/a.png", "mask": "img/m.png", "prompt": "white backdrop",
-                           "size": "1024x1024", "quality": "low", "n": 3, "output_format": "webp",
-                           "output_compression": 80, "seed": 5, "tags": ["product"], "backend": "api"},
-                  {"id": "two", "images": ["img/a.png", "img/b.png"], "prompt": "combine", "tags": "composite"})
+    path = _jsonl(
+        folder,
+        {
+            "id": "one",
+            "image": "img/a.png",
+            "mask": "img/m.png",
+            "prompt": "white backdrop",
+            "size": "1024x1024",
+            "quality": "low",
+            "n": 3,
+            "output_format": "webp",
+            "output_compression": 80,
+            "seed": 5,
+            "tags": ["product"],
+            "backend": "api",
+        },
+        {"id": "two", "images": ["img/a.png", "img/b.png"], "prompt": "combine", "tags": "composite"},
+    )
     one, two = load_jobs(path)
     assert one.id == "one" and one.line == 1 and one.backend == "api" and one.tags == ("product",)
     r = one.request
-    assert (r.size, r.quality, r.n, r.output_format, r.output_compression, r.seed, r.job_id) == \
-        ("1024x1024", "low", 3, "webp", 80, 5, "one")
+    assert (r.size, r.quality, r.n, r.output_format, r.output_compression, r.seed, r.job_id) == (
+        "1024x1024",
+        "low",
+        3,
+        "webp",
+        80,
+        5,
+        "one",
+    )
     assert r.images[0].size == (64, 64) and r.has_mask
     assert r.images[0].data is None and r.mask.data is None  # probed from the header, not read
     assert len(two.request.images) == 2 and two.tags == ("composite",) and two.line == 2
 
 
 def test_all_problems_at_once_with_line_numbers_and_the_rest_still_runs(folder):
-    path = _jsonl(folder,
-                  {"id": "ok-1", "image": "img/a.png", "prompt": "fine"},
-                  {"id": "bad-n", "image": "img/a.png", "prompt": "x", "n": 12, "sise": "1024x1024"},
-                  "",
-                  "# a comment",
-                  {"id": "ok-1", "image": "img/a.png", "prompt": "same id again"},
-                  {"id": "missing", "images": ["img/a.png", "img/nope.png"], "prompt": "x"},
-                  {"id": "mask", "image": "img/a.png", "mask": "img/small_mask.png", "prompt": "x", "quality": "max"},
-                  '{"id": "broken", "image": ',
-                  {"id": "ok-2", "image": "img/b.png", "prompt": "fine too"})
+    path = _jsonl(
+        folder,
+        {"id": "ok-1", "image": "img/a.png", "prompt": "fine"},
+        {"id": "bad-n", "image": "img/a.png", "prompt": "x", "n": 12, "sise": "1024x1024"},
+        "",
+        "# a comment",
+        {"id": "ok-1", "image": "img/a.png", "prompt": "same id again"},
+        {"id": "missing", "images": ["img/a.png", "img/nope.png"], "prompt": "x"},
+        {"id": "mask", "image": "img/a.png", "mask": "img/small_mask.png", "prompt": "x", "quality": "max"},
+        '{"id": "broken", "image": ',
+        {"id": "ok-2", "image": "img/b.png", "prompt": "fine too"},
+    )
     manifest = Manifest(path)
     problems = manifest.check()
     text = "\n".join(map(str, problems))
@@ -75,9 +98,12 @@ def test_all_problems_at_once_with_line_numbers_and_the_rest_still_runs(folder):
 
 
 def test_entry_type_errors_are_named(folder):
-    path = _jsonl(folder, {"id": 7, "image": "img/a.png", "prompt": 3, "n": "2", "tags": [1]},
-                  {"id": "no/slash", "image": "img/a.png", "mask": "img/m.png", "images": ["img/b.png"],
-                   "prompt": "x"}, "[1, 2]")
+    path = _jsonl(
+        folder,
+        {"id": 7, "image": "img/a.png", "prompt": 3, "n": "2", "tags": [1]},
+        {"id": "no/slash", "image": "img/a.png", "mask": "img/m.png", "images": ["img/b.png"], "prompt": "x"},
+        "[1, 2]",
+    )
     text = "\n".join(map(str, Manifest(path).check()))
     assert "job '7': prompt: expected a string (got 3)" in text
     assert "job '7': n: expected an integer (got '2')" in text
@@ -88,8 +114,10 @@ def test_entry_type_errors_are_named(folder):
 
 
 def test_yaml_manifest_list_or_jobs_key_with_line_numbers(folder):
-    (folder / "a.yaml").write_text("- id: y1\n  image: img/a.png\n  prompt: x\n- id: y2\n  image: img/a.png\n"
-                                   "  prompt: x\n  n: 0\n", encoding="utf-8")
+    (folder / "a.yaml").write_text(
+        "- id: y1\n  image: img/a.png\n  prompt: x\n- id: y2\n  image: img/a.png\n  prompt: x\n  n: 0\n",
+        encoding="utf-8",
+    )
     (folder / "b.yaml").write_text("# header\njobs:\n  - {id: z1, image: img/a.png, prompt: x}\n", encoding="utf-8")
     jobs, problems = validate_manifest(folder / "a.yaml")
     assert [j.id for j in jobs] == ["y1"] and jobs[0].line == 1

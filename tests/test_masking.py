@@ -22,36 +22,43 @@ from tests.fixtures_sdxl import tiny_settings
 from tests.imagery import encode, gradient
 
 
-@pytest.mark.parametrize(("prompt", "phrase", "inverted"), [
-    ("remove the logo from the shelf", "logo", False),
-    ("replace the background with a white studio backdrop", "background", True),
-    ("change the red badge to say SALE", "red badge", False),
-    ("make the sky a sunset", "sky", False),
-    ("Replace the background with a clean white studio backdrop and a soft drop shadow under the product",
-     "background", True),
-    ("Replace the badge text 'SALE' with the French word 'SOLDES', same font and colours", "badge text", False),
-    ("Swap the red badge for the Japanese market logo, keep the layout", "red badge", False),
-    ("Place a red velvet armchair on the floor", "floor", False),
-    ("Hang an abstract blue painting on the wall", "wall", False),
-    ("turn the car red", "car", False),
-    ("change the colour of the car to blue", "car", False),
-    ("Erase the watermark.", "watermark", False),
-    ("Remove the person’s hat", "person's hat", False),
-    ("put a cat on the sofa behind the table", "sofa", False),
-    ("change the backdrop to a beach", "background", True),
-    ("Add a hat to the dog", "dog", False),
-    ("add snow to the roof", "roof", False),
-    ("change the shirt colour to red", "shirt", False),
-    ("put the vase on top of the table", "table", False),
-    ("hang a clock in front of the window", "window", False),
-])
+@pytest.mark.parametrize(
+    ("prompt", "phrase", "inverted"),
+    [
+        ("remove the logo from the shelf", "logo", False),
+        ("replace the background with a white studio backdrop", "background", True),
+        ("change the red badge to say SALE", "red badge", False),
+        ("make the sky a sunset", "sky", False),
+        (
+            "Replace the background with a clean white studio backdrop and a soft drop shadow under the product",
+            "background",
+            True,
+        ),
+        ("Replace the badge text 'SALE' with the French word 'SOLDES', same font and colours", "badge text", False),
+        ("Swap the red badge for the Japanese market logo, keep the layout", "red badge", False),
+        ("Place a red velvet armchair on the floor", "floor", False),
+        ("Hang an abstract blue painting on the wall", "wall", False),
+        ("turn the car red", "car", False),
+        ("change the colour of the car to blue", "car", False),
+        ("Erase the watermark.", "watermark", False),
+        ("Remove the person’s hat", "person's hat", False),
+        ("put a cat on the sofa behind the table", "sofa", False),
+        ("change the backdrop to a beach", "background", True),
+        ("Add a hat to the dog", "dog", False),
+        ("add snow to the roof", "roof", False),
+        ("change the shirt colour to red", "shirt", False),
+        ("put the vase on top of the table", "table", False),
+        ("hang a clock in front of the window", "window", False),
+    ],
+)
 def test_phrase_extraction_table(prompt, phrase, inverted):
     target = extract_target(prompt)
     assert (target.phrase, target.inverted, target.matched) == (phrase, inverted, True)
 
 
-@pytest.mark.parametrize("prompt", ["Place a tall brass floor lamp here", "make it pop",
-                                    "Variations of this summer ad, bright and warm"])
+@pytest.mark.parametrize(
+    "prompt", ["Place a tall brass floor lamp here", "make it pop", "Variations of this summer ad, bright and warm"]
+)
 def test_phrase_extraction_falls_back_to_the_prompt(prompt):
     target = extract_target(prompt)
     assert not target.matched and not target.inverted
@@ -93,9 +100,11 @@ def test_dilate_grows_the_region_and_feather_stays_outside_it(tiny_clipseg_dir):
     prob = probabilities(image, "logo", base)
     threshold = float(np.quantile(prob, 0.9))
     plain = _alpha(infer_mask(image, "remove the logo", base.model_copy(update={"threshold": threshold})).mask_png)
-    grown = _alpha(infer_mask(image, "remove the logo",
-                              base.model_copy(update={"threshold": threshold, "dilate_px": 3,
-                                                      "feather_px": 4})).mask_png)
+    grown = _alpha(
+        infer_mask(
+            image, "remove the logo", base.model_copy(update={"threshold": threshold, "dilate_px": 3, "feather_px": 4})
+        ).mask_png
+    )
     assert ((plain == 0) <= (grown == 0)).all()  # every matched pixel is still edited
     assert (grown == 0).sum() > (plain == 0).sum()
     ramp = (grown > 0) & (grown < 255)
@@ -139,6 +148,7 @@ def test_missing_local_model_directory_is_named_as_a_directory(tmp_path):
 
 # ---- SDXL integration ------------------------------------------------------------------------------------
 
+
 def _median_threshold(model_dir, query: str) -> float:
     """A threshold that selects about half of the 64x64 test picture under the random-weight model."""
     prob = probabilities(gradient(64, 64), query, MaskSettings(model=str(model_dir), device="cpu"))
@@ -166,8 +176,12 @@ def test_sdxl_mask_optional_follows_settings_without_loading_anything(tiny_clips
 def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_dir):
     from backends.diffusion import SDXLInpaintBackend
 
-    mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo"),
-                     "dilate_px": 0, "feather_px": 2}
+    mask_settings = {
+        "model": str(tiny_clipseg_dir),
+        "threshold": _median_threshold(tiny_clipseg_dir, "logo"),
+        "dilate_px": 0,
+        "feather_px": 2,
+    }
     backend = SDXLInpaintBackend.from_settings("sdxl", tiny_settings(tiny_sdxl_dir, mask_inference=mask_settings))
     request = _maskless()
     result = backend.edit(request)
@@ -185,17 +199,22 @@ def test_sdxl_maskless_edit_uses_the_inferred_mask(tiny_sdxl_dir, tiny_clipseg_d
 def _maskless_shelf_job(tmp_path, tiny_sdxl_dir, mask_settings, extra_policy: str = ""):
     """A mask-less job on a 64x64 image and a policy: a $0.04 API fake, and tiny SDXL inferring masks."""
     gradient(64, 64).save(tmp_path / "shelf.png")
-    (tmp_path / "jobs.jsonl").write_text(json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1,
-                                                     "prompt": "remove the logo from the shelf"}) + "\n")
+    (tmp_path / "jobs.jsonl").write_text(
+        json.dumps({"id": "no-mask", "image": "shelf.png", "seed": 1, "prompt": "remove the logo from the shelf"})
+        + "\n"
+    )
     sdxl = {"kind": "sdxl", **tiny_settings(tiny_sdxl_dir, mask_inference=mask_settings)}
     policy = tmp_path / "policy.yaml"
-    policy.write_text(textwrap.dedent(f"""
+    policy.write_text(
+        textwrap.dedent(f"""
         backends:
           api: {{kind: function, cost_per_image: 0.04}}
           local: {json.dumps(sdxl)}
         quality: {{api: 0.8, local: 0.7}}
         objective: {{type: cheapest, min_quality: 0.5}}
-    """) + extra_policy)
+    """)
+        + extra_policy
+    )
     return tmp_path / "jobs.jsonl", policy
 
 
@@ -205,8 +224,11 @@ def test_maskless_job_routes_to_sdxl_and_keeps_the_mask(tmp_path, tiny_sdxl_dir,
     mask_settings = {"model": str(tiny_clipseg_dir), "threshold": _median_threshold(tiny_clipseg_dir, "logo")}
     jobs, policy = _maskless_shelf_job(tmp_path, tiny_sdxl_dir, mask_settings)
     without = tmp_path / "without.yaml"
-    without.write_text(policy.read_text().replace(f'"mask_inference": {json.dumps(mask_settings)}', '"seed": 0')
-                       .replace(', "seed": 0', ""))
+    without.write_text(
+        policy.read_text()
+        .replace(f'"mask_inference": {json.dumps(mask_settings)}', '"seed": 0')
+        .replace(', "seed": 0', "")
+    )
     assert _route(without, jobs) == "api"  # no mask model: only the API can run it
     assert _route(policy, jobs) == "local"
     result = run_batch(jobs, policy, tmp_path / "out")
@@ -241,8 +263,9 @@ def _route(policy_path, manifest) -> str | None:
     return Router(policy, build_backends(policy), InMemorySpend()).route(load_jobs(manifest)[0]).backend
 
 
-def test_shipped_cost_first_infers_the_mask_of_the_maskless_example(tmp_path, tiny_sdxl_dir, tiny_clipseg_dir,
-                                                                     monkeypatch):
+def test_shipped_cost_first_infers_the_mask_of_the_maskless_example(
+    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, monkeypatch
+):
     """The shipped example job without a mask, under the shipped cost-first policy (pointed at the stand-ins as
     `editroute demo` does): it runs self-hosted and its inferred mask lands beside the output."""
     import yaml
@@ -251,12 +274,19 @@ def test_shipped_cost_first_infers_the_mask_of_the_maskless_example(tmp_path, ti
     from pipeline.run import run_batch
 
     monkeypatch.setenv(DEMO_KEY_ENV, DEMO_KEY)
-    data = standin_policy(ROOT / "configs" / "policies" / "cost-first.yaml", api_url="http://127.0.0.1:9/v1",
-                          sdxl_dir=tiny_sdxl_dir, clipseg_dir=tiny_clipseg_dir)
+    data = standin_policy(
+        ROOT / "configs" / "policies" / "cost-first.yaml",
+        api_url="http://127.0.0.1:9/v1",
+        sdxl_dir=tiny_sdxl_dir,
+        clipseg_dir=tiny_clipseg_dir,
+    )
     assert data["backends"]["sdxl-local"]["mask_inference"]["model"] == str(tiny_clipseg_dir)
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(data))
-    entry = next(json.loads(line) for line in (ROOT / "examples" / "all.jsonl").read_text().splitlines()
-                 if json.loads(line)["id"] == "ecom-shoe-nomask")
+    entry = next(
+        json.loads(line)
+        for line in (ROOT / "examples" / "all.jsonl").read_text().splitlines()
+        if json.loads(line)["id"] == "ecom-shoe-nomask"
+    )
     assert "mask" not in entry
     entry["image"] = str(ROOT / "examples" / entry["image"])
     (tmp_path / "jobs.jsonl").write_text(json.dumps(entry) + "\n")

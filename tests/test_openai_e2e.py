@@ -93,15 +93,22 @@ def test_standin_speaks_the_real_error_envelopes(server):
     auth = {"Authorization": f"Bearer {KEY}"}
 
     def post(files, data=None):
-        r = httpx.post(server.base_url + "/images/edits", headers=auth, files=files,
-                       data={"prompt": "x", "model": "gpt-image-1", **(data or {})})
+        r = httpx.post(
+            server.base_url + "/images/edits",
+            headers=auth,
+            files=files,
+            data={"prompt": "x", "model": "gpt-image-1", **(data or {})},
+        )
         assert r.headers["x-editroute-standin"] == "openai"
         return r.status_code, r.json().get("error", {}).get("code"), r.json().get("error", {}).get("param")
 
     two = [("image", ("a.png", png, "image/png")), ("image", ("b.png", png, "image/png"))]
     assert post(two) == (400, "duplicate_parameter", "image")
-    assert post([("image[]", ("a.png", png, "application/octet-stream"))]) == (400, "unsupported_file_mimetype",
-                                                                               "image[0]")
+    assert post([("image[]", ("a.png", png, "application/octet-stream"))]) == (
+        400,
+        "unsupported_file_mimetype",
+        "image[0]",
+    )
     one = [("image", ("a.png", png, "image/png"))]
     assert post(one, {"response_format": "b64_json"}) == (400, "unknown_parameter", "response_format")
     assert post(one, {"model": "gpt-image-1-mini", "input_fidelity": "high"})[:1] == (400,)
@@ -117,20 +124,37 @@ def _sdk_call(srv: FakeOpenAIServer, images: list[tuple[str, bytes, str]], mask)
 
     client = openai.OpenAI(api_key=KEY, base_url=srv.base_url, max_retries=0)
     kwargs = {"mask": mask} if mask else {}
-    client.images.edit(model="gpt-image-1", image=images[0] if len(images) == 1 else images,
-                       prompt="put a red ball here", n=2, size="1024x1024", quality="low", output_format="webp",
-                       output_compression=80, background="opaque", input_fidelity="high", user="u-1", **kwargs)
+    client.images.edit(
+        model="gpt-image-1",
+        image=images[0] if len(images) == 1 else images,
+        prompt="put a red ball here",
+        n=2,
+        size="1024x1024",
+        quality="low",
+        output_format="webp",
+        output_compression=80,
+        background="opaque",
+        input_fidelity="high",
+        user="u-1",
+        **kwargs,
+    )
 
 
 def _shape(rec):
     """What must match: every part's name, filename style, content type, and the text fields' values."""
-    return ([(p.name, p.filename, p.content_type) for p in rec.file_parts], rec.fields,
-            sorted((p.name, p.content_type) for p in rec.parts if p.filename is None), rec.path,
-            rec.content_type.split(";")[0], rec.auth)
+    return (
+        [(p.name, p.filename, p.content_type) for p in rec.file_parts],
+        rec.fields,
+        sorted((p.name, p.content_type) for p in rec.parts if p.filename is None),
+        rec.path,
+        rec.content_type.split(";")[0],
+        rec.auth,
+    )
 
 
-@pytest.mark.parametrize(("n_images", "with_mask"), [(1, False), (3, False), (1, True)],
-                         ids=["one image", "several images", "mask"])
+@pytest.mark.parametrize(
+    ("n_images", "with_mask"), [(1, False), (3, False), (1, True)], ids=["one image", "several images", "mask"]
+)
 def test_our_request_matches_the_openai_sdk(server, key, n_images, with_mask):
     fmts = ["png", "jpeg", "webp"][:n_images]
     files = [(f"in{i}.{f}", image_bytes(64, 64, f), f"image/{f}") for i, f in enumerate(fmts)]
@@ -140,9 +164,21 @@ def test_our_request_matches_the_openai_sdk(server, key, n_images, with_mask):
     m = InputImage.from_bytes(mask[1], mask[0]) if mask else None
     from backends.base import EditRequest
 
-    backend_for(server).edit(EditRequest(prompt="put a red ball here", images=images, mask=m, n=2, size="1024x1024",
-                                         quality="low", output_format="webp", output_compression=80,
-                                         background="opaque", input_fidelity="high", user="u-1"))
+    backend_for(server).edit(
+        EditRequest(
+            prompt="put a red ball here",
+            images=images,
+            mask=m,
+            n=2,
+            size="1024x1024",
+            quality="low",
+            output_format="webp",
+            output_compression=80,
+            background="opaque",
+            input_fidelity="high",
+            user="u-1",
+        )
+    )
     sdk, ours = server.requests
     assert sdk.status == ours.status == 200
     assert _shape(ours) == _shape(sdk)
@@ -162,9 +198,31 @@ def _inputs(tmp_path: Path) -> tuple[Path, Path]:
 def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, capsys):
     a, m = _inputs(tmp_path)
     out = tmp_path / "out"
-    rc = main(["edit", "--backend", "openai", "--base-url", server.base_url, "--image", str(a), "--mask", str(m),
-               "--prompt", "put a red ball here", "-n", "3", "--quality", "medium", "--output-format", "webp",
-               "--output-compression", "80", "--out", str(out)])
+    rc = main(
+        [
+            "edit",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--image",
+            str(a),
+            "--mask",
+            str(m),
+            "--prompt",
+            "put a red ball here",
+            "-n",
+            "3",
+            "--quality",
+            "medium",
+            "--output-format",
+            "webp",
+            "--output-compression",
+            "80",
+            "--out",
+            str(out),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
     files = sorted(out.iterdir())
@@ -180,8 +238,24 @@ def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, c
 
 def test_cli_edit_says_the_api_ignores_a_seed(server, key, tmp_path, capsys):
     a, m = _inputs(tmp_path)
-    assert main(["edit", "--base-url", server.base_url, "--image", str(a), "--prompt", "x", "--seed", "7",
-                 "--out", str(tmp_path / "o")]) == 0
+    assert (
+        main(
+            [
+                "edit",
+                "--base-url",
+                server.base_url,
+                "--image",
+                str(a),
+                "--prompt",
+                "x",
+                "--seed",
+                "7",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
     assert "--seed is ignored" in capsys.readouterr().err
 
 
@@ -193,8 +267,9 @@ def test_cli_edit_errors_are_one_line_exit_2(server, tmp_path, capsys, monkeypat
     assert "--api-key-file on editroute edit" in err
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     assert main([*base, "--prompt", "x", "-n", "11"]) == 2
-    assert capsys.readouterr().err.strip() == ("editroute edit: error: job 'cli', backend 'openai': n=11: n out of "
-                                               "range (limit: 1 to 10)")
+    assert capsys.readouterr().err.strip() == (
+        "editroute edit: error: job 'cli', backend 'openai': n=11: n out of range (limit: 1 to 10)"
+    )
     assert main([*base, "--prompt", "x", "--device", "cuda"]) == 2
     assert "--device does not apply to backend kind 'openai'" in capsys.readouterr().err
     assert main([*base, "--prompt", "x", "--image", str(tmp_path / "missing.png")]) == 2
@@ -227,16 +302,45 @@ def test_api_key_never_appears_in_output_logs_files_results_or_errors(key, tmp_p
         seen += [repr(backend), repr(backend.settings), repr(srv), repr(srv.requests)]
         result = backend.edit(make_request())
         seen += [repr(result), repr(result.usage), repr(result.extras)]
-        rc = main(["-vv", "edit", "--base-url", srv.base_url, "--image", str(a), "--mask", str(m), "--prompt",
-                   "x", "--out", str(tmp_path / "out")])
+        rc = main(
+            [
+                "-vv",
+                "edit",
+                "--base-url",
+                srv.base_url,
+                "--image",
+                str(a),
+                "--mask",
+                str(m),
+                "--prompt",
+                "x",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
         assert rc == 0
         for bad in [make_request(prompt="moderation-test"), make_request(), make_request(n=0)]:
             try:
                 backend.edit(bad)
             except EditError as exc:
                 seen += [str(exc), repr(exc), repr(exc.__dict__), repr(exc.__reduce__())]
-        assert main(["-vv", "edit", "--base-url", srv.base_url, "--image", str(a), "--prompt", "moderation-test",
-                     "--out", str(tmp_path / "out2")]) == 2
+        assert (
+            main(
+                [
+                    "-vv",
+                    "edit",
+                    "--base-url",
+                    srv.base_url,
+                    "--image",
+                    str(a),
+                    "--prompt",
+                    "moderation-test",
+                    "--out",
+                    str(tmp_path / "out2"),
+                ]
+            )
+            == 2
+        )
         seen += [repr(r.__dict__) for r in srv.requests]
     captured = capsys.readouterr()
     seen += [captured.out, captured.err, caplog.text]

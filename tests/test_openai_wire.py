@@ -21,8 +21,12 @@ from tests.backend_contract import make_request
 from tests.imagery import encode, image_bytes
 
 KEY = "sk-unit-KEY-0123456789abcdef"
-GPT1_USAGE = {"input_tokens": 219, "input_tokens_details": {"image_tokens": 194, "text_tokens": 25},
-              "output_tokens": 4160, "total_tokens": 4379}
+GPT1_USAGE = {
+    "input_tokens": 219,
+    "input_tokens_details": {"image_tokens": 194, "text_tokens": 25},
+    "output_tokens": 4160,
+    "total_tokens": 4379,
+}
 
 
 @functools.cache
@@ -32,8 +36,15 @@ def b64_image(w: int, h: int, fmt: str) -> str:
 
 def ok_body(n: int = 1, fmt: str = "png", usage: dict | None = GPT1_USAGE, w: int = 1024, h: int = 1024) -> dict:
     img = b64_image(w, h, fmt)
-    return {"created": 1713833628, "data": [{"b64_json": img}] * n, "background": "opaque", "output_format": fmt,
-            "quality": "high", "size": f"{w}x{h}", **({"usage": usage} if usage else {})}
+    return {
+        "created": 1713833628,
+        "data": [{"b64_json": img}] * n,
+        "background": "opaque",
+        "output_format": fmt,
+        "quality": "high",
+        "size": f"{w}x{h}",
+        **({"usage": usage} if usage else {}),
+    }
 
 
 def err_body(message: str, type_: str = "invalid_request_error", param=None, code=None) -> dict:
@@ -44,8 +55,15 @@ def parts_of(request: httpx.Request) -> list[tuple[str, str | None, str | None, 
     """(name, filename, content type, payload) of each multipart part, as a server sees them."""
     raw = b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n" + request.read()
     msg = BytesParser(policy=policy.HTTP).parsebytes(raw)
-    return [(p.get_param("name", header="content-disposition"), p.get_filename(), p.get("content-type"),
-             p.get_payload(decode=True)) for p in msg.iter_parts()]
+    return [
+        (
+            p.get_param("name", header="content-disposition"),
+            p.get_filename(),
+            p.get("content-type"),
+            p.get_payload(decode=True),
+        )
+        for p in msg.iter_parts()
+    ]
 
 
 class Recorder:
@@ -75,8 +93,7 @@ def key(monkeypatch):
 def make_backend(handler, sleeps: list | None = None, **settings) -> OpenAIEditBackend:
     client = httpx.Client(transport=httpx.MockTransport(handler))
     sleep = sleeps.append if sleeps is not None else (lambda s: None)
-    return OpenAIEditBackend("openai", Settings(base_url="https://api.test/v1", **settings), client=client,
-                             sleep=sleep)
+    return OpenAIEditBackend("openai", Settings(base_url="https://api.test/v1", **settings), client=client, sleep=sleep)
 
 
 # ---- the request on the wire ---------------------------------------------------------------------
@@ -90,8 +107,15 @@ def test_one_image_goes_as_scalar_image_with_mask(key):
     assert req.headers["authorization"] == f"Bearer {KEY}"
     files = [(n, f, t) for n, f, t, _ in parts_of(req) if f is not None]
     assert files == [("image", "in0.png", "image/png"), ("mask", "mask.png", "image/png")]
-    assert rec.fields() == {"model": "gpt-image-1", "prompt": "paint the masked corner red", "n": "1",
-                            "size": "auto", "quality": "auto", "output_format": "png", "background": "auto"}
+    assert rec.fields() == {
+        "model": "gpt-image-1",
+        "prompt": "paint the masked corner red",
+        "n": "1",
+        "size": "auto",
+        "quality": "auto",
+        "output_format": "png",
+        "background": "auto",
+    }
 
 
 def test_several_images_go_as_image_array_with_real_content_types(key):
@@ -99,16 +123,24 @@ def test_several_images_go_as_image_array_with_real_content_types(key):
     images = tuple(InputImage.from_bytes(image_bytes(64, 64, fmt), f"p.{fmt}") for fmt in ("png", "jpeg", "webp"))
     make_backend(rec).edit(make_request(mask=False).__class__(prompt="compose", images=images))
     files = [(n, f, t) for n, f, t, _ in parts_of(rec.requests[0]) if f is not None]
-    assert files == [("image[]", "p.png", "image/png"), ("image[]", "p.jpeg", "image/jpeg"),
-                     ("image[]", "p.webp", "image/webp")]
+    assert files == [
+        ("image[]", "p.png", "image/png"),
+        ("image[]", "p.jpeg", "image/jpeg"),
+        ("image[]", "p.webp", "image/webp"),
+    ]
     assert [d for n, f, _, d in parts_of(rec.requests[0]) if f] == [i.read() for i in images]
 
 
-@pytest.mark.parametrize(("model", "fidelity_sent"), [("gpt-image-1", True), ("gpt-image-1.5", True),
-                                                      ("gpt-image-1-mini", False), ("gpt-image-2", False)])
+@pytest.mark.parametrize(
+    ("model", "fidelity_sent"),
+    [("gpt-image-1", True), ("gpt-image-1.5", True), ("gpt-image-1-mini", False), ("gpt-image-2", False)],
+)
 def test_input_fidelity_only_for_models_that_take_it(model, fidelity_sent):
-    fields = wire.form_fields(make_request(input_fidelity="high"), model,
-                              takes_input_fidelity=OpenAIEditBackend("x", Settings(model=model)).prices.input_fidelity)
+    fields = wire.form_fields(
+        make_request(input_fidelity="high"),
+        model,
+        takes_input_fidelity=OpenAIEditBackend("x", Settings(model=model)).prices.input_fidelity,
+    )
     assert ("input_fidelity" in fields) is fidelity_sent
     assert "response_format" not in fields
 
@@ -130,8 +162,14 @@ def test_output_compression_only_for_jpeg_and_webp(key, fmt, comp, sent):
 
 def test_azure_style_key_header_and_api_version(key):
     rec = Recorder()
-    make_backend(rec, auth_style="api-key", api_version="2025-04-01-preview", organization="org-1",
-                 project="proj-1", extra_headers={"x-gateway": "eu"}).edit(make_request())
+    make_backend(
+        rec,
+        auth_style="api-key",
+        api_version="2025-04-01-preview",
+        organization="org-1",
+        project="proj-1",
+        extra_headers={"x-gateway": "eu"},
+    ).edit(make_request())
     h = rec.requests[0].headers
     assert h["api-key"] == KEY and "authorization" not in h
     assert rec.requests[0].url.params["api-version"] == "2025-04-01-preview"
@@ -194,8 +232,15 @@ def test_missing_usage_falls_back_to_the_estimate_and_says_so(key):
     assert result.extras["cost_basis"].startswith("estimate")
 
 
-@pytest.mark.parametrize("body", [{"data": []}, {"data": [{"url": "https://x"}]}, {"data": [{"b64_json": "@@"}]},
-                                  {"data": [{"b64_json": base64.b64encode(b"not an image").decode()}]}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": []},
+        {"data": [{"url": "https://x"}]},
+        {"data": [{"b64_json": "@@"}]},
+        {"data": [{"b64_json": base64.b64encode(b"not an image").decode()}]},
+    ],
+)
 def test_broken_200_is_backend_unavailable(key, body):
     with pytest.raises(BackendUnavailable):
         make_backend(Recorder(httpx.Response(200, json=body))).edit(make_request())
@@ -216,7 +261,8 @@ def test_estimate_auto_quality_size_from_aspect_n_and_fidelity():
     backend = OpenAIEditBackend("openai", Settings())
     wide = InputImage.from_bytes(image_bytes(96, 64), "wide.png")
     req = make_request(mask=False, n=3, prompt="abcd", input_fidelity="high").__class__(
-        prompt="abcd", images=(wide,), n=3, input_fidelity="high")
+        prompt="abcd", images=(wide,), n=3, input_fidelity="high"
+    )
     est = backend.estimate(req)
     # auto -> high, auto size of a 3:2 input -> 1536x1024 (6208); 96x64 input = 2 tiles (323) + 6240 fidelity
     assert est.usd == (Decimal(3 * 6208 * 40) + Decimal((323 + 6240) * 10) + Decimal(1 * 5)) / 1_000_000
@@ -233,36 +279,102 @@ def test_estimate_mini_is_cheaper_and_makes_no_request(key):
 # ---- errors and retries --------------------------------------------------------------------------
 
 ERROR_CASES = [
-    ("moderation", httpx.Response(400, json={**err_body("Your request was rejected by the safety system.",
-                                                        "image_generation_user_error", None, "moderation_blocked"),
-                                             "moderation_details": {"moderation_stage": "input"}}),
-     ContentRejected, 1, "safety system"),
-    ("bad param", httpx.Response(400, json=err_body("Invalid value: 'huge'.", param="size", code="invalid_value")),
-     InvalidRequest, 1, "param size"),
-    ("bad image", httpx.Response(400, json=err_body("Invalid image file or mode for image 1",
-                                                    "image_generation_user_error", "image", "invalid_image_file")),
-     InvalidRequest, 1, "invalid_image_file"),
-    ("401", httpx.Response(401, json=err_body(f"Incorrect API key provided: {KEY[:6]}****{KEY[-4:]}.",
-                                              code="invalid_api_key")), BackendMisconfigured, 1, "$OPENAI_API_KEY"),
-    ("403", httpx.Response(403, json=err_body("Your organization must be verified to use the model `gpt-image-1`.")),
-     BackendMisconfigured, 1, "must be verified"),
-    ("404", httpx.Response(404, json=err_body("The model does not exist", code="model_not_found")),
-     BackendMisconfigured, 1, "model_not_found"),
-    ("quota", httpx.Response(429, json=err_body("You exceeded your current quota", "insufficient_quota",
-                                                code="insufficient_quota")), BackendMisconfigured, 1, "quota"),
-    ("429", httpx.Response(429, headers={"retry-after-ms": "250"}, json=err_body("Rate limit reached", "requests",
-                                                                                  code="rate_limit_exceeded")),
-     RateLimited, 3, "Rate limit reached"),
-    ("500", httpx.Response(500, json=err_body("The server had an error", "server_error")), BackendUnavailable, 3,
-     "server error"),
+    (
+        "moderation",
+        httpx.Response(
+            400,
+            json={
+                **err_body(
+                    "Your request was rejected by the safety system.",
+                    "image_generation_user_error",
+                    None,
+                    "moderation_blocked",
+                ),
+                "moderation_details": {"moderation_stage": "input"},
+            },
+        ),
+        ContentRejected,
+        1,
+        "safety system",
+    ),
+    (
+        "bad param",
+        httpx.Response(400, json=err_body("Invalid value: 'huge'.", param="size", code="invalid_value")),
+        InvalidRequest,
+        1,
+        "param size",
+    ),
+    (
+        "bad image",
+        httpx.Response(
+            400,
+            json=err_body(
+                "Invalid image file or mode for image 1", "image_generation_user_error", "image", "invalid_image_file"
+            ),
+        ),
+        InvalidRequest,
+        1,
+        "invalid_image_file",
+    ),
+    (
+        "401",
+        httpx.Response(
+            401, json=err_body(f"Incorrect API key provided: {KEY[:6]}****{KEY[-4:]}.", code="invalid_api_key")
+        ),
+        BackendMisconfigured,
+        1,
+        "$OPENAI_API_KEY",
+    ),
+    (
+        "403",
+        httpx.Response(403, json=err_body("Your organization must be verified to use the model `gpt-image-1`.")),
+        BackendMisconfigured,
+        1,
+        "must be verified",
+    ),
+    (
+        "404",
+        httpx.Response(404, json=err_body("The model does not exist", code="model_not_found")),
+        BackendMisconfigured,
+        1,
+        "model_not_found",
+    ),
+    (
+        "quota",
+        httpx.Response(
+            429, json=err_body("You exceeded your current quota", "insufficient_quota", code="insufficient_quota")
+        ),
+        BackendMisconfigured,
+        1,
+        "quota",
+    ),
+    (
+        "429",
+        httpx.Response(
+            429,
+            headers={"retry-after-ms": "250"},
+            json=err_body("Rate limit reached", "requests", code="rate_limit_exceeded"),
+        ),
+        RateLimited,
+        3,
+        "Rate limit reached",
+    ),
+    (
+        "500",
+        httpx.Response(500, json=err_body("The server had an error", "server_error")),
+        BackendUnavailable,
+        3,
+        "server error",
+    ),
     ("502 html", httpx.Response(502, text="<html>Bad gateway</html>"), BackendUnavailable, 3, "Bad gateway"),
     ("connect", httpx.ConnectError("connection refused"), BackendUnavailable, 3, "ConnectError"),
     ("timeout", httpx.ReadTimeout("read timed out"), BackendUnavailable, 3, "timed out"),
 ]
 
 
-@pytest.mark.parametrize(("answer", "exc_type", "attempts", "text"), [c[1:] for c in ERROR_CASES],
-                         ids=[c[0] for c in ERROR_CASES])
+@pytest.mark.parametrize(
+    ("answer", "exc_type", "attempts", "text"), [c[1:] for c in ERROR_CASES], ids=[c[0] for c in ERROR_CASES]
+)
 def test_errors_map_to_the_tree_after_the_right_number_of_attempts(key, answer, exc_type, attempts, text):
     rec = Recorder(answer)
     with pytest.raises(exc_type) as info:
@@ -284,9 +396,11 @@ def test_rate_limited_carries_retry_after_and_retries_wait_that_long(key):
 
 def test_retry_after_then_success(key):
     sleeps: list[float] = []
-    rec = Recorder(httpx.Response(429, headers={"retry-after": "2"}, json=err_body("slow", "requests")),
-                   httpx.Response(503, json=err_body("overloaded", "server_error")),
-                   httpx.Response(200, json=ok_body()))
+    rec = Recorder(
+        httpx.Response(429, headers={"retry-after": "2"}, json=err_body("slow", "requests")),
+        httpx.Response(503, json=err_body("overloaded", "server_error")),
+        httpx.Response(200, json=ok_body()),
+    )
     result = make_backend(rec, sleeps).edit(make_request())
     assert len(rec.requests) == 3 and result.extras["attempts"] == 3
     assert sleeps[0] == 2.0 and 0.75 <= sleeps[1] <= 1.0  # server's wait, then 1 s backoff minus jitter

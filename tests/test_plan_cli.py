@@ -19,13 +19,19 @@ POLICIES = {p.stem: str(p) for p in SHIPPED}
 
 @pytest.fixture
 def fake_policy(tmp_path):
-    return str(write_policy(tmp_path, TWO_BACKENDS + """
+    return str(
+        write_policy(
+            tmp_path,
+            TWO_BACKENDS
+            + """
 rules:
   - {name: text to api, when: {tags: [text]}, use: pricey}
 objective: {type: cheapest, min_quality: 0.5}
 budgets:
   - {backend: pricey, period: month, limit_usd: 0.2, on_exhausted: stop}
-"""))
+""",
+        )
+    )
 
 
 def _plan_json(capsys, *args: str) -> tuple[int, dict]:
@@ -61,19 +67,30 @@ def test_plan_json_adds_up_and_budgets_bind_within_the_plan(capsys, fake_policy)
 def test_plan_reports_manifest_problems_and_plans_the_rest(capsys, tmp_path, fake_policy):
     manifest = tmp_path / "jobs.jsonl"
     img = EXAMPLES / "images" / "product_mug.png"
-    manifest.write_text(json.dumps({"id": "a", "image": str(img), "prompt": "x"}) + "\n"
-                        + json.dumps({"id": "b", "image": "nope.png", "prompt": "x"}) + "\n", encoding="utf-8")
+    manifest.write_text(
+        json.dumps({"id": "a", "image": str(img), "prompt": "x"})
+        + "\n"
+        + json.dumps({"id": "b", "image": "nope.png", "prompt": "x"})
+        + "\n",
+        encoding="utf-8",
+    )
     rc, data = _plan_json(capsys, str(manifest), "--policy", fake_policy)
     assert rc == 1 and data["jobs"] == 1
     assert data["problems"][0]["line"] == 2 and "file not found" in data["problems"][0]["message"]
 
 
 def test_monthly_volume_projects_the_mix_and_the_volume_shift_binds(capsys, tmp_path):
-    policy = str(write_policy(tmp_path, TWO_BACKENDS + """
+    policy = str(
+        write_policy(
+            tmp_path,
+            TWO_BACKENDS
+            + """
 objective: {type: best_quality}
 volume_shift:
   - {after_jobs: 100, counting: [pricey], to: cheap}
-"""))
+""",
+        )
+    )
     _, small = _plan_json(capsys, ALL, "--policy", policy)
     assert small["split"]["cheap"]["jobs"] == 0  # 15 jobs: never past the threshold
     _, data = _plan_json(capsys, ALL, "--policy", policy, "--monthly-volume", "1000")
@@ -85,8 +102,10 @@ volume_shift:
 def test_bad_policy_exits_2_with_the_message(capsys, tmp_path):
     bad = write_policy(tmp_path, TWO_BACKENDS + "objective: {type: fastest}\n")
     assert main(["plan", ALL, "--policy", str(bad)]) == 2
-    assert "objective.type: expected: Input should be 'cheapest' or 'best_quality' (got 'fastest')" in \
-        capsys.readouterr().err
+    assert (
+        "objective.type: expected: Input should be 'cheapest' or 'best_quality' (got 'fastest')"
+        in capsys.readouterr().err
+    )
     assert main(["policy", "check", str(bad)]) == 2
 
 

@@ -48,12 +48,14 @@ def test_unknown_key_names_file_line_path_and_suggests(tmp_path):
 
 def test_bad_value_names_path_value_and_expectation(tmp_path):
     msg = _error(tmp_path, TWO_BACKENDS + "objective: {type: cheap}\n")
-    assert "policy.yaml:14: objective.type: expected: Input should be 'cheapest' or 'best_quality' (got 'cheap')" \
-        in msg
+    assert "policy.yaml:14: objective.type: expected: Input should be 'cheapest' or 'best_quality' (got 'cheap')" in msg
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    msg = _error(tmp_path, TWO_BACKENDS + """
+    msg = _error(
+        tmp_path,
+        TWO_BACKENDS
+        + """
 rules:
   - when: {images: {min: 3, max: 1}}
     use: pricey
@@ -61,7 +63,8 @@ rules:
     use: pricey
 budgets:
   - {backend: pricey, period: week, limit_usd: -1}
-""")
+""",
+    )
     assert "3 problems" in msg or "4 problems" in msg
     assert "rules[0].when.images: expected: min (3) is greater than max (1)" in msg
     assert "rules[1].when.prompt_regex: expected: a valid Python regular expression" in msg
@@ -70,16 +73,19 @@ budgets:
 
 
 def test_names_must_refer_to_declared_backends(tmp_path):
-    msg = _error(tmp_path, TWO_BACKENDS + """
+    msg = _error(
+        tmp_path,
+        TWO_BACKENDS
+        + """
 rules:
   - {prefer: [pricy]}
 budgets:
   - {backend: cheap, limit_usd: 5, on_exhausted: {overflow_to: cheap}}
 fallbacks: {pricey: [local]}
-""")
+""",
+    )
     assert "rules[0].prefer[0]: expected: one of the backends (cheap, pricey) (got 'pricy')" in msg
-    assert "budgets[0].on_exhausted.overflow_to: expected: a backend other than the budget's own (got 'cheap')" \
-        in msg
+    assert "budgets[0].on_exhausted.overflow_to: expected: a backend other than the budget's own (got 'cheap')" in msg
     assert "fallbacks.pricey[0]: expected: one of the backends (cheap, pricey) (got 'local')" in msg
 
 
@@ -91,28 +97,39 @@ def test_rule_needs_exactly_one_action(tmp_path):
 
 
 def test_on_exhausted_is_stop_or_overflow_in_one_message(tmp_path):
-    msg = _error(tmp_path, TWO_BACKENDS + "budgets:\n  - {backend: cheap, limit_usd: 1, on_exhausted: {overflow: "
-                 "pricey}}\n")
-    assert msg.endswith("budgets[0].on_exhausted: expected: stop, or {overflow_to: <backend>} (got {'overflow': "
-                        "'pricey'})")  # one problem, not one per union branch
-    policy = load_policy(write_policy(tmp_path, TWO_BACKENDS + "budgets:\n  - {backend: cheap, limit_usd: 1, "
-                                      "on_exhausted: {overflow_to: pricey}}\n"))
+    msg = _error(
+        tmp_path, TWO_BACKENDS + "budgets:\n  - {backend: cheap, limit_usd: 1, on_exhausted: {overflow: pricey}}\n"
+    )
+    assert msg.endswith(
+        "budgets[0].on_exhausted: expected: stop, or {overflow_to: <backend>} (got {'overflow': 'pricey'})"
+    )  # one problem, not one per union branch
+    policy = load_policy(
+        write_policy(
+            tmp_path,
+            TWO_BACKENDS + "budgets:\n  - {backend: cheap, limit_usd: 1, on_exhausted: {overflow_to: pricey}}\n",
+        )
+    )
     assert policy.budgets[0].overflow_to == "pricey"
 
 
 def test_unknown_kind_and_missing_quality(tmp_path):
-    msg = _error(tmp_path, """
+    msg = _error(
+        tmp_path,
+        """
 backends:
   api: {kind: opneai}
   local: {kind: function}
 quality: {local: 0.5}
-""")
+""",
+    )
     assert "policy.yaml:3: backends.api.kind: unknown backend kind 'opneai'" in msg and "Did you mean 'openai'" in msg
     assert "quality: expected: a score for backend 'api'" in msg
 
 
 def test_backend_settings_are_checked_with_the_kinds_own_model(tmp_path):
-    msg = _error(tmp_path, """
+    msg = _error(
+        tmp_path,
+        """
 backends:
   api:
     kind: openai
@@ -120,20 +137,23 @@ backends:
     concurency: 4
     max_retries: 99
 quality: {api: 0.9}
-""")
+""",
+    )
     assert "policy.yaml:6: backends.api.concurency: unknown key; did you mean 'concurrency'?" in msg
-    assert "policy.yaml:7: backends.api.max_retries: expected: Input should be less than or equal to 10 (got 99)" \
-        in msg
+    assert "policy.yaml:7: backends.api.max_retries: expected: Input should be less than or equal to 10 (got 99)" in msg
 
 
 def test_nested_backend_settings_get_suggestions_too(tmp_path):
-    msg = _error(tmp_path, """
+    msg = _error(
+        tmp_path,
+        """
 backends:
   local:
     kind: sdxl
     mask_inference: {treshold: 0.3}
 quality: {local: 0.6}
-""")
+""",
+    )
     assert "policy.yaml:5: backends.local.mask_inference.treshold: unknown key; did you mean 'threshold'?" in msg
 
 
@@ -145,7 +165,8 @@ def test_volume_shift_needs_one_threshold(tmp_path):
 def test_measured_quality_file_overrides_declared_scores(tmp_path):
     (tmp_path / "measured").mkdir()
     (tmp_path / "measured" / "quality.yaml").write_text(
-        "quality:\n  cheap: {low: 0.9, medium: 0.91}\n  other-policy-backend: {low: 0.1}\n", encoding="utf-8")
+        "quality:\n  cheap: {low: 0.9, medium: 0.91}\n  other-policy-backend: {low: 0.1}\n", encoding="utf-8"
+    )
     policy = load_policy(write_policy(tmp_path, TWO_BACKENDS + "quality_file: measured/quality.yaml\n"))
     assert policy.score("cheap", "low") == 0.9 and policy.score("cheap", "medium") == 0.91
     assert policy.score("cheap", "high") == 0.7  # not measured: declared score stays

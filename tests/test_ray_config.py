@@ -32,6 +32,7 @@ def test_ray_section_typo_names_the_key(tmp_path):
 def test_run_accepts_ray_address():
     from pipeline.cli import build_parser
 
-    args = build_parser().parse_args(["run", "m.jsonl", "--policy", "p.yaml", "--out", "o", "--executor", "ray",
-                                      "--ray-address", "auto"])
+    args = build_parser().parse_args(
+        ["run", "m.jsonl", "--policy", "p.yaml", "--out", "o", "--executor", "ray", "--ray-address", "auto"]
+    )
     assert args.ray_address == "auto" and args.executor == "ray"

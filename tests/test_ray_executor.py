@@ -53,14 +53,17 @@ def runs(marker_dir: Path, job_id: str) -> int:
 
 
 def request(job_id: str, prompt: str = "paint it") -> EditRequest:
-    return EditRequest(prompt=prompt, images=(InputImage.from_bytes(image_bytes(32, 32), name="in.png"),),
-                       job_id=job_id)
+    return EditRequest(
+        prompt=prompt, images=(InputImage.from_bytes(image_bytes(32, 32), name="in.png"),), job_id=job_id
+    )
 
 
 def function_backends(marker_dir: Path) -> dict[str, FunctionBackend]:
     """`gpu` runs on Ray (named in `ray.backends`; the actor gets a copy of this object), `api` stays here."""
-    return {"gpu": FunctionBackend(name="gpu", handler=functools.partial(faulty, str(marker_dir))),
-            "api": FunctionBackend(name="api")}
+    return {
+        "gpu": FunctionBackend(name="gpu", handler=functools.partial(faulty, str(marker_dir))),
+        "api": FunctionBackend(name="api"),
+    }
 
 
 RAY_TEST_SETTINGS = {"num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1}, "ready_timeout_s": 30}
@@ -70,8 +73,15 @@ RAY_TEST_SETTINGS = {"num_gpus": 0, "num_cpus": 0.25, "resources": {"sdxl": 1}, 
 def ray_cluster():
     if ray.is_initialized():  # pragma: no cover - another module left one running
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, num_gpus=0, resources={"sdxl": CLUSTER_SDXL}, include_dashboard=False,
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        num_gpus=0,
+        resources={"sdxl": CLUSTER_SDXL},
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
     yield ray.cluster_resources()
     ray.shutdown()
 
@@ -116,8 +126,9 @@ def test_resource_the_cluster_lacks_fails_fast_before_any_actor(ray_cluster, tmp
 
 
 def test_actors_that_cannot_get_scheduled_time_out_with_a_clear_message(ray_cluster, tmp_path):
-    settings = RaySettings(backends=["gpu"], actors=1, num_gpus=0, num_cpus=0.1, resources={"sdxl": 1},
-                           ready_timeout_s=2)
+    settings = RaySettings(
+        backends=["gpu"], actors=1, num_gpus=0, num_cpus=0.1, resources={"sdxl": 1}, ready_timeout_s=2
+    )
     squatter = ray.remote(num_cpus=0.1, resources={"sdxl": CLUSTER_SDXL})(_Squatter).remote()
     ray.get(squatter.ping.remote())  # holds every sdxl slot
     try:
@@ -214,8 +225,11 @@ def test_sdxl_actor_loads_its_pipeline_at_start_and_batches_on_it(ray_cluster, t
     try:
         (info,) = [a.info for a in ex.pools["sdxl"]._idle]
         assert info["loaded"] and ex.max_batch("sdxl") == 3  # load() ran in ready(): the first job is warm
-        jobs = [make_request(seed=1, job_id="s1"), make_request(n=11, job_id="s-bad"), make_request(seed=2, n=2,
-                                                                                                  job_id="s2")]
+        jobs = [
+            make_request(seed=1, job_id="s1"),
+            make_request(n=11, job_id="s-bad"),
+            make_request(seed=2, n=2, job_id="s2"),
+        ]
         out = ex.submit_batch("sdxl", [j.materialized() for j in jobs]).result(timeout=120)
         # jobs submitted one by one (as the runner does) are grouped by batch_key and share actor calls too
         futures = [ex.submit("sdxl", make_request(seed=10 + i, job_id=f"q{i}").materialized()) for i in range(3)]
@@ -235,19 +249,23 @@ def batch_policy(marker_dir: Path):
     """`gpu` (self-hosted, on Ray) with `api` (here) as its fallback; built in Python to carry the handler."""
     from pipeline.routing import Policy
 
-    return Policy.model_validate({
-        "backends": {
-            "gpu": {"kind": "function", "hosting": "self-hosted", "cost_per_image": "0.01",
-                    "handler": functools.partial(faulty, str(marker_dir))},
-            "api": {"kind": "function", "hosting": "api", "cost_per_image": "0.05"},
-        },
-        "quality": {"gpu": 0.8, "api": 0.8},
-        "objective": {"type": "cheapest"},
-        "fallbacks": {"gpu": ["api"]},
-        "source": "ray-test-policy",
-    })
-
-
+    return Policy.model_validate(
+        {
+            "backends": {
+                "gpu": {
+                    "kind": "function",
+                    "hosting": "self-hosted",
+                    "cost_per_image": "0.01",
+                    "handler": functools.partial(faulty, str(marker_dir)),
+                },
+                "api": {"kind": "function", "hosting": "api", "cost_per_image": "0.05"},
+            },
+            "quality": {"gpu": 0.8, "api": 0.8},
+            "objective": {"type": "cheapest"},
+            "fallbacks": {"gpu": ["api"]},
+            "source": "ray-test-policy",
+        }
+    )
 
 
 def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_path):
@@ -267,8 +285,13 @@ def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_pat
     markers = tmp_path / "markers"
     markers.mkdir()
 
-    result = run_batch(manifest, batch_policy(markers), out, executor="ray",
-                       executor_options={"ray_settings": {"actors": ACTORS, **RAY_TEST_SETTINGS}})
+    result = run_batch(
+        manifest,
+        batch_policy(markers),
+        out,
+        executor="ray",
+        executor_options={"ray_settings": {"actors": ACTORS, **RAY_TEST_SETTINGS}},
+    )
     assert (result.tally.done, result.tally.failed) == (6, 0)
     with Ledger.in_dir(out) as ledger:
         jobs = {r.id: r for r in ledger.jobs()}
@@ -281,8 +304,13 @@ def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_pat
     assert all(runs(markers, f"job{i:02d}") == 1 for i in (0, 1, 3, 5))
     assert sorted(p.name for p in (out / "job02").iterdir()) == ["0.png", "result.json"]
 
-    again = run_batch(manifest, batch_policy(markers), out, executor="ray",
-                      executor_options={"ray_settings": {"actors": ACTORS, **RAY_TEST_SETTINGS}})
+    again = run_batch(
+        manifest,
+        batch_policy(markers),
+        out,
+        executor="ray",
+        executor_options={"ray_settings": {"actors": ACTORS, **RAY_TEST_SETTINGS}},
+    )
     assert (again.tally.done, again.tally.reused) == (0, 6)  # resume: nothing runs twice
     assert runs(markers, "job00") == 1
 
@@ -290,7 +318,10 @@ def test_actor_killed_mid_batch_every_job_done_exactly_once(ray_cluster, tmp_pat
 # -- the same example batch, local vs Ray: same bytes, same ledger -------------------------------------------
 KEY = STANDIN_KEY
 
-PARITY_POLICY = "\nbackends:\n" + API_BACKEND + """\
+PARITY_POLICY = (
+    "\nbackends:\n"
+    + API_BACKEND
+    + """\
   sdxl-local:
 {sdxl}
 quality:
@@ -302,6 +333,7 @@ objective: {{type: cheapest}}
 fallbacks:
   sdxl-local: [api]
 """
+)
 
 
 def parity_inputs(folder: Path, tiny_sdxl_dir: Path, url: str) -> tuple[Path, Path]:
@@ -328,8 +360,11 @@ def parity_inputs(folder: Path, tiny_sdxl_dir: Path, url: str) -> tuple[Path, Pa
 
 
 def outputs_of(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.parent != out and p.name != "result.json"}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.parent != out and p.name != "result.json"
+    }
 
 
 def ledger_summary(out: Path) -> dict:
@@ -339,14 +374,19 @@ def ledger_summary(out: Path) -> dict:
         jobs = {r.id: (r.status, r.backend) for r in ledger.jobs()}
         per_job = {r.id: r.cost for r in ledger.jobs()}
         results = {j: json.loads((out / j / "result.json").read_text()) for j in jobs}
-        return {"jobs": jobs, "api_usd": ledger.total_spent("api"), "sdxl_usd": ledger.total_spent("sdxl-local"),
-                "sdxl_billed": sum((per_job[j] for j, (_, b) in jobs.items() if b == "sdxl-local"), Decimal(0)),
-                "seeds": {j: r.get("seed") for j, r in results.items()},
-                "gpu_s": {j: r["usage"]["gpu_seconds"] for j, r in results.items() if jobs[j][1] == "sdxl-local"}}
+        return {
+            "jobs": jobs,
+            "api_usd": ledger.total_spent("api"),
+            "sdxl_usd": ledger.total_spent("sdxl-local"),
+            "sdxl_billed": sum((per_job[j] for j, (_, b) in jobs.items() if b == "sdxl-local"), Decimal(0)),
+            "seeds": {j: r.get("seed") for j, r in results.items()},
+            "gpu_s": {j: r["usage"]["gpu_seconds"] for j, r in results.items() if jobs[j][1] == "sdxl-local"},
+        }
 
 
-def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cluster, tmp_path, tiny_sdxl_dir,
-                                                                          monkeypatch):
+def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(
+    ray_cluster, tmp_path, tiny_sdxl_dir, monkeypatch
+):
     import torch
 
     from backends.standins import FakeOpenAIServer
@@ -367,8 +407,14 @@ def test_example_batch_gives_the_same_bytes_and_ledger_with_local_and_ray(ray_cl
         finally:
             torch.set_num_threads(threads)
         ray_backends = build_backends(policy)
-        on_ray = run_batch(manifest, policy, tmp_path / "ray", executor="ray", backends=ray_backends,
-                           executor_options={"ray_settings": ray_settings})
+        on_ray = run_batch(
+            manifest,
+            policy,
+            tmp_path / "ray",
+            executor="ray",
+            backends=ray_backends,
+            executor_options={"ray_settings": ray_settings},
+        )
 
     counts = ("done", "failed", "reused", "skipped", "interrupted")
     assert [getattr(local.tally, k) for k in counts] == [getattr(on_ray.tally, k) for k in counts]
@@ -398,8 +444,19 @@ def test_cli_run_on_ray_without_gpus_fails_fast_naming_the_fix(ray_cluster, tmp_
 
     with FakeOpenAIServer(api_key=KEY) as server:
         manifest, policy = parity_inputs(tmp_path, tiny_sdxl_dir, server.base_url)
-        code = main(["run", str(manifest), "--policy", str(policy), "--out", str(tmp_path / "out"),
-                     "--executor", "ray", "--json"])
+        code = main(
+            [
+                "run",
+                str(manifest),
+                "--policy",
+                str(policy),
+                "--out",
+                str(tmp_path / "out"),
+                "--executor",
+                "ray",
+                "--json",
+            ]
+        )
         assert server.requests == []
     err = capsys.readouterr().err
     assert code == 2

@@ -29,14 +29,21 @@ quality: {{billed: 0.8}}
 """
 
 # `editroute run` itself, with one extra backend kind registered (a fake that writes what it would bill).
-LAUNCH = ("import sys, backends.registry as r; r.BACKEND_KINDS['billing'] = 'tests.batch_helpers:BillingBackend'; "
-          "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))")
+LAUNCH = (
+    "import sys, backends.registry as r; r.BACKEND_KINDS['billing'] = 'tests.batch_helpers:BillingBackend'; "
+    "from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def editroute_run(manifest: Path, policy: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", LAUNCH, "run", str(manifest), "--policy", str(policy),
-                             "--out", str(out), "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, "run", str(manifest), "--policy", str(policy), "--out", str(out), "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def done_count(out: Path) -> int:

@@ -72,8 +72,9 @@ WHEN_CASES = [
 
 @pytest.mark.parametrize(("when", "hit", "miss"), WHEN_CASES, ids=[c[0] for c in WHEN_CASES])
 def test_each_when_condition_selects_its_jobs(tmp_path, when, hit, miss):
-    router, *_ = make_router(tmp_path, f"rules:\n  - name: r\n    when: {when}\n    use: pricey\n"
-                                       "objective: {type: cheapest}\n")
+    router, *_ = make_router(
+        tmp_path, f"rules:\n  - name: r\n    when: {when}\n    use: pricey\nobjective: {{type: cheapest}}\n"
+    )
     d_hit = router.route(job(**hit))
     assert d_hit.backend == "pricey"
     assert any(r.startswith("rule 'r'") and r.endswith("use pricey") for r in d_hit.reasons)
@@ -84,23 +85,29 @@ def test_each_when_condition_selects_its_jobs(tmp_path, when, hit, miss):
 
 
 def test_first_matching_use_rule_wins(tmp_path):
-    router, *_ = make_router(tmp_path, """
+    router, *_ = make_router(
+        tmp_path,
+        """
         rules:
           - {name: a, when: {tags: [x]}, use: pricey}
           - {name: b, use: cheap}
         objective: {type: best_quality}
-        """)
+        """,
+    )
     assert router.route(job(tags=("x",))).backend == "pricey"
     assert router.route(job()).backend == "cheap"  # rule b beats the best_quality objective
 
 
 def test_prefer_and_avoid_rank_within_the_objective(tmp_path):
-    router, *_ = make_router(tmp_path, """
+    router, *_ = make_router(
+        tmp_path,
+        """
         rules:
           - {when: {tags: [product]}, prefer: cheap}
           - {when: {tags: [hero]}, avoid: cheap}
         objective: {type: best_quality}
-        """)
+        """,
+    )
     assert router.route(job()).backend == "pricey"
     d = router.route(job(tags=("product",)))
     assert d.backend == "cheap"
@@ -153,11 +160,14 @@ def test_auto_quality_is_scored_as_high_unless_given(tmp_path):
 
 
 def test_budget_stop_holds_the_job_once_its_estimate_would_overrun(tmp_path):
-    router, _, spend = make_router(tmp_path, """
+    router, _, spend = make_router(
+        tmp_path,
+        """
         objective: {type: best_quality}
         budgets:
           - {backend: pricey, period: day, limit_usd: 0.10, on_exhausted: stop}
-        """)
+        """,
+    )
     spend.record("pricey", Decimal("0.05"))
     d = router.route(job())
     assert d.backend == "pricey" and any("fits" in r for r in d.reasons)  # 0.05 + 0.05 <= 0.10
@@ -168,11 +178,14 @@ def test_budget_stop_holds_the_job_once_its_estimate_would_overrun(tmp_path):
 
 
 def test_budget_overflow_sends_the_job_to_the_named_backend(tmp_path):
-    router, _, spend = make_router(tmp_path, """
+    router, _, spend = make_router(
+        tmp_path,
+        """
         objective: {type: best_quality}
         budgets:
           - {backend: pricey, period: month, limit_usd: 1, on_exhausted: {overflow_to: cheap}}
-        """)
+        """,
+    )
     spend.record("pricey", Decimal("0.99"))
     d = router.route(job())
     assert d.backend == "cheap"
@@ -184,13 +197,17 @@ def test_budget_overflow_sends_the_job_to_the_named_backend(tmp_path):
 
 
 def test_a_free_job_fits_an_exhausted_budget(tmp_path):
-    router, _, spend = make_router(tmp_path, """
+    router, _, spend = make_router(
+        tmp_path,
+        """
         backends:
           free: {kind: function, cost_per_image: 0}
         quality: {free: 0.9}
         budgets:
           - {backend: free, limit_usd: 0}
-        """, base="")
+        """,
+        base="",
+    )
     assert router.route(job()).backend == "free"
 
 
@@ -217,13 +234,16 @@ def test_volume_shift_by_jobs_moves_eligible_work_at_its_threshold(tmp_path):
 
 
 def test_volume_shift_by_spend_and_its_when_filter(tmp_path):
-    router, _, spend = make_router(tmp_path, """
+    router, _, spend = make_router(
+        tmp_path,
+        """
         objective: {type: best_quality}
         volume_shift:
           after_usd: 10
           to: cheap
           when: {tags: [bulk]}
-        """)
+        """,
+    )
     spend.record("pricey", Decimal("9.99"))
     assert router.route(job(tags=("bulk",))).backend == "pricey"
     spend.record("pricey", Decimal("0.01"))
@@ -235,10 +255,13 @@ def test_volume_shift_by_spend_and_its_when_filter(tmp_path):
 
 
 def test_decision_lists_alternatives_with_estimates_and_capable_fallbacks(tmp_path):
-    router, *_ = make_router(tmp_path, """
+    router, *_ = make_router(
+        tmp_path,
+        """
         objective: {type: cheapest}
         fallbacks: {cheap: [pricey], pricey: [cheap]}
-        """)
+        """,
+    )
     d = router.route(job(n=2))
     assert d.backend == "cheap" and d.estimate.usd == Decimal("0.004")
     (alt,) = d.alternatives
@@ -251,12 +274,16 @@ def test_decision_lists_alternatives_with_estimates_and_capable_fallbacks(tmp_pa
 
 
 def test_routing_is_deterministic_and_ties_break_on_declaration_order(tmp_path):
-    router, *_ = make_router(tmp_path, """
+    router, *_ = make_router(
+        tmp_path,
+        """
         backends:
           b: {kind: function, cost_per_image: 0.01}
           a: {kind: function, cost_per_image: 0.01}
         quality: {a: 0.8, b: 0.8}
-        """, base="")
+        """,
+        base="",
+    )
     first = [router.route(job(f"j{i}", quality=q)) for i, q in enumerate(["low", "high", "auto"])]
     again = [router.route(job(f"j{i}", quality=q)) for i, q in enumerate(["low", "high", "auto"])]
     assert first == again

@@ -62,16 +62,20 @@ def test_cli_run_and_report_json_and_csv(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["jobs"]["done"] == 3 and report["jobs"]["failed"] == 1
     assert report["this_run"]["done"] == 3
-    assert report["failures"][0]["reason"] == "InvalidRequest" and report["failures"][0]["examples"][0]["job"] == \
-        "job01"
+    assert (
+        report["failures"][0]["reason"] == "InvalidRequest" and report["failures"][0]["examples"][0]["job"] == "job01"
+    )
     fast = next(b for b in report["backends"] if b["backend"] == "fast")
     assert Decimal(fast["spend_usd"]) == Decimal("0.03") and Decimal(fast["estimate_usd"]) >= Decimal("0.03")
     assert fast["p50_s"] is not None and fast["p95_s"] >= fast["p50_s"]
 
     assert main(["report", str(out), "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0]["backend"] == "fast" and rows[0]["jobs_done"] == "3" and Decimal(rows[0]["spend_usd"]) == \
-        Decimal("0.03")
+    assert (
+        rows[0]["backend"] == "fast"
+        and rows[0]["jobs_done"] == "3"
+        and Decimal(rows[0]["spend_usd"]) == Decimal("0.03")
+    )
     assert main(["report", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["jobs"]["total"] == 4
     assert main(["report", str(out)]) == 0

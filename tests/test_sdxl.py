@@ -70,13 +70,17 @@ def test_unseeded_result_reports_the_seed_that_reproduces_it(sdxl):
 
 def test_only_the_transparent_area_changes(sdxl):
     box = (8, 8, 32, 24)  # asymmetric: an inverted mask would change the other 92% of the picture
-    req = EditRequest(prompt="lower", images=(InputImage.from_bytes(image_bytes(64, 64), "in.png"),),
-                      mask=InputImage.from_bytes(mask_bytes(64, 64, box), "m.png", field="mask"), seed=1,
-                      job_id="mask-test")
+    req = EditRequest(
+        prompt="lower",
+        images=(InputImage.from_bytes(image_bytes(64, 64), "in.png"),),
+        mask=InputImage.from_bytes(mask_bytes(64, 64, box), "m.png", field="mask"),
+        seed=1,
+        job_id="mask-test",
+    )
     out = _pixels(sdxl.edit(req).images[0])
     original = np.asarray(gradient(64, 64)).astype(int)
     inside = np.zeros((64, 64), bool)
-    inside[box[1]:box[3], box[0]:box[2]] = True
+    inside[box[1] : box[3], box[0] : box[2]] = True
     assert np.array_equal(out[~inside], original[~inside])  # exact: PNG, integer paste-back
     assert np.abs(out[inside] - original[inside]).mean() > 10  # the edit happened where alpha was 0
 
@@ -100,8 +104,9 @@ def test_backends_with_the_same_model_share_one_loaded_pipeline(tiny_sdxl_dir):
 def test_concurrent_edits_are_serialised_and_reproducible(sdxl):
     expected = sdxl.edit(make_request(seed=5)).images
     results: list[tuple[bytes, ...]] = []
-    threads = [threading.Thread(target=lambda: results.append(sdxl.edit(make_request(seed=5)).images))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(sdxl.edit(make_request(seed=5)).images)) for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -110,8 +115,12 @@ def test_concurrent_edits_are_serialised_and_reproducible(sdxl):
 
 
 def test_auto_size_keeps_the_input_size_and_aspect(sdxl):
-    req = EditRequest(prompt="wider", images=(InputImage.from_bytes(image_bytes(96, 64), "in.png"),),
-                      mask=InputImage.from_bytes(mask_bytes(96, 64), "m.png", field="mask"), seed=3)
+    req = EditRequest(
+        prompt="wider",
+        images=(InputImage.from_bytes(image_bytes(96, 64), "in.png"),),
+        mask=InputImage.from_bytes(mask_bytes(96, 64), "m.png", field="mask"),
+        seed=3,
+    )
     result = sdxl.edit(req)
     assert (result.width, result.height) == (96, 64)
     w, h = (int(v) for v in result.extras["work_size"].split("x"))
@@ -181,11 +190,14 @@ def test_quality_tiers_and_policy_overrides(tiny_sdxl_dir):
     assert est["low"] < est["medium"] < est["high"]  # low: no CFG; high: more steps
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({"background": "transparent"}, "background"),
-    ({"input_fidelity": "high"}, "input_fidelity"),
-    ({"images": 2}, "image"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"background": "transparent"}, "background"),
+        ({"input_fidelity": "high"}, "input_fidelity"),
+        ({"images": 2}, "image"),
+    ],
+)
 def test_what_sdxl_cannot_honour_is_refused_before_the_pipeline(sdxl, bad, field):
     before = sdxl.pipeline_calls
     with pytest.raises(InvalidRequest) as info:
@@ -243,12 +255,14 @@ def test_bad_settings_are_misconfiguration():
 
 def test_planning_needs_no_torch_and_no_model():
     """The router and `editroute plan` build backends on machines with no GPU and no weights."""
-    code = ("import sys; from backends.registry import create_backend; from tests.backend_contract import make_request;"
-            "b = create_backend('sdxl', 's', {'model': 'nowhere/none', 'device': 'cuda:7'});"
-            "e = b.estimate(make_request(n=4, quality='high')); assert e.usd > 0 and e.seconds > 0, e;"
-            "assert b.capabilities.max_images == 1 and not b.capabilities.transparent_background;"
-            "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; assert not bad, bad;"
-            "print(e.basis)")
+    code = (
+        "import sys; from backends.registry import create_backend; from tests.backend_contract import make_request;"
+        "b = create_backend('sdxl', 's', {'model': 'nowhere/none', 'device': 'cuda:7'});"
+        "e = b.estimate(make_request(n=4, quality='high')); assert e.usd > 0 and e.seconds > 0, e;"
+        "assert b.capabilities.max_images == 1 and not b.capabilities.transparent_background;"
+        "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; assert not bad, bad;"
+        "print(e.basis)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "configured seconds_per_step_mp" in out.stdout and "A100-80GB" in out.stdout
@@ -260,10 +274,27 @@ def test_ip_adapter_setting_opens_reference_images(tiny_sdxl_dir):
 
 
 def test_tiny_speed_benchmark_smoke_runs(tmp_path, tiny_sdxl_dir):
-    out = subprocess.run([sys.executable, "-m", "benchmarks.sdxl_speed", "--tiny", "--steps", "2", "-n", "2",
-                          "--repeats", "1", "--json", str(tmp_path / "speed.json")],
-                         cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "EDITROUTE_TINY_SDXL_DIR": str(tiny_sdxl_dir)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.sdxl_speed",
+            "--tiny",
+            "--steps",
+            "2",
+            "-n",
+            "2",
+            "--repeats",
+            "1",
+            "--json",
+            str(tmp_path / "speed.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "EDITROUTE_TINY_SDXL_DIR": str(tiny_sdxl_dir)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| path " in out.stdout and "plain diffusers" in out.stdout and "card:" in out.stdout
     import json
@@ -278,10 +309,31 @@ def test_tiny_gpu_check_smoke_runs_offline(tmp_path):
     import json
     import os
 
-    out = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--tiny", "--steps", "2", "--tiers", "low",
-                          "--batches", "1", "--jobs", "2", "--warmup", "0", "--json", str(tmp_path / "check.json")],
-                         cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu_check",
+            "--tiny",
+            "--steps",
+            "2",
+            "--tiers",
+            "low",
+            "--batches",
+            "1",
+            "--jobs",
+            "2",
+            "--warmup",
+            "0",
+            "--json",
+            str(tmp_path / "check.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "check.json").read_text())["rows"]
     assert [r["batch"] for r in rows] == [1, "2 jobs"] and all(r["seconds_per_image"] > 0 for r in rows)

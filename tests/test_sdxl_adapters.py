@@ -29,8 +29,9 @@ def plain(tiny_sdxl_dir) -> SDXLInpaintBackend:
 def test_lora_runs_on_its_tier_only_and_switches_back_and_forth(tiny_sdxl_dir, tmp_path, plain):
     pytest.importorskip("peft")
     lora = build_tiny_lora(tiny_sdxl_dir, tmp_path / "lora")
-    fast = _backend(tiny_sdxl_dir, name="fast", lora=lora,
-                    tiers={"low": {"use_lora": True, "guidance_scale": 0.0, "eta": 0.3}})
+    fast = _backend(
+        tiny_sdxl_dir, name="fast", lora=lora, tiers={"low": {"use_lora": True, "guidance_scale": 0.0, "eta": 0.3}}
+    )
     low = fast.edit(make_request(seed=3, quality="low"))
     assert low.extras["lora"] and low.images != plain.edit(make_request(seed=3, quality="low")).images
     medium = fast.edit(make_request(seed=3, quality="medium"))  # LoRA off again, base scheduler back

@@ -41,9 +41,11 @@ def sdxl(tiny_sdxl_dir) -> SDXLInpaintBackend:
 
 
 def test_a_batch_is_one_call_and_each_job_gets_what_it_would_get_alone(sdxl):
-    jobs = [make_request(n=2, seed=7, prompt="lower", job_id="a"),
-            make_request(n=1, seed=9, prompt="wider newer", job_id="b", output_format="jpeg"),
-            make_request(n=1, seed=7, prompt="lowest", job_id="c")]
+    jobs = [
+        make_request(n=2, seed=7, prompt="lower", job_id="a"),
+        make_request(n=1, seed=9, prompt="wider newer", job_id="b", output_format="jpeg"),
+        make_request(n=1, seed=7, prompt="lowest", job_id="c"),
+    ]
     alone = [sdxl.edit(r) for r in jobs]
     before = sdxl.pipeline_calls
     batched = sdxl.edit_batch(jobs)
@@ -69,8 +71,12 @@ def test_image_k_of_a_job_is_image_0_of_seed_plus_k(sdxl):
 
 
 def test_a_bad_job_gets_its_own_error_and_the_rest_run(sdxl):
-    jobs = [make_request(seed=1, job_id="ok-1"), make_request(n=11, job_id="too-many"),
-            make_request(mask=False, job_id="no-mask"), make_request(seed=2, job_id="ok-2")]
+    jobs = [
+        make_request(seed=1, job_id="ok-1"),
+        make_request(n=11, job_id="too-many"),
+        make_request(mask=False, job_id="no-mask"),
+        make_request(seed=2, job_id="ok-2"),
+    ]
     before = sdxl.pipeline_calls
     out = sdxl.edit_batch(jobs)
     assert sdxl.pipeline_calls == before + 1  # the two good ones still share one call
@@ -89,8 +95,9 @@ def test_a_failed_shared_call_is_retried_job_by_job(tiny_sdxl_dir):
             return super()._call_pipeline(pipe, kwargs)
 
     backend = Poisoned("sdxl", Settings.model_validate(tiny_settings(tiny_sdxl_dir)))
-    out = backend.edit_batch([make_request(seed=1, job_id="x"), make_request(prompt="poison", job_id="p"),
-                              make_request(seed=3, job_id="y")])
+    out = backend.edit_batch(
+        [make_request(seed=1, job_id="x"), make_request(prompt="poison", job_id="p"), make_request(seed=3, job_id="y")]
+    )
     assert isinstance(out[0], EditResult) and isinstance(out[2], EditResult)
     assert isinstance(out[1], BackendUnavailable) and out[1].job_id == "p"
     assert backend.pipeline_calls == 4  # the shared call, then one per job

@@ -31,8 +31,9 @@ def test_no_mask_repaints_everything():
     assert np.asarray(px.repaint_mask(None, (5, 3))).min() == 255
 
 
-@pytest.mark.parametrize("size, expected", [("1024x1024", (1024, 1024)), ("1536x1024", (1536, 1024)),
-                                            ("1024x1536", (1024, 1536))])
+@pytest.mark.parametrize(
+    "size, expected", [("1024x1024", (1024, 1024)), ("1536x1024", (1536, 1024)), ("1024x1536", (1024, 1536))]
+)
 def test_fixed_sizes_are_the_output_and_work_near_one_megapixel(size, expected):
     geom = px.plan_geometry(size, 800, 600)
     assert geom.out_size == expected

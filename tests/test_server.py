@@ -48,8 +48,13 @@ def write_policy(folder: Path, upstream: FakeOpenAIServer | None, sdxl_dir: Path
     if upstream is not None:
         key_file = folder / "upstream.key"
         key_file.write_text(UPSTREAM_KEY)
-        backends["api"] = {"kind": "openai", "model": "gpt-image-1", "base_url": upstream.base_url,
-                           "api_key_file": str(key_file), "max_retries": 0}
+        backends["api"] = {
+            "kind": "openai",
+            "model": "gpt-image-1",
+            "base_url": upstream.base_url,
+            "api_key_file": str(key_file),
+            "max_retries": 0,
+        }
         quality["api"] = {"low": 0.7, "medium": 0.8, "high": 0.9}
     if sdxl_dir is not None:
         backends["sdxl-local"] = {"kind": "sdxl", **tiny_settings(sdxl_dir)}
@@ -185,18 +190,21 @@ def test_shutdown_closes_the_connections_of_a_re_targeted_model(tmp_path, upstre
 # ---- refusals: the SDK's own exception types, never retried -----------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, param, code", [
-    ({"n": 11}, "n", "invalid_value"),
-    ({"response_format": "b64_json"}, "response_format", "unknown_parameter"),
-    ({"extra_body": {"num_inference_steps": "30"}}, "num_inference_steps", "unknown_parameter"),
-    ({"mask": ("mask.png", mask_bytes(32, 32), "image/png")}, "mask", "invalid_value"),
-    ({"image": ("notes.txt", b"hello", "text/plain")}, "image", "unsupported_file_mimetype"),
-    ({"image": ("broken.png", image_bytes()[:80], "image/png")}, "image", "invalid_image_file"),
-    ({"model": "dall-e-2"}, "model", "model_not_found"),
-    ({"model": "no-such-model"}, "model", "model_not_found"),
-    ({"model": "sdxl-local"}, "mask", "invalid_value"),  # pinned to SDXL without a mask
-    ({"size": "1000x1000"}, "size", "invalid_value"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param, code",
+    [
+        ({"n": 11}, "n", "invalid_value"),
+        ({"response_format": "b64_json"}, "response_format", "unknown_parameter"),
+        ({"extra_body": {"num_inference_steps": "30"}}, "num_inference_steps", "unknown_parameter"),
+        ({"mask": ("mask.png", mask_bytes(32, 32), "image/png")}, "mask", "invalid_value"),
+        ({"image": ("notes.txt", b"hello", "text/plain")}, "image", "unsupported_file_mimetype"),
+        ({"image": ("broken.png", image_bytes()[:80], "image/png")}, "image", "invalid_image_file"),
+        ({"model": "dall-e-2"}, "model", "model_not_found"),
+        ({"model": "no-such-model"}, "model", "model_not_found"),
+        ({"model": "sdxl-local"}, "mask", "invalid_value"),  # pinned to SDXL without a mask
+        ({"size": "1000x1000"}, "size", "invalid_value"),
+    ],
+)
 def test_bad_input_is_a_bad_request_naming_the_parameter(server, kwargs, param, code):
     url, service = server
     sent_before = service.metrics.requests.get((("route", "/v1/images/edits"), ("code", "400")), 0)
@@ -235,8 +243,14 @@ def test_size_limits_hold_before_the_body_is_read(tmp_path, upstream):
             client(url).images.edit(image=png(), prompt="x" * 40_000)
         assert info.value.param == "prompt"
         # a 1 GB upload is answered 413 from its headers alone, before the client sends the body
-        status, body = raw_post_headers(url, {"Authorization": f"Bearer {KEY}", "Content-Length": str(10**9),
-                                              "Content-Type": "multipart/form-data; boundary=b"})
+        status, body = raw_post_headers(
+            url,
+            {
+                "Authorization": f"Bearer {KEY}",
+                "Content-Length": str(10**9),
+                "Content-Type": "multipart/form-data; boundary=b",
+            },
+        )
         assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
     assert len(upstream.requests) == before  # nothing above reached the API
 
@@ -299,8 +313,9 @@ def test_retry_after_a_client_timeout_is_not_billed_twice(tmp_path):
             assert Decimal(headers["x-editroute-cost-usd"]) == attempts[0]["cost"]
 
             # concurrent identical seeded requests share one job too
-            results = run_threads(3, lambda i: edit(url, image=png(), prompt="concurrent duplicate",
-                                                    extra_body={"seed": 7}))
+            results = run_threads(
+                3, lambda i: edit(url, image=png(), prompt="concurrent duplicate", extra_body={"seed": 7})
+            )
             assert len(slow.requests) == 2 and len({r[0].data[0].b64_json for r in results}) == 1
             assert sorted(r[1]["x-editroute-billed-usd"] == "0" for r in results) == [False, True, True]
 
@@ -333,8 +348,9 @@ def test_identical_seeded_requests_reuse_the_stored_result(server, upstream):
 def test_a_retry_after_a_restart_reuses_the_latest_job_from_the_ledger(tmp_path):
     """An SDK retry (x-stainless-retry-count >= 1) that reaches a restarted server finds the job in the ledger."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({"backends": {"fast": {"kind": "function", "cost_per_image": 0.03}},
-                                      "quality": {"fast": 0.7}}))
+    policy.write_text(
+        yaml.safe_dump({"backends": {"fast": {"kind": "function", "cost_per_image": 0.03}}, "quality": {"fast": 0.7}})
+    )
     retry = {"x-stainless-retry-count": "1"}
     with serving(policy, tmp_path / "out") as (url, _):
         _, old = edit(url, image=png(), prompt="restart")
@@ -385,9 +401,15 @@ def test_budget_spent_by_a_batch_run_holds_for_the_server(tmp_path):
     (folder / "a.png").write_bytes(image_bytes())
     (folder / "jobs.jsonl").write_text(json.dumps({"id": "batch-1", "image": "a.png", "prompt": "batch"}) + "\n")
     policy = tmp_path / "policy.yaml"
-    policy.write_text(yaml.safe_dump({
-        "backends": {"fast": {"kind": "function", "cost_per_image": 0.03}}, "quality": {"fast": 0.7},
-        "budgets": [{"backend": "fast", "period": "day", "limit_usd": 0.05}]}))
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "backends": {"fast": {"kind": "function", "cost_per_image": 0.03}},
+                "quality": {"fast": 0.7},
+                "budgets": [{"backend": "fast", "period": "day", "limit_usd": 0.05}],
+            }
+        )
+    )
     assert run_batch(folder / "jobs.jsonl", policy, tmp_path / "out").ok
     with serving(policy, tmp_path / "out") as (url, service):
         with pytest.raises(openai.RateLimitError) as info:
@@ -414,8 +436,11 @@ def test_models_health_and_metrics(server):
     url, _ = server
     ids = [m.id for m in client(url).models.list()]
     assert ids[:3] == ["auto", "api", "sdxl-local"] and "gpt-image-1.5" in ids and "dall-e-2" not in ids
-    assert httpx.get(url.replace("/v1", "/healthz")).json() == {"status": "ok", "backends": ["api", "sdxl-local"],
-                                                                 "auth": True}
+    assert httpx.get(url.replace("/v1", "/healthz")).json() == {
+        "status": "ok",
+        "backends": ["api", "sdxl-local"],
+        "auth": True,
+    }
     edit(url, image=png(), prompt="for the metrics")
     text = httpx.get(url.replace("/v1", "/metrics"), headers={"Authorization": f"Bearer {KEY}"}).text
     assert 'editroute_jobs_total{backend="api",status="done"}' in text
@@ -440,13 +465,13 @@ def test_keys_from_file_and_env_and_loopback_only_without_keys(tmp_path):
         load_api_keys(tmp_path / "missing", env={})
 
 
-README_SNIPPET = '''\
+README_SNIPPET = """\
 import base64
 from openai import OpenAI
 client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-editroute-local")
 result = client.images.edit(model="auto", image=open("photo.png", "rb"), prompt="Put the bottle on a white backdrop")
 open("edited.png", "wb").write(base64.b64decode(result.data[0].b64_json))
-'''
+"""
 
 
 def test_readme_snippet_works_as_written(tmp_path, upstream, monkeypatch):
@@ -462,11 +487,30 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
     OpenAI backends pointed at the stand-in by $OPENAI_BASE_URL, then the five-line snippet; no key in any output."""
     port = _free_port()
     with FakeOpenAIServer(api_key=UPSTREAM_KEY) as api:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--policy",
-                                 "configs/policies/balanced.yaml", "--port", str(port), "--out", str(tmp_path / "out")],
-                                cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OPENAI_BASE_URL": api.base_url,
-                                     "OPENAI_API_KEY": UPSTREAM_KEY})
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "serve",
+                "--policy",
+                "configs/policies/balanced.yaml",
+                "--port",
+                str(port),
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={
+                "PATH": "/usr/bin:/bin",
+                "HF_HUB_OFFLINE": "1",
+                "OPENAI_BASE_URL": api.base_url,
+                "OPENAI_API_KEY": UPSTREAM_KEY,
+            },
+        )
         try:
             deadline = time.monotonic() + 30
             while True:

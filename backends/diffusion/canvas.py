@@ -61,8 +61,11 @@ def plan_geometry(size: str, in_w: int, in_h: int, target_megapixels: float = 1.
     scale = min(out_w / in_w, out_h / in_h)
     cw, ch = max(1, round(in_w * scale)), max(1, round(in_h * scale))
     left, top = (out_w - cw) // 2, (out_h - ch) // 2
-    return Geometry(out_size=(out_w, out_h), work_size=working_size(out_w, out_h, target_megapixels),
-                    content_box=(left, top, left + cw, top + ch))
+    return Geometry(
+        out_size=(out_w, out_h),
+        work_size=working_size(out_w, out_h, target_megapixels),
+        content_box=(left, top, left + cw, top + ch),
+    )
 
 
 def repaint_mask(openai_mask: Image.Image | None, size: tuple[int, int]) -> Image.Image:

@@ -104,8 +104,9 @@ def import_diffusers():
     try:
         import diffusers
     except ImportError as exc:
-        raise BackendMisconfigured(f"self-hosted diffusion models need diffusers and transformers: {INSTALL_HINT}") \
-            from exc
+        raise BackendMisconfigured(
+            f"self-hosted diffusion models need diffusers and transformers: {INSTALL_HINT}"
+        ) from exc
     return diffusers
 
 
@@ -165,7 +166,8 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
         if not (path / "model_index.json").is_file():
             raise BackendMisconfigured(
                 f"model directory {str(path)!r} not found or not a diffusers pipeline (no model_index.json); "
-                f"give a hub id such as {family.example_model!r} or a save_pretrained directory")
+                f"give a hub id such as {family.example_model!r} or a save_pretrained directory"
+            )
         model = str(path)
     start = time.perf_counter()
     try:
@@ -173,18 +175,33 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
         with warnings.catch_warnings(), quiet_progress():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = getattr(diffusers, family.pipeline_class).from_pretrained(
-                model, torch_dtype=getattr(torch, DTYPES[dtype]), variant=settings.variant)
+                model, torch_dtype=getattr(torch, DTYPES[dtype]), variant=settings.variant
+            )
     except (OSError, ValueError) as exc:  # hub unreachable / not in cache / bad files
-        where = "" if local else (f"; with no network it must already be in the Hugging Face cache at "
-                                  f"{hf_cache_dir()} (download it elsewhere with `hf download {model}` and copy "
-                                  f"the cache, or set HF_HOME)")
-        raise BackendMisconfigured(f"cannot load {family.name} model {model!r}: {str(exc).splitlines()[0]}{where}") \
-            from None
+        where = (
+            ""
+            if local
+            else (
+                f"; with no network it must already be in the Hugging Face cache at "
+                f"{hf_cache_dir()} (download it elsewhere with `hf download {model}` and copy "
+                f"the cache, or set HF_HOME)"
+            )
+        )
+        raise BackendMisconfigured(
+            f"cannot load {family.name} model {model!r}: {str(exc).splitlines()[0]}{where}"
+        ) from None
     loads += 1
     loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
     loaded.load_s = time.perf_counter() - start
-    log.info("loaded %s %s on %s (%s%s) in %.1fs", family.name, model, device, dtype,
-             ", " + ", ".join(loaded.notes) if loaded.notes else "", loaded.load_s)
+    log.info(
+        "loaded %s %s on %s (%s%s) in %.1fs",
+        family.name,
+        model,
+        device,
+        dtype,
+        ", " + ", ".join(loaded.notes) if loaded.notes else "",
+        loaded.load_s,
+    )
     return loaded
 
 
@@ -202,8 +219,9 @@ def quiet_float32_notice() -> None:
         modeling_log.addFilter(_EmptyFloat32Notice())
 
 
-def prepare_pipeline(pipe: Any, settings: PipelineSettings, device: str, dtype: str,
-                     lock: threading.Lock | None = None) -> LoadedPipeline:
+def prepare_pipeline(
+    pipe: Any, settings: PipelineSettings, device: str, dtype: str, lock: threading.Lock | None = None
+) -> LoadedPipeline:
     """Apply the settings' options to a pipeline already in `dtype`, and place it on `device`."""
     torch = import_torch()
     family = settings.family
@@ -217,8 +235,14 @@ def prepare_pipeline(pipe: Any, settings: PipelineSettings, device: str, dtype: 
         getattr(pipe, family.denoiser).to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
         notes.append("channels_last")
-    loaded = LoadedPipeline(pipe=pipe, device=device, dtype=dtype, lock=lock or device_lock(device),
-                            base_scheduler=pipe.scheduler, native_megapixels=family.native_megapixels(pipe))
+    loaded = LoadedPipeline(
+        pipe=pipe,
+        device=device,
+        dtype=dtype,
+        lock=lock or device_lock(device),
+        base_scheduler=pipe.scheduler,
+        native_megapixels=family.native_megapixels(pipe),
+    )
     if family.add_adapters is not None:
         notes += family.add_adapters(loaded, settings)
     if settings.offload == "model":
@@ -295,8 +319,10 @@ def oom_error(n: int, size: tuple[int, int], settings: PipelineSettings, device:
         advice.append("set `offload: model` in the backend settings")
     if (settings.target_megapixels or 1.0) > 0.6:
         advice.append("lower `target_megapixels`")
-    return BackendUnavailable(f"out of GPU memory on {device} at {size[0]}x{size[1]} working size; "
-                              + ("; ".join(advice) or "use a card with more memory"))
+    return BackendUnavailable(
+        f"out of GPU memory on {device} at {size[0]}x{size[1]} working size; "
+        + ("; ".join(advice) or "use a card with more memory")
+    )
 
 
 def peak_memory_gib(device: str) -> float | None:

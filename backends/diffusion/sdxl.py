@@ -96,11 +96,15 @@ def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) ->
 
 
 def _maskless_refusal(request: EditRequest) -> InvalidRequest:
-    return InvalidRequest("mask=None: this SDXL inpainting backend needs a mask (alpha 0 marks the area to edit); "
-                          "send mask-less jobs to a backend that edits without one, or set `maskless: img2img` "
-                          "to repaint the whole image (limit: a mask is required here)",
-                          field="mask", value=None, limit="a mask is required on this backend",
-                          job_id=request.job_id)
+    return InvalidRequest(
+        "mask=None: this SDXL inpainting backend needs a mask (alpha 0 marks the area to edit); "
+        "send mask-less jobs to a backend that edits without one, or set `maskless: img2img` "
+        "to repaint the whole image (limit: a mask is required here)",
+        field="mask",
+        value=None,
+        limit="a mask is required on this backend",
+        job_id=request.job_id,
+    )
 
 
 def work_units(tier: Tier, work_size: tuple[int, int], n: int) -> float:
@@ -120,9 +124,14 @@ class SDXLInpaintBackend:
         s = self.settings
         extra_images = s.ip_adapter is not None
         self.capabilities = Capabilities(
-            max_images=MAX_IMAGES if extra_images else 1, reference_images=extra_images,
-            mask_optional=s.maskless == "img2img" or s.mask_inference is not None, arbitrary_sizes=True,
-            max_n=s.max_n, transparent_background=False, input_fidelity=False)
+            max_images=MAX_IMAGES if extra_images else 1,
+            reference_images=extra_images,
+            mask_optional=s.maskless == "img2img" or s.mask_inference is not None,
+            arbitrary_sizes=True,
+            max_n=s.max_n,
+            transparent_background=False,
+            input_fidelity=False,
+        )
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> SDXLInpaintBackend:
@@ -142,9 +151,12 @@ class SDXLInpaintBackend:
         s = self.settings
         tier_name, tier = s.tier(request.quality if request.quality in ("low", "medium", "high") else "auto")
         first = request.images[0] if request.images else None
-        geom = px.plan_geometry(request.size if _plain_size(request.size) else "auto",
-                                first.width if first else 1024, first.height if first else 1024,
-                                _target_megapixels(s))
+        geom = px.plan_geometry(
+            request.size if _plain_size(request.size) else "auto",
+            first.width if first else 1024,
+            first.height if first else 1024,
+            _target_megapixels(s),
+        )
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
         units = work_units(tier, geom.work_size, n)
         with _rates_lock:
@@ -153,9 +165,11 @@ class SDXLInpaintBackend:
         where = "measured in this process" if measured is not None else "configured seconds_per_step_mp"
         seconds = units * rate
         usd = gpu_cost(seconds, s.gpu_cost)
-        basis = (f"{n} image(s) x {tier.steps_run} steps ({tier_name}{', CFG' if tier.guided else ''}) at "
-                 f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {rate:.4g} s ({where}) = "
-                 f"{seconds:.2f} GPU-s x {s.gpu_cost.describe()} = ${usd:.5f}")
+        basis = (
+            f"{n} image(s) x {tier.steps_run} steps ({tier_name}{', CFG' if tier.guided else ''}) at "
+            f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {rate:.4g} s ({where}) = "
+            f"{seconds:.2f} GPU-s x {s.gpu_cost.describe()} = ${usd:.5f}"
+        )
         return CostEstimate(usd=usd, basis=basis, seconds=seconds)
 
     # ---- batching: which jobs can share one pipeline call --------------------------------------------
@@ -218,8 +232,11 @@ class SDXLInpaintBackend:
                 if isinstance(exc, EditError):
                     raise exc.with_context(job_id=requests[index].job_id, backend=self.name) from None
                 raise exc
-            err = copy.copy(exc) if isinstance(exc, EditError) else BackendUnavailable(
-                f"SDXL backend failed: {exc.__class__.__name__}: {exc}")
+            err = (
+                copy.copy(exc)
+                if isinstance(exc, EditError)
+                else BackendUnavailable(f"SDXL backend failed: {exc.__class__.__name__}: {exc}")
+            )
             err.job_id = None  # a copy per job: one shared error (e.g. the model failed to load) names each job
             out[index] = err.with_context(job_id=requests[index].job_id, backend=self.name)
 
@@ -262,20 +279,29 @@ class SDXLInpaintBackend:
         image = _open(request.images[0], "image")
         choice = choose_mask(request, s, image)
         strength = min(tier.strength, s.img2img_strength) if choice.source == "img2img" else tier.strength
-        return _Job(index=index, request=request, tier_name=tier_name, tier=tier, image=image, choice=choice,
-                    strength=strength, seed=request.seed if request.seed is not None else secrets.randbits(48),
-                    started=started, mask_s=time.perf_counter() - started)
+        return _Job(
+            index=index,
+            request=request,
+            tier_name=tier_name,
+            tier=tier,
+            image=image,
+            choice=choice,
+            strength=strength,
+            seed=request.seed if request.seed is not None else secrets.randbits(48),
+            started=started,
+            mask_s=time.perf_counter() - started,
+        )
 
     def _place(self, job: _Job, loaded: Any) -> None:
         s, request = self.settings, job.request
-        job.geom = geom = px.plan_geometry(request.size, job.image.width, job.image.height,
-                                           s.target_megapixels or loaded.native_megapixels)
+        job.geom = geom = px.plan_geometry(
+            request.size, job.image.width, job.image.height, s.target_megapixels or loaded.native_megapixels
+        )
         job.canvas, job.canvas_mask = px.to_canvas(job.image, job.choice.mask, geom)
         job.work_image, job.work_mask = px.to_working(job.canvas, job.canvas_mask, geom)
         job.references = [_open(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
         # a job with references runs alone (the IP-Adapter's image embeddings are per call)
-        job.call_key = ((geom.work_size, job.tier_name, job.strength) if not job.references
-                        else ("alone", job.index))
+        job.call_key = (geom.work_size, job.tier_name, job.strength) if not job.references else ("alone", job.index)
         job.prepare_s = time.perf_counter() - job.started
 
     def _run_group(self, group: list[_Job], loaded: Any, *, raise_errors: bool) -> list[tuple[_Job, Any]]:
@@ -284,8 +310,9 @@ class SDXLInpaintBackend:
             outputs, gpu_s, warm_up = self._call(group, loaded)
         except Exception as exc:
             if len(group) > 1:
-                log.warning("%s: batched call of %d jobs failed (%s); running them one by one", self.name,
-                            len(group), exc)
+                log.warning(
+                    "%s: batched call of %d jobs failed (%s); running them one by one", self.name, len(group), exc
+                )
                 return [pair for job in group for pair in self._run_group([job], loaded, raise_errors=raise_errors)]
             job = group[0]
             err = exc if isinstance(exc, EditError) else None
@@ -301,11 +328,12 @@ class SDXLInpaintBackend:
         results: list[tuple[_Job, Any]] = []
         start = 0
         for job in group:
-            mine = outputs[start:start + job.request.n]
+            mine = outputs[start : start + job.request.n]
             start += job.request.n
             try:
-                results.append((job, self._finish(job, mine, gpu_s * job.request.n / images, loaded, warm_up,
-                                                  len(group))))
+                results.append(
+                    (job, self._finish(job, mine, gpu_s * job.request.n / images, loaded, warm_up, len(group)))
+                )
             except EditError as exc:
                 if raise_errors:
                     raise exc.with_context(job_id=job.request.job_id, backend=self.name) from None
@@ -320,13 +348,22 @@ class SDXLInpaintBackend:
         s, first = self.settings, group[0]
         tier, geom = first.tier, first.geom
         kwargs: dict[str, Any] = dict(
-            negative_prompt=s.negative_prompt, width=geom.work_size[0], height=geom.work_size[1],
-            num_inference_steps=tier.steps, guidance_scale=tier.guidance_scale, strength=first.strength,
-            output_type="pil")
+            negative_prompt=s.negative_prompt,
+            width=geom.work_size[0],
+            height=geom.work_size[1],
+            num_inference_steps=tier.steps,
+            guidance_scale=tier.guidance_scale,
+            strength=first.strength,
+            output_type="pil",
+        )
         rows = [(j, k) for j in group for k in range(j.request.n)]
-        kwargs.update(prompt=[j.request.prompt for j, _ in rows], image=[j.work_image for j, _ in rows],
-                      mask_image=[j.work_mask for j, _ in rows], num_images_per_prompt=1,
-                      generator=[g for j in group for g in rt.generators(j.seed, j.request.n)])
+        kwargs.update(
+            prompt=[j.request.prompt for j, _ in rows],
+            image=[j.work_image for j, _ in rows],
+            mask_image=[j.work_mask for j, _ in rows],
+            num_images_per_prompt=1,
+            generator=[g for j in group for g in rt.generators(j.seed, j.request.n)],
+        )
         ip_scale = None
         if s.ip_adapter is not None:  # a loaded IP-Adapter needs image embeddings on every call
             # references (a job with them runs alone, see _place) at the configured scale; else scale 0: no effect
@@ -344,36 +381,65 @@ class SDXLInpaintBackend:
             warm_up = loaded.calls == 1
             with rt.timed(loaded.device) as clock:
                 output = rt.run_guarded(
-                    lambda: self._call_pipeline(loaded.pipe, kwargs), device=loaded.device,
-                    on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device))
+                    lambda: self._call_pipeline(loaded.pipe, kwargs),
+                    device=loaded.device,
+                    on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device),
+                )
         gpu_s = clock["seconds"]
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
             self._record_rate(gpu_s, work_units(tier, geom.work_size, n_images))
         return list(output.images), gpu_s, warm_up
 
-    def _finish(self, job: _Job, generated: list[Any], gpu_s: float, loaded: Any, warm_up: bool,
-                batch_jobs: int) -> EditResult:
+    def _finish(
+        self, job: _Job, generated: list[Any], gpu_s: float, loaded: Any, warm_up: bool, batch_jobs: int
+    ) -> EditResult:
         s, request, geom, tier = self.settings, job.request, job.geom, job.tier
         outputs = [px.paste_back(job.canvas, img, job.canvas_mask, _feather(s.feather_px, geom)) for img in generated]
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         cost = gpu_cost(gpu_s, s.gpu_cost)
         total = time.perf_counter() - job.started
-        log.info("%s: %d image(s) %dx%d (work %dx%d, %s, %d steps) on %s in %.2fs GPU, $%s", self.name, len(encoded),
-                 *geom.out_size, *geom.work_size, job.tier_name, tier.steps_run, loaded.device, gpu_s, cost)
+        log.info(
+            "%s: %d image(s) %dx%d (work %dx%d, %s, %d steps) on %s in %.2fs GPU, $%s",
+            self.name,
+            len(encoded),
+            *geom.out_size,
+            *geom.work_size,
+            job.tier_name,
+            tier.steps_run,
+            loaded.device,
+            gpu_s,
+            cost,
+        )
         shared = f" (its {request.n}-image share of a {batch_jobs}-job call)" if batch_jobs > 1 else ""
         choice = job.choice
         return EditResult(
-            images=encoded, output_format=request.output_format, width=geom.out_size[0], height=geom.out_size[1],
-            backend=self.name, model=s.model, usage=Usage(gpu_seconds=gpu_s), cost_usd=cost,
+            images=encoded,
+            output_format=request.output_format,
+            width=geom.out_size[0],
+            height=geom.out_size[1],
+            backend=self.name,
+            model=s.model,
+            usage=Usage(gpu_seconds=gpu_s),
+            cost_usd=cost,
             timings={"total_s": total, "prepare_s": job.prepare_s, "mask_s": job.mask_s, "gpu_s": gpu_s},
-            seed=job.seed, quality=job.tier_name, background="opaque",
-            extras={"cost_basis": f"measured {gpu_s:.3f} device-s{shared} on {loaded.device} x "
-                                  f"{s.gpu_cost.describe()}",
-                    "mask": choice.source, "steps_run": int(tier.steps * job.strength), "strength": job.strength,
-                    "work_size": f"{geom.work_size[0]}x{geom.work_size[1]}", "device": loaded.device,
-                    "dtype": loaded.dtype, "lora": tier.use_lora, "warm_up": warm_up, "batch_jobs": batch_jobs,
-                    **(choice.inferred.details() if choice.inferred else {})},
-            artifacts={"mask.png": choice.inferred.mask_png} if choice.inferred else {})
+            seed=job.seed,
+            quality=job.tier_name,
+            background="opaque",
+            extras={
+                "cost_basis": f"measured {gpu_s:.3f} device-s{shared} on {loaded.device} x {s.gpu_cost.describe()}",
+                "mask": choice.source,
+                "steps_run": int(tier.steps * job.strength),
+                "strength": job.strength,
+                "work_size": f"{geom.work_size[0]}x{geom.work_size[1]}",
+                "device": loaded.device,
+                "dtype": loaded.dtype,
+                "lora": tier.use_lora,
+                "warm_up": warm_up,
+                "batch_jobs": batch_jobs,
+                **(choice.inferred.details() if choice.inferred else {}),
+            },
+            artifacts={"mask.png": choice.inferred.mask_png} if choice.inferred else {},
+        )
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The one place the pipeline runs (a seam for tests that need a failing call)."""

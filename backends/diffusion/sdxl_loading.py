@@ -27,8 +27,11 @@ def _add_adapters(loaded: LoadedPipeline, settings: Settings) -> list[str]:
 
 
 SDXL_PIPELINE = PipelineFamily(
-    name="SDXL inpaint", pipeline_class="StableDiffusionXLInpaintPipeline",
-    example_model="diffusers/stable-diffusion-xl-1.0-inpainting-0.1", add_adapters=_add_adapters)
+    name="SDXL inpaint",
+    pipeline_class="StableDiffusionXLInpaintPipeline",
+    example_model="diffusers/stable-diffusion-xl-1.0-inpainting-0.1",
+    add_adapters=_add_adapters,
+)
 
 
 def _load_lora(loaded: LoadedPipeline, settings: Settings) -> None:
@@ -38,8 +41,9 @@ def _load_lora(loaded: LoadedPipeline, settings: Settings) -> None:
     try:
         pipe.load_lora_weights(lora.model, weight_name=lora.weight_name, adapter_name="fast")
     except (OSError, ValueError) as exc:
-        raise BackendMisconfigured(f"cannot load LoRA {lora.model!r}: {str(exc).splitlines()[0]} "
-                                   f"(HF cache: {hf_cache_dir()})") from None
+        raise BackendMisconfigured(
+            f"cannot load LoRA {lora.model!r}: {str(exc).splitlines()[0]} (HF cache: {hf_cache_dir()})"
+        ) from None
     if lora.scheduler == "tcd":
         loaded.lora_scheduler = diffusers.TCDScheduler.from_config(pipe.scheduler.config)
     elif lora.scheduler == "lcm":
@@ -61,8 +65,9 @@ def _load_ip_adapter(pipe: Any, settings: Settings) -> None:
     try:
         pipe.load_ip_adapter(ip.model, subfolder=ip.subfolder, weight_name=ip.weight_name, **kwargs)
     except (OSError, ValueError) as exc:
-        raise BackendMisconfigured(f"cannot load IP-Adapter {ip.model!r}: {str(exc).splitlines()[0]} "
-                                   f"(HF cache: {hf_cache_dir()})") from None
+        raise BackendMisconfigured(
+            f"cannot load IP-Adapter {ip.model!r}: {str(exc).splitlines()[0]} (HF cache: {hf_cache_dir()})"
+        ) from None
     pipe.set_ip_adapter_scale(ip.scale)
 
 

@@ -117,7 +117,6 @@ class Settings(StrictModel):
     gpu_cost: GpuCost = Field(default_factory=lambda: GpuCost(gpu="A100-80GB"))
     seconds_per_step_mp: float = Field(default=0.11, gt=0)
 
-
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -159,5 +158,16 @@ class Settings(StrictModel):
 
     def cache_key(self) -> tuple:
         """What makes two loaded pipelines different: backends with equal keys share one."""
-        return (self.model, self.variant, self.device, self.dtype, self.offload, self.compile, self.compile_mode,
-                self.channels_last, self.fuse_qkv, self.lora, self.ip_adapter)
+        return (
+            self.model,
+            self.variant,
+            self.device,
+            self.dtype,
+            self.offload,
+            self.compile,
+            self.compile_mode,
+            self.channels_last,
+            self.fuse_qkv,
+            self.lora,
+            self.ip_adapter,
+        )

@@ -10,6 +10,15 @@ from backends.masks.settings import DEFAULT_MASK_MODEL, GroundedSamSettings, Mas
 from backends.masks.target import Target, extract_target
 
 __all__ = [
-    "DEFAULT_MASK_MODEL", "GroundedSamSettings", "InferredMask", "MaskSettings", "Target", "box_sum", "dilate",
-    "extract_target", "infer_mask", "mask_from_region", "probabilities",
+    "DEFAULT_MASK_MODEL",
+    "GroundedSamSettings",
+    "InferredMask",
+    "MaskSettings",
+    "Target",
+    "box_sum",
+    "dilate",
+    "extract_target",
+    "infer_mask",
+    "mask_from_region",
+    "probabilities",
 ]

@@ -20,10 +20,12 @@ def probabilities(image: Image.Image, query: str, settings: MaskSettings) -> np.
     """CLIPSeg's per-pixel probability for `query` at the image's size (H x W, float 0..1)."""
     import torch
 
-    loaded = load_pretrained(settings.model, "CLIPSegForImageSegmentation", "CLIPSegProcessor",
-                             device=settings.device, what="mask model")
-    inputs = loaded.processor(text=[query], images=[image.convert("RGB")], padding=True, truncation=True,
-                              return_tensors="pt")
+    loaded = load_pretrained(
+        settings.model, "CLIPSegForImageSegmentation", "CLIPSegProcessor", device=settings.device, what="mask model"
+    )
+    inputs = loaded.processor(
+        text=[query], images=[image.convert("RGB")], padding=True, truncation=True, return_tensors="pt"
+    )
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     with torch.inference_mode():
         logits = loaded.model(**inputs).logits

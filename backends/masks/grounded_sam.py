@@ -44,16 +44,25 @@ def detect(image: Image.Image, query: str, settings: MaskSettings) -> tuple[list
 
     gs = settings.grounded_sam
     assert gs is not None
-    det = load_pretrained(gs.detector, "GroundingDinoForObjectDetection", "GroundingDinoProcessor",
-                                  device=settings.device, what="detector model")
+    det = load_pretrained(
+        gs.detector,
+        "GroundingDinoForObjectDetection",
+        "GroundingDinoProcessor",
+        device=settings.device,
+        what="detector model",
+    )
     inputs = det.processor(images=image, text=detector_text(query), return_tensors="pt").to(det.device)
     with torch.inference_mode():
         outputs = det.model(**inputs)
     found = det.processor.post_process_grounded_object_detection(
-        outputs, inputs["input_ids"], threshold=gs.box_threshold, text_threshold=0.0,
-        target_sizes=[(image.height, image.width)])[0]
+        outputs,
+        inputs["input_ids"],
+        threshold=gs.box_threshold,
+        text_threshold=0.0,
+        target_sizes=[(image.height, image.width)],
+    )[0]
     scores = found["scores"].float().cpu()
-    order = scores.argsort(descending=True)[:gs.max_boxes]
+    order = scores.argsort(descending=True)[: gs.max_boxes]
     boxes = found["boxes"].float().cpu()[order]
     # clamp to the picture: a box poking past the edge is still a prompt for the part inside it
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.width)
@@ -67,15 +76,16 @@ def segment(image: Image.Image, boxes: list[list[float]], settings: MaskSettings
 
     gs = settings.grounded_sam
     assert gs is not None
-    sam = load_pretrained(gs.segmenter, "SamModel", "SamProcessor", device=settings.device,
-                                  what="segmentation model")
+    sam = load_pretrained(gs.segmenter, "SamModel", "SamProcessor", device=settings.device, what="segmentation model")
     inputs = sam.processor(images=image, input_boxes=[boxes], return_tensors="pt").to(sam.device)
     with torch.inference_mode():
-        out = sam.model(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"],
-                        multimask_output=False)
+        out = sam.model(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"], multimask_output=False)
     logits = sam.processor.image_processor.post_process_masks(
-        out.pred_masks.float().cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu(),
-        binarize=False)[0]  # boxes x 1 x H x W
+        out.pred_masks.float().cpu(),
+        inputs["original_sizes"].cpu(),
+        inputs["reshaped_input_sizes"].cpu(),
+        binarize=False,
+    )[0]  # boxes x 1 x H x W
     return torch.sigmoid(logits.amax(dim=(0, 1))).double().numpy()
 
 
@@ -84,8 +94,11 @@ def probabilities(image: Image.Image, query: str, settings: MaskSettings) -> np.
     rgb = image.convert("RGB")
     boxes, scores = detect(rgb, query, settings)
     if not boxes:
-        log.info("grounding dino found no box for %r at box_threshold %s", query,
-                 settings.grounded_sam.box_threshold if settings.grounded_sam else None)
+        log.info(
+            "grounding dino found no box for %r at box_threshold %s",
+            query,
+            settings.grounded_sam.box_threshold if settings.grounded_sam else None,
+        )
         return np.zeros((rgb.height, rgb.width), dtype=np.float64)
     log.info("grounding dino: %d box(es) for %r, best score %.2f", len(boxes), query, scores[0])
     return segment(rgb, boxes, settings)

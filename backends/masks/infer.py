@@ -46,8 +46,13 @@ class InferredMask:
     matched: bool = True  # False: no verb pattern matched; the prompt itself was the query
 
     def details(self) -> dict[str, Any]:
-        return {"mask_inferred": True, "mask_phrase": self.phrase, "mask_inverted": self.inverted,
-                "mask_coverage": round(self.coverage, 4), "mask_query": self.query}
+        return {
+            "mask_inferred": True,
+            "mask_phrase": self.phrase,
+            "mask_inverted": self.inverted,
+            "mask_coverage": round(self.coverage, 4),
+            "mask_query": self.query,
+        }
 
 
 def box_sum(a: np.ndarray, r: int) -> np.ndarray:
@@ -58,7 +63,7 @@ def box_sum(a: np.ndarray, r: int) -> np.ndarray:
     c = p.cumsum(0).cumsum(1)
     k = 2 * r + 1
     h, w = a.shape
-    return c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
+    return c[k : k + h, k : k + w] - c[:h, k : k + w] - c[k : k + h, :w] + c[:h, :w]
 
 
 def dilate(region: np.ndarray, r: int) -> np.ndarray:
@@ -90,8 +95,7 @@ def probabilities(image: Image.Image, query: str, settings: MaskSettings) -> np.
     return clipseg.probabilities(image, query, settings)
 
 
-def infer_mask(image: Image.Image, prompt: str, settings: MaskSettings, *, job_id: str | None = None
-               ) -> InferredMask:
+def infer_mask(image: Image.Image, prompt: str, settings: MaskSettings, *, job_id: str | None = None) -> InferredMask:
     """The edit region for `prompt` on `image` as an OpenAI-convention mask (see the module docstring)."""
     target = extract_target(prompt)
     query = settings.salient_phrase if target.inverted else target.phrase
@@ -107,11 +111,23 @@ def infer_mask(image: Image.Image, prompt: str, settings: MaskSettings, *, job_i
             f"score {prob.max():.2f} vs threshold {settings.threshold}, coverage {coverage:.4f} < min_coverage "
             f"{settings.min_coverage}); give a mask, name the region plainly in the prompt, or lower "
             f"mask_inference.{'grounded_sam.box_threshold or ' if settings.grounded_sam else ''}threshold",
-            job_id=job_id)
-    log.info("inferred mask for %r: %s%r covers %.1f%%", prompt[:60], "not " if target.inverted else "", query,
-             100 * coverage)
-    return InferredMask(mask_from_region(region, image, settings.feather_px), target.phrase, target.inverted,
-                        coverage, query, target.matched)
+            job_id=job_id,
+        )
+    log.info(
+        "inferred mask for %r: %s%r covers %.1f%%",
+        prompt[:60],
+        "not " if target.inverted else "",
+        query,
+        100 * coverage,
+    )
+    return InferredMask(
+        mask_from_region(region, image, settings.feather_px),
+        target.phrase,
+        target.inverted,
+        coverage,
+        query,
+        target.matched,
+    )
 
 
 __all__ = ["InferredMask", "box_sum", "dilate", "infer_mask", "mask_from_region", "probabilities"]

@@ -21,25 +21,125 @@ class Target:
 
 
 _REMOVE = r"remove|erase|delete|get rid of|take out|take away|clean up|hide|clear"
-_CHANGE = (r"replace|swap|change|switch|recolou?r|fix|edit|retouch|update|transform|convert|modify|alter|restyle|"
-           r"darken|brighten|blur|sharpen|enhance|redo|redraw|repaint|rewrite|translate|localise|localize")
+_CHANGE = (
+    r"replace|swap|change|switch|recolou?r|fix|edit|retouch|update|transform|convert|modify|alter|restyle|"
+    r"darken|brighten|blur|sharpen|enhance|redo|redraw|repaint|rewrite|translate|localise|localize"
+)
 _COMPLEMENT = r"make|turn|paint|colou?r|tint|dye"  # "make the sky a sunset", "turn the car red"
 _PLACE = r"place|put|add|insert|hang|position|set|mount|drop|stand"
-_VERB = re.compile(rf"\b(?:(?P<remove>{_REMOVE})|(?P<change>{_CHANGE})|(?P<complement>{_COMPLEMENT})|"
-                   rf"(?P<place>{_PLACE}))\b")
+_VERB = re.compile(
+    rf"\b(?:(?P<remove>{_REMOVE})|(?P<change>{_CHANGE})|(?P<complement>{_COMPLEMENT})|"
+    rf"(?P<place>{_PLACE}))\b"
+)
 # longer phrases first: at one position the first alternative that matches wins ("on top of", not "on")
-_LOCATION = re.compile(r"\b(?:on top of|in front of|next to|onto|on|into|inside|in|at|over|against|above|below|"
-                       r"under|beside|behind|across|to)\s+(?P<rest>.+)")  # "add a hat to the dog": dog
-_DETERMINERS = {"the", "a", "an", "this", "that", "these", "those", "its", "their", "his", "her", "my", "our",
-                "your", "all", "any", "some", "every", "each", "image", "photo", "picture"}
-_STOP = {"to", "into", "with", "for", "from", "on", "onto", "in", "at", "by", "under", "over", "behind", "near",
-         "above", "below", "beside", "next", "so", "as", "and", "or", "but", "that", "which", "while", "then",
-         "using", "like", "instead", "without", "is", "are", "looks", "look", "say", "says", "read", "reads",
-         "become", "becomes", "here", "there", "a", "an", "the", "keep", "keeping", "leaving", "same", "please",
-         "making", "it", "them",
-         "everything", "something", "within", "inside", "across", "around", "against", "of", "off", "out", "away"}
-_ATTRIBUTE_OF = {"colour", "color", "texture", "pattern", "shade", "style", "look", "appearance", "material",
-                 "finish", "lighting"}  # "change the colour of the car" -> "car"
+_LOCATION = re.compile(
+    r"\b(?:on top of|in front of|next to|onto|on|into|inside|in|at|over|against|above|below|"
+    r"under|beside|behind|across|to)\s+(?P<rest>.+)"
+)  # "add a hat to the dog": dog
+_DETERMINERS = {
+    "the",
+    "a",
+    "an",
+    "this",
+    "that",
+    "these",
+    "those",
+    "its",
+    "their",
+    "his",
+    "her",
+    "my",
+    "our",
+    "your",
+    "all",
+    "any",
+    "some",
+    "every",
+    "each",
+    "image",
+    "photo",
+    "picture",
+}
+_STOP = {
+    "to",
+    "into",
+    "with",
+    "for",
+    "from",
+    "on",
+    "onto",
+    "in",
+    "at",
+    "by",
+    "under",
+    "over",
+    "behind",
+    "near",
+    "above",
+    "below",
+    "beside",
+    "next",
+    "so",
+    "as",
+    "and",
+    "or",
+    "but",
+    "that",
+    "which",
+    "while",
+    "then",
+    "using",
+    "like",
+    "instead",
+    "without",
+    "is",
+    "are",
+    "looks",
+    "look",
+    "say",
+    "says",
+    "read",
+    "reads",
+    "become",
+    "becomes",
+    "here",
+    "there",
+    "a",
+    "an",
+    "the",
+    "keep",
+    "keeping",
+    "leaving",
+    "same",
+    "please",
+    "making",
+    "it",
+    "them",
+    "everything",
+    "something",
+    "within",
+    "inside",
+    "across",
+    "around",
+    "against",
+    "of",
+    "off",
+    "out",
+    "away",
+}
+_ATTRIBUTE_OF = {
+    "colour",
+    "color",
+    "texture",
+    "pattern",
+    "shade",
+    "style",
+    "look",
+    "appearance",
+    "material",
+    "finish",
+    "lighting",
+}  # "change the colour of the car" -> "car"
 _BACKGROUND = {"background", "backdrop", "backgrounds", "surroundings", "bg"}
 _MAX_WORDS = 4
 _FALLBACK_WORDS = 12
@@ -63,7 +163,7 @@ def _noun_phrase(words: list[str]) -> list[str]:
         out.append(words[i])
         i += 1
     if out and out[-1] in _ATTRIBUTE_OF and i + 1 < len(words) and words[i] == "of":
-        return _noun_phrase(words[i + 1:])
+        return _noun_phrase(words[i + 1 :])
     if len(out) > 1 and out[-1] in _ATTRIBUTE_OF:  # "change the shirt colour to red" -> "shirt"
         out = out[:-1]
     return out[:_MAX_WORDS]
@@ -81,7 +181,7 @@ def extract_target(prompt: str) -> Target:
     """The region an edit prompt is about (see the module docstring). Pure; never raises."""
     text = _clean(prompt)
     for verb in _VERB.finditer(text):
-        rest = text[verb.end():].split()
+        rest = text[verb.end() :].split()
         kind = verb.lastgroup
         if kind == "place":
             where = _LOCATION.search(text, verb.end())

@@ -67,8 +67,15 @@ class Settings(BaseModel):
 class OpenAIEditBackend:
     Settings = Settings
 
-    def __init__(self, name: str, settings: Settings | None = None, *, client: httpx.Client | None = None,
-                 prices: PriceTable | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings | None = None,
+        *,
+        client: httpx.Client | None = None,
+        prices: PriceTable | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.name = name
         self.settings = settings or Settings()
         self._table = prices or load_prices()
@@ -80,8 +87,9 @@ class OpenAIEditBackend:
         self._owns_client = client is None
         self._sleep = sleep
         self._client_lock = threading.Lock()  # the runner calls edit() from several threads
-        self.capabilities = Capabilities(input_fidelity=self.prices.input_fidelity,
-                                         arbitrary_sizes=self.prices.arbitrary_sizes)
+        self.capabilities = Capabilities(
+            input_fidelity=self.prices.input_fidelity, arbitrary_sizes=self.prices.arbitrary_sizes
+        )
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIEditBackend:
@@ -100,14 +108,18 @@ class OpenAIEditBackend:
         size = output_size_for(request.size, first.width, first.height) if first else "1024x1024"
         out_each = output_tokens(p, request.quality, size, table.auto_quality_estimate)
         high = request.input_fidelity == "high" and p.input_fidelity
-        image_in = sum(input_image_tokens(i.width, i.height, high_fidelity=high, rule=table.input_image_tokens)
-                       for i in request.images)
+        image_in = sum(
+            input_image_tokens(i.width, i.height, high_fidelity=high, rule=table.input_image_tokens)
+            for i in request.images
+        )
         text_in = estimate_text_tokens(request.prompt)
         usd = token_cost(p, text_in=text_in, image_in=image_in, image_out=out_each * request.n)
-        basis = (f"{request.n} x {out_each} output tokens ({quality} {size}) x ${p.image_out}/1M"
-                 f" + {image_in} input image tokens ({len(request.images)} image(s)"
-                 f"{', high fidelity' if high else ''}) x ${p.image_in}/1M"
-                 f" + ~{text_in} text tokens x ${p.text_in}/1M = ${usd:.4f} ({self.settings.model})")
+        basis = (
+            f"{request.n} x {out_each} output tokens ({quality} {size}) x ${p.image_out}/1M"
+            f" + {image_in} input image tokens ({len(request.images)} image(s)"
+            f"{', high fidelity' if high else ''}) x ${p.image_in}/1M"
+            f" + ~{text_in} text tokens x ${p.text_in}/1M = ${usd:.4f} ({self.settings.model})"
+        )
         return CostEstimate(usd=usd, basis=basis)
 
     # ---- edit -------------------------------------------------------------------------------------
@@ -138,13 +150,30 @@ class OpenAIEditBackend:
         fmt = parsed.detected_format or parsed.output_format or request.output_format
         if fmt != request.output_format:
             log.warning("%s: asked for %s, the server returned %s", self.name, request.output_format, fmt)
-        log.info("%s: edit done: %d image(s) %dx%d, $%s, %d attempt(s), %.2fs", self.name, len(parsed.images),
-                 parsed.width, parsed.height, cost, attempts, http_s)
-        return EditResult(images=parsed.images, output_format=fmt, width=parsed.width, height=parsed.height,
-                          backend=self.name, model=s.model, usage=parsed.usage or Usage(), cost_usd=cost,
-                          timings={"total_s": time.perf_counter() - start, "http_s": http_s},
-                          quality=parsed.quality or request.quality, background=parsed.background or "opaque",
-                          extras={"attempts": attempts, "cost_basis": cost_basis})
+        log.info(
+            "%s: edit done: %d image(s) %dx%d, $%s, %d attempt(s), %.2fs",
+            self.name,
+            len(parsed.images),
+            parsed.width,
+            parsed.height,
+            cost,
+            attempts,
+            http_s,
+        )
+        return EditResult(
+            images=parsed.images,
+            output_format=fmt,
+            width=parsed.width,
+            height=parsed.height,
+            backend=self.name,
+            model=s.model,
+            usage=parsed.usage or Usage(),
+            cost_usd=cost,
+            timings={"total_s": time.perf_counter() - start, "http_s": http_s},
+            quality=parsed.quality or request.quality,
+            background=parsed.background or "opaque",
+            extras={"attempts": attempts, "cost_basis": cost_basis},
+        )
 
     def _read_key(self) -> str:
         s = self.settings
@@ -158,9 +187,11 @@ class OpenAIEditBackend:
             return key
         key = os.environ.get(s.api_key_env, "").strip()
         if not key:
-            raise BackendMisconfigured(f"no API key: set the environment variable {s.api_key_env} or name a key "
-                                       f"file (api_key_file: in the policy's backend, --api-key-file on editroute "
-                                       f"edit)")
+            raise BackendMisconfigured(
+                f"no API key: set the environment variable {s.api_key_env} or name a key "
+                f"file (api_key_file: in the policy's backend, --api-key-file on editroute "
+                f"edit)"
+            )
         return key
 
     @property
@@ -196,15 +227,26 @@ class OpenAIEditBackend:
         attempt = 0
         while True:
             try:
-                response = self._http().post(url, data=fields, files=parts, params=params,
-                                             headers={**self._headers(key), "x-stainless-retry-count": str(attempt)})
+                response = self._http().post(
+                    url,
+                    data=fields,
+                    files=parts,
+                    params=params,
+                    headers={**self._headers(key), "x-stainless-retry-count": str(attempt)},
+                )
             except httpx.InvalidURL as exc:
                 raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
                 if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
                     delay = wire.backoff_delay(attempt)
-                    log.warning("%s: %s; retry %d/%d in %.2fs", self.name, exc.__class__.__name__, attempt + 1,
-                                s.max_retries, delay)
+                    log.warning(
+                        "%s: %s; retry %d/%d in %.2fs",
+                        self.name,
+                        exc.__class__.__name__,
+                        attempt + 1,
+                        s.max_retries,
+                        delay,
+                    )
                     self._sleep(delay)
                     attempt += 1
                     continue
@@ -214,13 +256,20 @@ class OpenAIEditBackend:
             body = _json(response, strict=False)
             if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
                 delay = wire.backoff_delay(attempt, response.headers)
-                log.warning("%s: HTTP %d; retry %d/%d in %.2fs", self.name, response.status_code, attempt + 1,
-                            s.max_retries, delay)
+                log.warning(
+                    "%s: HTTP %d; retry %d/%d in %.2fs",
+                    self.name,
+                    response.status_code,
+                    attempt + 1,
+                    s.max_retries,
+                    delay,
+                )
                 self._sleep(delay)
                 attempt += 1
                 continue
-            raise wire.map_status_error(response.status_code, response.headers, body,
-                                        key_source=self._key_source, secret=key)
+            raise wire.map_status_error(
+                response.status_code, response.headers, body, key_source=self._key_source, secret=key
+            )
 
     def close(self) -> None:
         if self._owns_client and self._client is not None:
@@ -233,7 +282,8 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
         return response.json()
     except ValueError:
         if strict:
-            raise BackendUnavailable(f"HTTP {response.status_code} with a body that is not JSON "
-                                     f"({response.headers.get('content-type', 'no content-type')})") from None
+            raise BackendUnavailable(
+                f"HTTP {response.status_code} with a body that is not JSON "
+                f"({response.headers.get('content-type', 'no content-type')})"
+            ) from None
         return response.text[:300]
-

@@ -48,8 +48,15 @@ Part = tuple[str, tuple[str, bytes, str]]  # (field name, (filename, content, co
 def form_fields(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, str]:
     """The text fields the chosen model accepts. Never `response_format` (dall-e-2 only: a 400 for gpt models);
     `output_compression` only with jpeg/webp; `input_fidelity` only for models that take it."""
-    fields = {"model": model, "prompt": request.prompt, "n": str(request.n), "size": request.size,
-              "quality": request.quality, "output_format": request.output_format, "background": request.background}
+    fields = {
+        "model": model,
+        "prompt": request.prompt,
+        "n": str(request.n),
+        "size": request.size,
+        "quality": request.quality,
+        "output_format": request.output_format,
+        "background": request.background,
+    }
     if request.output_compression is not None and request.output_format in ("jpeg", "webp"):
         fields["output_compression"] = str(request.output_compression)
     if request.input_fidelity is not None and takes_input_fidelity:
@@ -106,10 +113,18 @@ def parse_response(body: Any) -> ParsedResponse:
     except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken answer
         raise BackendUnavailable(f"data[0] is not a decodable image ({exc.__class__.__name__})") from None
     usage, text_out, image_out = _parse_usage(body.get("usage"))
-    return ParsedResponse(images=tuple(images), width=width, height=height,
-                          output_format=body.get("output_format"), quality=body.get("quality"),
-                          background=body.get("background"), usage=usage, text_out=text_out, image_out=image_out,
-                          detected_format=detected)
+    return ParsedResponse(
+        images=tuple(images),
+        width=width,
+        height=height,
+        output_format=body.get("output_format"),
+        quality=body.get("quality"),
+        background=body.get("background"),
+        usage=usage,
+        text_out=text_out,
+        image_out=image_out,
+        detected_format=detected,
+    )
 
 
 def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:
@@ -120,10 +135,13 @@ def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:
     output = int(raw.get("output_tokens") or 0)
     text_out = int(out_details.get("text_tokens") or 0)
     image_out = int(out_details.get("image_tokens", output - text_out) or 0)
-    usage = Usage(input_tokens=int(raw.get("input_tokens") or 0),
-                  input_text_tokens=int(details.get("text_tokens") or 0),
-                  input_image_tokens=int(details.get("image_tokens") or 0),
-                  output_tokens=output, total_tokens=int(raw.get("total_tokens") or 0))
+    usage = Usage(
+        input_tokens=int(raw.get("input_tokens") or 0),
+        input_text_tokens=int(details.get("text_tokens") or 0),
+        input_image_tokens=int(details.get("image_tokens") or 0),
+        output_tokens=output,
+        total_tokens=int(raw.get("total_tokens") or 0),
+    )
     return usage, text_out, image_out
 
 
@@ -135,8 +153,7 @@ def cost_from_usage(parsed: ParsedResponse, prices: ModelPrices) -> Decimal:
     image_in = u.input_image_tokens
     if not text_in and not image_in:  # a gateway that gives only the total: bill it all as image input
         image_in = u.input_tokens
-    return token_cost(prices, text_in=text_in, image_in=image_in, image_out=parsed.image_out,
-                      text_out=parsed.text_out)
+    return token_cost(prices, text_in=text_in, image_in=image_in, image_out=parsed.image_out, text_out=parsed.text_out)
 
 
 # ---- retries ----------------------------------------------------------------------------------------
@@ -205,16 +222,19 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
     return (str(body)[:300] if body else ""), None, None, None
 
 
-def map_status_error(status: int, headers: Mapping[str, str], body: Any, *, key_source: str,
-                     secret: str | None = None) -> EditError:
+def map_status_error(
+    status: int, headers: Mapping[str, str], body: Any, *, key_source: str, secret: str | None = None
+) -> EditError:
     """An HTTP error response -> the `backends.errors` class the router acts on."""
     message, etype, param, code = _error_fields(body)
     message = scrub(message, secret)
     detail = f"{message} (HTTP {status}" + (f", code {code}" if code else "") + (f", param {param}" if param else "")
     detail += ")"
     if status == 401:  # OpenAI echoes part of the key in this message: never pass it on
-        return BackendMisconfigured(f"the API key from {key_source} was rejected (HTTP 401); check it is "
-                                    f"valid for this base_url and organisation")
+        return BackendMisconfigured(
+            f"the API key from {key_source} was rejected (HTTP 401); check it is "
+            f"valid for this base_url and organisation"
+        )
     if status == 403:
         return BackendMisconfigured(f"access denied with the key from {key_source}: {detail}")
     if status == 404:
@@ -223,8 +243,9 @@ def map_status_error(status: int, headers: Mapping[str, str], body: Any, *, key_
         if code == "insufficient_quota":
             return BackendMisconfigured(f"quota exhausted for the key from {key_source}: {detail}")
         return RateLimited(f"rate limited: {detail}", retry_after=retry_after(headers))
-    if code in _MODERATION_CODES or (etype == "image_generation_user_error"
-                                     and not (code or "").endswith(("image_file", "mimetype"))):
+    if code in _MODERATION_CODES or (
+        etype == "image_generation_user_error" and not (code or "").endswith(("image_file", "mimetype"))
+    ):
         return ContentRejected(f"refused by the provider's safety system: {detail}")
     if 400 <= status < 500 and status not in RETRY_STATUSES:
         return InvalidRequest(f"the API refused the request: {detail}", field=param, value=None, limit=None)
@@ -242,4 +263,5 @@ def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
 
 def is_retryable_transport_error(exc: httpx.HTTPError) -> bool:
     return isinstance(exc, httpx.TransportError) and not isinstance(
-        exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))
+        exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+    )

@@ -46,16 +46,19 @@ class FunctionBackend:
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> FunctionBackend:
         caps = settings.pop("capabilities", None)
-        backend = cls(name=name, **{k: (Decimal(str(v)) if k == "cost_per_image" else v)
-                                    for k, v in settings.items()})
+        backend = cls(name=name, **{k: (Decimal(str(v)) if k == "cost_per_image" else v) for k, v in settings.items()})
         if caps:
-            backend.capabilities = Capabilities(**{k: (frozenset(v) if isinstance(v, list) else v)
-                                                   for k, v in caps.items()})
+            backend.capabilities = Capabilities(
+                **{k: (frozenset(v) if isinstance(v, list) else v) for k, v in caps.items()}
+            )
         return backend
 
     def estimate(self, request: EditRequest) -> CostEstimate:
-        return CostEstimate(usd=self.cost_per_image * request.n,
-                            basis=f"{request.n} x ${self.cost_per_image}/image", seconds=self.latency_s)
+        return CostEstimate(
+            usd=self.cost_per_image * request.n,
+            basis=f"{request.n} x ${self.cost_per_image}/image",
+            seconds=self.latency_s,
+        )
 
     def edit(self, request: EditRequest) -> EditResult:
         check_request(request, self.capabilities, backend=self.name)
@@ -68,10 +71,19 @@ class FunctionBackend:
             return out
         elapsed = time.perf_counter() - start
         w, h = Image.open(io.BytesIO(out[0])).size if out else request.images[0].size
-        return EditResult(images=tuple(out), output_format=request.output_format, width=w, height=h,
-                          backend=self.name, model=self.model, usage=Usage(),
-                          cost_usd=self.cost_per_image * len(out), timings={"total_s": elapsed},
-                          seed=request.seed, quality=request.quality)
+        return EditResult(
+            images=tuple(out),
+            output_format=request.output_format,
+            width=w,
+            height=h,
+            backend=self.name,
+            model=self.model,
+            usage=Usage(),
+            cost_usd=self.cost_per_image * len(out),
+            timings={"total_s": elapsed},
+            seed=request.seed,
+            quality=request.quality,
+        )
 
     def close(self) -> None:
         pass

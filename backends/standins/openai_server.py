@@ -43,8 +43,21 @@ from backends.pricing import (
 log = logging.getLogger(__name__)
 
 BANNER = "STAND-IN for OpenAI's image edit API (loopback fake, not the real service)"
-FIELDS = {"model", "prompt", "n", "size", "quality", "output_format", "output_compression", "background",
-          "input_fidelity", "user", "stream", "partial_images", "response_format"}
+FIELDS = {
+    "model",
+    "prompt",
+    "n",
+    "size",
+    "quality",
+    "output_format",
+    "output_compression",
+    "background",
+    "input_fidelity",
+    "user",
+    "stream",
+    "partial_images",
+    "response_format",
+}
 IMAGE_MIMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 DEFAULT_MODEL = "gpt-image-1.5"  # the spec's default for edits
 
@@ -80,16 +93,27 @@ class RecordedRequest:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None, extra: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
         self.extra = extra or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
-                **self.extra}
+        return {
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
+            **self.extra,
+        }
 
 
 class _Drop(Exception):
@@ -97,10 +121,20 @@ class _Drop(Exception):
 
 
 class FakeOpenAIServer:
-    def __init__(self, port: int = 0, *, latency_s: float = 0.0, rate_limit_rpm: int | None = None,
-                 rate_window_s: float = 60.0, script: list | None = None, api_key: str | None = None,
-                 moderation_words: tuple[str, ...] = ("moderation-test",), auto_quality: str = "medium",
-                 prices: PriceTable | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        latency_s: float = 0.0,
+        rate_limit_rpm: int | None = None,
+        rate_window_s: float = 60.0,
+        script: list | None = None,
+        api_key: str | None = None,
+        moderation_words: tuple[str, ...] = ("moderation-test",),
+        auto_quality: str = "medium",
+        prices: PriceTable | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
         self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
@@ -131,8 +165,9 @@ class FakeOpenAIServer:
         self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="openai-standin",
-                                        daemon=True)  # short poll: stop() returns quickly
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="openai-standin", daemon=True
+        )  # short poll: stop() returns quickly
         self._thread.start()
         log.warning("%s listening on %s", BANNER, self.base_url)
         return self
@@ -153,13 +188,22 @@ class FakeOpenAIServer:
 
     def _check_auth(self, rec: RecordedRequest, headers) -> None:
         bearer = headers.get("Authorization", "")
-        style, presented = (("bearer", bearer[7:]) if bearer.startswith("Bearer ")
-                            else ("api-key", headers.get("api-key")) if headers.get("api-key") else (None, None))
+        style, presented = (
+            ("bearer", bearer[7:])
+            if bearer.startswith("Bearer ")
+            else ("api-key", headers.get("api-key"))
+            if headers.get("api-key")
+            else (None, None)
+        )
         rec.auth = style
         if self._api_key is not None and presented != self._api_key:
             shown = f"{presented[:4]}{'*' * 10}{presented[-4:]}" if presented and len(presented) > 8 else "***"
-            raise ApiError(401, f"Incorrect API key provided: {shown}. You can find your API key at "
-                           "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+            raise ApiError(
+                401,
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
 
     def _scripted(self) -> None:
         with self._lock:
@@ -176,10 +220,20 @@ class FakeOpenAIServer:
         if "retry_after" in spec:
             headers["retry-after"] = str(spec["retry_after"])
         if status == 429:
-            raise ApiError(429, spec.get("message", "Rate limit reached for images per min (IPM) (stand-in)."),
-                           type="requests", code=spec.get("code", "rate_limit_exceeded"), headers=headers)
-        raise ApiError(status, spec.get("message", "The server had an error while processing your request."),
-                       type=spec.get("type", "server_error"), code=spec.get("code"), headers=headers)
+            raise ApiError(
+                429,
+                spec.get("message", "Rate limit reached for images per min (IPM) (stand-in)."),
+                type="requests",
+                code=spec.get("code", "rate_limit_exceeded"),
+                headers=headers,
+            )
+        raise ApiError(
+            status,
+            spec.get("message", "The server had an error while processing your request."),
+            type=spec.get("type", "server_error"),
+            code=spec.get("code"),
+            headers=headers,
+        )
 
     def _rate_limit(self) -> None:
         if self.rate_limit_rpm is None:
@@ -190,10 +244,17 @@ class FakeOpenAIServer:
                 self._accepted.popleft()
             if len(self._accepted) >= self.rate_limit_rpm:
                 wait = self.rate_window_s - (now - self._accepted[0])
-                raise ApiError(429, f"Rate limit reached for images per min (IPM): Limit {self.rate_limit_rpm}. "
-                               f"Please try again in {wait:.3f}s.", type="requests", code="rate_limit_exceeded",
-                               headers={"retry-after-ms": str(max(1, round(wait * 1000))),
-                                        "retry-after": str(max(1, math.ceil(wait)))})
+                raise ApiError(
+                    429,
+                    f"Rate limit reached for images per min (IPM): Limit {self.rate_limit_rpm}. "
+                    f"Please try again in {wait:.3f}s.",
+                    type="requests",
+                    code="rate_limit_exceeded",
+                    headers={
+                        "retry-after-ms": str(max(1, round(wait * 1000))),
+                        "retry-after": str(max(1, math.ceil(wait))),
+                    },
+                )
             self._accepted.append(now)
 
     def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
@@ -212,13 +273,16 @@ class FakeOpenAIServer:
 
 
 def _parse_multipart(rec: RecordedRequest, body: bytes) -> list[tuple[RecordedPart, bytes]]:
-    msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + rec.content_type.encode() + b"\r\n\r\n"
-                                                     + body)
+    msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + rec.content_type.encode() + b"\r\n\r\n" + body)
     out = []
     for part in msg.iter_parts():
         payload = part.get_payload(decode=True) or b""
-        p = RecordedPart(name=part.get_param("name", header="content-disposition") or "",
-                         filename=part.get_filename(), content_type=part.get("content-type"), size=len(payload))
+        p = RecordedPart(
+            name=part.get_param("name", header="content-disposition") or "",
+            filename=part.get_filename(),
+            content_type=part.get("content-type"),
+            size=len(payload),
+        )
         rec.parts.append(p)
         if p.filename is None:
             rec.fields[p.name] = payload.decode("utf-8", "replace")
@@ -239,8 +303,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         owner = self.server_owner
         url = urlsplit(self.path)
-        rec = RecordedRequest(method="POST", path=url.path, query={k: v[-1] for k, v in parse_qs(url.query).items()},
-                              auth=None, content_type=self.headers.get("Content-Type", ""))
+        rec = RecordedRequest(
+            method="POST",
+            path=url.path,
+            query={k: v[-1] for k, v in parse_qs(url.query).items()},
+            auth=None,
+            content_type=self.headers.get("Content-Type", ""),
+        )
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with owner._lock:
             owner.requests.append(rec)
@@ -295,10 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    server = FakeOpenAIServer(args.port, host=args.host, latency_s=args.latency, rate_limit_rpm=args.rpm,
-                              api_key=args.api_key).start()
-    print(f"{BANNER}\n  base_url: {server.base_url}\n  try: editroute edit --backend openai "
-          f"--base-url {server.base_url} --image in.png --prompt '...' --out out/\n  Ctrl-C to stop", flush=True)
+    server = FakeOpenAIServer(
+        args.port, host=args.host, latency_s=args.latency, rate_limit_rpm=args.rpm, api_key=args.api_key
+    ).start()
+    print(
+        f"{BANNER}\n  base_url: {server.base_url}\n  try: editroute edit --backend openai "
+        f"--base-url {server.base_url} --image in.png --prompt '...' --out out/\n  Ctrl-C to stop",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

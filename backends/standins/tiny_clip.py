@@ -24,8 +24,11 @@ STANDIN_VERSION = 1
 STAMP = "EDITROUTE_STANDIN.json"
 IMAGE_SIZE = 32
 _SPECIALS = ["<unk>", "<|startoftext|>", "<|endoftext|>"]
-VOCAB = [*_SPECIALS, *(c for c in string.ascii_lowercase + string.digits),
-         *(c + "</w>" for c in string.ascii_lowercase + string.digits)]
+VOCAB = [
+    *_SPECIALS,
+    *(c for c in string.ascii_lowercase + string.digits),
+    *(c + "</w>" for c in string.ascii_lowercase + string.digits),
+]
 VOCAB_SIZE = 99  # >= len(VOCAB); ids above it are never produced
 
 
@@ -45,33 +48,68 @@ def char_tokenizer(workdir: Path):
     vocab, merges = workdir / "vocab.json", workdir / "merges.txt"
     vocab.write_text(json.dumps({tok: i for i, tok in enumerate(VOCAB)}), encoding="utf-8")
     merges.write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer(str(vocab), str(merges), unk_token="<unk>", bos_token="<|startoftext|>",
-                         eos_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=77)
+    return CLIPTokenizer(
+        str(vocab),
+        str(merges),
+        unk_token="<unk>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=77,
+    )
 
 
 def text_config() -> dict:
-    return {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "vocab_size": VOCAB_SIZE, "max_position_embeddings": 77, "bos_token_id": 1, "eos_token_id": 2,
-            "pad_token_id": 2}
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "vocab_size": VOCAB_SIZE,
+        "max_position_embeddings": 77,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+    }
 
 
 def vision_config(image_size: int, patch_size: int) -> dict:
-    return {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "image_size": image_size, "patch_size": patch_size}
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
 
 
 def image_processor(size: int):
     from transformers import ViTImageProcessor
 
-    return ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, do_center_crop=False,
-                             do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return ViTImageProcessor(
+        do_resize=True,
+        size={"height": size, "width": size},
+        do_center_crop=False,
+        do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
 
 
 def finish(tmp: Path, path: Path, kind: str) -> Path:
     """Stamp the build (last) and move it into place, so a crash never leaves a half build that looks done."""
     shutil.rmtree(tmp / "_vocab", ignore_errors=True)
-    (tmp / STAMP).write_text(json.dumps({"version": STANDIN_VERSION, "kind": kind, "what": f"editroute tiny "
-                                         f"random-weight {kind} stand-in: outputs mean nothing"}), encoding="utf-8")
+    (tmp / STAMP).write_text(
+        json.dumps(
+            {
+                "version": STANDIN_VERSION,
+                "kind": kind,
+                "what": f"editroute tiny random-weight {kind} stand-in: outputs mean nothing",
+            }
+        ),
+        encoding="utf-8",
+    )
     if path.exists():
         shutil.rmtree(path)
     tmp.rename(path)
@@ -109,8 +147,9 @@ def build_tiny_clip(path: str | Path, *, overwrite: bool = False) -> Path:
     return build_standin(path, "clip", _save_clip, overwrite=overwrite)
 
 
-def build_main(argv: list[str] | None, module: str, build: Callable[[str], Path],
-               describe: Callable[[Path], str]) -> int:
+def build_main(
+    argv: list[str] | None, module: str, build: Callable[[str], Path], describe: Callable[[Path], str]
+) -> int:
     """`python -m backends.standins.<module> DIR`: build a stand-in into DIR and say what it is (not a real model)."""
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
@@ -121,8 +160,12 @@ def build_main(argv: list[str] | None, module: str, build: Callable[[str], Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return build_main(argv, "tiny_clip", build_tiny_clip,
-                      lambda out: f"tiny random-weight CLIP stand-in (scores mean nothing) at {out}")
+    return build_main(
+        argv,
+        "tiny_clip",
+        build_tiny_clip,
+        lambda out: f"tiny random-weight CLIP stand-in (scores mean nothing) at {out}",
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,15 @@ def _save_clipseg(out: Path) -> None:
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor
 
     tokenizer = char_tokenizer(out / "_vocab")
-    config = CLIPSegConfig(text_config=text_config(), vision_config=vision_config(IMAGE_SIZE, 16), projection_dim=32,
-                           reduce_dim=16, extract_layers=[1], decoder_num_attention_heads=2,
-                           decoder_intermediate_size=32)
+    config = CLIPSegConfig(
+        text_config=text_config(),
+        vision_config=vision_config(IMAGE_SIZE, 16),
+        projection_dim=32,
+        reduce_dim=16,
+        extract_layers=[1],
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
     CLIPSegForImageSegmentation(config).eval().save_pretrained(out)
     CLIPSegProcessor(image_processor=image_processor(IMAGE_SIZE), tokenizer=tokenizer).save_pretrained(out)
 
@@ -40,8 +46,12 @@ def build_tiny_clipseg(path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return build_main(argv, "tiny_clipseg", build_tiny_clipseg,
-                      lambda out: f"tiny random-weight CLIPSeg stand-in (masks are noise) at {out}")
+    return build_main(
+        argv,
+        "tiny_clipseg",
+        build_tiny_clipseg,
+        lambda out: f"tiny random-weight CLIPSeg stand-in (masks are noise) at {out}",
+    )
 
 
 if __name__ == "__main__":

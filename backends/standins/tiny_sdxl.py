@@ -19,8 +19,14 @@ from pathlib import Path
 
 from backends.standins.tiny_clip import STANDIN_VERSION, build_standin
 
-__all__ = ["STANDIN_VERSION", "build_tiny_ip_adapter", "build_tiny_lora", "build_tiny_sdxl", "tiny_components",
-           "tiny_tokenizer"]
+__all__ = [
+    "STANDIN_VERSION",
+    "build_tiny_ip_adapter",
+    "build_tiny_lora",
+    "build_tiny_sdxl",
+    "tiny_components",
+    "tiny_tokenizer",
+]
 
 
 # Text-encoder widths; the UNet's added-condition input is 6 time ids x 8 + the pooled projection of encoder 2.
@@ -28,8 +34,31 @@ TEXT_HIDDEN = 32
 TEXT_PROJECTION = 32
 TIME_EMBED = 8
 
-_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>", "t</w>", "low</w>",
-          "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+_VOCAB = [
+    "l",
+    "o",
+    "w",
+    "e",
+    "r",
+    "s",
+    "t",
+    "i",
+    "d",
+    "n",
+    "lo",
+    "l</w>",
+    "w</w>",
+    "r</w>",
+    "t</w>",
+    "low</w>",
+    "er</w>",
+    "lowest</w>",
+    "newer</w>",
+    "wider",
+    "<unk>",
+    "<|startoftext|>",
+    "<|endoftext|>",
+]
 _MERGES = ["#version: 0.2", "l o", "lo w</w>", "e r</w>"]
 
 
@@ -53,27 +82,62 @@ def tiny_components(tokenizer) -> dict:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=9, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=TIME_EMBED, transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=6 * TIME_EMBED + TEXT_PROJECTION, cross_attention_dim=2 * TEXT_HIDDEN)
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=9,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * TIME_EMBED + TEXT_PROJECTION,
+        cross_attention_dim=2 * TEXT_HIDDEN,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, steps_offset=1, beta_schedule="scaled_linear", timestep_spacing="leading"
+    )
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                        latent_channels=4, sample_size=128)
-    text_config = CLIPTextConfig(bos_token_id=0, eos_token_id=2, hidden_size=TEXT_HIDDEN, intermediate_size=37,
-                                 layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5, pad_token_id=1,
-                                 vocab_size=1000, hidden_act="gelu", projection_dim=TEXT_PROJECTION)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        sample_size=128,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        pad_token_id=1,
+        vocab_size=1000,
+        hidden_act="gelu",
+        projection_dim=TEXT_PROJECTION,
+    )
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(text_config)
     torch.manual_seed(0)
     text_encoder_2 = CLIPTextModelWithProjection(text_config)
-    return {"unet": unet, "scheduler": scheduler, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
-            "text_encoder_2": text_encoder_2, "tokenizer_2": tokenizer, "image_encoder": None,
-            "feature_extractor": None}
+    return {
+        "unet": unet,
+        "scheduler": scheduler,
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer_2": tokenizer,
+        "image_encoder": None,
+        "feature_extractor": None,
+    }
 
 
 def _save_pipeline(out: Path) -> None:
@@ -81,9 +145,12 @@ def _save_pipeline(out: Path) -> None:
 
     from backends.local_models import quiet_progress
 
-    pipe = StableDiffusionXLInpaintPipeline(**tiny_components(tiny_tokenizer(out / "_vocab")),
-                                            requires_aesthetics_score=False, force_zeros_for_empty_prompt=True,
-                                            add_watermarker=False)
+    pipe = StableDiffusionXLInpaintPipeline(
+        **tiny_components(tiny_tokenizer(out / "_vocab")),
+        requires_aesthetics_score=False,
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
     with quiet_progress():
         pipe.save_pretrained(out)
 
@@ -104,10 +171,12 @@ def build_tiny_lora(pipeline_dir: str | Path, out_dir: str | Path, *, seed: int 
 
     unet = UNet2DConditionModel.from_pretrained(str(pipeline_dir), subfolder="unet")
     torch.manual_seed(seed)
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"],
-                                init_lora_weights=False))
-    StableDiffusionXLInpaintPipeline.save_lora_weights(str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet),
-                                                       safe_serialization=True)
+    unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"], init_lora_weights=False)
+    )
+    StableDiffusionXLInpaintPipeline.save_lora_weights(
+        str(out_dir), unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True
+    )
     return {"model": str(out_dir), "weight_name": "pytorch_lora_weights.safetensors", "scheduler": "lcm"}
 
 
@@ -123,23 +192,38 @@ def build_tiny_ip_adapter(pipeline_dir: str | Path, out_dir: str | Path, *, seed
     out = Path(out_dir) / "models"
     unet = UNet2DConditionModel.from_pretrained(str(pipeline_dir), subfolder="unet")
     torch.manual_seed(seed)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=224, patch_size=32, projection_dim=32)  # 224: diffusers' default processor
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
+        projection_dim=32,
+    )  # 224: diffusers' default processor
     from backends.local_models import quiet_progress
 
     with quiet_progress():
         CLIPVisionModelWithProjection(vision).save_pretrained(str(out / "image_encoder"))
     cross, widths = unet.config.cross_attention_dim, unet.config.block_out_channels
-    weights = {"image_proj.proj.weight": torch.randn(4 * cross, vision.projection_dim) * 0.1,
-               "image_proj.proj.bias": torch.zeros(4 * cross),
-               "image_proj.norm.weight": torch.ones(cross), "image_proj.norm.bias": torch.zeros(cross)}
+    weights = {
+        "image_proj.proj.weight": torch.randn(4 * cross, vision.projection_dim) * 0.1,
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
     key = 1
     for name in unet.attn_processors:  # the order diffusers' loader walks them in
         if name.endswith("attn1.processor"):
             continue
         block = name.split(".")[1]
-        hidden = (widths[-1] if name.startswith("mid_block") else
-                  list(reversed(widths))[int(block)] if name.startswith("up_blocks") else widths[int(block)])
+        hidden = (
+            widths[-1]
+            if name.startswith("mid_block")
+            else list(reversed(widths))[int(block)]
+            if name.startswith("up_blocks")
+            else widths[int(block)]
+        )
         weights[f"ip_adapter.{key}.to_k_ip.weight"] = torch.randn(hidden, cross) * 0.1
         weights[f"ip_adapter.{key}.to_v_ip.weight"] = torch.randn(hidden, cross) * 0.1
         key += 2
@@ -148,8 +232,11 @@ def build_tiny_ip_adapter(pipeline_dir: str | Path, out_dir: str | Path, *, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backends.standins.tiny_sdxl", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m backends.standins.tiny_sdxl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("dir", type=Path, help="directory to build into")
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
     parser.add_argument("--lora", type=Path, metavar="LORA_DIR", help="also build a random LoRA for it (needs peft)")
@@ -160,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     for flag, build in (("lora", build_tiny_lora), ("ip_adapter", build_tiny_ip_adapter)):
         if getattr(args, flag) is not None:
             settings = build(out, getattr(args, flag))
-            sys.stderr.write(f"random {flag} (outputs are noise) at {getattr(args, flag)}; backend settings:\n"
-                             f"  {flag}: {json.dumps(settings)}\n")
+            sys.stderr.write(
+                f"random {flag} (outputs are noise) at {getattr(args, flag)}; backend settings:\n"
+                f"  {flag}: {json.dumps(settings)}\n"
+            )
     return 0
 
 

@@ -34,8 +34,9 @@ VOLUMES = (1_000, 10_000, 50_000, 100_000, 1_000_000)
 TIERS = ("low", "medium", "high")
 REFERENCE_SIZE = "1024x1024"
 # The seed guide's e-commerce prompt: the text tokens of a typical edit (a few tenths of a cent at most).
-REFERENCE_PROMPT = ("Replace the background with a flat white studio surface, "
-                    "add a subtle drop shadow beneath the product.")
+REFERENCE_PROMPT = (
+    "Replace the background with a flat white studio surface, add a subtle drop shadow beneath the product."
+)
 SECONDS_PER_MONTH = float(HOURS_PER_MONTH) * 3600
 
 
@@ -134,17 +135,28 @@ def api_per_image(prices: PriceTable, model: str, tier: str, size: str) -> PerIm
     in_text = estimate_text_tokens(REFERENCE_PROMPT)
     out_usd = token_cost(mp, text_in=0, image_in=0, image_out=out_tokens)
     in_usd = token_cost(mp, text_in=in_text, image_in=in_image, image_out=0)
-    basis = (f"{out_tokens} out x ${mp.image_out}/1M + ({in_image} image + {in_text} text) in x "
-             f"${mp.image_in}/${mp.text_in}/1M")
+    basis = (
+        f"{out_tokens} out x ${mp.image_out}/1M + ({in_image} image + {in_text} text) in x "
+        f"${mp.image_in}/${mp.text_in}/1M"
+    )
     return PerImage(model, "API", tier, size, out_usd, in_usd, None, basis)
 
 
-def sdxl_per_image(figure: SecondsFigure, rate: GpuCost, scenario: str, tier_name: str, tier: Tier, size: str,
-                   prices: PriceTable, reference: Tier) -> PerImage:
+def sdxl_per_image(
+    figure: SecondsFigure,
+    rate: GpuCost,
+    scenario: str,
+    tier_name: str,
+    tier: Tier,
+    size: str,
+    prices: PriceTable,
+    reference: Tier,
+) -> PerImage:
     seconds = gpu_figures.seconds_for(figure, tier, size, reference)
     usd = Decimal(str(round(seconds, 6))) * rate.usd_per_second(prices)
-    return PerImage("sdxl", scenario, tier_name, size, usd, Decimal(0), seconds,
-                    f"{seconds:.2f} s x {rate.describe(prices)}")
+    return PerImage(
+        "sdxl", scenario, tier_name, size, usd, Decimal(0), seconds, f"{seconds:.2f} s x {rate.describe(prices)}"
+    )
 
 
 def _rate(options: CostOptions, card: str, prices: PriceTable) -> GpuCost:
@@ -187,8 +199,11 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
     plans: dict[str, list[Plan]] = {}
     break_evens: list[tuple[str, str, str, int | None]] = []
     for t in TIERS:
-        tier_plans = [Plan(r.backend, t, r.total_usd) for r in rows
-                      if r.scenario == "API" and r.tier == t and r.size == REFERENCE_SIZE]
+        tier_plans = [
+            Plan(r.backend, t, r.total_usd)
+            for r in rows
+            if r.scenario == "API" and r.tier == t and r.size == REFERENCE_SIZE
+        ]
         seconds = gpu_figures.seconds_for(figure, tiers[t], REFERENCE_SIZE, ref)
         capacity = int(SECONDS_PER_MONTH / seconds)
         sdxl_rental = next(r for r in rows if r.scenario == rental and r.tier == t and r.size == REFERENCE_SIZE)
@@ -200,31 +215,50 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
             o = options.owned
             power = Decimal(str(seconds)) / 3600 * o.watts / 1000 * o.usd_per_kwh
             fixed = (o.price_usd / o.amortisation_months).quantize(Decimal("0.01"))
-            self_plans.append(Plan("sdxl owned workstation", t, power, fixed, capacity,
-                                   f"${o.price_usd} over {o.amortisation_months} months = ${fixed}/month, "
-                                   f"{o.watts} W at ${o.usd_per_kwh}/kWh while busy, same card and speed"))
+            self_plans.append(
+                Plan(
+                    "sdxl owned workstation",
+                    t,
+                    power,
+                    fixed,
+                    capacity,
+                    f"${o.price_usd} over {o.amortisation_months} months = ${fixed}/month, "
+                    f"{o.watts} W at ${o.usd_per_kwh}/kWh while busy, same card and speed",
+                )
+            )
         plans[t] = tier_plans + self_plans
         for api in tier_plans:
             for sp in self_plans[1:]:
                 break_evens.append((t, api.name, sp.name, break_even(api, sp)))
 
     gpu_as_of = prices.gpu_hourly.get("as_of")
-    report = CostReport(figure=figure, rate=rate, rate_label=rate.describe(prices), per_image=rows, plans=plans,
-                        break_evens=break_evens, volumes=options.volumes, tiers=tiers,
-                        prices_as_of=", ".join(sorted({m.as_of for m in prices.models.values()})),
-                        gpu_as_of=gpu_as_of if isinstance(gpu_as_of, str) else "?")
+    report = CostReport(
+        figure=figure,
+        rate=rate,
+        rate_label=rate.describe(prices),
+        per_image=rows,
+        plans=plans,
+        break_evens=break_evens,
+        volumes=options.volumes,
+        tiers=tiers,
+        prices_as_of=", ".join(sorted({m.as_of for m in prices.models.values()})),
+        gpu_as_of=gpu_as_of if isinstance(gpu_as_of, str) else "?",
+    )
     steps = ", ".join(f"{k} {v.steps} steps{' CFG' if v.guidance else ''}" for k, v in tiers.items())
-    report.notes.append(f"SDXL speed: {figure.label}. Other tiers and sizes scale by FLOPs "
-                        f"(UNet steps x CFG batch + VAE; tiers: {steps}).")
+    report.notes.append(
+        f"SDXL speed: {figure.label}. Other tiers and sizes scale by FLOPs "
+        f"(UNet steps x CFG batch + VAE; tiers: {steps})."
+    )
     return report
 
 
 def headline(report: CostReport, volume: int = 100_000, model: str = "gpt-image-1") -> dict[str, Decimal]:
     """The README's numbers: one model at high 1024^2 against self-hosted, per month at `volume`."""
-    api = next(r for r in report.per_image
-               if r.backend == model and r.tier == "high" and r.size == REFERENCE_SIZE)
+    api = next(r for r in report.per_image if r.backend == model and r.tier == "high" and r.size == REFERENCE_SIZE)
     high = {p.name: p for p in report.plans["high"]}
-    out = {f"{model} before input tokens": api.output_usd * volume,
-           f"{model} with input tokens": api.total_usd * volume}
+    out = {
+        f"{model} before input tokens": api.output_usd * volume,
+        f"{model} with input tokens": api.total_usd * volume,
+    }
     out.update({p.name: p.monthly(volume) for p in high.values() if p.name.startswith("sdxl")})
     return out

@@ -29,26 +29,39 @@ def volume_label(v: int) -> str:
 
 def markdown(report: CostReport) -> str:
     vols = report.volumes
-    lines = [f"# editroute cost benchmark ({date.today().isoformat()})", "",
-             f"Token prices as of {report.prices_as_of}; GPU rates as of {report.gpu_as_of} (configs/prices.yaml).",
-             f"**SDXL seconds per image: {report.figure.label}.**", ""]
+    lines = [
+        f"# editroute cost benchmark ({date.today().isoformat()})",
+        "",
+        f"Token prices as of {report.prices_as_of}; GPU rates as of {report.gpu_as_of} (configs/prices.yaml).",
+        f"**SDXL seconds per image: {report.figure.label}.**",
+        "",
+    ]
     lines += [f"- {n}" for n in report.notes] + [""]
 
     lines += ["## Headline: 100,000 high-quality 1024x1024 edits a month", "", "| | USD / month |", "|---|---:|"]
     lines += [f"| {k} | {usd(v)} |" for k, v in headline(report).items()] + [""]
 
-    lines += ["## Cost per image", "",
-              "API input = one 1024x1024 input image at low fidelity (194 tokens) + a ~25-token prompt.", "",
-              "| backend | how paid | tier | size | output / GPU | input | total | basis |",
-              "|---|---|---|---|---:|---:|---:|---|"]
+    lines += [
+        "## Cost per image",
+        "",
+        "API input = one 1024x1024 input image at low fidelity (194 tokens) + a ~25-token prompt.",
+        "",
+        "| backend | how paid | tier | size | output / GPU | input | total | basis |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
     for r in report.per_image:
-        lines.append(f"| {r.backend} | {r.scenario} | {r.tier} | {r.size} | {usd(r.output_usd, True)} | "
-                     f"{usd(r.input_usd, True)} | {usd(r.total_usd, True)} | {r.basis} |")
+        lines.append(
+            f"| {r.backend} | {r.scenario} | {r.tier} | {r.size} | {usd(r.output_usd, True)} | "
+            f"{usd(r.input_usd, True)} | {usd(r.total_usd, True)} | {r.basis} |"
+        )
     lines.append("")
 
-    lines += [f"## Monthly cost at {REFERENCE_SIZE}", "",
-              "| tier | plan | " + " | ".join(volume_label(v) for v in vols) + " |",
-              "|---|---|" + "---:|" * len(vols)]
+    lines += [
+        f"## Monthly cost at {REFERENCE_SIZE}",
+        "",
+        "| tier | plan | " + " | ".join(volume_label(v) for v in vols) + " |",
+        "|---|---|" + "---:|" * len(vols),
+    ]
     for tier, plans in report.plans.items():
         for p in plans:
             lines.append(f"| {tier} | {p.name} | " + " | ".join(usd(p.monthly(v)) for v in vols) + " |")
@@ -56,9 +69,14 @@ def markdown(report: CostReport) -> str:
     notes = {p.name: p.note for plans in report.plans.values() for p in plans if p.note}
     lines += [f"- *{k}*: {v}" for k, v in notes.items()] + [""]
 
-    lines += ["## Break-even: monthly volume from which self-hosting is cheaper", "",
-              "Same tier on both sides; 'never' = the API stays cheaper even at the card's full capacity.", "",
-              "| tier | API | self-hosted | break-even edits / month |", "|---|---|---|---:|"]
+    lines += [
+        "## Break-even: monthly volume from which self-hosting is cheaper",
+        "",
+        "Same tier on both sides; 'never' = the API stays cheaper even at the card's full capacity.",
+        "",
+        "| tier | API | self-hosted | break-even edits / month |",
+        "|---|---|---|---:|",
+    ]
     for tier, api, sp, vol in report.break_evens:
         lines.append(f"| {tier} | {api} | {sp} | {'never' if vol is None else f'{vol:,}'} |")
     lines.append("")
@@ -73,12 +91,35 @@ def write_csv(report: CostReport, out: Path) -> list[Path]:
     per_image = out / "cost_per_image.csv"
     with per_image.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["backend", "scenario", "tier", "size", "output_usd", "input_usd", "total_usd", "seconds",
-                    "basis", "seconds_source"])
+        w.writerow(
+            [
+                "backend",
+                "scenario",
+                "tier",
+                "size",
+                "output_usd",
+                "input_usd",
+                "total_usd",
+                "seconds",
+                "basis",
+                "seconds_source",
+            ]
+        )
         for r in report.per_image:
-            w.writerow([r.backend, r.scenario, r.tier, r.size, r.output_usd, r.input_usd, r.total_usd,
-                        "" if r.seconds is None else f"{r.seconds:.3f}", r.basis,
-                        report.figure.label if r.backend == "sdxl" else ""])
+            w.writerow(
+                [
+                    r.backend,
+                    r.scenario,
+                    r.tier,
+                    r.size,
+                    r.output_usd,
+                    r.input_usd,
+                    r.total_usd,
+                    "" if r.seconds is None else f"{r.seconds:.3f}",
+                    r.basis,
+                    report.figure.label if r.backend == "sdxl" else "",
+                ]
+            )
     monthly = out / "cost_monthly.csv"
     with monthly.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -121,8 +162,13 @@ def plot_backends(report: CostReport, path: Path) -> Path:
                 ax.plot([vol], [float(plans[api].monthly(vol))], "ko", markersize=4)
                 if api != "gpt-image-1":
                     continue
-                ax.annotate(f"gpt-image-1: {vol / 1000:.3g}k", (vol, float(plans[api].monthly(vol))), fontsize=7,
-                            textcoords="offset points", xytext=(4, -9))
+                ax.annotate(
+                    f"gpt-image-1: {vol / 1000:.3g}k",
+                    (vol, float(plans[api].monthly(vol))),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, -9),
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"{tier} tier, {REFERENCE_SIZE}")
@@ -130,10 +176,12 @@ def plot_backends(report: CostReport, path: Path) -> Path:
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("USD per month")
     axes[-1].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Monthly cost vs volume (dots: break-even vs fixed-cost self-hosting). SDXL: "
-                 f"{report.figure.seconds:.2f} s/image on {report.figure.card}, "
-                 f"{'measured' if report.figure.source == 'measured' else 'declared (' + report.figure.source + ')'}",
-                 fontsize=9)
+    fig.suptitle(
+        f"Monthly cost vs volume (dots: break-even vs fixed-cost self-hosting). SDXL: "
+        f"{report.figure.seconds:.2f} s/image on {report.figure.card}, "
+        f"{'measured' if report.figure.source == 'measured' else 'declared (' + report.figure.source + ')'}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

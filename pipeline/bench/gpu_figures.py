@@ -51,13 +51,25 @@ PUBLISHED: tuple[Published, ...] = (
     Published("A100-80GB", "bf16+SDPA (plain diffusers)", 3.31, "huggingface/diffusion-fast, A100, 30 steps 1024^2"),
     Published("A100-80GB", "torch.compile", 2.54, "huggingface/diffusion-fast, A100, 30 steps 1024^2"),
     Published("A100-80GB", "bf16, default attention", 4.63, "huggingface/diffusion-fast, A100, 30 steps 1024^2"),
-    Published("H100", "fp16 plain PyTorch", round(_from_its(14.9), 3),
-              "chengzeyi/stable-fast README: 14.9 it/s; VAE at the UNet's FLOP rate, so a lower bound"),
-    Published("H100", "torch.compile", round(_from_its(18.5), 3),
-              "chengzeyi/stable-fast README: 18.5 it/s; VAE at the UNet's FLOP rate, so a lower bound"),
+    Published(
+        "H100",
+        "fp16 plain PyTorch",
+        round(_from_its(14.9), 3),
+        "chengzeyi/stable-fast README: 14.9 it/s; VAE at the UNet's FLOP rate, so a lower bound",
+    ),
+    Published(
+        "H100",
+        "torch.compile",
+        round(_from_its(18.5), 3),
+        "chengzeyi/stable-fast README: 18.5 it/s; VAE at the UNet's FLOP rate, so a lower bound",
+    ),
     # 20 steps end to end: 4.90 s at 6.67 it/s, so 1.90 s outside the UNet; 30 steps = 30/6.67 + 1.90.
-    Published("RTX-4090", "fp16 plain PyTorch", round(30 / 6.67 + (4.90 - 20 / 6.67), 3),
-              "siliconflow/onediff README: 6.67 it/s, 4.90 s end to end at 20 steps"),
+    Published(
+        "RTX-4090",
+        "fp16 plain PyTorch",
+        round(30 / 6.67 + (4.90 - 20 / 6.67), 3),
+        "siliconflow/onediff README: 6.67 it/s, 4.90 s end to end at 20 steps",
+    ),
 )
 DEFAULT_CARD = "A100-80GB"
 
@@ -72,8 +84,11 @@ class SecondsFigure:
     @property
     def label(self) -> str:
         """Says whether the figure was measured or declared (a published figure, or the --seconds-per-image flag)."""
-        kind = {"measured": "MEASURED", "published": "DECLARED, published figure, not measured here",
-                "flag": "DECLARED by --seconds-per-image"}.get(self.source, self.source)
+        kind = {
+            "measured": "MEASURED",
+            "published": "DECLARED, published figure, not measured here",
+            "flag": "DECLARED by --seconds-per-image",
+        }.get(self.source, self.source)
         return f"{self.seconds:.2f} s/image on {self.card} ({kind}: {self.detail})"
 
 
@@ -85,8 +100,9 @@ def tier_tflop(tier: Tier, size: str = "1024x1024") -> float:
     return (unet + 2 * VAE_ENCODE_TF + VAE_DECODE_TF) * (w * h) / (1024 * 1024)
 
 
-def seconds_for(figure: SecondsFigure, tier: Tier, size: str, reference: Tier | None = None,
-                reference_is_t2i: bool | None = None) -> float:
+def seconds_for(
+    figure: SecondsFigure, tier: Tier, size: str, reference: Tier | None = None, reference_is_t2i: bool | None = None
+) -> float:
     """Scale a reference figure to another tier and size by FLOPs."""
     if reference_is_t2i is None:
         reference_is_t2i = figure.source == "published"
@@ -148,13 +164,18 @@ def resolve(card: str | None, seconds: float | None, results: Path = RESULTS_FIL
     published = [p for p in PUBLISHED if p.card == card]
     if not published:
         known = ", ".join(sorted({p.card for p in PUBLISHED}))
-        raise ConfigError(f"no seconds-per-image figure for GPU {card!r}: pass --seconds-per-image "
-                          f"(published figures exist for {known})")
+        raise ConfigError(
+            f"no seconds-per-image figure for GPU {card!r}: pass --seconds-per-image "
+            f"(published figures exist for {known})"
+        )
     p = published[0]
     return SecondsFigure(card, p.seconds, "published", f"{p.path}; {p.source}")
 
 
 def published_alternatives(primary: SecondsFigure) -> list[SecondsFigure]:
     """The other declared figures, for comparison rows."""
-    return [SecondsFigure(p.card, p.seconds, "published", f"{p.path}; {p.source}") for p in PUBLISHED
-            if not (primary.source == "published" and p.card == primary.card and p.seconds == primary.seconds)]
+    return [
+        SecondsFigure(p.card, p.seconds, "published", f"{p.path}; {p.source}")
+        for p in PUBLISHED
+        if not (primary.source == "published" and p.card == primary.card and p.seconds == primary.seconds)
+    ]

@@ -55,8 +55,14 @@ def write_workload(root: Path, jobs: int, extra: dict | None = None) -> Path:
     fields = {"quality": "low", "size": "1024x1024", **(extra or {})}
     with manifest.open("w", encoding="utf-8") as fh:
         for i in range(jobs):
-            entry = {"id": f"job-{i:06d}", "image": "a.png" if i % 2 else "b.png", "mask": "mask.png",
-                     "prompt": f"replace the background, variant {i}", "tags": ["bench"], **fields}
+            entry = {
+                "id": f"job-{i:06d}",
+                "image": "a.png" if i % 2 else "b.png",
+                "mask": "mask.png",
+                "prompt": f"replace the background, variant {i}",
+                "tags": ["bench"],
+                **fields,
+            }
             fh.write(json.dumps(entry) + "\n")
     return manifest
 
@@ -98,8 +104,9 @@ def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
     rss_start, _ = _rss_mb()
     manifest = write_workload(workdir, jobs)
     payload = _png(8)
-    backend = FunctionBackend(name="zero", handler=lambda request: [payload] * request.n,
-                              cost_per_image=Decimal("0.001"))
+    backend = FunctionBackend(
+        name="zero", handler=lambda request: [payload] * request.n, cost_per_image=Decimal("0.001")
+    )
     policy = Policy.model_validate({"backends": {"zero": {"kind": "function"}}, "quality": {"zero": 0.9}})
 
     # Baselines: the handler alone, as the runner calls it; and one manifest validation pass on its own.
@@ -122,12 +129,23 @@ def run_local(jobs: int, workdir: Path, writes: str = "per-job") -> dict:
     wall = time.perf_counter() - t0
     rss_end, peak = _rss_mb()
     tally = result.tally
-    return {"kind": "local", "writes": writes, "jobs": jobs, "done": tally.done, "failed": tally.failed,
-            "wall_s": round(wall, 3),
-            "ms_per_job": round(wall / jobs * 1000, 4), "jobs_per_s": round(jobs / wall, 1),
-            "backend_ms_per_call": round(handler_ms, 4), "backend_calls": backend.calls,
-            "validate_ms_per_job": round(check_ms, 4), **file_writes,
-            "rss_start_mb": round(rss_start, 1), "rss_end_mb": round(rss_end, 1), "peak_rss_mb": round(peak, 1)}
+    return {
+        "kind": "local",
+        "writes": writes,
+        "jobs": jobs,
+        "done": tally.done,
+        "failed": tally.failed,
+        "wall_s": round(wall, 3),
+        "ms_per_job": round(wall / jobs * 1000, 4),
+        "jobs_per_s": round(jobs / wall, 1),
+        "backend_ms_per_call": round(handler_ms, 4),
+        "backend_calls": backend.calls,
+        "validate_ms_per_job": round(check_ms, 4),
+        **file_writes,
+        "rss_start_mb": round(rss_start, 1),
+        "rss_end_mb": round(rss_end, 1),
+        "peak_rss_mb": round(peak, 1),
+    }
 
 
 def write_strategies(root: Path, payload: bytes, jobs: int) -> dict:
@@ -145,8 +163,11 @@ def write_strategies(root: Path, payload: bytes, jobs: int) -> dict:
     for i in range(jobs):
         write_files(root / f"job-{i}", [("0.png", payload), ("result.json", record)])
     per_job = (time.perf_counter() - t) / jobs * 1000
-    return {"write_jobs": jobs, "files_ms_dir_fsync_per_file": round(per_file, 4),
-            "files_ms_dir_fsync_per_job": round(per_job, 4)}
+    return {
+        "write_jobs": jobs,
+        "files_ms_dir_fsync_per_file": round(per_file, 4),
+        "files_ms_dir_fsync_per_job": round(per_job, 4),
+    }
 
 
 # ---- (b) loopback API with latency and a rate limit -----------------------------------------------------
@@ -173,8 +194,9 @@ def _server_class():
     return LatencyRangeServer
 
 
-def run_api(jobs: int, rpm: int, latency: tuple[float, float], inject_429: float, window_s: float,
-            workdir: Path) -> dict:
+def run_api(
+    jobs: int, rpm: int, latency: tuple[float, float], inject_429: float, window_s: float, workdir: Path
+) -> dict:
     from pipeline.routing import Policy
     from pipeline.run import run_batch
 
@@ -183,28 +205,53 @@ def run_api(jobs: int, rpm: int, latency: tuple[float, float], inject_429: float
     script = [{"status": 429, "retry_after_ms": 500} if rng.random() < inject_429 else "ok" for _ in range(jobs)]
     concurrency = math.ceil(rpm / 60 * latency[1] * 1.5) + 2  # enough in flight to reach the limit
     manifest = write_workload(workdir, jobs, {"output_format": "jpeg", "output_compression": 50})
-    server = _server_class()(latency_range=latency, rate_limit_rpm=per_window, rate_window_s=window_s,
-                             script=script, api_key=BENCH_KEY)
+    server = _server_class()(
+        latency_range=latency, rate_limit_rpm=per_window, rate_window_s=window_s, script=script, api_key=BENCH_KEY
+    )
     os.environ[KEY_ENV] = BENCH_KEY
     with server:
-        policy = Policy.model_validate({
-            "backends": {"api": {"kind": "openai", "model": "gpt-image-1", "base_url": server.base_url,
-                                 "api_key_env": KEY_ENV, "concurrency": concurrency,
-                                 "requests_per_minute": rpm, "max_retries": 4}},
-            "quality": {"api": 0.9}})
+        policy = Policy.model_validate(
+            {
+                "backends": {
+                    "api": {
+                        "kind": "openai",
+                        "model": "gpt-image-1",
+                        "base_url": server.base_url,
+                        "api_key_env": KEY_ENV,
+                        "concurrency": concurrency,
+                        "requests_per_minute": rpm,
+                        "max_retries": 4,
+                    }
+                },
+                "quality": {"api": 0.9},
+            }
+        )
         t0 = time.perf_counter()
         result = run_batch(manifest, policy, workdir / "out")
         wall = time.perf_counter() - t0
         statuses = [r.status for r in server.requests]
     ok = statuses.count(200)
-    scripted = sum(1 for s in script[:len(statuses)] if s != "ok")  # one script item per request
+    scripted = sum(1 for s in script[: len(statuses)] if s != "ok")  # one script item per request
     limited = statuses.count(429)
-    return {"kind": "api", "jobs": jobs, "done": result.tally.done, "failed": result.tally.failed,
-            "wall_s": round(wall, 2), "rate_limit_rpm": rpm, "window_s": window_s, "concurrency": concurrency,
-            "latency_s": list(latency), "requests": len(statuses), "ok_200": ok, "http_429": limited,
-            "http_429_scripted": min(scripted, limited), "http_429_rate_limit": max(0, limited - scripted),
-            "achieved_rpm": round(ok / wall * 60, 1), "of_limit": round(ok / wall * 60 / rpm, 4),
-            "spend_usd": str(result.tally.spend)}
+    return {
+        "kind": "api",
+        "jobs": jobs,
+        "done": result.tally.done,
+        "failed": result.tally.failed,
+        "wall_s": round(wall, 2),
+        "rate_limit_rpm": rpm,
+        "window_s": window_s,
+        "concurrency": concurrency,
+        "latency_s": list(latency),
+        "requests": len(statuses),
+        "ok_200": ok,
+        "http_429": limited,
+        "http_429_scripted": min(scripted, limited),
+        "http_429_rate_limit": max(0, limited - scripted),
+        "achieved_rpm": round(ok / wall * 60, 1),
+        "of_limit": round(ok / wall * 60 / rpm, 4),
+        "spend_usd": str(result.tally.spend),
+    }
 
 
 # ---- driver ---------------------------------------------------------------------------------------------
@@ -214,8 +261,9 @@ def _child(argv: list[str]) -> dict:
     """Run one measurement in a fresh interpreter, so its peak RSS is its own."""
     cmd = [sys.executable, "-m", "pipeline.bench.overhead", *argv]
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": str(root)})
+    proc = subprocess.run(
+        cmd, cwd=root, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(root)}
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({' '.join(argv)}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -234,8 +282,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--inject-429", type=float, default=0.05, help="share of requests answered with a scripted 429")
     ap.add_argument("--window", type=float, default=10.0, help="rate-limit window in seconds (rpm scaled to it)")
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the same-run baseline (each size again with a folder fsync per file)")
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the same-run baseline (each size again with a folder fsync per file)",
+    )
     ap.add_argument("--writes", choices=["per-job", "per-file"], default="per-job", help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=["local", "api"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -258,27 +309,52 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="editroute-overhead-") as tmp:
         for n in args.jobs or [10_000]:
             for writes in ("per-job",) if args.no_baseline else ("per-job", "per-file"):
-                run = _child(["--jobs", str(n), "--child", "local", "--writes", writes,
-                              "--workdir", f"{tmp}/local-{n}-{writes}"])
+                run = _child(
+                    ["--jobs", str(n), "--child", "local", "--writes", writes, "--workdir", f"{tmp}/local-{n}-{writes}"]
+                )
                 results["runs"].append(run)
                 label = "" if writes == "per-job" else " (baseline: folder fsync per file)"
-                print(f"local {n:>7} jobs{label}: {run['ms_per_job']:.3f} ms/job ({run['jobs_per_s']:.0f} jobs/s), "
-                      f"of which validation {run['validate_ms_per_job']:.3f}, backend "
-                      f"{run['backend_ms_per_call']:.3f} ms; peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"local {n:>7} jobs{label}: {run['ms_per_job']:.3f} ms/job ({run['jobs_per_s']:.0f} jobs/s), "
+                    f"of which validation {run['validate_ms_per_job']:.3f}, backend "
+                    f"{run['backend_ms_per_call']:.3f} ms; peak RSS {run['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
             if not args.no_baseline:
                 now, before = results["runs"][-2:]
-                print(f"  one folder fsync per job: {before['ms_per_job'] / now['ms_per_job']:.2f}x the jobs/s of "
-                      f"one per file; a job's files alone (image + result.json, one thread, "
-                      f"{now['write_jobs']} jobs): {now['files_ms_dir_fsync_per_file']:.3f} -> "
-                      f"{now['files_ms_dir_fsync_per_job']:.3f} ms", flush=True)
+                print(
+                    f"  one folder fsync per job: {before['ms_per_job'] / now['ms_per_job']:.2f}x the jobs/s of "
+                    f"one per file; a job's files alone (image + result.json, one thread, "
+                    f"{now['write_jobs']} jobs): {now['files_ms_dir_fsync_per_file']:.3f} -> "
+                    f"{now['files_ms_dir_fsync_per_job']:.3f} ms",
+                    flush=True,
+                )
         if args.api_jobs > 0:
-            run = _child(["--api-jobs", str(args.api_jobs), "--rpm", str(args.rpm), "--latency", args.latency,
-                          "--inject-429", str(args.inject_429), "--window", str(args.window),
-                          "--child", "api", "--workdir", f"{tmp}/api"])
+            run = _child(
+                [
+                    "--api-jobs",
+                    str(args.api_jobs),
+                    "--rpm",
+                    str(args.rpm),
+                    "--latency",
+                    args.latency,
+                    "--inject-429",
+                    str(args.inject_429),
+                    "--window",
+                    str(args.window),
+                    "--child",
+                    "api",
+                    "--workdir",
+                    f"{tmp}/api",
+                ]
+            )
             results["runs"].append(run)
-            print(f"api {args.api_jobs} jobs at {args.rpm} rpm, latency {lo:g}-{hi:g} s: {run['achieved_rpm']:.0f} "
-                  f"rpm = {run['of_limit']:.1%} of the limit; {run['http_429']} x 429 "
-                  f"({run['http_429_scripted']} scripted); {run['done']} done, {run['failed']} failed", flush=True)
+            print(
+                f"api {args.api_jobs} jobs at {args.rpm} rpm, latency {lo:g}-{hi:g} s: {run['achieved_rpm']:.0f} "
+                f"rpm = {run['of_limit']:.1%} of the limit; {run['http_429']} x 429 "
+                f"({run['http_429_scripted']} scripted); {run['done']} done, {run['failed']} failed",
+                flush=True,
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

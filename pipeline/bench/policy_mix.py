@@ -32,13 +32,16 @@ MONTH_START = datetime(2026, 9, 1, tzinfo=UTC)
 
 # (use case, jobs per 100 edits' worth, request fields, tags). Edits = jobs x n.
 MIX_SPEC: tuple[tuple[str, int, dict, tuple[str, ...]], ...] = (
-    ("ecommerce-background", 40, {"quality": "medium", "size": "1024x1024", "mask": True},
-     ("ecommerce", "background")),
+    ("ecommerce-background", 40, {"quality": "medium", "size": "1024x1024", "mask": True}, ("ecommerce", "background")),
     ("ecommerce-hero", 10, {"quality": "high", "size": "1024x1024", "mask": True}, ("ecommerce", "hero")),
     ("marketing-variants", 5, {"quality": "medium", "size": "1536x1024", "n": 4}, ("marketing", "variants")),
     ("compositing", 5, {"quality": "high", "size": "1024x1024", "images": 3}, ("compositing", "brand")),
-    ("localisation-badge", 10, {"quality": "high", "size": "1024x1024", "mask": True},
-     ("localisation", "text", "logo")),
+    (
+        "localisation-badge",
+        10,
+        {"quality": "high", "size": "1024x1024", "mask": True},
+        ("localisation", "text", "logo"),
+    ),
     ("prototyping", 15, {"quality": "low", "size": "1024x1024", "mask": True}, ("prototyping",)),
 )
 
@@ -55,17 +58,29 @@ def synthetic_mix() -> list[tuple[Job, int]]:
         w, h = (int(v) for v in spec["size"].split("x"))
         images = tuple(_image(f"{case}-{k}.png", w, h) for k in range(spec.get("images", 1)))
         mask = _image(f"{case}-mask.png", w, h, alpha=True) if spec.get("mask") else None
-        req = EditRequest(prompt=f"{case.replace('-', ' ')} edit", images=images, mask=mask,
-                          size=spec["size"], quality=spec["quality"], n=spec.get("n", 1), job_id=case)
+        req = EditRequest(
+            prompt=f"{case.replace('-', ' ')} edit",
+            images=images,
+            mask=mask,
+            size=spec["size"],
+            quality=spec["quality"],
+            n=spec.get("n", 1),
+            job_id=case,
+        )
         jobs.append((Job(id=case, request=req, tags=tags), count))
     return jobs
 
 
 def describe_mix() -> str:
     total = sum(c * s.get("n", 1) for _, c, s, _ in MIX_SPEC)
-    parts = [f"{c * s.get('n', 1) * 100 // total}% {case} ({s['quality']} {s['size']}"
-             + (f", n={s['n']}" if s.get("n") else "") + (f", {s['images']} inputs" if s.get("images") else "")
-             + (", masked" if s.get("mask") else "") + ")" for case, c, s, _ in MIX_SPEC]
+    parts = [
+        f"{c * s.get('n', 1) * 100 // total}% {case} ({s['quality']} {s['size']}"
+        + (f", n={s['n']}" if s.get("n") else "")
+        + (f", {s['images']} inputs" if s.get("images") else "")
+        + (", masked" if s.get("mask") else "")
+        + ")"
+        for case, c, s, _ in MIX_SPEC
+    ]
     return "synthetic mix (1024^2 inputs): " + "; ".join(parts)
 
 
@@ -86,8 +101,11 @@ def _weights(total: int, parts: int) -> list[int]:
 
 def _budget_room(policy, backend: str, spend, at: datetime, per_job: Decimal) -> Decimal | None:
     """Jobs at `per_job` that still fit in `backend`'s tightest budget; None when it has no budget."""
-    rooms = [(b.limit_usd - spend.spent(backend, b.period, at)) / per_job
-             for b in policy.budgets if b.backend == backend and per_job > 0]
+    rooms = [
+        (b.limit_usd - spend.spent(backend, b.period, at)) / per_job
+        for b in policy.budgets
+        if b.backend == backend and per_job > 0
+    ]
     return Decimal(math.floor(min(rooms))) if rooms else None
 
 
@@ -138,8 +156,9 @@ def _variants(name: str, policy, shift_after_usd: Decimal | None) -> list[tuple[
     shipped thresholds are demo values, and the point of a volume shift is how cost changes with volume."""
     out: list[tuple[str, object]] = [(name, policy)]
     if shift_after_usd is not None and policy.volume_shift:
-        shifts = tuple(s.model_copy(update={"after_usd": shift_after_usd, "after_jobs": None})
-                       for s in policy.volume_shift)
+        shifts = tuple(
+            s.model_copy(update={"after_usd": shift_after_usd, "after_jobs": None}) for s in policy.volume_shift
+        )
         out.append((f"{name} (after ${shift_after_usd:,}/month)", policy.model_copy(update={"volume_shift": shifts})))
     return out
 
@@ -189,14 +208,26 @@ def build_policy_mix(options, volumes: tuple[int, ...] | None = None) -> PolicyM
 def markdown_section(pm: PolicyMix, volumes: tuple[int, ...]) -> list[str]:
     from pipeline.bench.cost_output import usd, volume_label
 
-    lines = ["## Mixed cost under each shipped policy", "", f"Job mix: {pm.mix}.", "",
-             "Each policy's own router, backends and rates (its SDXL `gpu_cost`, not this run's GPU figure); "
-             "self-hosted edits are billed per GPU-second, with no fixed cost.", "",
-             "| policy | " + " | ".join(volume_label(v) for v in volumes) + " |", "|---|" + "---:|" * len(volumes)]
+    lines = [
+        "## Mixed cost under each shipped policy",
+        "",
+        f"Job mix: {pm.mix}.",
+        "",
+        "Each policy's own router, backends and rates (its SDXL `gpu_cost`, not this run's GPU figure); "
+        "self-hosted edits are billed per GPU-second, with no fixed cost.",
+        "",
+        "| policy | " + " | ".join(volume_label(v) for v in volumes) + " |",
+        "|---|" + "---:|" * len(volumes),
+    ]
     for name, costs in pm.monthly.items():
         lines.append(f"| {name} | " + " | ".join(usd(costs[v]) for v in volumes) + " |")
-    lines += ["", "Share of edits per backend (held = routed nowhere: budget stopped or no capable backend):", "",
-              "| policy | " + " | ".join(volume_label(v) for v in volumes) + " |", "|---|" + "---|" * len(volumes)]
+    lines += [
+        "",
+        "Share of edits per backend (held = routed nowhere: budget stopped or no capable backend):",
+        "",
+        "| policy | " + " | ".join(volume_label(v) for v in volumes) + " |",
+        "|---|" + "---|" * len(volumes),
+    ]
     for name, shares in pm.shares.items():
         cells = []
         for v in volumes:
@@ -217,7 +248,7 @@ def crossings(pm: PolicyMix) -> list[tuple[str, str, float, float]]:
     out = []
     names = list(pm.monthly)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             if b.startswith(f"{a} ("):
                 continue  # a variant of the same policy: they converge by design
             vols = sorted(pm.monthly[a])

@@ -11,6 +11,13 @@ from pipeline.cluster.executor import DEFAULT_RAY_KINDS, RayExecutor, connect, r
 from pipeline.cluster.placement import fmt_resources, plan_actors
 
 __all__ = [
-    "DEFAULT_RAY_KINDS", "ActorPool", "BackendActor", "BackendRecipe", "RayExecutor", "connect", "fmt_resources",
-    "plan_actors", "ray_backend_names",
+    "DEFAULT_RAY_KINDS",
+    "ActorPool",
+    "BackendActor",
+    "BackendRecipe",
+    "RayExecutor",
+    "connect",
+    "fmt_resources",
+    "plan_actors",
+    "ray_backend_names",
 ]

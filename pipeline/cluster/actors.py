@@ -61,8 +61,13 @@ class BackendActor:
         if callable(load):
             load()
         ctx = ray.get_runtime_context()
-        return {"pid": os.getpid(), "node": ctx.get_node_id(), "gpus": [str(g) for g in ray.get_gpu_ids()],
-                "loaded": callable(load), "max_batch": int(getattr(self._backend, "max_batch", 1) or 1)}
+        return {
+            "pid": os.getpid(),
+            "node": ctx.get_node_id(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],
+            "loaded": callable(load),
+            "max_batch": int(getattr(self._backend, "max_batch", 1) or 1),
+        }
 
     def edit(self, request: EditRequest) -> EditResult | _Failure:
         try:
@@ -113,9 +118,13 @@ class ActorPool:
 
         rs = self.ray_settings
         cls = ray.remote(BackendActor).options(
-            num_cpus=rs.num_cpus, num_gpus=rs.num_gpus, resources=dict(rs.resources) or None,
-            max_restarts=0, max_task_retries=0,  # the pool replaces and retries itself, exactly as documented
-            name=None)
+            num_cpus=rs.num_cpus,
+            num_gpus=rs.num_gpus,
+            resources=dict(rs.resources) or None,
+            max_restarts=0,
+            max_task_retries=0,  # the pool replaces and retries itself, exactly as documented
+            name=None,
+        )
         handles = [cls.remote(self.recipe) for _ in range(count)]
         refs = [h.ready.remote() for h in handles]
         start = time.monotonic()
@@ -126,7 +135,8 @@ class ActorPool:
                     f"backend {self.name!r}: {len(pending)} of {count} Ray actor(s) not ready after "
                     f"{rs.ready_timeout_s:g} s. Each needs {fmt_resources(rs.actor_needs())}; free now: "
                     f"{fmt_resources(ray.available_resources())}. Other work may hold the resources, or the model "
-                    f"load is slow (raise `ray.ready_timeout_s`)")
+                    f"load is slow (raise `ray.ready_timeout_s`)"
+                )
             infos = ray.get(refs)
         except BaseException as exc:
             for h in handles:
@@ -134,10 +144,10 @@ class ActorPool:
             if isinstance(exc, ConfigError):
                 raise
             cause = getattr(exc, "cause", None) or exc
-            raise BackendUnavailable(f"a Ray actor failed to start: {type(cause).__name__}: {cause}",
-                                     backend=self.name) from None
-        log.info("backend %s: %d Ray actor(s) ready in %.1f s: %s", self.name, count,
-                 time.monotonic() - start, infos)
+            raise BackendUnavailable(
+                f"a Ray actor failed to start: {type(cause).__name__}: {cause}", backend=self.name
+            ) from None
+        log.info("backend %s: %d Ray actor(s) ready in %.1f s: %s", self.name, count, time.monotonic() - start, infos)
         return [_Actor(h, i) for h, i in zip(handles, infos, strict=True)]
 
     def start(self) -> None:
@@ -174,8 +184,11 @@ class ActorPool:
         with self._cond:
             while not self._idle:
                 if self._live == 0:
-                    raise BackendUnavailable("no Ray actor left to run this job (all died and could not be "
-                                             "replaced)", job_id=job_id, backend=self.name)
+                    raise BackendUnavailable(
+                        "no Ray actor left to run this job (all died and could not be replaced)",
+                        job_id=job_id,
+                        backend=self.name,
+                    )
                 self._cond.wait()
             actor = self._idle.pop()
             self._busy[actor.info["pid"]] = (actor, job_id)
@@ -242,13 +255,20 @@ class ActorPool:
                 outcome = ray.get(getattr(actor.handle, method).remote(payload))
             except RayActorError as exc:
                 deaths += 1
-                log.warning("backend %s: Ray actor (pid %s) died running job %s (%s); replacing it",
-                            self.name, actor.info.get("pid"), job_id, type(exc).__name__)
+                log.warning(
+                    "backend %s: Ray actor (pid %s) died running job %s (%s); replacing it",
+                    self.name,
+                    actor.info.get("pid"),
+                    job_id,
+                    type(exc).__name__,
+                )
                 self._replace(actor)
                 if deaths > self.ray_settings.max_job_retries:
                     raise BackendUnavailable(
                         f"the Ray actor running this job died {deaths} times (last: {type(exc).__name__})",
-                        job_id=job_id, backend=self.name) from None
+                        job_id=job_id,
+                        backend=self.name,
+                    ) from None
                 continue
             self._release(actor)
             return outcome

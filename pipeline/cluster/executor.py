@@ -49,10 +49,12 @@ def connect(address: str | None = None) -> bool:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
-        raise ConfigError(f"cannot connect to the Ray cluster at {where!r}: {exc}. Start one with "
-                          f"`ray start --head`, then pass `--ray-address auto` (or HOST:6379). A cluster with token "
-                          f"authentication (the default for `ray start` since Ray 2.59) also needs RAY_AUTH_MODE=token "
-                          f"here and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)") from None
+        raise ConfigError(
+            f"cannot connect to the Ray cluster at {where!r}: {exc}. Start one with "
+            f"`ray start --head`, then pass `--ray-address auto` (or HOST:6379). A cluster with token "
+            f"authentication (the default for `ray start` since Ray 2.59) also needs RAY_AUTH_MODE=token "
+            f"here and its token (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+        ) from None
     return True
 
 
@@ -62,8 +64,10 @@ def ray_backend_names(backends: Mapping[str, Any], policy: Any, settings: RaySet
     if settings.backends is not None:
         unknown = [b for b in settings.backends if b not in backends]
         if unknown:
-            raise ConfigError(f"{getattr(policy, 'source', None) or 'policy'}: ray.backends: unknown backend(s) "
-                              f"{', '.join(map(repr, unknown))} (expected one of {', '.join(backends)})")
+            raise ConfigError(
+                f"{getattr(policy, 'source', None) or 'policy'}: ray.backends: unknown backend(s) "
+                f"{', '.join(map(repr, unknown))} (expected one of {', '.join(backends)})"
+            )
         return list(settings.backends)
     specs = getattr(policy, "backends", None) or {}
     out = []
@@ -90,9 +94,15 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, backends: Mapping[str, Any], *, policy: Any = None,
-                 ray_settings: RaySettings | Mapping[str, Any] | None = None, ray_address: str | None = None,
-                 limits: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        backends: Mapping[str, Any],
+        *,
+        policy: Any = None,
+        ray_settings: RaySettings | Mapping[str, Any] | None = None,
+        ray_address: str | None = None,
+        limits: Mapping[str, Any] | None = None,
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -116,16 +126,23 @@ class RayExecutor:
             specs = getattr(policy, "backends", None) or {}
             for name in names:
                 spec = specs.get(name)
-                recipe = (BackendRecipe(name, kind=spec.kind, settings=dict(spec.settings)) if spec is not None
-                          else BackendRecipe(name, backend=self.backends[name]))
+                recipe = (
+                    BackendRecipe(name, kind=spec.kind, settings=dict(spec.settings))
+                    if spec is not None
+                    else BackendRecipe(name, backend=self.backends[name])
+                )
                 pool = ActorPool(recipe, self.settings, size)
                 pool.start()
                 self.pools[name] = pool
                 self._threads[name] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"ray-{name}")
                 if can_batch(self.backends[name]) and pool.max_batch > 1:  # as the local executor batches
-                    self._batching[name] = BatchingPool(f"ray-{name}", _PoolBackend(self.backends[name], pool),
-                                                        workers=size, max_batch=pool.max_batch,
-                                                        linger_s=DEFAULT_BATCH_LINGER_S)
+                    self._batching[name] = BatchingPool(
+                        f"ray-{name}",
+                        _PoolBackend(self.backends[name], pool),
+                        workers=size,
+                        max_batch=pool.max_batch,
+                        linger_s=DEFAULT_BATCH_LINGER_S,
+                    )
         except BaseException:
             self.close()
             raise

@@ -18,8 +18,11 @@ _EPS = 1e-9
 
 def fmt_resources(resources: Mapping[str, float]) -> str:
     """`CPU=2, GPU=1` for messages; node markers and memory figures left out."""
-    shown = {k: v for k, v in sorted(resources.items())
-             if not k.startswith("node:") and k not in ("memory", "object_store_memory")}
+    shown = {
+        k: v
+        for k, v in sorted(resources.items())
+        if not k.startswith("node:") and k not in ("memory", "object_store_memory")
+    }
     return ", ".join(f"{k}={v:g}" for k, v in shown.items()) or "nothing"
 
 
@@ -36,8 +39,10 @@ def plan_actors(settings: RaySettings, backends: list[str], cluster: Mapping[str
     if missing:
         hints = []
         if "GPU" in missing:
-            hints.append("start the worker nodes on GPU machines (`ray start ... --num-gpus N`), or set "
-                         "`ray: {num_gpus: 0}` in the policy to run on CPUs")
+            hints.append(
+                "start the worker nodes on GPU machines (`ray start ... --num-gpus N`), or set "
+                "`ray: {num_gpus: 0}` in the policy to run on CPUs"
+            )
         custom = sorted(set(missing) - {"CPU", "GPU"})
         if custom:
             example = json.dumps({custom[0]: 1})
@@ -45,17 +50,22 @@ def plan_actors(settings: RaySettings, backends: list[str], cluster: Mapping[str
         raise ConfigError(
             f"the Ray cluster cannot host an actor for backend {who}: each actor needs {fmt_resources(needs)} but the "
             f"cluster has {fmt_resources({k: cluster.get(k, 0.0) for k in missing})} of it "
-            f"(cluster total: {fmt_resources(cluster)}). Fix: {'; '.join(hints) or 'lower `ray.num_cpus`'}.")
+            f"(cluster total: {fmt_resources(cluster)}). Fix: {'; '.join(hints) or 'lower `ray.num_cpus`'}."
+        )
     fit = min((int(cluster[k] / v + _EPS) for k, v in needs.items()), default=len(backends))
     if settings.actors is None:
         per_backend = fit // len(backends)
         if per_backend < 1:
-            raise ConfigError(f"the Ray cluster fits {fit} actor(s) of {fmt_resources(needs)} but {len(backends)} "
-                              f"backends ({who}) need one each (cluster total: {fmt_resources(cluster)})")
+            raise ConfigError(
+                f"the Ray cluster fits {fit} actor(s) of {fmt_resources(needs)} but {len(backends)} "
+                f"backends ({who}) need one each (cluster total: {fmt_resources(cluster)})"
+            )
         return per_backend
     wanted = settings.actors * len(backends)
     if wanted > fit:
-        raise ConfigError(f"`ray.actors: {settings.actors}` for backend {who} needs {wanted} actor(s) of "
-                          f"{fmt_resources(needs)}, but the cluster fits only {fit} "
-                          f"(cluster total: {fmt_resources(cluster)})")
+        raise ConfigError(
+            f"`ray.actors: {settings.actors}` for backend {who} needs {wanted} actor(s) of "
+            f"{fmt_resources(needs)}, but the cluster fits only {fit} "
+            f"(cluster total: {fmt_resources(cluster)})"
+        )
     return settings.actors

@@ -20,18 +20,26 @@ from pipeline.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_KEY_ENV = "EDITROUTE_DEMO_STANDIN_KEY"  # the stand-in's key lives only in this process's environment
 DEMO_KEY = "sk-standin-demo-not-a-real-key"
-BANNER = ("[bold yellow]DEMO on local stand-ins[/]: a loopback fake of OpenAI's image edit API ({url}) and a tiny "
-          "random-weight SDXL pipeline (outputs are noise). No key, no GPU; nothing leaves this machine.")
+BANNER = (
+    "[bold yellow]DEMO on local stand-ins[/]: a loopback fake of OpenAI's image edit API ({url}) and a tiny "
+    "random-weight SDXL pipeline (outputs are noise). No key, no GPU; nothing leaves this machine."
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the example batch offline against local stand-ins (no GPU, no key)")
     p.add_argument("--out", default="editroute-demo", help="output folder (default ./editroute-demo)")
-    p.add_argument("--policy", default=str(ROOT / "configs" / "policies" / "balanced.yaml"),
-                   help="policy to use (its backends are pointed at the stand-ins)")
+    p.add_argument(
+        "--policy",
+        default=str(ROOT / "configs" / "policies" / "balanced.yaml"),
+        help="policy to use (its backends are pointed at the stand-ins)",
+    )
     p.add_argument("--manifest", default=str(ROOT / "examples" / "all.jsonl"), help="manifest to run")
-    p.add_argument("--sdxl-dir", default=None,
-                   help="where the tiny stand-in SDXL pipeline is built/cached (default: ~/.cache/editroute)")
+    p.add_argument(
+        "--sdxl-dir",
+        default=None,
+        help="where the tiny stand-in SDXL pipeline is built/cached (default: ~/.cache/editroute)",
+    )
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
     p.set_defaults(func=run)
 
@@ -41,8 +49,9 @@ def standin_cache_dir() -> Path:
     return Path(base) / "editroute"
 
 
-def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None,
-                   clipseg_dir: Path | None = None) -> dict[str, Any]:
+def standin_policy(
+    policy_path: Path, *, api_url: str, sdxl_dir: Path | None, clipseg_dir: Path | None = None
+) -> dict[str, Any]:
     """The policy with each backend's connection pointed at a stand-in (routing, budgets, rules unchanged)."""
     import yaml
 
@@ -56,15 +65,25 @@ def standin_policy(policy_path: Path, *, api_url: str, sdxl_dir: Path | None,
             spec.pop("api_key_file", None)
         elif kind == "sdxl":
             if sdxl_dir is None:
-                raise ConfigError(f"backends.{name}: the demo's SDXL stand-in needs torch and diffusers: "
-                                  'pip install "editroute[sdxl]"')
+                raise ConfigError(
+                    f"backends.{name}: the demo's SDXL stand-in needs torch and diffusers: "
+                    'pip install "editroute[sdxl]"'
+                )
             tiny = {"steps": 2, "guidance_scale": 1.0, "strength": 0.99}
-            spec.update(model=str(sdxl_dir), device="cpu", dtype="fp32", variant=None, offload="none",
-                        compile=False, target_megapixels=64 * 64 / 1024 ** 2, feather_px=2,
-                        tiers={"low": tiny, "medium": tiny, "high": tiny},
-                        # a 64x64 call on a CPU is all per-call overhead (0.4-1.5 s), so the plan's estimate needs
-                        # this stand-in's own rate, not SDXL-on-a-GPU's 0.11 s per step-megapixel
-                        seconds_per_step_mp=100.0)
+            spec.update(
+                model=str(sdxl_dir),
+                device="cpu",
+                dtype="fp32",
+                variant=None,
+                offload="none",
+                compile=False,
+                target_megapixels=64 * 64 / 1024**2,
+                feather_px=2,
+                tiers={"low": tiny, "medium": tiny, "high": tiny},
+                # a 64x64 call on a CPU is all per-call overhead (0.4-1.5 s), so the plan's estimate needs
+                # this stand-in's own rate, not SDXL-on-a-GPU's 0.11 s per step-megapixel
+                seconds_per_step_mp=100.0,
+            )
             for key in ("lora", "ip_adapter", "variant"):
                 spec.pop(key, None)
             for tier in spec["tiers"].values():
@@ -140,28 +159,41 @@ def run(args: argparse.Namespace) -> int:
     os.environ[DEMO_KEY_ENV] = DEMO_KEY
     with FakeOpenAIServer(api_key=DEMO_KEY) as server:
         console.print(BANNER.format(url=server.base_url), highlight=False)
-        data = standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir,
-                              clipseg_dir=build_clipseg_standin(Path(args.policy)) if sdxl_dir is not None else None)
+        data = standin_policy(
+            Path(args.policy),
+            api_url=server.base_url,
+            sdxl_dir=sdxl_dir,
+            clipseg_dir=build_clipseg_standin(Path(args.policy)) if sdxl_dir is not None else None,
+        )
         policy_file = out / "demo-policy.yaml"
-        policy_file.write_text(f"# {Path(args.policy).name} pointed at local stand-ins by `editroute demo`\n"
-                               + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        policy_file.write_text(
+            f"# {Path(args.policy).name} pointed at local stand-ins by `editroute demo`\n"
+            + yaml.safe_dump(data, sort_keys=False),
+            encoding="utf-8",
+        )
         progress = NullProgress() if args.json else RichProgress(console)
         result = run_batch(args.manifest, policy_file, out, progress=progress)
     from pipeline.ledger import Ledger
 
     with Ledger(result.ledger_path) as ledger:
         report = build_report(ledger)
-    report["stand_ins"] = {"openai": "loopback fake of the image edit API (not the real service)",
-                           "sdxl": "tiny random-weight pipeline (outputs are noise)"}
+    report["stand_ins"] = {
+        "openai": "loopback fake of the image edit API (not the real service)",
+        "sdxl": "tiny random-weight pipeline (outputs are noise)",
+    }
     report["this_run"] = result.tally.as_dict()
     if args.json:
         print(to_json(report))
     else:
         t = result.tally
-        console.print(f"this run: {t.done} done, {t.reused} already done (not billed again), {t.failed} failed",
-                      highlight=False)
+        console.print(
+            f"this run: {t.done} done, {t.reused} already done (not billed again), {t.failed} failed", highlight=False
+        )
         render(report, console)
-        console.print(f"[yellow]costs are what the real services would bill for these calls, computed by the "
-                      f"stand-ins; images are noise.[/] outputs: {out}/<job id>/, report again: "
-                      f"editroute report {out}", highlight=False)
+        console.print(
+            f"[yellow]costs are what the real services would bill for these calls, computed by the "
+            f"stand-ins; images are noise.[/] outputs: {out}/<job id>/, report again: "
+            f"editroute report {out}",
+            highlight=False,
+        )
     return 0 if result.ok else 1

@@ -74,8 +74,9 @@ def _model_rows(policy) -> list[tuple[str, str]]:
             continue
         from backends.diffusion import SDXL_DEFAULT_MODEL
 
-        rows.append((f"{name} model", _model_status(str(spec.settings.get("model") or SDXL_DEFAULT_MODEL),
-                                                    "model_index.json")))
+        rows.append(
+            (f"{name} model", _model_status(str(spec.settings.get("model") or SDXL_DEFAULT_MODEL), "model_index.json"))
+        )
         masks = spec.settings.get("mask_inference")
         if isinstance(masks, dict):
             from backends.masks import DEFAULT_MASK_MODEL, GroundedSamSettings
@@ -104,14 +105,21 @@ def run(args: argparse.Namespace) -> int:
     for extra, modules in _STACKS.items():
         versions = {m: _version(m) for m in modules}
         missing = [m for m, v in versions.items() if v is None]
-        status = (f"[red]missing {', '.join(missing)}[/] (pip install \"editroute\\[{extra}]\")" if missing
-                  else ", ".join(f"{m} {v}" for m, v in versions.items()))
+        status = (
+            f'[red]missing {", ".join(missing)}[/] (pip install "editroute\\[{extra}]")'
+            if missing
+            else ", ".join(f"{m} {v}" for m, v in versions.items())
+        )
         table.add_row(f"extra {extra}", status)
     if _version("torch"):
         table.add_row("accelerator", _accelerator())
     key_set = bool(os.environ.get("OPENAI_API_KEY"))
-    table.add_row("OPENAI_API_KEY", "set (value not shown)" if key_set else
-                  "[yellow]not set[/] (API backends fail until it is, or use api_key_file)")
+    table.add_row(
+        "OPENAI_API_KEY",
+        "set (value not shown)"
+        if key_set
+        else "[yellow]not set[/] (API backends fail until it is, or use api_key_file)",
+    )
     hf_home = os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface")
     table.add_row("HF cache", hf_home)
     prices = load_prices()

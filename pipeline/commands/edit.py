@@ -15,11 +15,16 @@ _SETTING_OPTIONS = {"model": "model", "base_url": "base_url", "api_key_file": "a
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("edit", help="run one edit on one backend and write the images",
-                              description=__doc__)
+    p = subparsers.add_parser("edit", help="run one edit on one backend and write the images", description=__doc__)
     p.add_argument("--backend", default="openai", metavar="KIND", help="backend kind: openai, sdxl, ...")
-    p.add_argument("--image", action="append", required=True, type=Path, metavar="PATH",
-                   help="input image (png/webp/jpeg); repeat for up to 16")
+    p.add_argument(
+        "--image",
+        action="append",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="input image (png/webp/jpeg); repeat for up to 16",
+    )
     p.add_argument("--mask", type=Path, metavar="PATH", help="PNG whose transparent pixels mark the area to edit")
     p.add_argument("--prompt", required=True)
     p.add_argument("-n", type=int, default=1, help="number of images (1-10)")
@@ -31,7 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--input-fidelity", choices=INPUT_FIDELITIES)
     p.add_argument("--seed", type=int, help="self-hosted backends only")
     p.add_argument("--model", help="backend model (e.g. gpt-image-1-mini, or an SDXL checkpoint)")
-    p.add_argument("--base-url", help="OpenAI-compatible API base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)")
+    p.add_argument(
+        "--base-url", help="OpenAI-compatible API base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
+    )
     p.add_argument("--api-key-file", type=Path, help="read the API key from this file instead of $OPENAI_API_KEY")
     p.add_argument("--device", help="torch device for self-hosted backends (cuda, cpu, ...)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results")
@@ -51,8 +58,9 @@ def backend_settings(kind: str, args: argparse.Namespace) -> dict:
     for field in given:
         if field not in known:
             option = "--" + field.replace("_", "-")
-            raise ConfigError(f"{option} does not apply to backend kind {kind!r} "
-                              f"(its settings: {', '.join(known) or 'none'})")
+            raise ConfigError(
+                f"{option} does not apply to backend kind {kind!r} (its settings: {', '.join(known) or 'none'})"
+            )
     return {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
 
 
@@ -72,13 +80,25 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.run import atomic_write_bytes
 
     console = Console(highlight=False, markup=False, soft_wrap=True)
-    images = tuple(InputImage.from_path(p, field="image" if len(args.image) == 1 else f"image[{i}]")
-                   for i, p in enumerate(args.image))
+    images = tuple(
+        InputImage.from_path(p, field="image" if len(args.image) == 1 else f"image[{i}]")
+        for i, p in enumerate(args.image)
+    )
     mask = InputImage.from_path(args.mask, field="mask") if args.mask else None
-    request = EditRequest(prompt=args.prompt, images=images, mask=mask, size=args.size, quality=args.quality,
-                          n=args.n, output_format=args.output_format, output_compression=args.output_compression,
-                          background=args.background, input_fidelity=args.input_fidelity, seed=args.seed,
-                          job_id="cli").materialized()
+    request = EditRequest(
+        prompt=args.prompt,
+        images=images,
+        mask=mask,
+        size=args.size,
+        quality=args.quality,
+        n=args.n,
+        output_format=args.output_format,
+        output_compression=args.output_compression,
+        background=args.background,
+        input_fidelity=args.input_fidelity,
+        seed=args.seed,
+        job_id="cli",
+    ).materialized()
     backend = create_backend(args.backend, args.backend, backend_settings(args.backend, args))
     if args.seed is not None and args.backend == "openai":
         Console(stderr=True, highlight=False).print("note: --seed is ignored: OpenAI's image API takes no seed")
@@ -96,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     u = result.usage
     basis = result.extras.get("cost_basis", "usage")
     console.print(f"cost: {exact_usd(result.cost_usd)} ({result.backend}, {result.model}, from {basis})")
-    console.print(f"usage: input_tokens={u.input_tokens} (text {u.input_text_tokens}, image {u.input_image_tokens})"
-                  f" output_tokens={u.output_tokens} total_tokens={u.total_tokens}"
-                  + (f" gpu_seconds={u.gpu_seconds:.3f}" if u.gpu_seconds else ""))
+    console.print(
+        f"usage: input_tokens={u.input_tokens} (text {u.input_text_tokens}, image {u.input_image_tokens})"
+        f" output_tokens={u.output_tokens} total_tokens={u.total_tokens}"
+        + (f" gpu_seconds={u.gpu_seconds:.3f}" if u.gpu_seconds else "")
+    )
     return 0

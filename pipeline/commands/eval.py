@@ -14,20 +14,31 @@ from pipeline.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure each backend x tier of a policy on sample jobs; write quality.yaml",
-                       description=__doc__)
+    p = sub.add_parser(
+        "eval", help="measure each backend x tier of a policy on sample jobs; write quality.yaml", description=__doc__
+    )
     p.add_argument("manifest", help="sample jobs (JSONL / YAML / JSON manifest): 20-30 representative images")
     p.add_argument("--policy", required=True, help="the policy whose backends to compare")
-    p.add_argument("--out", required=True, help="folder: eval.md, eval.csv, contact_sheet.png, quality.yaml, "
-                   "runs/, editroute.db (the eval's ledger)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder: eval.md, eval.csv, contact_sheet.png, quality.yaml, runs/, editroute.db (the eval's ledger)",
+    )
     p.add_argument("--tiers", default="low,medium,high", help="comma-separated tiers to run (default all three)")
-    p.add_argument("--clip-model", default=None, metavar="ID",
-                   help="CLIP model for prompt adherence: hub id or local dir (default openai/clip-vit-large-patch14)")
+    p.add_argument(
+        "--clip-model",
+        default=None,
+        metavar="ID",
+        help="CLIP model for prompt adherence: hub id or local dir (default openai/clip-vit-large-patch14)",
+    )
     p.add_argument("--clip-device", default="auto", help="torch device for the CLIP model (default auto)")
     p.add_argument("--yes", action="store_true", help="run without asking, whatever the estimate")
-    p.add_argument("--stand-ins", action="store_true",
-                   help="try it offline: the policy's backends pointed at local stand-ins as in `editroute demo` "
-                        "(loopback fake API, tiny random-weight SDXL, CLIPSeg and CLIP: the scores mean nothing)")
+    p.add_argument(
+        "--stand-ins",
+        action="store_true",
+        help="try it offline: the policy's backends pointed at local stand-ins as in `editroute demo` "
+        "(loopback fake API, tiny random-weight SDXL, CLIPSeg and CLIP: the scores mean nothing)",
+    )
     p.set_defaults(func=run)
 
 
@@ -47,15 +58,23 @@ def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[st
     clip_dir = build_tiny_clip(demo.standin_cache_dir() / f"tiny-clip-v{STANDIN_VERSION}")
     os.environ[demo.DEMO_KEY_ENV] = demo.DEMO_KEY
     server = stack.enter_context(FakeOpenAIServer(api_key=demo.DEMO_KEY))
-    err.print(demo.BANNER.format(url=server.base_url) + " CLIP is a tiny random-weight stand-in: the scores mean "
-              "nothing.")
-    data = demo.standin_policy(Path(args.policy), api_url=server.base_url, sdxl_dir=sdxl_dir,
-                               clipseg_dir=demo.build_clipseg_standin(Path(args.policy)))
+    err.print(
+        demo.BANNER.format(url=server.base_url) + " CLIP is a tiny random-weight stand-in: the scores mean nothing."
+    )
+    data = demo.standin_policy(
+        Path(args.policy),
+        api_url=server.base_url,
+        sdxl_dir=sdxl_dir,
+        clipseg_dir=demo.build_clipseg_standin(Path(args.policy)),
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     policy_file = out / "standin-policy.yaml"
-    policy_file.write_text(f"# {Path(args.policy).name} pointed at local stand-ins by `editroute eval --stand-ins`\n"
-                           + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    policy_file.write_text(
+        f"# {Path(args.policy).name} pointed at local stand-ins by `editroute eval --stand-ins`\n"
+        + yaml.safe_dump(data, sort_keys=False),
+        encoding="utf-8",
+    )
     return str(policy_file), str(clip_dir)
 
 
@@ -80,16 +99,20 @@ def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any
     tiers = tuple(t.strip() for t in args.tiers.split(",") if t.strip())
     plan = plan_eval(args.manifest, policy, tiers=tiers)
 
-    table = Table(title=f"eval plan: {len(plan.jobs)} job(s) x {len(plan.policy.backends)} backend(s) x "
-                        f"{len(tiers)} tier(s), n=1 each")
+    table = Table(
+        title=f"eval plan: {len(plan.jobs)} job(s) x {len(plan.policy.backends)} backend(s) x "
+        f"{len(tiers)} tier(s), n=1 each"
+    )
     for col in ("backend", "tier", "runs", "skipped", "est. $", "est. seconds"):
         table.add_column(col, justify="right" if col not in ("backend", "tier") else "left")
     for row in plan.by_backend_tier():
         secs = f"{row['seconds']:.1f}" + (f" (+{row['unknown_time']} unknown)" if row["unknown_time"] else "")
         table.add_row(row["backend"], row["tier"], str(row["runs"]), str(row["skipped"]), f"{row['usd']:.4f}", secs)
     err.print(table)
-    err.print(f"estimated cost of this eval: ${plan.estimated_usd:.4f}, about {plan.estimated_seconds:.0f} s of "
-              f"backend time (sum of the backends' estimates); runs already done in {args.out} are reused")
+    err.print(
+        f"estimated cost of this eval: ${plan.estimated_usd:.4f}, about {plan.estimated_seconds:.0f} s of "
+        f"backend time (sum of the backends' estimates); runs already done in {args.out} are reused"
+    )
     for v in plan.variants:
         if v.skip:
             err.print(f"  skip {v.id}: {v.skip}")
@@ -119,6 +142,9 @@ def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any
     out.print(f"spent ${result.spent:.4f} (ledger {result.ledger_path}); {failed} run(s) failed")
     for key, path in files.items():
         out.print(f"{key}: {path}")
-    out.print(f"use it: add `quality_file: {Path(files['quality']).resolve()}` to a policy (or a path relative "
-              "to the policy file)", soft_wrap=True)
+    out.print(
+        f"use it: add `quality_file: {Path(files['quality']).resolve()}` to a policy (or a path relative "
+        "to the policy file)",
+        soft_wrap=True,
+    )
     return 1 if failed else 0

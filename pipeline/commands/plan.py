@@ -21,8 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", type=Path, help="jobs file (.jsonl, .yaml or .json)")
     p.add_argument("--policy", required=True, type=Path, help="policy YAML (see configs/policies/)")
     p.add_argument("--explain", action="store_true", help="print each job's decision and its reasons")
-    p.add_argument("--monthly-volume", type=int, metavar="N",
-                   help="also project this mix to N jobs a month (budgets and volume shift included)")
+    p.add_argument(
+        "--monthly-volume",
+        type=int,
+        metavar="N",
+        help="also project this mix to N jobs a month (budgets and volume shift included)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=run)
 
@@ -34,11 +38,24 @@ def _usd(amount: Decimal) -> str:
 def _decision_dict(d) -> dict[str, Any]:
     from pipeline.routing import money
 
-    return {"id": d.job_id, "backend": d.backend, "usd": money(d.estimate.usd) if d.estimate else None,
-            "basis": d.estimate.basis if d.estimate else None, "quality": d.quality,
-            "fallbacks": list(d.fallbacks), "reasons": list(d.reasons),
-            "alternatives": [{"backend": a.backend, "usd": money(a.estimate.usd) if a.estimate else None,
-                              "quality": a.quality, "excluded": a.excluded} for a in d.alternatives]}
+    return {
+        "id": d.job_id,
+        "backend": d.backend,
+        "usd": money(d.estimate.usd) if d.estimate else None,
+        "basis": d.estimate.basis if d.estimate else None,
+        "quality": d.quality,
+        "fallbacks": list(d.fallbacks),
+        "reasons": list(d.reasons),
+        "alternatives": [
+            {
+                "backend": a.backend,
+                "usd": money(a.estimate.usd) if a.estimate else None,
+                "quality": a.quality,
+                "excluded": a.excluded,
+            }
+            for a in d.alternatives
+        ],
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,12 +75,18 @@ def run(args: argparse.Namespace) -> int:
         projection = project(policy, backends, manifest.jobs, args.monthly_volume)
 
     if args.json:
-        out = {"policy": str(args.policy), "manifest": str(args.manifest), "entries": manifest.entries,
-               "problems": [{"line": p.line, "index": p.index, "id": p.job_id, "field": p.field,
-                             "message": p.message} for p in problems],
-               **summary.as_dict(),
-               "hosting": {name: spec.hosting for name, spec in policy.backends.items()},
-               "decisions": [_decision_dict(d) for d in summary.decisions]}
+        out = {
+            "policy": str(args.policy),
+            "manifest": str(args.manifest),
+            "entries": manifest.entries,
+            "problems": [
+                {"line": p.line, "index": p.index, "id": p.job_id, "field": p.field, "message": p.message}
+                for p in problems
+            ],
+            **summary.as_dict(),
+            "hosting": {name: spec.hosting for name, spec in policy.backends.items()},
+            "decisions": [_decision_dict(d) for d in summary.decisions],
+        }
         if projection is not None:
             out["projection"] = {"monthly_volume": args.monthly_volume, **projection.as_dict()}
         json.dump(out, sys.stdout, indent=2)
@@ -77,8 +100,14 @@ def _split_table(title: str, policy, summary):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col, just in (("backend", "left"), ("hosting", "left"), ("jobs", "right"), ("images", "right"),
-                      ("est. cost", "right"), ("per job", "right")):
+    for col, just in (
+        ("backend", "left"),
+        ("hosting", "left"),
+        ("jobs", "right"),
+        ("images", "right"),
+        ("est. cost", "right"),
+        ("per job", "right"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for name, t in summary.split.items():
         per = _usd(t.usd / t.jobs) if t.jobs else "-"
@@ -111,13 +140,14 @@ def _render(args, policy, manifest, problems, summary, projection) -> None:
     for p in problems:
         err.print(f"[red]problem[/red] {escape(str(p))}")
     if problems:
-        err.print(f"{len(problems)} problem(s) in {manifest.entries} entries; "
-                  f"{manifest.valid} valid job(s) planned")
+        err.print(f"{len(problems)} problem(s) in {manifest.entries} entries; {manifest.valid} valid job(s) planned")
     if args.explain:
         for d in summary.decisions:
-            head = (f"[bold]{escape(d.job_id)}[/bold] -> [green]{escape(d.backend)}[/green] "
-                    f"{_usd(d.estimate.usd)}" if d.backend and d.estimate else
-                    f"[bold]{escape(d.job_id)}[/bold] -> [red]held[/red]")
+            head = (
+                f"[bold]{escape(d.job_id)}[/bold] -> [green]{escape(d.backend)}[/green] {_usd(d.estimate.usd)}"
+                if d.backend and d.estimate
+                else f"[bold]{escape(d.job_id)}[/bold] -> [red]held[/red]"
+            )
             console.print(head)
             for reason in d.reasons:
                 console.print(f"    {escape(reason)}", soft_wrap=True)
@@ -128,7 +158,6 @@ def _render(args, policy, manifest, problems, summary, projection) -> None:
         console.print(line)
     if projection is not None:
         console.print()
-        console.print(_split_table(f"Projection: {args.monthly_volume:,} jobs/month with this mix", policy,
-                                   projection))
+        console.print(_split_table(f"Projection: {args.monthly_volume:,} jobs/month with this mix", policy, projection))
         for line in _comparisons(projection):
             console.print(line)

@@ -32,8 +32,9 @@ def run_check(args: argparse.Namespace) -> int:
     policy = load_policy(args.file)
     backends = build_backends(policy)  # settings that validate but cannot build (unknown model) fail here
     console = Console()
-    console.print(f"[green]ok[/green] {escape(args.file)}" + (f": {escape(policy.description)}"
-                                                              if policy.description else ""))
+    console.print(
+        f"[green]ok[/green] {escape(args.file)}" + (f": {escape(policy.description)}" if policy.description else "")
+    )
     table = Table(title="backends", title_justify="left")
     for col in ("name", "kind", "hosting", *(f"q {t}" for t in TIERS)):
         table.add_column(col)
@@ -48,8 +49,9 @@ def run_check(args: argparse.Namespace) -> int:
     if policy.rules:
         console.print("rules (in order):")
         for i, rule in enumerate(policy.rules):
-            console.print(f"  {i + 1}. {escape(rule.label(i))}: when {escape(rule.when.describe())} -> "
-                          f"{escape(rule.action)}")
+            console.print(
+                f"  {i + 1}. {escape(rule.label(i))}: when {escape(rule.when.describe())} -> {escape(rule.action)}"
+            )
     console.print(f"objective: {escape(policy.objective.describe())} (when unmet: {policy.objective.when_unmet})")
     for b in policy.budgets:
         then = f"overflow to {b.overflow_to}" if b.overflow_to else "stop"
@@ -57,8 +59,9 @@ def run_check(args: argparse.Namespace) -> int:
     for s in policy.volume_shift:
         threshold = f"{s.after_jobs} jobs" if s.after_jobs is not None else f"${s.after_usd}"
         counting = ", ".join(s.counting) or "all other backends"
-        console.print(f"volume shift: after {threshold} this {s.period} on {counting}, "
-                      f"{escape(s.when.describe())} -> {s.to}")
+        console.print(
+            f"volume shift: after {threshold} this {s.period} on {counting}, {escape(s.when.describe())} -> {s.to}"
+        )
     for name, chain in policy.fallbacks.items():
         console.print(f"fallbacks: {name} -> {', '.join(chain)}")
     for backend in backends.values():

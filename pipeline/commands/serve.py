@@ -9,16 +9,26 @@ from pipeline.errors import ConfigError
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("serve", help="serve POST /v1/images/edits (OpenAI-compatible) routed by a policy",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "serve", help="serve POST /v1/images/edits (OpenAI-compatible) routed by a policy", description=__doc__
+    )
     p.add_argument("--policy", required=True, type=Path, help="routing policy YAML (see configs/policies/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need keys)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--out", type=Path, default=Path("editroute-out"), metavar="DIR",
-                   help="outputs and the ledger DIR/editroute.db; share it with `editroute run` so budgets hold "
-                        "across both (default ./editroute-out)")
-    p.add_argument("--api-key-file", type=Path, metavar="FILE",
-                   help="bearer keys clients must send, one per line (also $EDITROUTE_API_KEYS, comma-separated)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("editroute-out"),
+        metavar="DIR",
+        help="outputs and the ledger DIR/editroute.db; share it with `editroute run` so budgets hold "
+        "across both (default ./editroute-out)",
+    )
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer keys clients must send, one per line (also $EDITROUTE_API_KEYS, comma-separated)",
+    )
     p.set_defaults(func=run)
 
 
@@ -36,13 +46,15 @@ def run(args: argparse.Namespace) -> int:
     app, service, keys = build(config)
     console = Console(stderr=True, highlight=False)
     host = f"[{args.host}]" if ":" in args.host else args.host
-    console.print(f"editroute serve: listening on http://{host}:{args.port}/v1 "
-                  f"(policy {args.policy}, backends: {', '.join(service.policy.backends)})")
+    console.print(
+        f"editroute serve: listening on http://{host}:{args.port}/v1 "
+        f"(policy {args.policy}, backends: {', '.join(service.policy.backends)})"
+    )
     if keys:
         console.print(f"  auth: on ({len(keys)} key(s)); clients send Authorization: Bearer <key>")
     else:
         console.print("  auth: OFF (no --api-key-file or $EDITROUTE_API_KEYS): loopback only", style="yellow")
     console.print(f"  ledger: {service.ledger.path}   outputs: {service.out_dir}/<job id>/")
-    console.print(f"  try: OpenAI(base_url=\"http://{host}:{args.port}/v1\", api_key=...).images.edit(...)")
+    console.print(f'  try: OpenAI(base_url="http://{host}:{args.port}/v1", api_key=...).images.edit(...)')
     uvicorn_server(app, args.host, args.port).run()
     return 0

@@ -11,6 +11,16 @@ from pipeline.eval.metrics import FORMULA, quality_score
 from pipeline.eval.report import write_report
 
 __all__ = [
-    "DEFAULT_CLIP_MODEL", "FORMULA", "ClipScorer", "EvalPlan", "EvalResult", "Score", "Variant", "plan_eval",
-    "quality_block", "quality_score", "run_eval", "write_report",
+    "DEFAULT_CLIP_MODEL",
+    "FORMULA",
+    "ClipScorer",
+    "EvalPlan",
+    "EvalResult",
+    "Score",
+    "Variant",
+    "plan_eval",
+    "quality_block",
+    "quality_score",
+    "run_eval",
+    "write_report",
 ]

@@ -24,16 +24,18 @@ class ClipScorer:
     def _loaded(self):
         from backends.local_models import load_pretrained
 
-        return load_pretrained(self.model_id, "CLIPModel", "CLIPProcessor", device=self.device,
-                               what="CLIP scoring model")
+        return load_pretrained(
+            self.model_id, "CLIPModel", "CLIPProcessor", device=self.device, what="CLIP scoring model"
+        )
 
     def cosine(self, image: Image.Image, text: str) -> float:
         """cos(image embedding, text embedding) in -1..1 (real CLIP: ~0.15 unrelated, ~0.35 a good match)."""
         import torch
 
         loaded = self._loaded()
-        inputs = loaded.processor(text=[text], images=[image.convert("RGB")], padding=True, truncation=True,
-                                  return_tensors="pt")
+        inputs = loaded.processor(
+            text=[text], images=[image.convert("RGB")], padding=True, truncation=True, return_tensors="pt"
+        )
         inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
         with torch.inference_mode():
             out = loaded.model(**inputs)

@@ -77,10 +77,17 @@ class EvalPlan:
             for tier in self.tiers:
                 vs = [v for v in self.variants if v.backend == name and v.tier == tier]
                 run = [v for v in vs if v.skip is None]
-                rows.append({"backend": name, "tier": tier, "runs": len(run), "skipped": len(vs) - len(run),
-                             "usd": sum((v.estimate.usd for v in run if v.estimate), Decimal(0)),
-                             "seconds": sum(v.estimate.seconds or 0.0 for v in run if v.estimate),
-                             "unknown_time": sum(1 for v in run if v.estimate and v.estimate.seconds is None)})
+                rows.append(
+                    {
+                        "backend": name,
+                        "tier": tier,
+                        "runs": len(run),
+                        "skipped": len(vs) - len(run),
+                        "usd": sum((v.estimate.usd for v in run if v.estimate), Decimal(0)),
+                        "seconds": sum(v.estimate.seconds or 0.0 for v in run if v.estimate),
+                        "unknown_time": sum(1 for v in run if v.estimate and v.estimate.seconds is None),
+                    }
+                )
         return rows
 
 
@@ -111,12 +118,25 @@ class Score:
                 return ""
             return "inf" if math.isinf(x) else round(x, digits)
 
-        return {"job": v.source.id, "backend": v.backend, "tier": v.tier, "status": self.status,
-                "cost_usd": f"{self.cost:.6f}", "seconds": num(self.seconds, 3), "clip_cosine": num(self.clip),
-                "adherence": num(self.adherence), "psnr_db": num(self.psnr, 2), "ssim": num(self.ssim),
-                "seam": num(self.seam), "preservation": num(self.preservation), "quality": num(self.quality),
-                "mask_inferred": self.mask_inferred, "reused": self.reused,
-                "output": str(self.output) if self.output else "", "error": self.skip_or_error}
+        return {
+            "job": v.source.id,
+            "backend": v.backend,
+            "tier": v.tier,
+            "status": self.status,
+            "cost_usd": f"{self.cost:.6f}",
+            "seconds": num(self.seconds, 3),
+            "clip_cosine": num(self.clip),
+            "adherence": num(self.adherence),
+            "psnr_db": num(self.psnr, 2),
+            "ssim": num(self.ssim),
+            "seam": num(self.seam),
+            "preservation": num(self.preservation),
+            "quality": num(self.quality),
+            "mask_inferred": self.mask_inferred,
+            "reused": self.reused,
+            "output": str(self.output) if self.output else "",
+            "error": self.skip_or_error,
+        }
 
     @property
     def skip_or_error(self) -> str:
@@ -135,8 +155,14 @@ class EvalResult:
 
 # ---- plan ---------------------------------------------------------------------------------------------
 
-def plan_eval(manifest: str | Path, policy: str | Path | Policy, *, tiers: Sequence[str] = TIERS,
-              backends: Mapping[str, Any] | None = None) -> EvalPlan:
+
+def plan_eval(
+    manifest: str | Path,
+    policy: str | Path | Policy,
+    *,
+    tiers: Sequence[str] = TIERS,
+    backends: Mapping[str, Any] | None = None,
+) -> EvalPlan:
     """Every (job, backend, tier) variant with its estimate, or why it is skipped. Cheap: no model, no call."""
     bad = [t for t in tiers if t not in TIERS]
     if bad or not tiers:
@@ -162,6 +188,7 @@ def plan_eval(manifest: str | Path, policy: str | Path | Policy, *, tiers: Seque
 
 # ---- run and score --------------------------------------------------------------------------------------
 
+
 def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
     """Run every runnable variant (recorded in `DIR/editroute.db`), then score each output.
     `scorer` has `cosine(image, text) -> float` (a loaded `ClipScorer`)."""
@@ -173,8 +200,14 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
     ledger.release_orphans()
     engine = LocalExecutor(plan.backends)
     caps = budget_caps(plan.policy)
-    ctx = ExecContext(ledger=ledger, executor=engine, out_dir=out / RUNS_DIR, backends=plan.backends,
-                      caps_for=lambda name: caps.get(name, ()), retry_failed=True)
+    ctx = ExecContext(
+        ledger=ledger,
+        executor=engine,
+        out_dir=out / RUNS_DIR,
+        backends=plan.backends,
+        caps_for=lambda name: caps.get(name, ()),
+        retry_failed=True,
+    )
 
     def one(v: Variant):
         decision = Decision(v.id, v.backend, v.estimate, (), (), (f"eval: {v.backend} at quality {v.tier}",))
@@ -195,8 +228,9 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
             continue
         outcome = outcomes[v.id]
         if not outcome.ok or not outcome.outputs:
-            scores.append(Score(v, "failed", error=outcome.error or "no output", cost=outcome.cost,
-                                seconds=outcome.latency_s))
+            scores.append(
+                Score(v, "failed", error=outcome.error or "no output", cost=outcome.cost, seconds=outcome.latency_s)
+            )
             continue
         score = Score(v, "ok", cost=outcome.cost, reused=outcome.reused, output=outcome.outputs[0])
         timings = (outcome.result or {}).get("timings") or {}
@@ -219,8 +253,11 @@ def _source(job: Job, cache: dict[str, _Source]) -> _Source:
     if hit is None:
         image = job.request.images[0].open().convert("RGB")
         mask = job.request.mask
-        hit = cache[job.id] = (image.size, qm.rgb_array(image),
-                               None if mask is None else qm.edit_region(mask.open(), image.size))
+        hit = cache[job.id] = (
+            image.size,
+            qm.rgb_array(image),
+            None if mask is None else qm.edit_region(mask.open(), image.size),
+        )
     return hit
 
 

@@ -28,9 +28,11 @@ from backends.masks import box_sum, dilate
 WEIGHTS = {"adherence": 0.5, "preservation": 0.35, "seam": 0.15}
 PSNR_CAP_DB = 40.0
 CLIP_S_WEIGHT = 2.5
-FORMULA = ("quality = 0.5 adherence + 0.35 preservation + 0.15 seam_score (weights renormalised over the metrics "
-           "that apply); adherence = clip(2.5 cos(CLIP image, text), 0, 1); preservation = 0.5 clip(SSIM, 0, 1) + "
-           f"0.5 min(PSNR, {PSNR_CAP_DB:g} dB)/{PSNR_CAP_DB:g} outside the mask; seam_score = 1/(1 + seam)")
+FORMULA = (
+    "quality = 0.5 adherence + 0.35 preservation + 0.15 seam_score (weights renormalised over the metrics "
+    "that apply); adherence = clip(2.5 cos(CLIP image, text), 0, 1); preservation = 0.5 clip(SSIM, 0, 1) + "
+    f"0.5 min(PSNR, {PSNR_CAP_DB:g} dB)/{PSNR_CAP_DB:g} outside the mask; seam_score = 1/(1 + seam)"
+)
 
 
 def rgb_array(img: Image.Image) -> np.ndarray:
@@ -68,8 +70,8 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> floa
     diff = (a - b) if region is None else (a - b)[region]
     if diff.size == 0:
         return math.nan
-    mse = float(np.mean(diff ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    mse = float(np.mean(diff**2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None, win: int = 7) -> float:
@@ -88,7 +90,7 @@ def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None, win: in
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     smap = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     inside = np.zeros(x.shape, bool)
-    inside[r:x.shape[0] - r, r:x.shape[1] - r] = True  # windows that do not hang over the image's edge
+    inside[r : x.shape[0] - r, r : x.shape[1] - r] = True  # windows that do not hang over the image's edge
     keep = inside if region is None else inside & (box_sum(region, r) >= n - 0.5)
     if not keep.any():
         keep = region if region is not None and region.any() else np.ones(x.shape, bool)
@@ -134,8 +136,9 @@ def seam_score(seam_value: float | None) -> float | None:
     return None if seam_value is None else 1.0 / (1.0 + seam_value)
 
 
-def quality_score(adherence_value: float | None, preservation_value: float | None,
-                  seam_value: float | None) -> float | None:
+def quality_score(
+    adherence_value: float | None, preservation_value: float | None, seam_value: float | None
+) -> float | None:
     """The combined score in 0..1 (`FORMULA`); None when no metric applies."""
     parts = {"adherence": adherence_value, "preservation": preservation_value, "seam": seam_score(seam_value)}
     used = {k: v for k, v in parts.items() if v is not None}

@@ -16,17 +16,36 @@ from pipeline.eval.evaluate import EvalResult, Score
 from pipeline.eval.metrics import FORMULA
 from pipeline.run import atomic_write_bytes
 
-CSV_FIELDS = ["job", "backend", "tier", "status", "cost_usd", "seconds", "clip_cosine", "adherence", "psnr_db", "ssim",
-              "seam", "preservation", "quality", "mask_inferred", "reused", "output", "error"]
+CSV_FIELDS = [
+    "job",
+    "backend",
+    "tier",
+    "status",
+    "cost_usd",
+    "seconds",
+    "clip_cosine",
+    "adherence",
+    "psnr_db",
+    "ssim",
+    "seam",
+    "preservation",
+    "quality",
+    "mask_inferred",
+    "reused",
+    "output",
+    "error",
+]
 
 
 def quality_yaml(result: EvalResult) -> str:
     plan = result.plan
-    head = [f"# Measured by `editroute eval {plan.manifest}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
-            f"{len(plan.jobs)} job(s), tiers {', '.join(plan.tiers)}, CLIP {result.clip_model}.",
-            "# Per backend and tier: the mean over the jobs it ran (a failed run counts 0).",
-            f"# {FORMULA}",
-            "# Include it in a policy with `quality_file: <path to this file>`; it overrides declared scores."]
+    head = [
+        f"# Measured by `editroute eval {plan.manifest}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
+        f"{len(plan.jobs)} job(s), tiers {', '.join(plan.tiers)}, CLIP {result.clip_model}.",
+        "# Per backend and tier: the mean over the jobs it ran (a failed run counts 0).",
+        f"# {FORMULA}",
+        "# Include it in a policy with `quality_file: <path to this file>`; it overrides declared scores.",
+    ]
     body = yaml.safe_dump({"quality": result.quality}, sort_keys=False, default_flow_style=None)
     return "\n".join(head) + "\n" + body
 
@@ -46,15 +65,22 @@ def _cell(value) -> str:
 
 def markdown(result: EvalResult, files: dict[str, Path]) -> str:
     plan = result.plan
-    lines = [f"# editroute eval: {plan.manifest.name}", "",
-             f"- policy: `{plan.policy.source}`", f"- jobs: {len(plan.jobs)}; tiers: {', '.join(plan.tiers)}; "
-             f"runs: {len(plan.runnable)} ({len(plan.variants) - len(plan.runnable)} skipped)",
-             f"- estimated before running: ${plan.estimated_usd:.4f}, {plan.estimated_seconds:.1f} s of backend time",
-             f"- spent (ledger `{result.ledger_path}`): ${result.spent:.4f}",
-             f"- prompt adherence model: `{result.clip_model}`", f"- {FORMULA}", "",
-             "## Quality per backend and tier (the `quality:` block)", "",
-             "| backend | tier | runs | failed | skipped | mean quality | mean cost $ | mean seconds |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# editroute eval: {plan.manifest.name}",
+        "",
+        f"- policy: `{plan.policy.source}`",
+        f"- jobs: {len(plan.jobs)}; tiers: {', '.join(plan.tiers)}; "
+        f"runs: {len(plan.runnable)} ({len(plan.variants) - len(plan.runnable)} skipped)",
+        f"- estimated before running: ${plan.estimated_usd:.4f}, {plan.estimated_seconds:.1f} s of backend time",
+        f"- spent (ledger `{result.ledger_path}`): ${result.spent:.4f}",
+        f"- prompt adherence model: `{result.clip_model}`",
+        f"- {FORMULA}",
+        "",
+        "## Quality per backend and tier (the `quality:` block)",
+        "",
+        "| backend | tier | runs | failed | skipped | mean quality | mean cost $ | mean seconds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in plan.policy.backends:
         for tier in plan.tiers:
             ss = [s for s in result.scores if s.variant.backend == name and s.variant.tier == tier]
@@ -62,19 +88,27 @@ def markdown(result: EvalResult, files: dict[str, Path]) -> str:
             q = result.quality.get(name, {}).get(tier)
             mean_cost = sum((s.cost for s in ran), start=type(result.spent)(0)) / len(ran) if ran else None
             secs = [s.seconds for s in ran if s.seconds is not None]
-            lines.append(f"| {name} | {tier} | {len(ran)} | {sum(s.status == 'failed' for s in ss)} | "
-                         f"{len(ss) - len(ran)} | {'' if q is None else f'{q:.3f}'} | "
-                         f"{'' if mean_cost is None else f'{mean_cost:.5f}'} | "
-                         f"{f'{sum(secs) / len(secs):.2f}' if secs else ''} |")
-    lines += ["", "## Every run", "",
-              "| job | backend | tier | status | cost $ | adherence | PSNR dB | SSIM | seam | quality | note |",
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+            lines.append(
+                f"| {name} | {tier} | {len(ran)} | {sum(s.status == 'failed' for s in ss)} | "
+                f"{len(ss) - len(ran)} | {'' if q is None else f'{q:.3f}'} | "
+                f"{'' if mean_cost is None else f'{mean_cost:.5f}'} | "
+                f"{f'{sum(secs) / len(secs):.2f}' if secs else ''} |"
+            )
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| job | backend | tier | status | cost $ | adherence | PSNR dB | SSIM | seam | quality | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for s in result.scores:
         r = s.as_row()
         note = s.skip_or_error.replace("|", "/")[:120] or ("mask inferred" if s.mask_inferred else "")
-        lines.append(f"| {r['job']} | {r['backend']} | {r['tier']} | {r['status']} | {r['cost_usd']} | "
-                     f"{_cell(r['adherence'])} | {_cell(r['psnr_db'])} | {_cell(r['ssim'])} | {_cell(r['seam'])} | "
-                     f"{_cell(r['quality'])} | {note} |")
+        lines.append(
+            f"| {r['job']} | {r['backend']} | {r['tier']} | {r['status']} | {r['cost_usd']} | "
+            f"{_cell(r['adherence'])} | {_cell(r['psnr_db'])} | {_cell(r['ssim'])} | {_cell(r['seam'])} | "
+            f"{_cell(r['quality'])} | {note} |"
+        )
     lines += ["", "## Files", ""] + [f"- {k}: `{v}`" for k, v in files.items()] + [""]
     return "\n".join(lines)
 
@@ -90,16 +124,21 @@ def sheet(result: EvalResult) -> Image.Image:
             mask_cell = cs.Cell("mask (white=edit)", cs.mask_preview(mask))
         else:  # show what a mask-inferring backend derived, if one ran
             inferred = next((s for s in result.scores if s.variant.source.id == job.id and s.mask), None)
-            mask_cell = cs.Cell(f"no mask; inferred\nby {inferred.variant.backend}", cs.mask_preview(
-                Image.open(inferred.mask))) if inferred and inferred.mask else cs.Cell("no mask", None)
+            mask_cell = (
+                cs.Cell(f"no mask; inferred\nby {inferred.variant.backend}", cs.mask_preview(Image.open(inferred.mask)))
+                if inferred and inferred.mask
+                else cs.Cell("no mask", None)
+            )
         row = [cs.Cell(f"input\n{job.id}", image), mask_cell]
         for name in plan.policy.backends:
             for tier in plan.tiers:
                 s = by_id[f"{job.id}.{name}.{tier}"]
                 if s.status == "ok" and s.output is not None:
                     q = "" if s.quality is None else f"q={s.quality:.2f}"
-                    label, img = f"{name}/{tier}\n{q}{' mask inferred' if s.mask_inferred else ''}", \
-                        Image.open(s.output)
+                    label, img = (
+                        f"{name}/{tier}\n{q}{' mask inferred' if s.mask_inferred else ''}",
+                        Image.open(s.output),
+                    )
                 else:
                     label, img = f"{name}/{tier}\n{s.status}", None
                 row.append(cs.Cell(label, img))
@@ -109,8 +148,13 @@ def sheet(result: EvalResult) -> Image.Image:
 
 def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
-    files = {"table": out / "eval.md", "csv": out / "eval.csv", "contact_sheet": out / "contact_sheet.png",
-             "quality": out / "quality.yaml", "ledger": result.ledger_path}
+    files = {
+        "table": out / "eval.md",
+        "csv": out / "eval.csv",
+        "contact_sheet": out / "contact_sheet.png",
+        "quality": out / "quality.yaml",
+        "ledger": result.ledger_path,
+    }
     atomic_write_bytes(files["csv"], csv_text(result.scores).encode())
     buf = io.BytesIO()
     sheet(result).save(buf, format="PNG")

@@ -22,6 +22,17 @@ from pipeline.ledger.schema import (
 from pipeline.ledger.store import Ledger
 
 __all__ = [
-    "DB_NAME", "MIGRATIONS", "NANO", "BudgetCap", "Claim", "ClaimAction", "JobRecord", "JobStatus", "Ledger",
-    "fmt_usd", "from_nusd", "now_ms", "to_nusd",
+    "DB_NAME",
+    "MIGRATIONS",
+    "NANO",
+    "BudgetCap",
+    "Claim",
+    "ClaimAction",
+    "JobRecord",
+    "JobStatus",
+    "Ledger",
+    "fmt_usd",
+    "from_nusd",
+    "now_ms",
+    "to_nusd",
 ]

@@ -99,8 +99,14 @@ class BudgetCap:
 
     def describe(self) -> str:
         what = f"backend {self.backend!r}" if self.backend else "all backends"
-        limit = " and ".join(x for x in (fmt_usd(self.usd) if self.usd is not None else "",
-                                         f"{self.jobs} jobs" if self.jobs is not None else "") if x)
+        limit = " and ".join(
+            x
+            for x in (
+                fmt_usd(self.usd) if self.usd is not None else "",
+                f"{self.jobs} jobs" if self.jobs is not None else "",
+            )
+            if x
+        )
         return f"{limit} per {self.period} on {what}"
 
 
@@ -130,13 +136,26 @@ class JobRecord:
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
         d = dict(row)
         return cls(
-            id=d["id"], idempotency_key=d["idempotency_key"], request_hash=d["request_hash"], status=d["status"],
-            backend=d["backend"], planned_backend=d["planned_backend"],
+            id=d["id"],
+            idempotency_key=d["idempotency_key"],
+            request_hash=d["request_hash"],
+            status=d["status"],
+            backend=d["backend"],
+            planned_backend=d["planned_backend"],
             estimate=None if d["estimate_nusd"] is None else from_nusd(d["estimate_nusd"]),
-            attempts=d["attempts"], starts=d["starts"], crashes=d["crashes"], owner=d["owner"],
-            outputs=tuple(json.loads(d["outputs"])) if d["outputs"] else (), cost=from_nusd(d["cost_nusd"]),
-            error_class=d["error_class"], error=d["error"], created_at=d["created_at"], updated_at=d["updated_at"],
-            started_at=d["started_at"], finished_at=d["finished_at"])
+            attempts=d["attempts"],
+            starts=d["starts"],
+            crashes=d["crashes"],
+            owner=d["owner"],
+            outputs=tuple(json.loads(d["outputs"])) if d["outputs"] else (),
+            cost=from_nusd(d["cost_nusd"]),
+            error_class=d["error_class"],
+            error=d["error"],
+            created_at=d["created_at"],
+            updated_at=d["updated_at"],
+            started_at=d["started_at"],
+            finished_at=d["finished_at"],
+        )
 
 
 ClaimAction = Literal["run", "done", "failed", "busy", "duplicate"]
@@ -153,13 +172,14 @@ class Claim:
     recovered: bool = False  # the job was left running by a crashed process and is being retried
 
 
-
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the schema up to date (inside the caller's write transaction)."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise RuntimeError(f"{path}: ledger schema v{version} is newer than this editroute "
-                           f"(knows v{len(MIGRATIONS)}); upgrade editroute")
+        raise RuntimeError(
+            f"{path}: ledger schema v{version} is newer than this editroute "
+            f"(knows v{len(MIGRATIONS)}); upgrade editroute"
+        )
     for v in range(version, len(MIGRATIONS)):
         for statement in MIGRATIONS[v].split(";"):
             if statement.strip():

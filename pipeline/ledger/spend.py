@@ -31,7 +31,7 @@ def proc_stat(pid: int) -> tuple[str, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": field 3 (state) onwards
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 (state) onwards
     return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
@@ -39,6 +39,7 @@ class SpendMixin:
     owner: str
 
     if TYPE_CHECKING:  # provided by Ledger
+
         def _conn(self) -> sqlite3.Connection: ...
 
         def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
@@ -62,12 +63,15 @@ class SpendMixin:
         return conn.execute(sql, args).fetchone()[0]
 
     @staticmethod
-    def _job_count(conn: sqlite3.Connection, backend: str | None, period: Period, key: str,
-                   job_id: str | None = None) -> int:
+    def _job_count(
+        conn: sqlite3.Connection, backend: str | None, period: Period, key: str, job_id: str | None = None
+    ) -> int:
         """Jobs served or being served: distinct jobs with an open hold or a successful call in the period."""
         col = "day" if period == "day" else "month"
-        sql = (f"SELECT COUNT(DISTINCT job_id) FROM attempts WHERE {col}=? AND "
-               "(state='reserved' OR (state='settled' AND error_class IS NULL))")
+        sql = (
+            f"SELECT COUNT(DISTINCT job_id) FROM attempts WHERE {col}=? AND "
+            "(state='reserved' OR (state='settled' AND error_class IS NULL))"
+        )
         args: list[Any] = [key]
         if job_id is not None:
             sql += " AND job_id=?"
@@ -79,8 +83,9 @@ class SpendMixin:
 
     # ---- budget holds --------------------------------------------------------------------------------
 
-    def reserve(self, job_id: str, backend: str, estimate: Decimal, caps: Sequence[BudgetCap] = (),
-                at: datetime | None = None) -> int:
+    def reserve(
+        self, job_id: str, backend: str, estimate: Decimal, caps: Sequence[BudgetCap] = (), at: datetime | None = None
+    ) -> int:
         """Hold `estimate` on `backend` for one call, checking every cap in the same write transaction
         (settled + open holds + this estimate <= limit). Returns the attempt id; raises `BudgetExceeded`."""
         at = at or datetime.now(UTC)
@@ -96,41 +101,65 @@ class SpendMixin:
                     if used + want > to_nusd(cap.usd):
                         raise BudgetExceeded(
                             f"budget {cap.describe()} would be exceeded: {fmt_usd(from_nusd(used))} spent or held, "
-                            f"this call needs up to {fmt_usd(from_nusd(want))}", job_id=job_id, backend=backend)
+                            f"this call needs up to {fmt_usd(from_nusd(want))}",
+                            job_id=job_id,
+                            backend=backend,
+                        )
                 if cap.jobs is not None:
                     count = self._job_count(conn, cap.backend, cap.period, key)
                     counted = self._job_count(conn, cap.backend, cap.period, key, job_id)  # a retry is not a new job
                     if count + (0 if counted else 1) > cap.jobs:
-                        raise BudgetExceeded(f"budget {cap.describe()} reached ({count} jobs)",
-                                             job_id=job_id, backend=backend)
+                        raise BudgetExceeded(
+                            f"budget {cap.describe()} reached ({count} jobs)", job_id=job_id, backend=backend
+                        )
             cur = conn.execute(
                 "INSERT INTO attempts(job_id, backend, state, reserved_nusd, day, month, started_at, owner) "
-                "VALUES(?,?,'reserved',?,?,?,?,?)", (job_id, backend, want, day, month, now_ms(), self.owner))
-            conn.execute("UPDATE jobs SET attempts=attempts+1, backend=?, updated_at=? WHERE id=?",
-                         (backend, now_ms(), job_id))
+                "VALUES(?,?,'reserved',?,?,?,?,?)",
+                (job_id, backend, want, day, month, now_ms(), self.owner),
+            )
+            conn.execute(
+                "UPDATE jobs SET attempts=attempts+1, backend=?, updated_at=? WHERE id=?", (backend, now_ms(), job_id)
+            )
             return int(cur.lastrowid)
 
-    def settle(self, attempt_id: int, cost: Decimal, *, usage: dict[str, Any] | None = None,
-               error: BaseException | None = None) -> None:
+    def settle(
+        self, attempt_id: int, cost: Decimal, *, usage: dict[str, Any] | None = None, error: BaseException | None = None
+    ) -> None:
         """The call returned (or failed): replace the hold by what it actually cost."""
         with self._write() as conn:
             self._settle(conn, attempt_id, cost, usage, error)
 
     @staticmethod
-    def _settle(conn: sqlite3.Connection, attempt_id: int, cost: Decimal, usage: dict[str, Any] | None,
-                error: BaseException | None, call_s: float | None = None) -> None:
+    def _settle(
+        conn: sqlite3.Connection,
+        attempt_id: int,
+        cost: Decimal,
+        usage: dict[str, Any] | None,
+        error: BaseException | None,
+        call_s: float | None = None,
+    ) -> None:
         conn.execute(
             "UPDATE attempts SET state='settled', cost_nusd=?, ended_at=?, usage=?, error_class=?, error=?, "
             "call_ms=? WHERE id=?",
-            (to_nusd(cost), now_ms(), json.dumps(usage) if usage else None,
-             type(error).__name__ if error else None, str(error) if error else None,
-             None if call_s is None else round(call_s * 1000), attempt_id))
+            (
+                to_nusd(cost),
+                now_ms(),
+                json.dumps(usage) if usage else None,
+                type(error).__name__ if error else None,
+                str(error) if error else None,
+                None if call_s is None else round(call_s * 1000),
+                attempt_id,
+            ),
+        )
 
     def release(self, attempt_id: int, reason: str = "released") -> None:
         """Drop a hold without a bill (the call never ran)."""
         with self._write() as conn:
-            conn.execute("UPDATE attempts SET state='released', ended_at=?, error=COALESCE(error, ?) "
-                         "WHERE id=? AND state='reserved'", (now_ms(), reason, attempt_id))
+            conn.execute(
+                "UPDATE attempts SET state='released', ended_at=?, error=COALESCE(error, ?) "
+                "WHERE id=? AND state='reserved'",
+                (now_ms(), reason, attempt_id),
+            )
 
     def release_orphans(self) -> int:
         """Release holds left by processes on this host that are gone (crashed): they block budgets otherwise.
@@ -140,8 +169,11 @@ class SpendMixin:
             rows = conn.execute("SELECT id, owner FROM attempts WHERE state='reserved'").fetchall()
             dead = [r["id"] for r in rows if not self._owner_alive(r["owner"], host)]
             for attempt_id in dead:
-                conn.execute("UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
-                             "error='the process holding this call stopped' WHERE id=?", (now_ms(), attempt_id))
+                conn.execute(
+                    "UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
+                    "error='the process holding this call stopped' WHERE id=?",
+                    (now_ms(), attempt_id),
+                )
         return len(dead)
 
     def _owner_alive(self, owner: str | None, host: str | None = None) -> bool:

@@ -69,8 +69,9 @@ class Ledger(SpendMixin):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout_s = timeout_s
         stat = proc_stat(os.getpid())  # our start time tells a recycled pid from us
-        self.owner = owner or (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-                               + (f":{stat[1]}" if stat else ""))
+        self.owner = owner or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" + (f":{stat[1]}" if stat else "")
+        )
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -147,21 +148,29 @@ class Ledger(SpendMixin):
         if not prefix:
             raise ValueError("latest_key needs a prefix")
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        row = self._conn().execute(
-            "SELECT idempotency_key FROM jobs WHERE idempotency_key >= ? AND idempotency_key < ? "
-            "ORDER BY created_at DESC, rowid DESC LIMIT 1", (prefix, upper)).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT idempotency_key FROM jobs WHERE idempotency_key >= ? AND idempotency_key < ? "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (prefix, upper),
+            )
+            .fetchone()
+        )
         return row[0] if row else None
 
-    def claim(self, job_id: str, key: str, request_hash: str, *, retry_failed: bool = False,
-              rerun: bool = False) -> Claim:
+    def claim(
+        self, job_id: str, key: str, request_hash: str, *, retry_failed: bool = False, rerun: bool = False
+    ) -> Claim:
         """Register the job if new, and take it (status `running`, owned by this ledger's owner) if it should
         run now. `rerun` takes a `done` job again (its outputs were found missing or changed on disk)."""
         t = now_ms()
         with self._write() as conn:
             other = conn.execute("SELECT * FROM jobs WHERE idempotency_key=?", (key,)).fetchone()
             if other is not None and other["request_hash"] != request_hash:
-                raise InvalidRequest("idempotency key reused with a different request", field="idempotency_key",
-                                     job_id=job_id)
+                raise InvalidRequest(
+                    "idempotency key reused with a different request", field="idempotency_key", job_id=job_id
+                )
             if other is not None and other["id"] != job_id:
                 return Claim("duplicate", JobRecord.from_row(other))
             row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
@@ -170,11 +179,16 @@ class Ledger(SpendMixin):
                 conn.execute(
                     "UPDATE jobs SET idempotency_key=?, request_hash=?, status='queued', outputs=NULL, cost_nusd=0, "
                     "attempts=0, starts=0, crashes=0, error_class=NULL, error=NULL, owner=NULL, updated_at=? "
-                    "WHERE id=?", (key, request_hash, t, job_id))
+                    "WHERE id=?",
+                    (key, request_hash, t, job_id),
+                )
                 row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is None:
-                conn.execute("INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
-                             "VALUES(?,?,?,'queued',?,?)", (job_id, key, request_hash, t, t))
+                conn.execute(
+                    "INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
+                    "VALUES(?,?,?,'queued',?,?)",
+                    (job_id, key, request_hash, t, t),
+                )
                 row = conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
             rec = JobRecord.from_row(row)
             recovered = False
@@ -189,83 +203,132 @@ class Ledger(SpendMixin):
                 crashes = rec.crashes + 1
                 self._release_job_holds(conn, job_id)
                 if crashes > self.MAX_CRASH_RESTARTS and not retry_failed:
-                    msg = (f"interrupted by a crash {crashes} times; not retried again automatically "
-                           "(rerun with --retry-failed)")
-                    conn.execute("UPDATE jobs SET status='failed', crashes=?, error_class='Interrupted', error=?, "
-                                 "owner=NULL, updated_at=?, finished_at=? WHERE id=?", (crashes, msg, t, t, job_id))
+                    msg = (
+                        f"interrupted by a crash {crashes} times; not retried again automatically "
+                        "(rerun with --retry-failed)"
+                    )
+                    conn.execute(
+                        "UPDATE jobs SET status='failed', crashes=?, error_class='Interrupted', error=?, "
+                        "owner=NULL, updated_at=?, finished_at=? WHERE id=?",
+                        (crashes, msg, t, t, job_id),
+                    )
                     return Claim("failed", self._get(conn, job_id), recovered=True)
                 conn.execute("UPDATE jobs SET crashes=? WHERE id=?", (crashes, job_id))
             elif rec.status == "interrupted":
                 self._release_job_holds(conn, job_id)
-            conn.execute("UPDATE jobs SET status='running', owner=?, starts=starts+1, started_at=?, updated_at=?, "
-                         "error_class=NULL, error=NULL WHERE id=?", (self.owner, t, t, job_id))
+            conn.execute(
+                "UPDATE jobs SET status='running', owner=?, starts=starts+1, started_at=?, updated_at=?, "
+                "error_class=NULL, error=NULL WHERE id=?",
+                (self.owner, t, t, job_id),
+            )
             return Claim("run", self._get(conn, job_id), recovered=recovered)
 
     def note_plan(self, job_id: str, backend: str | None, estimate: Decimal | None) -> None:
         """The router's choice and estimate, for `report`'s spend-versus-plan."""
         with self._write() as conn:
-            conn.execute("UPDATE jobs SET planned_backend=?, estimate_nusd=?, updated_at=? WHERE id=?",
-                         (backend, None if estimate is None else to_nusd(estimate, round_up=True), now_ms(), job_id))
+            conn.execute(
+                "UPDATE jobs SET planned_backend=?, estimate_nusd=?, updated_at=? WHERE id=?",
+                (backend, None if estimate is None else to_nusd(estimate, round_up=True), now_ms(), job_id),
+            )
 
     @staticmethod
     def _get(conn: sqlite3.Connection, job_id: str) -> JobRecord:
         return JobRecord.from_row(conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     def _release_job_holds(self, conn: sqlite3.Connection, job_id: str) -> None:
-        conn.execute("UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
-                     "error='the process holding this call stopped' WHERE job_id=? AND state='reserved'",
-                     (now_ms(), job_id))
+        conn.execute(
+            "UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
+            "error='the process holding this call stopped' WHERE job_id=? AND state='reserved'",
+            (now_ms(), job_id),
+        )
 
-    def complete(self, job_id: str, *, backend: str, outputs: Sequence[dict[str, str]], cost: Decimal,
-                 attempt_id: int, usage: dict[str, Any] | None = None, call_s: float | None = None) -> Decimal:
+    def complete(
+        self,
+        job_id: str,
+        *,
+        backend: str,
+        outputs: Sequence[dict[str, str]],
+        cost: Decimal,
+        attempt_id: int,
+        usage: dict[str, Any] | None = None,
+        call_s: float | None = None,
+    ) -> Decimal:
         """Outputs are on disk: settle the call (`reserve`'s attempt id) and mark the job done, in one
         transaction. Returns the job's cost: everything settled for it; `call_s` is the call's own duration."""
         t = now_ms()
         with self._write() as conn:
             self._settle(conn, attempt_id, cost, usage, None, call_s)
             job_cost = self._job_cost(conn, job_id)
-            conn.execute("UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, "
-                         "error_class=NULL, error=NULL, updated_at=?, finished_at=? WHERE id=?",
-                         (backend, json.dumps(list(outputs)), job_cost, t, t, job_id))
+            conn.execute(
+                "UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, "
+                "error_class=NULL, error=NULL, updated_at=?, finished_at=? WHERE id=?",
+                (backend, json.dumps(list(outputs)), job_cost, t, t, job_id),
+            )
         return from_nusd(job_cost)
 
     @staticmethod
     def _job_cost(conn: sqlite3.Connection, job_id: str) -> int:
         """Everything billed for this job: failed calls that consumed GPU time count too."""
-        return conn.execute("SELECT COALESCE(SUM(cost_nusd), 0) FROM attempts WHERE job_id=? AND state='settled'",
-                            (job_id,)).fetchone()[0]
+        return conn.execute(
+            "SELECT COALESCE(SUM(cost_nusd), 0) FROM attempts WHERE job_id=? AND state='settled'", (job_id,)
+        ).fetchone()[0]
 
-    def adopt(self, job_id: str, *, backend: str, outputs: Sequence[dict[str, str]], cost: Decimal,
-              usage: dict[str, Any] | None = None) -> None:
+    def adopt(
+        self,
+        job_id: str,
+        *,
+        backend: str,
+        outputs: Sequence[dict[str, str]],
+        cost: Decimal,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
         """A crash came after the outputs were written but before `complete`: bill the call that made them
         (its hold, or a new settled row) and mark the job done, so it is neither lost nor paid twice."""
         t = now_ms()
         with self._write() as conn:
-            row = conn.execute("SELECT id FROM attempts WHERE job_id=? AND backend=? AND state IN "
-                               "('reserved','released') AND error_class IS NOT 'RateLimited' ORDER BY id DESC LIMIT 1",
-                               (job_id, backend)).fetchone()
+            row = conn.execute(
+                "SELECT id FROM attempts WHERE job_id=? AND backend=? AND state IN "
+                "('reserved','released') AND error_class IS NOT 'RateLimited' ORDER BY id DESC LIMIT 1",
+                (job_id, backend),
+            ).fetchone()
             if row is not None:
                 self._settle(conn, row["id"], cost, usage, None)
             else:
                 at = datetime.now(UTC)
-                conn.execute("INSERT INTO attempts(job_id, backend, state, reserved_nusd, cost_nusd, day, month, "
-                             "started_at, ended_at, usage, owner) VALUES(?,?,'settled',0,?,?,?,?,?,?,?)",
-                             (job_id, backend, to_nusd(cost), period_key("day", at), period_key("month", at), t, t,
-                              json.dumps(usage) if usage else None, self.owner))
-            conn.execute("UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, error=NULL, "
-                         "error_class=NULL, updated_at=?, finished_at=? WHERE id=?",
-                         (backend, json.dumps(list(outputs)), self._job_cost(conn, job_id), t, t, job_id))
+                conn.execute(
+                    "INSERT INTO attempts(job_id, backend, state, reserved_nusd, cost_nusd, day, month, "
+                    "started_at, ended_at, usage, owner) VALUES(?,?,'settled',0,?,?,?,?,?,?,?)",
+                    (
+                        job_id,
+                        backend,
+                        to_nusd(cost),
+                        period_key("day", at),
+                        period_key("month", at),
+                        t,
+                        t,
+                        json.dumps(usage) if usage else None,
+                        self.owner,
+                    ),
+                )
+            conn.execute(
+                "UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, error=NULL, "
+                "error_class=NULL, updated_at=?, finished_at=? WHERE id=?",
+                (backend, json.dumps(list(outputs)), self._job_cost(conn, job_id), t, t, job_id),
+            )
 
-    def fail(self, job_id: str, error: BaseException | str, *, error_class: str | None = None,
-             backend: str | None = None) -> None:
+    def fail(
+        self, job_id: str, error: BaseException | str, *, error_class: str | None = None, backend: str | None = None
+    ) -> None:
         t = now_ms()
         cls = error_class or (type(error).__name__ if isinstance(error, BaseException) else "Error")
         with self._write() as conn:
             self._release_job_holds(conn, job_id)
             cost = self._job_cost(conn, job_id)
-            conn.execute("UPDATE jobs SET status='failed', backend=COALESCE(?, backend), error_class=?, error=?, "
-                         "cost_nusd=?, owner=NULL, updated_at=?, finished_at=? WHERE id=?",
-                         (backend, cls, str(error), cost, t, t, job_id))
+            conn.execute(
+                "UPDATE jobs SET status='failed', backend=COALESCE(?, backend), error_class=?, error=?, "
+                "cost_nusd=?, owner=NULL, updated_at=?, finished_at=? WHERE id=?",
+                (backend, cls, str(error), cost, t, t, job_id),
+            )
 
     def record_invalid(self, job_id: str, error: BaseException | str) -> None:
         """A job that failed validation before it could run (bad manifest entry, unreadable input). Its inputs
@@ -273,10 +336,13 @@ class Ledger(SpendMixin):
         t = now_ms()
         key = request_hash = hashlib.sha256(f"invalid:{job_id}".encode()).hexdigest()
         with self._write() as conn:
-            conn.execute("INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
-                         "VALUES(?,?,?,'failed',?,?) ON CONFLICT(id) DO UPDATE SET idempotency_key=excluded."
-                         "idempotency_key, request_hash=excluded.request_hash, status='failed', owner=NULL, "
-                         "outputs=NULL", (job_id, key, request_hash, t, t))
+            conn.execute(
+                "INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
+                "VALUES(?,?,?,'failed',?,?) ON CONFLICT(id) DO UPDATE SET idempotency_key=excluded."
+                "idempotency_key, request_hash=excluded.request_hash, status='failed', owner=NULL, "
+                "outputs=NULL",
+                (job_id, key, request_hash, t, t),
+            )
         self.fail(job_id, error, error_class=type(error).__name__ if isinstance(error, BaseException) else None)
 
     def record_duplicate(self, job_id: str, of: JobRecord) -> None:
@@ -287,25 +353,38 @@ class Ledger(SpendMixin):
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO jobs(id, idempotency_key, request_hash, status, created_at, updated_at) "
-                "VALUES(?,?,?,'done',?,?) ON CONFLICT(id) DO NOTHING", (job_id, key, of.request_hash, t, t))
+                "VALUES(?,?,?,'done',?,?) ON CONFLICT(id) DO NOTHING",
+                (job_id, key, of.request_hash, t, t),
+            )
             conn.execute(
                 "UPDATE jobs SET status='done', backend=?, outputs=?, owner=NULL, error_class=NULL, error=?, "
                 "updated_at=?, finished_at=? WHERE id=? AND status!='running'",
-                (of.backend, json.dumps(list(of.outputs)), f"same inputs as job {of.id!r}: its outputs serve this one",
-                 t, t, job_id))
+                (
+                    of.backend,
+                    json.dumps(list(of.outputs)),
+                    f"same inputs as job {of.id!r}: its outputs serve this one",
+                    t,
+                    t,
+                    job_id,
+                ),
+            )
 
     def interrupt(self, job_ids: Sequence[str] | None = None) -> int:
         """Mark this process's running jobs (or the given ones) interrupted and drop their holds (Ctrl-C)."""
         t = now_ms()
         with self._write() as conn:
             if job_ids is None:
-                job_ids = [r["id"] for r in conn.execute("SELECT id FROM jobs WHERE status='running' AND owner=?",
-                                                         (self.owner,))]
+                job_ids = [
+                    r["id"]
+                    for r in conn.execute("SELECT id FROM jobs WHERE status='running' AND owner=?", (self.owner,))
+                ]
             for job_id in job_ids:
                 self._release_job_holds(conn, job_id)
-                conn.execute("UPDATE jobs SET status='interrupted', owner=NULL, error_class='Interrupted', "
-                             "error='stopped before it finished', updated_at=? WHERE id=? AND status='running'",
-                             (t, job_id))
+                conn.execute(
+                    "UPDATE jobs SET status='interrupted', owner=NULL, error_class='Interrupted', "
+                    "error='stopped before it finished', updated_at=? WHERE id=? AND status='running'",
+                    (t, job_id),
+                )
         return len(job_ids)
 
     # ---- reading, for reports ------------------------------------------------------------------------

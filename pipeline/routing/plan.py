@@ -71,23 +71,33 @@ class PlanSummary:
         return sum((t.usd for t in self.split.values()), Decimal(0))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"jobs": self.jobs, "routed": self.jobs - self.held, "held": self.held,
-                "total_usd": money(self.total_usd),
-                "split": {name: t.as_dict() for name, t in self.split.items()},
-                "all_api": self.compare["api"].as_dict(),
-                "all_self_hosted": self.compare["self-hosted"].as_dict()}
+        return {
+            "jobs": self.jobs,
+            "routed": self.jobs - self.held,
+            "held": self.held,
+            "total_usd": money(self.total_usd),
+            "split": {name: t.as_dict() for name, t in self.split.items()},
+            "all_api": self.compare["api"].as_dict(),
+            "all_self_hosted": self.compare["self-hosted"].as_dict(),
+        }
 
 
 def _candidates(decision: Decision, policy: Policy, n: int) -> dict[str, Candidate]:
     order = {name: i for i, name in enumerate(policy.backends)}
     out = {}
     if decision.backend is not None and decision.estimate is not None:
-        out[decision.backend] = Candidate(decision.backend, decision.estimate, decision.quality or 0.0,
-                                          order[decision.backend], decision.estimate.usd / n)
+        out[decision.backend] = Candidate(
+            decision.backend,
+            decision.estimate,
+            decision.quality or 0.0,
+            order[decision.backend],
+            decision.estimate.usd / n,
+        )
     for alt in decision.alternatives:
         if alt.estimate is not None:  # capable; budgets and the quality bar are the comparison router's job
-            out[alt.backend] = Candidate(alt.backend, alt.estimate, alt.quality or 0.0, order[alt.backend],
-                                         alt.estimate.usd / n)
+            out[alt.backend] = Candidate(
+                alt.backend, alt.estimate, alt.quality or 0.0, order[alt.backend], alt.estimate.usd / n
+            )
     return dict(sorted(out.items(), key=lambda kv: kv[1].order))
 
 
@@ -118,9 +128,16 @@ def _tally(summary: PlanSummary, policy: Policy, routers: dict[str, Router], job
             summary.compare[hosting].totals.add(n, cands[choice].estimate.usd)
 
 
-def plan_jobs(policy: Policy, backends: dict[str, Any], jobs: Iterable[Job], *, at: datetime | None = None,
-              keep_decisions: bool = True, spend: InMemorySpend | None = None,
-              when: Callable[[int], datetime] | None = None) -> PlanSummary:
+def plan_jobs(
+    policy: Policy,
+    backends: dict[str, Any],
+    jobs: Iterable[Job],
+    *,
+    at: datetime | None = None,
+    keep_decisions: bool = True,
+    spend: InMemorySpend | None = None,
+    when: Callable[[int], datetime] | None = None,
+) -> PlanSummary:
     """Route `jobs` in order, recording each estimate so budgets and volume shifts bind within the plan."""
     spend = spend if spend is not None else InMemorySpend()
     router = Router(policy, backends, spend)
@@ -147,8 +164,9 @@ def month_clock(volume: int, at: datetime | None = None) -> Callable[[int], date
     return lambda k: start + timedelta(seconds=(k + 0.5) * step)
 
 
-def project(policy: Policy, backends: dict[str, Any], jobs: Callable[[], Iterable[Job]], volume: int,
-            at: datetime | None = None) -> PlanSummary:
+def project(
+    policy: Policy, backends: dict[str, Any], jobs: Callable[[], Iterable[Job]], volume: int, at: datetime | None = None
+) -> PlanSummary:
     """The manifest's mix replayed as `volume` jobs over one month (cycling through the manifest)."""
 
     def cycle() -> Iterable[Job]:

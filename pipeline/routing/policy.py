@@ -100,8 +100,10 @@ class Rule(_Strict):
     def _one_action(self) -> Rule:
         given = [k for k in ("use", "prefer", "avoid") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("exactly one action of use / prefer / avoid per rule"
-                             + (f", not {' and '.join(given)}" if given else ""))
+            raise ValueError(
+                "exactly one action of use / prefer / avoid per rule"
+                + (f", not {' and '.join(given)}" if given else "")
+            )
         return self
 
     @property
@@ -235,8 +237,15 @@ def _check_settings(policy: Policy, doc: YamlDoc) -> list[str]:
     out = []
     for name, spec in policy.backends.items():
         if not _NAME.match(name):
-            out.append(problem_line(doc, doc.path, ["backends", name], "expected: a backend name of letters, "
-                                    "digits, '.', '_' or '-'", name))
+            out.append(
+                problem_line(
+                    doc,
+                    doc.path,
+                    ["backends", name],
+                    "expected: a backend name of letters, digits, '.', '_' or '-'",
+                    name,
+                )
+            )
         try:
             cls = backend_class(spec.kind)
         except UnknownBackendKind as exc:
@@ -267,8 +276,7 @@ def _check_names(policy: Policy, doc: YamlDoc) -> list[str]:
 
     def check(loc: list[str | int], name: str) -> None:
         if name not in policy.backends:
-            out.append(problem_line(doc, doc.path, loc, f"expected: one of the backends ({', '.join(names)})",
-                                    name))
+            out.append(problem_line(doc, doc.path, loc, f"expected: one of the backends ({', '.join(names)})", name))
 
     for name in policy.quality:
         check(["quality", name], name)
@@ -283,8 +291,15 @@ def _check_names(policy: Policy, doc: YamlDoc) -> list[str]:
         if budget.overflow_to is not None:
             check(["budgets", i, "on_exhausted", "overflow_to"], budget.overflow_to)
             if budget.overflow_to == budget.backend:
-                out.append(problem_line(doc, doc.path, ["budgets", i, "on_exhausted", "overflow_to"],
-                                        "expected: a backend other than the budget's own", budget.overflow_to))
+                out.append(
+                    problem_line(
+                        doc,
+                        doc.path,
+                        ["budgets", i, "on_exhausted", "overflow_to"],
+                        "expected: a backend other than the budget's own",
+                        budget.overflow_to,
+                    )
+                )
     for i, shift in enumerate(policy.volume_shift):
         check(["volume_shift", i, "to"], shift.to)
         for j, name in enumerate(shift.counting):
@@ -310,8 +325,9 @@ def _merge_quality_file(data: dict[str, Any], doc: YamlDoc) -> list[str]:
         return [problem_line(doc, doc.path, ["quality_file"], str(exc))]
     block = qdoc.data.get("quality") if isinstance(qdoc.data, dict) else None
     if not isinstance(block, dict):
-        return [problem_line(qdoc, path, ["quality"], "expected: a `quality:` mapping of backend -> "
-                             "{low, medium, high}")]
+        return [
+            problem_line(qdoc, path, ["quality"], "expected: a `quality:` mapping of backend -> {low, medium, high}")
+        ]
     declared = dict(data.get("quality") or {})
     for name, scores in block.items():
         if name not in (data.get("backends") or {}):
@@ -321,11 +337,14 @@ def _merge_quality_file(data: dict[str, Any], doc: YamlDoc) -> list[str]:
         if not isinstance(scores, dict):
             return [problem_line(qdoc, path, ["quality", name], "expected: {low, medium, high} scores", scores)]
         measured = {k: v for k, v in scores.items() if k in (*TIERS, "auto")}
-        bad = [k for k, v in measured.items() if isinstance(v, bool) or not isinstance(v, int | float)
-               or not 0 <= v <= 1]
+        bad = [
+            k for k, v in measured.items() if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1
+        ]
         if bad:  # blame the quality file, not the policy the scores are merged into
-            return [problem_line(qdoc, path, ["quality", name, k], "expected: a score from 0 to 1", measured[k])
-                    for k in bad]
+            return [
+                problem_line(qdoc, path, ["quality", name, k], "expected: a score from 0 to 1", measured[k])
+                for k in bad
+            ]
         base = declared.get(name)
         base = {t: base for t in TIERS} if isinstance(base, int | float) else dict(base or {})
         base.update(measured)
@@ -338,8 +357,9 @@ def load_policy(path: str | Path) -> Policy:
     """Load and check a policy file; every problem is reported at once in one `ConfigError`."""
     doc = load_yaml(path, "policy file")
     if not isinstance(doc.data, dict):
-        raise ConfigError(f"{doc.path}: expected a YAML mapping with `backends:` at the top (got "
-                          f"{type(doc.data).__name__})")
+        raise ConfigError(
+            f"{doc.path}: expected a YAML mapping with `backends:` at the top (got {type(doc.data).__name__})"
+        )
     data = dict(doc.data)
     raise_problems(_merge_quality_file(data, doc), "policy")
     data["source"] = str(doc.path)
@@ -351,8 +371,14 @@ def load_policy(path: str | Path) -> Policy:
     problems = _check_settings(policy, doc) + _check_names(policy, doc)
     for name in policy.backends:
         if name not in policy.quality:
-            problems.append(problem_line(doc, doc.path, ["quality"], f"expected: a score for backend {name!r} "
-                                         f"(a number 0..1, or {{low, medium, high}})"))
+            problems.append(
+                problem_line(
+                    doc,
+                    doc.path,
+                    ["quality"],
+                    f"expected: a score for backend {name!r} (a number 0..1, or {{low, medium, high}})",
+                )
+            )
     raise_problems(problems, "policy")
     return policy
 
@@ -368,5 +394,14 @@ def build_backends(policy: Policy) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Budget", "BackendSpec", "Objective", "Policy", "QualityScores", "Rule", "VolumeShift",
-           "build_backends", "load_policy"]
+__all__ = [
+    "Budget",
+    "BackendSpec",
+    "Objective",
+    "Policy",
+    "QualityScores",
+    "Rule",
+    "VolumeShift",
+    "build_backends",
+    "load_policy",
+]

@@ -42,6 +42,7 @@ def parse_ray_settings(raw: Mapping[str, Any] | RaySettings | None, *, source: s
     try:
         return RaySettings.model_validate(dict(raw or {}))
     except ValidationError as exc:
-        problems = "; ".join(f"ray.{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"ray.{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
         raise ConfigError(f"{source}: invalid `ray:` section: {problems}") from None

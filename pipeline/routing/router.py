@@ -120,8 +120,10 @@ class Router:
             self._budgets.setdefault(b.backend, []).append(b)
         self._objective_text = policy.objective.describe()
         # plain tuples: pydantic private-attribute access is slow in a 100,000-job loop
-        self._rule_preds = [(rule, rule.when.predicates(), f"{rule.label(i)} ({rule.when.describe()})")
-                            for i, rule in enumerate(policy.rules)]
+        self._rule_preds = [
+            (rule, rule.when.predicates(), f"{rule.label(i)} ({rule.when.describe()})")
+            for i, rule in enumerate(policy.rules)
+        ]
         self._shift_preds = [(shift, shift.when.predicates()) for shift in policy.volume_shift]
         self._infer_masks = tuple(n for n, spec in policy.backends.items() if spec.settings.get("mask_inference"))
 
@@ -148,8 +150,9 @@ class Router:
                 reasons.append(f"no mask: {', '.join(inferring)} would infer one from the prompt (mask_inference)")
         return cands, excluded
 
-    def _rules(self, job: Job, cands: Mapping[str, Candidate], excluded: Mapping[str, str],
-               reasons: list[str]) -> tuple[str | None, dict[str, int]]:
+    def _rules(
+        self, job: Job, cands: Mapping[str, Candidate], excluded: Mapping[str, str], reasons: list[str]
+    ) -> tuple[str | None, dict[str, int]]:
         rank: dict[str, int] = {}
         for rule, preds, head in self._rule_preds:
             if not all(p(job) for p in preds):
@@ -176,11 +179,14 @@ class Router:
             return done >= shift.after_jobs, f"{done} jobs on {who} this {shift.period} (threshold {shift.after_jobs})"
         spent = sum((self.spend.spent(n, shift.period, at) for n in counting), Decimal(0))
         assert shift.after_usd is not None
-        return spent >= shift.after_usd, f"{usd(spent)} spent on {who} this {shift.period} (threshold " \
-                                          f"{usd(shift.after_usd)})"
+        return (
+            spent >= shift.after_usd,
+            f"{usd(spent)} spent on {who} this {shift.period} (threshold {usd(shift.after_usd)})",
+        )
 
-    def _volume_shift(self, job: Job, cands: Mapping[str, Candidate], at: datetime | None,
-                      reasons: list[str]) -> str | None:
+    def _volume_shift(
+        self, job: Job, cands: Mapping[str, Candidate], at: datetime | None, reasons: list[str]
+    ) -> str | None:
         for shift, preds in self._shift_preds:
             if not all(p(job) for p in preds):
                 continue
@@ -195,8 +201,9 @@ class Router:
             return shift.to
         return None
 
-    def _objective(self, cands: Mapping[str, Candidate], rank: Mapping[str, int], excluded: dict[str, str],
-                   reasons: list[str]) -> str | None:
+    def _objective(
+        self, cands: Mapping[str, Candidate], rank: Mapping[str, int], excluded: dict[str, str], reasons: list[str]
+    ) -> str | None:
         obj = self.policy.objective
         pool = []
         for c in cands.values():
@@ -228,8 +235,16 @@ class Router:
         reasons.append(f"objective {self._objective_text}: {summary}")
         return ranked[0].name
 
-    def _budget(self, name: str, cands: Mapping[str, Candidate], excluded: dict[str, str], at: datetime | None,
-                reasons: list[str], *, overflow: bool = True) -> str | None:
+    def _budget(
+        self,
+        name: str,
+        cands: Mapping[str, Candidate],
+        excluded: dict[str, str],
+        at: datetime | None,
+        reasons: list[str],
+        *,
+        overflow: bool = True,
+    ) -> str | None:
         seen: set[str] = set()
         while name not in seen:
             seen.add(name)
@@ -244,12 +259,13 @@ class Router:
                 target = budget.overflow_to
                 if target is None or not overflow:
                     how = "stop" if target is None else "pinned jobs do not overflow"
-                    reasons.append(f"{state}; this job's {usd(cost)} would exceed it (on_exhausted: {how}): "
-                                   "job held")
+                    reasons.append(f"{state}; this job's {usd(cost)} would exceed it (on_exhausted: {how}): job held")
                     return None
                 if target not in cands:
-                    reasons.append(f"{state}; overflow to {target} impossible, {target} "
-                                   f"{excluded.get(target, 'is not available')}: job held")
+                    reasons.append(
+                        f"{state}; overflow to {target} impossible, {target} "
+                        f"{excluded.get(target, 'is not available')}: job held"
+                    )
                     return None
                 reasons.append(f"{state}; this job's {usd(cost)} would exceed it: overflow to {target}")
                 name = target
@@ -272,13 +288,13 @@ class Router:
         mine = {n: c for n, c in cands.items() if n in self._order}
         return self._choose(job, mine, {}, at, [])
 
-    def _choose(self, job: Job, cands: dict[str, Candidate], excluded: dict[str, str], at: datetime | None,
-                reasons: list[str]) -> str | None:
+    def _choose(
+        self, job: Job, cands: dict[str, Candidate], excluded: dict[str, str], at: datetime | None, reasons: list[str]
+    ) -> str | None:
         if job.backend is not None:
             pin = job.backend
             if pin not in self._order:
-                reasons.append(f"pinned to {pin!r}, which this policy does not declare "
-                               f"({', '.join(self._names)})")
+                reasons.append(f"pinned to {pin!r}, which this policy does not declare ({', '.join(self._names)})")
                 return None
             if pin not in cands:
                 reasons.append(f"pinned to {pin}, but {pin} {excluded.get(pin, 'is not available')}")
@@ -293,13 +309,24 @@ class Router:
         choice = forced or self._objective(cands, rank, excluded, reasons)
         return None if choice is None else self._budget(choice, cands, excluded, at, reasons)
 
-    def _decision(self, job: Job, chosen: str | None, cands: Mapping[str, Candidate], excluded: Mapping[str, str],
-                  reasons: list[str]) -> Decision:
+    def _decision(
+        self,
+        job: Job,
+        chosen: str | None,
+        cands: Mapping[str, Candidate],
+        excluded: Mapping[str, str],
+        reasons: list[str],
+    ) -> Decision:
         alternatives = tuple(
-            Alternative(n, cands[n].estimate if n in cands else None,
-                        cands[n].quality if n in cands else self.policy.quality[n].for_tier(job.request.quality),
-                        excluded.get(n))
-            for n in self._names if n != chosen)
+            Alternative(
+                n,
+                cands[n].estimate if n in cands else None,
+                cands[n].quality if n in cands else self.policy.quality[n].for_tier(job.request.quality),
+                excluded.get(n),
+            )
+            for n in self._names
+            if n != chosen
+        )
         if chosen is None:
             return Decision(job.id, None, None, alternatives, (), tuple(reasons))
         fallbacks = []

@@ -38,8 +38,16 @@ class _Queued:
 class BatchingPool:
     """Threads that run a batching backend's calls, grouping queued jobs by `batch_key` (see the module doc)."""
 
-    def __init__(self, name: str, backend: Any, *, workers: int = 1, max_batch: int = 4, linger_s: float = 0.05,
-                 before_call: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: Any,
+        *,
+        workers: int = 1,
+        max_batch: int = 4,
+        linger_s: float = 0.05,
+        before_call: Callable[[], None] | None = None,
+    ) -> None:
         self.name = name
         self.backend = backend
         self.max_batch = max(1, max_batch)
@@ -49,8 +57,9 @@ class BatchingPool:
         self._queue: list[_Queued] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"edit-{name}-{i}", daemon=True)
-                         for i in range(max(1, workers))]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"edit-{name}-{i}", daemon=True) for i in range(max(1, workers))
+        ]
         for t in self._threads:
             t.start()
 
@@ -81,7 +90,7 @@ class BatchingPool:
                     return [self._queue.pop(0)]
                 deadline = time.monotonic() + self.linger_s
                 while True:
-                    group = [q for q in self._queue if q.key == first.key][:self.max_batch]
+                    group = [q for q in self._queue if q.key == first.key][: self.max_batch]
                     left = deadline - time.monotonic()
                     if len(group) >= self.max_batch or left <= 0 or self._closed:
                         break

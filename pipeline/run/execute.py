@@ -81,7 +81,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay_s)
-        return min(self.base_delay_s * 2 ** attempt, self.max_delay_s) * (0.5 + random.random() / 2)
+        return min(self.base_delay_s * 2**attempt, self.max_delay_s) * (0.5 + random.random() / 2)
 
 
 @dataclass
@@ -127,10 +127,17 @@ class Outcome:
 
 
 def _reused(job_id: str, data: Mapping[str, Any], out_dir: Path, duplicate_of: str | None = None) -> Outcome:
-    return Outcome(job_id=job_id, status="done", backend=data.get("backend"), cost=Decimal(data.get("cost_usd", "0")),
-                   outputs=tuple(out_dir / o["path"] for o in data.get("outputs", [])),
-                   artifacts=tuple(out_dir / o["path"] for o in data.get("artifacts", [])),
-                   reused=True, duplicate_of=duplicate_of, result=data)
+    return Outcome(
+        job_id=job_id,
+        status="done",
+        backend=data.get("backend"),
+        cost=Decimal(data.get("cost_usd", "0")),
+        outputs=tuple(out_dir / o["path"] for o in data.get("outputs", [])),
+        artifacts=tuple(out_dir / o["path"] for o in data.get("artifacts", [])),
+        reused=True,
+        duplicate_of=duplicate_of,
+        result=data,
+    )
 
 
 # ---- the core ----------------------------------------------------------------------------------------
@@ -141,8 +148,11 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
     ledger = ctx.ledger
     try:
         if not _SAFE_ID.match(job.id):
-            raise InvalidRequest(f"job id {job.id!r} cannot name an output folder (letters, digits, '.', '_', "
-                                 "'-'; at most 128)", field="id", value=job.id)
+            raise InvalidRequest(
+                f"job id {job.id!r} cannot name an output folder (letters, digits, '.', '_', '-'; at most 128)",
+                field="id",
+                value=job.id,
+            )
         raw = read_inputs(job.request)
     except InvalidRequest as exc:
         ledger.record_invalid(job.id, exc.with_context(job_id=job.id))
@@ -164,20 +174,36 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
         if other.status == "done" and (data := stored_result(ctx.out_dir, other.id, key)):
             ledger.record_duplicate(job.id, other)
             return _reused(job.id, data, ctx.out_dir, duplicate_of=other.id)
-        return Outcome(job.id, "skipped", error=f"same inputs as job {other.id!r} ({other.status})",
-                       error_class="Duplicate", duplicate_of=other.id)
+        return Outcome(
+            job.id,
+            "skipped",
+            error=f"same inputs as job {other.id!r} ({other.status})",
+            error_class="Duplicate",
+            duplicate_of=other.id,
+        )
     if claim.action in ("failed", "busy"):
         r = claim.record
         what = "running in another process" if claim.action == "busy" else f"failed before: {r.error}"
-        return Outcome(job.id, "failed" if claim.recovered else "skipped", backend=r.backend, cost=r.cost,
-                       error=what, error_class=r.error_class or "Busy")
+        return Outcome(
+            job.id,
+            "failed" if claim.recovered else "skipped",
+            backend=r.backend,
+            cost=r.cost,
+            error=what,
+            error_class=r.error_class or "Busy",
+        )
     if claim.action == "done":  # a done row whose files were fine after all (rerun raced) -> reuse
         if data := stored_result(ctx.out_dir, job.id, key):
             return _reused(job.id, data, ctx.out_dir)
     if claim.record.starts > 1 and (data := stored_result(ctx.out_dir, job.id, key)):
         # the outputs reached disk but the process died before the ledger said done: bill once, finish
-        ledger.adopt(job.id, backend=data["backend"], outputs=data["outputs"], cost=Decimal(data["cost_usd"]),
-                     usage=data.get("usage"))
+        ledger.adopt(
+            job.id,
+            backend=data["backend"],
+            outputs=data["outputs"],
+            cost=Decimal(data["cost_usd"]),
+            usage=data.get("usage"),
+        )
         log.info("job %s: adopted the result a stopped run left on disk", job.id)
         return _reused(job.id, data, ctx.out_dir)
 
@@ -203,8 +229,15 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
 
 
 def _failed(job_id: str, exc: BaseException, t0: float, backend: str | None = None, attempts: int = 0) -> Outcome:
-    return Outcome(job_id, "failed", backend=backend, error=str(exc), error_class=type(exc).__name__,
-                   attempts=attempts, latency_s=time.perf_counter() - t0)
+    return Outcome(
+        job_id,
+        "failed",
+        backend=backend,
+        error=str(exc),
+        error_class=type(exc).__name__,
+        attempts=attempts,
+        latency_s=time.perf_counter() - t0,
+    )
 
 
 def _estimate(dec: Decision, name: str, request: EditRequest, ctx: ExecContext) -> Decimal:
@@ -269,8 +302,12 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                     return _failed(job.id, exc, t0, name, calls)
                 if isinstance(exc, BackendMisconfigured) and ctx.skip_misconfigured:
                     if ctx.misconfigured.setdefault(name, exc.message) is exc.message:  # the first one says so
-                        log.warning("backend %r is misconfigured: %s; this run no longer calls it (fix the "
-                                    "setting and rerun with --retry-failed)", name, exc.message)
+                        log.warning(
+                            "backend %r is misconfigured: %s; this run no longer calls it (fix the "
+                            "setting and rerun with --retry-failed)",
+                            name,
+                            exc.message,
+                        )
                     break
                 log.warning("job %s: %s", job.id, last)  # BackendUnavailable, BudgetExceeded: next fallback
                 break
@@ -285,15 +322,28 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
     summary = "; ".join(f"{b}: {e}" for b, e in last_error.items()) or "nothing tried"
     msg = f"every backend failed: {summary}"
     ledger.fail(job.id, msg, error_class=type(last).__name__ if last else "Failed")
-    return Outcome(job.id, "failed", backend=candidates[-1] if candidates else None, error=msg,
-                   error_class=type(last).__name__ if last else "Failed", attempts=calls,
-                   latency_s=time.perf_counter() - t0)
+    return Outcome(
+        job.id,
+        "failed",
+        backend=candidates[-1] if candidates else None,
+        error=msg,
+        error_class=type(last).__name__ if last else "Failed",
+        attempts=calls,
+        latency_s=time.perf_counter() - t0,
+    )
 
 
 def _interrupted(ledger: Ledger, job_id: str, backend: str, calls: int, t0: float) -> Outcome:
     ledger.interrupt([job_id])
-    return Outcome(job_id, "interrupted", backend=backend, error="stopped before it finished",
-                   error_class="Interrupted", attempts=calls, latency_s=time.perf_counter() - t0)
+    return Outcome(
+        job_id,
+        "interrupted",
+        backend=backend,
+        error="stopped before it finished",
+        error_class="Interrupted",
+        attempts=calls,
+        latency_s=time.perf_counter() - t0,
+    )
 
 
 def _cancelled_while_queued(future: Future, stop: threading.Event) -> bool:
@@ -309,15 +359,29 @@ def _cancelled_while_queued(future: Future, stop: threading.Event) -> bool:
             return True
 
 
-def _tried(backend: str, exc: BaseException | None, cost: Decimal = Decimal(0), seconds: float | None = None
-           ) -> dict[str, Any]:
-    return {"backend": backend, "error_class": type(exc).__name__ if exc else None,
-            "error": getattr(exc, "message", str(exc)) if exc else None, "cost_usd": str(cost),
-            "seconds": None if seconds is None else round(seconds, 4)}
+def _tried(
+    backend: str, exc: BaseException | None, cost: Decimal = Decimal(0), seconds: float | None = None
+) -> dict[str, Any]:
+    return {
+        "backend": backend,
+        "error_class": type(exc).__name__ if exc else None,
+        "error": getattr(exc, "message", str(exc)) if exc else None,
+        "cost_usd": str(cost),
+        "seconds": None if seconds is None else round(seconds, 4),
+    }
 
 
-def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: int, tried: list[dict[str, Any]],
-            ctx: ExecContext, t0: float, calls: int) -> Outcome:
+def _finish(
+    job: Job,
+    key: str,
+    dec: Decision,
+    result: EditResult,
+    attempt_id: int,
+    tried: list[dict[str, Any]],
+    ctx: ExecContext,
+    t0: float,
+    calls: int,
+) -> Outcome:
     """Write every file (atomically), result.json last, and only then tell the ledger the job is done."""
     folder = ctx.out_dir / job.id
     usage = result.usage.to_dict()
@@ -332,27 +396,58 @@ def _finish(job: Job, key: str, dec: Decision, result: EditResult, attempt_id: i
         outputs, artifacts = listed[:n_images], listed[n_images:]
         record = {
             # `backend` is the policy's name for it, which the ledger and the report use
-            "job_id": job.id, "idempotency_key": key, "backend": tried[-1]["backend"], "model": result.model,
+            "job_id": job.id,
+            "idempotency_key": key,
+            "backend": tried[-1]["backend"],
+            "model": result.model,
             "cost_usd": str(result.cost_usd),
-            "estimate_usd": str(dec.estimate.usd) if dec.estimate else None, "usage": usage,
-            "timings": dict(result.timings), "seed": result.seed, "quality": result.quality, "size": result.size,
-            "output_format": result.output_format, "background": result.background, "reasons": list(dec.reasons),
-            "attempts": tried, "outputs": outputs, "artifacts": artifacts, "extras": _jsonable(result.extras),
-            "tags": list(job.tags), "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "estimate_usd": str(dec.estimate.usd) if dec.estimate else None,
+            "usage": usage,
+            "timings": dict(result.timings),
+            "seed": result.seed,
+            "quality": result.quality,
+            "size": result.size,
+            "output_format": result.output_format,
+            "background": result.background,
+            "reasons": list(dec.reasons),
+            "attempts": tried,
+            "outputs": outputs,
+            "artifacts": artifacts,
+            "extras": _jsonable(result.extras),
+            "tags": list(job.tags),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         # result.json last: it vouches for the others (sha256 each), so a crash mid-way is never adopted
         write_files(folder, [*files, (RESULT_FILE, json.dumps(record, indent=2).encode())])
     except OSError as exc:  # paid, but could not be kept: bill it and say so
         ctx.ledger.settle(attempt_id, result.cost_usd, usage=usage)
-        ctx.ledger.fail(job.id, f"could not write outputs to {folder}: {exc}", error_class="OutputError",
-                        backend=tried[-1]["backend"])
+        ctx.ledger.fail(
+            job.id,
+            f"could not write outputs to {folder}: {exc}",
+            error_class="OutputError",
+            backend=tried[-1]["backend"],
+        )
         return _failed(job.id, exc, t0, tried[-1]["backend"], calls)
-    cost = ctx.ledger.complete(job.id, backend=record["backend"], outputs=outputs, cost=result.cost_usd,
-                               attempt_id=attempt_id, usage=usage, call_s=result.timings.get("total_s"))
-    return Outcome(job.id, "done", backend=record["backend"], cost=cost,
-                   outputs=tuple(ctx.out_dir / o["path"] for o in outputs),
-                   artifacts=tuple(ctx.out_dir / a["path"] for a in artifacts), attempts=calls,
-                   latency_s=time.perf_counter() - t0, result=record)
+    cost = ctx.ledger.complete(
+        job.id,
+        backend=record["backend"],
+        outputs=outputs,
+        cost=result.cost_usd,
+        attempt_id=attempt_id,
+        usage=usage,
+        call_s=result.timings.get("total_s"),
+    )
+    return Outcome(
+        job.id,
+        "done",
+        backend=record["backend"],
+        cost=cost,
+        outputs=tuple(ctx.out_dir / o["path"] for o in outputs),
+        artifacts=tuple(ctx.out_dir / a["path"] for a in artifacts),
+        attempts=calls,
+        latency_s=time.perf_counter() - t0,
+        result=record,
+    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -90,28 +90,40 @@ class RateLimiter:
 class LocalExecutor:
     """Threads in this process, one pool per backend sized by its limits (a batching pool where it can batch)."""
 
-    def __init__(self, backends: Mapping[str, EditBackend], limits: Mapping[str, BackendLimits] | None = None,
-                 *, policy: Any = None,  # `policy`: accepted like every executor; unused here
-                 batch_linger_s: float = DEFAULT_BATCH_LINGER_S) -> None:
+    def __init__(
+        self,
+        backends: Mapping[str, EditBackend],
+        limits: Mapping[str, BackendLimits] | None = None,
+        *,
+        policy: Any = None,  # `policy`: accepted like every executor; unused here
+        batch_linger_s: float = DEFAULT_BATCH_LINGER_S,
+    ) -> None:
         self.backends = dict(backends)
         self.limits = {name: (limits or {}).get(name) or limits_for(b) for name, b in self.backends.items()}
-        self._limiters = {name: RateLimiter(lim.requests_per_minute)
-                          for name, lim in self.limits.items() if lim.requests_per_minute}
+        self._limiters = {
+            name: RateLimiter(lim.requests_per_minute) for name, lim in self.limits.items() if lim.requests_per_minute
+        }
         self._pools: dict[str, ThreadPoolExecutor | BatchingPool] = {}
         for name, lim in self.limits.items():
             if lim.max_batch > 1 and can_batch(self.backends[name]):
-                self._pools[name] = BatchingPool(name, self.backends[name], workers=lim.concurrency,
-                                                 max_batch=lim.max_batch, linger_s=batch_linger_s,
-                                                 before_call=self._limiters[name].acquire
-                                                 if name in self._limiters else None)
+                self._pools[name] = BatchingPool(
+                    name,
+                    self.backends[name],
+                    workers=lim.concurrency,
+                    max_batch=lim.max_batch,
+                    linger_s=batch_linger_s,
+                    before_call=self._limiters[name].acquire if name in self._limiters else None,
+                )
             else:
                 self._pools[name] = ThreadPoolExecutor(max_workers=lim.concurrency, thread_name_prefix=f"edit-{name}")
 
     def capacity(self) -> int:
         """Jobs that can be in calls at once, over all backends (the runner sizes its window on it): a batching
         backend counts `max_batch` per call, so enough jobs queue to fill its calls."""
-        return sum(lim.concurrency * (lim.max_batch if isinstance(self._pools[name], BatchingPool) else 1)
-                   for name, lim in self.limits.items())
+        return sum(
+            lim.concurrency * (lim.max_batch if isinstance(self._pools[name], BatchingPool) else 1)
+            for name, lim in self.limits.items()
+        )
 
     def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
         try:
@@ -144,6 +156,7 @@ def create_executor(name: str, backends: Mapping[str, EditBackend], **options: A
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"--executor {name!r} needs {exc.name!r}; install its extra "
-                          f'(pip install "editroute[{name}]")') from exc
+        raise ConfigError(
+            f'--executor {name!r} needs {exc.name!r}; install its extra (pip install "editroute[{name}]")'
+        ) from exc
     return getattr(module, class_name)(backends, **options)

@@ -50,9 +50,15 @@ class Tally:
         return self.done * 60.0 / elapsed
 
     def as_dict(self) -> dict[str, object]:
-        return {"done": self.done, "reused": self.reused, "failed": self.failed, "skipped": self.skipped,
-                "interrupted": self.interrupted, "spend_usd": str(self.spend),
-                "seconds": round(time.monotonic() - self.started_at, 3)}
+        return {
+            "done": self.done,
+            "reused": self.reused,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "interrupted": self.interrupted,
+            "spend_usd": str(self.spend),
+            "seconds": round(time.monotonic() - self.started_at, 3),
+        }
 
 
 class NullProgress:
@@ -100,17 +106,30 @@ class RichProgress(NullProgress):
 
         super().start(total)
         self._progress = Progress(
-            TextColumn("[bold]editroute run"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[green]done {task.fields[done]}[/] · [red]failed {task.fields[failed]}[/] · "
-                       "running {task.fields[running]} · {task.fields[spend]} · {task.fields[rate]}/min"),
-            TimeElapsedColumn(), console=self.console, transient=False, refresh_per_second=4)
+            TextColumn("[bold]editroute run"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "[green]done {task.fields[done]}[/] · [red]failed {task.fields[failed]}[/] · "
+                "running {task.fields[running]} · {task.fields[spend]} · {task.fields[rate]}/min"
+            ),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+        )
         self._task = self._progress.add_task("run", total=total, **self._fields())
         self._progress.start()
 
     def _fields(self) -> dict[str, object]:
         t = self.tally
-        return {"done": t.done + t.reused, "failed": t.failed, "running": t.running, "spend": fmt_usd(t.spend),
-                "rate": f"{t.rate_per_min():.1f}"}
+        return {
+            "done": t.done + t.reused,
+            "failed": t.failed,
+            "running": t.running,
+            "spend": fmt_usd(t.spend),
+            "rate": f"{t.rate_per_min():.1f}",
+        }
 
     def _update(self) -> None:
         if self._progress is not None:
@@ -124,8 +143,9 @@ class RichProgress(NullProgress):
         super().finished(outcome)
         self._update()
         if outcome.status == "failed" and self._progress is not None:
-            self._progress.console.print(f"[red]failed[/] {outcome.job_id}: {outcome.error}", markup=True,
-                                         highlight=False)
+            self._progress.console.print(
+                f"[red]failed[/] {outcome.job_id}: {outcome.error}", markup=True, highlight=False
+            )
 
     def note(self, text: str) -> None:
         if self._progress is not None:

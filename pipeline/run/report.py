@@ -18,8 +18,17 @@ from typing import Any
 from pipeline.ledger import Ledger, fmt_usd, from_nusd
 
 _JOB_PREFIX = re.compile(r"^job '[^']*'(, backend '[^']*')?: ")
-CSV_COLUMNS = ("backend", "jobs_done", "jobs_failed", "calls", "spend_usd", "held_usd", "estimate_usd", "p50_s",
-               "p95_s")
+CSV_COLUMNS = (
+    "backend",
+    "jobs_done",
+    "jobs_failed",
+    "calls",
+    "spend_usd",
+    "held_usd",
+    "estimate_usd",
+    "p50_s",
+    "p95_s",
+)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -32,24 +41,35 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def build_report(ledger: Ledger) -> dict[str, Any]:
     conn = ledger._conn()
-    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"jobs_done": 0, "jobs_failed": 0, "calls": 0,
-                                                           "spend_nusd": 0, "held_nusd": 0, "estimate_nusd": 0,
-                                                           "latencies": []})
+    per: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {
+            "jobs_done": 0,
+            "jobs_failed": 0,
+            "calls": 0,
+            "spend_nusd": 0,
+            "held_nusd": 0,
+            "estimate_nusd": 0,
+            "latencies": [],
+        }
+    )
     status_counts = ledger.counts()
     # a job that failed before any call (its backend skipped as misconfigured) counts where it was routed
     for backend, status, n in conn.execute(
-            "SELECT COALESCE(backend, planned_backend) AS b, status, COUNT(*) FROM jobs WHERE b IS NOT NULL "
-            "GROUP BY b, status"):
+        "SELECT COALESCE(backend, planned_backend) AS b, status, COUNT(*) FROM jobs WHERE b IS NOT NULL "
+        "GROUP BY b, status"
+    ):
         if status == "done":
             per[backend]["jobs_done"] += n
         elif status == "failed":
             per[backend]["jobs_failed"] += n
-    for backend, est in conn.execute("SELECT planned_backend, SUM(estimate_nusd) FROM jobs WHERE planned_backend "
-                                     "IS NOT NULL AND status IN ('done','failed') GROUP BY planned_backend"):
+    for backend, est in conn.execute(
+        "SELECT planned_backend, SUM(estimate_nusd) FROM jobs WHERE planned_backend "
+        "IS NOT NULL AND status IN ('done','failed') GROUP BY planned_backend"
+    ):
         per[backend]["estimate_nusd"] += est or 0
     for backend, state, cost, reserved, start, end, call_ms, error_class in conn.execute(
-            "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class "
-            "FROM attempts"):
+        "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class FROM attempts"
+    ):
         row = per[backend]
         row["calls"] += state != "released"
         if state == "reserved":  # a call under way, or left by a run that stopped: held, not (yet) billed
@@ -60,7 +80,8 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
             row["latencies"].append((call_ms if call_ms is not None else end - start) / 1000)
     failures: dict[str, dict[str, Any]] = {}
     for job_id, error_class, error in conn.execute(
-            "SELECT id, error_class, error FROM jobs WHERE status='failed' ORDER BY id"):
+        "SELECT id, error_class, error FROM jobs WHERE status='failed' ORDER BY id"
+    ):
         reason = error_class or "Error"
         entry = failures.setdefault(reason, {"reason": reason, "count": 0, "examples": []})
         entry["count"] += 1
@@ -70,20 +91,31 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
     for name in sorted(per):
         row = per[name]
         lat = row.pop("latencies")
-        backends.append({
-            "backend": name, "jobs_done": row["jobs_done"], "jobs_failed": row["jobs_failed"], "calls": row["calls"],
-            "spend_usd": _usd(from_nusd(row["spend_nusd"])), "held_usd": _usd(from_nusd(row["held_nusd"])),
-            "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
-            "p50_s": _round(percentile(lat, 50)), "p95_s": _round(percentile(lat, 95)),
-        })
+        backends.append(
+            {
+                "backend": name,
+                "jobs_done": row["jobs_done"],
+                "jobs_failed": row["jobs_failed"],
+                "calls": row["calls"],
+                "spend_usd": _usd(from_nusd(row["spend_nusd"])),
+                "held_usd": _usd(from_nusd(row["held_nusd"])),
+                "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
+                "p50_s": _round(percentile(lat, 50)),
+                "p95_s": _round(percentile(lat, 95)),
+            }
+        )
     total_spend = sum((Decimal(b["spend_usd"]) for b in backends), Decimal(0))
     total_est = sum((Decimal(b["estimate_usd"]) for b in backends), Decimal(0))
     total_held = sum((Decimal(b["held_usd"]) for b in backends), Decimal(0))
     return {
         "ledger": str(ledger.path),
-        "jobs": {"total": sum(status_counts.values()), **{s: status_counts.get(s, 0) for s in
-                                                          ("done", "failed", "running", "interrupted", "queued")}},
-        "spend_usd": _usd(total_spend), "held_usd": _usd(total_held), "estimate_usd": _usd(total_est),
+        "jobs": {
+            "total": sum(status_counts.values()),
+            **{s: status_counts.get(s, 0) for s in ("done", "failed", "running", "interrupted", "queued")},
+        },
+        "spend_usd": _usd(total_spend),
+        "held_usd": _usd(total_held),
+        "estimate_usd": _usd(total_est),
         "backends": backends,
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
     }
@@ -116,21 +148,34 @@ def render(report: dict[str, Any], console) -> None:
     from rich.table import Table
 
     jobs = report["jobs"]
-    console.print(f"[bold]{jobs['total']} jobs[/]: [green]{jobs['done']} done[/], [red]{jobs['failed']} failed[/]"
-                  + (f", {jobs['interrupted']} interrupted" if jobs["interrupted"] else "")
-                  + (f", {jobs['running']} running" if jobs["running"] else "")
-                  + f"; spend {fmt_usd(Decimal(report['spend_usd']))} (plan estimate "
-                    f"{fmt_usd(Decimal(report['estimate_usd']))})"
-                  + (f"; {fmt_usd(Decimal(report['held_usd']))} held by calls not settled (a run in progress, or "
-                     "one that stopped: the next run releases them)" if Decimal(report["held_usd"]) else ""),
-                  highlight=False)
+    console.print(
+        f"[bold]{jobs['total']} jobs[/]: [green]{jobs['done']} done[/], [red]{jobs['failed']} failed[/]"
+        + (f", {jobs['interrupted']} interrupted" if jobs["interrupted"] else "")
+        + (f", {jobs['running']} running" if jobs["running"] else "")
+        + f"; spend {fmt_usd(Decimal(report['spend_usd']))} (plan estimate "
+        f"{fmt_usd(Decimal(report['estimate_usd']))})"
+        + (
+            f"; {fmt_usd(Decimal(report['held_usd']))} held by calls not settled (a run in progress, or "
+            "one that stopped: the next run releases them)"
+            if Decimal(report["held_usd"])
+            else ""
+        ),
+        highlight=False,
+    )
     table = Table(title="per backend", title_justify="left")
     for col in ("backend", "done", "failed", "calls", "spend", "plan estimate", "p50", "p95"):
         table.add_column(col, justify="left" if col == "backend" else "right")
     for b in report["backends"]:
-        table.add_row(b["backend"], str(b["jobs_done"]), str(b["jobs_failed"]), str(b["calls"]),
-                      fmt_usd(Decimal(b["spend_usd"])), fmt_usd(Decimal(b["estimate_usd"])),
-                      _secs(b["p50_s"]), _secs(b["p95_s"]))
+        table.add_row(
+            b["backend"],
+            str(b["jobs_done"]),
+            str(b["jobs_failed"]),
+            str(b["calls"]),
+            fmt_usd(Decimal(b["spend_usd"])),
+            fmt_usd(Decimal(b["estimate_usd"])),
+            _secs(b["p50_s"]),
+            _secs(b["p95_s"]),
+        )
     console.print(table)
     if report["failures"]:
         fails = Table(title="failures by reason", title_justify="left")

@@ -32,8 +32,9 @@ def read_inputs(request: EditRequest) -> list[bytes]:
         try:
             out.append(img.read())
         except OSError as exc:
-            raise InvalidRequest(f"{field_name}: cannot read {img.name}: {exc.strerror or exc}",
-                                 field=field_name, value=img.name) from None
+            raise InvalidRequest(
+                f"{field_name}: cannot read {img.name}: {exc.strerror or exc}", field=field_name, value=img.name
+            ) from None
     return out
 
 
@@ -43,24 +44,40 @@ def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
     h = hashlib.sha256()
     for data in raw if raw is not None else read_inputs(r):
         h.update(hashlib.sha256(data).digest())
-    h.update(json.dumps({
-        "mask": r.mask is not None, "prompt": r.prompt, "size": r.size, "quality": r.quality, "n": r.n,
-        "output_format": r.output_format, "output_compression": r.output_compression, "background": r.background,
-        "input_fidelity": r.input_fidelity, "seed": r.seed, "backend": job.backend,
-    }, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "mask": r.mask is not None,
+                "prompt": r.prompt,
+                "size": r.size,
+                "quality": r.quality,
+                "n": r.n,
+                "output_format": r.output_format,
+                "output_compression": r.output_compression,
+                "background": r.background,
+                "input_fidelity": r.input_fidelity,
+                "seed": r.seed,
+                "backend": job.backend,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     return h.hexdigest()
 
 
 def materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
     """Decode every input from the bytes already read (a corrupt file raises InvalidRequest here). An image that
     already carries its bytes was decoded when they were loaded (an upload to `editroute serve`): kept as is."""
+
     def load(img: InputImage, data: bytes, name: str) -> InputImage:
         if img.data is not None:
             return img
         return replace(InputImage.from_bytes(data, name=img.name, field=name), path=img.path)
 
-    images = tuple(load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")
-                   for i, img in enumerate(request.images))
+    images = tuple(
+        load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")
+        for i, img in enumerate(request.images)
+    )
     mask = load(request.mask, raw[-1], "mask") if request.mask is not None else None
     return replace(request, images=images, mask=mask)
 

@@ -66,10 +66,19 @@ def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
         ledger.record_invalid(job_id, "; ".join(messages))
 
 
-def run_batch(manifest: str | Path, policy: str | Path | Policy, out_dir: str | Path, *, executor: str = "local",
-              retry_failed: bool = False, max_jobs: int | None = None, progress: Any = None,
-              backends: Mapping[str, Any] | None = None, stop: threading.Event | None = None,
-              executor_options: Mapping[str, Any] | None = None) -> RunResult:
+def run_batch(
+    manifest: str | Path,
+    policy: str | Path | Policy,
+    out_dir: str | Path,
+    *,
+    executor: str = "local",
+    retry_failed: bool = False,
+    max_jobs: int | None = None,
+    progress: Any = None,
+    backends: Mapping[str, Any] | None = None,
+    stop: threading.Event | None = None,
+    executor_options: Mapping[str, Any] | None = None,
+) -> RunResult:
     out = Path(out_dir)
     progress = progress or NullProgress()
     policy = policy if isinstance(policy, Policy) else load_policy(policy)
@@ -84,9 +93,16 @@ def run_batch(manifest: str | Path, policy: str | Path | Policy, out_dir: str | 
     record_problems(ledger, problems)
     engine: Executor = create_executor(executor, backends, policy=policy, **dict(executor_options or {}))
     caps = budget_caps(policy)
-    ctx = ExecContext(ledger=ledger, executor=engine, out_dir=out, backends=backends,
-                      caps_for=lambda name: caps.get(name, ()), retry_failed=retry_failed,
-                      stop=stop or threading.Event(), skip_misconfigured=True)
+    ctx = ExecContext(
+        ledger=ledger,
+        executor=engine,
+        out_dir=out,
+        backends=backends,
+        caps_for=lambda name: caps.get(name, ()),
+        retry_failed=retry_failed,
+        stop=stop or threading.Event(),
+        skip_misconfigured=True,
+    )
     router = Router(policy, backends, ledger)
     capacity = getattr(engine, "capacity", lambda: 4)()
     window = max(2, 2 * capacity)

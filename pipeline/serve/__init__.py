@@ -12,8 +12,18 @@ from typing import Any
 _EXPORTS = {
     "app": ("ServeConfig", "build", "check_bind", "create_app", "load_api_keys", "running", "uvicorn_server"),
     "service": ("EditService",),
-    "wire": ("ApiError", "Form", "Limits", "ParsedForm", "Upload", "error_for_invalid", "error_for_outcome",
-             "images_response", "models_list", "parse_form"),
+    "wire": (
+        "ApiError",
+        "Form",
+        "Limits",
+        "ParsedForm",
+        "Upload",
+        "error_for_invalid",
+        "error_for_outcome",
+        "images_response",
+        "models_list",
+        "parse_form",
+    ),
     "upload": ("read_form",),
     "metrics": ("CONTENT_TYPE", "Metrics"),
 }

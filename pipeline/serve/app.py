@@ -79,8 +79,10 @@ def load_api_keys(api_key_file: str | Path | None = None, env: Mapping[str, str]
 
 def check_bind(host: str, api_keys: Sequence[str]) -> None:
     if not api_keys and host not in LOOPBACK:
-        raise ConfigError(f"--host {host}: no API keys are configured (--api-key-file or ${KEYS_ENV}), so this "
-                          "server only listens on 127.0.0.1; configure keys to listen on other addresses")
+        raise ConfigError(
+            f"--host {host}: no API keys are configured (--api-key-file or ${KEYS_ENV}), so this "
+            "server only listens on 127.0.0.1; configure keys to listen on other addresses"
+        )
 
 
 def retry_count(headers: Mapping[str, str]) -> int:
@@ -106,8 +108,12 @@ class _Auth:
             return "local"
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
-                           "(i.e. Authorization: Bearer YOUR_KEY).", code="missing_api_key")
+            raise ApiError(
+                401,
+                "You didn't provide an API key. Send it in an Authorization header using Bearer auth "
+                "(i.e. Authorization: Bearer YOUR_KEY).",
+                code="missing_api_key",
+            )
         presented = token.strip().encode()
         match = None
         for i, key in enumerate(self._keys):  # every key compared, in constant time
@@ -144,30 +150,39 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        message = (f"Invalid URL ({request.method} {request.url.path})" if exc.status_code == 404
-                   else str(exc.detail))
-        return error_response(ApiError(exc.status_code, message, code="unknown_url" if exc.status_code == 404
-                                       else None), "other")
+        message = f"Invalid URL ({request.method} {request.url.path})" if exc.status_code == 404 else str(exc.detail)
+        return error_response(
+            ApiError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None), "other"
+        )
 
     @app.post(EDITS)
     async def edits(request: Request) -> Response:
         tenant = auth.check(request.headers.get("authorization"))  # before a byte of the body is read
         try:
-            form = await read_form(request.stream(), request.headers.get("content-type"),
-                                   request.headers.get("content-length"), limits)
+            form = await read_form(
+                request.stream(), request.headers.get("content-type"), request.headers.get("content-length"), limits
+            )
         except ClientDisconnect:
-            raise ApiError(400, "The client disconnected while sending the request.", code="client_disconnected") \
-                from None
+            raise ApiError(
+                400, "The client disconnected while sending the request.", code="client_disconnected"
+            ) from None
         parsed = await run_in_threadpool(parse_form, form)  # decodes every image: off the event loop
         del form
-        prepared = await run_in_threadpool(service.prepare, parsed,
-                                           idempotency_key=request.headers.get("idempotency-key"), tenant=tenant,
-                                           retry=retry_count(request.headers) >= 1)
+        prepared = await run_in_threadpool(
+            service.prepare,
+            parsed,
+            idempotency_key=request.headers.get("idempotency-key"),
+            tenant=tenant,
+            retry=retry_count(request.headers) >= 1,
+        )
         served = await service.submit(prepared)
         o = served.outcome
         reused = o.reused or served.joined
-        headers = {"x-editroute-job-id": prepared.job.id, "x-request-id": prepared.job.id,
-                   "x-editroute-reused": "true" if reused else "false"}
+        headers = {
+            "x-editroute-job-id": prepared.job.id,
+            "x-request-id": prepared.job.id,
+            "x-editroute-reused": "true" if reused else "false",
+        }
         if o.backend:
             headers["x-editroute-backend"] = o.backend
         if not o.ok:
@@ -217,8 +232,12 @@ class ServeConfig:
     limits: Limits | None = None
 
 
-def build(config: ServeConfig, *, backends: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
-          ) -> tuple[Any, Any, tuple[str, ...]]:
+def build(
+    config: ServeConfig,
+    *,
+    backends: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Any, Any, tuple[str, ...]]:
     """(app, service, api_keys) for `config`, after the bind and key checks."""
     from pipeline.routing import load_policy
     from pipeline.serve.service import EditService
@@ -235,8 +254,9 @@ def build(config: ServeConfig, *, backends: Mapping[str, Any] | None = None, env
 def uvicorn_server(app: Any, host: str, port: int) -> Any:
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=30
+    )
     return uvicorn.Server(config)
 
 

@@ -30,8 +30,13 @@ def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
 
 
 def _num(value: float | int | Decimal) -> str:
-    return format(value, "f") if isinstance(value, Decimal) else repr(float(value)) if isinstance(value, float) \
+    return (
+        format(value, "f")
+        if isinstance(value, Decimal)
+        else repr(float(value))
+        if isinstance(value, float)
         else str(value)
+    )
 
 
 class Metrics:
@@ -48,8 +53,15 @@ class Metrics:
         with self._lock:
             self.requests[(("route", route), ("code", str(code)))] += 1
 
-    def job(self, backend: str | None, status: str, *, seconds: float, cost: Decimal = Decimal(0),
-            error_class: str | None = None) -> None:
+    def job(
+        self,
+        backend: str | None,
+        status: str,
+        *,
+        seconds: float,
+        cost: Decimal = Decimal(0),
+        error_class: str | None = None,
+    ) -> None:
         b = backend or "none"
         with self._lock:
             self.jobs[(("backend", b), ("status", status))] += 1
@@ -82,26 +94,50 @@ class Metrics:
                 lines.append(f"{name}{_labels(labels)} {_num(value)}")
 
         with self._lock:
-            family("editroute_http_requests_total", "counter", "HTTP requests answered, by route and status code.",
-                   sorted(self.requests.items()))
-            family("editroute_jobs_total", "counter", "Edit jobs by backend and outcome (done, reused, failed).",
-                   sorted(self.jobs.items()))
-            family("editroute_job_failures_total", "counter", "Failed edit jobs by backend and error class.",
-                   sorted(self.failures.items()))
-            family("editroute_spend_usd_total", "counter", "USD billed by jobs this server ran.",
-                   sorted(self.spend.items()))
+            family(
+                "editroute_http_requests_total",
+                "counter",
+                "HTTP requests answered, by route and status code.",
+                sorted(self.requests.items()),
+            )
+            family(
+                "editroute_jobs_total",
+                "counter",
+                "Edit jobs by backend and outcome (done, reused, failed).",
+                sorted(self.jobs.items()),
+            )
+            family(
+                "editroute_job_failures_total",
+                "counter",
+                "Failed edit jobs by backend and error class.",
+                sorted(self.failures.items()),
+            )
+            family(
+                "editroute_spend_usd_total",
+                "counter",
+                "USD billed by jobs this server ran.",
+                sorted(self.spend.items()),
+            )
             lines.append("# HELP editroute_job_latency_seconds Edit job wall time, by backend.")
             lines.append("# TYPE editroute_job_latency_seconds histogram")
             for backend, row in sorted(self.latency.items()):
                 for i, bound in enumerate(BUCKETS):
-                    lines.append(f"editroute_job_latency_seconds_bucket"
-                                 f"{_labels((('backend', backend), ('le', repr(bound))))} {int(row[i])}")
-                lines.append(f"editroute_job_latency_seconds_bucket{_labels((('backend', backend), ('le', '+Inf')))} "
-                             f"{int(row[-1])}")
+                    lines.append(
+                        f"editroute_job_latency_seconds_bucket"
+                        f"{_labels((('backend', backend), ('le', repr(bound))))} {int(row[i])}"
+                    )
+                lines.append(
+                    f"editroute_job_latency_seconds_bucket{_labels((('backend', backend), ('le', '+Inf')))} "
+                    f"{int(row[-1])}"
+                )
                 lines.append(f"editroute_job_latency_seconds_sum{_labels((('backend', backend),))} {row[-2]!r}")
                 lines.append(f"editroute_job_latency_seconds_count{_labels((('backend', backend),))} {int(row[-1])}")
             family("editroute_inflight_jobs", "gauge", "Edit jobs running now.", [((), self.inflight)])
         if ledger_spend is not None:
-            family("editroute_ledger_spend_usd", "gauge", "All-time spend recorded in the ledger (batch runs "
-                   "included), by backend.", [((("backend", b),), usd) for b, usd in sorted(ledger_spend.items())])
+            family(
+                "editroute_ledger_spend_usd",
+                "gauge",
+                "All-time spend recorded in the ledger (batch runs included), by backend.",
+                [((("backend", b),), usd) for b, usd in sorted(ledger_spend.items())],
+            )
         return "\n".join(lines) + "\n"

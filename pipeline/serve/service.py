@@ -108,8 +108,15 @@ def _sha(*parts: str) -> str:
 
 
 class EditService:
-    def __init__(self, policy: Policy, out_dir: str | Path, *, backends: dict[str, EditBackend] | None = None,
-                 job_threads: int = 32, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        out_dir: str | Path,
+        *,
+        backends: dict[str, EditBackend] | None = None,
+        job_threads: int = 32,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.policy = policy
         self.out_dir = Path(out_dir)
         self.backends: dict[str, Any] = dict(backends) if backends is not None else build_backends(policy)
@@ -119,9 +126,15 @@ class EditService:
         self.executor = LocalExecutor(self.backends)
         caps = budget_caps(policy)
         # A server answers a client that is waiting: wait out at most two short rate limits, then say 429.
-        self.ctx = ExecContext(ledger=self.ledger, executor=self.executor, out_dir=self.out_dir,
-                               backends=self.backends, caps_for=lambda name: caps.get(name, ()),
-                               retry=retry or RetryPolicy(max_rate_limited=2, max_delay_s=10.0), retry_failed=True)
+        self.ctx = ExecContext(
+            ledger=self.ledger,
+            executor=self.executor,
+            out_dir=self.out_dir,
+            backends=self.backends,
+            caps_for=lambda name: caps.get(name, ()),
+            retry=retry or RetryPolicy(max_rate_limited=2, max_delay_s=10.0),
+            retry_failed=True,
+        )
         self.router = Router(policy, self.backends, self.ledger)
         self.metrics = Metrics()
         self.openai_backends = [n for n, spec in policy.backends.items() if spec.kind == "openai"]
@@ -148,20 +161,33 @@ class EditService:
             return Target("backend", model)
         if model in self._prices.models or model.startswith(OPENAI_PREFIXES):
             if model.startswith("dall-e"):
-                raise ApiError(400, f"Model {model!r} is not served here: editroute serves GPT image models and "
-                               "its policy's backends (ask for 'auto').", param="model", code="model_not_found")
+                raise ApiError(
+                    400,
+                    f"Model {model!r} is not served here: editroute serves GPT image models and "
+                    "its policy's backends (ask for 'auto').",
+                    param="model",
+                    code="model_not_found",
+                )
             for name in self.openai_backends:
                 if self.policy.backends[name].settings.get("model", OPENAI_DEFAULT_MODEL) == model:
                     return Target("backend", name)
             if not self.openai_backends:
-                raise ApiError(400, f"Model {model!r} cannot run here: this server's policy has no OpenAI backend "
-                               f"(ask for 'auto' or one of: {', '.join(self.policy.backends)}).", param="model",
-                               code="model_not_found")
+                raise ApiError(
+                    400,
+                    f"Model {model!r} cannot run here: this server's policy has no OpenAI backend "
+                    f"(ask for 'auto' or one of: {', '.join(self.policy.backends)}).",
+                    param="model",
+                    code="model_not_found",
+                )
             self._variant(model)  # fails now if the model has no prices
             return Target("model", self.openai_backends[0], model)
-        raise ApiError(400, f"Unknown model {model!r}: ask for 'auto', a backend of this server's policy "
-                       f"({', '.join(self.policy.backends)}) or an OpenAI image model id.", param="model",
-                       code="model_not_found")
+        raise ApiError(
+            400,
+            f"Unknown model {model!r}: ask for 'auto', a backend of this server's policy "
+            f"({', '.join(self.policy.backends)}) or an OpenAI image model id.",
+            param="model",
+            code="model_not_found",
+        )
 
     def _variant(self, model: str) -> _Variant:
         with self._variants_lock:
@@ -172,24 +198,30 @@ class EditService:
             try:
                 backend = create_backend("openai", base, {**self.policy.backends[base].settings, "model": model})
             except EditError as exc:
-                raise ApiError(400, f"Model {model!r} cannot run here: {exc.message}", param="model",
-                               code="model_not_found") from None
+                raise ApiError(
+                    400, f"Model {model!r} cannot run here: {exc.message}", param="model", code="model_not_found"
+                ) from None
             backends = {**self.backends, base: backend}
             executor = _OverrideExecutor(self.executor, {base: backend})
-            variant = _Variant(Router(self.policy, backends, self.ledger),
-                               replace(self.ctx, executor=executor, backends=backends), executor)
+            variant = _Variant(
+                Router(self.policy, backends, self.ledger),
+                replace(self.ctx, executor=executor, backends=backends),
+                executor,
+            )
             self._variants[model] = variant
             return variant
 
     def backend_for(self, target: Target) -> Any:
         assert target.backend is not None
-        return self._variant(target.model).ctx.backends[target.backend] if target.model else \
-            self.backends[target.backend]
+        return (
+            self._variant(target.model).ctx.backends[target.backend] if target.model else self.backends[target.backend]
+        )
 
     # ---- preparing a job (blocking: call it off the event loop) ---------------------------------------
 
-    def prepare(self, parsed: ParsedForm, *, idempotency_key: str | None = None, tenant: str = "local",
-                retry: bool = False) -> Prepared:
+    def prepare(
+        self, parsed: ParsedForm, *, idempotency_key: str | None = None, tenant: str = "local", retry: bool = False
+    ) -> Prepared:
         """The job for a request; `retry`: the client says it is retrying (`x-stainless-retry-count` >= 1)."""
         target = self.resolve(parsed.model)
         job = Job(id="pending", request=parsed.request, tags=parsed.tags, backend=target.backend)
@@ -205,8 +237,11 @@ class EditService:
             key = (self._latest_key(prefix) if retry else None) or self._new_key(prefix)
         rec = self.ledger.get_by_key(key)
         if rec is not None and rec.request_hash != content:
-            raise ApiError(400, "This Idempotency-Key was already used with a different request; use a new key for "
-                           "a new request.", code="idempotency_key_reused")
+            raise ApiError(
+                400,
+                "This Idempotency-Key was already used with a different request; use a new key for a new request.",
+                code="idempotency_key_reused",
+            )
         if target.backend is not None:
             problems = capability_problems(parsed.request, self.backend_for(target).capabilities)
             if problems:
@@ -271,16 +306,21 @@ class EditService:
             self.metrics.finished()
         decision = decisions[-1] if decisions else None
         status = "reused" if outcome.reused else outcome.status
-        self.metrics.job(outcome.backend, status, seconds=outcome.latency_s,
-                         cost=Decimal(0) if outcome.reused else outcome.cost,
-                         error_class=None if outcome.ok else outcome.error_class)
+        self.metrics.job(
+            outcome.backend,
+            status,
+            seconds=outcome.latency_s,
+            cost=Decimal(0) if outcome.reused else outcome.cost,
+            error_class=None if outcome.ok else outcome.error_class,
+        )
         images: tuple[bytes, ...] = ()
         if outcome.ok:
             try:
                 images = tuple(p.read_bytes() for p in outcome.outputs)
             except OSError as exc:
-                outcome = replace(outcome, status="failed", error=f"output file unreadable: {exc}",
-                                  error_class="OutputError")
+                outcome = replace(
+                    outcome, status="failed", error=f"output file unreadable: {exc}", error_class="OutputError"
+                )
         param = self._unroutable_param(job) if outcome.error_class == "Unroutable" else None
         return Served(outcome, decision, images, param=param)
 

@@ -39,9 +39,15 @@ class _Collector:
         self._cap = 0
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self._begin, "on_header_field": self._hfield, "on_header_value": self._hvalue,
-                "on_header_end": self._hend, "on_headers_finished": self._headers_done, "on_part_data": self._data,
-                "on_part_end": self._end}
+        return {
+            "on_part_begin": self._begin,
+            "on_header_field": self._hfield,
+            "on_header_value": self._hvalue,
+            "on_header_end": self._hend,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._data,
+            "on_part_end": self._end,
+        }
 
     def _begin(self) -> None:
         self._headers, self._buf = {}, bytearray()
@@ -73,8 +79,14 @@ class _Collector:
         if name in ("image", "image[]"):
             self.images += 1
             if self.images > lim.max_images:
-                return self._fail(ApiError(400, f"Too many images: at most {lim.max_images} per request.",
-                                           param="image", code="invalid_value"))
+                return self._fail(
+                    ApiError(
+                        400,
+                        f"Too many images: at most {lim.max_images} per request.",
+                        param="image",
+                        code="invalid_value",
+                    )
+                )
             self._param = "image" if name == "image" else f"image[{self.images - 1}]"
             self._cap = lim.max_image_bytes
         elif name == "mask":
@@ -91,13 +103,24 @@ class _Collector:
             return
         if len(self._buf) + (end - start) > self._cap:
             if self._name == "prompt":
-                return self._fail(ApiError(400, f"Invalid 'prompt': string too long. Expected a string with maximum "
-                                           f"length {self.limits.max_prompt_chars}.", param="prompt",
-                                           code="string_above_max_length"))
+                return self._fail(
+                    ApiError(
+                        400,
+                        f"Invalid 'prompt': string too long. Expected a string with maximum "
+                        f"length {self.limits.max_prompt_chars}.",
+                        param="prompt",
+                        code="string_above_max_length",
+                    )
+                )
             what = "file" if self._filename is not None else "value"
-            return self._fail(ApiError(400, f"Invalid {what} '{self._param}': larger than the limit of "
-                                       f"{_mb(self._cap)}.", param=self._param, code="file_too_large"
-                                       if self._filename is not None else "string_above_max_length"))
+            return self._fail(
+                ApiError(
+                    400,
+                    f"Invalid {what} '{self._param}': larger than the limit of {_mb(self._cap)}.",
+                    param=self._param,
+                    code="file_too_large" if self._filename is not None else "string_above_max_length",
+                )
+            )
         self._buf += data[start:end]
 
     def _end(self) -> None:
@@ -111,12 +134,16 @@ class _Collector:
             self.form.fields.setdefault(self._name, []).append(data.decode("utf-8", "replace"))
 
 
-async def read_form(chunks: AsyncIterator[bytes], content_type: str | None, content_length: str | None,
-                    limits: Limits) -> Form:
+async def read_form(
+    chunks: AsyncIterator[bytes], content_type: str | None, content_length: str | None, limits: Limits
+) -> Form:
     mime, opts = parse_options_header(content_type or "")
     if mime != b"multipart/form-data":
-        raise ApiError(400, "Expected a multipart/form-data body (as the OpenAI SDK's images.edit sends).",
-                       code="invalid_content_type")
+        raise ApiError(
+            400,
+            "Expected a multipart/form-data body (as the OpenAI SDK's images.edit sends).",
+            code="invalid_content_type",
+        )
     boundary = opts.get(b"boundary")
     if not boundary:
         raise ApiError(400, "multipart/form-data body without a boundary.", code="invalid_content_type")
@@ -127,9 +154,12 @@ async def read_form(chunks: AsyncIterator[bytes], content_type: str | None, cont
         except ValueError:
             raise ApiError(400, "Content-Length is not a number.", code="invalid_request") from None
         if declared > cap:
-            raise ApiError(413, f"Request too large: {_mb(declared)} declared, at most {_mb(cap)} "
-                           f"({limits.max_images} images of {_mb(limits.max_image_bytes)} and a mask).",
-                           code="request_too_large")
+            raise ApiError(
+                413,
+                f"Request too large: {_mb(declared)} declared, at most {_mb(cap)} "
+                f"({limits.max_images} images of {_mb(limits.max_image_bytes)} and a mask).",
+                code="request_too_large",
+            )
     collector = _Collector(limits)
     parser = MultipartParser(boundary, callbacks=collector.callbacks())  # type: ignore[arg-type]
     total = 0

@@ -21,8 +21,20 @@ from backends.errors import InvalidRequest
 from backends.images import InputImage
 from backends.validation import request_problems
 
-TEXT_FIELDS = ("prompt", "model", "n", "size", "quality", "background", "output_format", "output_compression",
-               "input_fidelity", "user", "stream", "partial_images")
+TEXT_FIELDS = (
+    "prompt",
+    "model",
+    "n",
+    "size",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "user",
+    "stream",
+    "partial_images",
+)
 EXTENSION_FIELDS = ("seed", "tags")  # editroute's own, sent with the SDK's `extra_body`
 FILE_FIELDS = ("image", "image[]", "mask")
 KNOWN_FIELDS = (*TEXT_FIELDS, *EXTENSION_FIELDS, *FILE_FIELDS, "tags[]", "response_format")  # others: unknown_parameter
@@ -48,8 +60,11 @@ class Limits:
     @property
     def max_body_bytes(self) -> int:
         """The largest body a valid request can have (all images and a mask at their limit, multipart overhead)."""
-        return ((self.max_images + 1) * (self.max_image_bytes + 1024) + self.max_prompt_bytes
-                + self.max_parts * (self.max_field_bytes + 1024))
+        return (
+            (self.max_images + 1) * (self.max_image_bytes + 1024)
+            + self.max_prompt_bytes
+            + self.max_parts * (self.max_field_bytes + 1024)
+        )
 
 
 @dataclass(eq=False)
@@ -124,8 +139,9 @@ def _int(form: Form, name: str) -> int | None:
     try:
         return int(text.strip())
     except ValueError:
-        raise bad_request(f"Invalid value for '{name}': expected an integer, but got {text[:40]!r} instead.",
-                          name, "invalid_type") from None
+        raise bad_request(
+            f"Invalid value for '{name}': expected an integer, but got {text[:40]!r} instead.", name, "invalid_type"
+        ) from None
 
 
 def _default(value: int | None, default: int) -> int:
@@ -138,15 +154,21 @@ def _flag(form: Form, name: str) -> bool:
         return False
     if text in ("true", "1"):
         return True
-    raise bad_request(f"Invalid value for '{name}': expected a boolean, but got {text[:40]!r} instead.", name,
-                      "invalid_type")
+    raise bad_request(
+        f"Invalid value for '{name}': expected a boolean, but got {text[:40]!r} instead.", name, "invalid_type"
+    )
 
 
 def _check_mime(part: Upload, param: str) -> None:
     mime = (part.content_type or "").split(";")[0].strip().lower()
     if mime not in _MIMES_OK and mime not in _MIMES_SNIFFED:
-        raise ApiError(400, f"Invalid file '{param}': unsupported mimetype ('{mime}'). Supported file formats are "
-                       "'image/jpeg', 'image/png', and 'image/webp'.", param=param, code="unsupported_file_mimetype")
+        raise ApiError(
+            400,
+            f"Invalid file '{param}': unsupported mimetype ('{mime}'). Supported file formats are "
+            "'image/jpeg', 'image/png', and 'image/webp'.",
+            param=param,
+            code="unsupported_file_mimetype",
+        )
 
 
 def _decode(part: Upload, param: str) -> InputImage:
@@ -164,27 +186,39 @@ def parse_form(form: Form) -> ParsedForm:
     if unknown:
         raise ApiError(400, f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter")
     if "response_format" in form.fields:  # dall-e-2 only; GPT image models refuse it and always return b64_json
-        raise ApiError(400, "Unknown parameter: 'response_format'.", param="response_format",
-                       code="unknown_parameter")
+        raise ApiError(400, "Unknown parameter: 'response_format'.", param="response_format", code="unknown_parameter")
     text_parts = [f.name for f in form.files if f.name in TEXT_FIELDS]
     if text_parts:
-        raise bad_request(f"Invalid type for '{text_parts[0]}': expected a string, but got a file instead.",
-                          text_parts[0], "invalid_type")
+        raise bad_request(
+            f"Invalid type for '{text_parts[0]}': expected a string, but got a file instead.",
+            text_parts[0],
+            "invalid_type",
+        )
     if _flag(form, "stream"):
         raise bad_request("Streaming is not supported by this server; omit 'stream'.", "stream", "unsupported_value")
     if _int(form, "partial_images"):
-        raise bad_request("'partial_images' needs streaming, which this server does not support.", "partial_images",
-                          "unsupported_value")
+        raise bad_request(
+            "'partial_images' needs streaming, which this server does not support.",
+            "partial_images",
+            "unsupported_value",
+        )
 
     singles = [f for f in form.files if f.name == "image"]
     arrays = [f for f in form.files if f.name == "image[]"]
     if len(singles) > 1 or (singles and arrays):
-        raise ApiError(400, "Duplicate parameter: 'image'. To send several images use the array syntax, e.g. "
-                       "'image[]=<value>'.", param="image", code="duplicate_parameter")
+        raise ApiError(
+            400,
+            "Duplicate parameter: 'image'. To send several images use the array syntax, e.g. 'image[]=<value>'.",
+            param="image",
+            code="duplicate_parameter",
+        )
     for name in ("image", "image[]", "mask"):
         if name in form.fields:
-            raise bad_request(f"Invalid type for '{name.rstrip('[]')}': expected a file, but got a string instead.",
-                              name.rstrip("[]"), "invalid_type")
+            raise bad_request(
+                f"Invalid type for '{name.rstrip('[]')}': expected a file, but got a string instead.",
+                name.rstrip("[]"),
+                "invalid_type",
+            )
     parts = singles or arrays
     if not parts:
         raise bad_request("Missing required parameter: 'image'.", "image", "missing_required_parameter")
@@ -201,11 +235,19 @@ def parse_form(form: Form) -> ParsedForm:
     mask = _decode(masks[0], "mask") if masks else None
     tags = [t.strip() for v in (*form.fields.get("tags", ()), *form.fields.get("tags[]", ())) for t in v.split(",")]
     request = EditRequest(
-        prompt=prompt, images=images, mask=mask,
-        size=_one(form, "size") or "auto", quality=_one(form, "quality") or "auto", n=_default(_int(form, "n"), 1),
-        output_format=_one(form, "output_format") or "png", output_compression=_int(form, "output_compression"),
-        background=_one(form, "background") or "auto", input_fidelity=_one(form, "input_fidelity") or None,
-        user=_one(form, "user") or None, seed=_int(form, "seed"))
+        prompt=prompt,
+        images=images,
+        mask=mask,
+        size=_one(form, "size") or "auto",
+        quality=_one(form, "quality") or "auto",
+        n=_default(_int(form, "n"), 1),
+        output_format=_one(form, "output_format") or "png",
+        output_compression=_int(form, "output_compression"),
+        background=_one(form, "background") or "auto",
+        input_fidelity=_one(form, "input_fidelity") or None,
+        user=_one(form, "user") or None,
+        seed=_int(form, "seed"),
+    )
     problems = request_problems(request)
     if problems:
         raise error_for_invalid(problems[0], others=problems[1:])
@@ -235,8 +277,9 @@ _BY_CLASS: dict[str, tuple[int, str, str | None, bool | None]] = {
 DEFAULT_RETRY_AFTER_S = 2.0
 
 
-def error_for_outcome(error_class: str | None, message: str | None, *, param: str | None = None,
-                      budget_held: bool = False) -> ApiError:
+def error_for_outcome(
+    error_class: str | None, message: str | None, *, param: str | None = None, budget_held: bool = False
+) -> ApiError:
     """A failed job as an HTTP error. `budget_held`: the router held the job because a budget is spent."""
     message = message or "the edit failed"
     if error_class == "Unroutable":
@@ -245,8 +288,15 @@ def error_for_outcome(error_class: str | None, message: str | None, *, param: st
         return ApiError(400, message, param=param, code="unsupported_request")
     status, type_, code, retry = _BY_CLASS.get(error_class or "", (500, "server_error", None, None))
     retry_after = DEFAULT_RETRY_AFTER_S if status in (409, 429, 503) and retry else None
-    return ApiError(status, message, type=type_, param=param if status == 400 else None, code=code,
-                    retry_after=retry_after, should_retry=retry)
+    return ApiError(
+        status,
+        message,
+        type=type_,
+        param=param if status == 400 else None,
+        code=code,
+        retry_after=retry_after,
+        should_retry=retry,
+    )
 
 
 # ---- success ---------------------------------------------------------------------------------------------
@@ -254,10 +304,15 @@ def error_for_outcome(error_class: str | None, message: str | None, *, param: st
 
 def usage_json(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     u = usage or {}
-    return {"input_tokens": int(u.get("input_tokens") or 0),
-            "input_tokens_details": {"text_tokens": int(u.get("input_text_tokens") or 0),
-                                     "image_tokens": int(u.get("input_image_tokens") or 0)},
-            "output_tokens": int(u.get("output_tokens") or 0), "total_tokens": int(u.get("total_tokens") or 0)}
+    return {
+        "input_tokens": int(u.get("input_tokens") or 0),
+        "input_tokens_details": {
+            "text_tokens": int(u.get("input_text_tokens") or 0),
+            "image_tokens": int(u.get("input_image_tokens") or 0),
+        },
+        "output_tokens": int(u.get("output_tokens") or 0),
+        "total_tokens": int(u.get("total_tokens") or 0),
+    }
 
 
 def images_response(record: Mapping[str, Any], images: Sequence[bytes], created: int | None = None) -> dict[str, Any]:
@@ -275,5 +330,7 @@ def images_response(record: Mapping[str, Any], images: Sequence[bytes], created:
 
 def models_list(entries: Sequence[tuple[str, str]], created: int = 0) -> dict[str, Any]:
     """OpenAI's `GET /v1/models` list: `entries` are (id, owned_by)."""
-    return {"object": "list",
-            "data": [{"id": mid, "object": "model", "created": created, "owned_by": owner} for mid, owner in entries]}
+    return {
+        "object": "list",
+        "data": [{"id": mid, "object": "model", "created": created, "owned_by": owner} for mid, owner in entries],
+    }
