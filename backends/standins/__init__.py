@@ -6,25 +6,16 @@ offline with `save_pretrained` (tiny_sdxl, tiny_clip, tiny_clipseg, tiny_grounde
 Names load on first use, so `python -m backends.standins.openai_server` imports its module once and nothing
 here imports torch until a tiny model is built."""
 
-from __future__ import annotations
+from backends.lazy_exports import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "function": ("FunctionBackend", "solid_images"),
-    "openai_server": ("FakeOpenAIServer",),
-    "tiny_clip": ("STANDIN_VERSION", "build_tiny_clip"),
-    "tiny_clipseg": ("build_tiny_clipseg",),
-    "tiny_grounded_sam": ("build_tiny_grounded_sam", "detector_dir", "segmenter_dir"),
-    "tiny_sdxl": ("build_tiny_ip_adapter", "build_tiny_lora", "build_tiny_sdxl"),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "function": ("FunctionBackend", "solid_images"),
+        "openai_server": ("FakeOpenAIServer",),
+        "tiny_clip": ("STANDIN_VERSION", "build_tiny_clip"),
+        "tiny_clipseg": ("build_tiny_clipseg",),
+        "tiny_grounded_sam": ("build_tiny_grounded_sam", "detector_dir", "segmenter_dir"),
+        "tiny_sdxl": ("build_tiny_ip_adapter", "build_tiny_lora", "build_tiny_sdxl"),
+    },
+)

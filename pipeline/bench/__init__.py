@@ -7,25 +7,24 @@ The benchmark scripts that are not CLI commands (GPU speed, routing speed) and t
 (RESULTS.md) stay in `benchmarks/` at the repository root and use this package. Names load on first use, so
 `python -m pipeline.bench.overhead` runs its module once; matplotlib loads only to plot."""
 
-from __future__ import annotations
+from backends.lazy_exports import lazy_exports
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "cost": ("VOLUMES", "CostOptions", "CostReport", "Plan", "api_per_image", "break_even", "build_report", "headline"),
-    "cost_output": ("usd", "write_all"),
-    "gpu_figures": ("RESULTS_FILE", "SecondsFigure"),
-    "policy_mix": ("PolicyMix", "build_policy_mix"),
-}
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted([*_MODULE_OF, "overhead_main"])
-
-
-def __getattr__(name: str) -> Any:
-    if name == "overhead_main":
-        return importlib.import_module(f"{__name__}.overhead").main
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    {
+        "cost": (
+            "VOLUMES",
+            "CostOptions",
+            "CostReport",
+            "Plan",
+            "api_per_image",
+            "break_even",
+            "build_report",
+            "headline",
+        ),
+        "cost_output": ("usd", "write_all"),
+        "gpu_figures": ("RESULTS_FILE", "SecondsFigure"),
+        "policy_mix": ("PolicyMix", "build_policy_mix"),
+        "overhead": (("overhead_main", "main"),),
+    },
+)
