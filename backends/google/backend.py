@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -154,21 +154,30 @@ class GeminiEditBackend:
                     "mask_mode": "paste_back" if request.mask is not None else "none", **images[0].notes})
 
     def _calls(self, body: dict[str, Any], key: str, n: int) -> list[tuple[wire.Answer, int]]:
-        """n calls, at most `max_parallel_calls` at once. On the first failure the calls not yet started are
-        cancelled (no more spend) and the error is raised, naming what the finished calls had cost."""
+        """n calls, at most `max_parallel_calls` at once. After the first failure no further call starts (no more
+        spend); the error is raised, naming what the calls that had finished cost."""
         if n == 1:
             return [self._call(body, key)]
+        stop = threading.Event()
+
+        def one() -> tuple[wire.Answer, int]:
+            if stop.is_set():
+                raise _Skipped
+            try:
+                return self._call(body, key)
+            except BaseException:
+                stop.set()
+                raise
+
         with ThreadPoolExecutor(min(n, self.settings.max_parallel_calls), thread_name_prefix="gemini") as pool:
-            futures = [pool.submit(self._call, body, key) for _ in range(n)]
-            wait(futures, return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
-            if failed is None:
-                return [f.result() for f in futures]
-            for f in futures:
-                f.cancel()
-        ok = [f.result()[0] for f in futures if f.done() and not f.cancelled() and f.exception() is None]
-        exc = failed.exception()
-        assert isinstance(exc, BaseException)
+            futures = [pool.submit(one) for _ in range(n)]
+            wait(futures)
+        errors = [f.exception() for f in futures if not isinstance(f.exception(), _Skipped | type(None))]
+        if not errors:
+            return [f.result() for f in futures]
+        ok = [f.result()[0] for f in futures if f.exception() is None]
+        exc = errors[0]
+        assert exc is not None
         if ok and isinstance(exc, EditError):
             spent = sum((models.cost(self.model, a.tokens) for a in ok), Decimal(0))
             exc.message += f" ({len(ok)} of {n} calls had succeeded and were billed ${spent}; their images are lost)"
@@ -240,6 +249,10 @@ class GeminiEditBackend:
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
+
+
+class _Skipped(Exception):
+    """A call not started because another call of the same job had failed."""
 
 
 def _add(a: Usage, b: Usage) -> Usage:

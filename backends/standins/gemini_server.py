@@ -72,6 +72,7 @@ class RecordedCall:
     auth: str | None
     body: Any
     status: int = 0
+    response_usage: dict | None = None  # the usageMetadata it answered with, to check billing against
 
 
 class FakeGeminiServer:
@@ -126,6 +127,7 @@ class FakeGeminiServer:
             time.sleep(self.latency_s)
         try:
             payload = self._handle(req, rec, model, body)
+            rec.response_usage = payload.get("usageMetadata")
             reply = json_reply(200, payload)
         except GoogleError as err:
             reply = err.reply()
