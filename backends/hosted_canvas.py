@@ -87,8 +87,10 @@ def sniff(data: bytes) -> str | None:
         return None
 
 
-def finish(data: bytes, plan: Plan, *, output_format: str, compression: int | None, feather_px: int) -> Finish:
-    """The provider's image bytes -> the caller's image, as `plan` says (see the module doc)."""
+def finish(data: bytes, plan: Plan, *, output_format: str, compression: int | None, feather_px: int,
+           crop: tuple[int, int, int, int] | None = None) -> Finish:
+    """The provider's image bytes -> the caller's image, as `plan` says (see the module doc). `crop` first cuts
+    the part of the provider's picture that stands for the canvas (e.g. out of a letterboxed upload)."""
     try:
         generated = Image.open(io.BytesIO(data))
         generated.load()
@@ -98,10 +100,14 @@ def finish(data: bytes, plan: Plan, *, output_format: str, compression: int | No
     provider_fmt = _FORMATS.get(generated.format or "", (generated.format or "unknown").lower())
     notes: dict[str, Any] = {"provider_size": f"{generated.width}x{generated.height}",
                              "provider_format": provider_fmt}
+    if crop is not None and crop != (0, 0, generated.width, generated.height):
+        generated = generated.crop(crop)
+        notes["cropped"] = f"{crop[2] - crop[0]}x{crop[3] - crop[1]} at ({crop[0]}, {crop[1]}) (letterbox removed)"
     out_size = plan.out_size or generated.size
     if generated.size != out_size:
         notes["resized"] = f"{generated.width}x{generated.height} -> {out_size[0]}x{out_size[1]} (cover, centre crop)"
-    if plan.canvas is None and generated.size == out_size and provider_fmt == output_format and compression is None:
+    untouched = "cropped" not in notes and generated.size == out_size and plan.canvas is None
+    if untouched and provider_fmt == output_format and compression is None:
         return Finish(data, out_size[0], out_size[1], notes)  # untouched: provenance metadata (C2PA) survives
     fitted = fit_cover(generated.convert("RGB"), out_size)
     if plan.canvas is not None and plan.repaint is not None:
