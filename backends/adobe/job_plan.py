@@ -19,12 +19,13 @@ from backends.base import EditRequest
 
 
 def split_parts(mode: str, n: int, seed: int | None) -> list[tuple[int, tuple[int, ...] | None]]:
-    """(variations, seeds) per job: up to 4 variations per fill/expand job, 1 per Image 5 job."""
+    """(variations, seeds) per job: up to 4 variations per fill/expand job, 1 per Image 5 job. A request's seed
+    gives each variation its own (Firefly wants them unique), kept in 32-bit range."""
     per_job = 1 if mode == "instruct" else wire.MAX_VARIATIONS
     out, done = [], 0
     while done < n:
         k = min(per_job, n - done)
-        out.append((k, tuple(seed + done + i for i in range(k)) if seed is not None else None))
+        out.append((k, tuple((seed + done + i) % 2**31 for i in range(k)) if seed is not None else None))
         done += k
     return out
 

@@ -86,8 +86,11 @@ def letterbox(canvas: Image.Image, repaint: Image.Image, size: tuple[int, int]
     image = Image.new("RGB", size, PAD)
     image.paste(canvas.convert("RGB").resize((w, h), Image.Resampling.LANCZOS), (left, top))
     mask = Image.new("L", size, 0)
-    scaled = repaint.resize((w, h), Image.Resampling.BILINEAR).point(lambda v: 255 if v > 0 else 0)
-    mask.paste(scaled, (left, top))  # bilinear then "any touch is edit": the edit region never shrinks
+    if scale >= 1:  # enlarging: nearest keeps the edges where they were
+        scaled = repaint.resize((w, h), Image.Resampling.NEAREST)
+    else:  # shrinking: bilinear, then "any touch is edit", so the edit region never shrinks
+        scaled = repaint.resize((w, h), Image.Resampling.BILINEAR).point(lambda v: 255 if v > 0 else 0)
+    mask.paste(scaled, (left, top))
     return image, mask, (left, top, left + w, top + h)
 
 

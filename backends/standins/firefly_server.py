@@ -96,7 +96,7 @@ class FakeFireflyServer:
         self.jobs: dict[str, Job] = {}
         self._tokens: dict[str, float] = {}  # token -> expiry (monotonic)
         self._urls: dict[str, tuple[bytes, float]] = {}  # presigned id -> (bytes, expiry)
-        self.tokens_issued = 0
+        self.issued: list[str] = []  # every token handed out, so tests can check none leaks
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._route, name="firefly")
 
@@ -180,7 +180,7 @@ class FakeFireflyServer:
         token = "eyJ-standin-" + uuid.uuid4().hex
         with self._lock:
             self._tokens[token] = time.monotonic() + self.token_ttl_s
-            self.tokens_issued += 1
+            self.issued.append(token)
         return json_reply(200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl_s})
 
     def _check_auth(self, req: Request) -> None:
