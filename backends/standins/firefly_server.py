@@ -25,6 +25,7 @@ the mask must have the source's dimensions; fill answers in JPEG (`output_mime`)
 
 from __future__ import annotations
 
+import argparse
 import collections
 import logging
 import threading
@@ -85,7 +86,7 @@ class FakeFireflyServer:
     def __init__(self, *, client_id: str = "ff-standin-client", client_secret: str = "ff-standin-secret",
                  token_ttl_s: int = 86399, polls_to_finish: int = 2, output_mime: str = "image/jpeg",
                  url_ttl_s: float = 3600.0, status_retry_after: str | None = None,
-                 submit_script: list | None = None, status_script: list | None = None) -> None:
+                 submit_script: list | None = None, status_script: list | None = None, port: int = 0) -> None:
         self.client_id, self._client_secret, self.token_ttl_s = client_id, client_secret, token_ttl_s
         self.polls_to_finish, self.output_mime, self.url_ttl_s = polls_to_finish, output_mime, url_ttl_s
         self.status_retry_after = status_retry_after
@@ -98,7 +99,7 @@ class FakeFireflyServer:
         self._urls: dict[str, tuple[bytes, float]] = {}  # presigned id -> (bytes, expiry)
         self.issued: list[str] = []  # every token handed out, so tests can check none leaks
         self._lock = threading.Lock()
-        self._server = LoopbackServer(self._route, name="firefly")
+        self._server = LoopbackServer(self._route, name="firefly", port=port)
 
     @property
     def base_url(self) -> str:
@@ -222,6 +223,30 @@ def _kind(req: Request) -> str:
     return {"/v2/storage/image": "upload", "/v3/images/fill-async": "fill", "/v3/images/expand-async": "expand",
             "/v4/images/generate-async": "instruct"}.get(p) or ("status" if p.startswith("/v3/status/") else
                                                                 "cancel" if p.startswith("/v3/cancel/") else "other")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=BANNER)
+    ap.add_argument("--port", type=int, default=8767)
+    ap.add_argument("--client-id", default="ff-standin-client")
+    ap.add_argument("--client-secret", default="ff-standin-secret")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = FakeFireflyServer(client_id=args.client_id, client_secret=args.client_secret, port=args.port)
+    server.start()
+    print(f"{BANNER}\n  base_url: {server.base_url}\n  token_url: {server.token_url}\n  Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":  # run the imported module's main, so firefly_* helpers and this share one error class
+    from backends.standins.firefly_server import main as _main
+
+    raise SystemExit(_main())
 
 
 __all__ = ["BANNER", "FakeFireflyServer", "FireflyError", "Job", "Recorded", "TRIGGERS", "invalid"]

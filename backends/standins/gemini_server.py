@@ -18,6 +18,7 @@ Safety outcomes come back as HTTP 200 without an image, triggered by words in th
 
 from __future__ import annotations
 
+import argparse
 import collections
 import logging
 import threading
@@ -78,7 +79,8 @@ class RecordedCall:
 class FakeGeminiServer:
     def __init__(self, *, api_key: str | None = None, script: list | None = None, rate_limit_rpm: int | None = None,
                  rate_window_s: float = 60.0, retired: tuple[str, ...] = (), output_mime: str = "image/png",
-                 thinking_tokens: int = 96, latency_s: float = 0.0, prices: PriceTable | None = None) -> None:
+                 thinking_tokens: int = 96, latency_s: float = 0.0, prices: PriceTable | None = None,
+                 port: int = 0) -> None:
         self._api_key = api_key
         self.script = collections.deque(script or [])
         self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
@@ -88,7 +90,7 @@ class FakeGeminiServer:
         self.calls: list[RecordedCall] = []
         self._accepted: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
-        self._server = LoopbackServer(self._route, name="gemini")
+        self._server = LoopbackServer(self._route, name="gemini", port=port)
         self.served = 0  # successful answers, for fake-model variety
 
     @property
@@ -205,6 +207,30 @@ def _model_of(path: str) -> str | None:
             parts[3].endswith(":generateContent"):
         return parts[3].removesuffix(":generateContent")
     return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=BANNER)
+    ap.add_argument("--port", type=int, default=8766)
+    ap.add_argument("--api-key", default=None, help="require this key (default: accept any)")
+    ap.add_argument("--rpm", type=int, default=None, help="answer 429 above this many requests per minute")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server = FakeGeminiServer(api_key=args.api_key, rate_limit_rpm=args.rpm, port=args.port)
+    server.start()
+    print(f"{BANNER}\n  base_url: {server.base_url}   (kind: gemini, base_url: ...)\n  Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":  # run the imported module's main, so gemini_* helpers and this share one error class
+    from backends.standins.gemini_server import main as _main
+
+    raise SystemExit(_main())
 
 
 __all__ = ["BANNER", "FakeGeminiServer", "GoogleError", "RecordedCall", "TRIGGERS", "quota_error"]
