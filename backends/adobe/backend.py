@@ -19,8 +19,6 @@ explains the contract a runner implements). Cost: operations (images) x the cont
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -30,7 +28,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import hosted_canvas
+from backends import hosted_canvas, hosted_http
 from backends.adobe import wire
 from backends.adobe.auth import DEFAULT_SCOPE, DEFAULT_TOKEN_URL, Credentials, ImsTokens
 from backends.adobe.job_plan import JobPlan, split_parts
@@ -38,6 +36,7 @@ from backends.adobe.journal import JobJournal, JobRef, MemoryJournal
 from backends.adobe.prices import firefly_prices, operation_rate
 from backends.adobe.session import FireflySession, ResultExpired
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.credentials import read_secret, source
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
 from backends.pricing import PriceTable, load_prices
 from backends.registry import parse_settings
@@ -89,10 +88,9 @@ class FireflyEditBackend:
         self.rate, self.rate_basis = operation_rate(self.prices, s.price_per_operation_usd)
         if s.price_per_operation_usd is None:
             log.warning("%s: Firefly is billed at %s", name, self.rate_basis)
-        self._client, self._owns_client = client, client is None
-        self._client_lock = threading.Lock()
+        self._client = hosted_http.LazyClient(client, timeout_s=s.timeout_s, connect_timeout_s=s.connect_timeout_s)
         self.tokens = ImsTokens(s.token_url, s.scope, clock=clock)
-        self.session = FireflySession(name=name, base_url=s.base_url, http=self._http, tokens=self.tokens,
+        self.session = FireflySession(name=name, base_url=s.base_url, http=self._client.get, tokens=self.tokens,
                                       max_retries=s.max_retries, poll_interval_s=s.poll_interval_s,
                                       max_poll_interval_s=s.max_poll_interval_s, poll_timeout_s=s.poll_timeout_s,
                                       sleep=sleep, clock=clock)
@@ -203,36 +201,11 @@ class FireflyEditBackend:
 
     def _credentials(self) -> Credentials:
         s = self.settings
-        cid = _secret(s.client_id_file, s.client_id_env, "client id")
-        secret = _secret(s.client_secret_file, s.client_secret_env, "client secret")
-        source = "/".join(str(f) if f else f"${e}" for f, e in ((s.client_id_file, s.client_id_env),
-                                                               (s.client_secret_file, s.client_secret_env)))
-        return Credentials(cid, secret, source)
-
-    def _http(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:
-                s = self.settings
-                self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
-            return self._client
+        cid = read_secret(s.client_id_file, s.client_id_env, what="Firefly client id", file_setting="client_id_file")
+        secret = read_secret(s.client_secret_file, s.client_secret_env, what="Firefly client secret",
+                             file_setting="client_secret_file")
+        return Credentials(cid, secret, f"{source(s.client_id_file, s.client_id_env)}/"
+                                        f"{source(s.client_secret_file, s.client_secret_env)}")
 
     def close(self) -> None:
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
-
-
-def _secret(path: Path | None, env: str, what: str) -> str:
-    if path is not None:
-        try:
-            value = Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise BackendMisconfigured(f"cannot read the Firefly {what} file {path}: {exc.strerror}") from None
-        if not value:
-            raise BackendMisconfigured(f"the Firefly {what} file {path} is empty")
-        return value
-    value = os.environ.get(env, "").strip()
-    if not value:
-        raise BackendMisconfigured(f"no Firefly {what}: set the environment variable {env} or name a file "
-                                   f"(client_{what.split()[-1]}_file: in the policy's backend)")
-    return value
+        self._client.close()

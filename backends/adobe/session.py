@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from backends import hosted_http
 from backends.adobe import wire
 from backends.adobe.auth import Credentials, ImsTokens
 from backends.adobe.journal import JobRef
@@ -57,13 +58,12 @@ class FireflySession:
             except httpx.InvalidURL as exc:
                 raise BackendMisconfigured(f"bad base_url {self.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
-                never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                if attempt < self.max_retries and (never_sent or (replay_safe and isinstance(exc,
-                                                                                              httpx.TransportError))):
+                unsent = hosted_http.never_sent(exc)
+                if attempt < self.max_retries and (unsent or (replay_safe and isinstance(exc, httpx.TransportError))):
                     self._wait(attempt, None, f"{what}: {exc.__class__.__name__}")
                     attempt += 1
                     continue
-                if not replay_safe and not never_sent:
+                if not replay_safe and not unsent:
                     raise BackendUnavailable(f"{what}: the answer was lost ({exc.__class__.__name__}); the job may "
                                              f"have been created and billed: outcome unknown") from None
                 raise BackendUnavailable(f"{what}: connection failed ({exc.__class__.__name__}: {exc})") from None
@@ -82,7 +82,7 @@ class FireflySession:
                                         creds_source=creds.source, secrets=(creds.client_secret, token))
 
     def _wait(self, attempt: int, server_wait: float | None, why: str) -> None:
-        delay = wire.backoff_delay(attempt, server_wait)
+        delay = hosted_http.backoff_delay(attempt, server_wait, cap=16.0)
         log.warning("%s: %s; retry %d/%d in %.2fs", self.name, why, attempt + 1, self.max_retries, delay)
         self._sleep(delay)
 

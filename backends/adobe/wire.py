@@ -13,10 +13,7 @@ alpha-0-means-edit: `letterbox()` takes the repaint mask already converted (whit
 
 from __future__ import annotations
 
-import email.utils
 import math
-import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +28,7 @@ from backends.errors import (
     InvalidRequest,
     RateLimited,
 )
+from backends.hosted_http import MAX_RETRY_AFTER, parse_retry_after
 
 # FillImageRequestV3.size: "The supported sizes for the output images are: ..."
 FILL_SIZES = ((2048, 2048), (1024, 1024), (2304, 1792), (1792, 2304), (2688, 1536), (1344, 768), (1152, 896),
@@ -44,7 +42,6 @@ RESOLUTION_LEVELS = (("1MP", 1.0), ("2.4MP", 2.4), ("4MP", 4.0))  # in 1024x1024
 PAD = (127, 127, 127)
 CONTENT_CODES = frozenset({"legal_error", "prompt_unsafe", "prompt_entity_denied", "image_unsafe", "video_unsafe",
                            "reference_image_unsafe_error", "input_media_unsafe", "output_media_unsafe"})
-MAX_RETRY_AFTER = 120.0
 
 
 # ---- geometry ---------------------------------------------------------------------------------------
@@ -186,20 +183,7 @@ def job_error(job_id: str, state: JobState) -> EditError:
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """`retry-after` ("the date after which the client should retry": an HTTP date, or seconds) as seconds."""
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
-
-
-def backoff_delay(attempt: int, server_wait: float | None = None, *, rand=random.random) -> float:
-    if server_wait is not None and 0 < server_wait <= MAX_RETRY_AFTER:
-        return server_wait
-    return min(1.0 * 2**attempt, 16.0) * (1 - 0.25 * rand())
+    return parse_retry_after(headers.get("retry-after"))
 
 
 def should_retry(status: int, headers: Mapping[str, str]) -> bool:

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import hosted_canvas
+from backends import hosted_canvas, hosted_http
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.credentials import read_secret
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
 from backends.google import models, wire
 from backends.pricing import PriceTable, load_prices
@@ -79,9 +80,8 @@ class GeminiEditBackend:
             self.model = models.resolve(self.settings.model, prices or load_prices())
         except BackendMisconfigured as exc:
             raise exc.with_context(backend=name) from None
-        self._client = client
-        self._owns_client = client is None
-        self._client_lock = threading.Lock()
+        self._client = hosted_http.LazyClient(client, timeout_s=self.settings.timeout_s,
+                                              connect_timeout_s=self.settings.connect_timeout_s)
         self._sleep = sleep
         self.capabilities = Capabilities(
             max_images=self.model.max_images, transparent_background=False, input_fidelity=False,
@@ -193,15 +193,15 @@ class GeminiEditBackend:
         attempt = 0
         while True:
             try:
-                response = self._http().post(url, json=body, headers=headers)
+                response = self._client.get().post(url, json=body, headers=headers)
             except httpx.InvalidURL as exc:
                 raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
-                if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
+                if attempt < s.max_retries and hosted_http.is_retryable_transport_error(exc):
                     self._wait(attempt, None, exc.__class__.__name__)
                     attempt += 1
                     continue
-                raise wire.map_transport_error(exc, timeout_s=s.timeout_s) from None
+                raise hosted_http.map_transport_error(exc, timeout_s=s.timeout_s) from None
             payload = _json(response)
             if response.status_code == 200:
                 return wire.parse_response(payload), attempt + 1
@@ -213,42 +213,21 @@ class GeminiEditBackend:
                                         key_source=self._key_source, secret=key)
 
     def _wait(self, attempt: int, server_wait: float | None, why: str) -> None:
-        delay = wire.backoff_delay(attempt, server_wait)
+        delay = hosted_http.backoff_delay(attempt, server_wait)
         log.warning("%s: %s; retry %d/%d in %.2fs", self.name, why, attempt + 1, self.settings.max_retries, delay)
         self._sleep(delay)
 
     def _read_key(self) -> str:
         s = self.settings
-        if s.api_key_file is not None:
-            try:
-                key = Path(s.api_key_file).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise BackendMisconfigured(f"cannot read api_key_file {s.api_key_file}: {exc.strerror}") from None
-            if not key:
-                raise BackendMisconfigured(f"api_key_file {s.api_key_file} is empty")
-            return key
-        key = os.environ.get(s.api_key_env, "").strip()
-        if not key:
-            raise BackendMisconfigured(f"no Gemini API key: set the environment variable {s.api_key_env} or name "
-                                       f"a key file (api_key_file: in the policy's backend)")
-        return key
+        return read_secret(s.api_key_file, s.api_key_env, what="Gemini API key", file_setting="api_key_file")
 
     @property
     def _key_source(self) -> str:
-        s = self.settings
-        return f"api_key_file {s.api_key_file}" if s.api_key_file else f"${s.api_key_env}"
-
-    def _http(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:  # built on first use: constructing a backend stays cheap
-                s = self.settings
-                self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
-            return self._client
+        return f"api_key_file {self.settings.api_key_file}" if self.settings.api_key_file else \
+            f"${self.settings.api_key_env}"
 
     def close(self) -> None:
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
+        self._client.close()
 
 
 class _Skipped(Exception):

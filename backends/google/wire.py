@@ -2,7 +2,7 @@
 
 No I/O here: `backends.google.backend` does the HTTP. These decide the request body, read the answer (image,
 text, usage, safety verdicts) and classify failures into `backends.errors` (`map_status_error` is the one
-translation point for HTTP errors; `map_transport_error` for httpx's).
+translation point for HTTP errors; httpx's own go through `backends.hosted_http.map_transport_error`).
 
 Image options go in `generationConfig.imageConfig`, as Google's own SDK (google-genai 3.6, `_ImageConfig_to_mldev`)
 still sends them; Google's Sept-2026 guide shows `generationConfig.responseFormat.image` instead. Which one the
@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import math
-import random
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from backends.base import Usage
 from backends.errors import (
@@ -34,10 +29,9 @@ from backends.errors import (
     RateLimited,
 )
 from backends.google.models import TokenCounts
+from backends.hosted_http import MAX_RETRY_AFTER, parse_retry_after
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # google-genai's HttpRetryOptions defaults
-MAX_RETRY_AFTER = 120.0  # a longer server-requested wait is not slept through: the caller reschedules
-INITIAL_RETRY_DELAY, MAX_RETRY_DELAY = 1.0, 8.0
 # finishReason values that mean "no image, by the provider's choice" (google-genai types.FinishReason)
 REFUSALS = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
                       "RECITATION", "IMAGE_RECITATION", "IMAGE_OTHER", "NO_IMAGE", "MODEL_ARMOR", "LANGUAGE"})
@@ -199,28 +193,12 @@ def _duration(raw: Any) -> float | None:
 def retry_delay(body: Any, headers: Mapping[str, str]) -> float | None:
     """The server's requested wait: `google.rpc.RetryInfo.retryDelay`, else a `Retry-After` header."""
     wait = _duration(_detail(_error(body)[2], "google.rpc.RetryInfo").get("retryDelay"))
-    if wait is not None:
-        return wait
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        parsed = email.utils.parsedate_tz(raw)
-        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    return wait if wait is not None else parse_retry_after(headers.get("retry-after"))
 
 
 def should_retry(status: int, headers: Mapping[str, str], body: Any) -> bool:
     wait = retry_delay(body, headers)
     return status in RETRY_STATUSES and (wait is None or wait <= MAX_RETRY_AFTER) and not _no_quota(body)
-
-
-def backoff_delay(attempt: int, server_wait: float | None = None, *, rand=random.random) -> float:
-    """The server's wait if it gave one (<= 120 s), else 1 s doubling to 8 s, minus up to 25 % jitter."""
-    if server_wait is not None and 0 < server_wait <= MAX_RETRY_AFTER:
-        return server_wait
-    return min(INITIAL_RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * rand())
 
 
 def _no_quota(body: Any) -> bool:
@@ -252,16 +230,3 @@ def map_status_error(status: int, headers: Mapping[str, str], body: Any, *, mode
     if 400 <= status < 500 and status != 408:
         return InvalidRequest(f"the API refused the request: {detail}")
     return BackendUnavailable(f"server error: {detail}")
-
-
-def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)):
-        return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
-    if isinstance(exc, httpx.TimeoutException):
-        return BackendUnavailable(f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)")
-    return BackendUnavailable(f"connection failed: {exc.__class__.__name__}: {exc}")
-
-
-def is_retryable_transport_error(exc: httpx.HTTPError) -> bool:
-    return isinstance(exc, httpx.TransportError) and not isinstance(
-        exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError))

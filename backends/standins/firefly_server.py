@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply
+from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply, serve_until_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -231,16 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client-id", default="ff-standin-client")
     ap.add_argument("--client-secret", default="ff-standin-secret")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = FakeFireflyServer(client_id=args.client_id, client_secret=args.client_secret, port=args.port)
-    server.start()
-    print(f"{BANNER}\n  base_url: {server.base_url}\n  token_url: {server.token_url}\n  Ctrl-C to stop", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    return serve_until_interrupted(server, lambda s: [
+        BANNER, f"  base_url: {s.base_url}", f"  token_url: {s.token_url}", "  Ctrl-C to stop"])
 
 
 if __name__ == "__main__":  # run the imported module's main, so firefly_* helpers and this share one error class

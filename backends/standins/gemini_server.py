@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.pricing import PriceTable, load_prices
-from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply
+from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply, serve_until_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-key", default=None, help="require this key (default: accept any)")
     ap.add_argument("--rpm", type=int, default=None, help="answer 429 above this many requests per minute")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = FakeGeminiServer(api_key=args.api_key, rate_limit_rpm=args.rpm, port=args.port)
-    server.start()
-    print(f"{BANNER}\n  base_url: {server.base_url}   (kind: gemini, base_url: ...)\n  Ctrl-C to stop", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    return serve_until_interrupted(server, lambda s: [
+        BANNER, f"  base_url: {s.base_url}   (base_url: of a kind: gemini backend)", "  Ctrl-C to stop"])
 
 
 if __name__ == "__main__":  # run the imported module's main, so gemini_* helpers and this share one error class

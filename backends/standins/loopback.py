@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,20 @@ class Reply:
 
 def json_reply(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Reply:
     return Reply(status, json.dumps(payload).encode(), headers=dict(headers or {}))
+
+
+def serve_until_interrupted(server: Any, lines: Callable[[Any], list[str]]) -> int:
+    """For a stand-in's `python -m` entry point: start it, print `lines(server)` (where it listens), serve until
+    Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    server.start()
+    print("\n".join(lines(server)), flush=True)  # a `python -m` entry point owns the terminal
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
 
 
 class Drop(Exception):
