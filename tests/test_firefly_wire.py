@@ -334,3 +334,4 @@ def test_repr_and_capabilities():
     assert (caps.training_data, caps.mask_mode, caps.max_images, caps.transparent_background) == (
         "commercially_cleared", "native", 1, False)
     assert not make_backend(FireflyMock(), maskless="refuse").capabilities.mask_optional
+    assert FireflyEditBackend.resumable and "journal" in FireflyEditBackend.edit.__code__.co_varnames

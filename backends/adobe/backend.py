@@ -75,6 +75,7 @@ class Settings(BaseModel):
 
 class FireflyEditBackend:
     Settings = Settings
+    resumable = True  # for the runner: `edit()` takes `journal=` (a JobJournal) and resumes the jobs it names
 
     def __init__(self, name: str, settings: Settings | None = None, *, client: httpx.Client | None = None,
                  prices: PriceTable | None = None, sleep: Callable[[float], None] = time.sleep,
