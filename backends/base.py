@@ -114,6 +114,12 @@ class Capabilities:
     transparent_background: bool = True
     input_fidelity: bool = True
     max_image_bytes: int = MAX_IMAGE_BYTES
+    # How OpenAI semantics are honoured where the provider has no direct equivalent (the router and
+    # `plan --explain` show these; nothing is dropped silently):
+    mask_mode: str = "native"  # "native": the model inpaints | "paste_back": whole-image edit, composited outside
+    n_mode: str = "native"  # "native": one call makes n images | "parallel_calls": n calls, each billed
+    size_mode: str = "native"  # "native" | "resized": the provider's nearest size, resized/cropped to the request
+    training_data: str = "undisclosed"  # provenance, for licence rules: "commercially_cleared" | "undisclosed"
 
 
 @runtime_checkable

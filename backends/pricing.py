@@ -10,7 +10,7 @@ import math
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -51,6 +51,9 @@ class PriceTable(_Strict):
     auto_quality_estimate: Literal["low", "medium", "high"] = "high"
     input_image_tokens: InputImageTokens = InputImageTokens()
     gpu_hourly: dict[str, dict[str, Decimal] | str]
+    # Other hosted families' sections, validated by their own schema (backends.google.models, backends.adobe.prices)
+    gemini: dict[str, Any] = Field(default_factory=dict)
+    firefly: dict[str, Any] = Field(default_factory=dict)
 
     def model(self, model_id: str) -> ModelPrices:
         try:

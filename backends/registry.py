@@ -24,6 +24,8 @@ BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
     "sdxl": "backends.diffusion.sdxl:SDXLInpaintBackend",
     "function": "backends.standins.function:FunctionBackend",
+    "gemini": "backends.google.backend:GeminiEditBackend",
+    "firefly": "backends.adobe.backend:FireflyEditBackend",
 }
 
 # Which extra brings the dependencies of a kind, for the install hint.

@@ -48,6 +48,8 @@ LEVELS: dict[str, int] = {
     "backends": 0,
     "backends.masks": 1,
     "backends.openai": 1,
+    "backends.google": 1,
+    "backends.adobe": 1,
     "backends.diffusion": 2,
     "backends.standins": 3,
 }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backends.diffusion import canvas as px
+from backends import canvas as px
 from tests.imagery import gradient, mask_image
 
 

@@ -1,8 +1,7 @@
 """Self-hosted diffusion models. Owns what every model family shares: runtime.py (the process-wide pipeline cache,
 loading from a hub id or a local `save_pretrained` directory, memory and speed options, timing, out-of-memory
-handling, seeds), canvas.py (sizes, letterboxing, paste-back and encoding; pure Pillow + numpy) and settings.py
-(settings pieces); and one module set per family: SDXL inpainting today (sdxl.py the backend, sdxl_settings.py its
-settings and tiers, sdxl_loading.py its pipeline class, LoRA and IP-Adapter).
+handling, seeds), settings.py (settings pieces); and one module set per family: SDXL inpainting today (sdxl.py the
+backend, sdxl_settings.py its settings and tiers, sdxl_loading.py its pipeline class, LoRA and IP-Adapter).
 
 Adding a family is a module or two here (its settings name a `runtime.PipelineFamily`), one registry line and its
 exports below. torch and diffusers load inside functions only: building a backend, reading its capabilities and

@@ -28,8 +28,8 @@ from typing import Any
 
 from PIL import Image
 
+from backends import canvas as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
-from backends.diffusion import canvas as px
 from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.errors import BackendUnavailable, EditError, InvalidRequest

@@ -1,4 +1,4 @@
-"""Pixel plumbing for the SDXL backend: pure Pillow + numpy, no torch.
+"""Pixel plumbing shared by every backend that composites: pure Pillow + numpy, no torch.
 
 The flow for one request:
   1. `repaint_mask()`: OpenAI's mask (alpha 0 = edit) -> diffusers' (white = repaint), at the input's size.

@@ -1,0 +1,89 @@
+"""What hosted backends do the same way about HTTP: the server's requested wait, backoff with jitter, which
+transport failures may be retried, and httpx's exceptions translated into `backends.errors`.
+
+Each backend keeps its own `map_status_error` (every service words its errors differently); these are the parts
+that do not differ. (`backends.openai_wire` predates this module and has its own copies.)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+
+from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
+
+MAX_RETRY_AFTER = 120.0  # a longer server-requested wait is not slept through: the runner reschedules the job
+
+
+def parse_retry_after(raw: str | None) -> float | None:
+    """A `Retry-After` value (seconds, or an HTTP date) as seconds from now; None when absent or unreadable."""
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def backoff_delay(
+    attempt: int,
+    server_wait: float | None = None,
+    *,
+    initial: float = 1.0,
+    cap: float = 8.0,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds before retry number `attempt` (0-based): the server's wait if it gave one (<= 120 s), else
+    `initial` doubling to `cap`, minus up to 25 % jitter so that many clients do not retry in lockstep."""
+    if server_wait is not None and 0 < server_wait <= MAX_RETRY_AFTER:
+        return server_wait
+    return min(initial * 2**attempt, cap) * (1 - 0.25 * rand())
+
+
+def is_retryable_transport_error(exc: httpx.HTTPError) -> bool:
+    return isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+    )
+
+
+def never_sent(exc: httpx.HTTPError) -> bool:
+    """The request cannot have reached the server: resending it cannot make a second charge."""
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
+def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
+    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages."""
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+        return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendUnavailable(f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)")
+    return BackendUnavailable(f"connection failed: {exc.__class__.__name__}: {exc}")
+
+
+class LazyClient:
+    """A backend's one `httpx.Client`, built on first use (so constructing a backend stays cheap and needs no
+    network) and shared by the runner's threads; an injected client (tests: MockTransport) is used as is and
+    left open for its owner."""
+
+    def __init__(self, client: httpx.Client | None, *, timeout_s: float, connect_timeout_s: float) -> None:
+        self._client, self._owned = client, client is None
+        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self._lock = threading.Lock()
+
+    def get(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self._timeout)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owned and self._client is not None:
+                self._client.close()
+                self._client = None
