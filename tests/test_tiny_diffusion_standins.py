@@ -171,10 +171,10 @@ def test_main_prints_usage_for_help_and_builds_nothing(module, tmp_path, monkeyp
 def test_tokenizer_keeps_the_qwen_template_to_the_tokens_the_pipeline_drops():
     from diffusers import QwenImageEditPlusPipeline
 
-    from backends.standins.tiny_qwen_edit import _template_prefix
+    from backends.standins.tiny_qwen_edit import template_prefix
     from backends.standins.tiny_qwen_parts import qwen_tokenizer
 
-    prefix, dropped = _template_prefix(QwenImageEditPlusPipeline)
+    prefix, dropped = template_prefix(QwenImageEditPlusPipeline)
     tokenizer = qwen_tokenizer(prefix)
     assert len(tokenizer(prefix)["input_ids"]) == dropped == 64
     text = "Mach den Himmel grün ✓ 3×"  # outside the template: byte-level pieces, still lossless

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from backends.standins.tiny_clip import build_standin
-from backends.standins.tiny_qwen_parts import qwen_tokenizer, sharpen, special_ids
+from backends.standins.tiny_qwen_parts import qwen_tokenizer, save_quietly, sharpen, special_ids
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_flux2_klein", "tiny_flux2_klein_pipeline"]
 
@@ -103,7 +103,7 @@ def build_tiny_flux2_klein(path: str | Path, *, variant: str = "distilled", over
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
     _check(variant)
-    return build_standin(path, _kind(variant), lambda out: tiny_flux2_klein_pipeline(variant).save_pretrained(out),
+    return build_standin(path, _kind(variant), lambda out: save_quietly(tiny_flux2_klein_pipeline(variant), out),
                          overwrite=overwrite)
 
 

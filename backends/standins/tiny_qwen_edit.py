@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 from backends.standins.tiny_clip import build_standin
-from backends.standins.tiny_qwen_parts import qwen_tokenizer, sharpen, special_ids
+from backends.standins.tiny_qwen_parts import qwen_tokenizer, save_quietly, sharpen, special_ids
 
-__all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "tiny_qwen_edit_pipeline"]
+__all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "template_prefix", "tiny_qwen_edit_pipeline"]
 
 # Bump when the recipe changes, so existing builds (stamped with it) are rebuilt.
 RECIPE = 1
@@ -56,7 +56,7 @@ def _pipeline_class(variant: str):
     return getattr(diffusers, VARIANTS[variant])
 
 
-def _template_prefix(pipeline_class) -> tuple[str, int]:
+def template_prefix(pipeline_class) -> tuple[str, int]:
     """The pipeline's system prompt + user header and how many tokens the pipeline drops (read from the installed
     diffusers, so a new template there is picked up, and a changed token count fails the build loudly)."""
     probe = pipeline_class(scheduler=None, vae=None, text_encoder=None, tokenizer=None, processor=None,
@@ -100,7 +100,7 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
     if variant not in VARIANTS:
         raise ValueError(f"unknown tiny Qwen-Image-Edit variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     pipeline_class = _pipeline_class(variant)
-    prefix, dropped = _template_prefix(pipeline_class)
+    prefix, dropped = template_prefix(pipeline_class)
     tokenizer = qwen_tokenizer(prefix)
     if (count := len(tokenizer(prefix)["input_ids"])) != dropped:
         raise RuntimeError(f"tiny Qwen tokenizer gives {count} template tokens; {VARIANTS[variant]} drops {dropped}")
@@ -128,7 +128,7 @@ def build_tiny_qwen_edit(path: str | Path, *, variant: str = "2511", overwrite: 
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown tiny Qwen-Image-Edit variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return build_standin(path, _kind(variant), lambda out: tiny_qwen_edit_pipeline(variant).save_pretrained(out),
+    return build_standin(path, _kind(variant), lambda out: save_quietly(tiny_qwen_edit_pipeline(variant), out),
                          overwrite=overwrite)
 
 

@@ -1,5 +1,6 @@
 """Parts the tiny Qwen-Image-Edit and FLUX.2 klein stand-ins share: a local byte-level Qwen2 BPE tokenizer (both
-pipelines' text encoders are Qwen models) and the weight "sharpening" that makes random weights react to inputs.
+pipelines' text encoders are Qwen models), the weight "sharpening" that makes random weights react to inputs, and
+a quiet save.
 
 Nothing here touches the network. The tokenizer has the production class (`Qwen2Tokenizer`, the same pre-tokenizer
 regex and byte-level alphabet as Qwen's), a 256-byte base vocabulary, Qwen's special tokens, and just enough merges
@@ -64,6 +65,14 @@ def _make(cls, added_token, vocab: dict[str, int], merges: list[tuple[str, str]]
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     return tokenizer
+
+
+def save_quietly(pipeline, out) -> None:
+    """`save_pretrained` without per-file progress bars (the same quieting the SDXL stand-in uses)."""
+    from backends.sdxl_runtime import quiet_progress
+
+    with quiet_progress():
+        pipeline.save_pretrained(out)
 
 
 def special_ids(tokenizer) -> dict[str, int]:
