@@ -20,12 +20,16 @@ stay cheap; each must be at least 64 px a side.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from backends.standins.tiny_clip import build_standin
-from backends.standins.tiny_qwen_parts import qwen_tokenizer, save_quietly, sharpen, special_ids
+from backends.standins.tiny_qwen_parts import (
+    build_variant,
+    check_variant,
+    qwen_tokenizer,
+    sharpen,
+    special_ids,
+    variant_main,
+)
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_flux2_klein", "tiny_flux2_klein_pipeline"]
 
@@ -51,11 +55,6 @@ def _kind(variant: str) -> str:
     return f"flux2-klein-{variant}-r{RECIPE}"
 
 
-def _check(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown tiny FLUX.2 klein variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-
-
 def _text_encoder(tokenizer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -77,7 +76,7 @@ def tiny_flux2_klein_pipeline(variant: str = "distilled"):
         Flux2Transformer2DModel,
     )
 
-    _check(variant)
+    check_variant(variant, VARIANTS, "FLUX.2 klein")
     chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     tokenizer = qwen_tokenizer(chat, extra_specials=THINK, chat_template=CHAT_TEMPLATE)
     torch.manual_seed(0)
@@ -102,21 +101,14 @@ def tiny_flux2_klein_pipeline(variant: str = "distilled"):
 def build_tiny_flux2_klein(path: str | Path, *, variant: str = "distilled", overwrite: bool = False) -> Path:
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
-    _check(variant)
-    return build_standin(path, _kind(variant), lambda out: save_quietly(tiny_flux2_klein_pipeline(variant), out),
-                         overwrite=overwrite)
+    return build_variant(path, kind=_kind(variant), variant=variant, variants=VARIANTS, what="FLUX.2 klein",
+                         make=tiny_flux2_klein_pipeline, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backends.standins.tiny_flux2_klein", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dir", type=Path, help="directory to build into")
-    parser.add_argument("--variant", choices=list(VARIANTS), default="distilled", help="default: distilled")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
-    args = parser.parse_args(argv)
-    out = build_tiny_flux2_klein(args.dir, variant=args.variant, overwrite=args.overwrite)
-    sys.stderr.write(f"tiny random-weight Flux2KleinPipeline stand-in ({args.variant}; outputs are noise) at {out}\n")
-    return 0
+    return variant_main(argv, module="tiny_flux2_klein", doc=__doc__, variants=VARIANTS, default="distilled",
+                        build=build_tiny_flux2_klein, describe=lambda variant, out: f"tiny random-weight "
+                        f"Flux2KleinPipeline stand-in ({variant}; outputs are noise) at {out}")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,16 @@ prompt and to every input image.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from backends.standins.tiny_clip import build_standin
-from backends.standins.tiny_qwen_parts import qwen_tokenizer, save_quietly, sharpen, special_ids
+from backends.standins.tiny_qwen_parts import (
+    build_variant,
+    check_variant,
+    qwen_tokenizer,
+    sharpen,
+    special_ids,
+    variant_main,
+)
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "template_prefix", "tiny_qwen_edit_pipeline"]
 
@@ -97,8 +101,7 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
     import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown tiny Qwen-Image-Edit variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    check_variant(variant, VARIANTS, "Qwen-Image-Edit")
     pipeline_class = _pipeline_class(variant)
     prefix, dropped = template_prefix(pipeline_class)
     tokenizer = qwen_tokenizer(prefix)
@@ -126,23 +129,14 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
 def build_tiny_qwen_edit(path: str | Path, *, variant: str = "2511", overwrite: bool = False) -> Path:
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown tiny Qwen-Image-Edit variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    return build_standin(path, _kind(variant), lambda out: save_quietly(tiny_qwen_edit_pipeline(variant), out),
-                         overwrite=overwrite)
+    return build_variant(path, kind=_kind(variant), variant=variant, variants=VARIANTS, what="Qwen-Image-Edit",
+                         make=tiny_qwen_edit_pipeline, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m backends.standins.tiny_qwen_edit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dir", type=Path, help="directory to build into")
-    parser.add_argument("--variant", choices=list(VARIANTS), default="2511", help="checkpoint layout (default 2511)")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
-    args = parser.parse_args(argv)
-    out = build_tiny_qwen_edit(args.dir, variant=args.variant, overwrite=args.overwrite)
-    sys.stderr.write(f"tiny random-weight {VARIANTS[args.variant]} stand-in ({args.variant}; outputs are noise) "
-                     f"at {out}\n")
-    return 0
+    return variant_main(argv, module="tiny_qwen_edit", doc=__doc__, variants=VARIANTS, default="2511",
+                        build=build_tiny_qwen_edit, describe=lambda variant, out: f"tiny random-weight "
+                        f"{VARIANTS[variant]} stand-in ({variant}; outputs are noise) at {out}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Parts the tiny Qwen-Image-Edit and FLUX.2 klein stand-ins share: a local byte-level Qwen2 BPE tokenizer (both
 pipelines' text encoders are Qwen models), the weight "sharpening" that makes random weights react to inputs, and
-a quiet save.
+a quiet save, and the command line of builders that come in variants.
 
 Nothing here touches the network. The tokenizer has the production class (`Qwen2Tokenizer`, the same pre-tokenizer
 regex and byte-level alphabet as Qwen's), a 256-byte base vocabulary, Qwen's special tokens, and just enough merges
@@ -11,7 +11,10 @@ the template must tokenize to exactly that count or the user's instruction would
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 # Qwen2/2.5/3's special tokens that the pipelines' prompts and processors use (ids are local, not Qwen's).
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -100,3 +103,33 @@ def sharpen(module, *, gain: float, attention_gain: float = 1.0, text_key_gain: 
                 param.mul_(attention_gain * text_key_gain)
             elif ".norm_q." in name or ".norm_k." in name or ".norm_added_q." in name:
                 param.mul_(attention_gain)
+
+
+def check_variant(variant: str, variants: Iterable[str], what: str) -> None:
+    if variant not in variants:
+        raise ValueError(f"unknown tiny {what} variant {variant!r}; choose one of {', '.join(variants)}")
+
+
+def build_variant(path: str | Path, *, kind: str, variant: str, variants: Iterable[str], what: str,
+                  make: Callable[[str], object], overwrite: bool) -> Path:
+    """Build `make(variant)` into `path` through the shared `build_standin` (idempotent, atomic, stamped with
+    `kind`, which should name the variant and the builder's recipe number so a changed recipe rebuilds)."""
+    from backends.standins.tiny_clip import build_standin
+
+    check_variant(variant, variants, what)
+    return build_standin(path, kind, lambda out: save_quietly(make(variant), out), overwrite=overwrite)
+
+
+def variant_main(argv: list[str] | None, *, module: str, doc: str | None, variants: Iterable[str], default: str,
+                 build: Callable[..., Path], describe: Callable[[str, Path], str]) -> int:
+    """`python -m backends.standins.<module> DIR [--variant V] [--overwrite]`; argparse, so `--help` prints usage
+    instead of building into a folder named `--help`."""
+    parser = argparse.ArgumentParser(prog=f"python -m backends.standins.{module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dir", type=Path, help="directory to build into")
+    parser.add_argument("--variant", choices=list(variants), default=default, help=f"default: {default}")
+    parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
+    args = parser.parse_args(argv)
+    out = build(args.dir, variant=args.variant, overwrite=args.overwrite)
+    sys.stderr.write(describe(args.variant, out) + "\n")
+    return 0
