@@ -83,8 +83,9 @@ def special_ids(tokenizer) -> dict[str, int]:
 
 
 def sharpen(module, *, gain: float, attention_gain: float = 1.0, text_key_gain: float = 1.0) -> None:
-    """Zero every bias, multiply every matrix/kernel by `gain`, every q/k RMSNorm weight by `attention_gain` and the
-    text stream's key norm (`norm_added_k`, joint-attention DiTs) by `text_key_gain` on top.
+    """Zero every bias, multiply every parameter of 2+ dimensions (matrices, conv kernels, the Qwen VAE's (C, 1, 1)
+    norm scales) by `gain`, every q/k RMSNorm weight by `attention_gain` and the text stream's key norm
+    (`norm_added_k`, joint-attention DiTs) by `text_key_gain` on top.
 
     WHY: with PyTorch's default init a tiny random network shrinks its signal layer by layer, biases dominate, and
     attention over thousands of image tokens is near uniform, so the output barely depends on the prompt or on any
