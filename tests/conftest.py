@@ -8,7 +8,11 @@ import socket
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_sdxl", "tests.fixtures_masking"]  # tiny SDXL, CLIPSeg, CLIP stand-ins (per session)
+pytest_plugins = [  # tiny random-weight stand-ins, built once per session
+    "tests.fixtures_sdxl",
+    "tests.fixtures_masking",
+    "tests.fixtures_tiny_diffusion",
+]
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
