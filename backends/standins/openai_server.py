@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from backends.pricing import (
     PriceTable,
@@ -392,8 +392,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 def encode_image(img: Image.Image, fmt: str, compression: int | None, frames: int = 9, frame_ms: int = 200) -> bytes:
     buf = io.BytesIO()
-    if fmt == "gif":  # an animated loop: the picture shifting hue frame by frame
-        seq = [img.convert("RGB").rotate(360 * k / frames) for k in range(frames)]
+    if fmt == "gif":  # an animated loop: the picture sliding sideways frame by frame (quantised once: cheap)
+        base = img.convert("RGB").quantize(colors=64)
+        seq = [ImageChops.offset(base, k * img.width // frames, 0) for k in range(frames)]
         seq[0].save(buf, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0)
     elif fmt == "png":
         img.save(buf, format="PNG", compress_level=1)
