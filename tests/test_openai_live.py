@@ -327,7 +327,9 @@ def test_a_job_with_remote_refs_runs_only_where_remote_refs_are_taken(tmp_path, 
     (rec,) = server.edit_requests
     assert rec.encoding == "json" and rec.json["images"] == [{"file_id": file_id}]
     result = json.loads((tmp_path / "out" / "ref" / "result.json").read_text())
-    assert result["backend"] == "api" and "capability: local" in " ".join(result["reasons"])
+    reasons = " ".join(result["reasons"])
+    assert result["backend"] == "api" and "capability: local" in reasons
+    assert f"image file_id:{file_id}: remote reference, not checked here" in reasons
     assert run_batch(path, policy, tmp_path / "out").tally.reused == 1 and len(server.edit_requests) == 1
 
 
