@@ -19,16 +19,16 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+from PIL import Image, ImageChops
 
-from backends.base import BACKGROUNDS, COMPLEXITIES, INPUT_FIDELITIES, MAX_IMAGES, MAX_PROMPT_CHARS, MODERATIONS
+from backends.base import MAX_IMAGES
 from backends.pricing import (
-    ModelCapabilities,
     estimate_text_tokens,
     input_image_tokens,
-    output_size_for,
     output_tokens,
 )
+from backends.standins import openai_rules as rules
+from backends.standins.openai_rules import bad, int_field
 from backends.standins.openai_server import (
     DEFAULT_MODEL,
     FIELDS,
@@ -37,24 +37,13 @@ from backends.standins.openai_server import (
     ApiError,
     RecordedPart,
     RecordedRequest,
-    b64,
-    encode_image,
 )
 
 if TYPE_CHECKING:
     from backends.standins.openai_server import FakeOpenAIServer
 
-_WXH = re.compile(r"^(\d+)x(\d+)$")
-_ENUMS = {
-    "output_format": ("png", "jpeg", "webp", "gif", "svg"),
-    "background": BACKGROUNDS,
-    "input_fidelity": INPUT_FIDELITIES,
-    "complexity": COMPLEXITIES,
-    "moderation": MODERATIONS,
-}
 _JSON_INTS = ("n", "output_compression", "frame_count", "frame_duration_ms", "partial_images")
 _DATA_URL = re.compile(r"^data:(image/[a-z]+);base64,(.*)$", re.DOTALL)
-MAX_SAFETY_IDENTIFIER = 128
 
 
 @dataclass
@@ -63,25 +52,6 @@ class _Call:
     images: list[Image.Image]
     mask: Image.Image | None
     markup: Image.Image | None
-
-
-def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, param=param, code=code)
-
-
-def _int(fields: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = fields.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(
-            f"Invalid type for '{name}': expected an integer, but got a string instead.", name, "invalid_type"
-        ) from None
-    if not lo <= value <= hi:
-        raise _bad(f"Invalid '{name}': {value}. Expected a value between {lo} and {hi}.", name)
-    return value
 
 
 def _open(data: bytes, param: str) -> Image.Image:
@@ -104,15 +74,15 @@ def _open(data: bytes, param: str) -> Image.Image:
 
 def _decode(part: RecordedPart, data: bytes, param: str) -> Image.Image:
     if part.filename is None:
-        raise _bad(
+        raise bad(
             f"Invalid type for '{param}': expected one of an array of files or file, but got a string instead.",
             param,
             "invalid_type",
         )
     if part.content_type is None:
-        raise _bad(f"Invalid file '{param}': failed to determine mimetype.", param, "missing_file_mimetype")
+        raise bad(f"Invalid file '{param}': failed to determine mimetype.", param, "missing_file_mimetype")
     if part.content_type not in IMAGE_MIMES:
-        raise _bad(
+        raise bad(
             f"Invalid file '{param}': unsupported mimetype ('{part.content_type}'). Supported file formats "
             "are 'image/jpeg', 'image/png', and 'image/webp'.",
             param,
@@ -124,10 +94,10 @@ def _decode(part: RecordedPart, data: bytes, param: str) -> Image.Image:
 def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[RecordedPart, bytes]]) -> dict:
     for name in rec.fields:
         if name not in FIELDS:
-            raise _bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+            raise bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     names = [p.name for p, _ in parts]
     if names.count("image") > 1 or ("image" in names and "image[]" in names):
-        raise _bad(
+        raise bad(
             "Duplicate parameter: 'image'. You provided multiple values for this parameter; to send an "
             "array use the array syntax instead e.g. 'image[]=<value>'.",
             "image",
@@ -135,10 +105,10 @@ def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[R
         )
     for p, _ in parts:
         if p.filename is not None and p.name not in ("image", "image[]", "mask", "markup"):
-            raise _bad(f"Unknown parameter: '{p.name}'.", p.name, "unknown_parameter")
+            raise bad(f"Unknown parameter: '{p.name}'.", p.name, "unknown_parameter")
     files = [(p, data) for p, data in parts if p.name in ("image", "image[]")]
     if not files:
-        raise _bad("Missing required parameter: 'image'.", "image", "missing_required_parameter")
+        raise bad("Missing required parameter: 'image'.", "image", "missing_required_parameter")
     _check_count(len(files))
     images = [_decode(p, data, "image" if p.name == "image" else f"image[{i}]") for i, (p, data) in enumerate(files)]
     layers = {p.name: _decode(p, data, p.name) for p, data in parts if p.name in ("mask", "markup")}
@@ -147,7 +117,7 @@ def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[R
 
 def _check_count(count: int) -> None:
     if count > MAX_IMAGES:
-        raise _bad(
+        raise bad(
             f"Invalid 'image': array too long. Expected at most {MAX_IMAGES} items, got {count}.",
             "image",
             "array_above_max_length",
@@ -160,172 +130,71 @@ def _check_count(count: int) -> None:
 def _resolve_ref(server: FakeOpenAIServer, ref: Any, param: str) -> Image.Image:
     """`{file_id}` from the Files store, `{image_url}` as a data URL or an https URL from `remote_images`."""
     if not isinstance(ref, dict) or len(ref) != 1 or not ({"file_id", "image_url"} & set(ref)):
-        raise _bad(f"Invalid '{param}': provide exactly one of `image_url` or `file_id`.", param)
+        raise bad(f"Invalid '{param}': provide exactly one of `image_url` or `file_id`.", param)
     if "file_id" in ref:
         entry = server.files.get(ref["file_id"]) if isinstance(ref["file_id"], str) else None
         if entry is None:
-            raise _bad(f"No such File object: '{ref['file_id']}'.", f"{param}.file_id")
+            raise bad(f"No such File object: '{ref['file_id']}'.", f"{param}.file_id")
         return _open(entry["content"], param)
     url = ref["image_url"]
     if not isinstance(url, str) or len(url) > 20_971_520:
-        raise _bad(f"Invalid '{param}.image_url': expected a URL or data URL.", f"{param}.image_url")
+        raise bad(f"Invalid '{param}.image_url': expected a URL or data URL.", f"{param}.image_url")
     m = _DATA_URL.match(url)
     if m is not None:
         if m.group(1) not in IMAGE_MIMES:
-            raise _bad(f"Invalid '{param}': unsupported image type '{m.group(1)}'.", param, "unsupported_file_mimetype")
+            raise bad(f"Invalid '{param}': unsupported image type '{m.group(1)}'.", param, "unsupported_file_mimetype")
         try:
             return _open(base64.b64decode(m.group(2), validate=True), param)
         except (binascii.Error, ValueError):
-            raise _bad(f"Invalid '{param}.image_url': not valid base64.", f"{param}.image_url") from None
+            raise bad(f"Invalid '{param}.image_url': not valid base64.", f"{param}.image_url") from None
     if url.startswith("https://") and url in server.remote_images:
         return _open(server.remote_images[url], param)
-    raise _bad(f"Error while downloading {url}.", f"{param}.image_url", "invalid_image_url")
+    raise bad(f"Error while downloading {url}.", f"{param}.image_url", "invalid_image_url")
 
 
 def run_json_edit(server: FakeOpenAIServer, rec: RecordedRequest, body: dict) -> dict:
     for name in body:
         if name not in JSON_FIELDS:
-            raise _bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+            raise bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
     refs = body.get("images")
     if not isinstance(refs, list) or not refs:
-        raise _bad("Missing required parameter: 'images'.", "images", "missing_required_parameter")
+        raise bad("Missing required parameter: 'images'.", "images", "missing_required_parameter")
     _check_count(len(refs))
     fields: dict[str, str] = {}
     for name, value in body.items():
         if name in ("images", "mask", "markup") or value is None:
             continue
         if name in _JSON_INTS and (not isinstance(value, int) or isinstance(value, bool)):
-            raise _bad(f"Invalid type for '{name}': expected an integer.", name, "invalid_type")
+            raise bad(f"Invalid type for '{name}': expected an integer.", name, "invalid_type")
         if name == "stream":
             if not isinstance(value, bool):
-                raise _bad("Invalid type for 'stream': expected a boolean.", name, "invalid_type")
+                raise bad("Invalid type for 'stream': expected a boolean.", name, "invalid_type")
             value = str(value).lower()
         elif name not in _JSON_INTS and not isinstance(value, str):
-            raise _bad(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+            raise bad(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
         fields[name] = str(value)
     images = [_resolve_ref(server, ref, f"images[{i}]") for i, ref in enumerate(refs)]
     layers = {k: _resolve_ref(server, body[k], k) for k in ("mask", "markup") if body.get(k) is not None}
     return _execute(server, _Call(fields, images, layers.get("mask"), layers.get("markup")))
 
 
-# ---- the rules, per model -----------------------------------------------------------------------------------
+def encode_image(img: Image.Image, fmt: str, compression: int | None, frames: int = 9, frame_ms: int = 200) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "gif":  # an animated loop: the picture sliding sideways frame by frame (quantised once: cheap)
+        base = img.convert("RGB").quantize(colors=64)
+        seq = [ImageChops.offset(base, k * img.width // frames, 0) for k in range(frames)]
+        seq[0].save(buf, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0)
+    elif fmt == "png":
+        img.save(buf, format="PNG", compress_level=1)
+    elif fmt == "jpeg":
+        img.convert("RGB").save(buf, format="JPEG", quality=max(1, min(95, compression or 95)))
+    else:
+        img.save(buf, format="WEBP", quality=compression if compression is not None else 100, method=0)
+    return buf.getvalue()
 
 
-def _capabilities(server: FakeOpenAIServer, model: str) -> ModelCapabilities:
-    entry = server.prices.models.get(model)
-    if entry is None or entry.status == "retired":
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-    if not server.accept_unverified or not entry.unverified:
-        return entry.capabilities
-    data = entry.capabilities.model_dump()
-    for override in entry.unverified.values():
-        data.update(override)
-    return ModelCapabilities.model_validate(data)
-
-
-def _check_fields(f: dict[str, str], model: str, caps: ModelCapabilities) -> None:
-    if "response_format" in f:
-        raise _bad("Unknown parameter: 'response_format'.", "response_format", "unknown_parameter")
-    if f.get("stream") in ("true", "True", "1"):
-        raise _bad("Streaming is not offered by this stand-in.", "stream", "unsupported_parameter")
-    prompt = f.get("prompt")
-    if not prompt:
-        raise _bad("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise _bad(
-            f"Invalid 'prompt': string too long. Expected a string with maximum length {MAX_PROMPT_CHARS}, "
-            f"but got a string with length {len(prompt)} instead.",
-            "prompt",
-            "string_above_max_length",
-        )
-    for name, allowed in {**_ENUMS, "quality": caps.qualities}.items():
-        if name in f and f[name] not in allowed:
-            raise _bad(f"Invalid value: '{f[name]}'. Supported values are: {', '.join(map(repr, allowed))}.", name)
-    if "input_fidelity" in f and not caps.input_fidelity:
-        raise ApiError(
-            400,
-            f"The model '{model}' does not support the 'input_fidelity' parameter.",
-            type="image_generation_user_error",
-            param="input_fidelity",
-            code="invalid_input_fidelity_model",
-        )
-    for name in ("complexity", "markup"):
-        if name in f and not getattr(caps, name):
-            raise _bad(f"The model '{model}' does not support '{name}'.", name, "unsupported_parameter")
-    if f.get("background") == "transparent":
-        if not caps.transparent_background:
-            raise _bad(f"The model '{model}' does not support transparent backgrounds.", "background")
-        if f.get("output_format", "png") not in ("png", "webp"):
-            raise _bad("Transparent background requires output_format png or webp.", "background")
-    sid = f.get("safety_identifier")
-    if sid is not None and len(sid) > MAX_SAFETY_IDENTIFIER:
-        raise _bad(
-            f"Invalid 'safety_identifier': string too long. Expected a string with maximum length "
-            f"{MAX_SAFETY_IDENTIFIER}, but got a string with length {len(sid)} instead.",
-            "safety_identifier",
-            "string_above_max_length",
-        )
-    _check_gif(f, model, caps)
-
-
-def _check_gif(f: dict[str, str], model: str, caps: ModelCapabilities) -> None:
-    gif = f.get("output_format") == "gif"
-    if f.get("output_format") == "svg":
-        raise _bad("SVG output is not offered by this stand-in.", "output_format", "unsupported_value")
-    for name in ("frame_count", "frame_duration_ms"):
-        if name in f and not gif:
-            raise _bad(f"'{name}' is only supported with output_format=gif.", name)
-    if not gif:
-        return
-    if caps.gif is None:
-        raise _bad(f"GIF output is not available for the model '{model}'.", "output_format", "unsupported_value")
-    if "mask" in f:
-        raise _bad("GIF output does not support masks.", "mask")
-    if "output_compression" in f:
-        raise _bad("GIF output does not support custom output compression.", "output_compression")
-    if "partial_images" in f:
-        raise _bad("GIF output does not support partial images.", "partial_images")
-    lo, hi = caps.gif.frame_count
-    _int(f, "frame_count", 9, lo, hi)
-    lo, hi = caps.gif.frame_duration_ms
-    _int(f, "frame_duration_ms", 200, lo, hi)
-
-
-def _size(caps: ModelCapabilities, requested: str, first: Image.Image, frames: int | None) -> tuple[int, int]:
-    spec = caps.sizes
-    size = requested
-    if size == "auto":
-        size = output_size_for("auto", first.width, first.height)
-    elif size not in spec.presets:
-        m = _WXH.match(size)
-        w, h = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-        if (
-            m is None
-            or not spec.arbitrary
-            or w % spec.edge_multiple
-            or h % spec.edge_multiple
-            or max(w, h) > spec.max_edge
-            or max(w, h) > spec.max_ratio * min(w, h)
-            or not spec.min_pixels <= w * h <= spec.max_pixels
-        ):
-            raise _bad(
-                f"Invalid value: '{size}'. Supported values are: {', '.join(map(repr, spec.presets))}"
-                + (" and WIDTHxHEIGHT within the model's limits." if spec.arbitrary else "."),
-                "size",
-            )
-    w, h = (int(v) for v in size.split("x"))
-    if frames is not None and caps.gif is not None:
-        limit = next((e for n, e in sorted(caps.gif.max_edge_by_frames.items()) if frames <= n), None)
-        if limit is not None and max(w, h) > limit:
-            if requested != "auto":
-                raise _bad(f"GIF frames of {w}x{h} exceed this model's GIF size limits for {frames} frames.", "size")
-            w, h = round(w * limit / max(w, h)) // 16 * 16, round(h * limit / max(w, h)) // 16 * 16  # auto: fit
-    return w, h
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _paint(
@@ -342,27 +211,6 @@ def _paint(
     return out
 
 
-def _check_layers(call: _Call) -> None:
-    first = call.images[0]
-    if call.mask is not None:
-        if call.mask.format != "PNG" or "A" not in call.mask.getbands():
-            raise _bad("Invalid mask: the mask must be a PNG with an alpha channel.", "mask")
-        if call.mask.size != first.size:
-            raise _bad(
-                f"Invalid mask image: the mask ({call.mask.width}x{call.mask.height}) and the image "
-                f"({first.width}x{first.height}) must have the same dimensions.",
-                "mask",
-            )
-    markup = call.markup
-    if markup is not None:
-        if call.mask is not None:
-            raise _bad("'markup' cannot be combined with 'mask'.", "markup")
-        if markup.size != first.size:
-            raise _bad("Invalid markup: it must match the first image's dimensions.", "markup")
-        if "A" not in markup.getbands() or markup.getchannel("A").getextrema()[0] != 0:
-            raise _bad("Invalid markup: it must contain transparent pixels.", "markup")
-
-
 def _execute(server: FakeOpenAIServer, call: _Call) -> dict:
     f = call.fields
     if call.mask is not None:
@@ -370,13 +218,13 @@ def _execute(server: FakeOpenAIServer, call: _Call) -> dict:
     if call.markup is not None:
         f.setdefault("markup", "(file)")
     model = f.get("model", DEFAULT_MODEL)
-    caps = _capabilities(server, model)
-    _check_fields(f, model, caps)
-    _check_layers(call)
+    caps = rules.capabilities_for(server, model)
+    rules.check_fields(f, model, caps)
+    rules.check_layers(call.images[0], call.mask, call.markup)
     prices = server.prices.models[model]
-    n = _int(f, "n", 1, 1, 10)
+    n = int_field(f, "n", 1, 1, 10)
     fmt = f.get("output_format", "png")
-    compression = _int(f, "output_compression", 100, 0, 100)
+    compression = int_field(f, "output_compression", 100, 0, 100)
     prompt = f["prompt"]
     if any(word in prompt.lower() for word in server.moderation_words):
         raise ApiError(
@@ -388,9 +236,9 @@ def _execute(server: FakeOpenAIServer, call: _Call) -> dict:
             code="moderation_blocked",
             extra={"moderation_details": {"moderation_stage": "input", "categories": ["stand-in"]}},
         )
-    frames = _int(f, "frame_count", 9, 2, 16) if fmt == "gif" else None
-    frame_ms = _int(f, "frame_duration_ms", 200, 20, 655_350)
-    width, height = _size(caps, f.get("size", "auto"), call.images[0], frames)
+    frames = int_field(f, "frame_count", 9, 2, 16) if fmt == "gif" else None
+    frame_ms = int_field(f, "frame_duration_ms", 200, 20, 655_350)
+    width, height = rules.output_size(caps, f.get("size", "auto"), call.images[0], frames)
     quality = f.get("quality", "auto")
     quality = server.auto_quality if quality == "auto" else quality
     transparent = f.get("background") == "transparent"

@@ -21,10 +21,8 @@ By hand: `python -m backends.standins.openai_server --port 8765`.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import hashlib
-import io
 import json
 import logging
 import math
@@ -36,8 +34,6 @@ from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-from PIL import Image, ImageChops
 
 from backends.pricing import (
     PriceTable,
@@ -390,25 +386,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def encode_image(img: Image.Image, fmt: str, compression: int | None, frames: int = 9, frame_ms: int = 200) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "gif":  # an animated loop: the picture sliding sideways frame by frame (quantised once: cheap)
-        base = img.convert("RGB").quantize(colors=64)
-        seq = [ImageChops.offset(base, k * img.width // frames, 0) for k in range(frames)]
-        seq[0].save(buf, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0)
-    elif fmt == "png":
-        img.save(buf, format="PNG", compress_level=1)
-    elif fmt == "jpeg":
-        img.convert("RGB").save(buf, format="JPEG", quality=max(1, min(95, compression or 95)))
-    else:
-        img.save(buf, format="WEBP", quality=compression if compression is not None else 100, method=0)
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=BANNER)
     ap.add_argument("--host", default="127.0.0.1")
@@ -440,4 +417,4 @@ if __name__ == "__main__":  # run the imported module's main, so openai_edit and
     raise SystemExit(_main())
 
 
-__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError", "b64", "encode_image"]
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError"]
