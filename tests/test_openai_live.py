@@ -392,3 +392,21 @@ def test_cli_edit_sends_the_new_flags_in_the_right_encoding(tmp_path, server, ca
         "gpt-image-2.6-flare",  # `editroute edit`'s default model
     )
     assert (tmp_path / "2" / "0.gif").read_bytes()[:3] == b"GIF"
+
+
+def test_job_keys_of_jobs_without_the_new_fields_are_what_older_ledgers_stored():
+    """A resume after upgrading must find the jobs an older editroute finished: their key is unchanged."""
+    import hashlib
+
+    from pipeline.jobs import Job
+    from pipeline.run import job_key
+
+    req = EditRequest(prompt="x", images=(InputImage.from_bytes(PNG, "a.png"),), mask=InputImage.from_bytes(MASK, "m"))
+    old = hashlib.sha256()
+    for data in (PNG, MASK):
+        old.update(hashlib.sha256(data).digest())
+    fields = {"mask": True, "prompt": "x", "size": "auto", "quality": "auto", "n": 1, "output_format": "png"}
+    fields |= {"output_compression": None, "background": "auto", "input_fidelity": None, "seed": None, "backend": None}
+    old.update(json.dumps(fields, sort_keys=True).encode())
+    assert job_key(Job(id="j", request=req)) == old.hexdigest()
+    assert job_key(Job(id="j", request=replace(req, complexity="low"))) != old.hexdigest()
