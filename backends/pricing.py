@@ -26,24 +26,96 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelPrices(_Strict):
-    """USD per 1M tokens for one OpenAI image model, and its output-token table."""
-
-    as_of: str
-    text_in: Decimal
-    image_in: Decimal
-    image_out: Decimal
-    text_out: Decimal = Decimal(0)
-    input_fidelity: bool = True
-    arbitrary_sizes: bool = False
-    output_tokens: dict[Literal["low", "medium", "high"], dict[str, int]]
-
-
 class InputImageTokens(_Strict):
     base: int = 65
     per_tile: int = 129
     high_fidelity_square: int = 4160
     high_fidelity_oblong: int = 6240
+
+
+class SizeSpec(_Strict):
+    """The sizes a model takes: a fixed list, or also any WxH within OpenAI's rule (gpt-image-2 and later)."""
+
+    presets: tuple[str, ...] = ("1024x1024", "1536x1024", "1024x1536", "auto")
+    arbitrary: bool = False
+    edge_multiple: int = Field(default=16, gt=0)
+    max_ratio: float = Field(default=3.0, ge=1)
+    max_edge: int = Field(default=3840, gt=0)
+    min_pixels: int = Field(default=655_360, ge=0)
+    max_pixels: int = Field(default=8_294_400, gt=0)
+
+
+class GifSpec(_Strict):
+    frame_count: tuple[int, int] = (2, 16)
+    frame_duration_ms: tuple[int, int] = (20, 655_350)
+    max_edge_by_frames: dict[int, int] = Field(default_factory=dict)  # frames up to N -> longest frame edge
+
+
+class ModelCapabilities(_Strict):
+    """What one OpenAI model takes: the single table the validator and the router's filter read."""
+
+    qualities: tuple[str, ...] = ("low", "medium", "high", "auto")
+    sizes: SizeSpec = SizeSpec()
+    input_fidelity: bool = False  # the model takes `input_fidelity` (never sent where False)
+    transparent_background: bool = True
+    complexity: bool = False
+    markup: bool = False
+    gif: GifSpec | None = None
+    streaming: bool = False  # what the model page says; editroute's backend does not stream
+    json_body: bool = True  # JSON edits (images by file_id / URL, moderation): "GPT image models only"
+
+
+class BatchRates(_Strict):
+    """Batch API rates (USD per 1M tokens). `verified: false`: the 50% rule applied, no published row seen."""
+
+    text_in: Decimal
+    text_in_cached: Decimal | None = None
+    image_in: Decimal
+    image_in_cached: Decimal | None = None
+    image_out: Decimal
+    verified: bool = False
+
+
+class ModelPrices(_Strict):
+    """One OpenAI image model or snapshot: lifecycle, USD per 1M tokens, output-token table, capabilities."""
+
+    status: Literal["live", "deprecated", "retired"] = "live"
+    released: str | None = None
+    shutdown: str | None = None  # ISO date it stopped (retired) or stops (deprecated) taking requests
+    replacement: tuple[str, ...] = ()  # what OpenAI names instead
+    snapshot_of: str | None = None  # a dated snapshot of this alias
+    as_of: str
+    source: str  # a public URL
+    verified: bool = True  # rates read on OpenAI's own pages (False: third-party copies)
+    text_in: Decimal
+    text_in_cached: Decimal | None = None
+    image_in: Decimal
+    image_in_cached: Decimal | None = None
+    image_out: Decimal
+    text_out: Decimal | None = None  # None: not priced separately (billed at image_out, to never undercount)
+    batch: BatchRates | None = None
+    output_tokens: dict[str, dict[str, int]] = Field(default_factory=dict)  # quality -> size -> tokens per image
+    output_tokens_estimate: bool = False  # True: OpenAI publishes no table for this model: ESTIMATE
+    input_image_tokens: InputImageTokens | None = None  # this model's rule; None: the table's default
+    capabilities: ModelCapabilities = ModelCapabilities()
+    # Features a source suggests but none settles: feature -> capability overrides, off unless a backend opts in
+    # with `unverified_features: [...]` (backends.openai.models).
+    unverified: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _tables_cover_qualities(self) -> ModelPrices:
+        if self.status == "retired":
+            return self
+        wanted = set(self.capabilities.qualities)
+        for override in self.unverified.values():
+            wanted |= set(override.get("qualities", ()))
+        missing = sorted(wanted - set(self.output_tokens) - {"auto"})
+        if missing:
+            raise ValueError(f"output_tokens has no row for quality {', '.join(missing)}")
+        for tier, row in self.output_tokens.items():
+            if "1024x1024" not in row:
+                raise ValueError(f"output_tokens.{tier} needs a 1024x1024 entry (other sizes scale from it)")
+        return self
 
 
 class PriceTable(_Strict):
@@ -59,10 +131,13 @@ class PriceTable(_Strict):
         try:
             return self.models[model_id]
         except KeyError:
-            known = ", ".join(sorted(self.models))
+            known = ", ".join(sorted(k for k, m in self.models.items() if m.status != "retired"))
             raise KeyError(
-                f"no prices for model {model_id!r} in prices.yaml (known: {known}); add an entry under `models:`"
+                f"no prices for model {model_id!r} in prices.yaml (live: {known}); add an entry under `models:`"
             ) from None
+
+    def live_models(self) -> list[str]:
+        return [k for k, m in self.models.items() if m.status != "retired"]
 
     def gpu_rate(self, gpu: str, which: Literal["low", "high"] = "low") -> Decimal:
         entry = self.gpu_hourly.get(gpu)
@@ -81,12 +156,28 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
 # ---- token-billed API -------------------------------------------------------------------------------
 
 
-def token_cost(prices: ModelPrices, *, text_in: int, image_in: int, image_out: int, text_out: int = 0) -> Decimal:
+def token_cost(
+    prices: ModelPrices | BatchRates,
+    *,
+    text_in: int,
+    image_in: int,
+    image_out: int,
+    text_out: int = 0,
+    cached_text_in: int = 0,
+    cached_image_in: int = 0,
+) -> Decimal:
+    """USD for these tokens. `text_in`/`image_in` include their cached part, billed at the cached rate where the
+    model has one; output text without a rate of its own is billed at the image output rate (never as free)."""
+    cached_text_rate = getattr(prices, "text_in_cached", None) or prices.text_in
+    cached_image_rate = getattr(prices, "image_in_cached", None) or prices.image_in
+    text_out_rate = getattr(prices, "text_out", None) or prices.image_out
     return (
-        text_in * prices.text_in
-        + image_in * prices.image_in
+        (text_in - cached_text_in) * prices.text_in
+        + cached_text_in * cached_text_rate
+        + (image_in - cached_image_in) * prices.image_in
+        + cached_image_in * cached_image_rate
         + image_out * prices.image_out
-        + text_out * prices.text_out
+        + text_out * text_out_rate
     ) / MILLION
 
 
@@ -102,12 +193,19 @@ def output_size_for(size: str, width: int, height: int) -> str:
 
 
 def output_tokens(prices: ModelPrices, quality: str, size: str, auto_quality: str = "high") -> int:
-    """Output image tokens per image from the model's table; custom WxH sizes scale by area."""
-    tier = prices.output_tokens[auto_quality if quality == "auto" else quality]  # type: ignore[index]
+    """Output image tokens per image from the model's table; custom WxH sizes scale by area from 1024x1024."""
+    tier = prices.output_tokens[auto_quality if quality == "auto" else quality]
     if size in tier:
         return tier[size]
     w, h = (int(v) for v in size.split("x"))
     return math.ceil(tier["1024x1024"] * (w * h) / (1024 * 1024))
+
+
+def dearest_output_tokens(prices: ModelPrices, quality: str, auto_quality: str = "high") -> tuple[int, str]:
+    """The most tokens any tabled size costs at `quality` (for an output size nobody can know before the call)."""
+    tier = prices.output_tokens[auto_quality if quality == "auto" else quality]
+    size = max(tier, key=lambda s: tier[s])
+    return tier[size], size
 
 
 def input_image_tokens(width: int, height: int, *, high_fidelity: bool, rule: InputImageTokens) -> int:

@@ -147,8 +147,7 @@ def main() -> None:
                 "images": [files["bottle"], files["lifestyle"], files["logo"]],
                 "prompt": "Place the bottle from image 1 on the kitchen counter of image 2, with the brand mark "
                 "from image 3 on its label",
-                "quality": "high",
-                "input_fidelity": "high",
+                "quality": "high",  # gpt-image-2.x reads every input at high fidelity: no input_fidelity
                 "tags": ["composite", "brand"],
             },
             {

@@ -1,9 +1,11 @@
 """Jobs: one edit to run, as a manifest entry or an HTTP request becomes it; and the manifest loader.
 
 A manifest is JSONL (one JSON object a line; blank lines and `#` lines skipped), or YAML / JSON (a list, or
-`{jobs: [...]}`). Each entry: `id`, `image` or `images` (paths relative to the manifest), `mask`, `prompt`,
-options (size, quality, n, output_format, output_compression, background, input_fidelity, user, seed),
-`tags`, and an optional `backend` pin.
+`{jobs: [...]}`). Each entry: `id`, `image` or `images` (paths relative to the manifest), `mask`, `markup`,
+`prompt`, options (size, quality, n, output_format, output_compression, background, input_fidelity, complexity,
+moderation, safety_identifier, frame_count, frame_duration_ms, user, seed), `tags`, and an optional `backend` pin.
+An image, mask or markup may instead be a remote reference the provider fetches: `{file_id: file-abc}` or an
+`https://` URL (only backends that take remote references run such a job).
 
 Loading streams, in two passes, so a 100,000-job JSONL manifest never sits in memory:
 
@@ -56,9 +58,19 @@ class ManifestProblem:
         return f"{where}:{job} {self.message}"
 
 
-_STR_FIELDS = ("size", "quality", "output_format", "background", "input_fidelity", "user")
-_INT_FIELDS = ("n", "output_compression", "seed")
-FIELDS = ("id", "image", "images", "mask", "prompt", "tags", "backend", *_STR_FIELDS, *_INT_FIELDS)
+_STR_FIELDS = (
+    "size",
+    "quality",
+    "output_format",
+    "background",
+    "input_fidelity",
+    "complexity",
+    "moderation",
+    "safety_identifier",
+    "user",
+)
+_INT_FIELDS = ("n", "output_compression", "frame_count", "frame_duration_ms", "seed")
+FIELDS = ("id", "image", "images", "mask", "markup", "prompt", "tags", "backend", *_STR_FIELDS, *_INT_FIELDS)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PROBE_CACHE_MAX = 4096  # variants of one image share probes; bounded so a huge manifest stays small
 
@@ -70,9 +82,11 @@ class _EntryError(Exception):
         self.message = message
 
 
-def _probe(path: str, base: Path, field: str, cache: dict[Path, InputImage | InvalidRequest]) -> InputImage:
+def _probe(path: Any, base: Path, field: str, cache: dict[Path, InputImage | InvalidRequest]) -> InputImage:
+    if isinstance(path, dict) or (isinstance(path, str) and path.lower().startswith(("https://", "http://"))):
+        return _remote(path, field)
     if not isinstance(path, str) or not path.strip():
-        raise _EntryError(field, f"{field}: expected a file path (got {path!r})")
+        raise _EntryError(field, f"{field}: expected a file path, an https URL or {{file_id: ...}} (got {path!r})")
     full = Path(path).expanduser()
     full = full if full.is_absolute() else base / full
     hit = cache.get(full)
@@ -87,6 +101,20 @@ def _probe(path: str, base: Path, field: str, cache: dict[Path, InputImage | Inv
     if isinstance(hit, InvalidRequest):
         raise _EntryError(field, hit.message.replace(hit.field or field, field, 1))
     return hit
+
+
+def _remote(ref: Any, field: str) -> InputImage:
+    """`{file_id: ...}` (or `{url: https://...}`) or an https URL string: a reference the provider fetches."""
+    if isinstance(ref, dict):
+        if not ref or not set(ref) <= {"file_id", "url"}:
+            raise _EntryError(field, f"{field}: expected {{file_id: ...}} or {{url: https://...}} (got {ref!r})")
+        kwargs = {k: v for k, v in ref.items()}
+    else:
+        kwargs = {"url": ref}
+    try:
+        return InputImage.remote(**kwargs, field=field)
+    except InvalidRequest as exc:
+        raise _EntryError(field, exc.message) from None
 
 
 def _job_id(entry: dict[str, Any]) -> str | None:
@@ -157,15 +185,16 @@ def parse_entry(
             images.append(_probe(p, base, "image" if "image" in entry else f"images[{i}]", cache))
         except _EntryError as exc:
             errors.append(exc)
-    mask = None
-    if entry.get("mask") is not None:
-        try:
-            mask = _probe(entry["mask"], base, "mask", cache)
-        except _EntryError as exc:
-            errors.append(exc)
+    layers: dict[str, InputImage] = {}
+    for layer in ("mask", "markup"):
+        if entry.get(layer) is not None:
+            try:
+                layers[layer] = _probe(entry[layer], base, layer, cache)
+            except _EntryError as exc:
+                errors.append(exc)
     # Check the options too, even when something above is wrong, so every problem shows at once.
     request = EditRequest(
-        prompt=prompt if isinstance(prompt, str) else "-", images=tuple(images), mask=mask, job_id=job_id, **opts
+        prompt=prompt if isinstance(prompt, str) else "-", images=tuple(images), job_id=job_id, **layers, **opts
     )
     reported = {e.field.split("[")[0] for e in errors if e.field}
     for p in request_problems(request):

@@ -62,7 +62,7 @@ class BackendContract:
         [
             {"n": 11},
             {"prompt": "   "},
-            {"output_format": "gif"},
+            {"output_format": "tiff"},
             {"output_compression": 50, "output_format": "png"},
             {"background": "transparent", "output_format": "jpeg"},
             {"size": "999x999"},

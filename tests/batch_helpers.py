@@ -79,7 +79,7 @@ STANDIN_KEY = "sk-standin-test-key-0123456789"  # the loopback stand-in server's
 API_BACKEND = """\
   api:
     kind: openai
-    model: gpt-image-1
+    model: gpt-image-2.6-sunburst
     base_url: {url}
     max_retries: 1
     concurrency: 4

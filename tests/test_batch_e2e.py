@@ -19,19 +19,19 @@ API_POLICY = (
     "\nbackends:\n"
     + API_BACKEND
     + """\
-  api-mini:
+  api-flare:
     kind: openai
-    model: gpt-image-1-mini
+    model: gpt-image-2.6-flare
     base_url: {url}
     max_retries: 0
 quality:
   api: {{low: 0.72, medium: 0.82, high: 0.90}}
-  api-mini: {{low: 0.62, medium: 0.72, high: 0.80}}
+  api-flare: {{low: 0.62, medium: 0.72, high: 0.80}}
 rules:
   - {{when: {{quality: [medium, high, auto]}}, use: api}}
 objective: {{type: cheapest, min_quality: 0.6}}
 fallbacks:
-  api: [api-mini]
+  api: [api-flare]
 """
 )
 

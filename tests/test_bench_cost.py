@@ -23,8 +23,14 @@ def test_gpt_image_1_high_square_output_cost_per_image():
 def test_headline_100k_high_quality_before_and_with_input_tokens(tmp_path):
     report = build_report(CostOptions(results_path=tmp_path / "none.md"))
     h = headline(report)
-    assert h["gpt-image-1 before input tokens"] == Decimal("16640")
-    assert Decimal("16800") < h["gpt-image-1 with input tokens"] < Decimal("17000")
+    baseline = "gpt-image-1 (retired 2026-10-23; historical baseline, 2026-08-24 prices)"
+    assert h[f"{baseline} before input tokens"] == Decimal("16640")
+    assert Decimal("16800") < h[f"{baseline} with input tokens"] < Decimal("17000")
+    # the live models at today's prices: 7024 high tokens x $30/1M x 100k (2.5/2.6 labelled ESTIMATE)
+    assert h["gpt-image-2 before input tokens"] == Decimal("21072")
+    for model in ("gpt-image-2.6-flare", "gpt-image-2.6-sunburst", "gpt-image-2.5-flare", "gpt-image-2.5-sunburst"):
+        assert h[f"{model} (ESTIMATE) before input tokens"] == Decimal("21072")
+    assert not any("gpt-image-1.5" in k or "mini" in k or "2026-04-21" in k for k in h)
     # published A100 figure: a few hundred dollars of GPU time, as the seed guide says ($100-300)
     assert Decimal("100") < h["sdxl rented per second"] < Decimal("400")
 
@@ -94,7 +100,8 @@ def test_bench_cost_command_writes_table_csv_plots_and_labels_the_gpu_source(tmp
     assert rc == 0
     table = (out / "cost.md").read_text()
     assert "1.50 s/image on H100 (DECLARED by --seconds-per-image" in table
-    assert "$16,640" in table and "break-even" in table.lower()
+    assert "$16,640" in table and "break-even" in table.lower() and "historical baseline" in table
+    assert "| gpt-image-2.6-flare (ESTIMATE) before input tokens | $21,072 |" in table
     assert "sdxl owned workstation" in table
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

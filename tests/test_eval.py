@@ -332,7 +332,7 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
     block = yaml.safe_load((out / "quality.yaml").read_text())["quality"]
-    assert set(block) == {"api-mini", "api", "sdxl-local"}
+    assert set(block) == {"api-flare", "api", "sdxl-local"}
     (tmp_path / "policies").mkdir()
     mine = tmp_path / "policies" / "mine.yaml"
     mine.write_text(policy.read_text() + include + "\n")

@@ -74,7 +74,7 @@ def test_all_problems_at_once_with_line_numbers_and_the_rest_still_runs(folder):
         "# a comment",
         {"id": "ok-1", "image": "img/a.png", "prompt": "same id again"},
         {"id": "missing", "images": ["img/a.png", "img/nope.png"], "prompt": "x"},
-        {"id": "mask", "image": "img/a.png", "mask": "img/small_mask.png", "prompt": "x", "quality": "max"},
+        {"id": "mask", "image": "img/a.png", "mask": "img/small_mask.png", "prompt": "x", "quality": "ultra"},
         '{"id": "broken", "image": ',
         {"id": "ok-2", "image": "img/b.png", "prompt": "fine too"},
     )
@@ -87,7 +87,7 @@ def test_all_problems_at_once_with_line_numbers_and_the_rest_still_runs(folder):
     assert f"{path}:5: job 'ok-1': duplicate id 'ok-1'" in text
     assert f"{path}:6: job 'missing': images[1]: file not found: {folder / 'img' / 'nope.png'}" in text
     assert f"{path}:7: job 'mask': mask='32x32': mask must have the same dimensions as the first image" in text
-    assert f"{path}:7: job 'mask': quality='max': unknown quality" in text
+    assert f"{path}:7: job 'mask': quality='ultra': unknown quality" in text
     assert f"{path}:8: not valid JSON" in text
     assert (manifest.entries, manifest.valid) == (7, 1)
     assert [j.id for j in manifest.jobs()] == ["ok-2"]  # one bad job does not sink the batch

@@ -97,7 +97,7 @@ def test_standin_speaks_the_real_error_envelopes(server):
             server.base_url + "/images/edits",
             headers=auth,
             files=files,
-            data={"prompt": "x", "model": "gpt-image-1", **(data or {})},
+            data={"prompt": "x", "model": "gpt-image-2.6-flare", **(data or {})},
         )
         assert r.headers["x-editroute-standin"] == "openai"
         return r.status_code, r.json().get("error", {}).get("code"), r.json().get("error", {}).get("param")
@@ -111,31 +111,55 @@ def test_standin_speaks_the_real_error_envelopes(server):
     )
     one = [("image", ("a.png", png, "image/png"))]
     assert post(one, {"response_format": "b64_json"}) == (400, "unknown_parameter", "response_format")
-    assert post(one, {"model": "gpt-image-1-mini", "input_fidelity": "high"})[:1] == (400,)
-    assert post(one, {"size": "2048x1152"})[2] == "size"  # custom sizes are gpt-image-2 only
+    assert post(one, {"input_fidelity": "high"}) == (400, "invalid_input_fidelity_model", "input_fidelity")
+    assert post(one, {"model": "gpt-image-1"}) == (404, "model_not_found", "model")  # shut down 2026-10-23
+    assert post(one, {"moderation": "low"}) == (400, "unknown_parameter", "moderation")  # a JSON-body field
+    assert post(one, {"size": "2048x1152"})[2] == "size"  # custom sizes: gpt-image-2 and 2.5 only
     assert post(one, {"model": "gpt-image-2", "size": "2048x1152"}) == (200, None, None)
+    assert post(one, {"model": "gpt-image-2.5-flare", "size": "4000x1344"})[2] == "size"  # edge above 3840
+    assert post(one, {"model": "gpt-image-2", "quality": "xhigh"})[2] == "quality"
 
 
 # ---- our request is the SDK's request ------------------------------------------------------------
 
 
-def _sdk_call(srv: FakeOpenAIServer, images: list[tuple[str, bytes, str]], mask) -> None:
+SDK_CASES = {
+    # id: (model, images, mask, markup, options); the newer fields go as the SDK user sends what edit() may lack:
+    # through extra_body (markup, a file, is edit()'s own argument in SDK >= 3.57)
+    "one image": ("gpt-image-2.6-flare", 1, True, False, {"quality": "low", "complexity": "low"}),
+    "several images": ("gpt-image-2.6-sunburst", 3, False, False, {"complexity": "high", "safety_identifier": "u-9"}),
+    "mask": ("gpt-image-2.5-flare", 1, True, False, {"quality": "xhigh", "size": "1536x864"}),
+    "markup": ("gpt-image-2.6-sunburst", 1, False, True, {"quality": "medium"}),
+    "gif": (
+        "gpt-image-2.6-flare",
+        1,
+        False,
+        False,
+        {"output_format": "gif", "frame_count": 4, "frame_duration_ms": 120},
+    ),
+}
+_SDK_ARGS = ("quality", "size", "output_format")  # edit() arguments in every SDK version
+
+
+def _sdk_call(srv: FakeOpenAIServer, model: str, images: list, mask, markup, options: dict) -> None:
     import openai
 
     client = openai.OpenAI(api_key=KEY, base_url=srv.base_url, max_retries=0)
-    kwargs = {"mask": mask} if mask else {}
+    kwargs: dict = {"mask": mask} if mask else {}
+    if markup:
+        kwargs["markup"] = markup
+    gif = options.get("output_format") == "gif"
+    kwargs.update({"size": "auto", "quality": "auto"} | {k: v for k, v in options.items() if k in _SDK_ARGS})
+    extra = {k: v for k, v in options.items() if k not in _SDK_ARGS}
     client.images.edit(
-        model="gpt-image-1",
+        model=model,
         image=images[0] if len(images) == 1 else images,
         prompt="put a red ball here",
         n=2,
-        size="1024x1024",
-        quality="low",
-        output_format="webp",
-        output_compression=80,
+        **({} if gif else {"output_format": "webp", "output_compression": 80}),
         background="opaque",
-        input_fidelity="high",
         user="u-1",
+        extra_body=extra or None,
         **kwargs,
     )
 
@@ -152,38 +176,37 @@ def _shape(rec):
     )
 
 
-@pytest.mark.parametrize(
-    ("n_images", "with_mask"), [(1, False), (3, False), (1, True)], ids=["one image", "several images", "mask"]
-)
-def test_our_request_matches_the_openai_sdk(server, key, n_images, with_mask):
+@pytest.mark.parametrize("case", list(SDK_CASES))
+def test_our_request_matches_the_openai_sdk(server, key, case):
+    from backends.base import EditRequest
+
+    model, n_images, with_mask, with_markup, options = SDK_CASES[case]
     fmts = ["png", "jpeg", "webp"][:n_images]
     files = [(f"in{i}.{f}", image_bytes(64, 64, f), f"image/{f}") for i, f in enumerate(fmts)]
     mask = ("mask.png", mask_bytes(64, 64), "image/png") if with_mask else None
-    _sdk_call(server, files, mask)
-    images = tuple(InputImage.from_bytes(data, name) for name, data, _ in files)
-    m = InputImage.from_bytes(mask[1], mask[0]) if mask else None
-    from backends.base import EditRequest
-
-    backend_for(server).edit(
+    markup = ("markup.png", mask_bytes(64, 64), "image/png") if with_markup else None
+    _sdk_call(server, model, files, mask, markup, options)
+    gif = options.get("output_format") == "gif"
+    backend_for(server, model=model).edit(
         EditRequest(
             prompt="put a red ball here",
-            images=images,
-            mask=m,
+            images=tuple(InputImage.from_bytes(data, name) for name, data, _ in files),
+            mask=InputImage.from_bytes(mask[1], mask[0]) if mask else None,
+            markup=InputImage.from_bytes(markup[1], markup[0]) if markup else None,
             n=2,
-            size="1024x1024",
-            quality="low",
-            output_format="webp",
-            output_compression=80,
+            **({} if gif else {"output_format": "webp", "output_compression": 80}),
             background="opaque",
-            input_fidelity="high",
             user="u-1",
+            **options,
         )
     )
     sdk, ours = server.requests
-    assert sdk.status == ours.status == 200
+    assert sdk.status == ours.status == 200, (sdk.status, ours.status)
     assert _shape(ours) == _shape(sdk)
     expected_name = "image" if n_images == 1 else "image[]"
     assert [p.name for p in ours.file_parts][:n_images] == [expected_name] * n_images
+    for name, value in options.items():
+        assert ours.fields[name] == str(value)
 
 
 # ---- the command line ----------------------------------------------------------------------------
@@ -232,8 +255,9 @@ def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, c
             assert img.format == "WEBP" and img.size == (1024, 1024)
         assert str(f) in stdout
     # 19-char prompt = 5 text tokens x $5, 64x64 input = 194 image tokens x $10, 3 x 1056 medium tokens x $40
-    assert "cost: $0.128685 " in stdout
-    assert "input_tokens=199 (text 5, image 194) output_tokens=3168" in stdout
+    # 19-char prompt = 5 text tokens x $5, 64x64 input = 388 image tokens (2.x rule) x $8, 3 x 1767 medium x $30
+    assert "cost: $0.162159 " in stdout and "gpt-image-2.6-flare" in stdout
+    assert "input_tokens=393 (text 5, image 388) output_tokens=5301" in stdout
 
 
 def test_cli_edit_says_the_api_ignores_a_seed(server, key, tmp_path, capsys):
@@ -354,6 +378,6 @@ def test_api_key_never_appears_in_output_logs_files_results_or_errors(key, tmp_p
 
 
 def test_cli_cost_is_exact_and_readable():
-    assert exact_usd(Decimal("0.128685")) == "$0.128685"  # token-billed: as computed from usage
+    assert exact_usd(Decimal("0.162159")) == "$0.162159"  # token-billed: as computed from usage
     assert exact_usd(Decimal("0.02927511458333333333333333333")) == "$0.029275115"  # GPU-seconds x rate
     assert exact_usd(Decimal("0E-12")) == "$0"

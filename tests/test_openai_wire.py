@@ -108,7 +108,7 @@ def test_one_image_goes_as_scalar_image_with_mask(key):
     files = [(n, f, t) for n, f, t, _ in parts_of(req) if f is not None]
     assert files == [("image", "in0.png", "image/png"), ("mask", "mask.png", "image/png")]
     assert rec.fields() == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.6-flare",
         "prompt": "paint the masked corner red",
         "n": "1",
         "size": "auto",
@@ -131,25 +131,20 @@ def test_several_images_go_as_image_array_with_real_content_types(key):
     assert [d for n, f, _, d in parts_of(rec.requests[0]) if f] == [i.read() for i in images]
 
 
-@pytest.mark.parametrize(
-    ("model", "fidelity_sent"),
-    [("gpt-image-1", True), ("gpt-image-1.5", True), ("gpt-image-1-mini", False), ("gpt-image-2", False)],
-)
-def test_input_fidelity_only_for_models_that_take_it(model, fidelity_sent):
-    fields = wire.form_fields(
-        make_request(input_fidelity="high"),
-        model,
-        takes_input_fidelity=OpenAIEditBackend("x", Settings(model=model)).prices.input_fidelity,
-    )
-    assert ("input_fidelity" in fields) is fidelity_sent
-    assert "response_format" not in fields
+@pytest.mark.parametrize("takes", [True, False])
+def test_input_fidelity_only_where_the_model_takes_it(takes):
+    fields = wire.form_fields(make_request(input_fidelity="high"), "m", takes_input_fidelity=takes)
+    body = wire.json_body(make_request(input_fidelity="high"), "m", takes_input_fidelity=takes)
+    assert ("input_fidelity" in fields) is takes and ("input_fidelity" in body) is takes
+    assert "response_format" not in fields and "response_format" not in body
 
 
-def test_input_fidelity_on_mini_refused_before_any_request(key):
+def test_input_fidelity_on_a_2x_model_refused_before_any_request(key):
     rec = Recorder()
     with pytest.raises(InvalidRequest) as info:
-        make_backend(rec, model="gpt-image-1-mini").edit(make_request(input_fidelity="high"))
-    assert info.value.field == "input_fidelity" and rec.requests == []
+        make_backend(rec, model="gpt-image-2").edit(make_request(input_fidelity="high"))
+    assert info.value.field == "input_fidelity" and "does not take input_fidelity" in str(info.value)
+    assert rec.requests == []
 
 
 @pytest.mark.parametrize(("fmt", "comp", "sent"), [("webp", 80, "80"), ("jpeg", 0, "0"), ("png", None, None)])
@@ -211,17 +206,34 @@ def test_result_parsed_and_cost_exact_from_usage(key):
     assert len(result.images) == 2 and (result.width, result.height) == (1536, 1024)
     assert result.usage.input_image_tokens == 194 and result.usage.input_text_tokens == 25
     assert result.usage.output_tokens == 4160 and result.usage.total_tokens == 4379
-    # 25 x $5 + 194 x $10 + 4160 x $40 per 1M
-    assert result.cost_usd == Decimal("0.168465")
-    assert result.quality == "high" and result.model == "gpt-image-1" and result.backend == "openai"
+    # 25 x $5 + 194 x $8 + 4160 x $30 per 1M
+    assert result.cost_usd == Decimal("0.126477")
+    assert result.quality == "high" and result.model == "gpt-image-2.6-flare" and result.backend == "openai"
 
 
-def test_output_text_tokens_billed_for_gpt_image_1_5(key):
+def test_output_text_tokens_without_a_rate_of_their_own_are_billed_at_the_image_rate(key):
     usage = {**GPT1_USAGE, "output_tokens": 4200, "output_tokens_details": {"image_tokens": 4160, "text_tokens": 40}}
     rec = Recorder(httpx.Response(200, json=ok_body(usage=usage)))
-    result = make_backend(rec, model="gpt-image-1.5").edit(make_request())
-    # 25 x $5 + 194 x $8 + 4160 x $32 + 40 x $10 per 1M
-    assert result.cost_usd == Decimal("0.135197")
+    result = make_backend(rec).edit(make_request())
+    # 25 x $5 + 194 x $8 + 4160 x $30 + 40 text out x $30 (2.6 lists no text-out rate: never billed as free)
+    assert result.cost_usd == Decimal("0.127677")
+    assert (result.usage.output_image_tokens, result.usage.output_text_tokens) == (4160, 40)
+
+
+@pytest.mark.parametrize(
+    ("details", "cost"),
+    [
+        # a bare total goes on text first (the smaller discount): 5 x $5 + 20 x $1.25 + 194 x $8 + 4160 x $30
+        ({"cached_tokens": 20}, "0.126402"),
+        # 25 text cached x $1.25 + 100 image cached x $2 + 94 x $8 + 4160 x $30
+        ({"cached_tokens": 125}, "0.12578325"),
+        ({"cached_tokens_details": {"text_tokens": 0, "image_tokens": 194}}, "0.125313"),
+    ],
+)
+def test_cached_input_tokens_are_billed_at_the_cached_rates(key, details, cost):
+    usage = {**GPT1_USAGE, "input_tokens_details": {**GPT1_USAGE["input_tokens_details"], **details}}
+    result = make_backend(Recorder(httpx.Response(200, json=ok_body(usage=usage)))).edit(make_request())
+    assert result.cost_usd == Decimal(cost)
 
 
 def test_missing_usage_falls_back_to_the_estimate_and_says_so(key):
@@ -249,30 +261,41 @@ def test_broken_200_is_backend_unavailable(key, body):
 # ---- estimate ------------------------------------------------------------------------------------
 
 
-def test_estimate_gpt_image_1_high_square():
-    backend = OpenAIEditBackend("openai", Settings())
+def test_estimate_gpt_image_2_high_square_from_the_official_table():
+    backend = OpenAIEditBackend("openai", Settings(model="gpt-image-2"))
     est = backend.estimate(make_request(quality="high", prompt="x" * 40))
-    # 4160 output tokens x $40/1M + 194 input image tokens x $10/1M + 10 text tokens x $5/1M
-    assert est.usd == Decimal("0.16839")
-    assert "4160 output tokens" in est.basis and "$40.00/1M" in est.basis and "194 input image tokens" in est.basis
+    # 7024 output tokens x $30/1M + 388 input image tokens (2.x rule) x $8/1M + 10 text tokens x $5/1M
+    assert est.usd == Decimal("0.213874")
+    assert "7024 output tokens" in est.basis and "$30.00/1M" in est.basis and "388 input image tokens" in est.basis
+    assert not est.basis.startswith("ESTIMATE")
 
 
-def test_estimate_auto_quality_size_from_aspect_n_and_fidelity():
-    backend = OpenAIEditBackend("openai", Settings())
+def test_estimates_for_models_without_a_published_table_say_estimate():
+    for model in ("gpt-image-2.6-flare", "gpt-image-2.6-sunburst", "gpt-image-2.5-flare", "gpt-image-2.5-sunburst"):
+        est = OpenAIEditBackend("openai", Settings(model=model)).estimate(make_request(quality="medium"))
+        assert est.basis.startswith("ESTIMATE: ") and "publishes no output-token table" in est.basis
+
+
+def test_estimate_auto_quality_size_from_aspect_and_n():
+    backend = OpenAIEditBackend("openai", Settings(model="gpt-image-2"))
     wide = InputImage.from_bytes(image_bytes(96, 64), "wide.png")
-    req = make_request(mask=False, n=3, prompt="abcd", input_fidelity="high").__class__(
-        prompt="abcd", images=(wide,), n=3, input_fidelity="high"
-    )
-    est = backend.estimate(req)
-    # auto -> high, auto size of a 3:2 input -> 1536x1024 (6208); 96x64 input = 2 tiles (323) + 6240 fidelity
-    assert est.usd == (Decimal(3 * 6208 * 40) + Decimal((323 + 6240) * 10) + Decimal(1 * 5)) / 1_000_000
-    assert "3 x 6208 output tokens (high 1536x1024)" in est.basis and "high fidelity" in est.basis
+    est = backend.estimate(make_request(mask=False).__class__(prompt="abcd", images=(wide,), n=3))
+    # auto -> high, auto size of a 3:2 input -> 1536x1024 (5488); 96x64 input = 2 tiles: 130 + 2 x 258 = 646
+    assert est.usd == (Decimal(3 * 5488 * 30) + Decimal(646 * 8) + Decimal(1 * 5)) / 1_000_000
+    assert "3 x 5488 output tokens (high 1536x1024)" in est.basis
 
 
-def test_estimate_mini_is_cheaper_and_makes_no_request(key):
+def test_estimate_of_remote_inputs_is_conservative_and_says_so(key):
     rec = Recorder()
-    mini = make_backend(rec, model="gpt-image-1-mini").estimate(make_request(quality="low"))
-    assert mini.usd == (Decimal(272 * 8) + Decimal(Decimal("194") * Decimal("2.5")) + 7 * 2) / 1_000_000
+    backend = make_backend(rec, model="gpt-image-2")
+    local = backend.estimate(make_request(mask=False))
+    remote = backend.estimate(
+        make_request(mask=False).__class__(
+            prompt=local.basis[:0] + "paint the masked corner red", images=(InputImage.remote(file_id="file-abc"),)
+        )
+    )
+    assert remote.usd > local.usd and remote.basis.startswith("ESTIMATE")
+    assert "unknown size" in remote.basis and "dearest tabled size" in remote.basis
     assert rec.requests == []
 
 
@@ -338,6 +361,15 @@ ERROR_CASES = [
         BackendMisconfigured,
         1,
         "model_not_found",
+    ),
+    (
+        "400 model_not_found",
+        httpx.Response(
+            400, json=err_body("The model `gpt-image-2.6-flare` has been deprecated", code="model_not_found")
+        ),
+        BackendMisconfigured,
+        1,
+        "does not know this model",
     ),
     (
         "quota",
@@ -447,15 +479,64 @@ def test_bad_settings_and_unknown_model_are_config_errors():
     with pytest.raises(BackendMisconfigured, match="api_key: Extra inputs are not permitted") as info:
         OpenAIEditBackend.from_settings("openai", {"api_key": "sk-inline"})  # keys never go in settings
     assert "sk-inline" not in str(info.value)
-    with pytest.raises(BackendMisconfigured, match="gpt-image-9"):
+    with pytest.raises(BackendMisconfigured, match="gpt-image-9.*rates:"):
         OpenAIEditBackend.from_settings("openai", {"model": "gpt-image-9"})
 
 
 def test_capabilities_follow_the_model():
-    assert OpenAIEditBackend("a", Settings(model="gpt-image-2")).capabilities.arbitrary_sizes
-    assert not OpenAIEditBackend("a", Settings(model="gpt-image-1-mini")).capabilities.input_fidelity
-    caps = OpenAIEditBackend("a", Settings()).capabilities
-    assert (caps.max_images, caps.max_n, caps.mask_optional, caps.transparent_background) == (16, 10, True, True)
+    two, flare, sun25 = (
+        OpenAIEditBackend("a", Settings(model=m)).capabilities
+        for m in ("gpt-image-2", "gpt-image-2.6-flare", "gpt-image-2.5-sunburst")
+    )
+    assert two.arbitrary_sizes and not two.transparent_background and not two.complexity and not two.markup
+    assert not flare.arbitrary_sizes and flare.complexity and flare.markup and "gif" in flare.formats
+    assert flare.qualities == {"low", "medium", "high", "auto"} and {"xhigh", "max"} <= sun25.qualities
+    assert not any(c.input_fidelity for c in (two, flare, sun25)) and all(c.remote_refs for c in (two, flare, sun25))
+    assert (flare.max_images, flare.max_n, flare.mask_optional) == (16, 10, True)
+
+
+def test_unverified_features_are_one_opt_in_per_backend():
+    caps = OpenAIEditBackend(
+        "a", Settings(model="gpt-image-2.6-sunburst", unverified_features=("xhigh_max", "arbitrary_sizes"))
+    ).capabilities
+    assert {"xhigh", "max"} <= caps.qualities and caps.arbitrary_sizes
+    with pytest.raises(BackendMisconfigured, match="complexity not offered for 'gpt-image-2.6-sunburst'"):
+        OpenAIEditBackend.from_settings("a", {"model": "gpt-image-2.6-sunburst", "unverified_features": ["complexity"]})
+
+
+def test_retired_models_are_refused_at_build_naming_date_and_replacement():
+    with pytest.raises(BackendMisconfigured) as info:
+        OpenAIEditBackend.from_settings("api", {"model": "gpt-image-1"})
+    assert (
+        "2026-10-23" in str(info.value) and "gpt-image-2.5-sunburst" in str(info.value) and "'api'" in str(info.value)
+    )
+    for model in ("gpt-image-1-mini", "gpt-image-1.5", "chatgpt-image-latest"):
+        with pytest.raises(BackendMisconfigured, match="2026-12-01.*gpt-image-2.6-sunburst"):
+            OpenAIEditBackend.from_settings("api", {"model": model})
+
+
+def test_deprecated_model_warns_with_its_date(caplog):
+    from backends.pricing import load_prices
+
+    table = load_prices()
+    entry = table.models["gpt-image-2"].model_copy(update={"status": "deprecated", "shutdown": "2027-04-21"})
+    prices = table.model_copy(update={"models": {**table.models, "gpt-image-2": entry}})
+    OpenAIEditBackend("a", Settings(model="gpt-image-2"), prices=prices)
+    assert "shuts down on 2027-04-21" in caplog.text
+
+
+def test_a_new_model_is_usage_priced_at_the_policys_rates_never_free(key):
+    rates = {"text_in": "4", "image_in": "6", "image_out": "20"}
+    rec = Recorder(httpx.Response(200, json=ok_body()))
+    backend = make_backend(rec, model="gpt-image-3-preview", rates=rates)
+    result = backend.edit(make_request())
+    assert rec.fields()["model"] == "gpt-image-3-preview"
+    assert result.cost_usd == (Decimal(25 * 4) + Decimal(194 * 6) + Decimal(4160 * 20)) / 1_000_000
+    assert backend.estimate(make_request()).basis.startswith("ESTIMATE")
+    with pytest.raises(BackendMisconfigured, match="image_out"):
+        OpenAIEditBackend.from_settings("a", {"model": "gpt-image-3", "rates": {"text_in": 4, "image_in": 6}})
+    with pytest.raises(BackendMisconfigured, match="greater than 0"):
+        OpenAIEditBackend.from_settings("a", {"model": "gpt-image-3", "rates": {**rates, "image_out": 0}})
 
 
 def test_result_format_is_what_the_bytes_are(key):

@@ -133,7 +133,7 @@ def test_backend_settings_are_checked_with_the_kinds_own_model(tmp_path):
 backends:
   api:
     kind: openai
-    model: gpt-image-1
+    model: gpt-image-2.6-flare
     concurency: 4
     max_retries: 99
 quality: {api: 0.9}

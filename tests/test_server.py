@@ -50,7 +50,7 @@ def write_policy(folder: Path, upstream: FakeOpenAIServer | None, sdxl_dir: Path
         key_file.write_text(UPSTREAM_KEY)
         backends["api"] = {
             "kind": "openai",
-            "model": "gpt-image-1",
+            "model": "gpt-image-2.6-sunburst",
             "base_url": upstream.base_url,
             "api_key_file": str(key_file),
             "max_retries": 0,
@@ -110,7 +110,7 @@ def test_single_image_without_mask_goes_to_the_api_and_reports_its_cost(server, 
     assert isinstance(result, ImagesResponse) and len(result.data) == 1
     assert result.output_format == "png" and result.quality == "low" and result.usage.output_tokens > 0
     assert decoded(result)[0].format == "PNG"
-    assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-1"
+    assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-2.6-sunburst"
     assert len(upstream.requests) == before + 1 and upstream.requests[-1].fields["prompt"].startswith("put a red")
     rec = service.ledger.get(headers["x-editroute-job-id"])
     assert rec.status == "done" and rec.cost == Decimal(headers["x-editroute-cost-usd"]) > 0
@@ -174,15 +174,15 @@ def test_webp_with_compression(server, upstream):
 
 def test_an_openai_model_id_pins_the_api_backend_at_that_model(server, upstream):
     url, _ = server
-    result, headers = edit(url, image=png(), mask=mask(), prompt="same job, newer model", model="gpt-image-1.5")
-    assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-1.5"
-    assert upstream.requests[-1].fields["model"] == "gpt-image-1.5" and len(result.data) == 1
+    result, headers = edit(url, image=png(), mask=mask(), prompt="same job, newer model", model="gpt-image-2.6-flare")
+    assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-2.6-flare"
+    assert upstream.requests[-1].fields["model"] == "gpt-image-2.6-flare" and len(result.data) == 1
 
 
 def test_shutdown_closes_the_connections_of_a_re_targeted_model(tmp_path, upstream):
     with serving(write_policy(tmp_path / "cfg", upstream), tmp_path / "out") as (url, service):
-        edit(url, image=png(), prompt="newer model", model="gpt-image-1.5")
-        http = service.backend_for(service.resolve("gpt-image-1.5"))._client
+        edit(url, image=png(), prompt="newer model", model="gpt-image-2.6-flare")
+        http = service.backend_for(service.resolve("gpt-image-2.6-flare"))._client
         assert http is not None and not http.is_closed
     assert http.is_closed
 
@@ -435,7 +435,8 @@ def test_upstream_outage_is_a_503_with_retry_after(tmp_path):
 def test_models_health_and_metrics(server):
     url, _ = server
     ids = [m.id for m in client(url).models.list()]
-    assert ids[:3] == ["auto", "api", "sdxl-local"] and "gpt-image-1.5" in ids and "dall-e-2" not in ids
+    assert ids[:3] == ["auto", "api", "sdxl-local"] and "gpt-image-2.6-flare" in ids and "dall-e-2" not in ids
+    assert "gpt-image-1" not in ids and "gpt-image-1.5" not in ids  # retired: not offered
     assert httpx.get(url.replace("/v1", "/healthz")).json() == {
         "status": "ok",
         "backends": ["api", "sdxl-local"],
@@ -521,9 +522,9 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
                     proc.kill()
                     pytest.fail(f"editroute serve did not start: {proc.communicate(timeout=30)[1]}")
                 time.sleep(0.2)
-            assert health.json()["backends"] == ["api", "api-mini", "sdxl-local"] and not health.json()["auth"]
+            assert health.json()["backends"] == ["api", "api-flare", "sdxl-local"] and not health.json()["auth"]
             ids = [m.id for m in OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").models.list()]
-            assert ids[:4] == ["auto", "api", "api-mini", "sdxl-local"]
+            assert ids[:4] == ["auto", "api", "api-flare", "sdxl-local"]
             (tmp_path / "photo.png").write_bytes(image_bytes())
             monkeypatch.chdir(tmp_path)
             exec(compile(README_SNIPPET.replace(":8000/", f":{port}/"), "README", "exec"), {})
@@ -531,7 +532,8 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
             proc.terminate()
             _, err = proc.communicate(timeout=30)
     assert Image.open(tmp_path / "edited.png").format == "PNG"
-    assert [(r.status, r.fields["model"]) for r in api.requests] == [(200, "gpt-image-1")]  # rule "no mask" -> api
+    # rule "no mask" -> api-flare (everyday edits)
+    assert [(r.status, r.fields["model"]) for r in api.requests] == [(200, "gpt-image-2.6-flare")]
     assert f"listening on http://127.0.0.1:{port}/v1" in err and "auth: OFF" in err
     assert f"ledger: {tmp_path / 'out' / 'editroute.db'}" in err.replace("\n", "")
     files = [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()]

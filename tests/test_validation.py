@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
-from backends.base import Capabilities, EditRequest
+from backends.base import Capabilities, EditRequest, GifLimits, SizeRule
 from backends.errors import InvalidRequest
 from backends.images import InputImage
 from backends.validation import capability_problems, check_request, request_problems
@@ -84,11 +84,12 @@ CASES = [
     ("n not int", {"n": "3"}, "n", "'3'", "1 to 10"),
     ("size word", {"size": "big"}, "size", "'big'", "1024x1024 | 1536x1024 | 1024x1536 | auto or WxH"),
     ("size not /16", {"size": "1000x1000"}, "size", "'1000x1000'", "multiples of 16"),
-    ("size ratio", {"size": "3840x1024"}, "size", "'3840x1024'", "ratio <= 3:1"),
-    ("size edge", {"size": "4096x2048"}, "size", "'4096x2048'", "edge <= 3840"),
-    ("size pixels", {"size": "512x512"}, "size", "'512x512'", ">= 655360 pixels"),
-    ("quality", {"quality": "ultra"}, "quality", "'ultra'", "low | medium | high | auto"),
-    ("format", {"output_format": "gif"}, "output_format", "'gif'", "png | jpeg | webp"),
+    ("size ratio", {"size": "3840x1024"}, "size", "'3840x1024'", "ratio between 1:3 and 3:1"),
+    ("size edge", {"size": "4096x2048"}, "size", "'4096x2048'", "longest edge <= 3840"),
+    ("size pixels", {"size": "512x512"}, "size", "'512x512'", "655,360 to 8,294,400 pixels"),
+    ("size max pixels", {"size": "3840x2400"}, "size", "'3840x2400'", "655,360 to 8,294,400 pixels"),
+    ("quality", {"quality": "ultra"}, "quality", "'ultra'", "low | medium | high | xhigh | max | auto"),
+    ("format", {"output_format": "tiff"}, "output_format", "'tiff'", "png | jpeg | webp | gif"),
     ("compression high", {"output_format": "webp", "output_compression": 101}, "output_compression", "101", "0 to 100"),
     (
         "compression negative",
@@ -107,6 +108,49 @@ CASES = [
         "output_format png or webp",
     ),
     ("input fidelity", {"input_fidelity": "medium"}, "input_fidelity", "'medium'", "low | high"),
+    ("complexity", {"complexity": "extreme"}, "complexity", "'extreme'", "low | medium | high"),
+    ("moderation", {"moderation": "off"}, "moderation", "'off'", "low | auto"),
+    ("safety id empty", {"safety_identifier": " "}, "safety_identifier", "' '", "1 to 128 characters"),
+    ("safety id long", {"safety_identifier": "u" * 129}, "safety_identifier", "129 characters", "1 to 128 characters"),
+    ("frames without gif", {"frame_count": 4}, "frame_count", "4", "output_format gif"),
+    ("frame count", {"output_format": "gif", "frame_count": 17}, "frame_count", "17", "2 to 16"),
+    ("frame ms", {"output_format": "gif", "frame_duration_ms": 10}, "frame_duration_ms", "10", "20 to 655350"),
+    (
+        "gif with mask",
+        {"output_format": "gif", "mask": InputImage.from_bytes(mask_bytes(), "m.png")},
+        "mask",
+        "m.png",
+        "no mask with gif output",
+    ),
+    (
+        "gif compression",
+        {"output_format": "gif", "output_compression": 50},
+        "output_compression",
+        "50",
+        "omit it with gif output",
+    ),
+    (
+        "gif transparent",
+        {"output_format": "gif", "background": "transparent"},
+        "background",
+        "'transparent'",
+        "output_format png or webp",
+    ),
+    (
+        "markup with mask",
+        {"markup": InputImage.from_bytes(mask_bytes(), "k.png"), "mask": InputImage.from_bytes(mask_bytes(), "m.png")},
+        "markup",
+        "k.png",
+        "a mask or a markup layer, not both",
+    ),
+    ("markup wrong size", {"markup": InputImage.from_bytes(mask_bytes(32, 48), "k.png")}, "markup", "32x48", "64x64"),
+    (
+        "markup no alpha",
+        {"markup": InputImage.from_bytes(encode(Image.new("RGB", (64, 64)), "png"), "k.png")},
+        "markup",
+        "k.png",
+        "a PNG with an alpha channel",
+    ),
     ("seed negative", {"seed": -1}, "seed", "-1", "0 to 2**63-1"),
     ("seed huge", {"seed": 2**63}, "seed", str(2**63), "0 to 2**63-1"),
 ]
@@ -133,6 +177,13 @@ def test_each_rule_names_field_value_and_limit(kwargs, field, value, limit):
         {"output_format": "webp", "output_compression": 0, "background": "transparent"},
         {"input_fidelity": "high", "seed": 0},
         {"prompt": "x" * 32000},
+        {"output_format": "gif", "frame_count": 16, "frame_duration_ms": 20, "complexity": "low"},
+        {"markup": InputImage.from_bytes(mask_bytes(), "k.png"), "moderation": "low", "safety_identifier": "a" * 128},
+        {
+            "images": (InputImage.remote(file_id="file-abc"), InputImage.remote(url="https://x.test/a.png")),
+            "mask": InputImage.remote(file_id="file-m"),
+            "quality": "max",
+        },
     ],
     ids=[
         "minimal",
@@ -143,6 +194,9 @@ def test_each_rule_names_field_value_and_limit(kwargs, field, value, limit):
         "webp 0 transparent",
         "fidelity seed",
         "prompt at limit",
+        "gif",
+        "markup moderation safety id",
+        "remote refs",
     ],
 )
 def test_valid_requests_pass(kwargs):
@@ -194,6 +248,49 @@ CAP_CASES = [
         "'low'",
         "omit it on this backend",
     ),
+    ("complexity", Capabilities(), {"complexity": "low"}, "complexity", "'low'", "omit it on this backend"),
+    (
+        "markup",
+        Capabilities(),
+        {"markup": InputImage.from_bytes(mask_bytes(), "k.png")},
+        "markup",
+        "k.png",
+        "omit it on this backend",
+    ),
+    ("gif", Capabilities(), {"output_format": "gif"}, "output_format", "'gif'", "jpeg | png | webp"),
+    (
+        "remote",
+        Capabilities(),
+        {"images": (InputImage.remote(file_id="file-abc"),)},
+        "image",
+        "file_id:file-abc",
+        "a local file on this backend",
+    ),
+    ("edge", Capabilities(arbitrary_sizes=True), {"size": "4000x1344"}, "size", "'4000x1344'", "longest edge <= 3840"),
+    (
+        "ratio",
+        Capabilities(arbitrary_sizes=True, size_rule=SizeRule(max_ratio=2)),
+        {"size": "1920x640"},
+        "size",
+        "'1920x640'",
+        "ratio between 1:2 and 2:1",
+    ),
+    (
+        "gif frames",
+        Capabilities(formats=frozenset({"gif"}), gif=GifLimits(max_frames=8)),
+        {"output_format": "gif", "frame_count": 9},
+        "frame_count",
+        "9",
+        "2 to 8 here",
+    ),
+    (
+        "gif frame edge",
+        Capabilities(formats=frozenset({"gif"}), gif=GifLimits(max_edge_by_frames=((9, 960),))),
+        {"output_format": "gif", "size": "1024x1024"},
+        "size",
+        "'1024x1024'",
+        "frame edges <= 960 px",
+    ),
     (
         "bytes",
         Capabilities(max_image_bytes=100),
@@ -217,6 +314,32 @@ def test_capability_problems_name_field_value_and_limit(caps, kwargs, field, val
 
 def test_custom_size_allowed_where_arbitrary_sizes():
     assert capability_problems(req(size="2048x1152"), Capabilities(arbitrary_sizes=True)) == []
+
+
+def test_pixel_checks_are_skipped_for_remote_refs_and_said_so():
+    from backends.validation import skipped_checks
+
+    remote = req(images=(InputImage.remote(url="https://cdn.test/a.png"),), mask=InputImage.remote(file_id="file-m"))
+    assert request_problems(remote) == []
+    notes = skipped_checks(remote)
+    assert len(notes) == 2 and "https://cdn.test/a.png" in notes[0] and "same size as the first image" in notes[1]
+    assert skipped_checks(req()) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "limit"),
+    [
+        ({"url": "http://cdn.test/a.png"}, "https://"),
+        ({"file_id": "file abc"}, "file-abc123"),
+        ({"file_id": ""}, "non-empty"),
+        ({}, "file_id or url"),
+        ({"file_id": "file-a", "url": "https://x.test/a.png"}, "file_id or url"),
+    ],
+)
+def test_remote_refs_must_be_an_https_url_or_a_file_id(kwargs, limit):
+    with pytest.raises(InvalidRequest) as info:
+        InputImage.remote(**kwargs, field="images[2]")
+    assert info.value.field == "images[2]" and limit in info.value.limit
 
 
 def test_check_request_raises_all_problems_naming_job_and_backend():

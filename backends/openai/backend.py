@@ -1,9 +1,11 @@
 """`OpenAIEditBackend`: OpenAI's image edit API (gpt-image-*) over an httpx client, or any compatible server.
 
 What goes on the wire and how failures are classified lives in `backends.openai.wire` (pure functions);
-prices and token tables in `backends.pricing`. The API key is read at `edit()` time from a file or the
-environment, used for that request's headers only, and never stored, logged or put in an error. An unset
-`base_url` is $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
+the model's lifecycle, rates and capabilities in `backends.openai.models` (data from configs/prices.yaml).
+Building the backend refuses a retired model, so every command that builds one (policy check, plan, run,
+serve, edit) fails before any call. The API key is read at `edit()` time from a file or the environment, used
+for that request's headers only, and never stored, logged or put in an error. An unset `base_url` is
+$OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
 """
 
 from __future__ import annotations
@@ -19,25 +21,21 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
-from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
-from backends.openai import wire
-from backends.pricing import (
-    PriceTable,
-    estimate_text_tokens,
-    input_image_tokens,
-    load_prices,
-    output_size_for,
-    output_tokens,
-    token_cost,
-)
+from backends.base import CostEstimate, EditRequest, EditResult, Usage
+from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
+from backends.openai import models, wire
+from backends.openai.estimate import estimate_cost
+from backends.openai.models import PolicyRates
+from backends.pricing import PriceTable, load_prices
 from backends.registry import parse_settings
-from backends.validation import check_request
+from backends.validation import check_request, skipped_checks
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MODEL = "gpt-image-1"  # a policy's openai backend without `model:`
+# A policy's openai backend without `model:`, and `editroute edit`'s default: OpenAI's model "for workflows where
+# speed matters most", at the same token prices as Sunburst (everyday edits; pick Sunburst for text and precision).
+DEFAULT_MODEL = "gpt-image-2.6-flare"
 BASE_URL_ENV = "OPENAI_BASE_URL"  # as the OpenAI SDK reads it; a policy's `base_url:` wins
 
 
@@ -62,6 +60,10 @@ class Settings(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=10)
     concurrency: int = Field(default=4, ge=1)  # used by the runner
     requests_per_minute: float | None = Field(default=None, gt=0)  # used by the runner
+    # USD per 1M tokens for a model prices.yaml does not list yet (or a contract's own rates): usage-priced.
+    rates: PolicyRates | None = None
+    # Opt into capabilities no source settles for this model (prices.yaml `unverified:`; docs/openai.md).
+    unverified_features: tuple[str, ...] = ()
 
 
 class OpenAIEditBackend:
@@ -79,17 +81,16 @@ class OpenAIEditBackend:
         self.name = name
         self.settings = settings or Settings()
         self._table = prices or load_prices()
+        model = self.settings.model
         try:
-            self.prices = self._table.model(self.settings.model)
-        except KeyError as exc:
-            raise BackendMisconfigured(str(exc.args[0]), backend=name) from None
+            self.prices = models.resolve(model, self._table, rates=self.settings.rates)
+            self.capabilities = models.capabilities(self.prices, model, self.settings.unverified_features)
+        except BackendMisconfigured as exc:
+            raise exc.with_context(backend=name) from None
         self._client = client
         self._owns_client = client is None
         self._sleep = sleep
         self._client_lock = threading.Lock()  # the runner calls edit() from several threads
-        self.capabilities = Capabilities(
-            input_fidelity=self.prices.input_fidelity, arbitrary_sizes=self.prices.arbitrary_sizes
-        )
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIEditBackend:
@@ -102,25 +103,7 @@ class OpenAIEditBackend:
     # ---- estimate ---------------------------------------------------------------------------------
 
     def estimate(self, request: EditRequest) -> CostEstimate:
-        p, table = self.prices, self._table
-        quality = table.auto_quality_estimate if request.quality == "auto" else request.quality
-        first = request.images[0] if request.images else None
-        size = output_size_for(request.size, first.width, first.height) if first else "1024x1024"
-        out_each = output_tokens(p, request.quality, size, table.auto_quality_estimate)
-        high = request.input_fidelity == "high" and p.input_fidelity
-        image_in = sum(
-            input_image_tokens(i.width, i.height, high_fidelity=high, rule=table.input_image_tokens)
-            for i in request.images
-        )
-        text_in = estimate_text_tokens(request.prompt)
-        usd = token_cost(p, text_in=text_in, image_in=image_in, image_out=out_each * request.n)
-        basis = (
-            f"{request.n} x {out_each} output tokens ({quality} {size}) x ${p.image_out}/1M"
-            f" + {image_in} input image tokens ({len(request.images)} image(s)"
-            f"{', high fidelity' if high else ''}) x ${p.image_in}/1M"
-            f" + ~{text_in} text tokens x ${p.text_in}/1M = ${usd:.4f} ({self.settings.model})"
-        )
-        return CostEstimate(usd=usd, basis=basis)
+        return estimate_cost(request, self.prices, self._table, model=self.settings.model)
 
     # ---- edit -------------------------------------------------------------------------------------
 
@@ -132,12 +115,23 @@ class OpenAIEditBackend:
 
     def _edit(self, request: EditRequest) -> EditResult:
         check_request(request, self.capabilities, backend=self.name)
+        self._check_layers(request)
+        for note in skipped_checks(request):
+            log.info("%s: %s", self.name, note)
         key = self._read_key()
         s = self.settings
-        fields = wire.form_fields(request, s.model, takes_input_fidelity=self.prices.input_fidelity)
-        parts = wire.file_parts(request)
+        encoding = wire.encoding_for(request)
+        takes = self.capabilities.input_fidelity
+        if encoding == "json":
+            self._check_json(request)
+            send: dict[str, Any] = {"json": wire.json_body(request, s.model, takes_input_fidelity=takes)}
+        else:
+            send = {
+                "data": wire.form_fields(request, s.model, takes_input_fidelity=takes),
+                "files": wire.file_parts(request),
+            }
         start = time.perf_counter()
-        response, attempts = self._post(fields, parts, key)
+        response, attempts = self._post(send, key)
         http_s = time.perf_counter() - start
         parsed = wire.parse_response(_json(response))
         if parsed.usage is not None:
@@ -151,8 +145,9 @@ class OpenAIEditBackend:
         if fmt != request.output_format:
             log.warning("%s: asked for %s, the server returned %s", self.name, request.output_format, fmt)
         log.info(
-            "%s: edit done: %d image(s) %dx%d, $%s, %d attempt(s), %.2fs",
+            "%s: edit done (%s): %d image(s) %dx%d, $%s, %d attempt(s), %.2fs",
             self.name,
+            encoding,
             len(parsed.images),
             parsed.width,
             parsed.height,
@@ -172,8 +167,54 @@ class OpenAIEditBackend:
             timings={"total_s": time.perf_counter() - start, "http_s": http_s},
             quality=parsed.quality or request.quality,
             background=parsed.background or "opaque",
-            extras={"attempts": attempts, "cost_basis": cost_basis},
+            extras={"attempts": attempts, "cost_basis": cost_basis, "encoding": encoding},
         )
+
+    @staticmethod
+    def _check_layers(request: EditRequest) -> None:
+        """A markup layer must hold transparent pixels (the annotations sit on them); it is decoded here, once."""
+        markup = request.markup
+        if markup is not None and not markup.has_transparent_pixels():
+            raise InvalidRequest(
+                f"markup={markup.name!r}: no transparent pixels (limit: a transparent PNG holding only the "
+                f"annotations)",
+                field="markup",
+                value=markup.name,
+                limit="a transparent PNG holding only the annotations",
+            )
+
+    @staticmethod
+    def _check_json(request: EditRequest) -> None:
+        """Local files in a JSON body travel as data URLs, which have a length limit."""
+        for field, img in request.inputs:
+            chars = wire.data_url_chars(img)
+            if chars > wire.MAX_IMAGE_URL_CHARS:
+                raise InvalidRequest(
+                    f"{field}={img.name!r}: as a data URL it would be {chars:,} characters (limit: "
+                    f"{wire.MAX_IMAGE_URL_CHARS:,}); upload it and give its file_id, or give an https URL",
+                    field=field,
+                    value=img.name,
+                    limit=f"{wire.MAX_IMAGE_URL_CHARS} characters as a data URL",
+                )
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """`GET /models` with this backend's key and base_url: [{id, shutdown_date, ...}] (for `doctor`)."""
+        key = self._read_key()
+        s = self.settings
+        params = {"api-version": s.api_version} if s.api_version else None
+        try:
+            response = self._http().get(s.base_url.rstrip("/") + "/models", params=params, headers=self._headers(key))
+        except httpx.HTTPError as exc:
+            raise wire.map_transport_error(exc, timeout_s=s.timeout_s) from None
+        body = _json(response, strict=False)
+        if response.status_code != 200:
+            raise wire.map_status_error(
+                response.status_code, response.headers, body, key_source=self._key_source, secret=key
+            )
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise BackendUnavailable("GET /models answered without a `data` list")
+        return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     def _read_key(self) -> str:
         s = self.settings
@@ -219,8 +260,9 @@ class OpenAIEditBackend:
             headers["OpenAI-Project"] = s.project
         return headers
 
-    def _post(self, fields: dict[str, str], parts: list[wire.Part], key: str) -> tuple[httpx.Response, int]:
-        """POST with the SDK's retry rule; returns the 200 response and how many attempts it took."""
+    def _post(self, send: dict[str, Any], key: str) -> tuple[httpx.Response, int]:
+        """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule; returns the 200
+        response and how many attempts it took."""
         s = self.settings
         url = s.base_url.rstrip("/") + "/images/edits"
         params = {"api-version": s.api_version} if s.api_version else None
@@ -229,8 +271,7 @@ class OpenAIEditBackend:
             try:
                 response = self._http().post(
                     url,
-                    data=fields,
-                    files=parts,
+                    **send,
                     params=params,
                     headers={**self._headers(key), "x-stainless-retry-count": str(attempt)},
                 )

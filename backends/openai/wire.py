@@ -2,6 +2,12 @@
 
 No I/O here: `backend.py` does the HTTP, these functions decide what to send, what came back, what to
 retry and which `backends.errors` class a failure becomes (`map_status_error`, `map_transport_error`).
+
+Two encodings of the same edit (https://developers.openai.com/api/reference/resources/images/methods/edit):
+multipart (`form_fields` + `file_parts`: the bytes of local files, as OpenAI's SDK sends them) and JSON
+(`json_body`: `images: [{file_id} | {image_url}]`, local bytes as data URLs), chosen by `encoding_for`: JSON when
+an input is a remote reference or `moderation` is set (only the JSON schema has that field). `json_body` is also
+what a Batch API line carries as its `body`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from backends.errors import (
     InvalidRequest,
     RateLimited,
 )
+from backends.images import InputImage
 from backends.pricing import ModelPrices, token_cost
 
 RETRY_STATUSES = frozenset({408, 409, 429})
@@ -37,6 +44,8 @@ INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 120.0  # a longer server-requested wait is not slept through: the caller reschedules
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
+_MODEL_GONE_CODES = frozenset({"model_not_found"})
+MAX_IMAGE_URL_CHARS = 20_971_520  # JSON `image_url` maxLength (a URL or a base64 data URL)
 _KEYLIKE = re.compile(r"\b(sk-[A-Za-z0-9_*.\-]{3,})")
 
 Part = tuple[str, tuple[str, bytes, str]]  # (field name, (filename, content, content type)) as httpx takes it
@@ -45,35 +54,79 @@ Part = tuple[str, tuple[str, bytes, str]]  # (field name, (filename, content, co
 # ---- request ----------------------------------------------------------------------------------------
 
 
-def form_fields(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, str]:
-    """The text fields the chosen model accepts. Never `response_format` (dall-e-2 only: a 400 for gpt models);
-    `output_compression` only with jpeg/webp; `input_fidelity` only for models that take it."""
-    fields = {
-        "model": model,
+def encoding_for(request: EditRequest) -> str:
+    """ "json" when an input is a file id or URL, or `moderation` is set (a field of the JSON schema only);
+    else "multipart", the bytes of local files as OpenAI's SDK sends them."""
+    return "json" if request.has_remote_refs or request.moderation is not None else "multipart"
+
+
+def _options(request: EditRequest, *, takes_input_fidelity: bool) -> dict[str, Any]:
+    """The fields both encodings share, typed. Never `response_format` (a 400 for GPT image models);
+    `output_compression` only with jpeg/webp; `input_fidelity` only for models that take it (2.x: never)."""
+    fields: dict[str, Any] = {
         "prompt": request.prompt,
-        "n": str(request.n),
+        "n": request.n,
         "size": request.size,
         "quality": request.quality,
         "output_format": request.output_format,
         "background": request.background,
     }
     if request.output_compression is not None and request.output_format in ("jpeg", "webp"):
-        fields["output_compression"] = str(request.output_compression)
+        fields["output_compression"] = request.output_compression
     if request.input_fidelity is not None and takes_input_fidelity:
         fields["input_fidelity"] = request.input_fidelity
-    if request.user:
-        fields["user"] = request.user
+    for name in ("complexity", "safety_identifier", "frame_count", "frame_duration_ms", "user"):
+        value = getattr(request, name)
+        if value is not None and value != "":
+            fields[name] = value
     return fields
+
+
+def form_fields(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, str]:
+    """The multipart text fields the chosen model accepts (numbers as text, as a form carries them)."""
+    return {"model": model} | {
+        k: str(v) for k, v in _options(request, takes_input_fidelity=takes_input_fidelity).items()
+    }
 
 
 def file_parts(request: EditRequest) -> list[Part]:
     """Scalar `image` for one file, one `image[]` part per file for several (a repeated `image` is rejected
-    as `duplicate_parameter`), `mask` last; each part carries the image's real Content-Type."""
+    as `duplicate_parameter`), then `mask`, then `markup`; each part carries the image's real Content-Type."""
     name = "image" if len(request.images) == 1 else "image[]"
     parts: list[Part] = [(name, (img.name, img.read(), img.mime)) for img in request.images]
-    if request.mask is not None:
-        parts.append(("mask", (request.mask.name, request.mask.read(), request.mask.mime)))
+    for field in ("mask", "markup"):
+        layer = getattr(request, field)
+        if layer is not None:
+            parts.append((field, (layer.name, layer.read(), layer.mime)))
     return parts
+
+
+def image_ref(img: InputImage) -> dict[str, str]:
+    """One image in a JSON body: `{file_id}`, `{image_url: https://...}`, or local bytes as a base64 data URL."""
+    if img.file_id is not None:
+        return {"file_id": img.file_id}
+    if img.url is not None:
+        return {"image_url": img.url}
+    return {"image_url": f"data:{img.mime};base64,{base64.b64encode(img.read()).decode('ascii')}"}
+
+
+def data_url_chars(img: InputImage) -> int:
+    """How long a local image's data URL will be (without encoding it)."""
+    return 0 if img.is_remote else len(f"data:{img.mime};base64,") + 4 * ((img.nbytes + 2) // 3)
+
+
+def json_body(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, Any]:
+    """The JSON edit body: `images` as references, `mask`/`markup` likewise, and every option the model takes.
+    A pure function of the request, so the Batch API lane can put it in a JSONL line as it is."""
+    body: dict[str, Any] = {"model": model, "images": [image_ref(img) for img in request.images]}
+    if request.mask is not None:
+        body["mask"] = image_ref(request.mask)
+    if request.markup is not None:
+        body["markup"] = image_ref(request.markup)
+    body.update(_options(request, takes_input_fidelity=takes_input_fidelity))
+    if request.moderation is not None:
+        body["moderation"] = request.moderation
+    return body
 
 
 # ---- response ---------------------------------------------------------------------------------------
@@ -88,7 +141,7 @@ class ParsedResponse:
     quality: str | None
     background: str | None
     usage: Usage | None
-    text_out: int = 0  # output text tokens (gpt-image-1.5 bills them)
+    text_out: int = 0  # output text tokens (billed at text_out, or image_out where a model has no such rate)
     image_out: int = 0
     detected_format: str | None = None  # what the bytes really are (a gateway may ignore output_format)
 
@@ -109,7 +162,7 @@ def parse_response(body: Any) -> ParsedResponse:
     try:
         with Image.open(io.BytesIO(images[0])) as img:
             width, height = img.size
-            detected = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}.get(img.format or "")
+            detected = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}.get(img.format or "")
     except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken answer
         raise BackendUnavailable(f"data[0] is not a decodable image ({exc.__class__.__name__})") from None
     usage, text_out, image_out = _parse_usage(body.get("usage"))
@@ -128,6 +181,7 @@ def parse_response(body: Any) -> ParsedResponse:
 
 
 def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:
+    """Usage with its splits: input text/image tokens, cached input (if the server reports it), output image/text."""
     if not isinstance(raw, Mapping):
         return None, 0, 0
     details = raw.get("input_tokens_details") or {}
@@ -135,14 +189,32 @@ def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:
     output = int(raw.get("output_tokens") or 0)
     text_out = int(out_details.get("text_tokens") or 0)
     image_out = int(out_details.get("image_tokens", output - text_out) or 0)
+    text_in = int(details.get("text_tokens") or 0)
+    image_in = int(details.get("image_tokens") or 0)
+    cached_text, cached_image = _cached(details, text_in, image_in)
     usage = Usage(
         input_tokens=int(raw.get("input_tokens") or 0),
-        input_text_tokens=int(details.get("text_tokens") or 0),
-        input_image_tokens=int(details.get("image_tokens") or 0),
+        input_text_tokens=text_in,
+        input_image_tokens=image_in,
         output_tokens=output,
         total_tokens=int(raw.get("total_tokens") or 0),
+        output_image_tokens=image_out,
+        output_text_tokens=text_out,
+        cached_text_tokens=cached_text,
+        cached_image_tokens=cached_image,
     )
     return usage, text_out, image_out
+
+
+def _cached(details: Mapping[str, Any], text_in: int, image_in: int) -> tuple[int, int]:
+    """(cached text, cached image) input tokens. The Images API's usage has no cached field today; should one
+    appear as a bare `cached_tokens` total, it is put on text first: the smaller discount, so never underbilled."""
+    split = details.get("cached_tokens_details")
+    if isinstance(split, Mapping):
+        return min(int(split.get("text_tokens") or 0), text_in), min(int(split.get("image_tokens") or 0), image_in)
+    total = int(details.get("cached_tokens") or 0)
+    on_text = min(total, text_in)
+    return on_text, min(total - on_text, image_in)
 
 
 def cost_from_usage(parsed: ParsedResponse, prices: ModelPrices) -> Decimal:
@@ -153,7 +225,15 @@ def cost_from_usage(parsed: ParsedResponse, prices: ModelPrices) -> Decimal:
     image_in = u.input_image_tokens
     if not text_in and not image_in:  # a gateway that gives only the total: bill it all as image input
         image_in = u.input_tokens
-    return token_cost(prices, text_in=text_in, image_in=image_in, image_out=parsed.image_out, text_out=parsed.text_out)
+    return token_cost(
+        prices,
+        text_in=text_in,
+        image_in=image_in,
+        image_out=parsed.image_out,
+        text_out=parsed.text_out,
+        cached_text_in=u.cached_text_tokens,
+        cached_image_in=u.cached_image_tokens,
+    )
 
 
 # ---- retries ----------------------------------------------------------------------------------------
@@ -237,6 +317,11 @@ def map_status_error(
         )
     if status == 403:
         return BackendMisconfigured(f"access denied with the key from {key_source}: {detail}")
+    if code in _MODEL_GONE_CODES:  # 404 or 400: retired, misspelt or not enabled for this key; never retried
+        return BackendMisconfigured(
+            f"the API does not know this model (retired, misspelt, or not enabled for the key from {key_source}); "
+            f"check its status in prices.yaml or with `editroute doctor --policy`: {detail}"
+        )
     if status == 404:
         return BackendMisconfigured(f"not found: wrong base_url or model? {detail}")
     if status == 429:

@@ -1,114 +1,60 @@
-"""The stand-in's request rules (as the real API enforces them, CONTRACT.md) and its fake "model".
+"""The stand-in's edit: the request rules the real API enforces (https://developers.openai.com/api/reference/
+resources/images/methods/edit; per model from its capabilities in prices.yaml) for both encodings, and its fake
+"model".
 
-The fake edit resizes the first input to the output size and paints the mask's transparent region (or tints
-the whole picture without a mask) in a colour derived from the prompt, so results differ per prompt and
-variant and are checkable.
+Multipart (`run_edit`) and JSON (`run_json_edit`) are brought to one `_Call` (text fields, decoded images), then
+checked and run by `_execute`. The fake edit resizes the first input to the output size and paints the mask's
+transparent region (or tints the whole picture without a mask) in a colour derived from the prompt, so results
+differ per prompt and variant and are checkable; GIF output is an animated loop of it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import re
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image
+from PIL import Image, ImageChops
 
-from backends.base import BACKGROUNDS, INPUT_FIDELITIES, MAX_IMAGES, MAX_PROMPT_CHARS, OUTPUT_FORMATS, QUALITIES
-from backends.pricing import TOKEN_SIZES, estimate_text_tokens, input_image_tokens, output_size_for, output_tokens
+from backends.base import MAX_IMAGES
+from backends.pricing import (
+    estimate_text_tokens,
+    input_image_tokens,
+    output_tokens,
+)
+from backends.standins import openai_rules as rules
+from backends.standins.openai_rules import bad, int_field
 from backends.standins.openai_server import (
     DEFAULT_MODEL,
     FIELDS,
     IMAGE_MIMES,
+    JSON_FIELDS,
     ApiError,
     RecordedPart,
     RecordedRequest,
-    b64,
-    encode_image,
 )
 
 if TYPE_CHECKING:
     from backends.standins.openai_server import FakeOpenAIServer
 
-_WXH = re.compile(r"^(\d+)x(\d+)$")
-_ENUMS = {
-    "quality": QUALITIES,
-    "output_format": OUTPUT_FORMATS,
-    "background": BACKGROUNDS,
-    "input_fidelity": INPUT_FIDELITIES,
-}
+_JSON_INTS = ("n", "output_compression", "frame_count", "frame_duration_ms", "partial_images")
+_DATA_URL = re.compile(r"^data:(image/[a-z]+);base64,(.*)$", re.DOTALL)
 
 
-def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, param=param, code=code)
+@dataclass
+class _Call:
+    fields: dict[str, str]
+    images: list[Image.Image]
+    mask: Image.Image | None
+    markup: Image.Image | None
 
 
-def _int(fields: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = fields.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(
-            f"Invalid type for '{name}': expected an integer, but got a string instead.", name, "invalid_type"
-        ) from None
-    if not lo <= value <= hi:
-        raise _bad(f"Invalid '{name}': {value}. Expected a value between {lo} and {hi}.", name)
-    return value
-
-
-def _images(parts: list[tuple[RecordedPart, bytes]]) -> tuple[list[Image.Image], Image.Image | None]:
-    names = [p.name for p, _ in parts]
-    if names.count("image") > 1 or ("image" in names and "image[]" in names):
-        raise _bad(
-            "Duplicate parameter: 'image'. You provided multiple values for this parameter; to send an "
-            "array use the array syntax instead e.g. 'image[]=<value>'.",
-            "image",
-            "duplicate_parameter",
-        )
-    files = [(p, data) for p, data in parts if p.name in ("image", "image[]")]
-    if not files:
-        raise _bad("Missing required parameter: 'image'.", "image", "missing_required_parameter")
-    if len(files) > MAX_IMAGES:
-        raise _bad(
-            f"Invalid 'image': array too long. Expected at most {MAX_IMAGES} items, got {len(files)}.",
-            "image",
-            "array_above_max_length",
-        )
-    images = [_decode(p, data, "image" if p.name == "image" else f"image[{i}]") for i, (p, data) in enumerate(files)]
-    mask = None
-    for p, data in parts:
-        if p.name == "mask":
-            mask = _decode(p, data, "mask")
-            if mask.format != "PNG" or "A" not in mask.getbands():
-                raise _bad("Invalid mask: the mask must be a PNG with an alpha channel.", "mask")
-            if mask.size != images[0].size:
-                raise _bad(
-                    f"Invalid mask image: the mask ({mask.width}x{mask.height}) and the image "
-                    f"({images[0].width}x{images[0].height}) must have the same dimensions.",
-                    "mask",
-                )
-    return images, mask
-
-
-def _decode(part: RecordedPart, data: bytes, param: str) -> Image.Image:
-    if part.filename is None:
-        raise _bad(
-            f"Invalid type for '{param}': expected one of an array of files or file, but got a string instead.",
-            param,
-            "invalid_type",
-        )
-    if part.content_type is None:
-        raise _bad(f"Invalid file '{param}': failed to determine mimetype.", param, "missing_file_mimetype")
-    if part.content_type not in IMAGE_MIMES:
-        raise _bad(
-            f"Invalid file '{param}': unsupported mimetype ('{part.content_type}'). Supported file formats "
-            "are 'image/jpeg', 'image/png', and 'image/webp'.",
-            param,
-            "unsupported_file_mimetype",
-        )
+def _open(data: bytes, param: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
@@ -123,55 +69,132 @@ def _decode(part: RecordedPart, data: bytes, param: str) -> Image.Image:
     return img
 
 
-def _check_fields(server: FakeOpenAIServer, f: dict[str, str]) -> None:
-    for name in f:
+# ---- multipart ----------------------------------------------------------------------------------------------
+
+
+def _decode(part: RecordedPart, data: bytes, param: str) -> Image.Image:
+    if part.filename is None:
+        raise bad(
+            f"Invalid type for '{param}': expected one of an array of files or file, but got a string instead.",
+            param,
+            "invalid_type",
+        )
+    if part.content_type is None:
+        raise bad(f"Invalid file '{param}': failed to determine mimetype.", param, "missing_file_mimetype")
+    if part.content_type not in IMAGE_MIMES:
+        raise bad(
+            f"Invalid file '{param}': unsupported mimetype ('{part.content_type}'). Supported file formats "
+            "are 'image/jpeg', 'image/png', and 'image/webp'.",
+            param,
+            "unsupported_file_mimetype",
+        )
+    return _open(data, param)
+
+
+def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[RecordedPart, bytes]]) -> dict:
+    for name in rec.fields:
         if name not in FIELDS:
-            raise _bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
-    model = f.get("model", DEFAULT_MODEL)
-    if model not in server.prices.models:
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
+            raise bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    names = [p.name for p, _ in parts]
+    if names.count("image") > 1 or ("image" in names and "image[]" in names):
+        raise bad(
+            "Duplicate parameter: 'image'. You provided multiple values for this parameter; to send an "
+            "array use the array syntax instead e.g. 'image[]=<value>'.",
+            "image",
+            "duplicate_parameter",
         )
-    if "response_format" in f:
-        raise _bad("Unknown parameter: 'response_format'.", "response_format", "unknown_parameter")
-    if "input_fidelity" in f and not server.prices.models[model].input_fidelity:
-        raise _bad(f"input_fidelity is not supported for model '{model}'.", "input_fidelity", "unsupported_parameter")
-    if f.get("stream") in ("true", "True", "1"):
-        raise _bad("Streaming is not offered by this stand-in.", "stream", "unsupported_parameter")
-    prompt = f.get("prompt")
-    if not prompt:
-        raise _bad("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise _bad(
-            f"Invalid 'prompt': string too long. Expected a string with maximum length {MAX_PROMPT_CHARS}, "
-            f"but got a string with length {len(prompt)} instead.",
-            "prompt",
-            "string_above_max_length",
-        )
-    for name, allowed in _ENUMS.items():
-        if name in f and f[name] not in allowed:
-            raise _bad(f"Invalid value: '{f[name]}'. Supported values are: {', '.join(map(repr, allowed))}.", name)
-    if f.get("background") == "transparent" and f.get("output_format", "png") == "jpeg":
-        raise _bad("Transparent background requires output_format png or webp.", "background")
+    for p, _ in parts:
+        if p.filename is not None and p.name not in ("image", "image[]", "mask", "markup"):
+            raise bad(f"Unknown parameter: '{p.name}'.", p.name, "unknown_parameter")
+    files = [(p, data) for p, data in parts if p.name in ("image", "image[]")]
+    if not files:
+        raise bad("Missing required parameter: 'image'.", "image", "missing_required_parameter")
+    _check_count(len(files))
+    images = [_decode(p, data, "image" if p.name == "image" else f"image[{i}]") for i, (p, data) in enumerate(files)]
+    layers = {p.name: _decode(p, data, p.name) for p, data in parts if p.name in ("mask", "markup")}
+    return _execute(server, _Call(dict(rec.fields), images, layers.get("mask"), layers.get("markup")))
 
 
-def _size(server: FakeOpenAIServer, model: str, size: str, first: Image.Image) -> tuple[int, int]:
-    if size == "auto":
-        size = output_size_for("auto", first.width, first.height)
-    elif size not in TOKEN_SIZES:
-        m = _WXH.match(size)
-        ok = m and server.prices.models[model].arbitrary_sizes
-        w, h = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-        if not ok or w % 16 or h % 16 or max(w, h) > 3840 or max(w, h) > 3 * min(w, h):
-            raise _bad(
-                f"Invalid value: '{size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.",
-                "size",
-            )
-    w, h = size.split("x")
-    return int(w), int(h)
+def _check_count(count: int) -> None:
+    if count > MAX_IMAGES:
+        raise bad(
+            f"Invalid 'image': array too long. Expected at most {MAX_IMAGES} items, got {count}.",
+            "image",
+            "array_above_max_length",
+        )
+
+
+# ---- JSON ---------------------------------------------------------------------------------------------------
+
+
+def _resolve_ref(server: FakeOpenAIServer, ref: Any, param: str) -> Image.Image:
+    """`{file_id}` from the Files store, `{image_url}` as a data URL or an https URL from `remote_images`."""
+    if not isinstance(ref, dict) or len(ref) != 1 or not ({"file_id", "image_url"} & set(ref)):
+        raise bad(f"Invalid '{param}': provide exactly one of `image_url` or `file_id`.", param)
+    if "file_id" in ref:
+        entry = server.files.get(ref["file_id"]) if isinstance(ref["file_id"], str) else None
+        if entry is None:
+            raise bad(f"No such File object: '{ref['file_id']}'.", f"{param}.file_id")
+        return _open(entry["content"], param)
+    url = ref["image_url"]
+    if not isinstance(url, str) or len(url) > 20_971_520:
+        raise bad(f"Invalid '{param}.image_url': expected a URL or data URL.", f"{param}.image_url")
+    m = _DATA_URL.match(url)
+    if m is not None:
+        if m.group(1) not in IMAGE_MIMES:
+            raise bad(f"Invalid '{param}': unsupported image type '{m.group(1)}'.", param, "unsupported_file_mimetype")
+        try:
+            return _open(base64.b64decode(m.group(2), validate=True), param)
+        except (binascii.Error, ValueError):
+            raise bad(f"Invalid '{param}.image_url': not valid base64.", f"{param}.image_url") from None
+    if url.startswith("https://") and url in server.remote_images:
+        return _open(server.remote_images[url], param)
+    raise bad(f"Error while downloading {url}.", f"{param}.image_url", "invalid_image_url")
+
+
+def run_json_edit(server: FakeOpenAIServer, rec: RecordedRequest, body: dict) -> dict:
+    for name in body:
+        if name not in JSON_FIELDS:
+            raise bad(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    refs = body.get("images")
+    if not isinstance(refs, list) or not refs:
+        raise bad("Missing required parameter: 'images'.", "images", "missing_required_parameter")
+    _check_count(len(refs))
+    fields: dict[str, str] = {}
+    for name, value in body.items():
+        if name in ("images", "mask", "markup") or value is None:
+            continue
+        if name in _JSON_INTS and (not isinstance(value, int) or isinstance(value, bool)):
+            raise bad(f"Invalid type for '{name}': expected an integer.", name, "invalid_type")
+        if name == "stream":
+            if not isinstance(value, bool):
+                raise bad("Invalid type for 'stream': expected a boolean.", name, "invalid_type")
+            value = str(value).lower()
+        elif name not in _JSON_INTS and not isinstance(value, str):
+            raise bad(f"Invalid type for '{name}': expected a string.", name, "invalid_type")
+        fields[name] = str(value)
+    images = [_resolve_ref(server, ref, f"images[{i}]") for i, ref in enumerate(refs)]
+    layers = {k: _resolve_ref(server, body[k], k) for k in ("mask", "markup") if body.get(k) is not None}
+    return _execute(server, _Call(fields, images, layers.get("mask"), layers.get("markup")))
+
+
+def encode_image(img: Image.Image, fmt: str, compression: int | None, frames: int = 9, frame_ms: int = 200) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "gif":  # an animated loop: the picture sliding sideways frame by frame (quantised once: cheap)
+        base = img.convert("RGB").quantize(colors=64)
+        seq = [ImageChops.offset(base, k * img.width // frames, 0) for k in range(frames)]
+        seq[0].save(buf, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0)
+    elif fmt == "png":
+        img.save(buf, format="PNG", compress_level=1)
+    elif fmt == "jpeg":
+        img.convert("RGB").save(buf, format="JPEG", quality=max(1, min(95, compression or 95)))
+    else:
+        img.save(buf, format="WEBP", quality=compression if compression is not None else 100, method=0)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _paint(
@@ -188,15 +211,20 @@ def _paint(
     return out
 
 
-def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[RecordedPart, bytes]]) -> dict:
-    f = rec.fields
-    _check_fields(server, f)
-    images, mask = _images(parts)
+def _execute(server: FakeOpenAIServer, call: _Call) -> dict:
+    f = call.fields
+    if call.mask is not None:
+        f.setdefault("mask", "(file)")  # GIF refuses a mask; the marker is not a field the caller sent
+    if call.markup is not None:
+        f.setdefault("markup", "(file)")
     model = f.get("model", DEFAULT_MODEL)
+    caps = rules.capabilities_for(server, model)
+    rules.check_fields(f, model, caps)
+    rules.check_layers(call.images[0], call.mask, call.markup)
     prices = server.prices.models[model]
-    n = _int(f, "n", 1, 1, 10)
+    n = int_field(f, "n", 1, 1, 10)
     fmt = f.get("output_format", "png")
-    compression = _int(f, "output_compression", 100, 0, 100)
+    compression = int_field(f, "output_compression", 100, 0, 100)
     prompt = f["prompt"]
     if any(word in prompt.lower() for word in server.moderation_words):
         raise ApiError(
@@ -208,7 +236,9 @@ def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[R
             code="moderation_blocked",
             extra={"moderation_details": {"moderation_stage": "input", "categories": ["stand-in"]}},
         )
-    width, height = _size(server, model, f.get("size", "auto"), images[0])
+    frames = int_field(f, "frame_count", 9, 2, 16) if fmt == "gif" else None
+    frame_ms = int_field(f, "frame_duration_ms", 200, 20, 655_350)
+    width, height = rules.output_size(caps, f.get("size", "auto"), call.images[0], frames)
     quality = f.get("quality", "auto")
     quality = server.auto_quality if quality == "auto" else quality
     transparent = f.get("background") == "transparent"
@@ -216,20 +246,25 @@ def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[R
         {
             "b64_json": b64(
                 encode_image(
-                    _paint(images[0], mask, (width, height), prompt, k, transparent),
+                    _paint(call.images[0], call.mask, (width, height), prompt, k, transparent),
                     fmt,
                     compression if fmt != "png" else None,
+                    frames or 1,
+                    frame_ms,
                 )
             )
         }
         for k in range(n)
     ]
-    high = f.get("input_fidelity") == "high" and prices.input_fidelity
-    image_in = sum(
-        input_image_tokens(i.width, i.height, high_fidelity=high, rule=server.prices.input_image_tokens) for i in images
-    )
+    rule = prices.input_image_tokens or server.prices.input_image_tokens
+    high = f.get("input_fidelity") == "high" and caps.input_fidelity
+    inputs = call.images + ([call.markup] if call.markup is not None else [])
+    image_in = sum(input_image_tokens(i.width, i.height, high_fidelity=high, rule=rule) for i in inputs)
     text_in = estimate_text_tokens(prompt)
-    out = output_tokens(prices, quality, f"{width}x{height}") * n
+    out = output_tokens(prices, quality, f"{width}x{height}") * n * (frames or 1)
+    details: dict[str, int] = {"text_tokens": text_in, "image_tokens": image_in}
+    if server.cached_tokens:
+        details["cached_tokens"] = min(server.cached_tokens, text_in + image_in)
     return {
         "created": int(time.time()),
         "data": data,
@@ -241,7 +276,7 @@ def run_edit(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[R
             "input_tokens": text_in + image_in,
             "output_tokens": out,
             "total_tokens": text_in + image_in + out,
-            "input_tokens_details": {"text_tokens": text_in, "image_tokens": image_in},
+            "input_tokens_details": details,
             "output_tokens_details": {"image_tokens": out, "text_tokens": 0},
         },
     }

@@ -1,12 +1,16 @@
-"""A loopback STAND-IN for OpenAI's `POST /v1/images/edits` (not the real API), speaking its wire format.
+"""A loopback STAND-IN for OpenAI's image edit API (not the real API), speaking its wire format.
 
-Multipart in (stdlib email parser), JSON out: `created`, `data[].b64_json`, `background`, `output_format`,
-`quality`, `size`, `usage` computed from the same token tables editroute bills with (`backends.pricing`), so
-costs are realistic. Real error envelopes `{"error": {message, type, param, code}}` with real status codes:
-`duplicate_parameter`, `unsupported_file_mimetype`, `unknown_parameter` (response_format), input_fidelity on
-models that refuse it, 401 on a wrong key, 429 with retry-after(-ms) over a rate limit, moderation_blocked on
-a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429, "retry_after_ms": 20}, "ok"]`,
-one item per request). Every response carries `x-editroute-standin: openai`.
+`POST /v1/images/edits` as multipart (stdlib email parser) or JSON (`images: [{file_id} | {image_url}]`, data URLs,
+https URLs served from `remote_images`), JSON out: `created`, `data[].b64_json`, `background`, `output_format`,
+`quality`, `size`, `usage` (with `output_tokens_details`) computed from the same token tables editroute bills with
+(`backends.pricing`), so costs are realistic. Each model's rules come from its capabilities in prices.yaml
+(`accept_unverified=True` also applies its `unverified:` features, as if the real API took them). Also served:
+`GET /v1/models[/{id}]` with `shutdown_date`, and a minimal Files API (`POST /v1/files`, `GET /v1/files/{id}`)
+whose ids the JSON edits resolve. Real error envelopes `{"error": {message, type, param, code}}` with real status
+codes: `duplicate_parameter`, `unsupported_file_mimetype`, `unknown_parameter`, `model_not_found` for retired and
+unknown models, `invalid_input_fidelity_model`, 401 on a wrong key, 429 with retry-after(-ms) over a rate limit,
+moderation_blocked on a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429,
+"retry_after_ms": 20}, "ok"]`, one item per edit request). Every response carries `x-editroute-standin: openai`.
 
     with FakeOpenAIServer(api_key="sk-test") as server:
         backend = OpenAIEditBackend("openai", Settings(base_url=server.base_url))
@@ -17,10 +21,8 @@ By hand: `python -m backends.standins.openai_server --port 8765`.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import hashlib
-import io
 import json
 import logging
 import math
@@ -33,8 +35,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from PIL import Image
-
 from backends.pricing import (
     PriceTable,
     load_prices,
@@ -43,6 +43,7 @@ from backends.pricing import (
 log = logging.getLogger(__name__)
 
 BANNER = "STAND-IN for OpenAI's image edit API (loopback fake, not the real service)"
+# Text fields of a multipart edit (OpenAI's SDK sends these; `moderation` exists only in the JSON schema).
 FIELDS = {
     "model",
     "prompt",
@@ -57,9 +58,14 @@ FIELDS = {
     "stream",
     "partial_images",
     "response_format",
+    "complexity",
+    "safety_identifier",
+    "frame_count",
+    "frame_duration_ms",
 }
+JSON_FIELDS = (FIELDS - {"response_format"}) | {"images", "mask", "markup", "moderation"}
 IMAGE_MIMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
-DEFAULT_MODEL = "gpt-image-1.5"  # the spec's default for edits
+DEFAULT_MODEL = "gpt-image-2.5-sunburst"  # the last default the edit reference named (2.5 stage)
 
 
 @dataclass
@@ -82,6 +88,11 @@ class RecordedRequest:
     fields: dict[str, str] = field(default_factory=dict)
     parts: list[RecordedPart] = field(default_factory=list)  # every part in order, text fields included
     status: int = 0
+    json: dict | None = None  # a JSON body, as received (data URLs included)
+
+    @property
+    def encoding(self) -> str:
+        return "json" if self.content_type.startswith("application/json") else "multipart"
 
     @property
     def part_names(self) -> list[str]:
@@ -134,6 +145,10 @@ class FakeOpenAIServer:
         auto_quality: str = "medium",
         prices: PriceTable | None = None,
         host: str = "127.0.0.1",
+        accept_unverified: bool = False,
+        cached_tokens: int = 0,
+        remote_images: dict[str, bytes] | None = None,
+        model_shutdowns: dict[str, str | None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -143,6 +158,11 @@ class FakeOpenAIServer:
         self.moderation_words = tuple(w.lower() for w in moderation_words)
         self.auto_quality = auto_quality
         self.prices = prices or load_prices()
+        self.accept_unverified = accept_unverified  # act as if the API took each model's `unverified:` features
+        self.cached_tokens = cached_tokens  # report this many input tokens as cached (input_tokens_details)
+        self.remote_images = dict(remote_images or {})  # https URL -> bytes, what "downloading" a URL finds
+        self.model_shutdowns = dict(model_shutdowns or {})  # GET /models: shutdown_date overrides per model id
+        self.files: dict[str, dict] = {}  # the Files API: id -> {object fields..., "content": bytes}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._accepted: collections.deque[float] = collections.deque()
@@ -257,19 +277,46 @@ class FakeOpenAIServer:
                 )
             self._accepted.append(now)
 
+    @property
+    def edit_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path.rstrip("/").endswith("/images/edits")]
+
     def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
         multipart = rec.content_type.startswith("multipart/form-data")
         parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
+        if rec.content_type.startswith("application/json"):
+            rec.json = _parse_json(body)
         self._check_auth(rec, headers)
+        from backends.standins import openai_files  # models and files: the small endpoints
+
+        path = rec.path.rstrip("/")
+        if rec.method == "GET" or path.endswith("/files"):
+            return openai_files.route(self, rec, parts)
         self._scripted()
         self._rate_limit()
-        if not rec.path.rstrip("/").endswith("/images/edits"):
-            raise ApiError(404, f"Invalid URL (POST {rec.path})", code="unknown_url")
-        if not multipart:
-            raise ApiError(400, "Expected a multipart/form-data body for image edits.", code="invalid_content_type")
-        from backends.standins.openai_edit import run_edit  # the API's rules and the fake "model"
+        if not path.endswith("/images/edits"):
+            raise ApiError(404, f"Invalid URL ({rec.method} {rec.path})", code="unknown_url")
+        from backends.standins.openai_edit import run_edit, run_json_edit  # the API's rules and the fake "model"
 
-        return run_edit(self, rec, parts)
+        if multipart:
+            return run_edit(self, rec, parts)
+        if rec.json is not None:
+            return run_json_edit(self, rec, rec.json)
+        raise ApiError(
+            400,
+            "Expected a multipart/form-data or application/json body for image edits.",
+            code="invalid_content_type",
+        )
+
+
+def _parse_json(body: bytes) -> dict:
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        raise ApiError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "The JSON body must be an object.", code="invalid_json")
+    return data
 
 
 def _parse_multipart(rec: RecordedRequest, body: bytes) -> list[tuple[RecordedPart, bytes]]:
@@ -297,14 +344,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # request lines only: no headers, no keys
         log.debug("stand-in: " + format, *args)
 
-    def do_GET(self) -> None:
-        self._send(404, ApiError(404, "Only POST /v1/images/edits is served by this stand-in.").body(), {})
-
     def do_POST(self) -> None:
         owner = self.server_owner
         url = urlsplit(self.path)
         rec = RecordedRequest(
-            method="POST",
+            method=self.command,
             path=url.path,
             query={k: v[-1] for k, v in parse_qs(url.query).items()},
             auth=None,
@@ -327,6 +371,8 @@ class _Handler(BaseHTTPRequestHandler):
         rec.status = status
         self._send(status, payload, extra)
 
+    do_GET = do_POST
+
     def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
@@ -338,21 +384,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
-
-
-def encode_image(img: Image.Image, fmt: str, compression: int | None) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "png":
-        img.save(buf, format="PNG", compress_level=1)
-    elif fmt == "jpeg":
-        img.convert("RGB").save(buf, format="JPEG", quality=max(1, min(95, compression or 95)))
-    else:
-        img.save(buf, format="WEBP", quality=compression if compression is not None else 100, method=0)
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,4 +417,4 @@ if __name__ == "__main__":  # run the imported module's main, so openai_edit and
     raise SystemExit(_main())
 
 
-__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError", "b64", "encode_image"]
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError"]

@@ -31,6 +31,8 @@ from pipeline.bench import gpu_figures
 from pipeline.bench.gpu_figures import SecondsFigure, Tier
 
 VOLUMES = (1_000, 10_000, 50_000, 100_000, 1_000_000)
+# The seed guide's model, shut down 2026-10-23: kept as the dated historical baseline row beside the live models.
+BASELINE_MODEL = "gpt-image-1"
 TIERS = ("low", "medium", "high")
 REFERENCE_SIZE = "1024x1024"
 # The seed guide's e-commerce prompt: the text tokens of a typical edit (a few tenths of a cent at most).
@@ -119,6 +121,7 @@ class CostReport:
     gpu_as_of: str
     policy_mix: object | None = None  # pipeline.bench.policy_mix.PolicyMix
     notes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # model id -> how tables name it (retired, ESTIMATE)
 
 
 def sdxl_tiers() -> dict[str, Tier]:
@@ -128,16 +131,31 @@ def sdxl_tiers() -> dict[str, Tier]:
     return {name: Tier(int(spec.steps), bool(spec.guided)) for name, spec in SDXL_TIERS.items()}
 
 
+def bench_models(prices: PriceTable) -> list[str]:
+    """The live models (not their dated snapshots, which price the same), then the retired baseline."""
+    live = [k for k, m in prices.models.items() if m.status != "retired" and m.snapshot_of is None]
+    return live + ([BASELINE_MODEL] if BASELINE_MODEL in prices.models else [])
+
+
+def model_label(prices: PriceTable, model: str) -> str:
+    """The model id, marked when it is retired (a dated historical row) or its token table is an estimate."""
+    m = prices.model(model)
+    if m.status == "retired":
+        return f"{model} (retired {m.shutdown}; historical baseline, {m.as_of} prices)"
+    return f"{model} (ESTIMATE)" if m.output_tokens_estimate else model
+
+
 def api_per_image(prices: PriceTable, model: str, tier: str, size: str) -> PerImage:
     mp = prices.model(model)
     out_tokens = output_tokens(mp, tier, size)
-    in_image = input_image_tokens(1024, 1024, high_fidelity=False, rule=prices.input_image_tokens)
+    rule = mp.input_image_tokens or prices.input_image_tokens
+    in_image = input_image_tokens(1024, 1024, high_fidelity=False, rule=rule)
     in_text = estimate_text_tokens(REFERENCE_PROMPT)
     out_usd = token_cost(mp, text_in=0, image_in=0, image_out=out_tokens)
     in_usd = token_cost(mp, text_in=in_text, image_in=in_image, image_out=0)
     basis = (
-        f"{out_tokens} out x ${mp.image_out}/1M + ({in_image} image + {in_text} text) in x "
-        f"${mp.image_in}/${mp.text_in}/1M"
+        f"{'ESTIMATE: ' if mp.output_tokens_estimate else ''}{out_tokens} out x ${mp.image_out}/1M + "
+        f"({in_image} image + {in_text} text) in x ${mp.image_in}/${mp.text_in}/1M"
     )
     return PerImage(model, "API", tier, size, out_usd, in_usd, None, basis)
 
@@ -180,7 +198,7 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
     hourly = rate.usd_per_hour(prices)
     rental = f"{figure.card} rented per second, {rate.describe(prices)}"
     rows: list[PerImage] = []
-    for model in prices.models:
+    for model in bench_models(prices):
         rows += [api_per_image(prices, model, t, s) for t in TIERS for s in TOKEN_SIZES]
     rows += [sdxl_per_image(figure, rate, rental, t, tiers[t], s, prices, ref) for t in TIERS for s in TOKEN_SIZES]
     for alt in gpu_figures.published_alternatives(figure):
@@ -241,7 +259,7 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
         break_evens=break_evens,
         volumes=options.volumes,
         tiers=tiers,
-        prices_as_of=", ".join(sorted({m.as_of for m in prices.models.values()})),
+        prices_as_of=", ".join(sorted({prices.model(m).as_of for m in bench_models(prices)})),
         gpu_as_of=gpu_as_of if isinstance(gpu_as_of, str) else "?",
     )
     steps = ", ".join(f"{k} {v.steps} steps{' CFG' if v.guidance else ''}" for k, v in tiers.items())
@@ -249,16 +267,24 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
         f"SDXL speed: {figure.label}. Other tiers and sizes scale by FLOPs "
         f"(UNet steps x CFG batch + VAE; tiers: {steps})."
     )
+    report.notes.append(
+        "API models: " + ", ".join(model_label(prices, m) for m in bench_models(prices)) + ". ESTIMATE: OpenAI "
+        "publishes no output-token table for the model; its rows use gpt-image-2's official table (bills come "
+        "from usage; `editroute report` shows each model's measured estimate/bill ratio)."
+    )
+    report.labels = {m: model_label(prices, m) for m in bench_models(prices)}
     return report
 
 
-def headline(report: CostReport, volume: int = 100_000, model: str = "gpt-image-1") -> dict[str, Decimal]:
-    """The README's numbers: one model at high 1024^2 against self-hosted, per month at `volume`."""
-    api = next(r for r in report.per_image if r.backend == model and r.tier == "high" and r.size == REFERENCE_SIZE)
+def headline(report: CostReport, volume: int = 100_000) -> dict[str, Decimal]:
+    """The README's numbers: every benchmarked model at high 1024^2 (output tokens only, then with one input and
+    the prompt) against self-hosted SDXL, per month at `volume`."""
+    out: dict[str, Decimal] = {}
+    for r in report.per_image:
+        if r.scenario == "API" and r.tier == "high" and r.size == REFERENCE_SIZE:
+            label = report.labels.get(r.backend, r.backend)
+            out[f"{label} before input tokens"] = r.output_usd * volume
+            out[f"{label} with input tokens"] = r.total_usd * volume
     high = {p.name: p for p in report.plans["high"]}
-    out = {
-        f"{model} before input tokens": api.output_usd * volume,
-        f"{model} with input tokens": api.total_usd * volume,
-    }
     out.update({p.name: p.monthly(volume) for p in high.values() if p.name.startswith("sdxl")})
     return out

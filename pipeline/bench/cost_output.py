@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.bench.cost import REFERENCE_SIZE, CostReport, Plan, headline
+from pipeline.bench.cost import BASELINE_MODEL, REFERENCE_SIZE, CostReport, Plan, headline
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,16 @@ def markdown(report: CostReport) -> str:
     lines += [
         "## Cost per image",
         "",
-        "API input = one 1024x1024 input image at low fidelity (194 tokens) + a ~25-token prompt.",
+        "API input = one 1024x1024 input image (each model's input rule: 194 tokens for gpt-image-1, 388 (ESTIMATE)"
+        " for 2.x) + a ~25-token prompt.",
         "",
         "| backend | how paid | tier | size | output / GPU | input | total | basis |",
         "|---|---|---|---|---:|---:|---:|---|",
     ]
     for r in report.per_image:
+        name = report.labels.get(r.backend, r.backend)
         lines.append(
-            f"| {r.backend} | {r.scenario} | {r.tier} | {r.size} | {usd(r.output_usd, True)} | "
+            f"| {name} | {r.scenario} | {r.tier} | {r.size} | {usd(r.output_usd, True)} | "
             f"{usd(r.input_usd, True)} | {usd(r.total_usd, True)} | {r.basis} |"
         )
     lines.append("")
@@ -160,10 +162,10 @@ def plot_backends(report: CostReport, path: Path) -> Path:
         for t, api, _sp, vol in report.break_evens:
             if t == tier and vol:
                 ax.plot([vol], [float(plans[api].monthly(vol))], "ko", markersize=4)
-                if api != "gpt-image-1":
+                if api != BASELINE_MODEL:
                     continue
                 ax.annotate(
-                    f"gpt-image-1: {vol / 1000:.3g}k",
+                    f"{BASELINE_MODEL} (retired): {vol / 1000:.3g}k",
                     (vol, float(plans[api].monthly(vol))),
                     fontsize=7,
                     textcoords="offset points",

@@ -215,7 +215,7 @@ def run_api(
                 "backends": {
                     "api": {
                         "kind": "openai",
-                        "model": "gpt-image-1",
+                        "model": "gpt-image-2.6-flare",
                         "base_url": server.base_url,
                         "api_key_env": KEY_ENV,
                         "concurrency": concurrency,

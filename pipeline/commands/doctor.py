@@ -1,7 +1,10 @@
 """`editroute doctor [--policy FILE]`: what this machine can run, before you spend anything.
 
 Checks the optional stacks (SDXL: torch/diffusers and the accelerator; server; ray), whether an OpenAI key
-is configured (never printing it), how old the shipped prices are, and, with --policy, that the policy loads.
+is configured (never printing it), how old the shipped prices are, and, with --policy, that the policy loads and
+its backends build (a retired model fails here). With a key set, it also reads `GET /v1/models` for the policy's
+OpenAI backends and reports every model whose `shutdown_date` differs from prices.yaml, and any model the policy
+uses that the API does not list.
 """
 
 from __future__ import annotations
@@ -93,6 +96,51 @@ def _model_rows(policy) -> list[tuple[str, str]]:
     return rows
 
 
+def lifecycle_rows(backends: dict) -> tuple[list[tuple[str, str]], int]:
+    """Compare GET /v1/models' shutdown_date with prices.yaml, once per base_url the policy's OpenAI backends use.
+    Returns table rows and how many problems were found; skipped (and said so) without a key."""
+    from backends.errors import EditError
+    from backends.openai import OpenAIEditBackend
+    from backends.pricing import load_prices
+
+    table = load_prices()
+    rows: list[tuple[str, str]] = []
+    problems = 0
+    by_url: dict[str, list[OpenAIEditBackend]] = {}
+    for backend in backends.values():
+        if isinstance(backend, OpenAIEditBackend):
+            by_url.setdefault(backend.settings.base_url, []).append(backend)
+    for url, group in by_url.items():
+        label = f"models at {url}"
+        try:
+            listed = {m["id"]: m.get("shutdown_date") for m in group[0].list_models()}
+        except EditError as exc:
+            if "no API key" in exc.message:
+                rows.append((label, "[yellow]skipped[/]: no API key set (shutdown dates not compared)"))
+            else:
+                problems += 1
+                rows.append((label, f"[red]GET /models failed[/]: {exc.message}"))
+            continue
+        notes = []
+        for model_id, shutdown in listed.items():
+            entry = table.models.get(model_id)
+            if entry is not None and (shutdown or None) != entry.shutdown:
+                notes.append(
+                    f"{model_id}: API shutdown_date {shutdown or 'none'}, prices.yaml {entry.shutdown or 'none'}"
+                )
+        for b in group:
+            if b.settings.model not in listed:
+                notes.append(f"{b.settings.model} (backend {b.name}): not listed by the API (retired or no access)")
+        problems += len(notes)
+        compared = sum(1 for m in listed if m in table.models)
+        rows.append(
+            (label, "[red]" + "; ".join(notes) + "[/] (update configs/prices.yaml)")
+            if notes
+            else (label, f"[green]ok[/]: shutdown dates of {compared} listed model(s) match prices.yaml")
+        )
+    return rows, problems
+
+
 def run(args: argparse.Namespace) -> int:
     from backends.pricing import load_prices
 
@@ -123,19 +171,26 @@ def run(args: argparse.Namespace) -> int:
     hf_home = os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface")
     table.add_row("HF cache", hf_home)
     prices = load_prices()
-    oldest = min(date.fromisoformat(m.as_of) for m in prices.models.values())
+    oldest = min(date.fromisoformat(m.as_of) for m in prices.models.values() if m.status != "retired")
     age = (date.today() - oldest).days
     colour = "yellow" if age > PRICE_AGE_WARN_DAYS else "green"
-    table.add_row("prices.yaml", f"[{colour}]oldest model price from {oldest} ({age} days old)[/]")
+    table.add_row("prices.yaml", f"[{colour}]oldest live model price from {oldest} ({age} days old)[/]")
     if args.policy:
         from pipeline.errors import ConfigError
-        from pipeline.routing import load_policy
+        from pipeline.routing import build_backends, load_policy
 
         try:
             policy = load_policy(args.policy)
+            backends = build_backends(policy)  # a retired model fails here, naming its date and replacement
             table.add_row("policy", f"[green]ok[/]: backends {', '.join(policy.backends)}")
             for label, status in _model_rows(policy):
                 table.add_row(label, status)
+            rows, found = lifecycle_rows(backends)
+            problems += found
+            for label, status in rows:
+                table.add_row(label, status)
+            for backend in backends.values():
+                getattr(backend, "close", lambda: None)()
         except ConfigError as exc:
             problems += 1
             table.add_row("policy", f"[red]{exc}[/]")

@@ -6,12 +6,27 @@ import argparse
 from decimal import Decimal
 from pathlib import Path
 
-from backends.base import BACKGROUNDS, INPUT_FIDELITIES, OUTPUT_FORMATS, QUALITIES, EditRequest
+from backends.base import (
+    BACKGROUNDS,
+    COMPLEXITIES,
+    INPUT_FIDELITIES,
+    MODERATIONS,
+    OUTPUT_FORMATS,
+    QUALITIES,
+    EditRequest,
+)
 from backends.images import InputImage
 from pipeline.errors import ConfigError
 
 # CLI option -> the backend Settings field it sets (passed only when given, and only if the kind has it).
-_SETTING_OPTIONS = {"model": "model", "base_url": "base_url", "api_key_file": "api_key_file", "device": "device"}
+_SETTING_OPTIONS = {
+    "model": "model",
+    "base_url": "base_url",
+    "api_key_file": "api_key_file",
+    "device": "device",
+    "unverified_features": "unverified_features",
+}
+FILE_ID_PREFIX = "file_id:"  # --image file_id:file-abc (an OpenAI Files id)
 
 
 def register(subparsers) -> None:
@@ -21,11 +36,13 @@ def register(subparsers) -> None:
         "--image",
         action="append",
         required=True,
-        type=Path,
-        metavar="PATH",
-        help="input image (png/webp/jpeg); repeat for up to 16",
+        metavar="PATH|URL",
+        help="input image (png/webp/jpeg), an https URL or file_id:ID (OpenAI only); repeat for up to 16",
     )
-    p.add_argument("--mask", type=Path, metavar="PATH", help="PNG whose transparent pixels mark the area to edit")
+    p.add_argument("--mask", metavar="PATH|URL", help="PNG whose transparent pixels mark the area to edit")
+    p.add_argument(
+        "--markup", metavar="PATH|URL", help="transparent PNG of annotations over the first image (not with --mask)"
+    )
     p.add_argument("--prompt", required=True)
     p.add_argument("-n", type=int, default=1, help="number of images (1-10)")
     p.add_argument("--size", default="auto", help="1024x1024 | 1536x1024 | 1024x1536 | auto | WxH")
@@ -33,9 +50,21 @@ def register(subparsers) -> None:
     p.add_argument("--output-format", default="png", choices=OUTPUT_FORMATS)
     p.add_argument("--output-compression", type=int, metavar="0-100", help="jpeg/webp only")
     p.add_argument("--background", default="auto", choices=BACKGROUNDS)
-    p.add_argument("--input-fidelity", choices=INPUT_FIDELITIES)
+    p.add_argument("--input-fidelity", choices=INPUT_FIDELITIES, help="not for gpt-image-2.x (always high fidelity)")
+    p.add_argument("--complexity", choices=COMPLEXITIES, help="planning effort, independent of quality")
+    p.add_argument("--moderation", choices=MODERATIONS, help="content moderation level (sent as a JSON body)")
+    p.add_argument("--safety-identifier", metavar="ID", help="a stable hashed id of your end user (<= 128 chars)")
+    p.add_argument("--frame-count", type=int, metavar="2-16", help="gif output only")
+    p.add_argument("--frame-duration-ms", type=int, metavar="MS", help="gif output only (>= 20)")
     p.add_argument("--seed", type=int, help="self-hosted backends only")
-    p.add_argument("--model", help="backend model (e.g. gpt-image-1-mini, or an SDXL checkpoint)")
+    p.add_argument("--model", help="backend model (default for openai: gpt-image-2.6-flare; or an SDXL checkpoint)")
+    p.add_argument(
+        "--unverified-feature",
+        dest="unverified_features",
+        action="append",
+        metavar="NAME",
+        help="opt into a capability no source settles for the model (docs/openai.md); repeatable",
+    )
     p.add_argument(
         "--base-url", help="OpenAI-compatible API base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
     )
@@ -64,6 +93,15 @@ def backend_settings(kind: str, args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
 
 
+def input_image(spec: str, field: str) -> InputImage:
+    """A local path, an https URL, or file_id:ID."""
+    if spec.startswith(FILE_ID_PREFIX):
+        return InputImage.remote(file_id=spec[len(FILE_ID_PREFIX) :], field=field)
+    if spec.lower().startswith(("https://", "http://")):
+        return InputImage.remote(url=spec, field=field)
+    return InputImage.from_path(Path(spec), field=field)
+
+
 def exact_usd(usd: Decimal) -> str:
     """The cost as billed: token costs are exact as they are; a measured GPU cost (seconds x rate) is cut to the
     ledger's nano-dollar instead of 28 digits."""
@@ -76,15 +114,15 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from backends.registry import create_backend
-    from backends.validation import check_request
+    from backends.validation import check_request, skipped_checks
     from pipeline.run import atomic_write_bytes
 
     console = Console(highlight=False, markup=False, soft_wrap=True)
     images = tuple(
-        InputImage.from_path(p, field="image" if len(args.image) == 1 else f"image[{i}]")
-        for i, p in enumerate(args.image)
+        input_image(p, field="image" if len(args.image) == 1 else f"image[{i}]") for i, p in enumerate(args.image)
     )
-    mask = InputImage.from_path(args.mask, field="mask") if args.mask else None
+    mask = input_image(args.mask, field="mask") if args.mask else None
+    markup = input_image(args.markup, field="markup") if args.markup else None
     request = EditRequest(
         prompt=args.prompt,
         images=images,
@@ -96,6 +134,12 @@ def run(args: argparse.Namespace) -> int:
         output_compression=args.output_compression,
         background=args.background,
         input_fidelity=args.input_fidelity,
+        complexity=args.complexity,
+        moderation=args.moderation,
+        safety_identifier=args.safety_identifier,
+        markup=markup,
+        frame_count=args.frame_count,
+        frame_duration_ms=args.frame_duration_ms,
         seed=args.seed,
         job_id="cli",
     ).materialized()
@@ -104,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True, highlight=False).print("note: --seed is ignored: OpenAI's image API takes no seed")
     try:
         check_request(request, backend.capabilities, backend=backend.name)  # before anything is printed or paid
+        for note in skipped_checks(request):
+            Console(stderr=True, highlight=False, markup=False).print(f"note: {note}")
         estimate = backend.estimate(request)
         console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
         result = backend.edit(request)

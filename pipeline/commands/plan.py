@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--monthly-volume={args.monthly_volume}: expected 1 to {MAX_VOLUME}")
     policy = load_policy(args.policy)
     backends = build_backends(policy)
+    models = {name: str(getattr(getattr(b, "settings", None), "model", "") or "") for name, b in backends.items()}
     manifest = Manifest(args.manifest)
     problems = manifest.check()
     summary = plan_jobs(policy, backends, manifest.jobs(), keep_decisions=True)
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             ],
             **summary.as_dict(),
             "hosting": {name: spec.hosting for name, spec in policy.backends.items()},
+            "models": models,
             "decisions": [_decision_dict(d) for d in summary.decisions],
         }
         if projection is not None:
@@ -92,16 +94,17 @@ def run(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        _render(args, policy, manifest, problems, summary, projection)
+        _render(args, policy, models, manifest, problems, summary, projection)
     return 1 if problems or summary.held else 0
 
 
-def _split_table(title: str, policy, summary):
+def _split_table(title: str, policy, models: dict[str, str], summary):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
     for col, just in (
         ("backend", "left"),
+        ("model", "left"),
         ("hosting", "left"),
         ("jobs", "right"),
         ("images", "right"),
@@ -111,12 +114,14 @@ def _split_table(title: str, policy, summary):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for name, t in summary.split.items():
         per = _usd(t.usd / t.jobs) if t.jobs else "-"
-        table.add_row(name, policy.backends[name].hosting, str(t.jobs), str(t.images), _usd(t.usd), per)
+        table.add_row(
+            name, models.get(name, ""), policy.backends[name].hosting, str(t.jobs), str(t.images), _usd(t.usd), per
+        )
     if summary.held:
-        table.add_row("[red]held[/red]", "", str(summary.held), "", "", "")
+        table.add_row("[red]held[/red]", "", "", str(summary.held), "", "", "")
     table.add_section()
     images = sum(t.images for t in summary.split.values())
-    table.add_row("total", "", str(summary.jobs), str(images), _usd(summary.total_usd), "")
+    table.add_row("total", "", "", str(summary.jobs), str(images), _usd(summary.total_usd), "")
     return table
 
 
@@ -131,7 +136,7 @@ def _comparisons(summary) -> list[str]:
     return lines
 
 
-def _render(args, policy, manifest, problems, summary, projection) -> None:
+def _render(args, policy, models, manifest, problems, summary, projection) -> None:
     from rich.console import Console
     from rich.markup import escape
 
@@ -152,12 +157,13 @@ def _render(args, policy, manifest, problems, summary, projection) -> None:
             for reason in d.reasons:
                 console.print(f"    {escape(reason)}", soft_wrap=True)
         console.print()
-    console.print(_split_table(f"Plan: {args.manifest} under {args.policy}", policy, summary))
+    console.print(_split_table(f"Plan: {args.manifest} under {args.policy}", policy, models, summary))
     console.print(f"{'this policy':>16}: {_usd(summary.total_usd)} for {summary.jobs - summary.held} jobs")
     for line in _comparisons(summary):
         console.print(line)
     if projection is not None:
         console.print()
-        console.print(_split_table(f"Projection: {args.monthly_volume:,} jobs/month with this mix", policy, projection))
+        title = f"Projection: {args.monthly_volume:,} jobs/month with this mix"
+        console.print(_split_table(title, policy, models, projection))
         for line in _comparisons(projection):
             console.print(line)

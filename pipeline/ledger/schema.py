@@ -57,6 +57,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN call_ms INTEGER;
     """,
+    # v3: the model a settled call ran on, so `report` can set each model's estimates against its bills
+    """
+    ALTER TABLE attempts ADD COLUMN model TEXT;
+    """,
 ]
 
 # What an attempt counts for: an open hold counts its reservation, anything else what was actually billed.

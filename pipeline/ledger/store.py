@@ -252,12 +252,16 @@ class Ledger(SpendMixin):
         attempt_id: int,
         usage: dict[str, Any] | None = None,
         call_s: float | None = None,
+        model: str | None = None,
     ) -> Decimal:
         """Outputs are on disk: settle the call (`reserve`'s attempt id) and mark the job done, in one
-        transaction. Returns the job's cost: everything settled for it; `call_s` is the call's own duration."""
+        transaction. Returns the job's cost: everything settled for it; `call_s` is the call's own duration,
+        `model` what the backend ran (the report compares its estimates with its bills)."""
         t = now_ms()
         with self._write() as conn:
             self._settle(conn, attempt_id, cost, usage, None, call_s)
+            if model is not None:
+                conn.execute("UPDATE attempts SET model=? WHERE id=?", (model, attempt_id))
             job_cost = self._job_cost(conn, job_id)
             conn.execute(
                 "UPDATE jobs SET status='done', backend=?, outputs=?, cost_nusd=?, owner=NULL, "

@@ -70,6 +70,8 @@ class QualityScores(_Strict):
     medium: float = Field(ge=0, le=1)
     high: float = Field(ge=0, le=1)
     auto: float | None = Field(default=None, ge=0, le=1)  # default: the `high` score (auto usually runs high)
+    xhigh: float | None = Field(default=None, ge=0, le=1)  # OpenAI's xhigh/max tiers; default: the `high` score
+    max: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="before")
     @classmethod
@@ -79,8 +81,9 @@ class QualityScores(_Strict):
         return data
 
     def for_tier(self, quality: str) -> float:
-        if quality == "auto":
-            return self.high if self.auto is None else self.auto
+        if quality in ("auto", "xhigh", "max"):
+            score = getattr(self, quality)
+            return self.high if score is None else score
         return getattr(self, quality)
 
 

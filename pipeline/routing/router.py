@@ -23,7 +23,7 @@ from typing import Any
 
 from backends.base import Capabilities, CostEstimate, EditRequest
 from backends.errors import EditError
-from backends.validation import capability_problems
+from backends.validation import capability_problems, skipped_checks
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job
 from pipeline.routing.policy import Budget, Objective, Policy, VolumeShift
@@ -144,6 +144,7 @@ class Router:
             reasons.append(f"capability: {name} {why}")
         if cands:
             reasons.append("capable: " + ", ".join(cands))
+        reasons.extend(skipped_checks(req))  # remote refs: the pixel checks the provider makes instead
         if req.mask is None and self._infer_masks:
             inferring = [n for n in self._infer_masks if n in cands]
             if inferring:

@@ -436,6 +436,7 @@ def _finish(
         attempt_id=attempt_id,
         usage=usage,
         call_s=result.timings.get("total_s"),
+        model=result.model,
     )
     return Outcome(
         job.id,

@@ -1,5 +1,7 @@
 """The batch report, from the ledger alone: jobs per backend, failures by reason, spend versus the plan's
-estimate, and call latency p50/p95 per backend. As a dict (`build_report`), rich tables, JSON or CSV.
+estimate, call latency p50/p95 per backend, and per model what its paid calls were estimated at versus what they
+were billed (the measured estimate/bill ratio: how far a model's token estimates, some labelled ESTIMATE, are off).
+As a dict (`build_report`), rich tables, JSON or CSV.
 
 `spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress
 or one that was killed; the next run releases a dead run's holds). Budgets count both."""
@@ -87,6 +89,20 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         entry["count"] += 1
         if len(entry["examples"]) < 3:
             entry["examples"].append({"job": job_id, "error": _JOB_PREFIX.sub("", error or "")})
+    models = []
+    for model, calls, est, billed in conn.execute(
+        "SELECT model, COUNT(*), SUM(reserved_nusd), SUM(cost_nusd) FROM attempts WHERE state='settled' "
+        "AND error_class IS NULL AND model IS NOT NULL GROUP BY model ORDER BY model"
+    ):
+        models.append(
+            {
+                "model": model,
+                "calls": calls,
+                "estimate_usd": _usd(from_nusd(est)),
+                "billed_usd": _usd(from_nusd(billed)),
+                "estimate_to_bill": round(est / billed, 3) if billed else None,
+            }
+        )
     backends = []
     for name in sorted(per):
         row = per[name]
@@ -117,6 +133,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         "held_usd": _usd(total_held),
         "estimate_usd": _usd(total_est),
         "backends": backends,
+        "models": models,
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
     }
 
@@ -177,6 +194,20 @@ def render(report: dict[str, Any], console) -> None:
             _secs(b["p95_s"]),
         )
     console.print(table)
+    if report.get("models"):
+        est = Table(title="estimate vs bill per model (paid calls; ratio > 1: estimated high)", title_justify="left")
+        for col in ("model", "calls", "estimated", "billed", "estimate/bill"):
+            est.add_column(col, justify="left" if col == "model" else "right")
+        for m in report["models"]:
+            ratio = "-" if m["estimate_to_bill"] is None else f"{m['estimate_to_bill']:.3f}"
+            est.add_row(
+                m["model"],
+                str(m["calls"]),
+                fmt_usd(Decimal(m["estimate_usd"])),
+                fmt_usd(Decimal(m["billed_usd"])),
+                ratio,
+            )
+        console.print(est)
     if report["failures"]:
         fails = Table(title="failures by reason", title_justify="left")
         fails.add_column("reason")

@@ -24,18 +24,25 @@ RESULT_FILE = "result.json"
 
 
 def read_inputs(request: EditRequest) -> list[bytes]:
-    """Raw bytes of every input (images, then mask): what the key hashes and what gets decoded."""
-    images = [*request.images, *([request.mask] if request.mask is not None else [])]
+    """Raw bytes of every input (images, then mask, then markup): what the key hashes and what gets decoded.
+    A remote reference (file id or URL) stands for itself: its bytes are the provider's to fetch."""
     out = []
-    for i, img in enumerate(images):
-        field_name = "mask" if request.mask is not None and i == len(images) - 1 else f"image[{i}]"
+    for i, (field_name, img) in enumerate(request.inputs):
+        if img.is_remote:
+            out.append(img.ref.encode())
+            continue
         try:
             out.append(img.read())
         except OSError as exc:
+            name = field_name if field_name in ("mask", "markup") else f"image[{i}]"
             raise InvalidRequest(
-                f"{field_name}: cannot read {img.name}: {exc.strerror or exc}", field=field_name, value=img.name
+                f"{name}: cannot read {img.name}: {exc.strerror or exc}", field=name, value=img.name
             ) from None
     return out
+
+
+# Options added after ledgers existed: hashed only when set, so an older job's key (and its resume) is unchanged.
+_NEWER_OPTIONS = ("complexity", "moderation", "safety_identifier", "frame_count", "frame_duration_ms")
 
 
 def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
@@ -58,6 +65,8 @@ def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
                 "input_fidelity": r.input_fidelity,
                 "seed": r.seed,
                 "backend": job.backend,
+                **{k: getattr(r, k) for k in _NEWER_OPTIONS if getattr(r, k) is not None},
+                **({"markup": True} if r.markup is not None else {}),
             },
             sort_keys=True,
         ).encode()
@@ -70,16 +79,16 @@ def materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
     already carries its bytes was decoded when they were loaded (an upload to `editroute serve`): kept as is."""
 
     def load(img: InputImage, data: bytes, name: str) -> InputImage:
-        if img.data is not None:
+        if img.data is not None or img.is_remote:
             return img
         return replace(InputImage.from_bytes(data, name=img.name, field=name), path=img.path)
 
-    images = tuple(
-        load(img, raw[i], "image" if len(request.images) == 1 else f"image[{i}]")
-        for i, img in enumerate(request.images)
-    )
-    mask = load(request.mask, raw[-1], "mask") if request.mask is not None else None
-    return replace(request, images=images, mask=mask)
+    loaded = [load(img, data, name) for (name, img), data in zip(request.inputs, raw, strict=True)]
+    n = len(request.images)
+    layers = iter(loaded[n:])
+    mask = next(layers) if request.mask is not None else None
+    markup = next(layers) if request.markup is not None else None
+    return replace(request, images=tuple(loaded[:n]), mask=mask, markup=markup)
 
 
 def stored_result(out_dir: Path, job_id: str, key: str) -> dict[str, Any] | None:

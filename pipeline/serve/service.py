@@ -6,7 +6,7 @@ de-duplication of retries, and running each job through `pipeline.run.execute` (
     served = await service.submit(prepared)                  # runs it, or joins the same job in flight
 
 `model`: absent or `auto` routes by the policy; a policy backend name pins that backend (its fallbacks
-apply, as for a pinned manifest job); an OpenAI model id (`gpt-image-1`, ...) pins the policy's openai
+apply, as for a pinned manifest job); an OpenAI model id (`gpt-image-2.6-flare`, ...) pins the policy's openai
 backend that has that model, or the first openai backend re-targeted at it (same settings, budgets and
 ledger name; no fallbacks: the caller asked for that model).
 
@@ -152,7 +152,7 @@ class EditService:
         """OpenAI model ids this server accepts (it needs an openai backend to run them)."""
         if not self.openai_backends:
             return []
-        return [m for m in self._prices.models if not m.startswith("dall-e")]
+        return [m for m, e in self._prices.models.items() if e.status != "retired" and not m.startswith("dall-e")]
 
     def resolve(self, model: str | None) -> Target:
         if model is None:
