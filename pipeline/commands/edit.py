@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--api-key-file", type=Path, help="read the API key from this file instead of $OPENAI_API_KEY")
     p.add_argument("--device", help="torch device for self-hosted backends (cuda, cpu, ...)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace earlier outputs of the same names in --out (else refuse)"
+    )
     p.set_defaults(func=run)
 
 
@@ -77,7 +80,13 @@ def run(args: argparse.Namespace) -> int:
 
     from backends.registry import create_backend
     from backends.validation import check_request
-    from pipeline.run import atomic_write_bytes
+    from pipeline.run import (
+        atomic_write_bytes,
+        check_disk_space,
+        check_existing_outputs,
+        check_out_dir,
+        output_bytes_bound,
+    )
 
     console = Console(highlight=False, markup=False, soft_wrap=True)
     images = tuple(
@@ -104,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True, highlight=False).print("note: --seed is ignored: OpenAI's image API takes no seed")
     try:
         check_request(request, backend.capabilities, backend=backend.name)  # before anything is printed or paid
+        out = check_out_dir(args.out)
+        names = [f"{k}.{request.output_format}" for k in range(request.n)]
+        check_existing_outputs(out, names, overwrite=args.overwrite)
+        check_disk_space(out, output_bytes_bound(request), what=f"{request.n} image(s)")
         estimate = backend.estimate(request)
         console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
         result = backend.edit(request)

@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
 from pipeline.run.execute import ExecContext, Outcome, execute_job
 from pipeline.run.executors import Executor, create_executor
+from pipeline.run.preflight import check_out_dir, check_run_disk_space, open_ledger
 from pipeline.run.progress import NullProgress, Tally
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,12 @@ def run_batch(
     for p in problems:
         progress.note(f"[manifest] {p}")
     backends = dict(backends) if backends is not None else build_backends(policy)
-    ledger = Ledger.in_dir(out)
+    ledger = open_ledger(check_out_dir(out))  # everything local is checked before the first paid call
+    try:
+        check_run_disk_space(out, man, ledger, max_jobs)
+    except ConfigError:
+        ledger.close()
+        raise
     if released := ledger.release_orphans():
         progress.note(f"released {released} budget hold(s) left by a stopped run")
     record_problems(ledger, problems)
