@@ -2,8 +2,8 @@
 
 Each command module has `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 Command modules import heavy things (torch, FastAPI, Ray) inside `func`, so `editroute --help` is instant.
-One handler turns editroute errors into exit codes: 0 ok, 1 some jobs failed, 2 bad input or config,
-130 interrupted.
+One handler turns editroute errors into exit codes (`pipeline.commands.ExitCode`: 0 ok, 1 some jobs failed,
+2 bad input or config, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from backends.errors import EditError
+from pipeline.commands import EXIT_CODES_TEXT, ExitCode
 from pipeline.errors import ConfigError
 
 COMMANDS = ["edit", "plan", "policy", "run", "report", "demo", "serve", "bench", "eval", "doctor"]
@@ -32,7 +33,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="editroute", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="editroute", description=DESCRIPTION, epilog=EXIT_CODES_TEXT)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("--version", action="version", version=f"editroute {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -52,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ConfigError, EditError) as exc:
         print(f"editroute {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         print(f"editroute {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class RunResult:
     tally: Tally
     problems: list[ManifestProblem] = field(default_factory=list)
     interrupted: bool = False
+    jobs: int = 0  # valid jobs this run took from the manifest (0 with problems: nothing could run)
 
     @property
     def ok(self) -> bool:
@@ -58,6 +59,10 @@ def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
     return caps
 
 
+class InvalidManifestEntry(Exception):
+    """A manifest entry that cannot run; its name is the reason the report files it under."""
+
+
 def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
     """Entries that cannot run are failed jobs with their reasons (those without a usable id are only printed)."""
     by_id: dict[str, list[str]] = {}
@@ -65,7 +70,7 @@ def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
         if p.job_id:
             by_id.setdefault(p.job_id, []).append(f"line {p.line}: {p.message}" if p.line else p.message)
     for job_id, messages in by_id.items():
-        ledger.record_invalid(job_id, "; ".join(messages))
+        ledger.record_invalid(job_id, InvalidManifestEntry("; ".join(messages)))
 
 
 def run_batch(
@@ -116,7 +121,7 @@ def run_batch(
     slots = threading.BoundedSemaphore(window)
     total = man.valid if max_jobs is None else min(man.valid, max_jobs)
     progress.start(total)
-    result = RunResult(out, ledger.path, progress.tally, problems)
+    result = RunResult(out, ledger.path, progress.tally, problems, jobs=total)
     pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="job")
     abandoned = False
 
