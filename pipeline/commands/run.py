@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "manifest_problems": len(result.problems),
         "interrupted": result.interrupted,
     }
+    if result.stand_ins:
+        report["stand_ins"] = result.stand_ins
     if args.json:
         print(to_json(report))
     else:
@@ -82,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         )
         render(report, out)
         out.print(f"outputs: {result.out_dir}/<job id>/   ledger: {result.ledger_path}", highlight=False)
+        for name, what in result.stand_ins.items():
+            out.print(f"STAND-IN: backend {name!r} is a {what}", style="yellow", highlight=False)
     if result.interrupted:
         return ExitCode.INTERRUPTED
     if result.problems and not result.jobs:

@@ -44,11 +44,17 @@ class RunResult:
     problems: list[ManifestProblem] = field(default_factory=list)
     interrupted: bool = False
     jobs: int = 0  # valid jobs this run took from the manifest (0 with problems: nothing could run)
+    stand_ins: dict[str, str] = field(default_factory=dict)  # backend -> what stand-in it is (test-only kinds)
 
     @property
     def ok(self) -> bool:
         # skipped = failed in an earlier run and not retried, or held by another run: the manifest is not done
         return self.tally.failed == 0 and self.tally.skipped == 0 and not self.problems and not self.interrupted
+
+
+def stand_ins(backends: Mapping[str, Any]) -> dict[str, str]:
+    """The backends that are test-only stand-ins (they carry a `stand_in` label), so reports can say so."""
+    return {name: b.stand_in for name, b in backends.items() if isinstance(getattr(b, "stand_in", None), str)}
 
 
 def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
@@ -121,7 +127,9 @@ def run_batch(
     slots = threading.BoundedSemaphore(window)
     total = man.valid if max_jobs is None else min(man.valid, max_jobs)
     progress.start(total)
-    result = RunResult(out, ledger.path, progress.tally, problems, jobs=total)
+    result = RunResult(out, ledger.path, progress.tally, problems, jobs=total, stand_ins=stand_ins(backends))
+    if result.stand_ins:
+        progress.note(f"STAND-IN backends (not real edits): {', '.join(result.stand_ins)}")
     pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="job")
     abandoned = False
 
