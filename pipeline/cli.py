@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -42,13 +43,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A reader that closed the pipe (`editroute report DIR | head`): exit as a shell reports a process killed by
+# SIGPIPE. (SIGPIPE itself stays ignored, as Python sets it: a default handler would kill `serve` and the HTTP
+# clients on any reset socket.)
+PIPE_CLOSED = 141
+
+
+def quiet_model_libraries() -> None:
+    """transformers' and diffusers' own warnings (hub look-ups we report ourselves, torchvision and deprecation
+    notices) are noise on the command line; set before they are imported, so `-v` keeps them."""
+    import warnings
+
+    for lib in ("TRANSFORMERS", "DIFFUSERS"):
+        os.environ.setdefault(f"{lib}_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message=".*torchvision.*")
+    warnings.filterwarnings("ignore", module="(transformers|diffusers|torchvision)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here (also after --help), not as a traceback at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to write, not even at exit
+        return PIPE_CLOSED
+    except SystemExit as exc:  # rich's answer to a closed pipe: stdout moved to /dev/null, then exit 1
+        if exc.code == 1 and _stdout_is_devnull():
+            return PIPE_CLOSED
+        raise
+
+
+def _stdout_is_devnull() -> bool:
+    try:
+        out, null = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured, closed)
+        return False
+    return (out.st_dev, out.st_ino) == (null.st_dev, null.st_ino)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        quiet_model_libraries()
     try:
         return int(args.func(args) or 0)
     except (ConfigError, EditError) as exc:

@@ -175,6 +175,10 @@ class OpenAIEditBackend:
             extras={"attempts": attempts, "cost_basis": cost_basis},
         )
 
+    def check_credentials(self) -> None:
+        """`BackendMisconfigured` if the API key cannot be read now (`editroute serve` checks at start); no call."""
+        self._read_key()
+
     def _read_key(self) -> str:
         s = self.settings
         if s.api_key_file is not None:
