@@ -1,7 +1,8 @@
 """Request checks that run before any money or GPU time is spent.
 
-`request_problems()` applies the OpenAI edit API's own limits (CONTRACT.md), which every backend shares;
-`capability_problems()` adds what one backend cannot honour. Both return every problem at once as
+`request_problems()` applies the OpenAI edit API's own limits, which every backend shares (reference:
+https://developers.openai.com/api/reference/resources/images/methods/edit); `capability_problems()` adds what
+one backend cannot honour. Both return every problem at once as
 `InvalidRequest`s naming the field, the value and the limit; `check_request()` raises the first.
 """
 

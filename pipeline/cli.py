@@ -33,8 +33,31 @@ def _version() -> str:
         return "unknown"
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and epilogs as written; each option's default added where its help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS, []):
+            return action.help
+        if not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return action.help
+        return text + " (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """Every editroute parser and subparser shows defaults (`HelpFormatter`)."""
+
+    def __init__(self, *args, formatter_class: type = HelpFormatter, **kwargs) -> None:
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="editroute", description=DESCRIPTION, epilog=EXIT_CODES_TEXT)
+    parser = Parser(
+        prog="editroute",
+        description=DESCRIPTION,
+        epilog=f"{EXIT_CODES_TEXT}\n`editroute` alone prints this help (exit 2).",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("--version", action="version", version=f"editroute {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -85,6 +108,10 @@ def _stdout_is_devnull() -> bool:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # a newcomer typing `editroute`: the whole help, not one usage line
+        parser.print_help()
+        return ExitCode.BAD_INPUT
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

@@ -1,4 +1,5 @@
-"""The stand-in's request rules (as the real API enforces them, CONTRACT.md) and its fake "model".
+"""The stand-in's request rules (as the real API enforces them) and its fake "model". Reference:
+https://developers.openai.com/api/reference/resources/images/methods/edit
 
 The fake edit resizes the first input to the output size and paints the mask's transparent region (or tints
 the whole picture without a mask) in a colour derived from the prompt, so results differ per prompt and

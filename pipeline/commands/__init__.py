@@ -16,8 +16,8 @@ class ExitCode(IntEnum):
 
 
 EXIT_CODES_TEXT = (
-    "Exit codes: 0 all done, 1 some jobs failed (now, or earlier and not retried), 2 bad input or config "
-    "(nothing was run), 130 interrupted."
+    "Exit codes: 0 all done, 1 some jobs failed (now, or earlier and not retried),\n"
+    "2 bad input or config (nothing was run), 130 interrupted."
 )
 
 __all__ = ["EXIT_CODES_TEXT", "ExitCode"]

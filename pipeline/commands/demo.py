@@ -36,7 +36,9 @@ BANNER = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the example batch offline against local stand-ins (no GPU, no key)")
-    p.add_argument("--out", default="editroute-demo", help="output folder; each policy runs in DIR/<policy name>/")
+    p.add_argument(
+        "--out", default="editroute-demo", metavar="DIR", help="output folder; each policy runs in DIR/<policy name>/"
+    )
     p.add_argument(
         "--policy",
         default=str(ROOT / "configs" / "policies" / "balanced.yaml"),

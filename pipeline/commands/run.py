@@ -14,7 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a manifest of edit jobs under a policy (resumable)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Concurrency is set per backend in the policy: concurrency: and requests_per_minute: for the API,\n"
         "max_batch: for SDXL (jobs of equal size and tier per pipeline call; default 4 on CUDA, 1 on CPU).\n"
         "Rerun the same command to resume: done jobs are skipped and never billed again; a job cut off by a\n"
