@@ -7,6 +7,7 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+from backends.standins import STANDIN_VERSION
 from pipeline.cli import main
 from pipeline.commands.demo import DEMO_KEY, URL_PLACEHOLDER
 from pipeline.ledger import Ledger
@@ -15,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_readme_demo_sequence_runs_each_policy_anew_and_the_saved_policy_reruns(
-    tmp_path, tiny_sdxl_dir, monkeypatch, capsys
+    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, monkeypatch, capsys
 ):
     """`editroute demo; editroute demo --policy configs/policies/cost-first.yaml`, then the saved file again
     (a rerun resumes: nothing is billed twice)."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the CLIPSeg stand-in is built here
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the demo looks for its CLIPSeg stand-in
+    cached = tmp_path / "cache" / "editroute" / f"tiny-clipseg-v{STANDIN_VERSION}"
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(tiny_clipseg_dir)  # the session's build, not a second one
     base = tmp_path / "editroute-demo"
     common = ["--out", str(base), "--sdxl-dir", str(tiny_sdxl_dir), "--json"]
     assert main(["demo", *common]) == 0

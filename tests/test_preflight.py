@@ -100,7 +100,7 @@ def test_output_bytes_bound_is_conservative():
     from backends.images import InputImage
     from pipeline.run import output_bytes_bound
 
-    img = InputImage.from_bytes(image_bytes(3000, 2000), field="image")
+    img = InputImage(name="big.png", format="png", width=3000, height=2000, nbytes=9_000_000, has_alpha=False)
     for size, pixels in (("1024x1024", 1024 * 1024), ("1536x1024", 1536 * 1024), ("auto", 3000 * 2000)):
         req = EditRequest(prompt="x", images=(img,), size=size, n=3)
         assert output_bytes_bound(req) >= 3 * pixels * 4
