@@ -78,6 +78,38 @@ def is_local_model(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
 
 
+def load_failure(what: str, model: str, exc: BaseException, *, local: bool, index_file: str) -> str:
+    """Why a model did not load, in one short line. A hub model missing from the cache gets our own sentence, not
+    the library's paragraph (which names its own options and a stack trace the user never sees)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first if len(first) <= 160 else first[:157] + "..."
+    if local or _in_hub_cache(model, index_file):
+        return f"cannot load {what} {model!r}: {first}"
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else f"the download failed ({first})"
+    return (
+        f"cannot load {what} {model!r}: not in the Hugging Face cache ({hf_cache_dir()}) and {why}; fetch it "
+        f"with `hf download {model}` online and copy the cache, or set HF_HOME"
+    )
+
+
+def _in_hub_cache(model: str, index_file: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, index_file), str)
+    except Exception:  # pragma: no cover - a malformed id: let the library's own message speak
+        return True
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover
+        return False
+
+
 @contextmanager
 def quiet_progress() -> Iterator[None]:
     """No per-file progress bars while a model loads or saves (the CLI owns the terminal); restored after."""

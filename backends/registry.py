@@ -4,12 +4,16 @@ One dict of lazily imported "module:Class" paths, so `import backends` stays lig
 missing optional dependency surfaces only when that kind is used, with the extra to install.
 Each backend class provides `Settings` (a pydantic model, extra="forbid") and
 `from_settings(name, settings) -> backend`.
+
+Test-only stand-in kinds (`kind: function`: its images are not edits) live apart, in `STANDIN_KINDS`: a policy
+gets one only with `$EDITROUTE_ALLOW_STANDINS=1` (the test suite sets it), and no error lists or suggests them.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,10 +27,12 @@ M = TypeVar("M", bound="BaseModel")
 BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
     "sdxl": "backends.diffusion.sdxl:SDXLInpaintBackend",
-    "function": "backends.standins.function:FunctionBackend",
     "gemini": "backends.google.backend:GeminiEditBackend",
     "firefly": "backends.adobe.backend:FireflyEditBackend",
 }
+
+STANDIN_KINDS: dict[str, str] = {"function": "backends.standins.function:FunctionBackend"}
+STANDIN_ENV = "EDITROUTE_ALLOW_STANDINS"
 
 # Which extra brings the dependencies of a kind, for the install hint.
 _EXTRAS = {"sdxl": "sdxl"}
@@ -38,7 +44,7 @@ class UnknownBackendKind(ValueError):
 
 def backend_class(kind: str) -> type:
     try:
-        path = BACKEND_KINDS[kind]
+        path = BACKEND_KINDS.get(kind) or _standin(kind)
     except KeyError:
         close = difflib.get_close_matches(kind, BACKEND_KINDS, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -51,6 +57,16 @@ def backend_class(kind: str) -> type:
         hint = f' Install it with: pip install "editroute[{extra}]"' if extra else ""
         raise BackendMisconfigured(f"backend kind {kind!r} needs {exc.name!r}.{hint}") from exc
     return getattr(module, class_name)
+
+
+def _standin(kind: str) -> str:
+    path = STANDIN_KINDS[kind]  # KeyError: not a kind at all
+    if os.environ.get(STANDIN_ENV) != "1":
+        raise UnknownBackendKind(
+            f"backend kind {kind!r} is a test-only stand-in (its images are not edits), refused unless "
+            f"{STANDIN_ENV}=1 (the test suite sets it); backend kinds: {', '.join(BACKEND_KINDS)}"
+        )
+    return path
 
 
 def parse_settings(model: type[M], settings: Mapping[str, Any], *, backend: str, kind: str) -> M:

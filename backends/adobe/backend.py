@@ -275,6 +275,11 @@ class FireflyEditBackend:
                 limit="an explicit WxH",
             )
 
+    def check_credentials(self) -> None:
+        """`BackendMisconfigured` if the client id or secret cannot be read now (`editroute serve` checks at
+        start); no call."""
+        self._credentials()
+
     def _credentials(self) -> Credentials:
         s = self.settings
         cid = read_secret(s.client_id_file, s.client_id_env, what="Firefly client id", file_setting="client_id_file")

@@ -31,9 +31,9 @@ from typing import Any, ClassVar, Protocol
 from backends.errors import BackendMisconfigured, BackendUnavailable
 from backends.local_models import (
     INSTALL_HINT,
-    hf_cache_dir,
     import_torch,
     is_local_model,
+    load_failure,
     quiet_progress,
     resolve_device,
     resolve_dtype,
@@ -178,18 +178,8 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
                 model, torch_dtype=getattr(torch, DTYPES[dtype]), variant=settings.variant
             )
     except (OSError, ValueError) as exc:  # hub unreachable / not in cache / bad files
-        where = (
-            ""
-            if local
-            else (
-                f"; with no network it must already be in the Hugging Face cache at "
-                f"{hf_cache_dir()} (download it elsewhere with `hf download {model}` and copy "
-                f"the cache, or set HF_HOME)"
-            )
-        )
-        raise BackendMisconfigured(
-            f"cannot load {family.name} model {model!r}: {str(exc).splitlines()[0]}{where}"
-        ) from None
+        what = f"{family.name} model"
+        raise BackendMisconfigured(load_failure(what, model, exc, local=local, index_file="model_index.json")) from None
     loads += 1
     loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
     loaded.load_s = time.perf_counter() - start

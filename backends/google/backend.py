@@ -268,6 +268,10 @@ class GeminiEditBackend:
         log.warning("%s: %s; retry %d/%d in %.2fs", self.name, why, attempt + 1, self.settings.max_retries, delay)
         self._sleep(delay)
 
+    def check_credentials(self) -> None:
+        """`BackendMisconfigured` if the API key cannot be read now (`editroute serve` checks at start); no call."""
+        self._read_key()
+
     def _read_key(self) -> str:
         s = self.settings
         return read_secret(s.api_key_file, s.api_key_env, what="Gemini API key", file_setting="api_key_file")

@@ -216,6 +216,10 @@ class OpenAIEditBackend:
             raise BackendUnavailable("GET /models answered without a `data` list")
         return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
+    def check_credentials(self) -> None:
+        """`BackendMisconfigured` if the API key cannot be read now (`editroute serve` checks at start); no call."""
+        self._read_key()
+
     def _read_key(self) -> str:
         s = self.settings
         if s.api_key_file is not None:

@@ -2,6 +2,8 @@
 
 Like httpx's `MockTransport(handler)`: the handler gets the request and returns images (or raises an
 `EditError`); everything else (capabilities, estimate, cost, result shape) behaves like a real backend.
+As `kind: function` in a policy it is refused unless `$EDITROUTE_ALLOW_STANDINS=1` (backends/registry.py), and
+its results say they come from a stand-in (the model name and `extras["stand_in"]`).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class FunctionBackend:
     handler: Handler = solid_images
     cost_per_image: Decimal = Decimal("0.01")
     capabilities: Capabilities = field(default_factory=Capabilities)
-    model: str = "function"
+    model: str = "stand-in:function"
     latency_s: float = 0.0
     calls: int = 0
+    stand_in = "test-only `kind: function` backend: its images are not a real edit"  # class attribute, for reports
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> FunctionBackend:
@@ -83,6 +86,7 @@ class FunctionBackend:
             timings={"total_s": elapsed},
             seed=request.seed,
             quality=request.quality,
+            extras={"stand_in": self.stand_in},
         )
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ BPE vocabulary written locally (every lowercase letter and digit), so different 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -151,11 +152,13 @@ def build_main(
     argv: list[str] | None, module: str, build: Callable[[str], Path], describe: Callable[[Path], str]
 ) -> int:
     """`python -m backends.standins.<module> DIR`: build a stand-in into DIR and say what it is (not a real model)."""
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 1:
-        sys.stderr.write(f"usage: python -m backends.standins.{module} DIR\n")
-        return 2
-    sys.stderr.write(describe(build(args[0])) + "\n")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m backends.standins.{module}",
+        description=f"Build the {module} stand-in (random weights, for tests and offline tries) into DIR.",
+    )
+    parser.add_argument("dir", metavar="DIR", help="folder to build into (reused when it already holds this build)")
+    args = parser.parse_args(argv)
+    sys.stderr.write(describe(build(args.dir)) + "\n")
     return 0
 
 

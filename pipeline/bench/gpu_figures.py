@@ -2,8 +2,9 @@
 
 Sources, in order of preference: a `--seconds-per-image` flag; a measurement in `benchmarks/RESULTS.md` (a markdown
 table with `card`, `tier`, `size` and `seconds_per_image` columns, as `sdxl_speed.py` writes it); a published figure
-declared below (CONTRACT.md). A figure is for the reference job, a 1024x1024 edit at the high tier (30 steps); other
-tiers and sizes scale by FLOPs (UNet steps x CFG batch + VAE), which holds while the card stays compute-bound.
+declared below (each names its public source). A figure is for the reference job, a 1024x1024 edit at the high
+tier (30 steps); other tiers and sizes scale by FLOPs (UNet steps x CFG batch + VAE), which holds while the card
+stays compute-bound.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# TFLOP per 1024x1024 image (research/sdxl-peers.md section 2.3, counted with torch.utils.flop_counter).
+# TFLOP per 1024x1024 image, counted with torch.utils.flop_counter (benchmarks/sdxl_arch.py `count_flops`).
 UNET_CFG_STEP_TF = 13.52  # one guided step = UNet at batch 2
 VAE_ENCODE_TF = 4.88
 VAE_DECODE_TF = 10.47

@@ -4,8 +4,12 @@ Everything runs against local STAND-INS, and says so: a loopback fake of OpenAI'
 (`backends.standins.openai_server`, realistic usage and prices, not the real service) and a tiny random-weight
 SDXL inpainting pipeline (`backends.standins.tiny_sdxl`, built once into a cache folder; its outputs are noise),
 and for a policy with `mask_inference:` a tiny random-weight CLIPSeg (`backends.standins.tiny_clipseg`, noise too).
-A shipped policy is used with only its backends' connection settings pointed at the stand-ins; the policy that
-ran is saved as DIR/demo-policy.yaml. Running the demo again on the same DIR shows resume: nothing is re-billed.
+A shipped policy is used with only its backends' connection settings pointed at the stand-ins. Each policy
+gets its own folder, DIR/<policy name>/ (so `editroute demo --policy cost-first.yaml` after `editroute demo`
+runs every job anew under the other policy), with the policy that ran saved as demo-policy.yaml. The API
+stand-in lives only while the demo runs, so the saved file holds a placeholder for its URL and says how to
+rerun it (`editroute demo --policy` the original or the saved file). Running the same demo again shows resume:
+nothing is re-billed.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.commands import ExitCode
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_KEY_ENV = "EDITROUTE_DEMO_STANDIN_KEY"  # the stand-in's key lives only in this process's environment
 DEMO_KEY = "sk-standin-demo-not-a-real-key"
+SAVED_POLICY = "demo-policy.yaml"
+# What the saved policy holds instead of the stand-in's URL (a random port, dead once the demo ends).
+URL_PLACEHOLDER = "http://127.0.0.1:0/filled-in-by-editroute-demo-at-run-time/v1"
 BANNER = (
     "[bold yellow]DEMO on local stand-ins[/]: a loopback fake of OpenAI's image edit API ({url}) and a tiny "
     "random-weight SDXL pipeline (outputs are noise). No key, no GPU; nothing leaves this machine."
@@ -28,17 +36,19 @@ BANNER = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the example batch offline against local stand-ins (no GPU, no key)")
-    p.add_argument("--out", default="editroute-demo", help="output folder (default ./editroute-demo)")
+    p.add_argument(
+        "--out", default="editroute-demo", metavar="DIR", help="output folder; each policy runs in DIR/<policy name>/"
+    )
     p.add_argument(
         "--policy",
         default=str(ROOT / "configs" / "policies" / "balanced.yaml"),
-        help="policy to use (its backends are pointed at the stand-ins)",
+        help="policy to use (its backends are pointed at the stand-ins), or a demo-policy.yaml the demo saved",
     )
     p.add_argument("--manifest", default=str(ROOT / "examples" / "all.jsonl"), help="manifest to run")
     p.add_argument(
         "--sdxl-dir",
         default=None,
-        help="where the tiny stand-in SDXL pipeline is built/cached (default: ~/.cache/editroute)",
+        help="where the tiny stand-in SDXL pipeline is built/cached (default: ~/.cache/editroute/...)",
     )
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
     p.set_defaults(func=run)
@@ -143,16 +153,50 @@ def build_clipseg_standin(policy_path: Path) -> Path | None:
     return build_tiny_clipseg(standin_cache_dir() / f"tiny-clipseg-v{STANDIN_VERSION}")
 
 
-def run(args: argparse.Namespace) -> int:
+def policy_folder(out: Path, policy_path: Path) -> Path:
+    """DIR/<policy name>: a saved demo-policy.yaml reruns in the folder it was saved in."""
+    if policy_path.name == SAVED_POLICY:
+        return out / policy_path.resolve().parent.name
+    return out / policy_path.stem
+
+
+def saved_policy_text(data: dict[str, Any], source: Path) -> str:
     import yaml
+
+    return (
+        f"# {source.name} pointed at local stand-ins by `editroute demo`. The API stand-in lives only while the\n"
+        f"# demo runs (its URL is filled in then): rerun with `editroute demo --policy {source}`\n"
+        f"# or `editroute demo --policy <this file>`; for a real run use the original policy.\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+
+
+def pointed_at(policy: Any, api_url: str) -> Any:
+    """The loaded policy with the running stand-in's URL in place of the placeholder (in memory only)."""
+    backends = {
+        name: spec.model_copy(update={"settings": {**spec.settings, "base_url": api_url}})
+        if spec.settings.get("base_url") == URL_PLACEHOLDER
+        else spec
+        for name, spec in policy.backends.items()
+    }
+    return policy.model_copy(update={"backends": backends})
+
+
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from backends.standins import FakeOpenAIServer
-    from pipeline.run import NullProgress, RichProgress, build_report, render, run_batch, to_json
+    from pipeline.routing import load_policy
+    from pipeline.run import NullProgress, RichProgress, build_report, check_out_dir, render, run_batch, to_json
 
     console = Console(stderr=args.json)
-    out = Path(args.out)
+    source = Path(args.policy)
+    if not source.is_file():
+        raise ConfigError(f"--policy {source}: no such file")
+    out = policy_folder(Path(args.out), source)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    console.print(f"policy {source.name}: outputs in {out}/", highlight=False)
     console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
     quiet_model_libraries()
     sdxl_dir = build_sdxl_standin(args.sdxl_dir)
@@ -160,19 +204,17 @@ def run(args: argparse.Namespace) -> int:
     with FakeOpenAIServer(api_key=DEMO_KEY) as server:
         console.print(BANNER.format(url=server.base_url), highlight=False)
         data = standin_policy(
-            Path(args.policy),
-            api_url=server.base_url,
+            source,
+            api_url=URL_PLACEHOLDER,
             sdxl_dir=sdxl_dir,
-            clipseg_dir=build_clipseg_standin(Path(args.policy)) if sdxl_dir is not None else None,
+            clipseg_dir=build_clipseg_standin(source) if sdxl_dir is not None else None,
         )
-        policy_file = out / "demo-policy.yaml"
-        policy_file.write_text(
-            f"# {Path(args.policy).name} pointed at local stand-ins by `editroute demo`\n"
-            + yaml.safe_dump(data, sort_keys=False),
-            encoding="utf-8",
-        )
+        saved = out / SAVED_POLICY
+        if not (saved.is_file() and saved.samefile(source)):  # rerunning the saved file keeps its header
+            saved.write_text(saved_policy_text(data, source), encoding="utf-8")
+        policy = pointed_at(load_policy(saved), server.base_url)  # errors name the saved file's lines
         progress = NullProgress() if args.json else RichProgress(console)
-        result = run_batch(args.manifest, policy_file, out, progress=progress)
+        result = run_batch(args.manifest, policy, out, progress=progress)
     from pipeline.ledger import Ledger
 
     with Ledger(result.ledger_path) as ledger:
@@ -196,4 +238,4 @@ def run(args: argparse.Namespace) -> int:
             f"editroute report {out}",
             highlight=False,
         )
-    return 0 if result.ok else 1
+    return ExitCode.OK if result.ok else ExitCode.JOBS_FAILED

@@ -46,10 +46,10 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("-n", type=int, default=1, help="number of images (1-10)")
     p.add_argument("--size", default="auto", help="1024x1024 | 1536x1024 | 1024x1536 | auto | WxH")
-    p.add_argument("--quality", default="auto", choices=QUALITIES)
-    p.add_argument("--output-format", default="png", choices=OUTPUT_FORMATS)
+    p.add_argument("--quality", default="auto", choices=QUALITIES, help="quality tier")
+    p.add_argument("--output-format", default="png", choices=OUTPUT_FORMATS, help="format of the written images")
     p.add_argument("--output-compression", type=int, metavar="0-100", help="jpeg/webp only")
-    p.add_argument("--background", default="auto", choices=BACKGROUNDS)
+    p.add_argument("--background", default="auto", choices=BACKGROUNDS, help="transparent needs png or webp")
     p.add_argument("--input-fidelity", choices=INPUT_FIDELITIES, help="not for gpt-image-2.x (always high fidelity)")
     p.add_argument("--complexity", choices=COMPLEXITIES, help="planning effort, independent of quality")
     p.add_argument("--moderation", choices=MODERATIONS, help="content moderation level (sent as a JSON body)")
@@ -71,6 +71,9 @@ def register(subparsers) -> None:
     p.add_argument("--api-key-file", type=Path, help="read the API key from this file instead of $OPENAI_API_KEY")
     p.add_argument("--device", help="torch device for self-hosted backends (cuda, cpu, ...)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace earlier outputs of the same names in --out (else refuse)"
+    )
     p.set_defaults(func=run)
 
 
@@ -115,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
 
     from backends.registry import create_backend
     from backends.validation import check_request, skipped_checks
-    from pipeline.run import atomic_write_bytes
+    from pipeline.run import (
+        atomic_write_bytes,
+        check_disk_space,
+        check_existing_outputs,
+        check_out_dir,
+        output_bytes_bound,
+    )
 
     console = Console(highlight=False, markup=False, soft_wrap=True)
     images = tuple(
@@ -150,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
         check_request(request, backend.capabilities, backend=backend.name)  # before anything is printed or paid
         for note in skipped_checks(request):
             Console(stderr=True, highlight=False, markup=False).print(f"note: {note}")
+        out = check_out_dir(args.out)
+        names = [f"{k}.{request.output_format}" for k in range(request.n)]
+        check_existing_outputs(out, names, overwrite=args.overwrite)
+        check_disk_space(out, output_bytes_bound(request), what=f"{request.n} image(s)")
         estimate = backend.estimate(request)
         console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
         result = backend.edit(request)

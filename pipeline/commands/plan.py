@@ -13,6 +13,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pipeline.commands import ExitCode
+
 MAX_VOLUME = 5_000_000
 
 
@@ -95,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         _render(args, policy, models, manifest, problems, summary, projection)
-    return 1 if problems or summary.held else 0
+    if problems and not manifest.valid:
+        return ExitCode.BAD_INPUT
+    return ExitCode.JOBS_FAILED if problems or summary.held else ExitCode.OK
 
 
 def _split_table(title: str, policy, models: dict[str, str], summary):

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from pipeline.commands import EXIT_CODES_TEXT, ExitCode
 from pipeline.run import EXECUTORS
 
 
@@ -13,14 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a manifest of edit jobs under a policy (resumable)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Concurrency is set per backend in the policy: concurrency: and requests_per_minute: for the API,\n"
         "max_batch: for SDXL (jobs of equal size and tier per pipeline call; default 4 on CUDA, 1 on CPU).\n"
         "Rerun the same command to resume: done jobs are skipped and never billed again; a job cut off by a\n"
         "crash is retried once. Ctrl-C: in-flight calls finish, queued jobs are marked interrupted (rerun\n"
-        "resumes them); Ctrl-C again abandons the calls in flight.\n"
-        "Exit 0: all done, 1: some failed (now, or in an earlier run and not retried), 130: interrupted,\n"
-        "2: bad input.",
+        "resumes them); Ctrl-C again abandons the calls in flight.\n" + EXIT_CODES_TEXT,
     )
     p.add_argument("manifest", help="JSONL / YAML / JSON manifest of jobs")
     p.add_argument("--policy", required=True, help="routing policy YAML (see configs/policies/)")
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         err.print("editroute run: abandoned in-flight jobs (marked interrupted; rerun to resume them)")
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(ExitCode.INTERRUPTED)
     from pipeline.ledger import Ledger
 
     with Ledger(result.ledger_path) as ledger:
@@ -70,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         "manifest_problems": len(result.problems),
         "interrupted": result.interrupted,
     }
+    if result.stand_ins:
+        report["stand_ins"] = result.stand_ins
     if args.json:
         print(to_json(report))
     else:
@@ -83,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         )
         render(report, out)
         out.print(f"outputs: {result.out_dir}/<job id>/   ledger: {result.ledger_path}", highlight=False)
+        for name, what in result.stand_ins.items():
+            out.print(f"STAND-IN: backend {name!r} is a {what}", style="yellow", highlight=False)
     if result.interrupted:
-        return 130
-    return 0 if result.ok else 1
+        return ExitCode.INTERRUPTED
+    if result.problems and not result.jobs:
+        err.print(f"editroute run: no job in the manifest can run ({len(result.problems)} problem(s) above)")
+        return ExitCode.BAD_INPUT
+    return ExitCode.OK if result.ok else ExitCode.JOBS_FAILED

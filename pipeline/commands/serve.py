@@ -14,7 +14,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--policy", required=True, type=Path, help="routing policy YAML (see configs/policies/)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need keys)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     p.add_argument(
         "--out",
         type=Path,
@@ -40,21 +40,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f'editroute serve needs {exc.name!r}: pip install "editroute[server]"') from None
     from rich.console import Console
 
-    from pipeline.serve import ServeConfig, build, uvicorn_server
+    from pipeline.serve import ServeConfig, bind_socket, build, uvicorn_server
 
     config = ServeConfig(policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file)
-    app, service, keys = build(config)
+    sock = bind_socket(args.host, args.port)  # a busy port fails here, before anything is announced
+    try:
+        app, service, keys = build(config)
+    except BaseException:
+        sock.close()
+        raise
+    port = sock.getsockname()[1]
     console = Console(stderr=True, highlight=False)
     host = f"[{args.host}]" if ":" in args.host else args.host
     console.print(
-        f"editroute serve: listening on http://{host}:{args.port}/v1 "
+        f"editroute serve: listening on http://{host}:{port}/v1 "
         f"(policy {args.policy}, backends: {', '.join(service.policy.backends)})"
     )
     if keys:
         console.print(f"  auth: on ({len(keys)} key(s)); clients send Authorization: Bearer <key>")
     else:
-        console.print("  auth: OFF (no --api-key-file or $EDITROUTE_API_KEYS): loopback only", style="yellow")
+        console.print(
+            "  auth: OFF (no client keys for this server: --api-key-file or $EDITROUTE_API_KEYS): loopback only",
+            style="yellow",
+        )
     console.print(f"  ledger: {service.ledger.path}   outputs: {service.out_dir}/<job id>/")
-    console.print(f'  try: OpenAI(base_url="http://{host}:{args.port}/v1", api_key=...).images.edit(...)')
-    uvicorn_server(app, args.host, args.port).run()
+    console.print(f'  try: OpenAI(base_url="http://{host}:{port}/v1", api_key=...).images.edit(...)')
+    uvicorn_server(app, args.host, port).run(sockets=[sock])
     return 0

@@ -1,6 +1,6 @@
 """The routing policy: a YAML file validated by pydantic (extra keys forbidden).
 
-    backends:      name -> {kind: openai|sdxl|function, hosting?: api|self-hosted, ...that kind's settings}
+    backends:      name -> {kind: openai|sdxl|gemini|firefly, hosting?: api|self-hosted, ...that kind's settings}
     quality:       name -> score (0..1) or {low, medium, high[, auto]}; `quality_file:` (measured) overrides
     rules:         ordered; `when:` conditions -> exactly one of use / prefer / avoid
     objective:     cheapest (meeting min_quality) | best_quality (under max_cost_per_image)

@@ -1,6 +1,7 @@
 """Running jobs: each job executed exactly once (idempotency, ledger holds, retries, fallbacks), by an
 executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, stored
-results for reruns, progress and the end-of-run report.
+results for reruns, progress and the end-of-run report; `preflight.py` checks everything local (output folder,
+disk space, ledger) before the first paid call.
 
 `run_batch` (runner.py) runs a manifest; `execute_job` (execute.py) runs one job, also for the server and the
 eval. Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster
@@ -10,6 +11,13 @@ from pipeline.run.batching import BatchingPool, can_batch
 from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute_job
 from pipeline.run.executors import DEFAULT_BATCH_LINGER_S, EXECUTORS, Executor, LocalExecutor, create_executor
 from pipeline.run.files import atomic_write_bytes, sha256_file, write_files
+from pipeline.run.preflight import (
+    check_disk_space,
+    check_existing_outputs,
+    check_out_dir,
+    open_ledger,
+    output_bytes_bound,
+)
 from pipeline.run.progress import NotesOnly, NullProgress, RichProgress, Tally
 from pipeline.run.report import build_report, render, to_csv, to_json
 from pipeline.run.results import RESULT_FILE, job_key, materialize
@@ -33,11 +41,16 @@ __all__ = [
     "atomic_write_bytes",
     "build_report",
     "budget_caps",
+    "check_disk_space",
+    "check_existing_outputs",
+    "check_out_dir",
     "can_batch",
     "create_executor",
     "execute_job",
     "job_key",
     "materialize",
+    "open_ledger",
+    "output_bytes_bound",
     "render",
     "run_batch",
     "sha256_file",

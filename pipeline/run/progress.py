@@ -6,6 +6,7 @@ and `close()`. `Tally` is the thread-safe count of this run; `NullProgress` show
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class Tally:
         }
 
 
+_JOB_NAMES = re.compile(r"job '[^']*'(, )?")
+
+
 class NullProgress:
     def __init__(self) -> None:
         self.tally = Tally()
@@ -100,6 +104,7 @@ class RichProgress(NullProgress):
         self.console = console or Console(stderr=True)
         self._progress = None
         self._task = None
+        self._said: dict[str, str] = {}  # error text -> the first job it was printed for
 
     def start(self, total: int | None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -143,9 +148,11 @@ class RichProgress(NullProgress):
         super().finished(outcome)
         self._update()
         if outcome.status == "failed" and self._progress is not None:
-            self._progress.console.print(
-                f"[red]failed[/] {outcome.job_id}: {outcome.error}", markup=True, highlight=False
-            )
+            # a broken backend fails every job alike: its reason is printed once, then referred to
+            error = _JOB_NAMES.sub("", str(outcome.error))
+            first = self._said.setdefault(error, outcome.job_id)
+            text = outcome.error if first == outcome.job_id else f"same error as {first}"
+            self._progress.console.print(f"[red]failed[/] {outcome.job_id}: {text}", markup=True, highlight=False)
 
     def note(self, text: str) -> None:
         if self._progress is not None:

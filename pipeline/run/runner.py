@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
 from pipeline.run.execute import ExecContext, Outcome, execute_job
 from pipeline.run.executors import Executor, create_executor
+from pipeline.run.preflight import check_out_dir, check_run_disk_space, open_ledger
 from pipeline.run.progress import NullProgress, Tally
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,18 @@ class RunResult:
     tally: Tally
     problems: list[ManifestProblem] = field(default_factory=list)
     interrupted: bool = False
+    jobs: int = 0  # valid jobs this run took from the manifest (0 with problems: nothing could run)
+    stand_ins: dict[str, str] = field(default_factory=dict)  # backend -> what stand-in it is (test-only kinds)
 
     @property
     def ok(self) -> bool:
         # skipped = failed in an earlier run and not retried, or held by another run: the manifest is not done
         return self.tally.failed == 0 and self.tally.skipped == 0 and not self.problems and not self.interrupted
+
+
+def stand_ins(backends: Mapping[str, Any]) -> dict[str, str]:
+    """The backends that are test-only stand-ins (they carry a `stand_in` label), so reports can say so."""
+    return {name: b.stand_in for name, b in backends.items() if isinstance(getattr(b, "stand_in", None), str)}
 
 
 def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
@@ -56,6 +65,10 @@ def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
     return caps
 
 
+class InvalidManifestEntry(Exception):
+    """A manifest entry that cannot run; its name is the reason the report files it under."""
+
+
 def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
     """Entries that cannot run are failed jobs with their reasons (those without a usable id are only printed)."""
     by_id: dict[str, list[str]] = {}
@@ -63,7 +76,7 @@ def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
         if p.job_id:
             by_id.setdefault(p.job_id, []).append(f"line {p.line}: {p.message}" if p.line else p.message)
     for job_id, messages in by_id.items():
-        ledger.record_invalid(job_id, "; ".join(messages))
+        ledger.record_invalid(job_id, InvalidManifestEntry("; ".join(messages)))
 
 
 def run_batch(
@@ -87,7 +100,12 @@ def run_batch(
     for p in problems:
         progress.note(f"[manifest] {p}")
     backends = dict(backends) if backends is not None else build_backends(policy)
-    ledger = Ledger.in_dir(out)
+    ledger = open_ledger(check_out_dir(out))  # everything local is checked before the first paid call
+    try:
+        check_run_disk_space(out, man, ledger, max_jobs)
+    except ConfigError:
+        ledger.close()
+        raise
     if released := ledger.release_orphans():
         progress.note(f"released {released} budget hold(s) left by a stopped run")
     record_problems(ledger, problems)
@@ -109,7 +127,9 @@ def run_batch(
     slots = threading.BoundedSemaphore(window)
     total = man.valid if max_jobs is None else min(man.valid, max_jobs)
     progress.start(total)
-    result = RunResult(out, ledger.path, progress.tally, problems)
+    result = RunResult(out, ledger.path, progress.tally, problems, jobs=total, stand_ins=stand_ins(backends))
+    if result.stand_ins:
+        progress.note(f"STAND-IN backends (not real edits): {', '.join(result.stand_ins)}")
     pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="job")
     abandoned = False
 

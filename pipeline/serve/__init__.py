@@ -9,7 +9,17 @@ from backends.lazy_exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
-        "app": ("ServeConfig", "build", "check_bind", "create_app", "load_api_keys", "running", "uvicorn_server"),
+        "app": (
+            "ServeConfig",
+            "bind_socket",
+            "build",
+            "check_bind",
+            "check_upstream_credentials",
+            "create_app",
+            "load_api_keys",
+            "running",
+            "uvicorn_server",
+        ),
         "service": ("EditService",),
         "wire": (
             "ApiError",

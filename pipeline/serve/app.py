@@ -24,6 +24,7 @@ time. With no key configured the server listens on loopback only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from backends.errors import EditError
 from pipeline.errors import ConfigError
 from pipeline.serve.metrics import CONTENT_TYPE
 from pipeline.serve.upload import read_form
@@ -80,8 +82,40 @@ def load_api_keys(api_key_file: str | Path | None = None, env: Mapping[str, str]
 def check_bind(host: str, api_keys: Sequence[str]) -> None:
     if not api_keys and host not in LOOPBACK:
         raise ConfigError(
-            f"--host {host}: no API keys are configured (--api-key-file or ${KEYS_ENV}), so this "
-            "server only listens on 127.0.0.1; configure keys to listen on other addresses"
+            f"--host {host}: no API keys are configured for this server's clients (--api-key-file or "
+            f"${KEYS_ENV}; not your OpenAI key), so it only listens on 127.0.0.1; configure keys to listen on "
+            "other addresses"
+        )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server announces itself; a busy port is a one-line `ConfigError`."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a TIME_WAIT socket is no obstacle
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "already in use (another server?)" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there: {why}; choose another --port") from None
+    return sock
+
+
+def check_upstream_credentials(backends: Mapping[str, Any]) -> None:
+    """Every hosted backend can read its upstream credentials now, not one 502 per request later."""
+    problems = []
+    for name, backend in backends.items():
+        check = getattr(backend, "check_credentials", None)
+        if check is None:
+            continue
+        try:
+            check()
+        except EditError as exc:
+            problems.append(f"backend {name!r}: {exc.message}")
+    if problems:
+        raise ConfigError(
+            "cannot serve without the upstream credentials of every API backend (these are the services' keys, "
+            "not this server's client keys): " + "; ".join(problems)
         )
 
 
@@ -239,15 +273,23 @@ def build(
     env: Mapping[str, str] | None = None,
 ) -> tuple[Any, Any, tuple[str, ...]]:
     """(app, service, api_keys) for `config`, after the bind and key checks."""
-    from pipeline.routing import load_policy
+    from pipeline.routing import build_backends, load_policy
+    from pipeline.run import check_out_dir, open_ledger
     from pipeline.serve.service import EditService
 
     keys = load_api_keys(config.api_key_file, env)
     check_bind(config.host, keys)
     policy = load_policy(config.policy)
-    service = EditService(policy, config.out_dir, backends=dict(backends) if backends is not None else None)
+    backends = dict(backends) if backends is not None else build_backends(policy)
+    check_upstream_credentials(backends)
+    open_ledger(check_out_dir(config.out_dir)).close()  # a one-line error, not a traceback, if it cannot open
+    service = EditService(policy, config.out_dir, backends=backends)
     if not keys:
-        log.warning("no API keys configured: authentication is OFF; listening on loopback only")
+        log.warning(
+            "no client keys for this server (--api-key-file or $%s; not your OpenAI key): authentication is "
+            "OFF; listening on loopback only",
+            KEYS_ENV,
+        )
     return create_app(service, api_keys=keys, limits=config.limits), service, keys
 
 
@@ -263,9 +305,7 @@ def uvicorn_server(app: Any, host: str, port: int) -> Any:
 @contextlib.contextmanager
 def running(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve `app` with uvicorn on a background thread; yields the base URL (`http://host:port/v1`)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = bind_socket(host, port)
     server = uvicorn_server(app, host, sock.getsockname()[1])
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="editroute-serve", daemon=True)
     thread.start()

@@ -4,7 +4,8 @@
     Outcome / EditError        --error_for_*--> ApiError (status, envelope, x-should-retry, retry-after)
     result.json + image bytes  --images_response--> the `ImagesResponse` JSON the SDK parses
 
-Errors use OpenAI's envelope `{"error": {message, type, param, code}}` and status codes (CONTRACT.md), so the
+Errors use OpenAI's envelope `{"error": {message, type, param, code}}` and status codes
+(https://platform.openai.com/docs/guides/error-codes), so the
 official SDK raises its own exception types (`BadRequestError`, `AuthenticationError`, `RateLimitError`...).
 """
 
