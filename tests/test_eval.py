@@ -121,6 +121,39 @@ def test_metrics_identity_is_perfect_and_noise_is_poor():
     assert qm.quality_score(1.0, None, None) == 1.0  # weights renormalised over what applies
 
 
+def _object_scene(fill) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A clean red object on a flat grey background; the mask edits the background. (input, output, edit)"""
+    src = np.full((64, 96, 3), 200.0)
+    src[16:48, 32:64] = (180, 30, 30)
+    edit = np.ones((64, 96), bool)
+    edit[16:48, 32:64] = False
+    out = src.copy()
+    out[edit] = fill(int(edit.sum()))
+    return src, out, edit
+
+
+def test_seam_ranks_a_visible_seam_worse_than_a_clean_border():
+    src = qm.rgb_array(gradient(96, 64))
+    edit = qm.edit_region(mask_image(96, 64), (96, 64))
+
+    def brighter(by: float) -> np.ndarray:  # the fill is right but offset: a step along the mask's border
+        out = src.copy()
+        out[edit] = np.clip(out[edit] + by, 0, 255)
+        return out
+
+    clean, faint, visible = qm.seam(src, src, edit), qm.seam(brighter(15), src, edit), qm.seam(brighter(40), src, edit)
+    assert clean == 0.0 < faint < visible and visible > 1.0
+
+
+def test_seam_does_not_call_noise_beside_a_clean_object_seamless():
+    rng = np.random.default_rng(0)
+    src, noisy, edit = _object_scene(lambda n: rng.uniform(0, 255, (n, 3)))
+    _, white, _ = _object_scene(lambda n: np.full((n, 3), 255.0))  # a clean new background: crisper outline only
+    assert qm.seam(noisy, src, edit) > 3.0  # the old metric scored this 0.0 (perfect)
+    assert qm.seam(white, src, edit) < 0.5 < qm.seam(noisy, src, edit)
+    assert qm.seam_score(qm.seam(noisy, src, edit)) < 0.25 < qm.seam_score(qm.seam(white, src, edit))
+
+
 def test_align_undoes_letterboxing():
     src = gradient(64, 32)
     boxed = Image.new("RGB", (128, 128), (127, 127, 127))
