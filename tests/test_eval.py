@@ -19,6 +19,7 @@ from PIL import Image
 from backends.base import Capabilities, EditRequest
 from backends.errors import BackendUnavailable
 from backends.standins import FunctionBackend
+from pipeline.errors import ConfigError
 from pipeline.eval import ClipScorer, plan_eval, run_eval, write_report
 from pipeline.eval import contact_sheet as cs
 from pipeline.eval import metrics as qm
@@ -327,10 +328,11 @@ def test_function_backend_capabilities_are_used(sample):
 
 
 def test_cli_stand_ins_eval_a_shipped_policy_offline(
-    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch
+    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch, caplog
 ):
     """`editroute eval --stand-ins` on example jobs under the shipped cost-first policy: the API stand-in, tiny
-    SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes loads into a policy."""
+    SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes is marked as stand-in
+    scores, which a policy refuses unless it opts in (then with a loud warning)."""
     from backends.standins import tiny_clip, tiny_sdxl
     from pipeline.cli import main
     from pipeline.commands.demo import DEMO_KEY, DEMO_KEY_ENV, ROOT
@@ -358,19 +360,28 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     )
     printed = capsys.readouterr()
     assert "DEMO on local stand-ins" in printed.err
-    use_it = next(line for line in printed.out.splitlines() if line.startswith("use it: add `quality_file: "))
-    include = use_it.split("`")[1]  # what to paste into a policy, wherever that policy lives
+    assert "use it" not in printed.out and "source: stand-ins" in " ".join(printed.out.split())
     rows = {(r["job"], r["backend"]): r for r in csv.DictReader((out / "eval.csv").open())}
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
-    block = yaml.safe_load((out / "quality.yaml").read_text())["quality"]
-    assert set(block) == {"api-mini", "api", "sdxl-local"}
+    written = yaml.safe_load((out / "quality.yaml").read_text())
+    block = written["quality"]
+    assert written["source"] == "stand-ins" and set(block) == {"api-mini", "api", "sdxl-local"}
+    assert written["samples"]["sdxl-local"]["low"] == {"runs": 2}
+    # the README's old next step (include it, plan on it) is refused: stand-in scores never route by default
     (tmp_path / "policies").mkdir()
     mine = tmp_path / "policies" / "mine.yaml"
-    mine.write_text(policy.read_text() + include + "\n")
+    mine.write_text(policy.read_text() + f"quality_file: {out / 'quality.yaml'}\n")
+    with pytest.raises(ConfigError, match="STAND-INS.*allow_stand_in_quality: true"):
+        load_policy(mine)
+    mine.write_text(mine.read_text() + "allow_stand_in_quality: true\n")
+    with caplog.at_level("WARNING", logger="pipeline.routing.quality_file"):
+        opted_in = load_policy(mine)
+    assert "ROUTING ON STAND-IN SCORES" in caplog.text
     assert (
-        load_policy(mine).score("sdxl-local", "low")
+        opted_in.score("sdxl-local", "low")
         == block["sdxl-local"]["low"]
         != load_policy(policy).score("sdxl-local", "low")
     )
+    assert opted_in.quality_notes["sdxl-local"]["low"].startswith("measured on STAND-INS by eval")
