@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from backends.errors import EditError
 from pipeline.errors import ConfigError
 
-COMMANDS = ["edit", "plan", "policy", "run", "report", "demo", "serve", "bench", "eval", "doctor"]
+COMMANDS = ["edit", "plan", "policy", "run", "report", "review", "demo", "serve", "bench", "eval", "doctor"]
 DESCRIPTION = (
     "Route image-edit jobs between OpenAI's image edit API and self-hosted SDXL inpainting under a YAML "
     "cost/quality policy; every job, attempt and dollar goes into a SQLite ledger."

@@ -238,9 +238,9 @@ class ReviewsMixin:
         and of all its jobs, and the cost per accepted edit = cost of judged jobs / accepted (None before any
         acceptance): what a usable image cost there, the rejected attempts included."""
         rows = self._conn().execute(
-            "SELECT backend, COUNT(*) AS jobs, SUM(status='done') AS done, "
-            "SUM(decision IN ('accept','reject')) AS judged, SUM(decision='accept') AS accepted, "
-            "SUM(decision='reject') AS rejected, SUM(decision='skip') AS skipped, "
+            "SELECT backend, COUNT(*) AS jobs, COUNT(status='done' OR NULL) AS done, "
+            "COUNT(decision IN ('accept','reject') OR NULL) AS judged, COUNT(decision='accept' OR NULL) AS accepted, "
+            "COUNT(decision='reject' OR NULL) AS rejected, COUNT(decision='skip' OR NULL) AS skipped, "
             "COALESCE(SUM(cost_nusd), 0) AS cost_nusd, "
             "COALESCE(SUM(CASE WHEN decision IN ('accept','reject') THEN cost_nusd END), 0) AS judged_nusd "
             "FROM review_items WHERE backend IS NOT NULL GROUP BY backend ORDER BY backend"
