@@ -21,6 +21,7 @@ def test_demo_runs_the_examples_offline_and_a_second_run_bills_nothing(tmp_path,
     used = {b["backend"]: b for b in report["backends"]}
     assert used["sdxl-local"]["jobs_done"] >= 1 and used["api"]["jobs_done"] >= 1  # both kinds really ran
     assert Decimal(report["spend_usd"]) > 0
+    assert (out / "STAND-INS.txt").read_text().startswith("editroute demo")  # what `editroute review` looks for
     policy = (out / "demo-policy.yaml").read_text()
     assert "127.0.0.1" in policy and str(tiny_sdxl_dir) in policy and DEMO_KEY not in policy
     with Ledger.in_dir(out) as ledger:

@@ -365,6 +365,7 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
+    assert (out / "STAND-INS.txt").is_file()  # a review of these runs is marked as stand-in quality too
     written = yaml.safe_load((out / "quality.yaml").read_text())
     block = written["quality"]
     assert written["source"] == "stand-ins" and set(block) == {"api-mini", "api", "sdxl-local"}

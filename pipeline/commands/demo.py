@@ -153,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from pipeline.review import write_stand_in_marker
+
+    write_stand_in_marker(out, "editroute demo: a loopback fake of OpenAI's image edit API, a tiny random-weight SDXL")
     console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
     quiet_model_libraries()
     sdxl_dir = build_sdxl_standin(args.sdxl_dir)

@@ -69,6 +69,9 @@ def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[st
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from pipeline.review import write_stand_in_marker
+
+    write_stand_in_marker(out, "editroute eval --stand-ins: fake backends and a random-weight CLIP")
     policy_file = out / "standin-policy.yaml"
     policy_file.write_text(
         f"# {Path(args.policy).name} pointed at local stand-ins by `editroute eval --stand-ins`\n"

@@ -6,7 +6,8 @@
 const $ = (sel) => document.querySelector(sel);
 const FILTERS = ["backend", "tier", "tag", "status", "decision"];
 const state = {
-  items: [], selected: 0, next: null, prev: null, cursor: {}, filters: {}, notes: {}, viewer: false, busy: false,
+  items: [], selected: 0, next: null, prev: null, cursor: {}, filters: {}, notes: {}, viewer: false,
+  keys: Promise.resolve(), // keyboard actions run one after another, in the order they were typed
 };
 
 function el(tag, attrs = {}, ...children) {
@@ -176,8 +177,7 @@ async function move(delta) {
 
 async function decide(decision) {
   const item = state.items[state.selected];
-  if (!item || state.busy) return;
-  state.busy = true;
+  if (!item) return;
   try {
     const note = state.notes[item.id];
     const result = await api(`api/jobs/${encodeURIComponent(item.id)}/decision`, {
@@ -194,8 +194,6 @@ async function decide(decision) {
     await move(1); // the last job of the last page stays selected
   } catch (err) {
     say(`${item.id}: ${err.message}`);
-  } finally {
-    state.busy = false;
   }
 }
 
@@ -306,7 +304,8 @@ document.addEventListener("keydown", (e) => {
   }[key];
   if (handled) {
     e.preventDefault();
-    handled();
+    // a fast reviewer types ahead: each key waits for the one before (a decision moves the selection on)
+    state.keys = state.keys.then(handled).catch((err) => say(err.message));
   }
 });
 
