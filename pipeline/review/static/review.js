@@ -112,7 +112,7 @@ function card(item, index) {
   if (state.notes[item.id]) meta.append(el("br"), el("span", { class: "note", text: "note: " + state.notes[item.id] }));
   const node = el("article", {
     class: `card ${item.decision || ""}`, tabindex: "-1", "data-id": item.id, "data-index": String(index),
-    "data-decision": item.decision || "", title: item.prompt || "",
+    "data-decision": item.decision || "", "data-backend": item.backend || "", title: item.prompt || "",
   }, el("div", { class: "thumbs" }, thumb(item, "input"), thumb(item, "mask"), thumb(item, "output")), meta);
   node.addEventListener("click", () => select(index));
   node.addEventListener("dblclick", () => { select(index); openViewer(); });
