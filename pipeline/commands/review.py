@@ -114,7 +114,8 @@ def serve(catalog, args: argparse.Namespace, console) -> int:
         )
     reviewer = args.reviewer or default_reviewer()
     app = create_review_app(catalog.out_dir, reviewer=reviewer, catalog=catalog)
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on each connection (asyncio)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))  # before saying where it listens: a busy port fails here, plainly
