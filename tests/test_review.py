@@ -331,3 +331,21 @@ def test_report_shows_cost_per_accepted_edit(run_dir, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "62 of 80 judged edits accepted; cost per accepted edit $0.1381" in text
     assert "│ good │ 38/40 │ 95% │ $0.2211 │" in text
+
+
+def test_a_quality_file_is_checked_and_its_notes_are_the_loaders_alone(tmp_path):
+    bogus = tmp_path / "bogus.yaml"
+    bogus.write_text("source: vibes\nquality: {cheap: 0.9}\n")
+    with pytest.raises(ConfigError, match=r"bogus.yaml:1: source: expected: one of review, eval, stand-ins"):
+        load_policy(write_policy(tmp_path, f"quality_file: {bogus}\n", name="p1.yaml"))
+    with pytest.raises(ConfigError, match="quality_notes: set by editroute"):
+        load_policy(write_policy(tmp_path, "quality_notes: {cheap: {low: measured}}\n", name="p2.yaml"))
+    legacy = tmp_path / "legacy.yaml"  # an older `editroute eval` file: no source, no samples
+    legacy.write_text("quality:\n  cheap: {medium: 0.5, high: 0.4}\n")
+    policy = load_policy(write_policy(tmp_path, f"quality_file: {legacy}\n", name="p3.yaml"))
+    assert policy.score("cheap", "medium") == 0.5 and policy.score("cheap", "low") == 0.8
+    assert policy.quality_notes == {
+        "cheap": {"medium": "measured: 0.5 (quality_file)", "high": "measured: 0.4 (quality_file)"}
+    }
+    with pytest.raises(ConfigError, match="quality_min_samples"):
+        load_policy(write_policy(tmp_path, "quality_min_samples: 0\n", name="p4.yaml"))
