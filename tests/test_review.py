@@ -104,10 +104,10 @@ def test_keyset_pages_walk_every_matching_job_once_both_ways(run_dir):
     for k in range(0, 80, 3):
         ledger.record_review(f"job{k:03d}", "dana", "accept" if k % 2 else "reject")
 
-    def walk(where: ReviewFilter) -> list[str]:
+    def walk(where: ReviewFilter, driver: str | None = None) -> list[str]:
         seen, after = [], None
         while True:
-            page = ledger.review_page(where, after=after, limit=7)
+            page = ledger.review_page(where, after=after, limit=7, driver=driver)
             if not page:
                 return seen
             seen += [r["job_id"] for r in page]
@@ -126,6 +126,11 @@ def test_keyset_pages_walk_every_matching_job_once_both_ways(run_dir):
     assert walk(ReviewFilter(decision="none")) == expect(lambda k: k % 3 != 0)
     assert walk(ReviewFilter(backend="good", decision="accept")) == expect(lambda k: k % 3 == 0 and k % 2 == 1)
     assert ledger.review_count(ReviewFilter(backend="good", decision="accept")) == 13
+    # whichever filter's index drives the query (the page picks the most selective), the pages are the same
+    combined = ReviewFilter(backend="good", decision="none", tag="product", status="done", tier="medium")
+    walks = {driver: walk(combined, driver) for driver in combined.given()}
+    assert len({tuple(w) for w in walks.values()}) == 1 and walks["tag"] == expect(lambda k: k % 2 and k % 3)
+    assert {ledger.review_count(combined, driver) for driver in combined.given()} == {len(walks["tag"])}
     seqs = {r["job_id"]: r["seq"] for r in ledger.review_page(ReviewFilter(), limit=100)}
     back = ledger.review_page(ReviewFilter(), before=seqs[everything[20]], limit=5)
     assert [r["job_id"] for r in back] == everything[15:20]

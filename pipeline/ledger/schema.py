@@ -73,8 +73,12 @@ MIGRATIONS: list[str] = [
       job_updated_at INTEGER, decision TEXT, decided_at INTEGER);
     CREATE INDEX review_items_backend ON review_items(backend, seq);
     CREATE INDEX review_items_status ON review_items(status, seq);
+    CREATE INDEX review_items_tier ON review_items(tier, seq);
     CREATE INDEX review_items_decision ON review_items(decision, seq);
-    CREATE TABLE review_tags(tag TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(tag, seq)) WITHOUT ROWID;
+    CREATE INDEX review_items_spend ON review_items(backend, status, cost_nusd);
+    CREATE INDEX review_items_decided ON review_items(decision, backend, cost_nusd);
+    CREATE TABLE review_tags(seq INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(seq, tag)) WITHOUT ROWID;
+    CREATE INDEX review_tags_tag ON review_tags(tag, seq);
     """,
 ]
 

@@ -84,7 +84,7 @@ def _public(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def _totals(catalog: Catalog) -> dict[str, Any]:
-    rows = catalog.ledger.review_totals()
+    rows = catalog.totals()
     per = [
         {
             **{k: r[k] for k in ("backend", "jobs", "done", "judged", "accepted", "rejected", "skipped")},
@@ -224,7 +224,7 @@ def create_review_app(
                 "run": str(catalog.out_dir),
                 "reviewer": name,
                 "stand_ins": catalog.stand_ins,
-                "facets": catalog.ledger.review_facets(),
+                "facets": catalog.facets(),
                 "totals": _totals(catalog),
                 "decisions": list(DECISIONS),
             }
@@ -253,9 +253,11 @@ def create_review_app(
             raise ReviewError(400, "limit, after and before are integers") from None
 
         def page_of() -> dict[str, Any]:
-            if after is None and before is None:
+            first = after is None and before is None
+            if first:
                 catalog.refresh()
-            rows = catalog.ledger.review_page(where, after=after, before=before, limit=limit + 1)
+            driver = catalog.driver(where)
+            rows = catalog.ledger.review_page(where, after=after, before=before, limit=limit + 1, driver=driver)
             more = len(rows) > limit
             if before is not None:
                 rows = rows[-limit:] if more else rows
@@ -267,7 +269,8 @@ def create_review_app(
                 # cursors: the page after this one / before it (None: there is none)
                 "next": last if rows and (more or before is not None) else None,
                 "prev": first if rows and (after is not None or (before is not None and more)) else None,
-                "matching": catalog.ledger.review_count(where) if q.get("count", "1") != "0" else None,
+                # how many match: counted on the first page only (the page keeps it while paging)
+                "matching": catalog.ledger.review_count(where, driver) if first else None,
             }
 
         return JSONResponse(await run_in_threadpool(page_of))

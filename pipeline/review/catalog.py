@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.ledger import DB_NAME, Ledger
+from pipeline.ledger import DB_NAME, UNDECIDED, Ledger, ReviewFilter
 from pipeline.run import RESULT_FILE
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Catalog:
         self.stand_ins = stand_in_reason(self.out_dir)
         self._sync_lock = threading.Lock()
         self._synced_at = 0.0
+        self._cached: dict[str, Any] = {}  # what only a sync changes: spend per backend, the filters' values
 
     def close(self) -> None:
         self.ledger.close()
@@ -144,6 +145,8 @@ class Catalog:
             for chunk in _chunks(todo, CHUNK):
                 self.ledger.index_review_items([self.item(row) for row in chunk])
             self._synced_at = time.monotonic()
+            if todo:
+                self._cached.clear()
         if todo:
             log.info("review index: %d job(s) indexed", len(todo))
         return len(todo)
@@ -152,3 +155,30 @@ class Catalog:
         """Pick up jobs a running batch finished since the last look (at most every `min_interval_s`)."""
         if time.monotonic() - self._synced_at >= min_interval_s:
             self.sync()
+
+    # ---- what the page shows above the grid --------------------------------------------------------------------
+
+    def totals(self) -> list[dict[str, Any]]:
+        """`Ledger.review_totals`, the spend part cached until the next sync writes (a decision stays fast)."""
+        if "spend" not in self._cached:
+            self._cached["spend"] = self.ledger.review_spend()
+        return self.ledger.review_totals(self._cached["spend"])
+
+    def facets(self) -> dict[str, list[dict[str, Any]]]:
+        if "facets" not in self._cached:
+            self._cached["facets"] = self.ledger.review_facets()
+        return {**self._cached["facets"], **self.ledger.review_facets(decisions_only=True)}
+
+    def driver(self, where: ReviewFilter) -> str | None:
+        """The filter that matches the fewest jobs (from the filters' counts): its index drives the page's query."""
+        facets = self.facets()
+        total = sum(f["jobs"] for f in facets["status"])
+
+        def matches(name: str) -> int:
+            value = getattr(where, name)
+            if name == "decision" and value == UNDECIDED:
+                return total - sum(f["jobs"] for f in facets["decision"])
+            return next((f["jobs"] for f in facets[name] if f["value"] == value), 0)
+
+        given = where.given()
+        return min(given, key=matches) if given else None

@@ -139,7 +139,7 @@ async function loadPage(cursor = {}, selectIndex = 0) {
   state.prev = page.prev;
   state.cursor = cursor;
   state.selected = selectIndex < 0 ? page.items.length + selectIndex : selectIndex;
-  $("#matching").textContent = page.matching === null ? "" : `${page.matching} job(s)`;
+  if (page.matching !== null) $("#matching").textContent = `${page.matching} job(s)`;
   renderGrid();
   document.body.dataset.ready = "1";
 }
