@@ -141,11 +141,15 @@ def test_a_reviewer_decides_with_the_keyboard_and_the_export_changes_the_next_pl
         api = show("api")
         typed("a" * len(api))
         wait.until(lambda _: all_decided("accept"))
+        loaded = "return performance.getEntriesByType('resource').map(e => e.name)"
+        assert not [u for u in browser.execute_script(loaded) if "/full/" in u]  # the grid loads thumbnails only
         typed(Keys.ARROW_LEFT * len(api), Keys.ENTER)  # back to the first, open before/after
         wait.until(lambda b: b.find_element(By.ID, "viewer").is_displayed())
         wait.until(lambda b: b.execute_script("return document.getElementById('v-after').naturalWidth") > 0)
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#v-reasons li")) > 0)
         assert browser.find_element(By.ID, "v-id").text == api[0]
+        full = {u.split("/api/jobs/")[1] for u in browser.execute_script(loaded) if "/full/" in u}
+        assert {f.split("?")[0] for f in full} == {f"{api[0]}/full/input", f"{api[0]}/full/output"}
         browser.save_screenshot(str(shots / "2-before-after.png"))
         typed(Keys.ESCAPE)
         wait.until(lambda b: not b.find_element(By.ID, "viewer").is_displayed())
