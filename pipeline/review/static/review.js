@@ -63,7 +63,8 @@ function renderTotals(t) {
   for (const b of t.backends) {
     box.append(el("span", { class: "backend", "data-backend": b.backend, title: `spent ${money(b.cost_usd)} on ${b.jobs} job(s)` },
       el("b", { text: b.backend }), ` ${b.accepted}/${b.judged} accepted (${pct(b.acceptance)}) · `,
-      el("span", { class: "cpa", text: money(b.cost_per_accepted_usd) }), " per accepted edit"));
+      el("span", { class: "cpa", text: b.judged && !b.accepted ? "none accepted" : money(b.cost_per_accepted_usd) }),
+      " per accepted edit"));
   }
 }
 
