@@ -393,3 +393,19 @@ def test_the_review_index_queries_never_scan_or_sort_the_whole_run(run_dir):
         if "GROUP BY" in sql and "review_items" in sql:
             assert "COVERING INDEX" in plan, (sql, plan)
     catalog.close()
+
+
+def test_the_command_refuses_another_host_and_a_busy_port_before_indexing(run_dir, capsys):
+    import socket
+
+    assert main(["review", str(run_dir), "--host", "0.0.0.0"]) == 2
+    assert "listens on loopback only" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["review", str(run_dir), "--port", str(busy.getsockname()[1])]) == 2
+    assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    with ledger_of(run_dir) as ledger:
+        assert ledger.review_count(ReviewFilter()) == 0  # nothing was indexed: it failed first
+    assert main(["review", str(run_dir.parent / "nowhere")]) == 2
+    assert "no ledger here" in capsys.readouterr().err

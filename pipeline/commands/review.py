@@ -53,17 +53,43 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.review import Catalog
 
     console = Console(stderr=True, highlight=False)
+    sock = None if args.export is not None else listen(args)  # a bad host or a busy port fails before indexing
     catalog = Catalog(args.dir)
     try:
         with console.status("indexing the run for review ..."):
             indexed = catalog.sync()
         if indexed:
             console.print(f"indexed {indexed} job(s) of {catalog.out_dir}")
-        if args.export is not None:
+        if sock is None:
             return export(catalog, args.export, console)
-        return serve(catalog, args, console)
+        return serve(catalog, sock, args, console)
     finally:
         catalog.close()
+        if sock is not None:
+            sock.close()
+
+
+def listen(args: argparse.Namespace) -> socket.socket:
+    """The bound socket the page will be served on (after checking the server extra and the host)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f'editroute review needs {exc.name!r}: pip install "editroute[server]"') from None
+    if args.host not in LOOPBACK:
+        raise ConfigError(
+            f"--host {args.host}: the review page has no login of its own, so it listens on loopback only; to "
+            "share it, run `editroute serve` with API keys (it serves the same page at /review)"
+        )
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on each connection (asyncio)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))  # before saying where it listens: a busy port fails here, plainly
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"--port {args.port}: cannot listen on {args.host} ({exc.strerror or exc})") from None
+    return sock
 
 
 def export(catalog, target: Path, console) -> int:
@@ -99,29 +125,13 @@ def export(catalog, target: Path, console) -> int:
     return 0
 
 
-def serve(catalog, args: argparse.Namespace, console) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn
-    except ImportError as exc:
-        raise ConfigError(f'editroute review needs {exc.name!r}: pip install "editroute[server]"') from None
+def serve(catalog, sock: socket.socket, args: argparse.Namespace, console) -> int:
+    import uvicorn
+
     from pipeline.review import create_review_app
 
-    if args.host not in LOOPBACK:
-        raise ConfigError(
-            f"--host {args.host}: the review page has no login of its own, so it listens on loopback only; to "
-            "share it, run `editroute serve` with API keys (it serves the same page at /review)"
-        )
     reviewer = args.reviewer or default_reviewer()
     app = create_review_app(catalog.out_dir, reviewer=reviewer, catalog=catalog)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY on each connection (asyncio)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))  # before saying where it listens: a busy port fails here, plainly
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"--port {args.port}: cannot listen on {args.host} ({exc.strerror or exc})") from None
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=port, log_level="warning", access_log=False))
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -132,8 +142,5 @@ def serve(catalog, args: argparse.Namespace, console) -> int:
         "keys: a accept, r reject, s skip, n note, Enter before/after, ? help; Ctrl-C stops",
         soft_wrap=True,
     )
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+    server.run(sockets=[sock])
     return 0
