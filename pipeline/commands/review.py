@@ -54,7 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, highlight=False)
     sock = None if args.export is not None else listen(args)  # a bad host or a busy port fails before indexing
-    catalog = Catalog(args.dir)
+    try:
+        catalog = Catalog(args.dir)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     try:
         with console.status("indexing the run for review ..."):
             indexed = catalog.sync()
