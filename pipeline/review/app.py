@@ -20,10 +20,8 @@ decide for the reviewer.
 
 from __future__ import annotations
 
-import hmac
 import io
 import logging
-import secrets
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +33,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from pipeline.ledger import DECISIONS, UNDECIDED, ReviewFilter
+from pipeline.review.access import COOKIE, Access, ReviewError, same_origin
 from pipeline.review.catalog import Catalog
 from pipeline.review.export import measure, quality_document
 from pipeline.review.thumbs import ROLES, thumbnail
@@ -43,20 +42,11 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
-COOKIE = "editroute_review"
 PAGE_LIMIT = 60
 MAX_LIMIT = 500
 MAX_NOTE = 2000
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 ROLE_COLUMNS = {"input": "image_path", "mask": "mask_path", "output": "output_path"}
 IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-
-
-class ReviewError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _usd(value: Decimal | None) -> str | None:
@@ -106,46 +96,6 @@ def _totals(catalog: Catalog) -> dict[str, Any]:
     }
 
 
-class _Access:
-    """Who may use the page: anyone on loopback (no keys), or a key holder with a session."""
-
-    def __init__(self, api_keys: Sequence[str], reviewer: str | None) -> None:
-        self._keys = [k.encode() for k in api_keys]
-        self.reviewer = reviewer
-        self._sessions: dict[str, str] = {}
-
-    @property
-    def keyed(self) -> bool:
-        return bool(self._keys)
-
-    def key_ok(self, key: str) -> bool:
-        presented = key.strip().encode()
-        ok = False
-        for k in self._keys:  # every key compared, in constant time
-            ok |= hmac.compare_digest(presented, k)
-        return ok and bool(presented)
-
-    def login(self, key: str, name: str) -> str | None:
-        if not self.key_ok(key):
-            return None
-        token = secrets.token_urlsafe(32)
-        self._sessions[token] = name.strip()[:80] or "reviewer"
-        return token
-
-    def who(self, request: Request) -> str | None:
-        """The reviewer behind this request, or None (not let in)."""
-        if not self.keyed:
-            host = _hostname(request.headers.get("host") or "")
-            return self.reviewer if host in LOOPBACK_HOSTS else None
-        token = request.cookies.get(COOKIE)
-        if token and token in self._sessions:
-            return self._sessions[token]
-        scheme, _, bearer = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and self.key_ok(bearer):
-            return request.headers.get("x-editroute-reviewer") or "api"
-        return None
-
-
 def create_review_app(
     out_dir: str | Path,
     *,
@@ -157,7 +107,7 @@ def create_review_app(
     are configured (`editroute review --reviewer`); with `api_keys`, each browser logs in with a key and a name."""
     catalog = catalog or Catalog(out_dir)
     catalog.sync()
-    access = _Access(api_keys, reviewer or "reviewer")
+    access = Access(api_keys, reviewer or "reviewer")
     app = FastAPI(title="editroute review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.catalog = catalog
 
@@ -332,7 +282,7 @@ def create_review_app(
     @app.post("/api/jobs/{job_id}/decision")
     async def decide(job_id: str, request: Request) -> Response:
         name = who(request)
-        _same_origin(request)
+        same_origin(request)
         try:
             body = await request.json()
         except ValueError:
@@ -380,18 +330,3 @@ def create_review_app(
         )
 
     return app
-
-
-def _same_origin(request: Request) -> None:
-    """A write must come from this page: a JSON body (a cross-site form cannot send one without CORS) and, when
-    the browser says where it comes from, this host."""
-    if (request.headers.get("content-type") or "").split(";")[0].strip() != "application/json":
-        raise ReviewError(415, "send the decision as application/json")
-    origin = request.headers.get("origin")
-    if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
-        raise ReviewError(403, "cross-origin request refused")
-
-
-def _hostname(host: str) -> str:
-    """The name part of a Host header: "127.0.0.1:8765" -> "127.0.0.1", "[::1]:8765" -> "[::1]"."""
-    return host.split("]")[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
