@@ -121,6 +121,40 @@ def test_bench_cost_rejects_bad_flags(tmp_path):
         main(["bench", "cost", "--out", str(tmp_path), "--gpu-hourly", "-1"])
 
 
+def test_cost_per_accepted_edit_counts_the_re_runs():
+    """The issue's case: an API edit at $0.21 accepted 95% of the time against a self-hosted one at $0.004
+    accepted 60%: a usable image costs per image / acceptance."""
+    from pipeline.bench import cost_per_accepted
+
+    api, local = cost_per_accepted(Decimal("0.21"), 0.95), cost_per_accepted(Decimal("0.004"), 0.60)
+    assert api.quantize(Decimal("0.0001")) == Decimal("0.2211") and local.quantize(Decimal("0.00001")) == Decimal(
+        "0.00667"
+    )
+    assert cost_per_accepted(Decimal("0.1"), 1.0) == Decimal("0.1")
+    with pytest.raises(ValueError):
+        cost_per_accepted(Decimal("0.1"), 0.0)
+
+
+def test_bench_cost_shows_cost_per_accepted_edit_from_given_acceptance(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "cost", "--out", str(out), "--no-plots", "--volumes", "1000"]
+    assert main(args) == 0
+    assert "Not computed: no acceptance given" in (out / "cost.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--acceptance", "gpt-image-1=0.95", "--acceptance", "sdxl=60%"]) == 0
+    assert "cost per accepted edit" in capsys.readouterr().out
+    with (out / "cost_per_accepted.csv").open() as fh:
+        rows = {(r["backend"], r["tier"]): r for r in csv.DictReader(fh)}
+    api, sdxl = rows[("gpt-image-1", "high")], rows[("sdxl", "high")]
+    assert Decimal(api["per_accepted_usd"]) == Decimal(api["per_image_usd"]) / Decimal("0.95")
+    assert float(sdxl["runs"]) == pytest.approx(1 / 0.6, abs=1e-4)
+    assert Decimal(sdxl["per_accepted_usd"]) == Decimal(sdxl["per_image_usd"]) / Decimal("0.6")
+    assert "| gpt-image-1 | API | high | $0.1685 | 95% | 1.05 | $0.1773 |" in (out / "cost.md").read_text()
+    assert main([*args, "--acceptance", "dall-e-9=0.5"]) == 2  # names a backend the bench does not cost
+    with pytest.raises(SystemExit):
+        main([*args, "--acceptance", "sdxl=1.5"])
+
+
 SHIFT_POLICY = """
 backends:
   api: {kind: function, cost_per_image: "0.17"}

@@ -37,6 +37,7 @@ def test_the_readme_demo_sequence_runs_each_policy_anew_and_the_saved_policy_rer
     out = base / "balanced"  # each policy runs in its own folder
     assert str(tiny_sdxl_dir) in (out / "demo-policy.yaml").read_text()
     assert DEMO_KEY not in (out / "demo-policy.yaml").read_text()
+    assert (out / "STAND-INS.txt").read_text().startswith("editroute demo")  # what `editroute review` looks for
     with Ledger.in_dir(out) as ledger:
         for rec in ledger.jobs():
             assert rec.outputs and all((out / o["path"]).is_file() for o in rec.outputs)

@@ -19,6 +19,7 @@ from PIL import Image
 from backends.base import Capabilities, EditRequest
 from backends.errors import BackendUnavailable
 from backends.standins import FunctionBackend
+from pipeline.errors import ConfigError
 from pipeline.eval import ClipScorer, plan_eval, run_eval, write_report
 from pipeline.eval import contact_sheet as cs
 from pipeline.eval import metrics as qm
@@ -119,6 +120,39 @@ def test_metrics_identity_is_perfect_and_noise_is_poor():
     assert qm.seam(hard, a, edit) > 1.0
     assert qm.seam(a, a, None) is None  # no mask, no border
     assert qm.quality_score(1.0, None, None) == 1.0  # weights renormalised over what applies
+
+
+def _object_scene(fill) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A clean red object on a flat grey background; the mask edits the background. (input, output, edit)"""
+    src = np.full((64, 96, 3), 200.0)
+    src[16:48, 32:64] = (180, 30, 30)
+    edit = np.ones((64, 96), bool)
+    edit[16:48, 32:64] = False
+    out = src.copy()
+    out[edit] = fill(int(edit.sum()))
+    return src, out, edit
+
+
+def test_seam_ranks_a_visible_seam_worse_than_a_clean_border():
+    src = qm.rgb_array(gradient(96, 64))
+    edit = qm.edit_region(mask_image(96, 64), (96, 64))
+
+    def brighter(by: float) -> np.ndarray:  # the fill is right but offset: a step along the mask's border
+        out = src.copy()
+        out[edit] = np.clip(out[edit] + by, 0, 255)
+        return out
+
+    clean, faint, visible = qm.seam(src, src, edit), qm.seam(brighter(15), src, edit), qm.seam(brighter(40), src, edit)
+    assert clean == 0.0 < faint < visible and visible > 1.0
+
+
+def test_seam_does_not_call_noise_beside_a_clean_object_seamless():
+    rng = np.random.default_rng(0)
+    src, noisy, edit = _object_scene(lambda n: rng.uniform(0, 255, (n, 3)))
+    _, white, _ = _object_scene(lambda n: np.full((n, 3), 255.0))  # a clean new background: crisper outline only
+    assert qm.seam(noisy, src, edit) > 3.0  # the old metric scored this 0.0 (perfect)
+    assert qm.seam(white, src, edit) < 0.5 < qm.seam(noisy, src, edit)
+    assert qm.seam_score(qm.seam(noisy, src, edit)) < 0.25 < qm.seam_score(qm.seam(white, src, edit))
 
 
 def test_align_undoes_letterboxing():
@@ -294,10 +328,11 @@ def test_function_backend_capabilities_are_used(sample):
 
 
 def test_cli_stand_ins_eval_a_shipped_policy_offline(
-    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch
+    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch, caplog
 ):
     """`editroute eval --stand-ins` on example jobs under the shipped cost-first policy: the API stand-in, tiny
-    SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes loads into a policy."""
+    SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes is marked as stand-in
+    scores, which a policy refuses unless it opts in (then with a loud warning)."""
     from backends.standins import tiny_clip, tiny_sdxl
     from pipeline.cli import main
     from pipeline.commands.demo import DEMO_KEY, DEMO_KEY_ENV, ROOT
@@ -325,19 +360,29 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     )
     printed = capsys.readouterr()
     assert "DEMO on local stand-ins" in printed.err
-    use_it = next(line for line in printed.out.splitlines() if line.startswith("use it: add `quality_file: "))
-    include = use_it.split("`")[1]  # what to paste into a policy, wherever that policy lives
+    assert "use it" not in printed.out and "source: stand-ins" in " ".join(printed.out.split())
     rows = {(r["job"], r["backend"]): r for r in csv.DictReader((out / "eval.csv").open())}
     assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
-    block = yaml.safe_load((out / "quality.yaml").read_text())["quality"]
-    assert set(block) == {"api-flare", "api", "sdxl-local"}
+    assert (out / "STAND-INS.txt").is_file()  # a review of these runs is marked as stand-in quality too
+    written = yaml.safe_load((out / "quality.yaml").read_text())
+    block = written["quality"]
+    assert written["source"] == "stand-ins" and set(block) == {"api-flare", "api", "sdxl-local"}
+    assert written["samples"]["sdxl-local"]["low"] == {"runs": 2}
+    # the README's old next step (include it, plan on it) is refused: stand-in scores never route by default
     (tmp_path / "policies").mkdir()
     mine = tmp_path / "policies" / "mine.yaml"
-    mine.write_text(policy.read_text() + include + "\n")
+    mine.write_text(policy.read_text() + f"quality_file: {out / 'quality.yaml'}\n")
+    with pytest.raises(ConfigError, match="STAND-INS.*allow_stand_in_quality: true"):
+        load_policy(mine)
+    mine.write_text(mine.read_text() + "allow_stand_in_quality: true\n")
+    with caplog.at_level("WARNING", logger="pipeline.routing.quality_file"):
+        opted_in = load_policy(mine)
+    assert "ROUTING ON STAND-IN SCORES" in caplog.text
     assert (
-        load_policy(mine).score("sdxl-local", "low")
+        opted_in.score("sdxl-local", "low")
         == block["sdxl-local"]["low"]
         != load_policy(policy).score("sdxl-local", "low")
     )
+    assert opted_in.quality_notes["sdxl-local"]["low"].startswith("measured on STAND-INS by eval")

@@ -6,7 +6,7 @@
 
        pipeline  0 base: errors, configfile, jobs (and pipeline/__init__)
                  1 routing   2 ledger   3 run
-                 4 eval, serve, cluster, bench (siblings)
+                 4 eval, serve, cluster, bench, review (siblings)
                  5 commands, cli
        backends  0 contract: every module at backends/ top (base, errors, images, validation, registry,
                    pricing, local_models)
@@ -43,6 +43,7 @@ LEVELS: dict[str, int] = {
     "pipeline.serve": 4,
     "pipeline.cluster": 4,
     "pipeline.bench": 4,
+    "pipeline.review": 4,
     "pipeline.commands": 5,
     "pipeline.cli": 5,
     "backends": 0,

@@ -105,6 +105,8 @@ class CostOptions:
     manifest: Path | None = None  # job mix for the policy section (default: examples/all.jsonl)
     policies: tuple[Path, ...] | None = None  # default: configs/policies/*.yaml
     shift_after_usd: Decimal | None = Decimal(300)  # also cost volume-shift policies with this API allowance
+    # share of edits people accept, per backend row name (a model id, or "sdxl"): from `editroute review`
+    acceptance: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +124,31 @@ class CostReport:
     policy_mix: object | None = None  # pipeline.bench.policy_mix.PolicyMix
     notes: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # model id -> how tables name it (retired, ESTIMATE)
+    per_accepted: list[PerAccepted] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PerAccepted:
+    """What a USABLE edit costs: each edit is re-run until one is accepted, so on average 1 / acceptance runs
+    (a geometric number of tries), each at the per-image cost. People's time judging the rejects is not in it."""
+
+    row: PerImage
+    acceptance: float
+
+    @property
+    def runs(self) -> float:
+        return 1 / self.acceptance
+
+    @property
+    def usd(self) -> Decimal:
+        return cost_per_accepted(self.row.total_usd, self.acceptance)
+
+
+def cost_per_accepted(per_image: Decimal, acceptance: float) -> Decimal:
+    """per image / acceptance: $0.21 at 95% accepted is $0.2211 per usable image; $0.004 at 60% is $0.0067."""
+    if not 0 < acceptance <= 1:
+        raise ValueError(f"acceptance: expected a share in (0, 1] (got {acceptance})")
+    return per_image / Decimal(str(acceptance))
 
 
 def sdxl_tiers() -> dict[str, Tier]:
@@ -262,6 +289,17 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
         prices_as_of=", ".join(sorted({prices.model(m).as_of for m in bench_models(prices)})),
         gpu_as_of=gpu_as_of if isinstance(gpu_as_of, str) else "?",
     )
+    unknown = sorted(set(options.acceptance) - {r.backend for r in rows})
+    if unknown:
+        from pipeline.errors import ConfigError
+
+        names = ", ".join(sorted({r.backend for r in rows}))
+        raise ConfigError(f"--acceptance {', '.join(unknown)}: no such backend here (one of {names})")
+    report.per_accepted = [
+        PerAccepted(r, options.acceptance[r.backend])
+        for r in rows
+        if r.backend in options.acceptance and r.size == REFERENCE_SIZE and r.scenario in ("API", rental)
+    ]
     steps = ", ".join(f"{k} {v.steps} steps{' CFG' if v.guidance else ''}" for k, v in tiers.items())
     report.notes.append(
         f"SDXL speed: {figure.label}. Other tiers and sizes scale by FLOPs "

@@ -58,6 +58,8 @@ def markdown(report: CostReport) -> str:
         )
     lines.append("")
 
+    lines += per_accepted_section(report)
+
     lines += [
         f"## Monthly cost at {REFERENCE_SIZE}",
         "",
@@ -87,6 +89,34 @@ def markdown(report: CostReport) -> str:
 
         lines += markdown_section(report.policy_mix, vols)
     return "\n".join(lines) + "\n"
+
+
+def per_accepted_section(report: CostReport) -> list[str]:
+    lines = [
+        f"## Cost per accepted edit ({REFERENCE_SIZE})",
+        "",
+        "What a usable image costs when rejected edits are run again until one is accepted: per image / acceptance "
+        "(on average 1 / acceptance runs). Acceptance is the share people accept in `editroute review`; the time "
+        "they spend judging rejects is not included.",
+        "",
+    ]
+    if not report.per_accepted:
+        return lines + [
+            "Not computed: no acceptance given. Pass `--acceptance NAME=RATE` (a model id or `sdxl`; e.g. "
+            "`--acceptance gpt-image-1=0.95 --acceptance sdxl=0.6`) from `editroute review --export`.",
+            "",
+        ]
+    lines += [
+        "| backend | how paid | tier | per image | acceptance | runs per accepted | per accepted edit |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for a in report.per_accepted:
+        r = a.row
+        lines.append(
+            f"| {r.backend} | {r.scenario} | {r.tier} | {usd(r.total_usd, True)} | {a.acceptance:.0%} | "
+            f"{a.runs:.2f} | {usd(a.usd, True)} |"
+        )
+    return lines + [""]
 
 
 def write_csv(report: CostReport, out: Path) -> list[Path]:
@@ -134,7 +164,14 @@ def write_csv(report: CostReport, out: Path) -> list[Path]:
                 w.writerow(["policy", "mix", name, *[costs[v].quantize(Decimal("0.01")) for v in report.volumes]])
         for tier, api, sp, vol in report.break_evens:
             w.writerow(["break_even", tier, f"{api} vs {sp}", "never" if vol is None else vol])
-    return [per_image, monthly]
+    accepted = out / "cost_per_accepted.csv"
+    with accepted.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["backend", "scenario", "tier", "size", "per_image_usd", "acceptance", "runs", "per_accepted_usd"])
+        for a in report.per_accepted:
+            r = a.row
+            w.writerow([r.backend, r.scenario, r.tier, r.size, r.total_usd, a.acceptance, f"{a.runs:.4f}", a.usd])
+    return [per_image, monthly, accepted]
 
 
 def _curve(volumes: list[float], plan: Plan) -> list[float]:

@@ -32,6 +32,17 @@ def _volumes(text: str) -> tuple[int, ...]:
     return vols
 
 
+def _acceptance(text: str) -> tuple[str, float]:
+    name, sep, rate = text.partition("=")
+    try:
+        value = float(rate.rstrip("%")) / (100 if rate.endswith("%") else 1)
+    except ValueError:
+        value = -1.0
+    if not sep or not name.strip() or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=RATE with a rate in (0, 1] or a percentage: {text!r}")
+    return name.strip(), value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="cost model over volume, pipeline overhead (see benchmarks/RESULTS.md)")
     bench = p.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -65,6 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=_usd,
         default=Decimal(300),
         help="also cost each volume-shift policy shifting after this monthly API spend (default 300)",
+    )
+    c.add_argument(
+        "--acceptance",
+        type=_acceptance,
+        action="append",
+        metavar="NAME=RATE",
+        help="share of edits people accept on a backend (a model id or sdxl; e.g. gpt-image-1=0.95 sdxl=0.6, "
+        "from `editroute review --export`): adds the cost per accepted edit, re-runs included",
     )
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     c.set_defaults(func=run_cost)
@@ -119,6 +138,7 @@ def run_cost(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         policies=tuple(args.policy) if args.policy else None,
         shift_after_usd=args.shift_after_usd,
+        acceptance=dict(args.acceptance or ()),
     )
     report = build_report(options)
     report.policy_mix = build_policy_mix(options)
@@ -131,6 +151,19 @@ def run_cost(args: argparse.Namespace) -> int:
     for name, value in headline(report).items():
         table.add_row(name, usd(value))
     console.print(table)
+    if report.per_accepted:
+        accepted = Table(title="cost per accepted edit, 1024x1024 (re-runs until accepted included)")
+        for col in ("backend", "tier", "per image", "accepted", "per accepted edit"):
+            accepted.add_column(col, justify="left" if col in ("backend", "tier") else "right")
+        for a in report.per_accepted:
+            accepted.add_row(
+                a.row.backend if a.row.scenario == "API" else f"{a.row.backend} on {report.figure.card}, per GPU-s",
+                a.row.tier,
+                usd(a.row.total_usd, True),
+                f"{a.acceptance:.0%}",
+                usd(a.usd, True),
+            )
+        console.print(accepted)
     console.print(f"SDXL speed: {report.figure.label}")
     console.print("wrote " + ", ".join(str(p) for p in written))
     return 0

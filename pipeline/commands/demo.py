@@ -197,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"policy {source.name}: outputs in {out}/", highlight=False)
+    from pipeline.review import write_stand_in_marker
+
+    write_stand_in_marker(out, "editroute demo: a loopback fake of OpenAI's image edit API, a tiny random-weight SDXL")
     console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
     quiet_model_libraries()
     sdxl_dir = build_sdxl_standin(args.sdxl_dir)

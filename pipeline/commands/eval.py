@@ -69,6 +69,9 @@ def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[st
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    from pipeline.review import write_stand_in_marker
+
+    write_stand_in_marker(out, "editroute eval --stand-ins: fake backends and a random-weight CLIP")
     policy_file = out / "standin-policy.yaml"
     policy_file.write_text(
         f"# {Path(args.policy).name} pointed at local stand-ins by `editroute eval --stand-ins`\n"
@@ -128,7 +131,7 @@ def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any
     scorer = ClipScorer(clip_model or DEFAULT_CLIP_MODEL, device=args.clip_device).load()  # fail before spend
     with err.status(f"running {len(plan.runnable)} edit(s)..."):
         result = run_eval(plan, args.out, scorer)
-    files = write_report(result, args.out)
+    files = write_report(result, args.out, stand_ins=args.stand_ins)
 
     out = Console(highlight=False)
     summary = Table(title="measured quality (mean over jobs; failures count 0)")
@@ -142,9 +145,17 @@ def _run(args: argparse.Namespace, policy: str, clip_model: str | None, err: Any
     out.print(f"spent ${result.spent:.4f} (ledger {result.ledger_path}); {failed} run(s) failed")
     for key, path in files.items():
         out.print(f"{key}: {path}")
-    out.print(
-        f"use it: add `quality_file: {Path(files['quality']).resolve()}` to a policy (or a path relative "
-        "to the policy file)",
-        soft_wrap=True,
-    )
+    if args.stand_ins:
+        out.print(
+            f"[yellow]{files['quality']} is marked `source: stand-ins`: the scores come from fake backends, so a "
+            "policy refuses to route on it. Run the eval on your real backends (without --stand-ins) to get "
+            "scores to route on.[/]",
+            soft_wrap=True,
+        )
+    else:
+        out.print(
+            f"use it: add `quality_file: {Path(files['quality']).resolve()}` to a policy (or a path relative "
+            "to the policy file)",
+            soft_wrap=True,
+        )
     return 1 if failed else 0

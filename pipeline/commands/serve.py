@@ -1,4 +1,5 @@
-"""`editroute serve`: the OpenAI-compatible edit endpoint in front of a routing policy."""
+"""`editroute serve`: the OpenAI-compatible edit endpoint in front of a routing policy, and the review page of
+its outputs at /review (behind the same keys)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         raise
     port = sock.getsockname()[1]
+    mount_review(app, service.out_dir, keys)
     console = Console(stderr=True, highlight=False)
     host = f"[{args.host}]" if ":" in args.host else args.host
     console.print(
@@ -64,6 +66,16 @@ def run(args: argparse.Namespace) -> int:
             style="yellow",
         )
     console.print(f"  ledger: {service.ledger.path}   outputs: {service.out_dir}/<job id>/")
+    console.print(f"  review page: http://{host}:{port}/review/" + (" (log in with a key)" if keys else ""))
     console.print(f'  try: OpenAI(base_url="http://{host}:{port}/v1", api_key=...).images.edit(...)')
     uvicorn_server(app, args.host, port).run(sockets=[sock])
     return 0
+
+
+def mount_review(app, out_dir: Path, keys: tuple[str, ...]) -> None:
+    """The review page at /review over the server's own run folder, behind the same keys. Mounted here, at the
+    command level, because the serve and review wings are siblings and do not import each other."""
+    from pipeline.commands.review import default_reviewer
+    from pipeline.review import create_review_app
+
+    app.mount("/review", create_review_app(out_dir, reviewer=default_reviewer(), api_keys=keys))

@@ -3,9 +3,16 @@
 - `psnr` and `ssim` compare the output with the input OUTSIDE the edit region (how well it was preserved).
   SSIM is Wang et al. (2004) on luma with a uniform 7x7 window and sample covariance (scikit-image's defaults),
   averaged over the pixels whose whole window lies in the kept region.
-- `seam` measures a gradient jump along the mask border: mean gradient magnitude within 1 px of the border over
-  the mean at 3-6 px from it (both sides), for the output minus the same ratio for the input (so edges that were
-  already there cost nothing). 0 = no visible seam; 1 = the border is twice as sharp as its surroundings.
+- `seam` measures what the edit added at the mask border, against the input, as the sum of two excesses (each
+  clamped at 0; luma gradient magnitudes, +8 levels so flat areas do not turn tiny changes into huge ratios):
+    crossing  = how much sharper the output is than the input within 1 px of the border, over the border pixels
+                where the input was continuous (an object outline that was already an edge in the input is left
+                out: a new background may make it crisper without a seam)
+    roughness = how much rougher the fill is at 3-6 px inside the border than the rougher side of the border was
+                in the input (noise pasted beside a clean object is a seam too, however noisy its own surroundings)
+  0 = nothing new at the border; 1 = twice as sharp, or twice as rough, as the input there. A textured fill where
+  the input was smooth costs a little; that is the price of catching noise. (An earlier version divided by the
+  gradient of the fill's own surroundings, so a noisy fill read as seamless.)
 - `quality_score` combines them (and CLIP's prompt adherence) into one number in 0..1, the formula below.
 
     adherence    = clip(2.5 x cos(CLIP image, CLIP text), 0, 1)      CLIP-S (Hessel et al., 2021)
@@ -27,6 +34,7 @@ from backends.masks import box_sum, dilate
 
 WEIGHTS = {"adherence": 0.5, "preservation": 0.35, "seam": 0.15}
 PSNR_CAP_DB = 40.0
+SEAM_FLOOR = 8.0  # luma levels per pixel added to every gradient mean in `seam` (a barely visible texture)
 CLIP_S_WEIGHT = 2.5
 FORMULA = (
     "quality = 0.5 adherence + 0.35 preservation + 0.15 seam_score (weights renormalised over the metrics "
@@ -103,21 +111,28 @@ def _gradient(a: np.ndarray) -> np.ndarray:
 
 
 def seam(output: np.ndarray, source: np.ndarray, edit: np.ndarray | None) -> float | None:
-    """Extra gradient at the mask border in the output, relative to the input (module docstring); None when
-    there is no border (no mask, or a mask that edits all or nothing)."""
+    """Crossing + roughness excess at the mask border, against the input (module docstring); None when there is
+    no border (no mask, or a mask that edits all or nothing)."""
     if edit is None or edit.all() or not edit.any():
         return None
     keep = ~edit
     band = dilate(edit, 1) & dilate(keep, 1)
-    ring = (dilate(edit, 6) & ~dilate(edit, 2)) | (dilate(keep, 6) & ~dilate(keep, 2))
-    if not band.any() or not ring.any():
+    edit_ring = dilate(keep, 6) & ~dilate(keep, 2)
+    keep_ring = dilate(edit, 6) & ~dilate(edit, 2)
+    if not band.any() or not edit_ring.any() or not keep_ring.any():
         return None
+    g_out, g_src = _gradient(output), _gradient(source)
 
-    def ratio(img: np.ndarray) -> float:
-        g = _gradient(img)
-        return (float(g[band].mean()) + 1.0) / (float(g[ring].mean()) + 1.0)
+    def mean(g: np.ndarray, where: np.ndarray) -> float:
+        return float(g[where].mean())
 
-    return max(0.0, ratio(output) - ratio(source))
+    src_rough = max(mean(g_src, keep_ring), mean(g_src, edit_ring))
+    continuous = band & (g_src <= src_rough + SEAM_FLOOR)  # border pixels that were not an edge in the input
+    crossing = 0.0
+    if continuous.any():
+        crossing = (mean(g_out, continuous) + SEAM_FLOOR) / (mean(g_src, continuous) + SEAM_FLOOR) - 1
+    roughness = (mean(g_out, edit_ring) + SEAM_FLOOR) / (src_rough + SEAM_FLOOR) - 1
+    return max(0.0, crossing) + max(0.0, roughness)
 
 
 def adherence(clip_cosine: float | None) -> float | None:

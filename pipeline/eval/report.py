@@ -37,16 +37,33 @@ CSV_FIELDS = [
 ]
 
 
-def quality_yaml(result: EvalResult) -> str:
+def quality_yaml(result: EvalResult, *, stand_ins: bool = False) -> str:
+    """The `quality:` block with its provenance: `source: eval`, or `source: stand-ins` for an eval on stand-ins,
+    which a policy refuses to route on (`pipeline.routing.quality_file`)."""
     plan = result.plan
     head = [
         f"# Measured by `editroute eval {plan.manifest}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
         f"{len(plan.jobs)} job(s), tiers {', '.join(plan.tiers)}, CLIP {result.clip_model}.",
-        "# Per backend and tier: the mean over the jobs it ran (a failed run counts 0).",
+        "# Per backend and tier: the mean over the jobs it ran (a failed run counts 0); samples: runs scored.",
         f"# {FORMULA}",
-        "# Include it in a policy with `quality_file: <path to this file>`; it overrides declared scores.",
     ]
-    body = yaml.safe_dump({"quality": result.quality}, sort_keys=False, default_flow_style=None)
+    if stand_ins:
+        head += [
+            "# STAND-INS: fake backends and a random-weight CLIP; these scores mean nothing about real backends.",
+            "# A policy refuses this file unless it sets `allow_stand_in_quality: true` (demos and tests only).",
+        ]
+    else:
+        head.append("# Include it in a policy with `quality_file: <path to this file>`; it overrides declared scores.")
+    runs: dict[str, dict[str, dict[str, int]]] = {}
+    for s in result.scores:
+        if s.status != "skipped" and not (s.status == "ok" and s.quality is None):
+            entry = runs.setdefault(s.variant.backend, {}).setdefault(s.variant.tier, {"runs": 0})
+            entry["runs"] += 1
+    body = yaml.safe_dump(
+        {"source": "stand-ins" if stand_ins else "eval", "quality": result.quality, "samples": runs},
+        sort_keys=False,
+        default_flow_style=None,
+    )
     return "\n".join(head) + "\n" + body
 
 
@@ -146,7 +163,7 @@ def sheet(result: EvalResult) -> Image.Image:
     return cs.render(rows)
 
 
-def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
+def write_report(result: EvalResult, out_dir: str | Path, *, stand_ins: bool = False) -> dict[str, Path]:
     out = Path(out_dir)
     files = {
         "table": out / "eval.md",
@@ -159,6 +176,6 @@ def write_report(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     buf = io.BytesIO()
     sheet(result).save(buf, format="PNG")
     atomic_write_bytes(files["contact_sheet"], buf.getvalue())
-    atomic_write_bytes(files["quality"], quality_yaml(result).encode())
+    atomic_write_bytes(files["quality"], quality_yaml(result, stand_ins=stand_ins).encode())
     atomic_write_bytes(files["table"], markdown(result, files).encode())
     return files

@@ -2,9 +2,11 @@
 and spend, with its schema and migrations; the exactly-once claim of a job and crash recovery live here.
 
 `Ledger` (store.py) is the entry point; schema.py holds the migrations, records and nano-dollar money helpers;
-spend.py what the router reads (spend per period) and how calls hold and settle money. Below it: routing (the
+spend.py what the router reads (spend per period) and how calls hold and settle money; reviews.py people's
+accept/reject decisions on outputs and the review page's index of a run. Below it: routing (the
 spend periods) and `backends.errors`."""
 
+from pipeline.ledger.reviews import DECISIONS, UNDECIDED, Review, ReviewFilter
 from pipeline.ledger.schema import (
     DB_NAME,
     MIGRATIONS,
@@ -28,9 +30,13 @@ __all__ = [
     "BudgetCap",
     "Claim",
     "ClaimAction",
+    "DECISIONS",
     "JobRecord",
     "JobStatus",
     "Ledger",
+    "Review",
+    "ReviewFilter",
+    "UNDECIDED",
     "fmt_usd",
     "from_nusd",
     "now_ms",

@@ -61,6 +61,29 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN model TEXT;
     """,
+    # v4: people's review decisions (every one kept) and the review page's index of the run (reviews.py)
+    """
+    CREATE TABLE reviews(
+      id INTEGER PRIMARY KEY,
+      job_id TEXT NOT NULL, reviewer TEXT NOT NULL,
+      decision TEXT NOT NULL CHECK(decision IN ('accept','reject','skip')),
+      note TEXT, backend TEXT, tier TEXT, output_sha256 TEXT,
+      at INTEGER NOT NULL);
+    CREATE INDEX reviews_job ON reviews(job_id, id);
+    CREATE TABLE review_items(
+      seq INTEGER PRIMARY KEY, job_id TEXT NOT NULL UNIQUE,
+      status TEXT, backend TEXT, tier TEXT, cost_nusd INTEGER, latency_ms INTEGER,
+      prompt TEXT, tags TEXT, image_path TEXT, mask_path TEXT, output_path TEXT, output_sha256 TEXT, error TEXT,
+      job_updated_at INTEGER, decision TEXT, decided_at INTEGER);
+    CREATE INDEX review_items_backend ON review_items(backend, seq);
+    CREATE INDEX review_items_status ON review_items(status, seq);
+    CREATE INDEX review_items_tier ON review_items(tier, seq);
+    CREATE INDEX review_items_decision ON review_items(decision, seq);
+    CREATE INDEX review_items_spend ON review_items(backend, status, cost_nusd);
+    CREATE INDEX review_items_decided ON review_items(decision, backend, cost_nusd);
+    CREATE TABLE review_tags(seq INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(seq, tag)) WITHOUT ROWID;
+    CREATE INDEX review_tags_tag ON review_tags(tag, seq);
+    """,
 ]
 
 # What an attempt counts for: an open hold counts its reservation, anything else what was actually billed.

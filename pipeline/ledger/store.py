@@ -14,6 +14,8 @@ Schema (version in `PRAGMA user_version`, upgraded by `MIGRATIONS` under `BEGIN 
               reserved_nusd (the hold), cost_nusd (the bill), day, month (UTC), started_at, ended_at,
               call_ms (the call itself, queueing excluded; v2), error_class, error, usage (JSON), owner
     views     reservations (attempts still holding budget), spend_daily / spend_monthly per backend
+    reviews, review_items, review_tags   people's accept/reject decisions and the review page's index (v3;
+              reviews.py)
 
 Money is integer nano-dollars (1e-9 USD): exact for token prices quoted to the cent per 1M tokens; GPU-second
 costs round to the nano-dollar. Spend in a period = settled costs + open holds, so a budget check inside one
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidRequest
+from pipeline.ledger.reviews import ReviewsMixin
 from pipeline.ledger.schema import (
     DB_NAME,
     Claim,
@@ -59,7 +62,7 @@ __all__ = ["Ledger"]
 log = logging.getLogger(__name__)
 
 
-class Ledger(SpendMixin):
+class Ledger(SpendMixin, ReviewsMixin):
     """Thread-safe (one connection per thread); safe across processes on one host (SQLite locking)."""
 
     MAX_CRASH_RESTARTS = 1  # a job found `running` after a crash is retried this many times, then failed

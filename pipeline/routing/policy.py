@@ -1,7 +1,9 @@
 """The routing policy: a YAML file validated by pydantic (extra keys forbidden).
 
     backends:      name -> {kind: openai|sdxl|gemini|firefly, hosting?: api|self-hosted, ...that kind's settings}
-    quality:       name -> score (0..1) or {low, medium, high[, auto]}; `quality_file:` (measured) overrides
+    quality:       name -> score (0..1) or {low, medium, high[, auto]}; `quality_file:` (measured) overrides,
+                   acceptance rates only past `quality_min_samples`, stand-in scores only with
+                   `allow_stand_in_quality: true` (quality_file.py)
     rules:         ordered; `when:` conditions -> exactly one of use / prefer / avoid
     objective:     cheapest (meeting min_quality) | best_quality (under max_cost_per_image)
     budgets:       per backend and period (day | month): limit_usd, on_exhausted: stop | {overflow_to: name}
@@ -31,10 +33,10 @@ from pipeline.configfile import (
     validation_messages,
 )
 from pipeline.errors import ConfigError
+from pipeline.routing.quality_file import DEFAULT_MIN_SAMPLES, TIERS, merge_quality_file
 from pipeline.routing.ray_section import RaySettings
 from pipeline.routing.rules import When
 
-TIERS = ("low", "medium", "high")
 Hosting = Literal["api", "self-hosted"]
 KIND_HOSTING: dict[str, Hosting] = {"openai": "api", "sdxl": "self-hosted", "function": "api"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -187,7 +189,10 @@ class Policy(_Strict):
     description: str = ""
     backends: dict[str, BackendSpec] = Field(min_length=1)
     quality: dict[str, QualityScores] = Field(default_factory=dict)
-    quality_file: str | None = None  # path relative to the policy file; its `quality:` block wins
+    quality_file: str | None = None  # path relative to the policy file; its `quality:` block wins (quality_file.py)
+    quality_min_samples: int = Field(default=DEFAULT_MIN_SAMPLES, ge=1)  # judged outputs before a measured rate counts
+    allow_stand_in_quality: bool = False  # route on scores measured on stand-ins (demos and tests only)
+    quality_notes: dict[str, dict[str, str]] = Field(default_factory=dict)  # set by the loader: where scores came from
     rules: tuple[Rule, ...] = ()
     objective: Objective = Field(default_factory=Objective)
     budgets: tuple[Budget, ...] = ()
@@ -314,48 +319,6 @@ def _check_names(policy: Policy, doc: YamlDoc) -> list[str]:
     return out
 
 
-def _merge_quality_file(data: dict[str, Any], doc: YamlDoc) -> list[str]:
-    """Measured scores from `quality_file:` (the `editroute eval` output) override declared ones, per tier."""
-    rel = data.get("quality_file")
-    if not rel:
-        return []
-    if not isinstance(rel, str):
-        return [problem_line(doc, doc.path, ["quality_file"], "expected: a path to a YAML file", rel)]
-    path = (doc.path.parent / rel).resolve()
-    try:
-        qdoc = load_yaml(path, "quality file")
-    except ConfigError as exc:
-        return [problem_line(doc, doc.path, ["quality_file"], str(exc))]
-    block = qdoc.data.get("quality") if isinstance(qdoc.data, dict) else None
-    if not isinstance(block, dict):
-        return [
-            problem_line(qdoc, path, ["quality"], "expected: a `quality:` mapping of backend -> {low, medium, high}")
-        ]
-    declared = dict(data.get("quality") or {})
-    for name, scores in block.items():
-        if name not in (data.get("backends") or {}):
-            continue  # measured for a backend this policy does not use
-        if isinstance(scores, int | float):
-            scores = {t: scores for t in TIERS}
-        if not isinstance(scores, dict):
-            return [problem_line(qdoc, path, ["quality", name], "expected: {low, medium, high} scores", scores)]
-        measured = {k: v for k, v in scores.items() if k in (*TIERS, "auto")}
-        bad = [
-            k for k, v in measured.items() if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1
-        ]
-        if bad:  # blame the quality file, not the policy the scores are merged into
-            return [
-                problem_line(qdoc, path, ["quality", name, k], "expected: a score from 0 to 1", measured[k])
-                for k in bad
-            ]
-        base = declared.get(name)
-        base = {t: base for t in TIERS} if isinstance(base, int | float) else dict(base or {})
-        base.update(measured)
-        declared[name] = base
-    data["quality"] = declared
-    return []
-
-
 def load_policy(path: str | Path) -> Policy:
     """Load and check a policy file; every problem is reported at once in one `ConfigError`."""
     doc = load_yaml(path, "policy file")
@@ -364,7 +327,7 @@ def load_policy(path: str | Path) -> Policy:
             f"{doc.path}: expected a YAML mapping with `backends:` at the top (got {type(doc.data).__name__})"
         )
     data = dict(doc.data)
-    raise_problems(_merge_quality_file(data, doc), "policy")
+    raise_problems(merge_quality_file(data, doc), "policy")
     data["source"] = str(doc.path)
     try:
         policy = Policy.model_validate(data)

@@ -27,6 +27,7 @@ from backends.validation import capability_problems, skipped_checks
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job
 from pipeline.routing.policy import Budget, Objective, Policy, VolumeShift
+from pipeline.routing.quality_file import quality_note
 from pipeline.routing.spend_source import SpendSource
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Router:
             for i, rule in enumerate(policy.rules)
         ]
         self._shift_preds = [(shift, shift.when.predicates()) for shift in policy.volume_shift]
+        self._quality_notes = policy.quality_notes
         self._infer_masks = tuple(n for n, spec in policy.backends.items() if spec.settings.get("mask_inference"))
 
     # ---- steps ----------------------------------------------------------------------------------------
@@ -144,6 +146,12 @@ class Router:
             reasons.append(f"capability: {name} {why}")
         if cands:
             reasons.append("capable: " + ", ".join(cands))
+            if self._quality_notes:  # a quality file is in play: say which scores are measured, which declared
+                notes = "; ".join(
+                    f"{c.name} {quality_note(self._quality_notes, c.name, req.quality, c.quality)}"
+                    for c in cands.values()
+                )
+                reasons.append(f"quality at {req.quality}: {notes}")
         reasons.extend(skipped_checks(req))  # remote refs: the pixel checks the provider makes instead
         if req.mask is None and self._infer_masks:
             inferring = [n for n in self._infer_masks if n in cands]

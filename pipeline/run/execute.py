@@ -25,8 +25,8 @@ Steps, each recorded in the ledger:
    `ctx.stop` (a threading.Event, set on Ctrl-C) stops before the next call: the job is marked interrupted.
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
    `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
-   file), each to a temp name, fsynced and renamed, result.json last, then ONE fsync of the job's folder
-   (`pipeline.run.files.write_files`), all BEFORE the ledger says done.
+   file; what was asked: prompt, tier, input paths), each to a temp name, fsynced and renamed, result.json last,
+   then ONE fsync of the job's folder (`pipeline.run.files.write_files`), all BEFORE the ledger says done.
 """
 
 from __future__ import annotations
@@ -415,6 +415,7 @@ def _finish(
             "artifacts": artifacts,
             "extras": _jsonable(result.extras),
             "tags": list(job.tags),
+            "request": _request_facts(job),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         # result.json last: it vouches for the others (sha256 each), so a crash mid-way is never adopted
@@ -449,6 +450,22 @@ def _finish(
         latency_s=time.perf_counter() - t0,
         result=record,
     )
+
+
+def _request_facts(job: Job) -> dict[str, Any]:
+    """What was asked, for people reviewing the result (`editroute review`): the prompt, the tier the policy
+    scored, and where the inputs are (None for an upload, which is not kept)."""
+    r = job.request
+
+    def where(img: Any) -> str | None:
+        return str(Path(img.path).resolve()) if img is not None and img.path is not None else None
+
+    return {
+        "prompt": r.prompt,
+        "quality": r.quality,
+        "images": [where(img) for img in r.images],
+        "mask": where(r.mask),
+    }
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """The batch report, from the ledger alone: jobs per backend, failures by reason, spend versus the plan's
-estimate, call latency p50/p95 per backend, and per model what its paid calls were estimated at versus what they
-were billed (the measured estimate/bill ratio: how far a model's token estimates, some labelled ESTIMATE, are off).
-As a dict (`build_report`), rich tables, JSON or CSV.
+estimate, call latency p50/p95 per backend, per model what its paid calls were estimated at versus what they
+were billed (the measured estimate/bill ratio: how far a model's token estimates, some labelled ESTIMATE, are off),
+and once people reviewed the outputs (`editroute review`) the cost per accepted edit. As a dict (`build_report`),
+rich tables, JSON or CSV.
 
 `spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress
 or one that was killed; the next run releases a dead run's holds). Budgets count both."""
@@ -30,6 +31,9 @@ CSV_COLUMNS = (
     "estimate_usd",
     "p50_s",
     "p95_s",
+    "accepted",
+    "judged",
+    "cost_per_accepted_usd",
 )
 
 
@@ -103,10 +107,12 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
                 "estimate_to_bill": round(est / billed, 3) if billed else None,
             }
         )
+    reviewed = {r["backend"]: r for r in ledger.review_totals() if r["judged"]}
     backends = []
     for name in sorted(per):
         row = per[name]
         lat = row.pop("latencies")
+        rev = reviewed.get(name)
         backends.append(
             {
                 "backend": name,
@@ -118,11 +124,17 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
                 "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
                 "p50_s": _round(percentile(lat, 50)),
                 "p95_s": _round(percentile(lat, 95)),
+                # from `editroute review`: what the judged jobs cost / how many were accepted (None: not reviewed)
+                "accepted": rev["accepted"] if rev else None,
+                "judged": rev["judged"] if rev else None,
+                "cost_per_accepted_usd": _per_accepted(rev),
             }
         )
     total_spend = sum((Decimal(b["spend_usd"]) for b in backends), Decimal(0))
     total_est = sum((Decimal(b["estimate_usd"]) for b in backends), Decimal(0))
     total_held = sum((Decimal(b["held_usd"]) for b in backends), Decimal(0))
+    accepted = sum(r["accepted"] for r in reviewed.values())
+    judged_cost = sum((r["judged_cost_usd"] for r in reviewed.values()), Decimal(0))
     return {
         "ledger": str(ledger.path),
         "jobs": {
@@ -134,8 +146,23 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         "estimate_usd": _usd(total_est),
         "backends": backends,
         "models": models,
+        "review": {
+            "judged": sum(r["judged"] for r in reviewed.values()),
+            "accepted": accepted,
+            "cost_per_accepted_usd": _usd(judged_cost / accepted) if accepted else None,
+        },
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
     }
+
+
+def _per_accepted(reviewed: dict[str, Any] | None) -> str | None:
+    """Cost per accepted edit: every call of the jobs people judged (rejected ones and their re-runs included),
+    over the edits they accepted. None before anything was judged; "inf" when nothing judged was accepted."""
+    if not reviewed:
+        return None
+    if not reviewed["accepted"]:
+        return "inf"
+    return _usd(reviewed["judged_cost_usd"] / reviewed["accepted"])
 
 
 def _usd(value: Decimal) -> str:
@@ -208,6 +235,26 @@ def render(report: dict[str, Any], console) -> None:
                 ratio,
             )
         console.print(est)
+    review = report["review"]
+    if review["judged"]:
+        judged = Table(title="reviewed by people (editroute review)", title_justify="left")
+        for col in ("backend", "accepted", "acceptance", "cost per accepted edit"):
+            judged.add_column(col, justify="left" if col == "backend" else "right")
+        for b in report["backends"]:
+            if b["judged"]:
+                judged.add_row(
+                    b["backend"],
+                    f"{b['accepted']}/{b['judged']}",
+                    f"{b['accepted'] / b['judged']:.0%}",
+                    _per_accepted_text(b["cost_per_accepted_usd"]),
+                )
+        console.print(judged)
+        console.print(
+            f"{review['accepted']} of {review['judged']} judged edits accepted; cost per accepted edit "
+            f"{_per_accepted_text(review['cost_per_accepted_usd'])}: what the judged jobs cost (rejects and re-runs "
+            "included) over the edits accepted",
+            highlight=False,
+        )
     if report["failures"]:
         fails = Table(title="failures by reason", title_justify="left")
         fails.add_column("reason")
@@ -217,6 +264,12 @@ def render(report: dict[str, Any], console) -> None:
             ex = f["examples"][0]
             fails.add_row(f["reason"], str(f["count"]), f"{ex['job']}: {ex['error'][:160]}")
         console.print(fails)
+
+
+def _per_accepted_text(value: str | None) -> str:
+    if value is None:
+        return "-"
+    return "none accepted" if value == "inf" else fmt_usd(Decimal(value))
 
 
 def _secs(value: float | None) -> str:

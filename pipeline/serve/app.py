@@ -90,7 +90,10 @@ def check_bind(host: str, api_keys: Sequence[str]) -> None:
 
 def bind_socket(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the server announces itself; a busy port is a one-line `ConfigError`."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, as uvicorn's own bind has: asyncio sets TCP_NODELAY only on sockets that say TCP, and
+    # without it every keep-alive answer waits ~40 ms for a delayed ACK
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a TIME_WAIT socket is no obstacle
     try:
         sock.bind((host, port))
