@@ -8,6 +8,11 @@ models that refuse it, 401 on a wrong key, 429 with retry-after(-ms) over a rate
 a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429, "retry_after_ms": 20}, "ok"]`,
 one item per request). Every response carries `x-editroute-standin: openai`.
 
+What it answered is recorded for crash tests: each `RecordedRequest` says when its answer was made
+(`answered_at`: the API bills a 200 when it is generated, whether or not the client is still there), when its
+last byte was written to the socket (`delivered_at`, None if the client had gone) and what it billed
+(`billed_usd`). `before_answer(rec)`, if given, runs before each answer and may block (hold a request in flight).
+
     with FakeOpenAIServer(api_key="sk-test") as server:
         backend = OpenAIEditBackend("openai", Settings(base_url=server.base_url))
 
@@ -26,7 +31,9 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +45,7 @@ from PIL import Image
 from backends.pricing import (
     PriceTable,
     load_prices,
+    token_cost,
 )
 
 log = logging.getLogger(__name__)
@@ -82,6 +90,9 @@ class RecordedRequest:
     fields: dict[str, str] = field(default_factory=dict)
     parts: list[RecordedPart] = field(default_factory=list)  # every part in order, text fields included
     status: int = 0
+    answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
+    delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
+    billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
 
     @property
     def part_names(self) -> list[str]:
@@ -134,6 +145,7 @@ class FakeOpenAIServer:
         auto_quality: str = "medium",
         prices: PriceTable | None = None,
         host: str = "127.0.0.1",
+        before_answer: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -143,6 +155,7 @@ class FakeOpenAIServer:
         self.moderation_words = tuple(w.lower() for w in moderation_words)
         self.auto_quality = auto_quality
         self.prices = prices or load_prices()
+        self.before_answer = before_answer
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._accepted: collections.deque[float] = collections.deque()
@@ -257,9 +270,12 @@ class FakeOpenAIServer:
                 )
             self._accepted.append(now)
 
-    def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
+    def handle(
+        self, rec: RecordedRequest, headers, body: bytes, parts: list[tuple[RecordedPart, bytes]] | None = None
+    ) -> dict:
         multipart = rec.content_type.startswith("multipart/form-data")
-        parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
+        if parts is None:
+            parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
         self._check_auth(rec, headers)
         self._scripted()
         self._rate_limit()
@@ -311,21 +327,32 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type", ""),
         )
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        multipart = rec.content_type.startswith("multipart/form-data")
+        parts = _parse_multipart(rec, body) if multipart else []  # fields known before answering (and hooks)
         with owner._lock:
             owner.requests.append(rec)
         if owner.latency_s:
             time.sleep(owner.latency_s)
+        if owner.before_answer is not None:
+            owner.before_answer(rec)
         extra: dict[str, str] = {}
         try:
-            status, payload = 200, owner.handle(rec, self.headers, body)
+            status, payload = 200, owner.handle(rec, self.headers, body, parts)
         except _Drop:
             rec.status = -1
             self.close_connection = True
             return
         except ApiError as err:
             status, payload, extra = err.status, err.body(), err.headers
-        rec.status = status
-        self._send(status, payload, extra)
+        if status == 200:
+            rec.billed_usd = _billed(owner, rec, payload)
+        rec.status, rec.answered_at = status, time.time()
+        try:
+            self._send(status, payload, extra)
+        except OSError:  # the client went away (killed): made and billed, never delivered
+            self.close_connection = True
+            return
+        rec.delivered_at = time.time()
 
     def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
         data = json.dumps(payload).encode()
@@ -338,6 +365,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _billed(owner: FakeOpenAIServer, rec: RecordedRequest, payload: dict) -> Decimal:
+    usage = payload.get("usage") or {}
+    details, out = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
+    prices = owner.prices.models[rec.fields.get("model", DEFAULT_MODEL)]
+    return token_cost(
+        prices,
+        text_in=int(details.get("text_tokens") or 0),
+        image_in=int(details.get("image_tokens") or 0),
+        image_out=int(out.get("image_tokens") or 0),
+        text_out=int(out.get("text_tokens") or 0),
+    )
 
 
 def encode_image(img: Image.Image, fmt: str, compression: int | None) -> bytes:
