@@ -131,7 +131,7 @@ def test_an_answer_that_reached_the_process_is_never_paid_again(tmp_path, api):
     manifest, policy, out = write_jobs(tmp_path, 2), write_policy(tmp_path, api.base_url), tmp_path / "out"
     marker = tmp_path / "answer-in-memory"
     run = editroute_run(manifest, policy, out, hook=f"outputs_pending:job00:{marker}")
-    wait_for(marker.exists, run, why="job00's answer had arrived")
+    wait_for(lambda: marker.exists() and statuses(out).get("job01") == "done", run, why="job00's answer had arrived")
     kill(run)
     assert api.requests[[job_of(r) for r in api.requests].index("job00")].delivered_at is not None
 

@@ -4,10 +4,15 @@ What goes on the wire and how failures are classified lives in `backends.openai.
 prices and token tables in `backends.pricing`. The API key is read at `edit()` time from a file or the
 environment, used for that request's headers only, and never stored, logged or put in an error. An unset
 `base_url` is $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
+
+Crash safety (`edit(request, journal=...)`, `backends.journal`): the raw body of the 200 is saved to the journal
+the moment it has arrived, BEFORE it is decoded, so a run killed from then on is finished by the next one from
+the saved body (`result_from_raw`, no I/O), and the answer is never paid for twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -21,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
+from backends.journal import CallJournal, JournalRecord
 from backends.openai import wire
 from backends.pricing import (
     PriceTable,
@@ -39,6 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-image-1"  # a policy's openai backend without `model:`
 BASE_URL_ENV = "OPENAI_BASE_URL"  # as the OpenAI SDK reads it; a policy's `base_url:` wins
+RESPONSE_KIND = "openai.response"  # the journal record of a 200's raw body
 
 
 def _default_base_url() -> str:
@@ -66,6 +73,7 @@ class Settings(BaseModel):
 
 class OpenAIEditBackend:
     Settings = Settings
+    resumable = True  # for the runner: `edit()` takes `journal=` and keeps the raw answer there before decoding
 
     def __init__(
         self,
@@ -124,14 +132,17 @@ class OpenAIEditBackend:
 
     # ---- edit -------------------------------------------------------------------------------------
 
-    def edit(self, request: EditRequest) -> EditResult:
+    def edit(self, request: EditRequest, *, journal: CallJournal | None = None) -> EditResult:
         try:
-            return self._edit(request)
+            return self._edit(request, journal)
         except EditError as exc:
             raise exc.with_context(job_id=request.job_id, backend=self.name) from None
 
-    def _edit(self, request: EditRequest) -> EditResult:
+    def _edit(self, request: EditRequest, journal: CallJournal | None = None) -> EditResult:
         check_request(request, self.capabilities, backend=self.name)
+        if journal is not None and (saved := journal.load(RESPONSE_KIND)):  # paid for before a crash: no call
+            log.info("%s: job %s finished from the answer saved before a crash", self.name, request.job_id)
+            return self._from_journal(request, journal, saved[-1])
         key = self._read_key()
         s = self.settings
         fields = wire.form_fields(request, s.model, takes_input_fidelity=self.prices.input_fidelity)
@@ -139,7 +150,56 @@ class OpenAIEditBackend:
         start = time.perf_counter()
         response, attempts = self._post(fields, parts, key)
         http_s = time.perf_counter() - start
-        parsed = wire.parse_response(_json(response))
+        if journal is None:
+            return self.result_from_raw(request, response.content, response.headers, attempts, http_s, start)
+        record = JournalRecord(
+            RESPONSE_KIND,
+            data={"content_type": response.headers.get("content-type", ""), "attempts": attempts, "http_s": http_s},
+            body=response.content,
+        )
+        journal.save(record)  # durable before decoding: from here on a crash never costs a second call
+        return self._from_journal(request, journal, record, start)
+
+    def _from_journal(
+        self, request: EditRequest, journal: CallJournal, record: JournalRecord, start: float | None = None
+    ) -> EditResult:
+        d = record.data
+        try:
+            return self.result_from_raw(
+                request,
+                record.body or b"",
+                {"content-type": str(d.get("content_type", ""))},
+                int(d.get("attempts", 1)),
+                float(d.get("http_s", 0.0)),
+                start if start is not None else time.perf_counter(),
+                resumed=start is None,
+            )
+        except EditError:
+            journal.drop(record)  # an answer that cannot be decoded is not resumed again
+            raise
+
+    def result_from_raw(
+        self,
+        request: EditRequest,
+        raw: bytes,
+        headers: Any,
+        attempts: int,
+        http_s: float,
+        start: float,
+        *,
+        resumed: bool = False,
+    ) -> EditResult:
+        """The `EditResult` of a 200's raw body (just received, or saved in the journal; `resumed`: nothing was
+        sent now): no I/O. A 200 that cannot be decoded was billed all the same: the error says what it cost."""
+        s = self.settings
+        body = _json_body(raw, 200, headers)
+        try:
+            parsed = wire.parse_response(body)
+        except EditError as exc:
+            usage, text_out, image_out = wire._parse_usage(body.get("usage") if isinstance(body, dict) else None)
+            billed = wire.ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out)
+            exc.spent_usd = wire.cost_from_usage(billed, self.prices) if usage else self.estimate(request).usd
+            raise
         if parsed.usage is not None:
             cost = wire.cost_from_usage(parsed, self.prices)
             cost_basis = "usage"
@@ -172,7 +232,7 @@ class OpenAIEditBackend:
             timings={"total_s": time.perf_counter() - start, "http_s": http_s},
             quality=parsed.quality or request.quality,
             background=parsed.background or "opaque",
-            extras={"attempts": attempts, "cost_basis": cost_basis},
+            extras={"attempts": attempts, "cost_basis": cost_basis, **({"resumed": True} if resumed else {})},
         )
 
     def _read_key(self) -> str:
@@ -287,3 +347,12 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
                 f"({response.headers.get('content-type', 'no content-type')})"
             ) from None
         return response.text[:300]
+
+
+def _json_body(raw: bytes, status: int, headers: Any) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BackendUnavailable(
+            f"HTTP {status} with a body that is not JSON ({headers.get('content-type') or 'no content-type'})"
+        ) from None

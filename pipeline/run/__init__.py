@@ -13,7 +13,7 @@ from pipeline.run.files import atomic_write_bytes, sha256_file, write_files
 from pipeline.run.progress import NotesOnly, NullProgress, RichProgress, Tally
 from pipeline.run.report import build_report, render, to_csv, to_json
 from pipeline.run.results import RESULT_FILE, job_key, materialize
-from pipeline.run.runner import RunResult, budget_caps, run_batch
+from pipeline.run.runner import RunResult, budget_caps, hosted_by, run_batch
 
 __all__ = [
     "DEFAULT_BATCH_LINGER_S",
@@ -36,6 +36,7 @@ __all__ = [
     "can_batch",
     "create_executor",
     "execute_job",
+    "hosted_by",
     "job_key",
     "materialize",
     "render",

@@ -1,8 +1,10 @@
 """The batch report, from the ledger alone: jobs per backend, failures by reason, spend versus the plan's
 estimate, and call latency p50/p95 per backend. As a dict (`build_report`), rich tables, JSON or CSV.
 
-`spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress
-or one that was killed; the next run releases a dead run's holds). Budgets count both."""
+`spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress,
+or one that was killed and not yet followed by another run); `unknown_outcome` counts the calls that went out and
+never answered (in flight when a run died, or a lost answer): possible charges, up to their holds. Budgets count
+all three."""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ CSV_COLUMNS = (
     "spend_usd",
     "held_usd",
     "estimate_usd",
+    "unknown_calls",
+    "unknown_usd",
     "p50_s",
     "p95_s",
 )
@@ -49,6 +53,8 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
             "spend_nusd": 0,
             "held_nusd": 0,
             "estimate_nusd": 0,
+            "unknown_calls": 0,
+            "unknown_nusd": 0,
             "latencies": [],
         }
     )
@@ -67,12 +73,16 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         "IS NOT NULL AND status IN ('done','failed') GROUP BY planned_backend"
     ):
         per[backend]["estimate_nusd"] += est or 0
-    for backend, state, cost, reserved, start, end, call_ms, error_class in conn.execute(
-        "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class FROM attempts"
+    for backend, state, cost, reserved, start, end, call_ms, error_class, outcome in conn.execute(
+        "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class, outcome "
+        "FROM attempts"
     ):
         row = per[backend]
         row["calls"] += state != "released"
-        if state == "reserved":  # a call under way, or left by a run that stopped: held, not (yet) billed
+        if state == "reserved" and outcome == "unknown":  # sent, never answered: a possible charge
+            row["unknown_calls"] += 1
+            row["unknown_nusd"] += reserved
+        elif state == "reserved":  # a call under way, or left by a run that stopped: held, not (yet) billed
             row["held_nusd"] += reserved
         else:
             row["spend_nusd"] += cost
@@ -100,6 +110,8 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
                 "spend_usd": _usd(from_nusd(row["spend_nusd"])),
                 "held_usd": _usd(from_nusd(row["held_nusd"])),
                 "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
+                "unknown_calls": row["unknown_calls"],
+                "unknown_usd": _usd(from_nusd(row["unknown_nusd"])),
                 "p50_s": _round(percentile(lat, 50)),
                 "p95_s": _round(percentile(lat, 95)),
             }
@@ -107,6 +119,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
     total_spend = sum((Decimal(b["spend_usd"]) for b in backends), Decimal(0))
     total_est = sum((Decimal(b["estimate_usd"]) for b in backends), Decimal(0))
     total_held = sum((Decimal(b["held_usd"]) for b in backends), Decimal(0))
+    total_unknown = sum((Decimal(b["unknown_usd"]) for b in backends), Decimal(0))
     return {
         "ledger": str(ledger.path),
         "jobs": {
@@ -115,6 +128,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         },
         "spend_usd": _usd(total_spend),
         "held_usd": _usd(total_held),
+        "unknown_outcome": {"calls": sum(b["unknown_calls"] for b in backends), "up_to_usd": _usd(total_unknown)},
         "estimate_usd": _usd(total_est),
         "backends": backends,
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
@@ -156,7 +170,7 @@ def render(report: dict[str, Any], console) -> None:
         f"{fmt_usd(Decimal(report['estimate_usd']))})"
         + (
             f"; {fmt_usd(Decimal(report['held_usd']))} held by calls not settled (a run in progress, or "
-            "one that stopped: the next run releases them)"
+            "one that stopped: the next run settles them)"
             if Decimal(report["held_usd"])
             else ""
         ),
@@ -177,6 +191,14 @@ def render(report: dict[str, Any], console) -> None:
             _secs(b["p95_s"]),
         )
     console.print(table)
+    unknown = report.get("unknown_outcome") or {}
+    if unknown.get("calls"):
+        console.print(
+            f"[yellow]unknown outcome: {unknown['calls']} call(s), up to {fmt_usd(Decimal(unknown['up_to_usd']))}[/] "
+            "(sent, never answered: possibly billed; counted against budgets until resolved or the policy's "
+            "unknown_outcome_hold passes; see docs/crash-safety.md)",
+            highlight=False,
+        )
     if report["failures"]:
         fails = Table(title="failures by reason", title_justify="left")
         fails.add_column("reason")

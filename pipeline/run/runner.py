@@ -7,8 +7,11 @@
 2. Jobs stream from the manifest through a bounded window of in-flight jobs (twice the executor's capacity),
    so memory stays flat whatever the manifest's length; images are read when their job runs.
 3. Each job goes through `pipeline.run.execute_job` (idempotency, routing with the ledger as spend source,
-   budget holds, retries, fallbacks, atomic outputs). Rerunning skips done jobs whose outputs are intact,
-   `retry_failed` retries failed ones, a job left running by a crash is retried once.
+   budget holds, retries, fallbacks, atomic outputs, call journals). Rerunning skips done jobs whose outputs are
+   intact, finishes jobs from what a crash left paid for on disk, `retry_failed` retries failed ones, and a job
+   whose call a crash cut off is retried once (a job that was only queued does not count). First, the holds of
+   runs that died are settled: calls that never went out are released, hosted calls in flight become possible
+   charges (budgets count them; the policy's `unknown_outcome_hold` says for how long).
 4. `stop` (Ctrl-C) stops taking jobs and lets in-flight calls finish; jobs still waiting to call are marked
    interrupted and resume on the next run. A second Ctrl-C abandons in-flight calls (marked interrupted).
 """
@@ -56,6 +59,11 @@ def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
     return caps
 
 
+def hosted_by(policy: Policy):
+    """`ExecContext.hosted` from the policy's `hosting:` (a backend it does not name counts as hosted)."""
+    return lambda name: name not in policy.backends or policy.hosting(name) == "api"
+
+
 def record_problems(ledger: Ledger, problems: list[ManifestProblem]) -> None:
     """Entries that cannot run are failed jobs with their reasons (those without a usable id are only printed)."""
     by_id: dict[str, list[str]] = {}
@@ -88,8 +96,9 @@ def run_batch(
         progress.note(f"[manifest] {p}")
     backends = dict(backends) if backends is not None else build_backends(policy)
     ledger = Ledger.in_dir(out)
-    if released := ledger.release_orphans():
-        progress.note(f"released {released} budget hold(s) left by a stopped run")
+    ledger.unknown_outcome_hold_s = policy.unknown_outcome_hold_s
+    if (recovered := ledger.recover_orphans()).total:
+        progress.note(recovered.describe())
     record_problems(ledger, problems)
     engine: Executor = create_executor(executor, backends, policy=policy, **dict(executor_options or {}))
     caps = budget_caps(policy)
@@ -102,6 +111,7 @@ def run_batch(
         retry_failed=retry_failed,
         stop=stop or threading.Event(),
         skip_misconfigured=True,
+        hosted=hosted_by(policy),
     )
     router = Router(policy, backends, ledger)
     capacity = getattr(engine, "capacity", lambda: 4)()
