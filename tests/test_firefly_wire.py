@@ -346,9 +346,10 @@ def test_poll_timeout_keeps_the_job_in_the_journal():
     journal = MemoryJournal()
     backend = make_backend(mock, clock=lambda: now[0], poll_timeout_s=5)
     backend.session._sleep = lambda s: now.__setitem__(0, now[0] + s)
-    with pytest.raises(BackendUnavailable, match="still running after 5 s; .* a rerun resumes polling"):
+    with pytest.raises(BackendUnavailable, match="still running after 5 s; .* a rerun resumes polling") as info:
         backend.edit(make_request(), journal=journal)
     assert [JobRef.from_record(r).job_id for r in journal.load()] == ["urn:ff:jobs:x:1"]
+    assert info.value.spent_usd == backend.estimate(make_request()).usd  # submitted: billed, settled as such
 
 
 def test_expired_result_url_is_fetched_again_from_a_fresh_status():

@@ -182,7 +182,11 @@ class FireflyEditBackend:
             refs.append(ref)
         images, jobs = [], []
         for ref in refs:
-            state = self.session.poll(ref, creds)
+            try:
+                state = self.session.poll(ref, creds)
+            except EditError as exc:  # submitted, so billed, and still in the journal: a rerun polls it again
+                exc.spent_usd = sum(r.variations for r in refs) * self._ops_per_image(mode) * self.rate
+                raise
             if state.status != "succeeded":
                 journal.drop(ref.to_record())  # a failed job is spent: a rerun submits it afresh
                 raise wire.job_error(ref.job_id, state)
@@ -207,7 +211,7 @@ class FireflyEditBackend:
                     **state.extra,
                 }
             )
-        ops = len(images) * self.prices.operations_per_image.get(PRICE_KEYS[mode], 1)
+        ops = len(images) * self._ops_per_image(mode)
         cost = ops * self.rate
         first_seed = jobs[0]["seeds"][0] if jobs and jobs[0]["seeds"] else None
         log.info("%s: %s done: %d image(s), %d job(s), $%s", self.name, mode, len(images), len(refs), cost)
@@ -234,6 +238,9 @@ class FireflyEditBackend:
                 **images[0].notes,
             },
         )
+
+    def _ops_per_image(self, mode: str) -> int:
+        return self.prices.operations_per_image.get(PRICE_KEYS[mode], 1)
 
     def _download(self, ref: JobRef, state: wire.JobState, creds: Credentials) -> list[bytes]:
         """Each output's bytes; an expired URL is re-fetched once from a fresh status answer."""

@@ -1,6 +1,7 @@
 """Running jobs: each job executed exactly once (idempotency, ledger holds, retries, fallbacks), by an
-executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, stored
-results for reruns, progress and the end-of-run report.
+executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, call journals
+(what a crash left paid for, so a rerun finishes instead of paying again), stored results for reruns, progress
+and the end-of-run report.
 
 `run_batch` (runner.py) runs a manifest; `execute_job` (execute.py) runs one job, also for the server and the
 eval. Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster
@@ -9,7 +10,8 @@ wing and is named here only by string, in `EXECUTORS`."""
 from pipeline.run.batching import BatchingPool, can_batch
 from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute_job
 from pipeline.run.executors import DEFAULT_BATCH_LINGER_S, EXECUTORS, Executor, LocalExecutor, create_executor
-from pipeline.run.files import atomic_write_bytes, sha256_file, write_files
+from pipeline.run.files import atomic_write_bytes, remove_stale_temps, sha256_file, write_files
+from pipeline.run.journal import AttemptJournal, JournalStore, Pending
 from pipeline.run.progress import NotesOnly, NullProgress, RichProgress, Tally
 from pipeline.run.report import build_report, render, to_csv, to_json
 from pipeline.run.results import RESULT_FILE, job_key, materialize
@@ -19,13 +21,16 @@ __all__ = [
     "DEFAULT_BATCH_LINGER_S",
     "EXECUTORS",
     "RESULT_FILE",
+    "AttemptJournal",
     "BatchingPool",
     "ExecContext",
     "Executor",
+    "JournalStore",
     "LocalExecutor",
     "NotesOnly",
     "NullProgress",
     "Outcome",
+    "Pending",
     "RetryPolicy",
     "RichProgress",
     "RunResult",
@@ -39,6 +44,7 @@ __all__ = [
     "hosted_by",
     "job_key",
     "materialize",
+    "remove_stale_temps",
     "render",
     "run_batch",
     "sha256_file",
