@@ -29,6 +29,8 @@ import io
 import json
 import logging
 import math
+import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -90,6 +92,7 @@ class RecordedRequest:
     fields: dict[str, str] = field(default_factory=dict)
     parts: list[RecordedPart] = field(default_factory=list)  # every part in order, text fields included
     status: int = 0
+    received_at: float = 0.0  # time.time() when the request had fully arrived
     answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
     delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
     billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
@@ -327,6 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type", ""),
         )
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        rec.received_at = time.time()
         multipart = rec.content_type.startswith("multipart/form-data")
         parts = _parse_multipart(rec, body) if multipart else []  # fields known before answering (and hooks)
         with owner._lock:
@@ -348,6 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
             rec.billed_usd = _billed(owner, rec, payload)
         rec.status, rec.answered_at = status, time.time()
         try:
+            if _peer_gone(self.connection):  # writing would "succeed" into a dead socket's buffer
+                raise ConnectionResetError
             self._send(status, payload, extra)
         except OSError:  # the client went away (killed): made and billed, never delivered
             self.close_connection = True
@@ -365,6 +371,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _peer_gone(sock) -> bool:
+    """The client closed its end (a killed process's sockets are closed by the kernel): EOF or reset is waiting."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def _billed(owner: FakeOpenAIServer, rec: RecordedRequest, payload: dict) -> Decimal:

@@ -12,9 +12,10 @@ off, or to have found the job merely queued) and, for a backend that will save, 
 an answer afterwards costs one file fsync and one folder fsync (`discard_empty` removes it if nothing was saved).
 
 One file per record, `<16 hex>.rec`: a JSON header line (job, idempotency key, backend, ledger attempt, kind,
-key, data, the body's sha256 and length), then the raw body, written to a temp name, fsynced, renamed and the
-folder fsynced (`write_files`) before `save` returns. A record whose body does not match its header, or made
-for other inputs (another idempotency key), is ignored.
+key, data, the body's length), then the raw body, written to a temp name, fsynced, renamed and the folder fsynced
+(`write_files`) before `save` returns: a record is whole or absent, so nothing is hashed on that path (hashing a
+multi-MB answer would widen the window this closes). A record whose body is not the length its header says, or
+made for other inputs (another idempotency key), is ignored.
 """
 
 from __future__ import annotations
@@ -143,7 +144,6 @@ class AttemptJournal:
             "kind": record.kind,
             "key": record.key,
             "data": dict(record.data),
-            "body_sha256": None if body is None else hashlib.sha256(body).hexdigest(),
             "body_len": None if body is None else len(body),
             "saved_at": time.time(),
         }
@@ -179,9 +179,9 @@ def _read_all(folder: Path) -> list[_Stored]:
             raw = path.read_bytes()
             line, _, body = raw.partition(b"\n")
             header = json.loads(line)
-            if header.get("body_sha256") is None:
+            if header.get("body_len") is None:
                 data = None
-            elif header.get("body_len") == len(body) and hashlib.sha256(body).hexdigest() == header["body_sha256"]:
+            elif header["body_len"] == len(body):
                 data = body
             else:
                 log.warning("journal record %s does not match its header; ignored", path)
