@@ -12,7 +12,8 @@
 Foreign errors (httpx, torch, diffusers) are translated into these at each backend's boundary.
 All are picklable (they cross process boundaries on Ray) and never hold secrets. `spent_usd` says what a
 failed call was billed all the same (e.g. the calls of a multi-call edit that had succeeded), so the runner
-settles it instead of recording $0.
+settles it instead of recording $0; `possible_charges` counts earlier tries that went out unanswered and were
+retried (as `EditResult.extras["possible_charges"]` does for a call that then succeeded).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class EditError(Exception):
     """Base of all editroute errors. `str()` names the job and backend when known."""
 
     spent_usd: Decimal | None = None  # billed although the edit failed (None: nothing known to be billed)
+    possible_charges: int = 0  # earlier tries of this call that went out, got no answer and were retried
 
     def __init__(
         self,
@@ -45,8 +47,8 @@ class EditError(Exception):
         return {}
 
     def __reduce__(self):  # keyword-only attributes survive pickling
-        state = {"spent_usd": self.spent_usd} if self.spent_usd is not None else None
-        return (_rebuild, (type(self), self.message, self.job_id, self.backend, self._extra()), state)
+        state = {k: v for k, v in (("spent_usd", self.spent_usd), ("possible_charges", self.possible_charges)) if v}
+        return (_rebuild, (type(self), self.message, self.job_id, self.backend, self._extra()), state or None)
 
     def __str__(self) -> str:
         where = []

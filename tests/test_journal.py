@@ -199,3 +199,17 @@ def test_policy_unknown_outcome_hold_is_checked(tmp_path):
     (tmp_path / "p.yaml").write_text(body.replace("VALUE", "tomorrow"))
     with pytest.raises(ConfigError, match=r"unknown_outcome_hold.*90m, 24h or 7d"):
         load_policy(tmp_path / "p.yaml")
+
+
+def test_a_try_the_backend_retried_after_no_answer_is_held_as_a_possible_charge(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAIServer(script=["drop"]) as srv:  # the first request gets no answer; the retry succeeds
+        api = OpenAIEditBackend("api", Settings(base_url=srv.base_url, model="gpt-image-1", max_retries=1))
+        api._sleep = lambda s: None
+        ctx = context(tmp_path, api)
+        job = make_job(tmp_path / "in")
+        out = execute_job(job, decision(job, usd="0.05"), ctx)
+    assert out.status == "done" and len(srv.requests) == 2
+    report = build_report(ctx.ledger)
+    assert report["unknown_outcome"] == {"calls": 1, "up_to_usd": "0.05"}  # the dropped try may have been billed
+    assert Decimal(report["spend_usd"]) == out.cost

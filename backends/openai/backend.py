@@ -18,12 +18,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from backends import hosted_http
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
 from backends.journal import CallJournal, JournalRecord
@@ -148,17 +150,18 @@ class OpenAIEditBackend:
         fields = wire.form_fields(request, s.model, takes_input_fidelity=self.prices.input_fidelity)
         parts = wire.file_parts(request)
         start = time.perf_counter()
-        response, attempts = self._post(fields, parts, key)
+        response, attempts, unanswered = self._post(fields, parts, key)
         http_s = time.perf_counter() - start
         if journal is None:
-            return self.result_from_raw(request, response.content, response.headers, attempts, http_s, start)
+            result = self.result_from_raw(request, response.content, response.headers, attempts, http_s, start)
+            return _with_possible_charges(result, unanswered)
         record = JournalRecord(
             RESPONSE_KIND,
             data={"content_type": response.headers.get("content-type", ""), "attempts": attempts, "http_s": http_s},
             body=response.content,
         )
         journal.save(record)  # durable before decoding: from here on a crash never costs a second call
-        return self._from_journal(request, journal, record, start)
+        return _with_possible_charges(self._from_journal(request, journal, record, start), unanswered)
 
     def _from_journal(
         self, request: EditRequest, journal: CallJournal, record: JournalRecord, start: float | None = None
@@ -279,12 +282,13 @@ class OpenAIEditBackend:
             headers["OpenAI-Project"] = s.project
         return headers
 
-    def _post(self, fields: dict[str, str], parts: list[wire.Part], key: str) -> tuple[httpx.Response, int]:
-        """POST with the SDK's retry rule; returns the 200 response and how many attempts it took."""
+    def _post(self, fields: dict[str, str], parts: list[wire.Part], key: str) -> tuple[httpx.Response, int, int]:
+        """POST with the SDK's retry rule; returns the 200 response, how many attempts it took, and how many of
+        them went out and got no answer (retried all the same: each may have been billed)."""
         s = self.settings
         url = s.base_url.rstrip("/") + "/images/edits"
         params = {"api-version": s.api_version} if s.api_version else None
-        attempt = 0
+        attempt = unanswered = 0
         while True:
             try:
                 response = self._http().post(
@@ -298,6 +302,7 @@ class OpenAIEditBackend:
                 raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
                 if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
+                    unanswered += hosted_http.answer_lost(exc)
                     delay = wire.backoff_delay(attempt)
                     log.warning(
                         "%s: %s; retry %d/%d in %.2fs",
@@ -310,9 +315,11 @@ class OpenAIEditBackend:
                     self._sleep(delay)
                     attempt += 1
                     continue
-                raise wire.map_transport_error(exc, timeout_s=s.timeout_s) from None
+                err = wire.map_transport_error(exc, timeout_s=s.timeout_s)
+                err.possible_charges = unanswered
+                raise err from None
             if response.status_code == 200:
-                return response, attempt + 1
+                return response, attempt + 1, unanswered
             body = _json(response, strict=False)
             if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
                 delay = wire.backoff_delay(attempt, response.headers)
@@ -327,9 +334,11 @@ class OpenAIEditBackend:
                 self._sleep(delay)
                 attempt += 1
                 continue
-            raise wire.map_status_error(
+            err = wire.map_status_error(
                 response.status_code, response.headers, body, key_source=self._key_source, secret=key
             )
+            err.possible_charges = unanswered
+            raise err
 
     def close(self) -> None:
         if self._owns_client and self._client is not None:
@@ -347,6 +356,11 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
                 f"({response.headers.get('content-type', 'no content-type')})"
             ) from None
         return response.text[:300]
+
+
+def _with_possible_charges(result: EditResult, unanswered: int) -> EditResult:
+    """Tries that went out unanswered before the one that succeeded: the runner holds each as a possible charge."""
+    return replace(result, extras={**result.extras, "possible_charges": unanswered}) if unanswered else result
 
 
 def _json_body(raw: bytes, status: int, headers: Any) -> Any:

@@ -206,6 +206,36 @@ class SpendMixin:
             (None if hold is None else since + round(hold * 1000), error_class, error, attempt_id),
         )
 
+    def add_possible_charges(self, attempt_id: int, count: int) -> None:
+        """`count` earlier tries of this attempt's call went out, got no answer, and the backend retried: each
+        may have been billed. Held as possible charges of the attempt's size (no cap check: they happened)."""
+        if count <= 0:
+            return
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM attempts WHERE id=?", (attempt_id,)).fetchone()
+            for _ in range(count):
+                cur = conn.execute(
+                    "INSERT INTO attempts(job_id, backend, state, reserved_nusd, day, month, started_at, owner, "
+                    "call_started_at, hosted) VALUES(?,?,'reserved',?,?,?,?,?,?,1)",
+                    (
+                        row["job_id"],
+                        row["backend"],
+                        row["reserved_nusd"],
+                        row["day"],
+                        row["month"],
+                        row["started_at"],
+                        self.owner,
+                        row["call_started_at"] or row["started_at"],
+                    ),
+                )
+                self._mark_unknown(
+                    conn,
+                    int(cur.lastrowid),
+                    "OutcomeUnknown",
+                    f"a try of attempt {attempt_id}'s call went out, got no answer and was retried: it may have been "
+                    "billed",
+                )
+
     def _close_holds(self, conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> tuple[int, int]:
         """Open holds (matching `where`) whose call will never report back: a hosted call that had started may
         have been billed, so its hold stays as a possible charge; any other is released at $0. Both are marked

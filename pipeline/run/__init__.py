@@ -4,11 +4,13 @@ executor (local threads; batching of jobs that share one GPU call), with crash-s
 and the end-of-run report.
 
 `run_batch` (runner.py) runs a manifest; `execute_job` (execute.py) runs one job, also for the server and the
-eval. Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster
-wing and is named here only by string, in `EXECUTORS`."""
+eval, with an `ExecContext` and giving an `Outcome` (context.py); journal.py keeps each job's call journal.
+Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster wing and is
+named here only by string, in `EXECUTORS`."""
 
 from pipeline.run.batching import BatchingPool, can_batch
-from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute_job
+from pipeline.run.context import ExecContext, Outcome, RetryPolicy
+from pipeline.run.execute import execute_job
 from pipeline.run.executors import DEFAULT_BATCH_LINGER_S, EXECUTORS, Executor, LocalExecutor, create_executor
 from pipeline.run.files import atomic_write_bytes, remove_stale_temps, sha256_file, write_files
 from pipeline.run.journal import AttemptJournal, JournalStore, Pending

@@ -40,20 +40,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from backends.base import EditBackend, EditRequest, EditResult
+from backends.base import EditRequest, EditResult
 from backends.errors import (
     BackendMisconfigured,
     BackendUnavailable,
@@ -65,83 +64,17 @@ from backends.errors import (
     RateLimited,
 )
 from pipeline.jobs import Job
-from pipeline.ledger import BudgetCap, Ledger
+from pipeline.ledger import Ledger
 from pipeline.routing import Decision
-from pipeline.run.executors import Executor
+from pipeline.run.context import ExecContext, Outcome
 from pipeline.run.files import write_files
-from pipeline.run.journal import JournalStore, Pending
+from pipeline.run.journal import Pending
 from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
 
 log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
 _SAFE_ARTIFACT = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
-
-OutcomeStatus = Literal["done", "failed", "skipped", "interrupted"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_rate_limited: int = 6  # RateLimited retries per backend before moving to the next fallback
-    base_delay_s: float = 0.5
-    max_delay_s: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay_s)
-        return min(self.base_delay_s * 2**attempt, self.max_delay_s) * (0.5 + random.random() / 2)
-
-
-@dataclass
-class ExecContext:
-    ledger: Ledger
-    executor: Executor
-    out_dir: Path
-    backends: Mapping[str, EditBackend]  # for estimates on fallbacks (calls go through `executor`)
-    caps_for: Callable[[str], Sequence[BudgetCap]] = lambda name: ()
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    retry_failed: bool = False
-    fallback_on_rejected: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-    idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
-    # A batch run stops calling a backend after its first BackendMisconfigured (no key, missing model): the
-    # rest of the run goes straight to fallbacks instead of failing the same way per job. name -> message.
-    skip_misconfigured: bool = False
-    misconfigured: dict[str, str] = field(default_factory=dict)
-    # Whether a backend is a hosted service (which bills what it generated even if the answer never reached us):
-    # its calls cut off by a crash are possible charges. Default: every backend that is not GPU-bound.
-    hosted: Callable[[str], bool] | None = None
-
-    def is_hosted(self, name: str) -> bool:
-        if self.hosted is not None:
-            return self.hosted(name)
-        return not getattr(self.backends.get(name), "gpu_bound", False)
-
-    @property
-    def journals(self) -> JournalStore:
-        return JournalStore(self.out_dir)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    job_id: str
-    status: OutcomeStatus  # skipped: failed before and not retried, or running elsewhere
-    backend: str | None = None
-    cost: Decimal = Decimal(0)  # billed for this job (for a reused result: what it cost when it ran)
-    outputs: tuple[Path, ...] = ()
-    artifacts: tuple[Path, ...] = ()
-    error: str | None = None
-    error_class: str | None = None
-    reused: bool = False  # the result came from disk; nothing was called
-    duplicate_of: str | None = None
-    attempts: int = 0  # backend calls made now
-    latency_s: float = 0.0
-    result: Mapping[str, Any] | None = None  # the content of result.json, when done
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "done"
-
 
 # ---- stored results ----------------------------------------------------------------------------------
 
@@ -328,14 +261,17 @@ def _run(
                 return _interrupted(ledger, job.id, name, calls, t0)
             calls += 1
             try:
-                result = future.result()
+                result = future.result()  # (tries the backend retried after no answer: possible charges too)
+                ledger.add_possible_charges(attempt_id, int(result.extras.get("possible_charges") or 0))
             except OutcomeUnknown as exc:  # sent, never answered: may be billed; kept as a possible charge
+                ledger.add_possible_charges(attempt_id, exc.possible_charges)
                 ledger.hold_unknown(attempt_id, exc)
                 tried.append(_tried(name, exc))
                 last = exc.with_context(job_id=job.id, backend=name)
                 log.warning("job %s: %s", job.id, last)
                 break
             except (RateLimited, BackendUnavailable, BudgetExceeded, InvalidRequest, ContentRejected) as exc:
+                ledger.add_possible_charges(attempt_id, exc.possible_charges)
                 ledger.settle(attempt_id, exc.spent_usd or Decimal(0), error=exc)
                 tried.append(_tried(name, exc, exc.spent_usd or Decimal(0)))
                 last = exc.with_context(job_id=job.id, backend=name)

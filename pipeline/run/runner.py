@@ -30,7 +30,8 @@ from typing import Any
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
-from pipeline.run.execute import ExecContext, Outcome, execute_job
+from pipeline.run.context import ExecContext, Outcome
+from pipeline.run.execute import execute_job
 from pipeline.run.executors import Executor, create_executor
 from pipeline.run.progress import NullProgress, Tally
 
