@@ -6,9 +6,11 @@ loopback stand-in, run as its own process as the API would be (latency per answe
 each answer is a multi-MB PNG in base64 like a real gpt-image one). An httpx transport stamps each answer's last
 byte as it is read; the durable moments are stamped where they happen:
 
-  outputs  `write_files` returned for the job's folder (images + result.json fsynced): the window before the
-           call journal, and still what it would be without one
-  journal  the call journal's `save` returned (the raw body fsynced, before decoding): the window now
+  outputs durable    `write_files` returned for the job's folder (images + result.json fsynced): the window
+                     before the call journal, and still what it would be without one
+  journal durable    the call journal's `save` returned (the raw body fsynced, before decoding): the window now
+  journal kill-safe  the journal record was renamed into place (before its fsync): from then a kill -9 (not a
+                     power cut) cannot lose the answer; the window that matters for a killed process
 
 Both are measured in the same run on the same answers (the ratio is the figure); `--code DIR` imports editroute
 from another checkout (e.g. a worktree of the commit before the journal, which has only `outputs`).
@@ -55,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if values:
             q = statistics.quantiles(values, n=20, method="inclusive")
             print(
-                f"  last byte -> {name:8s} durable: p50 {statistics.median(values):7.1f} ms   "
+                f"  last byte -> {name:17s}: p50 {statistics.median(values):7.1f} ms   "
                 f"p95 {q[18]:7.1f} ms   max {max(values):7.1f} ms   ({len(values)} answers)"
             )
         else:
-            print(f"  last byte -> {name:8s} durable: not in this code")
+            print(f"  last byte -> {name:17s}: not in this code")
     return 0
 
 
@@ -77,7 +79,7 @@ def measure(jobs: int, latency: float, *, smooth: bool = False) -> dict:
     from pipeline.run import ExecContext, LocalExecutor, execute_job
 
     arrived: dict[str, float] = {}
-    durable: dict[str, dict[str, float]] = {"outputs": {}, "journal": {}}
+    durable: dict[str, dict[str, float]] = {"outputs durable": {}, "journal durable": {}, "journal kill-safe": {}}
     sizes: list[int] = []
     prompt = re.compile(rb'name="prompt"\r\n\r\n[^\r]* (job\d+)\r\n')
 
@@ -93,7 +95,7 @@ def measure(jobs: int, latency: float, *, smooth: bool = False) -> dict:
 
     def stamped_write(folder, files):
         digests = write_files(folder, files)
-        durable["outputs"][Path(folder).name] = time.perf_counter()
+        durable["outputs durable"][Path(folder).name] = time.perf_counter()
         return digests
 
     execute.write_files = stamped_write
@@ -104,7 +106,9 @@ def measure(jobs: int, latency: float, *, smooth: bool = False) -> dict:
 
         def stamped_save(self, record):
             save(self, record)
-            durable["journal"][self.job_id] = time.perf_counter()
+            durable["journal durable"][self.job_id] = time.perf_counter()
+            if self.saved and isinstance(self.saved[-1], tuple):
+                durable["journal kill-safe"][self.job_id] = self.saved[-1][0]
 
         AttemptJournal.save = stamped_save
     except ImportError:  # the code before the call journal

@@ -1,11 +1,11 @@
 """kill -9 at random moments: what a crash can cost, counted against what the API says it answered and billed.
 
 `editroute run` (a real subprocess) runs a manifest of J jobs against the loopback OpenAI stand-in (latency per
-answer, 4 calls in flight, a budget cap). Each cycle starts the run, waits for its first request to reach the
-stand-in, sleeps a random 0..D seconds (D = 1.5 x the answer latency: kills land while calls are in flight, as
-answers arrive, are journaled, decoded and written) and SIGKILLs it, K times (fewer if every job is settled
-before); then one plain rerun
-to the end, then one `--retry-failed` run (for jobs the crash limit stopped). The stand-in records every answer:
+answer, 2 calls in flight by default, a budget cap). Each cycle starts the run and kills it (SIGKILL) at a random
+moment of one of two kinds, picked at random: 0..latency after its first request reached the stand-in (calls in
+flight), or 0..60 ms after its first answer was delivered (that answer being journaled, decoded, written,
+recorded). K kills (fewer if every job is settled before), then one plain rerun to the end, then one
+`--retry-failed` run (for jobs the crash limit stopped). The stand-in records every answer:
 when it was made (billed: the API bills what it generated, whether or not the client was still there) and when
 its last byte was written to the client (delivered). Printed, each of which must be 0:
 
@@ -20,7 +20,7 @@ its last byte was written to the client (delivered). Printed, each of which must
   stale_temp_files     `*.tmp` files left anywhere in the output folder
   never_sent_retry     jobs failed by the crash limit after the plain rerun that never reached the API
 
-    python benchmarks/kill_test.py [--kills 20] [--jobs 30] [--latency 0.3] [--cap 0.38] [--seed 1]
+    python benchmarks/kill_test.py [--kills 20] [--jobs 30] [--latency 0.3] [--concurrency 2] [--cap 0.38] [--seed 1]
                                    [--code /path/to/other/checkout]   # e.g. the commit before the fix
 """
 
@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 KEY = "sk-bench-loopback-only"  # the stand-in's key; not a real credential
+ANSWER_WINDOW_S = 0.06  # after an answer is delivered: while it is journaled, decoded, written, recorded
 LAUNCH = "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
 POLICY = """
 backends:
@@ -56,7 +57,7 @@ backends:
     model: gpt-image-1
     base_url: {url}
     max_retries: 0
-    concurrency: 4
+    concurrency: {concurrency}
 quality: {{api: 0.8}}
 budgets:
   - {{backend: api, period: day, limit_usd: "{cap}"}}
@@ -125,6 +126,7 @@ def run_kill_test(
     seed: int = 1,
     grace_ms: float = 50.0,
     code: Path = ROOT,
+    concurrency: int = 2,
 ) -> KillReport:
     from backends.standins import FakeOpenAIServer
 
@@ -137,7 +139,7 @@ def run_kill_test(
     env = {**os.environ, "PYTHONPATH": str(code), "OPENAI_API_KEY": KEY}
     with FakeOpenAIServer(latency_s=latency) as api:
         policy = work / "policy.yaml"
-        policy.write_text(POLICY.format(url=api.base_url, cap=cap))
+        policy.write_text(POLICY.format(url=api.base_url, cap=cap, concurrency=concurrency))
 
         def start(*extra: str) -> subprocess.Popen:
             report.runs += 1
@@ -150,11 +152,17 @@ def run_kill_test(
         while report.kills < kills:
             before = len(api.requests)
             run = start()
+            after_answer = rng.random() < 0.5  # else: while its first calls are in flight
+
+            def moment_came(before: int = before, after_answer: bool = after_answer) -> bool:
+                mine = api.requests[before:]
+                return any(r.delivered_at for r in mine) if after_answer else bool(mine)
+
             deadline = time.monotonic() + 60
-            while len(api.requests) == before and run.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.002)
+            while not moment_came() and run.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
             if run.poll() is None:
-                time.sleep(rng.uniform(0, 1.5 * latency))
+                time.sleep(rng.uniform(0, ANSWER_WINDOW_S if after_answer else latency))
             if run.poll() is not None:  # it finished first: nothing left to kill
                 run.communicate()
                 if _statuses(out) and all(s in ("done", "failed") for s in _statuses(out).values()):
@@ -305,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.3)
     ap.add_argument("--cap", type=Decimal, default=Decimal("0.38"), help="the api backend's daily budget (USD)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=2, help="calls in flight (the policy's concurrency)")
     ap.add_argument("--grace-ms", type=float, default=50.0)
     ap.add_argument("--code", type=Path, default=ROOT, help="the editroute checkout `editroute run` comes from")
     ap.add_argument("--keep", type=Path, default=None, help="work here (kept) instead of a temp folder")
@@ -321,9 +330,11 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             grace_ms=args.grace_ms,
             code=args.code.resolve(),
+            concurrency=args.concurrency,
         )
     print(
-        f"kill -9 test: {args.jobs} jobs, {args.latency:g} s latency, cap ${args.cap}, seed {args.seed}, "
+        f"kill -9 test: {args.jobs} jobs, {args.latency:g} s latency, {args.concurrency} in flight, cap ${args.cap}, "
+        f"seed {args.seed}, "
         f"grace {args.grace_ms:g} ms; code {args.code}; {time.perf_counter() - t0:.0f} s"
     )
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs; date {date.today().isoformat()}")

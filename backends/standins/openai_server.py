@@ -316,6 +316,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # request lines only: no headers, no keys
         log.debug("stand-in: " + format, *args)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionResetError:  # the client was killed mid-connection (crash tests): nobody to answer
+            self.close_connection = True
+
     def do_GET(self) -> None:
         self._send(404, ApiError(404, "Only POST /v1/images/edits is served by this stand-in.").body(), {})
 

@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,6 +87,30 @@ def write_files(folder: str | Path, files: Sequence[tuple[str, bytes]]) -> list[
     if created:
         fsync_dir(folder.parent)  # the new folder's own entry
     return digests
+
+
+def write_record(folder: str | Path, name: str, chunks: Sequence[bytes]) -> float:
+    """Write `folder/name` so that it is safe from a killed process as early as possible, and then durable: the
+    chunks go to a temp file that is renamed into place at once (from then on a kill -9 cannot lose it: the
+    kernel holds it), then the file and the folder are fsynced (from then on neither can a power cut). Returns
+    time.perf_counter() at the rename. A power cut between the two may leave the file torn or empty, so its
+    reader must check it (a length and checksum in the content) and treat a torn one as absent."""
+    folder = Path(folder)
+    fd, tmp = _create_temp(folder, name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.replace(tmp, folder / name)
+            visible = time.perf_counter()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+    return visible
 
 
 def remove_stale_temps(folder: str | Path) -> int:

@@ -12,10 +12,10 @@ off, or to have found the job merely queued) and, for a backend that will save, 
 an answer afterwards costs one file fsync and one folder fsync (`discard_empty` removes it if nothing was saved).
 
 One file per record, `<16 hex>.rec`: a JSON header line (job, idempotency key, backend, ledger attempt, kind,
-key, data, the body's length), then the raw body, written to a temp name, fsynced, renamed and the folder fsynced
-(`write_files`) before `save` returns: a record is whole or absent, so nothing is hashed on that path (hashing a
-multi-MB answer would widen the window this closes). A record whose body is not the length its header says, or
-made for other inputs (another idempotency key), is ignored.
+key, data, the body's length and CRC-32), then the raw body. `save` writes it to a temp name and renames it into
+place at once (from then on a killed process cannot lose it), then fsyncs the file and the folder before it
+returns (from then on neither can a power cut; `files.write_record`). A record whose body does not match its
+header (torn by a power cut before the fsync), or made for other inputs (another idempotency key), is ignored.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backends.journal import JournalRecord
 from pipeline.ledger import Ledger
-from pipeline.run.files import fsync_dir, remove_stale_temps, write_files
+from pipeline.run.files import fsync_dir, remove_stale_temps, write_record
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ class AttemptJournal:
     ) -> None:
         self.folder, self.ledger = folder, ledger
         self.job_id, self.key, self.backend, self.attempt_id, self.hosted = job_id, key, backend, attempt_id, hosted
-        self.saved: list[float] = []  # perf_counter() when each save became durable (benchmarks read it)
+        # (safe from a kill, durable) perf_counter() moments of each save, for benchmarks/double_pay_window.py
+        self.saved: list[tuple[float, float]] = []
 
     def started(self, *, will_save: bool = True) -> None:
         """The call is about to go out. `will_save`: the backend takes the journal (make its folder now, off the
@@ -145,11 +147,14 @@ class AttemptJournal:
             "key": record.key,
             "data": dict(record.data),
             "body_len": None if body is None else len(body),
+            "body_crc32": None if body is None else zlib.crc32(body),
             "saved_at": time.time(),
         }
-        blob = json.dumps(header, separators=(",", ":")).encode() + b"\n" + (body or b"")
+        line = json.dumps(header, separators=(",", ":")).encode() + b"\n"
         try:
-            write_files(self.folder, [(self._name(record), blob)])
+            if not self.folder.is_dir():  # (started() made it, for a backend that saves)
+                self.folder.mkdir(parents=True, exist_ok=True)
+            visible = write_record(self.folder, self._name(record), [line, body or b""])
         except OSError as exc:  # the answer is still in hand: go on without the safety net, and say so
             log.error(
                 "job %s: could not journal %s's answer (%s); a crash before its outputs are written would pay again",
@@ -158,7 +163,7 @@ class AttemptJournal:
                 exc,
             )
             return
-        self.saved.append(time.perf_counter())
+        self.saved.append((visible, time.perf_counter()))
 
     def drop(self, record: JournalRecord) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -181,7 +186,7 @@ def _read_all(folder: Path) -> list[_Stored]:
             header = json.loads(line)
             if header.get("body_len") is None:
                 data = None
-            elif header["body_len"] == len(body):
+            elif header["body_len"] == len(body) and header.get("body_crc32") == zlib.crc32(body):
                 data = body
             else:
                 log.warning("journal record %s does not match its header; ignored", path)
