@@ -213,3 +213,35 @@ def test_a_try_the_backend_retried_after_no_answer_is_held_as_a_possible_charge(
     report = build_report(ctx.ledger)
     assert report["unknown_outcome"] == {"calls": 1, "up_to_usd": "0.05"}  # the dropped try may have been billed
     assert Decimal(report["spend_usd"]) == out.cost
+
+
+def test_firefly_through_the_runner_resumes_its_submitted_job_and_bills_it_once(tmp_path, monkeypatch):
+    """The runner's journal is Firefly's: a job still running at the poll timeout fails this run (billed: it was
+    submitted) and keeps its ref; a plain rerun polls it to the end, submits nothing, bills nothing more."""
+    from backends.adobe.backend import FireflyEditBackend
+    from backends.adobe.backend import Settings as FireflySettings
+    from backends.standins.firefly_server import FakeFireflyServer
+
+    monkeypatch.setenv("FIREFLY_SERVICES_CLIENT_ID", "ff-journal-client")
+    monkeypatch.setenv("FIREFLY_SERVICES_CLIENT_SECRET", "ff-journal-SECRET-1234")
+    with FakeFireflyServer(client_id="ff-journal-client", client_secret="ff-journal-SECRET-1234") as ff:
+        settings = FireflySettings(
+            base_url=ff.base_url,
+            token_url=ff.token_url,
+            poll_interval_s=0.01,
+            max_poll_interval_s=0.01,
+            poll_timeout_s=0.3,
+            price_per_operation_usd=Decimal("0.06"),
+            requests_per_minute=None,  # (Firefly's default 4/min would space the two runs' calls 15 s apart)
+        )
+        firefly = FireflyEditBackend("firefly", settings)
+        ctx = context(tmp_path, firefly)
+        job = make_job(tmp_path / "in")
+        ff.polls_to_finish = 10**9  # still running when this run gives up polling
+        first = execute_job(job, decision(job, backend="firefly", usd="0.06"), ctx)
+        assert first.status == "failed" and len(ff.submits()) == 1
+        assert ctx.ledger.get("j1").cost == Decimal("0.06")  # submitted: billed, settled as such
+        ff.polls_to_finish = 1  # it has finished meanwhile
+        again = execute_job(job, decision(job, backend="firefly", usd="0.06"), ctx)  # no --retry-failed
+    assert again.status == "done" and len(ff.submits()) == 1 and again.result["extras"]["jobs"][0]["resumed"]
+    assert ctx.ledger.total_spent() == Decimal("0.06") and len(ctx.ledger.attempts("j1")) == 1
