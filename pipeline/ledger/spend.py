@@ -177,10 +177,12 @@ class SpendMixin:
     # ---- calls going out, and calls of unknown outcome -------------------------------------------------
 
     def call_started(self, attempt_id: int, *, hosted: bool = True) -> None:
-        """The call is about to go out. Committed with a full fsync before returning: after any crash the ledger
-        knows whether this call may have reached the provider (a possible charge; a crash that counts towards
-        the job's limit) or certainly did not (its hold is released, the job was only queued)."""
-        with self._write(durable=True) as conn:
+        """The call is about to go out. Committed before returning, so after a crash the ledger knows whether this
+        call may have reached the provider (a possible charge; a crash that counts towards the job's limit) or
+        certainly did not (its hold is released, the job was only queued). A hosted call's mark is committed with
+        a full fsync (a power cut cannot lose it: money may ride on it); a self-hosted one's like any ledger
+        write (it survives a killed process)."""
+        with self._write(durable=hosted) as conn:
             conn.execute(
                 "UPDATE attempts SET call_started_at=?, hosted=? WHERE id=? AND state='reserved'",
                 (now_ms(), int(hosted), attempt_id),
