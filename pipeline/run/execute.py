@@ -120,6 +120,8 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
     if rec is not None and rec.status == "done" and (data := stored_result(ctx.out_dir, rec.id, key)):
         if rec.id != job.id:
             ledger.record_duplicate(job.id, rec)
+        else:
+            ctx.journals.clear(job.id)  # left by a run that stopped between done and clearing it
         return _reused(job.id, data, ctx.out_dir, duplicate_of=None if rec.id == job.id else rec.id)
     # what a crash may have left paid for on disk: a verified result, or an answer a backend journaled
     journals = ctx.journals
@@ -257,7 +259,10 @@ def _run(
             journal = ctx.journals.for_call(ledger, job.id, key, name, attempt_id, hosted=ctx.is_hosted(name))
             future = ctx.executor.submit(name, request, journal=journal)
             if _cancelled_while_queued(future, ctx.stop):
-                ledger.release(attempt_id, "stopped before the call started")
+                if taken:  # the journaled work stays paid for, and still a possible charge
+                    ledger.hold_unknown(attempt_id, "stopped before its journaled work was resumed")
+                else:
+                    ledger.release(attempt_id, "stopped before the call started")
                 return _interrupted(ledger, job.id, name, calls, t0)
             calls += 1
             try:
