@@ -96,6 +96,7 @@ class RecordedRequest:
     answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
     delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
     billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
+    payloads: list[tuple[RecordedPart, bytes]] = field(default_factory=list, repr=False)  # until answered
 
     @property
     def part_names(self) -> list[str]:
@@ -273,12 +274,10 @@ class FakeOpenAIServer:
                 )
             self._accepted.append(now)
 
-    def handle(
-        self, rec: RecordedRequest, headers, body: bytes, parts: list[tuple[RecordedPart, bytes]] | None = None
-    ) -> dict:
+    def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
         multipart = rec.content_type.startswith("multipart/form-data")
-        if parts is None:
-            parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
+        parts = rec.payloads if rec.parts else _parse_multipart(rec, body) if multipart else []
+        rec.payloads = []  # the bytes are not kept for every recorded request
         self._check_auth(rec, headers)
         self._scripted()
         self._rate_limit()
@@ -338,7 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         rec.received_at = time.time()
         multipart = rec.content_type.startswith("multipart/form-data")
-        parts = _parse_multipart(rec, body) if multipart else []  # fields known before answering (and hooks)
+        if multipart:  # recorded even when refused later; fields known before answering (and to hooks)
+            rec.payloads = _parse_multipart(rec, body)
         with owner._lock:
             owner.requests.append(rec)
         if owner.latency_s:
@@ -347,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
             owner.before_answer(rec)
         extra: dict[str, str] = {}
         try:
-            status, payload = 200, owner.handle(rec, self.headers, body, parts)
+            status, payload = 200, owner.handle(rec, self.headers, body)
         except _Drop:
             rec.status = -1
             self.close_connection = True
