@@ -4,33 +4,51 @@
      ├── InvalidRequest            the request cannot run here: never retried, never falls back
      ├── RateLimited               slow down; retry after `retry_after` seconds
      ├── BackendUnavailable        this backend cannot serve now: follow the policy's fallbacks
-     │    └── BackendMisconfigured bad key, unverified org, missing model: a person must fix config
+     │    ├── BackendMisconfigured bad key, unverified org, missing model: a person must fix config
+     │    └── OutcomeUnknown       the request went out, no answer came back: it may have been billed
      ├── ContentRejected           moderation refused it: no fallback unless the policy says so
      └── BudgetExceeded            the policy's budget for this backend/period is spent
 
 Foreign errors (httpx, torch, diffusers) are translated into these at each backend's boundary.
-All are picklable (they cross process boundaries on Ray) and never hold secrets.
+All are picklable (they cross process boundaries on Ray) and never hold secrets. `spent_usd` says what a
+failed call was billed all the same (e.g. the calls of a multi-call edit that had succeeded), so the runner
+settles it instead of recording $0; `possible_charges` counts earlier tries that went out unanswered and were
+retried (as `EditResult.extras["possible_charges"]` does for a call that then succeeded).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 
 class EditError(Exception):
     """Base of all editroute errors. `str()` names the job and backend when known."""
 
-    def __init__(self, message: str, *, job_id: str | None = None, backend: str | None = None) -> None:
+    spent_usd: Decimal | None = None  # billed although the edit failed (None: nothing known to be billed)
+    possible_charges: int = 0  # earlier tries of this call that went out, got no answer and were retried
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        backend: str | None = None,
+        spent_usd: Decimal | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.job_id = job_id
         self.backend = backend
+        if spent_usd is not None:
+            self.spent_usd = spent_usd
 
     def _extra(self) -> dict[str, Any]:
         return {}
 
     def __reduce__(self):  # keyword-only attributes survive pickling
-        return (_rebuild, (type(self), self.message, self.job_id, self.backend, self._extra()))
+        state = {k: v for k, v in (("spent_usd", self.spent_usd), ("possible_charges", self.possible_charges)) if v}
+        return (_rebuild, (type(self), self.message, self.job_id, self.backend, self._extra()), state or None)
 
     def __str__(self) -> str:
         where = []
@@ -98,6 +116,12 @@ class BackendUnavailable(EditError):
 
 class BackendMisconfigured(BackendUnavailable):
     pass
+
+
+class OutcomeUnknown(BackendUnavailable):
+    """The request was sent and its answer never arrived (a connection dropped or timed out while waiting, a
+    submit whose reply was lost): the provider may have done, and billed, the work. The runner keeps the call's
+    budget hold as a possible charge instead of settling it at $0; resending may pay a second time."""
 
 
 class ContentRejected(EditError):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import httpx
 
-from backends.errors import BackendMisconfigured, BackendUnavailable, EditError
+from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, OutcomeUnknown
 
 MAX_RETRY_AFTER = 120.0  # a longer server-requested wait is not slept through: the runner reschedules the job
 
@@ -57,13 +57,24 @@ def never_sent(exc: httpx.HTTPError) -> bool:
     return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
 
 
+def answer_lost(exc: httpx.HTTPError) -> bool:
+    """The request went out and its answer never came (read timeout, connection dropped while waiting): the
+    server may have done, and billed, the work."""
+    return isinstance(exc, (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError))
+
+
 def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
-    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages."""
+    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages,
+    and `OutcomeUnknown` when the request had gone out (a possible charge)."""
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
         return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
     if isinstance(exc, httpx.TimeoutException):
-        return BackendUnavailable(f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)")
-    return BackendUnavailable(f"connection failed: {exc.__class__.__name__}: {exc}")
+        message = f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)"
+    else:
+        message = f"connection failed: {exc.__class__.__name__}: {exc}"
+    if answer_lost(exc):
+        return OutcomeUnknown(message + "; the request went out and no answer came: it may have been billed")
+    return BackendUnavailable(message)
 
 
 class LazyClient:

@@ -255,7 +255,7 @@ def test_sigkill_while_polling_then_rerun_submits_nothing_twice(ff, tmp_path):
     os.kill(child.pid, signal.SIGKILL)
     _, err = child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    assert len(ff.submits()) == 1 and json.loads(journal.read_text())[0]["mode"] == "fill"
+    assert len(ff.submits()) == 1 and json.loads(journal.read_text())[0]["data"]["mode"] == "fill"
     ff.polls_to_finish = 1  # the job has finished meanwhile
     result = backend_for(ff).edit(make_request(n=2), journal=FileJournal(journal))
     assert len(ff.submits()) == 1 and ff.count("upload") == 2  # nothing submitted or uploaded twice

@@ -19,7 +19,14 @@ from backends.adobe import wire
 from backends.adobe.backend import FireflyEditBackend, Settings
 from backends.adobe.job_plan import split_parts
 from backends.adobe.journal import JobRef, MemoryJournal
-from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, InvalidRequest, RateLimited
+from backends.errors import (
+    BackendMisconfigured,
+    BackendUnavailable,
+    ContentRejected,
+    InvalidRequest,
+    OutcomeUnknown,
+    RateLimited,
+)
 from tests.backend_contract import make_request
 from tests.imagery import encode
 
@@ -273,7 +280,7 @@ ERRORS = [
     ),
     ("451", "instruct", [ff_error(451, "prompt_unsafe")], ContentRejected, 1),
     ("500 submit", "fill", [ff_error(500, "runtime_error")] * 3, BackendUnavailable, 3),
-    ("lost answer", "fill", [httpx.ReadTimeout("read timed out")], BackendUnavailable, 1),
+    ("lost answer", "fill", [httpx.ReadTimeout("read timed out")], OutcomeUnknown, 1),
     ("never sent", "fill", [httpx.ConnectError("refused")] * 3, BackendUnavailable, 3),
 ]
 
@@ -339,9 +346,10 @@ def test_poll_timeout_keeps_the_job_in_the_journal():
     journal = MemoryJournal()
     backend = make_backend(mock, clock=lambda: now[0], poll_timeout_s=5)
     backend.session._sleep = lambda s: now.__setitem__(0, now[0] + s)
-    with pytest.raises(BackendUnavailable, match="still running after 5 s; .* a rerun resumes polling"):
+    with pytest.raises(BackendUnavailable, match="still running after 5 s; .* a rerun resumes polling") as info:
         backend.edit(make_request(), journal=journal)
-    assert [r.job_id for r in journal.load()] == ["urn:ff:jobs:x:1"]
+    assert [JobRef.from_record(r).job_id for r in journal.load()] == ["urn:ff:jobs:x:1"]
+    assert info.value.spent_usd == backend.estimate(make_request()).usd  # submitted: billed, settled as such
 
 
 def test_expired_result_url_is_fetched_again_from_a_fresh_status():
@@ -364,7 +372,7 @@ def test_resume_from_a_saved_ref_submits_and_uploads_nothing():
         submitted_at=time.time(),
     )
     mock = FireflyMock()
-    result = make_backend(mock).edit(make_request(), journal=MemoryJournal([ref]))
+    result = make_backend(mock).edit(make_request(), journal=MemoryJournal([ref.to_record()]))
     assert [k for k, _ in mock.requests] == ["token", "status", "download"]
     assert result.extras["jobs"][0]["resumed"] is True
 

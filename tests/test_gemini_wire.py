@@ -12,7 +12,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, InvalidRequest, RateLimited
+from backends.errors import (
+    BackendMisconfigured,
+    BackendUnavailable,
+    ContentRejected,
+    InvalidRequest,
+    OutcomeUnknown,
+    RateLimited,
+)
 from backends.google import models, wire
 from backends.google.backend import GeminiEditBackend, Settings
 from backends.images import InputImage
@@ -314,7 +321,7 @@ ERRORS = [
     ("500", google_error(500, "INTERNAL", "An internal error has occurred."), BackendUnavailable, 3, "INTERNAL"),
     ("503 html", httpx.Response(503, text="<html>Service Unavailable</html>"), BackendUnavailable, 3, "Unavailable"),
     ("connect", httpx.ConnectError("connection refused"), BackendUnavailable, 3, "ConnectError"),
-    ("timeout", httpx.ReadTimeout("read timed out"), BackendUnavailable, 3, "timed out"),
+    ("timeout", httpx.ReadTimeout("read timed out"), OutcomeUnknown, 3, "may have been billed"),
 ]
 
 
@@ -357,6 +364,7 @@ def test_n_calls_one_failing_cancels_the_rest_and_says_what_was_billed(key):
         make_backend(rec, max_parallel_calls=1).edit(make_request(n=3))
     assert len(rec.requests) == 1 + 3  # the first call, then 3 attempts of the second; the third never ran
     assert f"1 of 3 calls had succeeded and were billed ${USAGE_USD}" in str(info.value)
+    assert info.value.spent_usd == USAGE_USD  # the runner settles it, not $0
 
 
 def test_inline_limit_refused_before_any_call(key):

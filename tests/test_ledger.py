@@ -161,17 +161,27 @@ def test_claims_skip_done_and_failed_and_retry_a_crashed_job_once(tmp_path):
     ghost = dead_owner()
     with Ledger.in_dir(tmp_path, owner=ghost) as crashed:
         crashed.claim("c", "kc", "kc")
-        crashed.reserve("c", "api", Decimal("0.5"))
+        crashed.call_started(crashed.reserve("c", "api", Decimal("0.5")))  # in flight when the run died
+        crashed.claim("q", "kq", "kq")
+        crashed.reserve("q", "api", Decimal("0.2"))  # queued behind it: never sent
     with Ledger.in_dir(tmp_path) as ledger:
-        assert ledger.spent("api", "day") == Decimal("0.6")  # the dead run's hold still counts
+        assert ledger.spent("api", "day") == Decimal("0.8")  # the dead run's holds still count
         claim = ledger.claim("c", "kc", "kc")
-        assert claim.action == "run" and claim.recovered
-        assert ledger.spent("api", "day") == Decimal("0.1")  # its hold was released
-    with Ledger.in_dir(tmp_path, owner=dead_owner()) as crashed_again:
-        crashed_again._conn().execute("UPDATE jobs SET owner=? WHERE id='c'", (ghost,))
+        assert claim.action == "run" and claim.recovered and claim.record.crashes == 1
+        assert ledger.claim("q", "kq", "kq").record.crashes == 0  # only queued: not a crash
+        # the call in flight may have been billed: its hold stays (a possible charge); the queued one's is gone
+        assert ledger.spent("api", "day") == Decimal("0.6")
+    again = dead_owner()
+    with Ledger.in_dir(tmp_path, owner=again) as crashed_again:
+        crashed_again._conn().execute("UPDATE jobs SET owner=? WHERE id IN ('c', 'q')", (again,))
+        crashed_again.call_started(crashed_again.reserve("c", "api", Decimal("0.5")))
+        crashed_again.reserve("q", "api", Decimal("0.2"))
     with Ledger.in_dir(tmp_path) as ledger:
         claim = ledger.claim("c", "kc", "kc")
         assert claim.action == "failed" and "crash 2 times" in claim.record.error
+        assert ledger.claim("q", "kq", "kq").action == "run"  # queued at both crashes, never sent: runs
+        # a verified result or a journaled answer on disk costs nothing to finish: taken whatever the count
+        assert ledger.claim("c", "kc", "kc", paid_on_disk=True).action == "run"
 
 
 def test_orphaned_holds_are_released_and_interrupt_marks_jobs(tmp_path):

@@ -14,7 +14,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, InvalidRequest, RateLimited
+from backends.errors import (
+    BackendMisconfigured,
+    BackendUnavailable,
+    ContentRejected,
+    InvalidRequest,
+    OutcomeUnknown,
+    RateLimited,
+)
 from backends.images import InputImage
 from backends.openai import OpenAIEditBackend, Settings, wire
 from tests.backend_contract import make_request
@@ -400,7 +407,7 @@ ERROR_CASES = [
     ),
     ("502 html", httpx.Response(502, text="<html>Bad gateway</html>"), BackendUnavailable, 3, "Bad gateway"),
     ("connect", httpx.ConnectError("connection refused"), BackendUnavailable, 3, "ConnectError"),
-    ("timeout", httpx.ReadTimeout("read timed out"), BackendUnavailable, 3, "timed out"),
+    ("timeout", httpx.ReadTimeout("read timed out"), OutcomeUnknown, 3, "may have been billed"),
 ]
 
 

@@ -75,7 +75,7 @@ class Settings(BaseModel):
 
 class FireflyEditBackend:
     Settings = Settings
-    resumable = True  # for the runner: `edit()` takes `journal=` (a JobJournal) and resumes the jobs it names
+    resumable = True  # for the runner: `edit()` takes `journal=` (`backends.journal`) and resumes the jobs it names
 
     def __init__(
         self,
@@ -160,7 +160,8 @@ class FireflyEditBackend:
         start = time.perf_counter()
         job = JobPlan.make(request, mode, self.settings.paste_back)
         parts = split_parts(mode, request.n, request.seed)
-        saved = {r.part: r for r in journal.load() if r.mode == mode and r.part < len(parts)}
+        refs_saved = map(JobRef.from_record, journal.load(JobRef.KIND))
+        saved = {r.part: r for r in refs_saved if r.mode == mode and r.part < len(parts)}
         refs: list[JobRef] = []
         uploads: tuple[str, ...] | None = None
         for i, (variations, seeds) in enumerate(parts):
@@ -177,13 +178,17 @@ class FireflyEditBackend:
             ref = JobRef(
                 part=i, mode=mode, job_id=job_id, status_url=status_url, variations=variations, submitted_at=time.time()
             )
-            journal.save(ref)  # durable before the first poll: a crash from here on resumes, never pays again
+            journal.save(ref.to_record())  # durable before the first poll: from here a crash resumes, never pays again
             refs.append(ref)
         images, jobs = [], []
         for ref in refs:
-            state = self.session.poll(ref, creds)
+            try:
+                state = self.session.poll(ref, creds)
+            except EditError as exc:  # submitted, so billed, and still in the journal: a rerun polls it again
+                exc.spent_usd = sum(r.variations for r in refs) * self._ops_per_image(mode) * self.rate
+                raise
             if state.status != "succeeded":
-                journal.drop(ref)  # a failed job is spent: a rerun submits it afresh
+                journal.drop(ref.to_record())  # a failed job is spent: a rerun submits it afresh
                 raise wire.job_error(ref.job_id, state)
             for data in self._download(ref, state, creds):
                 images.append(
@@ -206,7 +211,7 @@ class FireflyEditBackend:
                     **state.extra,
                 }
             )
-        ops = len(images) * self.prices.operations_per_image.get(PRICE_KEYS[mode], 1)
+        ops = len(images) * self._ops_per_image(mode)
         cost = ops * self.rate
         first_seed = jobs[0]["seeds"][0] if jobs and jobs[0]["seeds"] else None
         log.info("%s: %s done: %d image(s), %d job(s), $%s", self.name, mode, len(images), len(refs), cost)
@@ -233,6 +238,9 @@ class FireflyEditBackend:
                 **images[0].notes,
             },
         )
+
+    def _ops_per_image(self, mode: str) -> int:
+        return self.prices.operations_per_image.get(PRICE_KEYS[mode], 1)
 
     def _download(self, ref: JobRef, state: wire.JobState, creds: Credentials) -> list[bytes]:
         """Each output's bytes; an expired URL is re-fetched once from a fresh status answer."""

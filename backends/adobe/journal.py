@@ -1,33 +1,36 @@
 """Submitted async jobs, remembered outside the process: a crashed run resumes polling instead of paying again.
 
 Firefly bills when a job is submitted, and a job keeps running (and stays pollable) after the process that
-submitted it dies. So `FireflyEditBackend.edit(request, journal=...)` works with a `JobJournal`:
+submitted it dies. So `FireflyEditBackend.edit(request, journal=...)` works with the shared journal
+(`backends.journal.CallJournal`; records of kind `JobRef.KIND`, one per part):
 
-  1. `journal.load()`  the refs an earlier run saved for THIS job (the runner keys the journal by job id);
+  1. `journal.load(JobRef.KIND)`  the refs an earlier run saved for THIS job (the runner keys it by job);
   2. for each part of the request (n > 4 is several jobs) with a saved ref: poll it, submit nothing;
-  3. for each part without one: submit, then `journal.save(ref)` BEFORE the first poll (the hook the runner
-     persists: the ledger row must be durable when `save` returns);
-  4. a job that ends failed, cancelled or timed out is `journal.drop(ref)`ped: a rerun submits it afresh.
+  3. for each part without one: submit, then `journal.save(ref.to_record())` BEFORE the first poll (durable
+     when `save` returns);
+  4. a job that ends failed, cancelled or timed out is dropped from the journal: a rerun submits it afresh.
 
 A `JobRef` holds no secret (job id, status URL, part, variations, mode) and round-trips through JSON
-(`to_dict` / `from_dict`). Without a journal, `edit()` uses a `MemoryJournal`: nothing survives the process.
-`FileJournal(path)` is a durable one (a JSON file replaced atomically) for a single job, e.g. `editroute edit`.
+(`to_dict` / `from_dict`, `to_record` / `from_record`). Without a journal, `edit()` uses a `MemoryJournal`:
+nothing survives the process. `FileJournal(path)` is a durable one (a JSON file) for a single job run by hand.
 The one window no journal closes: a crash after the submit was sent and before its answer arrived (Firefly has
-no idempotency key). That outcome is unknown and must be counted as a possible charge.
+no idempotency key). That outcome is unknown: the submit raises `OutcomeUnknown`, a possible charge.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from backends.journal import CallJournal, FileJournal, JournalRecord, MemoryJournal
+
+__all__ = ["FileJournal", "JobJournal", "JobRef", "MemoryJournal"]
 
 
 @dataclass(frozen=True)
 class JobRef:
+    KIND = "firefly.job"  # its records in the shared journal
+
     part: int  # which part of the request (n > 4 variations, or n instruct edits, are several jobs)
     mode: str  # fill | expand | instruct
     job_id: str
@@ -49,62 +52,12 @@ class JobRef:
             submitted_at=float(data["submitted_at"]),
         )
 
+    def to_record(self) -> JournalRecord:
+        return JournalRecord(self.KIND, key=str(self.part), data=self.to_dict())
 
-class JobJournal(Protocol):
-    def load(self) -> list[JobRef]: ...
-
-    def save(self, ref: JobRef) -> None:
-        """Persist durably before returning: polling starts right after."""
-        ...
-
-    def drop(self, ref: JobRef) -> None: ...
+    @classmethod
+    def from_record(cls, record: JournalRecord) -> JobRef:
+        return cls.from_dict(dict(record.data))
 
 
-class MemoryJournal:
-    def __init__(self, refs: list[JobRef] | None = None) -> None:
-        self.refs = list(refs or [])
-        self._lock = threading.Lock()
-
-    def load(self) -> list[JobRef]:
-        with self._lock:
-            return list(self.refs)
-
-    def save(self, ref: JobRef) -> None:
-        with self._lock:
-            self.refs = [r for r in self.refs if r.part != ref.part] + [ref]
-
-    def drop(self, ref: JobRef) -> None:
-        with self._lock:
-            self.refs = [r for r in self.refs if r != ref]
-
-
-class FileJournal(MemoryJournal):
-    """A JSON list in `path`, written to a temp file, fsynced and renamed on every change."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        refs = [JobRef.from_dict(d) for d in json.loads(self.path.read_text())] if self.path.exists() else []
-        super().__init__(refs)
-
-    def save(self, ref: JobRef) -> None:
-        super().save(ref)
-        self._write()
-
-    def drop(self, ref: JobRef) -> None:
-        super().drop(ref)
-        self._write()
-
-    def _write(self) -> None:
-        with self._lock:
-            data = json.dumps([r.to_dict() for r in self.refs], indent=1)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+JobJournal = CallJournal  # Firefly's refs travel as `JobRef.to_record()` in the shared journal (`backends.journal`)

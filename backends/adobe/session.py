@@ -22,7 +22,7 @@ from backends import hosted_http
 from backends.adobe import wire
 from backends.adobe.auth import Credentials, ImsTokens
 from backends.adobe.journal import JobRef
-from backends.errors import BackendMisconfigured, BackendUnavailable
+from backends.errors import BackendMisconfigured, BackendUnavailable, OutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class FireflySession:
                     attempt += 1
                     continue
                 if not replay_safe and not unsent:
-                    raise BackendUnavailable(
+                    raise OutcomeUnknown(
                         f"{what}: the answer was lost ({exc.__class__.__name__}); the job may "
                         f"have been created and billed: outcome unknown"
                     ) from None

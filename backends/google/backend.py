@@ -232,6 +232,7 @@ class GeminiEditBackend:
             spent = sum((models.cost(self.model, a.tokens) for a in ok), Decimal(0))
             exc.message += f" ({len(ok)} of {n} calls had succeeded and were billed ${spent}; their images are lost)"
             exc.args = (exc.message,)
+            exc.spent_usd = spent + (exc.spent_usd or 0)  # settled by the runner, not dropped at $0
             log.warning("%s: %d of %d calls billed $%s before one failed", self.name, len(ok), n, spent)
         raise exc
 

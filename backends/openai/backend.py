@@ -6,23 +6,31 @@ Building the backend refuses a retired model, so every command that builds one (
 serve, edit) fails before any call. The API key is read at `edit()` time from a file or the environment, used
 for that request's headers only, and never stored, logged or put in an error. An unset `base_url` is
 $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
+
+Crash safety (`edit(request, journal=...)`, `backends.journal`): the raw body of the 200 is saved to the journal
+the moment it has arrived, BEFORE it is decoded, so a run killed from then on is finished by the next one from
+the saved body (`result_from_raw`, no I/O), and the answer is never paid for twice.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from backends import hosted_http
 from backends.base import CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
+from backends.journal import CallJournal, JournalRecord
 from backends.openai import models, wire
 from backends.openai.estimate import estimate_cost
 from backends.openai.models import PolicyRates
@@ -37,6 +45,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # speed matters most", at the same token prices as Sunburst (everyday edits; pick Sunburst for text and precision).
 DEFAULT_MODEL = "gpt-image-2.6-flare"
 BASE_URL_ENV = "OPENAI_BASE_URL"  # as the OpenAI SDK reads it; a policy's `base_url:` wins
+RESPONSE_KIND = "openai.response"  # the journal record of a 200's raw body
 
 
 def _default_base_url() -> str:
@@ -68,6 +77,7 @@ class Settings(BaseModel):
 
 class OpenAIEditBackend:
     Settings = Settings
+    resumable = True  # for the runner: `edit()` takes `journal=` and keeps the raw answer there before decoding
 
     def __init__(
         self,
@@ -107,17 +117,20 @@ class OpenAIEditBackend:
 
     # ---- edit -------------------------------------------------------------------------------------
 
-    def edit(self, request: EditRequest) -> EditResult:
+    def edit(self, request: EditRequest, *, journal: CallJournal | None = None) -> EditResult:
         try:
-            return self._edit(request)
+            return self._edit(request, journal)
         except EditError as exc:
             raise exc.with_context(job_id=request.job_id, backend=self.name) from None
 
-    def _edit(self, request: EditRequest) -> EditResult:
+    def _edit(self, request: EditRequest, journal: CallJournal | None = None) -> EditResult:
         check_request(request, self.capabilities, backend=self.name)
         self._check_layers(request)
         for note in skipped_checks(request):
             log.info("%s: %s", self.name, note)
+        if journal is not None and (saved := journal.load(RESPONSE_KIND)):  # paid for before a crash: no call
+            log.info("%s: job %s finished from the answer saved before a crash", self.name, request.job_id)
+            return self._from_journal(request, journal, saved[-1])
         key = self._read_key()
         s = self.settings
         encoding = wire.encoding_for(request)
@@ -131,9 +144,60 @@ class OpenAIEditBackend:
                 "files": wire.file_parts(request),
             }
         start = time.perf_counter()
-        response, attempts = self._post(send, key)
+        response, attempts, unanswered = self._post(send, key)
         http_s = time.perf_counter() - start
-        parsed = wire.parse_response(_json(response))
+        if journal is None:
+            result = self.result_from_raw(request, response.content, response.headers, attempts, http_s, start)
+            return _with_possible_charges(result, unanswered)
+        record = JournalRecord(
+            RESPONSE_KIND,
+            data={"content_type": response.headers.get("content-type", ""), "attempts": attempts, "http_s": http_s},
+            body=response.content,
+        )
+        journal.save(record)  # durable before decoding: from here on a crash never costs a second call
+        return _with_possible_charges(self._from_journal(request, journal, record, start), unanswered)
+
+    def _from_journal(
+        self, request: EditRequest, journal: CallJournal, record: JournalRecord, start: float | None = None
+    ) -> EditResult:
+        d = record.data
+        try:
+            return self.result_from_raw(
+                request,
+                record.body or b"",
+                {"content-type": str(d.get("content_type", ""))},
+                int(d.get("attempts", 1)),
+                float(d.get("http_s", 0.0)),
+                start if start is not None else time.perf_counter(),
+                resumed=start is None,
+            )
+        except EditError:
+            journal.drop(record)  # an answer that cannot be decoded is not resumed again
+            raise
+
+    def result_from_raw(
+        self,
+        request: EditRequest,
+        raw: bytes,
+        headers: Any,
+        attempts: int,
+        http_s: float,
+        start: float,
+        *,
+        resumed: bool = False,
+    ) -> EditResult:
+        """The `EditResult` of a 200's raw body (just received, or saved in the journal; `resumed`: nothing was
+        sent now): no I/O. A 200 that cannot be decoded was billed all the same: the error says what it cost."""
+        s = self.settings
+        encoding = wire.encoding_for(request)
+        body = _json_body(raw, 200, headers)
+        try:
+            parsed = wire.parse_response(body)
+        except EditError as exc:
+            usage, text_out, image_out = wire._parse_usage(body.get("usage") if isinstance(body, dict) else None)
+            billed = wire.ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out)
+            exc.spent_usd = wire.cost_from_usage(billed, self.prices) if usage else self.estimate(request).usd
+            raise
         if parsed.usage is not None:
             cost = wire.cost_from_usage(parsed, self.prices)
             cost_basis = "usage"
@@ -167,7 +231,12 @@ class OpenAIEditBackend:
             timings={"total_s": time.perf_counter() - start, "http_s": http_s},
             quality=parsed.quality or request.quality,
             background=parsed.background or "opaque",
-            extras={"attempts": attempts, "cost_basis": cost_basis, "encoding": encoding},
+            extras={
+                "attempts": attempts,
+                "cost_basis": cost_basis,
+                "encoding": encoding,
+                **({"resumed": True} if resumed else {}),
+            },
         )
 
     @staticmethod
@@ -264,13 +333,14 @@ class OpenAIEditBackend:
             headers["OpenAI-Project"] = s.project
         return headers
 
-    def _post(self, send: dict[str, Any], key: str) -> tuple[httpx.Response, int]:
+    def _post(self, send: dict[str, Any], key: str) -> tuple[httpx.Response, int, int]:
         """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule; returns the 200
-        response and how many attempts it took."""
+        response, how many attempts it took, and how many of them went out and got no answer (retried all the
+        same: each may have been billed)."""
         s = self.settings
         url = s.base_url.rstrip("/") + "/images/edits"
         params = {"api-version": s.api_version} if s.api_version else None
-        attempt = 0
+        attempt = unanswered = 0
         while True:
             try:
                 response = self._http().post(
@@ -283,6 +353,7 @@ class OpenAIEditBackend:
                 raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
                 if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
+                    unanswered += hosted_http.answer_lost(exc)
                     delay = wire.backoff_delay(attempt)
                     log.warning(
                         "%s: %s; retry %d/%d in %.2fs",
@@ -295,9 +366,11 @@ class OpenAIEditBackend:
                     self._sleep(delay)
                     attempt += 1
                     continue
-                raise wire.map_transport_error(exc, timeout_s=s.timeout_s) from None
+                err = wire.map_transport_error(exc, timeout_s=s.timeout_s)
+                err.possible_charges = unanswered
+                raise err from None
             if response.status_code == 200:
-                return response, attempt + 1
+                return response, attempt + 1, unanswered
             body = _json(response, strict=False)
             if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
                 delay = wire.backoff_delay(attempt, response.headers)
@@ -312,9 +385,11 @@ class OpenAIEditBackend:
                 self._sleep(delay)
                 attempt += 1
                 continue
-            raise wire.map_status_error(
+            err = wire.map_status_error(
                 response.status_code, response.headers, body, key_source=self._key_source, secret=key
             )
+            err.possible_charges = unanswered
+            raise err
 
     def close(self) -> None:
         if self._owns_client and self._client is not None:
@@ -332,3 +407,17 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
                 f"({response.headers.get('content-type', 'no content-type')})"
             ) from None
         return response.text[:300]
+
+
+def _with_possible_charges(result: EditResult, unanswered: int) -> EditResult:
+    """Tries that went out unanswered before the one that succeeded: the runner holds each as a possible charge."""
+    return replace(result, extras={**result.extras, "possible_charges": unanswered}) if unanswered else result
+
+
+def _json_body(raw: bytes, status: int, headers: Any) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BackendUnavailable(
+            f"HTTP {status} with a body that is not JSON ({headers.get('content-type') or 'no content-type'})"
+        ) from None

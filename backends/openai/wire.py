@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from backends import hosted_http
 from backends.base import EditRequest, Usage
 from backends.errors import (
     BackendMisconfigured,
@@ -338,12 +339,11 @@ def map_status_error(
 
 
 def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
-    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages."""
+    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages
+    (`OutcomeUnknown` when the request had gone out: the shared rule, `backends.hosted_http`)."""
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):  # (InvalidURL: in _post)
         return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
-    if isinstance(exc, httpx.TimeoutException):
-        return BackendUnavailable(f"timed out ({exc.__class__.__name__}; limit {timeout_s:g} s)")
-    return BackendUnavailable(f"connection failed: {exc.__class__.__name__}: {exc}")
+    return hosted_http.map_transport_error(exc, timeout_s=timeout_s)
 
 
 def is_retryable_transport_error(exc: httpx.HTTPError) -> bool:

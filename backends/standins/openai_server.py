@@ -12,6 +12,11 @@ unknown models, `invalid_input_fidelity_model`, 401 on a wrong key, 429 with ret
 moderation_blocked on a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429,
 "retry_after_ms": 20}, "ok"]`, one item per edit request). Every response carries `x-editroute-standin: openai`.
 
+What it answered is recorded for crash tests: each `RecordedRequest` says when its answer was made
+(`answered_at`: the API bills a 200 when it is generated, whether or not the client is still there), when its
+last byte was written to the socket (`delivered_at`, None if the client had gone) and what it billed
+(`billed_usd`). `before_answer(rec)`, if given, runs before each answer and may block (hold a request in flight).
+
     with FakeOpenAIServer(api_key="sk-test") as server:
         backend = OpenAIEditBackend("openai", Settings(base_url=server.base_url))
 
@@ -26,9 +31,13 @@ import hashlib
 import json
 import logging
 import math
+import select
+import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from email import policy
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 from backends.pricing import (
     PriceTable,
     load_prices,
+    token_cost,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +99,11 @@ class RecordedRequest:
     parts: list[RecordedPart] = field(default_factory=list)  # every part in order, text fields included
     status: int = 0
     json: dict | None = None  # a JSON body, as received (data URLs included)
+    received_at: float = 0.0  # time.time() when the request had fully arrived
+    answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
+    delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
+    billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
+    payloads: list[tuple[RecordedPart, bytes]] = field(default_factory=list, repr=False)  # until answered
 
     @property
     def encoding(self) -> str:
@@ -149,6 +164,7 @@ class FakeOpenAIServer:
         cached_tokens: int = 0,
         remote_images: dict[str, bytes] | None = None,
         model_shutdowns: dict[str, str | None] | None = None,
+        before_answer: Callable[[RecordedRequest], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -163,6 +179,7 @@ class FakeOpenAIServer:
         self.remote_images = dict(remote_images or {})  # https URL -> bytes, what "downloading" a URL finds
         self.model_shutdowns = dict(model_shutdowns or {})  # GET /models: shutdown_date overrides per model id
         self.files: dict[str, dict] = {}  # the Files API: id -> {object fields..., "content": bytes}
+        self.before_answer = before_answer
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._accepted: collections.deque[float] = collections.deque()
@@ -283,7 +300,8 @@ class FakeOpenAIServer:
 
     def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
         multipart = rec.content_type.startswith("multipart/form-data")
-        parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
+        parts = rec.payloads if rec.parts else _parse_multipart(rec, body) if multipart else []
+        rec.payloads = []  # the bytes are not kept for every recorded request
         if rec.content_type.startswith("application/json"):
             rec.json = _parse_json(body)
         self._check_auth(rec, headers)
@@ -344,6 +362,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # request lines only: no headers, no keys
         log.debug("stand-in: " + format, *args)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionResetError:  # the client was killed mid-connection (crash tests): nobody to answer
+            self.close_connection = True
+
     def do_POST(self) -> None:
         owner = self.server_owner
         url = urlsplit(self.path)
@@ -355,10 +379,16 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type", ""),
         )
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        rec.received_at = time.time()
+        multipart = rec.content_type.startswith("multipart/form-data")
+        if multipart:  # recorded even when refused later; fields known before answering (and to hooks)
+            rec.payloads = _parse_multipart(rec, body)
         with owner._lock:
             owner.requests.append(rec)
         if owner.latency_s:
             time.sleep(owner.latency_s)
+        if owner.before_answer is not None:
+            owner.before_answer(rec)
         extra: dict[str, str] = {}
         try:
             status, payload = 200, owner.handle(rec, self.headers, body)
@@ -368,8 +398,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except ApiError as err:
             status, payload, extra = err.status, err.body(), err.headers
-        rec.status = status
-        self._send(status, payload, extra)
+        if status == 200:
+            rec.billed_usd = _billed(owner, rec, payload)
+        rec.status, rec.answered_at = status, time.time()
+        try:
+            if _peer_gone(self.connection):  # writing would "succeed" into a dead socket's buffer
+                raise ConnectionResetError
+            self._send(status, payload, extra)
+        except OSError:  # the client went away (killed): made and billed, never delivered
+            self.close_connection = True
+            return
+        rec.delivered_at = time.time()
 
     do_GET = do_POST
 
@@ -384,6 +423,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+
+def _peer_gone(sock) -> bool:
+    """The client closed its end (a killed process's sockets are closed by the kernel): EOF or reset is waiting."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def _billed(owner: FakeOpenAIServer, rec: RecordedRequest, payload: dict) -> Decimal:
+    usage = payload.get("usage") or {}
+    details, out = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
+    prices = owner.prices.model(rec.fields.get("model") or (rec.json or {}).get("model") or DEFAULT_MODEL)
+    return token_cost(
+        prices,
+        text_in=int(details.get("text_tokens") or 0),
+        image_in=int(details.get("image_tokens") or 0),
+        image_out=int(out.get("image_tokens") or 0),
+        text_out=int(out.get("text_tokens") or 0),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,14 +156,16 @@ class RayExecutor:
         pool = self.pools.get(backend)
         return pool.size if pool else None
 
-    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
+    def submit(self, backend: str, request: EditRequest, *, journal: Any = None) -> Future[EditResult]:
+        """`journal` (`pipeline.run.journal`): `started()` is said here in the driver when the call leaves for
+        an actor; actors run self-hosted backends, which take no journal themselves."""
         pool = self.pools.get(backend)
         if pool is None:
-            return self._local.submit(backend, request)
+            return self._local.submit(backend, request, journal=journal)
         batching = self._batching.get(backend)
         if batching is not None:
-            return batching.submit(request)
-        return self._threads[backend].submit(pool.edit, request)
+            return batching.submit(request, journal=journal)
+        return self._threads[backend].submit(_on_actor, pool, request, journal)
 
     def max_batch(self, backend: str) -> int:
         """Jobs of `backend` worth grouping into one `submit_batch()`: on Ray as its actors report (their GPUs
@@ -214,3 +216,9 @@ class RayExecutor:
 
             ray.shutdown()
             self._owns_ray = False
+
+
+def _on_actor(pool: ActorPool, request: EditRequest, journal: Any) -> EditResult:
+    if journal is not None:
+        journal.started(will_save=False)
+    return pool.edit(request)

@@ -197,7 +197,8 @@ def run_eval(plan: EvalPlan, out_dir: str | Path, scorer: Any) -> EvalResult:
 
     out = Path(out_dir)
     ledger = Ledger.in_dir(out)
-    ledger.release_orphans()
+    ledger.unknown_outcome_hold_s = plan.policy.unknown_outcome_hold_s
+    ledger.recover_orphans()
     engine = LocalExecutor(plan.backends)
     caps = budget_caps(plan.policy)
     ctx = ExecContext(

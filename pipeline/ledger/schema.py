@@ -84,6 +84,17 @@ MIGRATIONS: list[str] = [
     CREATE TABLE review_tags(seq INTEGER NOT NULL, tag TEXT NOT NULL, PRIMARY KEY(seq, tag)) WITHOUT ROWID;
     CREATE INDEX review_tags_tag ON review_tags(tag, seq);
     """,
+    # v5 (crash truth): when each call went out (a call that never started cannot have been billed and is no
+    # crash), whether it went to a hosted service (which bills what it generated even if we never saw it), and
+    # calls of unknown outcome kept as possible charges: state stays 'reserved' (budgets count the hold) with
+    # outcome='unknown' until resolved or `hold_until` (unix ms; NULL: as long as its day and month last)
+    """
+    ALTER TABLE attempts ADD COLUMN call_started_at INTEGER;
+    ALTER TABLE attempts ADD COLUMN hosted INTEGER;
+    ALTER TABLE attempts ADD COLUMN outcome TEXT;
+    ALTER TABLE attempts ADD COLUMN hold_until INTEGER;
+    CREATE INDEX attempts_open ON attempts(job_id) WHERE state='reserved';
+    """,
 ]
 
 # What an attempt counts for: an open hold counts its reservation, anything else what was actually billed.
@@ -183,6 +194,32 @@ class JobRecord:
             started_at=d["started_at"],
             finished_at=d["finished_at"],
         )
+
+
+@dataclass(frozen=True)
+class OrphanHolds:
+    """What `recover_orphans` did with the open holds of runs that died (and with expired possible charges)."""
+
+    released: int = 0  # never sent, or a self-hosted call: nobody bills it, dropped at $0
+    possible_charges: int = 0  # a hosted call in flight when its run died: kept, counted against budgets
+    expired: int = 0  # possible charges older than the policy's `unknown_outcome_hold`: dropped
+
+    @property
+    def total(self) -> int:
+        return self.released + self.possible_charges + self.expired
+
+    def describe(self) -> str:
+        parts = []
+        if self.released:
+            parts.append(f"released {self.released} budget hold(s) of calls a stopped run never made")
+        if self.possible_charges:
+            parts.append(
+                f"kept {self.possible_charges} call(s) a stopped run had in flight as possible charges "
+                "(outcome unknown: counted against budgets)"
+            )
+        if self.expired:
+            parts.append(f"dropped {self.expired} possible charge(s) older than unknown_outcome_hold")
+        return "; ".join(parts)
 
 
 ClaimAction = Literal["run", "done", "failed", "busy", "duplicate"]

@@ -1,8 +1,15 @@
 """Spend and budget holds: what the router reads (`spent`, `job_count`) and how calls hold and settle money.
 
 A call reserves its estimate (`reserve`, checking every cap in the same `BEGIN IMMEDIATE` transaction, so
-concurrent workers never overshoot), then settles what it actually cost (`settle`) or drops the hold
-(`release`); holds left by a process that died are released on the next run (`release_orphans`).
+concurrent workers never overshoot), records durably that it is going out (`call_started`), then settles what it
+actually cost (`settle`) or drops the hold (`release`).
+
+Possible charges. A hosted call whose answer never came (its run was killed, or the connection dropped after
+the request went out: `hold_unknown`) may have been billed. Its hold is kept, with outcome 'unknown', and counts
+against every budget of its day and month like any hold, until it is resolved (the answer was journaled and a
+rerun finishes from it: `take_over`; its result is adopted from disk) or `unknown_outcome_hold_s` passes (the
+policy's `unknown_outcome_hold`; None: until its periods end). A hold whose call never started, or a self-hosted
+call (nobody bills it), is released at $0. `recover_orphans` applies this to the holds of runs that died.
 Mixed into `Ledger` (store.py), which provides the connection (`_conn`), write transactions (`_write`)
 and `owner`.
 """
@@ -21,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backends.errors import BudgetExceeded
-from pipeline.ledger.schema import HELD, BudgetCap, fmt_usd, from_nusd, now_ms, to_nusd
+from pipeline.ledger.schema import HELD, BudgetCap, OrphanHolds, fmt_usd, from_nusd, now_ms, to_nusd
 from pipeline.routing import Period, period_key
 
 
@@ -37,12 +44,15 @@ def proc_stat(pid: int) -> tuple[str, str] | None:
 
 class SpendMixin:
     owner: str
+    # How long a possible charge (a call of unknown outcome) holds budget, in seconds; None: for as long as the
+    # day and month it was made in last. The runner sets it from the policy's `unknown_outcome_hold`.
+    unknown_outcome_hold_s: float | None = None
 
     if TYPE_CHECKING:  # provided by Ledger
 
         def _conn(self) -> sqlite3.Connection: ...
 
-        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def _write(self, *, durable: bool = False) -> AbstractContextManager[sqlite3.Connection]: ...
 
     # ---- SpendSource (what the router reads) -------------------------------------------------------
 
@@ -92,6 +102,7 @@ class SpendMixin:
         day, month = period_key("day", at), period_key("month", at)
         want = to_nusd(estimate, round_up=True)
         with self._write() as conn:
+            self._expire_possible_charges(conn)
             for cap in caps:
                 if cap.backend not in (None, backend):
                     continue
@@ -125,9 +136,11 @@ class SpendMixin:
     def settle(
         self, attempt_id: int, cost: Decimal, *, usage: dict[str, Any] | None = None, error: BaseException | None = None
     ) -> None:
-        """The call returned (or failed): replace the hold by what it actually cost."""
+        """The call returned (or failed): replace the hold by what it actually cost. An attempt settled already
+        (a rerun resumed the work it paid for, and failed) keeps its bill."""
         with self._write() as conn:
-            self._settle(conn, attempt_id, cost, usage, error)
+            if conn.execute("SELECT state FROM attempts WHERE id=?", (attempt_id,)).fetchone()[0] != "settled":
+                self._settle(conn, attempt_id, cost, usage, error)
 
     @staticmethod
     def _settle(
@@ -138,9 +151,9 @@ class SpendMixin:
         error: BaseException | None,
         call_s: float | None = None,
     ) -> None:
-        conn.execute(
+        conn.execute(  # a possible charge settled (its result was adopted) is no longer unknown
             "UPDATE attempts SET state='settled', cost_nusd=?, ended_at=?, usage=?, error_class=?, error=?, "
-            "call_ms=? WHERE id=?",
+            "call_ms=?, outcome=NULL, hold_until=NULL WHERE id=?",
             (
                 to_nusd(cost),
                 now_ms(),
@@ -157,24 +170,161 @@ class SpendMixin:
         with self._write() as conn:
             conn.execute(
                 "UPDATE attempts SET state='released', ended_at=?, error=COALESCE(error, ?) "
-                "WHERE id=? AND state='reserved'",
+                "WHERE id=? AND state='reserved' AND outcome IS NULL",
                 (now_ms(), reason, attempt_id),
             )
 
-    def release_orphans(self) -> int:
-        """Release holds left by processes on this host that are gone (crashed): they block budgets otherwise.
-        A call that was billed upstream but never returned cannot be known; it is not counted."""
+    # ---- calls going out, and calls of unknown outcome -------------------------------------------------
+
+    def call_started(self, attempt_id: int, *, hosted: bool = True) -> None:
+        """The call is about to go out. Committed before returning, so after a crash the ledger knows whether this
+        call may have reached the provider (a possible charge; a crash that counts towards the job's limit) or
+        certainly did not (its hold is released, the job was only queued). A hosted call's mark is committed with
+        a full fsync (a power cut cannot lose it: money may ride on it); a self-hosted one's like any ledger
+        write (it survives a killed process)."""
+        with self._write(durable=hosted) as conn:
+            conn.execute(
+                "UPDATE attempts SET call_started_at=?, hosted=? WHERE id=? AND state='reserved'",
+                (now_ms(), int(hosted), attempt_id),
+            )
+
+    def hold_unknown(self, attempt_id: int, error: BaseException | str) -> None:
+        """The request went out and its answer never came (`OutcomeUnknown`): keep the hold as a possible charge."""
+        with self._write() as conn:
+            self._mark_unknown(
+                conn,
+                attempt_id,
+                type(error).__name__ if isinstance(error, BaseException) else "OutcomeUnknown",
+                str(error),
+            )
+
+    def _mark_unknown(self, conn: sqlite3.Connection, attempt_id: int, error_class: str, error: str) -> None:
+        row = conn.execute("SELECT started_at, call_started_at FROM attempts WHERE id=?", (attempt_id,)).fetchone()
+        since = row["call_started_at"] or row["started_at"]
+        hold = self.unknown_outcome_hold_s
+        conn.execute(
+            "UPDATE attempts SET outcome='unknown', hold_until=?, error_class=?, error=? "
+            "WHERE id=? AND state='reserved'",
+            (None if hold is None else since + round(hold * 1000), error_class, error, attempt_id),
+        )
+
+    def add_possible_charges(self, attempt_id: int, count: int) -> None:
+        """`count` earlier tries of this attempt's call went out, got no answer, and the backend retried: each
+        may have been billed. Held as possible charges of the attempt's size (no cap check: they happened)."""
+        if count <= 0:
+            return
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM attempts WHERE id=?", (attempt_id,)).fetchone()
+            for _ in range(count):
+                cur = conn.execute(
+                    "INSERT INTO attempts(job_id, backend, state, reserved_nusd, day, month, started_at, owner, "
+                    "call_started_at, hosted) VALUES(?,?,'reserved',?,?,?,?,?,?,1)",
+                    (
+                        row["job_id"],
+                        row["backend"],
+                        row["reserved_nusd"],
+                        row["day"],
+                        row["month"],
+                        row["started_at"],
+                        self.owner,
+                        row["call_started_at"] or row["started_at"],
+                    ),
+                )
+                self._mark_unknown(
+                    conn,
+                    int(cur.lastrowid),
+                    "OutcomeUnknown",
+                    f"a try of attempt {attempt_id}'s call went out, got no answer and was retried: it may have been "
+                    "billed",
+                )
+
+    def _close_holds(self, conn: sqlite3.Connection, where: str, args: Sequence[Any]) -> tuple[int, int]:
+        """Open holds (matching `where`) whose call will never report back: a hosted call that had started may
+        have been billed, so its hold stays as a possible charge; any other is released at $0. Both are marked
+        `Interrupted` (a call that had started and was cut off this way is what counts as a job's crash).
+        Returns (released, possible charges)."""
+        rows = conn.execute(
+            f"SELECT id, call_started_at, hosted FROM attempts WHERE state='reserved' AND outcome IS NULL AND {where}",
+            tuple(args),
+        ).fetchall()
+        released = possible = 0
+        for r in rows:
+            if r["call_started_at"] is not None and r["hosted"]:
+                self._mark_unknown(
+                    conn,
+                    r["id"],
+                    "Interrupted",
+                    "the run stopped while this call was in flight: it may have been billed",
+                )
+                possible += 1
+            else:
+                why = (
+                    "the run stopped before this call went out"
+                    if r["call_started_at"] is None
+                    else ("the run stopped during this self-hosted call (nobody bills it)")
+                )
+                conn.execute(
+                    "UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', error=? WHERE id=?",
+                    (now_ms(), why, r["id"]),
+                )
+                released += 1
+        return released, possible
+
+    def _expire_possible_charges(self, conn: sqlite3.Connection) -> int:
+        return conn.execute(
+            "UPDATE attempts SET state='released', ended_at=?, error=error || ' (possible charge dropped: "
+            "unknown_outcome_hold passed)' WHERE state='reserved' AND outcome='unknown' AND hold_until IS NOT NULL "
+            "AND hold_until <= ?",
+            (now_ms(), now_ms()),
+        ).rowcount
+
+    def recover_orphans(self) -> OrphanHolds:
+        """Settle what processes on this host that are gone (crashed) left open: holds of calls that never went
+        out are released, hosted calls that were in flight become possible charges; expired possible charges
+        are dropped. Their jobs stay `running` until claimed again."""
         host = socket.gethostname()
         with self._write() as conn:
-            rows = conn.execute("SELECT id, owner FROM attempts WHERE state='reserved'").fetchall()
-            dead = [r["id"] for r in rows if not self._owner_alive(r["owner"], host)]
-            for attempt_id in dead:
+            rows = conn.execute("SELECT id, owner FROM attempts WHERE state='reserved' AND outcome IS NULL").fetchall()
+            released = possible = 0
+            for r in rows:
+                if not self._owner_alive(r["owner"], host):
+                    rel, pos = self._close_holds(conn, "id=?", (r["id"],))
+                    released, possible = released + rel, possible + pos
+            expired = self._expire_possible_charges(conn)
+        return OrphanHolds(released=released, possible_charges=possible, expired=expired)
+
+    def release_orphans(self) -> int:
+        """`recover_orphans`, as a count of the holds it dealt with."""
+        return self.recover_orphans().total
+
+    def take_over(self, attempt_ids: Sequence[int]) -> int | None:
+        """A rerun finishes from what these attempts journaled (a saved answer, a submitted job): the newest one
+        becomes this run's call again (its hold kept, or its bill if settled already; no new reservation and no
+        cap check: the money was committed when it went out); the others' open holds are closed, their work
+        billed under that one. Returns its id (None: no such attempt)."""
+        if not attempt_ids:
+            return None
+        marks = ",".join("?" * len(attempt_ids))
+        with self._write() as conn:
+            rows = conn.execute(
+                f"SELECT id, state FROM attempts WHERE id IN ({marks}) ORDER BY id DESC", tuple(attempt_ids)
+            ).fetchall()
+            if not rows:
+                return None
+            keep, rest = rows[0]["id"], [r["id"] for r in rows[1:] if r["state"] != "settled"]
+            if rows[0]["state"] != "settled":
                 conn.execute(
-                    "UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
-                    "error='the process holding this call stopped' WHERE id=?",
-                    (now_ms(), attempt_id),
+                    "UPDATE attempts SET state='reserved', owner=?, outcome=NULL, hold_until=NULL, ended_at=NULL, "
+                    "error_class=NULL, error=NULL WHERE id=?",
+                    (self.owner, keep),
                 )
-        return len(dead)
+            for other in rest:
+                conn.execute(
+                    "UPDATE attempts SET state='released', ended_at=?, outcome=NULL, hold_until=NULL, error=? "
+                    "WHERE id=?",
+                    (now_ms(), f"resumed and billed under attempt {keep}", other),
+                )
+            return int(keep)
 
     def _owner_alive(self, owner: str | None, host: str | None = None) -> bool:
         """Owners are `host:pid:run id[:start ticks]`. Dead: no such pid, a zombie (killed, not yet reaped: common

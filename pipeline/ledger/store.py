@@ -12,7 +12,9 @@ Schema (version in `PRAGMA user_version`, upgraded by `MIGRATIONS` under `BEGIN 
               error_class, error, created_at/updated_at/started_at/finished_at (unix ms)
     attempts  one row per backend call: job_id, backend, state reserved|settled|released,
               reserved_nusd (the hold), cost_nusd (the bill), day, month (UTC), started_at, ended_at,
-              call_ms (the call itself, queueing excluded; v2), error_class, error, usage (JSON), owner
+              call_ms (the call itself, queueing excluded; v2), error_class, error, usage (JSON), owner,
+              call_started_at (the request went out; v3), hosted (a provider that bills what it generates),
+              outcome ('unknown': a possible charge, still holding budget), hold_until (when that hold lapses)
     views     reservations (attempts still holding budget), spend_daily / spend_monthly per backend
     reviews, review_items, review_tags   people's accept/reject decisions and the review page's index (v3;
               reviews.py)
@@ -100,17 +102,24 @@ class Ledger(SpendMixin, ReviewsMixin):
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction: BEGIN IMMEDIATE takes the write lock up front (a deferred transaction that reads
-        and then writes can fail with SQLITE_BUSY at once, ignoring the busy timeout)."""
+        and then writes can fail with SQLITE_BUSY at once, ignoring the busy timeout). `durable`: the commit
+        fsyncs the WAL (synchronous=FULL), so not even a power cut loses it (NORMAL survives a killed process)."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        if durable:
+            conn.execute("PRAGMA synchronous=FULL")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
         with self._conns_lock:
@@ -163,10 +172,22 @@ class Ledger(SpendMixin, ReviewsMixin):
         return row[0] if row else None
 
     def claim(
-        self, job_id: str, key: str, request_hash: str, *, retry_failed: bool = False, rerun: bool = False
+        self,
+        job_id: str,
+        key: str,
+        request_hash: str,
+        *,
+        retry_failed: bool = False,
+        rerun: bool = False,
+        paid_on_disk: bool = False,
     ) -> Claim:
         """Register the job if new, and take it (status `running`, owned by this ledger's owner) if it should
-        run now. `rerun` takes a `done` job again (its outputs were found missing or changed on disk)."""
+        run now. `rerun` takes a `done` job again (its outputs were found missing or changed on disk).
+
+        A job left `running` by a dead process counts a crash only if a call of it was in flight (started, not
+        settled) when the process died; one merely queued does not. Past `MAX_CRASH_RESTARTS` crashes it fails
+        (not retried automatically), unless `paid_on_disk`: a verified result or a journaled answer is on disk,
+        so finishing it costs nothing; such a job is taken even if an earlier run failed it."""
         t = now_ms()
         with self._write() as conn:
             other = conn.execute("SELECT * FROM jobs WHERE idempotency_key=?", (key,)).fetchone()
@@ -197,15 +218,20 @@ class Ledger(SpendMixin, ReviewsMixin):
             recovered = False
             if rec.status == "done" and not rerun:
                 return Claim("done", rec)
-            if rec.status == "failed" and not retry_failed:
+            if rec.status == "failed" and not (retry_failed or paid_on_disk):
                 return Claim("failed", rec)
             if rec.status == "running":
                 if rec.owner == self.owner or self._owner_alive(rec.owner):
                     return Claim("busy", rec)
                 recovered = True
-                crashes = rec.crashes + 1
-                self._release_job_holds(conn, job_id)
-                if crashes > self.MAX_CRASH_RESTARTS and not retry_failed:
+                self._release_job_holds(conn, job_id)  # (or `recover_orphans` did, at the start of this run)
+                in_flight = conn.execute(  # a call of the dead run, cut off by its death after it went out
+                    "SELECT 1 FROM attempts WHERE job_id=? AND owner=? AND call_started_at IS NOT NULL "
+                    "AND error_class='Interrupted' LIMIT 1",
+                    (job_id, rec.owner),
+                ).fetchone()
+                crashes = rec.crashes + (1 if in_flight and not paid_on_disk else 0)
+                if crashes > self.MAX_CRASH_RESTARTS and not (retry_failed or paid_on_disk):
                     msg = (
                         f"interrupted by a crash {crashes} times; not retried again automatically "
                         "(rerun with --retry-failed)"
@@ -239,11 +265,8 @@ class Ledger(SpendMixin, ReviewsMixin):
         return JobRecord.from_row(conn.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     def _release_job_holds(self, conn: sqlite3.Connection, job_id: str) -> None:
-        conn.execute(
-            "UPDATE attempts SET state='released', ended_at=?, error_class='Interrupted', "
-            "error='the process holding this call stopped' WHERE job_id=? AND state='reserved'",
-            (now_ms(), job_id),
-        )
+        """The job's open holds, whose calls will not report back: released, or possible charges (spend.py)."""
+        self._close_holds(conn, "job_id=?", (job_id,))
 
     def complete(
         self,
@@ -288,16 +311,24 @@ class Ledger(SpendMixin, ReviewsMixin):
         outputs: Sequence[dict[str, str]],
         cost: Decimal,
         usage: dict[str, Any] | None = None,
+        attempt_id: int | None = None,
     ) -> None:
         """A crash came after the outputs were written but before `complete`: bill the call that made them
-        (its hold, or a new settled row) and mark the job done, so it is neither lost nor paid twice."""
+        (`attempt_id` as result.json names it, else the job's latest open call on `backend`, else a new settled
+        row) and mark the job done, so it is neither lost nor paid twice."""
         t = now_ms()
         with self._write() as conn:
             row = conn.execute(
-                "SELECT id FROM attempts WHERE job_id=? AND backend=? AND state IN "
-                "('reserved','released') AND error_class IS NOT 'RateLimited' ORDER BY id DESC LIMIT 1",
-                (job_id, backend),
+                "SELECT id FROM attempts WHERE id=? AND job_id=? AND state!='settled'", (attempt_id, job_id)
             ).fetchone()
+            row = (
+                row
+                or conn.execute(
+                    "SELECT id FROM attempts WHERE job_id=? AND backend=? AND state IN "
+                    "('reserved','released') AND error_class IS NOT 'RateLimited' ORDER BY id DESC LIMIT 1",
+                    (job_id, backend),
+                ).fetchone()
+            )
             if row is not None:
                 self._settle(conn, row["id"], cost, usage, None)
             else:

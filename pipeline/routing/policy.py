@@ -7,6 +7,7 @@
     rules:         ordered; `when:` conditions -> exactly one of use / prefer / avoid
     objective:     cheapest (meeting min_quality) | best_quality (under max_cost_per_image)
     budgets:       per backend and period (day | month): limit_usd, on_exhausted: stop | {overflow_to: name}
+    unknown_outcome_hold: how long a call of unknown outcome holds budget: until_period_end (default) | 24h ...
     volume_shift:  past N jobs or $X this period on some backends, eligible work goes to `to`
     fallbacks:     name -> [names], tried in order when the chosen backend is unavailable
 
@@ -40,6 +41,9 @@ from pipeline.routing.rules import When
 Hosting = Literal["api", "self-hosted"]
 KIND_HOSTING: dict[str, Hosting] = {"openai": "api", "sdxl": "self-hosted", "function": "api"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+UNTIL_PERIOD_END = "until_period_end"
+_HOLD = re.compile(r"^(\d+(?:\.\d+)?)(m|h|d)$")
+_HOLD_UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 
 
 class _Strict(BaseModel):
@@ -198,6 +202,10 @@ class Policy(_Strict):
     budgets: tuple[Budget, ...] = ()
     volume_shift: tuple[VolumeShift, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # A call of unknown outcome (in flight when its run was killed, or sent and never answered) may have been
+    # billed: its hold counts against budgets as a possible charge until resolved, or for this long:
+    # until_period_end (the day and month it was made in), or a duration (90m, 24h, 7d). docs/crash-safety.md
+    unknown_outcome_hold: str = UNTIL_PERIOD_END
     ray: RaySettings | None = None  # where self-hosted work runs with `--executor ray` (pipeline.routing.ray_section)
     source: str | None = None  # the file it came from (set by the loader)
 
@@ -210,6 +218,19 @@ class Policy(_Strict):
     @classmethod
     def _single_fallback(cls, v: Any) -> Any:
         return {k: ([x] if isinstance(x, str) else x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("unknown_outcome_hold")
+    @classmethod
+    def _hold(cls, v: str) -> str:
+        if v == UNTIL_PERIOD_END or _HOLD.match(v):
+            return v
+        raise ValueError(f"{UNTIL_PERIOD_END}, or a duration such as 90m, 24h or 7d")
+
+    @property
+    def unknown_outcome_hold_s(self) -> float | None:
+        """Seconds a possible charge holds budget; None: until its day and month end."""
+        m = _HOLD.match(self.unknown_outcome_hold)
+        return None if m is None else float(m.group(1)) * _HOLD_UNIT_S[m.group(2)]
 
     def score(self, backend: str, quality: str) -> float:
         return self.quality[backend].for_tier(quality)

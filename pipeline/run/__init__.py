@@ -1,16 +1,20 @@
 """Running jobs: each job executed exactly once (idempotency, ledger holds, retries, fallbacks), by an
-executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, stored
-results for reruns, progress and the end-of-run report; `preflight.py` checks everything local (output folder,
-disk space, ledger) before the first paid call.
+executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, call journals
+(what a crash left paid for, so a rerun finishes instead of paying again), stored results for reruns, progress
+and the end-of-run report; `preflight.py` checks everything local (output folder, disk space, ledger) before the
+first paid call.
 
 `run_batch` (runner.py) runs a manifest; `execute_job` (execute.py) runs one job, also for the server and the
-eval. Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster
-wing and is named here only by string, in `EXECUTORS`."""
+eval, with an `ExecContext` and giving an `Outcome` (context.py); journal.py keeps each job's call journal.
+Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster wing and is
+named here only by string, in `EXECUTORS`."""
 
 from pipeline.run.batching import BatchingPool, can_batch
-from pipeline.run.execute import ExecContext, Outcome, RetryPolicy, execute_job
+from pipeline.run.context import ExecContext, Outcome, RetryPolicy
+from pipeline.run.execute import execute_job
 from pipeline.run.executors import DEFAULT_BATCH_LINGER_S, EXECUTORS, Executor, LocalExecutor, create_executor
-from pipeline.run.files import atomic_write_bytes, sha256_file, write_files
+from pipeline.run.files import atomic_write_bytes, remove_stale_temps, sha256_file, write_files
+from pipeline.run.journal import AttemptJournal, JournalStore, Pending
 from pipeline.run.preflight import (
     check_disk_space,
     check_existing_outputs,
@@ -21,19 +25,22 @@ from pipeline.run.preflight import (
 from pipeline.run.progress import NotesOnly, NullProgress, RichProgress, Tally
 from pipeline.run.report import build_report, render, to_csv, to_json
 from pipeline.run.results import RESULT_FILE, job_key, materialize
-from pipeline.run.runner import RunResult, budget_caps, run_batch
+from pipeline.run.runner import RunResult, budget_caps, hosted_by, run_batch
 
 __all__ = [
     "DEFAULT_BATCH_LINGER_S",
     "EXECUTORS",
     "RESULT_FILE",
+    "AttemptJournal",
     "BatchingPool",
     "ExecContext",
     "Executor",
+    "JournalStore",
     "LocalExecutor",
     "NotesOnly",
     "NullProgress",
     "Outcome",
+    "Pending",
     "RetryPolicy",
     "RichProgress",
     "RunResult",
@@ -47,10 +54,12 @@ __all__ = [
     "can_batch",
     "create_executor",
     "execute_job",
+    "hosted_by",
     "job_key",
     "materialize",
     "open_ledger",
     "output_bytes_bound",
+    "remove_stale_temps",
     "render",
     "run_batch",
     "sha256_file",

@@ -7,6 +7,7 @@ a worker takes the oldest queued job, gathers queued jobs with the same key (in 
 keys keep their place) up to `max_batch`, and waits at most `linger_s` for partners when it has fewer, so a
 lone job is barely delayed while a busy queue fills whole calls. Every job keeps its own future: the caller
 (`pipeline.run.execute`) reserves, settles, retries and falls back per job, exactly as for a call of its own.
+Each job's journal (if given) hears `started()` when the call that carries it begins, not while it waits.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import EditRequest, EditResult
+from backends.journal import takes_journal
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class _Queued:
     request: EditRequest
     key: Hashable | None
     future: Future
+    journal: Any = None  # the job's AttemptJournal (pipeline.run.journal), if the caller keeps one
 
 
 class BatchingPool:
@@ -63,7 +66,7 @@ class BatchingPool:
         for t in self._threads:
             t.start()
 
-    def submit(self, request: EditRequest) -> Future[EditResult]:
+    def submit(self, request: EditRequest, *, journal: Any = None) -> Future[EditResult]:
         try:
             key = self.backend.batch_key(request)
         except Exception:  # a key the backend cannot compute: run alone, and let edit() name the problem
@@ -73,7 +76,7 @@ class BatchingPool:
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"executor for {self.name!r} is closed")
-            self._queue.append(_Queued(request, key, future))
+            self._queue.append(_Queued(request, key, future, journal))
             self._cond.notify_all()
         return future
 
@@ -113,9 +116,12 @@ class BatchingPool:
         try:
             if self.before_call is not None:
                 self.before_call()
+            for q in group:
+                if q.journal is not None:
+                    q.journal.started(will_save=len(group) == 1 and takes_journal(self.backend))
             self.calls.append(len(group))
             if len(group) == 1:  # exactly what a call of its own does
-                outcomes: list[Any] = [self.backend.edit(group[0].request)]
+                outcomes: list[Any] = [_edit(self.backend, group[0])]
             else:
                 outcomes = list(self.backend.edit_batch([q.request for q in group]))
         except BaseException as exc:  # edit() errors, or a batch call that broke as a whole
@@ -146,3 +152,9 @@ class BatchingPool:
             for t in self._threads:
                 if t is not threading.current_thread():
                     t.join()
+
+
+def _edit(backend: Any, queued: _Queued) -> Any:
+    if queued.journal is not None and takes_journal(backend):
+        return backend.edit(queued.request, journal=queued.journal)
+    return backend.edit(queued.request)

@@ -11,9 +11,10 @@ Steps, each recorded in the ledger:
 1. Idempotency. The key is `job_key(job)` (sha256 of image/mask bytes, prompt, options, seed, pinned backend;
    `ctx.idempotency_key` overrides the key, e.g. from an `Idempotency-Key` header). If the ledger has the
    key done and `DIR/<job id>/result.json` lists outputs that exist with their recorded sha256, the stored
-   result is returned (`reused=True`) and no backend is called, nor the router. A job whose result reached
-   disk before a crash is adopted the same way (billed once, marked done). Same inputs under another job id:
-   `duplicate_of` names the first job.
+   result is returned (`reused=True`) and no backend is called, nor the router. A result that reached disk
+   before a crash and verifies (hashes match, images decode) is adopted the same way, whatever the job's crash
+   count (billed once, marked done). Same inputs under another job id: `duplicate_of` names the first job.
+   Taking the job clears the temp files a killed writer left in its folder.
 2. Materialize: bytes read and pixels decoded; a corrupt image fails here as `InvalidRequest`, no spend.
 3. Route (if `decision` is a callable) and run: for the chosen backend, then each of `decision.fallbacks`,
    reserve the estimate in the ledger under `ctx.caps_for(backend)` (a failed hold moves to the next
@@ -23,10 +24,16 @@ Steps, each recorded in the ledger:
    run calls a backend no more after its first `BackendMisconfigured`); `InvalidRequest` and
    `ContentRejected` fail the job at once (the latter falls back only with `ctx.fallback_on_rejected`).
    `ctx.stop` (a threading.Event, set on Ctrl-C) stops before the next call: the job is marked interrupted.
+   Each call gets a journal (`pipeline.run.journal`): the executor records durably that the call is going out,
+   and a resumable backend saves what it was paid for (the raw answer, an async job id) before using it. A
+   rerun finishes from a journal first, on the backend that saved it, under that call's budget hold (no new
+   reservation, no second payment). A call that went out and never answered (`OutcomeUnknown`) keeps its hold
+   as a possible charge; a failed call that was billed all the same (`EditError.spent_usd`) is settled at that.
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
    `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
    file; what was asked: prompt, tier, input paths), each to a temp name, fsynced and renamed, result.json last,
-   then ONE fsync of the job's folder (`pipeline.run.files.write_files`), all BEFORE the ledger says done.
+   then ONE fsync of the job's folder (`pipeline.run.files.write_files`), all BEFORE the ledger says done; then
+   the job's journal is cleared.
 """
 
 from __future__ import annotations
@@ -34,20 +41,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from backends.base import EditBackend, EditRequest, EditResult
+from backends.base import EditRequest, EditResult
 from backends.errors import (
     BackendMisconfigured,
     BackendUnavailable,
@@ -55,73 +61,21 @@ from backends.errors import (
     ContentRejected,
     EditError,
     InvalidRequest,
+    OutcomeUnknown,
     RateLimited,
 )
 from pipeline.jobs import Job
-from pipeline.ledger import BudgetCap, Ledger
+from pipeline.ledger import Ledger
 from pipeline.routing import Decision
-from pipeline.run.executors import Executor
+from pipeline.run.context import ExecContext, Outcome
 from pipeline.run.files import write_files
+from pipeline.run.journal import Pending
 from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
 
 log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
 _SAFE_ARTIFACT = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
-
-OutcomeStatus = Literal["done", "failed", "skipped", "interrupted"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_rate_limited: int = 6  # RateLimited retries per backend before moving to the next fallback
-    base_delay_s: float = 0.5
-    max_delay_s: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay_s)
-        return min(self.base_delay_s * 2**attempt, self.max_delay_s) * (0.5 + random.random() / 2)
-
-
-@dataclass
-class ExecContext:
-    ledger: Ledger
-    executor: Executor
-    out_dir: Path
-    backends: Mapping[str, EditBackend]  # for estimates on fallbacks (calls go through `executor`)
-    caps_for: Callable[[str], Sequence[BudgetCap]] = lambda name: ()
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    retry_failed: bool = False
-    fallback_on_rejected: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
-    idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
-    # A batch run stops calling a backend after its first BackendMisconfigured (no key, missing model): the
-    # rest of the run goes straight to fallbacks instead of failing the same way per job. name -> message.
-    skip_misconfigured: bool = False
-    misconfigured: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    job_id: str
-    status: OutcomeStatus  # skipped: failed before and not retried, or running elsewhere
-    backend: str | None = None
-    cost: Decimal = Decimal(0)  # billed for this job (for a reused result: what it cost when it ran)
-    outputs: tuple[Path, ...] = ()
-    artifacts: tuple[Path, ...] = ()
-    error: str | None = None
-    error_class: str | None = None
-    reused: bool = False  # the result came from disk; nothing was called
-    duplicate_of: str | None = None
-    attempts: int = 0  # backend calls made now
-    latency_s: float = 0.0
-    result: Mapping[str, Any] | None = None  # the content of result.json, when done
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "done"
-
 
 # ---- stored results ----------------------------------------------------------------------------------
 
@@ -167,8 +121,21 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
     if rec is not None and rec.status == "done" and (data := stored_result(ctx.out_dir, rec.id, key)):
         if rec.id != job.id:
             ledger.record_duplicate(job.id, rec)
+        else:
+            ctx.journals.clear(job.id)  # left by a run that stopped between done and clearing it
         return _reused(job.id, data, ctx.out_dir, duplicate_of=None if rec.id == job.id else rec.id)
-    claim = ledger.claim(job.id, key, request_hash, retry_failed=ctx.retry_failed, rerun=rec is not None)
+    # what a crash may have left paid for on disk: a verified result, or an answer a backend journaled
+    journals = ctx.journals
+    left = stored_result(ctx.out_dir, job.id, key, decode=True) if rec is None or rec.id == job.id else None
+    pending = [p for p in journals.pending(job.id, key) if p.backend in ctx.backends] if left is None else []
+    claim = ledger.claim(
+        job.id,
+        key,
+        request_hash,
+        retry_failed=ctx.retry_failed,
+        rerun=rec is not None,
+        paid_on_disk=left is not None or bool(pending),
+    )
     if claim.action == "duplicate":
         other = claim.record
         if other.status == "done" and (data := stored_result(ctx.out_dir, other.id, key)):
@@ -195,17 +162,21 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
     if claim.action == "done":  # a done row whose files were fine after all (rerun raced) -> reuse
         if data := stored_result(ctx.out_dir, job.id, key):
             return _reused(job.id, data, ctx.out_dir)
-    if claim.record.starts > 1 and (data := stored_result(ctx.out_dir, job.id, key)):
+    if removed := journals.tidy(job.id):  # the job is ours now: no live writer uses its folder
+        log.info("job %s: removed %d temp file(s) a stopped run left", job.id, removed)
+    if left is not None:
         # the outputs reached disk but the process died before the ledger said done: bill once, finish
         ledger.adopt(
             job.id,
-            backend=data["backend"],
-            outputs=data["outputs"],
-            cost=Decimal(data["cost_usd"]),
-            usage=data.get("usage"),
+            backend=left["backend"],
+            outputs=left["outputs"],
+            cost=Decimal(left["cost_usd"]),
+            usage=left.get("usage"),
+            attempt_id=left.get("attempt_id"),
         )
+        journals.clear(job.id)
         log.info("job %s: adopted the result a stopped run left on disk", job.id)
-        return _reused(job.id, data, ctx.out_dir)
+        return _reused(job.id, left, ctx.out_dir)
 
     # 2. materialize: a corrupt image fails here, before any spend
     try:
@@ -221,11 +192,14 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
         ledger.fail(job.id, exc.with_context(job_id=job.id))
         return _failed(job.id, exc, t0)
     ledger.note_plan(job.id, dec.backend, dec.estimate.usd if dec.estimate else None)
-    if dec.backend is None:
+    if dec.backend is None and not pending:
         msg = "no backend may run this job: " + "; ".join(dec.reasons)
         ledger.fail(job.id, msg, error_class="Unroutable")
         return Outcome(job.id, "failed", error=msg, error_class="Unroutable", latency_s=time.perf_counter() - t0)
-    return _run(job, request, key, dec, ctx, t0)
+    outcome = _run(job, request, key, dec, ctx, t0, pending[0] if pending else None)
+    if not outcome.ok:
+        journals.discard_empty(job.id)
+    return outcome
 
 
 def _failed(job_id: str, exc: BaseException, t0: float, backend: str | None = None, attempts: int = 0) -> Outcome:
@@ -249,14 +223,18 @@ def _estimate(dec: Decision, name: str, request: EditRequest, ctx: ExecContext) 
     return ctx.backends[name].estimate(request).usd
 
 
-def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecContext, t0: float) -> Outcome:
+def _run(
+    job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecContext, t0: float, resume: Pending | None
+) -> Outcome:
+    """Call the backends in order until one succeeds. `resume`: a backend that journaled what an earlier run paid
+    for; it goes first, under that call's hold, whatever the route says now."""
     ledger = ctx.ledger
-    candidates = list(dict.fromkeys([dec.backend, *dec.fallbacks]))
+    first = [resume.backend] if resume is not None else []
+    candidates = [n for n in dict.fromkeys([*first, dec.backend, *dec.fallbacks]) if n is not None]
     tried: list[dict[str, Any]] = []
     last: EditError | None = None
     calls = 0
     for name in candidates:
-        assert name is not None
         rate_limited = 0
         while True:
             if ctx.stop.is_set():
@@ -265,9 +243,12 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                 last = BackendMisconfigured(ctx.misconfigured[name], job_id=job.id, backend=name)
                 tried.append(_tried(name, last))
                 break
+            taken = ledger.take_over(resume.attempt_ids) if resume is not None and name == resume.backend else None
+            resume = None  # one go: a retry after this is a call like any other
             try:
-                estimate = _estimate(dec, name, request, ctx)
-                attempt_id = ledger.reserve(job.id, name, estimate, ctx.caps_for(name))
+                attempt_id = taken or ledger.reserve(
+                    job.id, name, _estimate(dec, name, request, ctx), ctx.caps_for(name)
+                )
             except EditError as exc:  # BudgetExceeded, or an estimate the backend refuses
                 last = exc.with_context(job_id=job.id, backend=name)
                 tried.append(_tried(name, exc))
@@ -276,16 +257,29 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                     return _failed(job.id, exc, t0, name, calls)
                 break
             started = time.perf_counter()
-            future = ctx.executor.submit(name, request)
+            journal = ctx.journals.for_call(ledger, job.id, key, name, attempt_id, hosted=ctx.is_hosted(name))
+            future = ctx.executor.submit(name, request, journal=journal)
             if _cancelled_while_queued(future, ctx.stop):
-                ledger.release(attempt_id, "stopped before the call started")
+                if taken:  # the journaled work stays paid for, and still a possible charge
+                    ledger.hold_unknown(attempt_id, "stopped before its journaled work was resumed")
+                else:
+                    ledger.release(attempt_id, "stopped before the call started")
                 return _interrupted(ledger, job.id, name, calls, t0)
             calls += 1
             try:
-                result = future.result()
-            except (RateLimited, BackendUnavailable, BudgetExceeded, InvalidRequest, ContentRejected) as exc:
-                ledger.settle(attempt_id, Decimal(0), error=exc)
+                result = future.result()  # (tries the backend retried after no answer: possible charges too)
+                ledger.add_possible_charges(attempt_id, int(result.extras.get("possible_charges") or 0))
+            except OutcomeUnknown as exc:  # sent, never answered: may be billed; kept as a possible charge
+                ledger.add_possible_charges(attempt_id, exc.possible_charges)
+                ledger.hold_unknown(attempt_id, exc)
                 tried.append(_tried(name, exc))
+                last = exc.with_context(job_id=job.id, backend=name)
+                log.warning("job %s: %s", job.id, last)
+                break
+            except (RateLimited, BackendUnavailable, BudgetExceeded, InvalidRequest, ContentRejected) as exc:
+                ledger.add_possible_charges(attempt_id, exc.possible_charges)
+                ledger.settle(attempt_id, exc.spent_usd or Decimal(0), error=exc)
+                tried.append(_tried(name, exc, exc.spent_usd or Decimal(0)))
                 last = exc.with_context(job_id=job.id, backend=name)
                 if isinstance(exc, RateLimited):
                     if rate_limited >= ctx.retry.max_rate_limited:
@@ -411,6 +405,7 @@ def _finish(
             "background": result.background,
             "reasons": list(dec.reasons),
             "attempts": tried,
+            "attempt_id": attempt_id,  # the ledger's row for the call that made this (adoption bills it)
             "outputs": outputs,
             "artifacts": artifacts,
             "extras": _jsonable(result.extras),
@@ -439,6 +434,7 @@ def _finish(
         call_s=result.timings.get("total_s"),
         model=result.model,
     )
+    ctx.journals.clear(job.id)  # done and durable: nothing left to resume from
     return Outcome(
         job.id,
         "done",

@@ -1,12 +1,16 @@
 """Where backend calls run: the executor seam between deciding (router, ledger) and doing (backend.edit).
 
     class Executor(Protocol):
-        def submit(self, backend: str, request: EditRequest) -> Future[EditResult]: ...
+        def submit(self, backend: str, request: EditRequest, *, journal: AttemptJournal | None = None
+                   ) -> Future[EditResult]: ...
         def close(self) -> None: ...
 
 `request` arrives materialized (bytes loaded, pixels checked, picklable), so an executor may ship it to another
 process or machine; the future resolves to an `EditResult` or raises a `backends.errors.EditError`. Executors
-never touch the ledger or the router: only the driver process writes the ledger.
+never touch the ledger or the router: only the driver process writes the ledger. `journal` (the call's, from
+`pipeline.run.journal`): the executor calls `journal.started()` in the driver right before the call goes out
+(after any queueing and rate limiting: a call still queued when the process dies is no crash and costs
+nothing), and hands it to a backend that takes one (`resumable`, `backends.journal`).
 
 `LocalExecutor` runs calls on threads with a limit per backend: an API backend allows `concurrency` calls in
 flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend runs one call at a time. A backend
@@ -31,8 +35,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from backends.base import EditBackend, EditRequest, EditResult
+from backends.journal import takes_journal
 from pipeline.errors import ConfigError
 from pipeline.run.batching import BatchingPool, can_batch
+from pipeline.run.journal import AttemptJournal
 
 DEFAULT_API_CONCURRENCY = 4
 DEFAULT_BATCH_LINGER_S = 0.05  # how long a lone job may wait for partners (a GPU call takes seconds)
@@ -44,7 +50,9 @@ EXECUTORS: dict[str, str] = {
 
 
 class Executor(Protocol):
-    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]: ...
+    def submit(
+        self, backend: str, request: EditRequest, *, journal: AttemptJournal | None = None
+    ) -> Future[EditResult]: ...
 
     def close(self) -> None: ...
 
@@ -125,24 +133,37 @@ class LocalExecutor:
             for name, lim in self.limits.items()
         )
 
-    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
+    def submit(
+        self, backend: str, request: EditRequest, *, journal: AttemptJournal | None = None
+    ) -> Future[EditResult]:
         try:
             pool = self._pools[backend]
         except KeyError:
             raise ConfigError(f"executor has no backend named {backend!r} (has: {', '.join(self._pools)})") from None
         if isinstance(pool, BatchingPool):
-            return pool.submit(request)
-        return pool.submit(self._call, backend, request)
+            return pool.submit(request, journal=journal)
+        return pool.submit(self._call, backend, request, journal)
 
-    def _call(self, backend: str, request: EditRequest) -> EditResult:
+    def _call(self, backend: str, request: EditRequest, journal: AttemptJournal | None = None) -> EditResult:
         limiter = self._limiters.get(backend)
         if limiter is not None:
             limiter.acquire()
-        return self.backends[backend].edit(request)
+        return call_backend(self.backends[backend], request, journal)
 
     def close(self) -> None:
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def call_backend(backend: EditBackend, request: EditRequest, journal: AttemptJournal | None) -> EditResult:
+    """Say the call is going out (durably), then make it; a resumable backend gets the call's journal."""
+    if journal is None:
+        return backend.edit(request)
+    resumable = takes_journal(backend)
+    journal.started(will_save=resumable)
+    if resumable:
+        return backend.edit(request, journal=journal)  # type: ignore[call-arg]
+    return backend.edit(request)
 
 
 def create_executor(name: str, backends: Mapping[str, EditBackend], **options: Any) -> Executor:

@@ -5,6 +5,8 @@ The ledger may say "done" only after these return, so a crash leaves either no f
 new) instead of one per file: the fsync is most of the pipeline's own per-job cost on a real disk.
 Files get the mode `open()` gives a new file (created 0o666, the kernel applies the umask), not mkstemp's private
 0600, so another user or a web server can read the images as the umask allows.
+A writer killed mid-way leaves only hidden temp files (`.<name>.<12 hex>.tmp`, never a listed output);
+`remove_stale_temps` clears them when the next run takes the job.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 # O_EXCL: a new file or nothing; the 0o666 mode is narrowed by the umask in the kernel, as for open(path, "w")
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")  # what _create_temp makes, and nothing else
 
 
 def _create_temp(folder: Path, name: str) -> tuple[int, Path]:
@@ -45,7 +50,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -78,13 +83,52 @@ def write_files(folder: str | Path, files: Sequence[tuple[str, bytes]]) -> list[
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
     if created:
-        _fsync_dir(folder.parent)  # the new folder's own entry
+        fsync_dir(folder.parent)  # the new folder's own entry
     return digests
 
 
-def _fsync_dir(folder: Path) -> None:
+def write_record(folder: str | Path, name: str, chunks: Sequence[bytes]) -> float:
+    """Write `folder/name` so that it is safe from a killed process as early as possible, and then durable: the
+    chunks go to a temp file that is renamed into place at once (from then on a kill -9 cannot lose it: the
+    kernel holds it), then the file and the folder are fsynced (from then on neither can a power cut). Returns
+    time.perf_counter() at the rename. A power cut between the two may leave the file torn or empty, so its
+    reader must check it (a length and checksum in the content) and treat a torn one as absent."""
+    folder = Path(folder)
+    fd, tmp = _create_temp(folder, name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.replace(tmp, folder / name)
+            visible = time.perf_counter()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+    return visible
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete the temp files a killed writer left in `folder` (only names `_create_temp` makes); how many. Call it
+    only while no live writer can be using the folder (the job is claimed by this run, or done)."""
+    removed = 0
+    try:
+        names = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False) and _TEMP_NAME.match(e.name)]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(Path(folder) / name)
+            removed += 1
+    return removed
+
+
+def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from pipeline.ledger import fmt_usd
-from pipeline.run.execute import Outcome
+from pipeline.run.context import Outcome
 
 
 @dataclass

@@ -4,8 +4,10 @@ were billed (the measured estimate/bill ratio: how far a model's token estimates
 and once people reviewed the outputs (`editroute review`) the cost per accepted edit. As a dict (`build_report`),
 rich tables, JSON or CSV.
 
-`spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress
-or one that was killed; the next run releases a dead run's holds). Budgets count both."""
+`spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress,
+or one that was killed and not yet followed by another run); `unknown_outcome` counts the calls that went out and
+never answered (in flight when a run died, or a lost answer): possible charges, up to their holds. Budgets count
+all three."""
 
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ CSV_COLUMNS = (
     "spend_usd",
     "held_usd",
     "estimate_usd",
+    "unknown_calls",
+    "unknown_usd",
     "p50_s",
     "p95_s",
     "accepted",
@@ -55,6 +59,8 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
             "spend_nusd": 0,
             "held_nusd": 0,
             "estimate_nusd": 0,
+            "unknown_calls": 0,
+            "unknown_nusd": 0,
             "latencies": [],
         }
     )
@@ -73,12 +79,16 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         "IS NOT NULL AND status IN ('done','failed') GROUP BY planned_backend"
     ):
         per[backend]["estimate_nusd"] += est or 0
-    for backend, state, cost, reserved, start, end, call_ms, error_class in conn.execute(
-        "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class FROM attempts"
+    for backend, state, cost, reserved, start, end, call_ms, error_class, outcome in conn.execute(
+        "SELECT backend, state, cost_nusd, reserved_nusd, started_at, ended_at, call_ms, error_class, outcome "
+        "FROM attempts"
     ):
         row = per[backend]
         row["calls"] += state != "released"
-        if state == "reserved":  # a call under way, or left by a run that stopped: held, not (yet) billed
+        if state == "reserved" and outcome == "unknown":  # sent, never answered: a possible charge
+            row["unknown_calls"] += 1
+            row["unknown_nusd"] += reserved
+        elif state == "reserved":  # a call under way, or left by a run that stopped: held, not (yet) billed
             row["held_nusd"] += reserved
         else:
             row["spend_nusd"] += cost
@@ -122,6 +132,8 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
                 "spend_usd": _usd(from_nusd(row["spend_nusd"])),
                 "held_usd": _usd(from_nusd(row["held_nusd"])),
                 "estimate_usd": _usd(from_nusd(row["estimate_nusd"])),
+                "unknown_calls": row["unknown_calls"],
+                "unknown_usd": _usd(from_nusd(row["unknown_nusd"])),
                 "p50_s": _round(percentile(lat, 50)),
                 "p95_s": _round(percentile(lat, 95)),
                 # from `editroute review`: what the judged jobs cost / how many were accepted (None: not reviewed)
@@ -135,6 +147,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
     total_held = sum((Decimal(b["held_usd"]) for b in backends), Decimal(0))
     accepted = sum(r["accepted"] for r in reviewed.values())
     judged_cost = sum((r["judged_cost_usd"] for r in reviewed.values()), Decimal(0))
+    total_unknown = sum((Decimal(b["unknown_usd"]) for b in backends), Decimal(0))
     return {
         "ledger": str(ledger.path),
         "jobs": {
@@ -143,6 +156,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
         },
         "spend_usd": _usd(total_spend),
         "held_usd": _usd(total_held),
+        "unknown_outcome": {"calls": sum(b["unknown_calls"] for b in backends), "up_to_usd": _usd(total_unknown)},
         "estimate_usd": _usd(total_est),
         "backends": backends,
         "models": models,
@@ -200,7 +214,7 @@ def render(report: dict[str, Any], console) -> None:
         f"{fmt_usd(Decimal(report['estimate_usd']))})"
         + (
             f"; {fmt_usd(Decimal(report['held_usd']))} held by calls not settled (a run in progress, or "
-            "one that stopped: the next run releases them)"
+            "one that stopped: the next run settles them)"
             if Decimal(report["held_usd"])
             else ""
         ),
@@ -221,6 +235,14 @@ def render(report: dict[str, Any], console) -> None:
             _secs(b["p95_s"]),
         )
     console.print(table)
+    unknown = report.get("unknown_outcome") or {}
+    if unknown.get("calls"):
+        console.print(
+            f"[yellow]unknown outcome: {unknown['calls']} call(s), up to {fmt_usd(Decimal(unknown['up_to_usd']))}[/] "
+            "(sent, never answered: possibly billed; counted against budgets until resolved or the policy's "
+            "unknown_outcome_hold passes; see docs/crash-safety.md)",
+            highlight=False,
+        )
     if report.get("models"):
         est = Table(title="estimate vs bill per model (paid calls; ratio > 1: estimated high)", title_justify="left")
         for col in ("model", "calls", "estimated", "billed", "estimate/bill"):

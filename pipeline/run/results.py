@@ -2,7 +2,8 @@
 
 `job_key` hashes what decides the output (input bytes, prompt, options, seed, pinned backend; not the id);
 `stored_result` accepts `DIR/<job id>/result.json` only if it names that key and every file it lists is on disk
-with its recorded sha256, so a half-written or stale result is never taken for a done job.
+with its recorded sha256 (and, with `decode=True`, every output image decodes), so a half-written or stale result
+is never taken for a done job.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from backends.base import EditRequest
 from backends.errors import InvalidRequest
@@ -91,14 +94,15 @@ def materialize(request: EditRequest, raw: Sequence[bytes]) -> EditRequest:
     return replace(request, images=tuple(loaded[:n]), mask=mask, markup=markup)
 
 
-def stored_result(out_dir: Path, job_id: str, key: str) -> dict[str, Any] | None:
-    """result.json for this key, if it and every file it lists exist with the recorded sha256."""
+def stored_result(out_dir: Path, job_id: str, key: str, *, decode: bool = False) -> dict[str, Any] | None:
+    """result.json for this key, if it and every file it lists exist with the recorded sha256; with `decode`, each
+    output image must also decode (what a result a crash left behind must show before it is adopted)."""
     path = out_dir / job_id / RESULT_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
-    if data.get("idempotency_key") != key:
+    if not isinstance(data, dict) or data.get("idempotency_key") != key:
         return None
     for entry in [*data.get("outputs", []), *data.get("artifacts", [])]:
         try:
@@ -106,4 +110,15 @@ def stored_result(out_dir: Path, job_id: str, key: str) -> dict[str, Any] | None
                 return None
         except (OSError, KeyError, TypeError):
             return None
+    if decode and not all(_decodes(out_dir / o["path"]) for o in data.get("outputs", [])):
+        return None
     return data
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.load()
+        return True
+    except Exception:  # noqa: BLE001 - any decoder failure means the file is not a whole image
+        return False

@@ -7,8 +7,11 @@
 2. Jobs stream from the manifest through a bounded window of in-flight jobs (twice the executor's capacity),
    so memory stays flat whatever the manifest's length; images are read when their job runs.
 3. Each job goes through `pipeline.run.execute_job` (idempotency, routing with the ledger as spend source,
-   budget holds, retries, fallbacks, atomic outputs). Rerunning skips done jobs whose outputs are intact,
-   `retry_failed` retries failed ones, a job left running by a crash is retried once.
+   budget holds, retries, fallbacks, atomic outputs, call journals). Rerunning skips done jobs whose outputs are
+   intact, finishes jobs from what a crash left paid for on disk, `retry_failed` retries failed ones, and a job
+   whose call a crash cut off is retried once (a job that was only queued does not count). First, the holds of
+   runs that died are settled: calls that never went out are released, hosted calls in flight become possible
+   charges (budgets count them; the policy's `unknown_outcome_hold` says for how long).
 4. `stop` (Ctrl-C) stops taking jobs and lets in-flight calls finish; jobs still waiting to call are marked
    interrupted and resume on the next run. A second Ctrl-C abandons in-flight calls (marked interrupted).
 """
@@ -28,7 +31,8 @@ from pipeline.errors import ConfigError
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
-from pipeline.run.execute import ExecContext, Outcome, execute_job
+from pipeline.run.context import ExecContext, Outcome
+from pipeline.run.execute import execute_job
 from pipeline.run.executors import Executor, create_executor
 from pipeline.run.preflight import check_out_dir, check_run_disk_space, open_ledger
 from pipeline.run.progress import NullProgress, Tally
@@ -63,6 +67,11 @@ def budget_caps(policy: Policy) -> dict[str, list[BudgetCap]]:
     for b in policy.budgets:
         caps.setdefault(b.backend, []).append(BudgetCap(b.backend, b.period, usd=b.limit_usd))
     return caps
+
+
+def hosted_by(policy: Policy):
+    """`ExecContext.hosted` from the policy's `hosting:` (a backend it does not name counts as hosted)."""
+    return lambda name: name not in policy.backends or policy.hosting(name) == "api"
 
 
 class InvalidManifestEntry(Exception):
@@ -106,8 +115,9 @@ def run_batch(
     except ConfigError:
         ledger.close()
         raise
-    if released := ledger.release_orphans():
-        progress.note(f"released {released} budget hold(s) left by a stopped run")
+    ledger.unknown_outcome_hold_s = policy.unknown_outcome_hold_s
+    if (recovered := ledger.recover_orphans()).total:
+        progress.note(recovered.describe())
     record_problems(ledger, problems)
     engine: Executor = create_executor(executor, backends, policy=policy, **dict(executor_options or {}))
     caps = budget_caps(policy)
@@ -120,6 +130,7 @@ def run_batch(
         retry_failed=retry_failed,
         stop=stop or threading.Event(),
         skip_misconfigured=True,
+        hosted=hosted_by(policy),
     )
     router = Router(policy, backends, ledger)
     capacity = getattr(engine, "capacity", lambda: 4)()

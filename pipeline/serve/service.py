@@ -48,7 +48,16 @@ from backends.validation import capability_problems
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
 from pipeline.routing import Decision, Policy, Router, build_backends
-from pipeline.run import ExecContext, LocalExecutor, Outcome, RetryPolicy, budget_caps, execute_job, job_key
+from pipeline.run import (
+    ExecContext,
+    LocalExecutor,
+    Outcome,
+    RetryPolicy,
+    budget_caps,
+    execute_job,
+    hosted_by,
+    job_key,
+)
 from pipeline.serve.metrics import Metrics
 from pipeline.serve.wire import ApiError, ParsedForm, error_for_invalid, error_for_outcome
 
@@ -89,8 +98,8 @@ class _OverrideExecutor:
         self.base = base
         self.own = LocalExecutor(overrides)
 
-    def submit(self, backend: str, request: EditRequest) -> Future[EditResult]:
-        return (self.own if backend in self.own.backends else self.base).submit(backend, request)
+    def submit(self, backend: str, request: EditRequest, *, journal: Any = None) -> Future[EditResult]:
+        return (self.own if backend in self.own.backends else self.base).submit(backend, request, journal=journal)
 
     def close(self) -> None:
         self.own.close()
@@ -121,8 +130,9 @@ class EditService:
         self.out_dir = Path(out_dir)
         self.backends: dict[str, Any] = dict(backends) if backends is not None else build_backends(policy)
         self.ledger = Ledger.in_dir(self.out_dir)
-        if released := self.ledger.release_orphans():
-            log.info("released %d budget hold(s) left by a stopped process", released)
+        self.ledger.unknown_outcome_hold_s = policy.unknown_outcome_hold_s
+        if (recovered := self.ledger.recover_orphans()).total:
+            log.info("holds left by a stopped process: %s", recovered.describe())
         self.executor = LocalExecutor(self.backends)
         caps = budget_caps(policy)
         # A server answers a client that is waiting: wait out at most two short rate limits, then say 429.
@@ -134,6 +144,7 @@ class EditService:
             caps_for=lambda name: caps.get(name, ()),
             retry=retry or RetryPolicy(max_rate_limited=2, max_delay_s=10.0),
             retry_failed=True,
+            hosted=hosted_by(policy),
         )
         self.router = Router(policy, self.backends, self.ledger)
         self.metrics = Metrics()

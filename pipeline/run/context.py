@@ -1,0 +1,83 @@
+"""What `execute_job` works with and hands back: its context (ledger, executor, output folder, budgets, retry
+rules, Ctrl-C, which backends are hosted, the call journals) and the `Outcome` of one job."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from backends.base import EditBackend
+from pipeline.jobs import Job
+from pipeline.ledger import BudgetCap, Ledger
+from pipeline.run.executors import Executor
+from pipeline.run.journal import JournalStore
+
+OutcomeStatus = Literal["done", "failed", "skipped", "interrupted"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_rate_limited: int = 6  # RateLimited retries per backend before moving to the next fallback
+    base_delay_s: float = 0.5
+    max_delay_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay_s)
+        return min(self.base_delay_s * 2**attempt, self.max_delay_s) * (0.5 + random.random() / 2)
+
+
+@dataclass
+class ExecContext:
+    ledger: Ledger
+    executor: Executor
+    out_dir: Path
+    backends: Mapping[str, EditBackend]  # for estimates on fallbacks (calls go through `executor`)
+    caps_for: Callable[[str], Sequence[BudgetCap]] = lambda name: ()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    retry_failed: bool = False
+    fallback_on_rejected: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+    idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
+    # A batch run stops calling a backend after its first BackendMisconfigured (no key, missing model): the
+    # rest of the run goes straight to fallbacks instead of failing the same way per job. name -> message.
+    skip_misconfigured: bool = False
+    misconfigured: dict[str, str] = field(default_factory=dict)
+    # Whether a backend is a hosted service (which bills what it generated even if the answer never reached us):
+    # its calls cut off by a crash are possible charges. Default: every backend that is not GPU-bound.
+    hosted: Callable[[str], bool] | None = None
+
+    def is_hosted(self, name: str) -> bool:
+        if self.hosted is not None:
+            return self.hosted(name)
+        return not getattr(self.backends.get(name), "gpu_bound", False)
+
+    @property
+    def journals(self) -> JournalStore:
+        return JournalStore(self.out_dir)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    status: OutcomeStatus  # skipped: failed before and not retried, or running elsewhere
+    backend: str | None = None
+    cost: Decimal = Decimal(0)  # billed for this job (for a reused result: what it cost when it ran)
+    outputs: tuple[Path, ...] = ()
+    artifacts: tuple[Path, ...] = ()
+    error: str | None = None
+    error_class: str | None = None
+    reused: bool = False  # the result came from disk; nothing was called
+    duplicate_of: str | None = None
+    attempts: int = 0  # backend calls made now
+    latency_s: float = 0.0
+    result: Mapping[str, Any] | None = None  # the content of result.json, when done
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "done"
