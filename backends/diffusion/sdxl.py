@@ -20,7 +20,6 @@ import copy
 import io
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from PIL import Image
 
 from backends import canvas as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.diffusion import speeds
 from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
@@ -41,11 +41,6 @@ from backends.validation import check_request
 __all__ = ["DEFAULT_MODEL", "TIERS", "SDXLInpaintBackend", "Settings", "Tier", "choose_mask"]
 
 log = logging.getLogger(__name__)
-
-# Measured seconds per work unit (guided step x 1024^2 px x image), per (model, device, dtype) this process ran.
-_EMA_WEIGHT = 0.3
-_rates: dict[tuple[str, str, str], float] = {}
-_rates_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,9 +76,27 @@ class _Job:
 
 def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) -> MaskChoice:
     """Which pixels to repaint: the request's mask; else one inferred from the prompt (`mask_inference`);
-    else the whole image (`maskless: img2img`); else refuse."""
+    else the whole image (`maskless: img2img`); else refuse. A given mask with nothing to edit is refused; an
+    all-transparent one is a whole-image edit, run as `maskless: img2img` runs a mask-less job (refused without
+    it: at the tiers' strength the inpainting model would repaint the picture from noise)."""
     if request.mask is not None:
-        return MaskChoice(px.repaint_mask(request.mask.open(), image.size), "given")
+        repaint = px.repaint_mask(request.mask.open(), image.size)
+        area = px.edit_area(repaint)
+        if area == 0.0:
+            raise _nothing_to_edit(request)
+        if area < 1.0:
+            return MaskChoice(repaint, "given")
+        if settings.maskless == "img2img":
+            return MaskChoice(repaint, "img2img")
+        raise InvalidRequest(
+            "mask: every pixel is transparent (a whole-image edit); SDXL inpainting would repaint the picture from "
+            "noise. Set `maskless: img2img` to edit the whole image keeping its structure, or send the job to an "
+            "instruction editor (kind: qwen-edit or flux2-klein) (limit: some opaque pixels on this backend)",
+            field="mask",
+            value=request.mask.name,
+            limit="some opaque pixels on this backend",
+            job_id=request.job_id,
+        )
     if settings.mask_inference is not None:
         ms = settings.mask_inference
         if ms.device == "auto":  # run next to the pipeline
@@ -93,6 +106,17 @@ def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) ->
     if settings.maskless == "img2img":
         return MaskChoice(px.repaint_mask(None, image.size), "img2img")
     raise _maskless_refusal(request)
+
+
+def _nothing_to_edit(request: EditRequest) -> InvalidRequest:
+    return InvalidRequest(
+        "mask: no pixel is fully transparent, so there is nothing to edit (alpha 0 marks the area to change); "
+        "fix the mask (limit: at least one fully transparent pixel)",
+        field="mask",
+        value=request.mask.name if request.mask is not None else None,
+        limit="at least one fully transparent pixel",
+        job_id=request.job_id,
+    )
 
 
 def _maskless_refusal(request: EditRequest) -> InvalidRequest:
@@ -141,9 +165,9 @@ class SDXLInpaintBackend:
         return f"SDXLInpaintBackend(name={self.name!r}, model={self.settings.model!r}, device={self.settings.device!r})"
 
     @property
-    def _rate_key(self) -> tuple[str, str, str]:
+    def _rate_key(self) -> tuple:
         s = self.settings
-        return (s.model, s.device, s.dtype)
+        return ("sdxl", s.model, s.device, s.dtype)
 
     # ---- estimate: settings and header facts only --------------------------------------------------
 
@@ -159,15 +183,12 @@ class SDXLInpaintBackend:
         )
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
         units = work_units(tier, geom.work_size, n)
-        with _rates_lock:
-            measured = _rates.get(self._rate_key)
-        rate = measured if measured is not None else s.seconds_per_step_mp
-        where = "measured in this process" if measured is not None else "configured seconds_per_step_mp"
-        seconds = units * rate
+        speed = speeds.speed_for("sdxl", s, self._rate_key)
+        seconds = units * speed.seconds
         usd = gpu_cost(seconds, s.gpu_cost)
         basis = (
             f"{n} image(s) x {tier.steps_run} steps ({tier_name}{', CFG' if tier.guided else ''}) at "
-            f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {rate:.4g} s ({where}) = "
+            f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {speed.label} = "
             f"{seconds:.2f} GPU-s x {s.gpu_cost.describe()} = ${usd:.5f}"
         )
         return CostEstimate(usd=usd, basis=basis, seconds=seconds)
@@ -387,7 +408,7 @@ class SDXLInpaintBackend:
                 )
         gpu_s = clock["seconds"]
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
-            self._record_rate(gpu_s, work_units(tier, geom.work_size, n_images))
+            speeds.record(self._rate_key, gpu_s, work_units(tier, geom.work_size, n_images))
         return list(output.images), gpu_s, warm_up
 
     def _finish(
@@ -451,14 +472,6 @@ class SDXLInpaintBackend:
             raise  # run_guarded sorts out-of-memory from the rest
         except Exception as exc:  # diffusers' own argument checks etc.: this backend cannot serve it
             raise BackendUnavailable(f"SDXL pipeline failed: {exc.__class__.__name__}: {exc}") from None
-
-    def _record_rate(self, seconds: float, units: float) -> None:
-        if units <= 0 or seconds <= 0:
-            return
-        per_unit = seconds / units
-        with _rates_lock:
-            old = _rates.get(self._rate_key)
-            _rates[self._rate_key] = per_unit if old is None else (1 - _EMA_WEIGHT) * old + _EMA_WEIGHT * per_unit
 
     def close(self) -> None:
         """The loaded pipeline is shared by the process and stays loaded (`runtime.clear_cache()` frees it)."""

@@ -11,12 +11,13 @@ Quality tiers, defaults (`steps` is diffusers' `num_inference_steps`; the pipeli
 
 A policy overrides any of it with `tiers:` (per tier, only the fields it gives).
 
-`seconds_per_step_mp`, the estimate's fallback before anything was measured in this process: seconds per guided
-UNet step per 1024x1024 image, VAE included. 0.11 s comes from huggingface/diffusion-fast on an A100-80GB (bf16 +
-SDPA, 30 steps 1024^2: 3.31 s per image -> 0.110 s/step); an H100 runs ~0.07 s (stable-fast: 14.9 it/s). It is
-a planning figure; measured seconds replace it as soon as this process has run a job.
+Estimates use seconds per guided UNet step per 1024x1024 image (VAE included) for the GPU the settings name
+(`gpu:`, else `gpu_cost: {gpu: ...}`): from configs/gpu_speeds.yaml (published figures, e.g. 0.110 s on an
+A100-80GB from huggingface/diffusion-fast; derived ones for cards without a published figure, labelled so), or
+`seconds_per_step_mp` when set; measured seconds replace either once this process has run a warm job. The
+estimate's basis names the figure, its card and its source.
 
-`gpu_cost` defaults to the A100-80GB list rate in configs/prices.yaml, the same card as that figure.
+`gpu_cost` defaults to the A100-80GB list rate in configs/prices.yaml.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class Settings(StrictModel):
     # run faster per image), 1 on cpu/mps (no faster batched); `auto` counts as CUDA where an NVIDIA driver is.
     max_batch: int = Field(default=None, ge=1, le=64, validate_default=False)  # type: ignore[assignment]
     gpu_cost: GpuCost = Field(default_factory=lambda: GpuCost(gpu="A100-80GB"))
-    seconds_per_step_mp: float = Field(default=0.11, gt=0)
+    gpu: str | None = None  # the card it runs on, for the speed estimate (default: gpu_cost's card)
+    seconds_per_step_mp: float | None = Field(default=None, gt=0)  # overrides the speed table (configs/gpu_speeds)
 
     @field_validator("device")
     @classmethod
