@@ -36,7 +36,13 @@ from pipeline.routing.rules import When
 
 TIERS = ("low", "medium", "high")
 Hosting = Literal["api", "self-hosted"]
-KIND_HOSTING: dict[str, Hosting] = {"openai": "api", "sdxl": "self-hosted", "function": "api"}
+KIND_HOSTING: dict[str, Hosting] = {
+    "openai": "api",
+    "sdxl": "self-hosted",
+    "qwen-edit": "self-hosted",
+    "flux2-klein": "self-hosted",
+    "function": "api",
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
