@@ -250,3 +250,27 @@ def test_planning_needs_no_torch_and_no_model():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_edit_command_runs_klein_from_a_model_directory(tiny_flux2_klein_dir, tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "a.png").write_bytes(image_bytes(96, 64))
+    (tmp_path / "b.png").write_bytes(encode(Image.new("RGB", (64, 64), (0, 90, 200))))
+    args = ["edit", "--backend", "flux2-klein", "--model", str(tiny_flux2_klein_dir), "--device", "cpu"]
+    args += ["--image", str(tmp_path / "a.png"), "--image", str(tmp_path / "b.png"), "--prompt", "put b on a"]
+    assert main([*args, "--seed", "3", "--out", str(tmp_path / "out")]) == 0, capsys.readouterr()
+    assert Image.open(tmp_path / "out" / "0.png").size == (96, 64)
+    assert "flux2-klein" in capsys.readouterr().out
+
+
+def test_edit_command_reaches_qwen_and_refuses_before_loading(tiny_qwen_edit_dir, tmp_path, capsys):
+    from pipeline.cli import main
+
+    (tmp_path / "a.png").write_bytes(image_bytes(64, 64))
+    images = [arg for _ in range(4) for arg in ("--image", str(tmp_path / "a.png"))]
+    args = ["edit", "--backend", "qwen-edit", "--model", str(tiny_qwen_edit_dir), "--device", "cpu", *images]
+    loads = rt.loads
+    assert main([*args, "--prompt", "x", "--out", str(tmp_path / "out")]) == 2
+    assert "at most 3 image(s) on this backend" in capsys.readouterr().err
+    assert rt.loads == loads and not (tmp_path / "out").exists()

@@ -16,7 +16,9 @@ _SETTING_OPTIONS = {"model": "model", "base_url": "base_url", "api_key_file": "a
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("edit", help="run one edit on one backend and write the images", description=__doc__)
-    p.add_argument("--backend", default="openai", metavar="KIND", help="backend kind: openai, sdxl, ...")
+    p.add_argument(
+        "--backend", default="openai", metavar="KIND", help="backend kind: openai, sdxl, qwen-edit, flux2-klein, ..."
+    )
     p.add_argument(
         "--image",
         action="append",
@@ -35,7 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--background", default="auto", choices=BACKGROUNDS)
     p.add_argument("--input-fidelity", choices=INPUT_FIDELITIES)
     p.add_argument("--seed", type=int, help="self-hosted backends only")
-    p.add_argument("--model", help="backend model (e.g. gpt-image-1-mini, or an SDXL checkpoint)")
+    p.add_argument(
+        "--model", help="backend model: e.g. gpt-image-1-mini; a self-hosted hub id or save_pretrained directory"
+    )
     p.add_argument(
         "--base-url", help="OpenAI-compatible API base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
     )
