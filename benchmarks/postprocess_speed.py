@@ -3,10 +3,16 @@ machine, seconds).
 
     python -m benchmarks.postprocess_speed                  # 1024x1024, feather 8
     python -m benchmarks.postprocess_speed --size 2048 --json post.json
+    python -m benchmarks.postprocess_speed --overlap        # + jobs through the local executor, 1 vs 2 host workers
 
 Rows: the feathering's erosion as it was (PIL's 15x15 `MinFilter`, chained) against `canvas.erode` (two separable
 1-D passes, identical bytes: tests/test_canvas_feather.py), then `canvas.paste_back` and PNG / JPEG encoding of one
 output image, each the median of --repeats runs.
+
+`--overlap`: masked --size x --size edits on the tiny FLUX.2 klein stand-in (a 64x64 working size, so the pipeline
+call is short and the paste-back and encoding at full size weigh as they do beside a GPU call) through the local
+executor's pool for the backend, with one host worker (each call waits for the previous job's paste-back and
+encoding) and with the backend's `host_workers` (the next call runs while the last job is post-processed).
 """
 
 from __future__ import annotations
@@ -55,12 +61,65 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return round(1000 * statistics.median(times), 2)
 
 
+def overlap(size: int, jobs: int, model_dir: Path | None, torch_threads: int) -> dict[str, float]:
+    """Wall seconds per job through the local executor with 1 host worker and with the backend's own number."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(torch_threads)  # the stand-in's "device"; the other cores are the host's, as beside a GPU
+    from backends.base import EditRequest
+    from backends.images import InputImage
+    from backends.registry import create_backend
+    from backends.standins.tiny_flux2_klein import build_tiny_flux2_klein
+    from pipeline.run.executors import BackendLimits, LocalExecutor
+
+    model = model_dir or build_tiny_flux2_klein(Path(tempfile.mkdtemp(prefix="editroute-klein-")) / "pipeline")
+    tiers = {name: {"steps": 2} for name in ("low", "medium", "high")}
+    backend = create_backend(
+        "flux2-klein",
+        "klein",
+        {"model": str(model), "device": "cpu", "target_megapixels": 64 * 64 / 1024**2, "tiers": tiers},
+    )
+    canvas, _, repaint = inputs(size)
+    alpha = Image.fromarray(np.where(np.asarray(repaint) > 0, 0, 255).astype(np.uint8), "L")
+    mask = Image.new("RGBA", (size, size))
+    mask.putalpha(alpha)
+    png = {name: px.encode(img, "png") for name, img in (("image", canvas), ("mask", mask))}
+    request = EditRequest(
+        prompt="a red leather armchair",
+        images=(InputImage.from_bytes(png["image"], "in.png"),),
+        mask=InputImage.from_bytes(png["mask"], "mask.png", field="mask"),
+        seed=1,
+    ).materialized()
+    backend.edit(request)  # load and warm up
+    out = {}
+    for workers in sorted({1, backend.host_workers}):
+        executor = LocalExecutor({"klein": backend}, {"klein": BackendLimits(concurrency=workers)})
+        start = time.perf_counter()
+        futures = [executor.submit("klein", request) for _ in range(jobs)]
+        results = [f.result() for f in futures]
+        out[f"{workers} host worker(s)"] = (time.perf_counter() - start) / jobs
+        executor.close()
+        gpu = statistics.mean(r.usage.gpu_seconds for r in results)
+        post = statistics.mean(r.timings["postprocess_s"] for r in results)
+        out[f"{workers} host worker(s): pipeline call"] = gpu
+        out[f"{workers} host worker(s): paste-back + encode"] = post
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.postprocess_speed", description=__doc__)
     p.add_argument("--size", type=int, default=1024, help="square edge in pixels (default 1024)")
     p.add_argument("--feather", type=int, default=8, help="feather_px (the backends' default: 8)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--overlap", action="store_true", help="also time jobs through the executor, 1 vs 2 host workers")
+    p.add_argument("--jobs", type=int, default=12, help="jobs per --overlap row")
+    p.add_argument("--model", type=Path, default=None, help="tiny klein directory for --overlap (default: build one)")
+    p.add_argument(
+        "--torch-threads", type=int, default=1, help="cores the stand-in pipeline may use in --overlap (default 1)"
+    )
     args = p.parse_args(argv)
     canvas, generated, mask = inputs(args.size)
     hard = np.asarray(mask)
@@ -84,8 +143,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, ms in rows.items():
         print(f"| {name} | {ms} |")
     print(f"\nerosion speed-up: {old / new:.0f}x (identical bytes)")
+    report: dict = {"size": args.size, "date": when, "ms": rows}
+    if args.overlap:
+        report["overlap_s_per_job"] = times = overlap(args.size, args.jobs, args.model, args.torch_threads)
+        print(
+            f"\n{args.jobs} masked {args.size}x{args.size} edits, tiny FLUX.2 klein (64x64 working size, "
+            f"{args.torch_threads} torch thread(s)):\n"
+        )
+        print("| workers | s per job (wall) |\n|---|---:|")
+        for name, seconds in times.items():
+            print(f"| {name} | {seconds:.3f} |")
+        walls = [v for k, v in times.items() if k.endswith("worker(s)")]
+        if len(walls) == 2:
+            print(f"\nwall per job: {walls[0]:.3f} s -> {walls[1]:.3f} s ({walls[0] / walls[1]:.2f}x)")
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "date": when, "ms": rows}, indent=2), encoding="utf-8")
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
 
 

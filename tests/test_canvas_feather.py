@@ -68,9 +68,10 @@ def test_edit_area_says_when_a_mask_has_nothing_to_edit():
     assert px.edit_area(half) == 0.5
 
 
-def test_postprocess_benchmark_runs_and_reports_the_speed_up():
+def test_postprocess_benchmark_runs_and_reports_the_speed_up(tiny_flux2_klein_dir):
+    args = ["--size", "256", "--repeats", "1", "--overlap", "--jobs", "2", "--model", str(tiny_flux2_klein_dir)]
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.postprocess_speed", "--size", "256", "--repeats", "1"],
+        [sys.executable, "-m", "benchmarks.postprocess_speed", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -78,3 +79,4 @@ def test_postprocess_benchmark_runs_and_reports_the_speed_up():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "erosion speed-up:" in out.stdout and "| encode png |" in out.stdout
+    assert "| 2 host worker(s) |" in out.stdout and "wall per job:" in out.stdout

@@ -139,7 +139,8 @@ def work_units(tier: Tier, work_size: tuple[int, int], n: int) -> float:
 
 class SDXLInpaintBackend:
     Settings = Settings
-    gpu_bound = True  # one call at a time per backend in the local executor; Ray actors by default
+    gpu_bound = True  # pipeline calls one at a time (the device lock); Ray actors by default
+    host_workers = 2  # local executor threads: one in the pipeline call, one pasting back / encoding the last one
 
     def __init__(self, name: str = "sdxl", settings: Settings | None = None) -> None:
         self.name = name
