@@ -54,15 +54,27 @@ def need(ckpt: Checkpoint, *, dtype: str = "bf16", offload: str = "none", fp8: b
     )
 
 
-def table_rows(ckpt: Checkpoint) -> list[tuple[str, float]]:
-    """The documented options and what each needs (docs/self-hosted-diffusion.md prints these)."""
-    rows = []
-    for label, kw in (
-        ("bf16", {}),
-        ("bf16, offload: model", {"offload": "model"}),
-        ("fp8: true", {"fp8": True}),
-        ("fp8: true, offload: model", {"fp8": True, "offload": "model"}),
-        ("offload: sequential", {"offload": "sequential"}),
-    ):
-        rows.append((label, need(ckpt, **kw).gib))  # type: ignore[arg-type]
-    return rows
+OPTIONS: tuple[tuple[str, dict], ...] = (
+    ("defaults", {}),
+    ("fp8: true", {"fp8": True}),
+    ("offload: model", {"offload": "model"}),
+    ("fp8: true, offload: model", {"fp8": True, "offload": "model"}),
+    ("offload: sequential", {"offload": "sequential"}),
+)
+
+
+def table_rows(ckpt: Checkpoint, dtype: str = "bf16", fp8: bool = True) -> list[tuple[str, float]]:
+    """The documented options and what each needs (docs/self-hosted-diffusion.md lists these)."""
+    return [
+        (label, need(ckpt, dtype=dtype, **kw).gib)  # type: ignore[arg-type]
+        for label, kw in OPTIONS
+        if fp8 or not kw.get("fp8")
+    ]
+
+
+def lightest_fit(ckpt: Checkpoint, vram_gib: float, dtype: str = "bf16", fp8: bool = True) -> str | None:
+    """The first option (fastest first) whose need fits in `vram_gib`; None when none does."""
+    for label, gib in table_rows(ckpt, dtype, fp8):
+        if gib <= vram_gib:
+            return label
+    return None

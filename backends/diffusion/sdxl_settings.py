@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from backends.diffusion.memory import Checkpoint, MemoryNeed, need
 from backends.diffusion.runtime import PipelineFamily
 from backends.diffusion.sdxl_loading import SDXL_PIPELINE
 from backends.diffusion.settings import Dtype, Offload, StrictModel, check_device, default_max_batch
@@ -34,6 +35,12 @@ from backends.pricing import GpuCost
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 TIER_NAMES = ("low", "medium", "high")
+SDXL_INPAINT = Checkpoint(  # parameter counts of the checkpoint's configs (benchmarks/sdxl_arch.py)
+    name="SDXL inpainting (2.6B UNet)",
+    params_b={"unet": 2.567, "text_encoder": 0.123, "text_encoder_2": 0.695, "vae": 0.084},
+    denoiser="unet",
+    activations_gib=2.5,  # 1024^2, CFG batch 2, one image; VAE decode in fp16 (estimate)
+)
 
 
 class Tier(StrictModel):
@@ -157,6 +164,12 @@ class Settings(StrictModel):
     def tier(self, quality: str) -> tuple[str, Tier]:
         name = self.auto_quality if quality == "auto" else quality
         return name, self.tiers[name]
+
+    def checkpoint(self) -> Checkpoint:
+        return SDXL_INPAINT
+
+    def memory_need(self) -> MemoryNeed:
+        return need(SDXL_INPAINT, dtype="fp16" if self.dtype == "auto" else self.dtype, offload=self.offload)
 
     def cache_key(self) -> tuple:
         """What makes two loaded pipelines different: backends with equal keys share one."""
