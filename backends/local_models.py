@@ -20,7 +20,7 @@ from backends.errors import BackendMisconfigured
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "editroute[sdxl]"'
+INSTALL_HINT = 'pip install "editroute[diffusion]"'
 
 
 def import_torch() -> Any:
