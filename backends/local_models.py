@@ -160,6 +160,10 @@ class LoadedModel:
 
 _models: dict[tuple[str, str, str], LoadedModel] = {}
 _models_lock = threading.Lock()
+# One model load at a time in the process: transformers/diffusers load through accelerate's `init_empty_weights`,
+# which patches `nn.Module.register_parameter` globally, so a model built on another thread meanwhile (e.g. a
+# mask model next to a diffusion pipeline) would get its parameters on the `meta` device.
+LOAD_LOCK = threading.RLock()
 loads = 0  # from_pretrained calls in this process (tests check the cache)
 
 
@@ -193,8 +197,9 @@ def load_pretrained(
             if local and not Path(source).is_dir():
                 raise FileNotFoundError("no such directory")
             loads += 1
-            model = getattr(transformers, model_class).from_pretrained(source)
-            processor = getattr(transformers, processor_class).from_pretrained(source)
+            with LOAD_LOCK:
+                model = getattr(transformers, model_class).from_pretrained(source)
+                processor = getattr(transformers, processor_class).from_pretrained(source)
         except Exception as exc:  # OSError (not cached, offline), bad config, wrong class
             first = str(exc).splitlines()[0].rstrip(".") if str(exc) else exc.__class__.__name__
             raise BackendMisconfigured(f"cannot load {what} {model_id!r} from {where}: {first}. {fix}") from None

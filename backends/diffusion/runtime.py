@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 from backends.errors import BackendMisconfigured, BackendUnavailable
 from backends.local_models import (
     INSTALL_HINT,
+    LOAD_LOCK,
     hf_cache_dir,
     import_torch,
     is_local_model,
@@ -181,7 +182,7 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
     start = time.perf_counter()
     try:
         # newer diffusers renamed torch_dtype -> dtype; older ones only know this
-        with warnings.catch_warnings(), quiet_progress():
+        with LOAD_LOCK, warnings.catch_warnings(), quiet_progress():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = getattr(diffusers, class_name).from_pretrained(
                 model, torch_dtype=getattr(torch, DTYPES[dtype]), variant=settings.variant
@@ -200,7 +201,8 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
             f"cannot load {family.name} model {model!r}: {str(exc).splitlines()[0]}{where}"
         ) from None
     loads += 1
-    loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
+    with LOAD_LOCK:  # adapters (LoRA, IP-Adapter's image encoder) are model loads too
+        loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
     loaded.load_s = time.perf_counter() - start
     log.info(
         "loaded %s %s on %s (%s%s) in %.1fs",
