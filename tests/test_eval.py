@@ -294,7 +294,14 @@ def test_function_backend_capabilities_are_used(sample):
 
 
 def test_cli_stand_ins_eval_a_shipped_policy_offline(
-    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch
+    tmp_path,
+    tiny_sdxl_dir,
+    tiny_clipseg_dir,
+    tiny_clip_dir,
+    tiny_qwen_edit_dir,
+    tiny_flux2_klein_dir,
+    capsys,
+    monkeypatch,
 ):
     """`editroute eval --stand-ins` on example jobs under the shipped cost-first policy: the API stand-in, tiny
     SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes loads into a policy."""
@@ -308,6 +315,10 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     (cache / f"tiny-sdxl-v{tiny_sdxl.STANDIN_VERSION}").symlink_to(tiny_sdxl_dir)
     (cache / f"tiny-clipseg-v{tiny_clip.STANDIN_VERSION}").symlink_to(tiny_clipseg_dir)
     (cache / f"tiny-clip-v{tiny_clip.STANDIN_VERSION}").symlink_to(tiny_clip_dir)
+    from backends.standins import tiny_flux2_klein, tiny_qwen_edit
+
+    (cache / f"tiny-qwen-edit-r{tiny_qwen_edit.RECIPE}").symlink_to(tiny_qwen_edit_dir)
+    (cache / f"tiny-flux2-klein-r{tiny_flux2_klein.RECIPE}").symlink_to(tiny_flux2_klein_dir)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache.parent))
     lines = [json.loads(line) for line in (ROOT / "examples" / "ecommerce.jsonl").read_text().splitlines()]
     sample = [e for e in lines if e["id"] in ("ecom-mug", "ecom-shoe-nomask")]
@@ -328,11 +339,11 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     use_it = next(line for line in printed.out.splitlines() if line.startswith("use it: add `quality_file: "))
     include = use_it.split("`")[1]  # what to paste into a policy, wherever that policy lives
     rows = {(r["job"], r["backend"]): r for r in csv.DictReader((out / "eval.csv").open())}
-    assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
+    assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 10  # 2 jobs x 5 backends
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
     block = yaml.safe_load((out / "quality.yaml").read_text())["quality"]
-    assert set(block) == {"api-mini", "api", "sdxl-local"}
+    assert set(block) == {"api-mini", "api", "sdxl-local", "klein-local", "qwen-local"}
     (tmp_path / "policies").mkdir()
     mine = tmp_path / "policies" / "mine.yaml"
     mine.write_text(policy.read_text() + include + "\n")
