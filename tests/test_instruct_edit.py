@@ -274,3 +274,17 @@ def test_edit_command_reaches_qwen_and_refuses_before_loading(tiny_qwen_edit_dir
     assert main([*args, "--prompt", "x", "--out", str(tmp_path / "out")]) == 2
     assert "at most 3 image(s) on this backend" in capsys.readouterr().err
     assert rt.loads == loads and not (tmp_path / "out").exists()
+
+
+def test_an_attention_backend_stays_with_its_own_pipeline(tiny_flux2_klein_dir):
+    """diffusers makes a model's attention backend the process default: a backend that asks for one (here cuDNN,
+    which a CPU cannot run) must not switch every other pipeline in the process to it."""
+    cudnn = create_backend(
+        "flux2-klein", "cudnn", tiny_instruct_settings(tiny_flux2_klein_dir, attention_backend="_native_cudnn")
+    )
+    with pytest.raises(BackendUnavailable, match="pipeline failed"):
+        cudnn.edit(make_request(mask=False, seed=1))
+    plain = create_backend("flux2-klein", "plain", tiny_instruct_settings(tiny_flux2_klein_dir, max_n=9))
+    assert len(plain.edit(make_request(mask=False, seed=1)).images) == 1
+    with pytest.raises(BackendMisconfigured, match="first_block_cache"):
+        create_backend("flux2-klein", "fbc", {"first_block_cache": 0.08})

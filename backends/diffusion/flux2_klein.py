@@ -84,6 +84,7 @@ KLEIN_PIPELINE = PipelineFamily(
     accelerator_dtype="bf16",
     regional_compile=True,
     fuse_qkv_on="denoiser",  # the double-stream blocks fuse; the single-stream ones are fused already
+    first_block_cache=False,  # diffusers 0.42.1's hook raises TypeError (Tensor - list) on Flux2's blocks
 )
 
 

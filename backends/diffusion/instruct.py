@@ -223,11 +223,17 @@ class InstructEditBackend:
             loaded.calls += 1
             warm_up = loaded.calls == 1
             with rt.timed(loaded.device) as clock:
-                output = rt.run_guarded(
-                    lambda: self._call_pipeline(loaded.pipe, kwargs),
-                    device=loaded.device,
-                    on_oom=lambda: rt.oom_error(request.n, job.geom.work_size, s, loaded.device),
-                )
+                try:
+                    output = rt.run_guarded(
+                        lambda: self._call_pipeline(loaded.pipe, kwargs),
+                        device=loaded.device,
+                        on_oom=lambda: rt.oom_error(request.n, job.geom.work_size, s, loaded.device),
+                    )
+                except EditError:
+                    raise
+                except Exception as exc:  # a kernel or an option this machine cannot run: an outage, not a bug
+                    what = s.family.name
+                    raise BackendUnavailable(f"{what} pipeline failed: {type(exc).__name__}: {exc}") from None
         gpu_s = clock["seconds"]
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
             sizes = [img.size for img in job.images]

@@ -120,6 +120,8 @@ class InstructSettings(StrictModel):
             raise ValueError(f"tier(s) {using} set use_lora but no `lora` is configured")
         if self.fuse_qkv and self.family.fuse_qkv_on == "none":
             raise ValueError(f"fuse_qkv: {self.family.name}'s attention has no fused QKV path in diffusers")
+        if self.first_block_cache and not self.family.first_block_cache:
+            raise ValueError(f"first_block_cache: diffusers' cache hook fails on {self.family.name}'s blocks")
         limit = self.images_limit()
         if self.max_images is not None and self.max_images > limit:
             raise ValueError(f"max_images: {self.max_images} is more than this checkpoint takes ({limit})")

@@ -89,6 +89,7 @@ class PipelineFamily:
     accelerator_dtype: str = "fp16"  # `dtype: auto` on cuda/mps (bf16 for transformers that overflow fp16)
     regional_compile: bool = False  # compile the denoiser's repeated blocks (diffusers' compile_repeated_blocks)
     fuse_qkv_on: str = "pipeline"  # pipeline: pipe.fuse_qkv_projections() (UNets) | denoiser | none (unsupported)
+    first_block_cache: bool = True  # diffusers' first-block cache hook works on its transformer blocks
 
 
 class PipelineSettings(Protocol):
@@ -288,10 +289,7 @@ def _transformer_options(pipe: Any, settings: PipelineSettings, dtype: str) -> l
         notes.append("fp8 weights (layerwise casting)")
     backend = getattr(settings, "attention_backend", None)
     if backend:
-        try:
-            denoiser.set_attention_backend(backend)
-        except (ValueError, RuntimeError, ImportError) as exc:
-            raise BackendMisconfigured(f"attention_backend {backend!r}: {str(exc).splitlines()[0]}") from None
+        _set_attention_backend(denoiser, backend)
         notes.append(f"attention {backend}")
     threshold = getattr(settings, "first_block_cache", None)
     if threshold:
@@ -303,6 +301,21 @@ def _transformer_options(pipe: Any, settings: PipelineSettings, dtype: str) -> l
         pipe.vae.enable_tiling()
         notes.append("vae tiling")
     return notes
+
+
+def _set_attention_backend(denoiser: Any, backend: str) -> None:
+    """This model's attention through `backend`, and only this model's: diffusers' `set_attention_backend` also
+    makes it the process-wide default, which would switch every other pipeline loaded here (and those loaded later)
+    to it, so the default is put back."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    before = _AttentionBackendRegistry._active_backend
+    try:
+        denoiser.set_attention_backend(backend)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        raise BackendMisconfigured(f"attention_backend {backend!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        _AttentionBackendRegistry.set_active_backend(before)
 
 
 def register_pipeline(settings: PipelineSettings, pipe: Any) -> LoadedPipeline:
