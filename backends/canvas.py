@@ -176,11 +176,16 @@ def paste_back(canvas: Image.Image, generated: Image.Image, mask: Image.Image, f
     gen = generated.convert("RGB")
     if gen.size != canvas.size:
         gen = gen.resize(canvas.size, Image.Resampling.LANCZOS)
-    a = feather_alpha(mask, feather_px).astype(np.uint32)[..., None]
-    base = np.asarray(canvas, dtype=np.uint32)
-    top = np.asarray(gen, dtype=np.uint32)
-    out = (base * (255 - a) + top * a + 127) // 255
-    return Image.fromarray(out.astype(np.uint8), "RGB")
+    alpha = feather_alpha(mask, feather_px)
+    out = np.array(canvas.convert("RGB"), dtype=np.uint8)  # a copy: outside the mask's box it is the result
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    if rows.size:  # blend only the mask's bounding box, in 16 bits (255 x 255 + 127 fits)
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        a = alpha[top:bottom, left:right, None].astype(np.uint16)
+        base = out[top:bottom, left:right].astype(np.uint16)
+        new = np.asarray(gen)[top:bottom, left:right].astype(np.uint16)
+        out[top:bottom, left:right] = ((base * (255 - a) + new * a + 127) // 255).astype(np.uint8)
+    return Image.fromarray(out, "RGB")
 
 
 def encode(image: Image.Image, fmt: str, compression: int | None = None) -> bytes:

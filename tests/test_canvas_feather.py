@@ -52,6 +52,18 @@ def test_feathered_paste_back_is_exact_outside_and_ramps_inside():
     assert 10 < out[32, 21, 0] < 250  # a ramp at the mask's edge, not a hard seam
 
 
+def test_paste_back_blends_exactly_as_the_full_frame_formula():
+    rng = np.random.default_rng(5)
+    for mask in _masks(rng):
+        h, w = mask.shape
+        canvas = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        generated = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        a = px.feather_alpha(Image.fromarray(mask, "L"), 3).astype(np.uint32)[..., None]
+        expected = (np.asarray(canvas, np.uint32) * (255 - a) + np.asarray(generated, np.uint32) * a + 127) // 255
+        out = px.paste_back(canvas, generated, Image.fromarray(mask, "L"), 3)
+        assert np.array_equal(np.asarray(out), expected.astype(np.uint8))
+
+
 def test_the_size_rule_auto_is_the_first_inputs_own_size():
     assert px.output_size("auto", (160, 128)) == (160, 128)
     assert px.output_size("1536x1024", (160, 128)) == (1536, 1024)
