@@ -34,9 +34,10 @@ from PIL import Image
 from backends import canvas as px
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import speeds
+from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
 from backends.diffusion.instruct_loading import select_lora
 from backends.diffusion.instruct_settings import InstructSettings, Tier
-from backends.errors import BackendUnavailable, EditError, InvalidRequest
+from backends.errors import BackendUnavailable, EditError
 from backends.pricing import gpu_cost
 from backends.registry import parse_settings
 from backends.validation import check_request
@@ -172,7 +173,7 @@ class InstructEditBackend:
         started = time.perf_counter()
         tier_name, tier = s.tier(request.quality)
         many = len(request.images) > 1
-        images = [_open(img, f"image[{i}]" if many else "image") for i, img in enumerate(request.images)]
+        images = [open_input(img, f"image[{i}]" if many else "image") for i, img in enumerate(request.images)]
         first = images[0]
         geom = px.plan_geometry(request.size, first.width, first.height, s.target_megapixels or 1.0, s.grid)
         job = _Job(
@@ -261,7 +262,7 @@ class InstructEditBackend:
             if img.size != geom.out_size:
                 img = img.resize(geom.out_size, Image.Resampling.LANCZOS)
             if job.canvas is not None and job.canvas_mask is not None:
-                img = px.paste_back(job.canvas, img, job.canvas_mask, feather(s.feather_px, geom))
+                img = px.paste_back(job.canvas, img, job.canvas_mask, feather_at(s.feather_px, geom.out_size))
             outputs.append(img)
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         post_s = time.perf_counter() - post_start
@@ -314,27 +315,3 @@ class InstructEditBackend:
 
     def close(self) -> None:
         """The loaded pipeline is shared by the process and stays loaded (`runtime.clear_cache()` frees it)."""
-
-
-def nothing_to_edit(request: EditRequest) -> InvalidRequest:
-    return InvalidRequest(
-        "mask: no pixel is fully transparent, so there is nothing to edit (alpha 0 marks the area to change); "
-        "fix the mask, or send no mask for a whole-image edit",
-        field="mask",
-        value=request.mask.name if request.mask is not None else None,
-        limit="at least one fully transparent pixel",
-        job_id=request.job_id,
-    )
-
-
-def feather(feather_px: int, geom: px.Geometry) -> int:
-    """`feather_px` is for ~1024-px outputs; small outputs get a proportionally smaller ramp."""
-    scale = min(1.0, max(geom.out_size) / 1024)
-    return max(1, round(feather_px * scale)) if feather_px else 0
-
-
-def _open(img, field: str) -> Image.Image:
-    try:
-        return img.open()
-    except Exception as exc:  # validated at probe time; a file changed underneath us
-        raise InvalidRequest(f"{field}: cannot decode {img.name}: {exc}", field=field, value=img.name) from None

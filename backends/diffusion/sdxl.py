@@ -30,6 +30,7 @@ from PIL import Image
 from backends import canvas as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import speeds
+from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
 from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
@@ -83,7 +84,7 @@ def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) ->
         repaint = px.repaint_mask(request.mask.open(), image.size)
         area = px.edit_area(repaint)
         if area == 0.0:
-            raise _nothing_to_edit(request)
+            raise nothing_to_edit(request)
         if area < 1.0:
             return MaskChoice(repaint, "given")
         if settings.maskless == "img2img":
@@ -106,17 +107,6 @@ def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) ->
     if settings.maskless == "img2img":
         return MaskChoice(px.repaint_mask(None, image.size), "img2img")
     raise _maskless_refusal(request)
-
-
-def _nothing_to_edit(request: EditRequest) -> InvalidRequest:
-    return InvalidRequest(
-        "mask: no pixel is fully transparent, so there is nothing to edit (alpha 0 marks the area to change); "
-        "fix the mask (limit: at least one fully transparent pixel)",
-        field="mask",
-        value=request.mask.name if request.mask is not None else None,
-        limit="at least one fully transparent pixel",
-        job_id=request.job_id,
-    )
 
 
 def _maskless_refusal(request: EditRequest) -> InvalidRequest:
@@ -298,7 +288,7 @@ class SDXLInpaintBackend:
         check_request(request, self.capabilities, backend=self.name)
         started = time.perf_counter()
         tier_name, tier = s.tier(request.quality)
-        image = _open(request.images[0], "image")
+        image = open_input(request.images[0], "image")
         choice = choose_mask(request, s, image)
         strength = min(tier.strength, s.img2img_strength) if choice.source == "img2img" else tier.strength
         return _Job(
@@ -321,7 +311,7 @@ class SDXLInpaintBackend:
         )
         job.canvas, job.canvas_mask = px.to_canvas(job.image, job.choice.mask, geom)
         job.work_image, job.work_mask = px.to_working(job.canvas, job.canvas_mask, geom)
-        job.references = [_open(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
+        job.references = [open_input(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
         # a job with references runs alone (the IP-Adapter's image embeddings are per call)
         job.call_key = (geom.work_size, job.tier_name, job.strength) if not job.references else ("alone", job.index)
         job.prepare_s = time.perf_counter() - job.started
@@ -416,7 +406,10 @@ class SDXLInpaintBackend:
         self, job: _Job, generated: list[Any], gpu_s: float, loaded: Any, warm_up: bool, batch_jobs: int
     ) -> EditResult:
         s, request, geom, tier = self.settings, job.request, job.geom, job.tier
-        outputs = [px.paste_back(job.canvas, img, job.canvas_mask, _feather(s.feather_px, geom)) for img in generated]
+        outputs = [
+            px.paste_back(job.canvas, img, job.canvas_mask, feather_at(s.feather_px, geom.out_size))
+            for img in generated
+        ]
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         cost = gpu_cost(gpu_s, s.gpu_cost)
         total = time.perf_counter() - job.started
@@ -493,16 +486,3 @@ def _plain_size(size: Any) -> bool:
         return size == "auto" or px.parse_size(size) is not None
     except (ValueError, AttributeError):
         return False
-
-
-def _feather(feather_px: int, geom: px.Geometry) -> int:
-    """`feather_px` is for ~1024-px outputs; small outputs get a proportionally smaller ramp."""
-    scale = min(1.0, max(geom.out_size) / 1024)
-    return max(1, round(feather_px * scale)) if feather_px else 0
-
-
-def _open(img, field: str) -> Image.Image:
-    try:
-        return img.open()
-    except Exception as exc:  # validated at probe time; a file changed underneath us
-        raise InvalidRequest(f"{field}: cannot decode {img.name}: {exc}", field=field, value=img.name) from None
