@@ -63,11 +63,19 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 def overlap(size: int, jobs: int, model_dir: Path | None, torch_threads: int) -> dict[str, float]:
     """Wall seconds per job through the local executor with 1 host worker and with the backend's own number."""
-    import tempfile
-
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads)  # the stand-in's "device"; the other cores are the host's, as beside a GPU
+    try:
+        return _overlap(size, jobs, model_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _overlap(size: int, jobs: int, model_dir: Path | None) -> dict[str, float]:
+    import tempfile
+
     from backends.base import EditRequest
     from backends.images import InputImage
     from backends.registry import create_backend

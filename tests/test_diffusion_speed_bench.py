@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_run_times_the_whole_edit_against_plain_diffusers(tmp_path):
-    args = ["--tiny", "--families", "qwen-edit,flux2-klein", "--rows", "plain,editroute,fp8,fbcache"]
+    # klein only: the other families run the same code with their own configs (and Qwen's tiny edit costs ~1 s)
+    args = ["--tiny", "--families", "flux2-klein", "--rows", "plain,editroute,fp8,fbcache"]
     out = subprocess.run(
         [
             sys.executable,
@@ -35,8 +36,6 @@ def test_tiny_run_times_the_whole_edit_against_plain_diffusers(tmp_path):
     rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
     paths = {(r["family"], r["path"]) for r in rows if "error" not in r}
     assert paths >= {
-        ("qwen-edit", "plain diffusers"),
-        ("qwen-edit", "editroute"),
         ("flux2-klein", "plain diffusers"),
         ("flux2-klein", "editroute"),
         ("flux2-klein", "editroute + fp8"),
