@@ -20,7 +20,7 @@ from backends.errors import BackendMisconfigured
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install "editroute[sdxl]"'
+INSTALL_HINT = 'pip install "editroute[diffusion]"'
 
 
 def import_torch() -> Any:
@@ -59,10 +59,12 @@ def resolve_device(requested: str) -> str:
     raise BackendMisconfigured(f"unknown device {requested!r} (auto, cuda, cuda:N, mps, cpu)")
 
 
-def resolve_dtype(requested: str, device: str) -> str:
+def resolve_dtype(requested: str, device: str, accelerator_default: str = "fp16") -> str:
+    """`auto`: fp32 on the CPU, else the family's accelerator dtype (fp16 for SDXL; bf16 for the Qwen and FLUX.2
+    transformers, whose activations overflow fp16)."""
     if requested != "auto":
         return requested
-    return "fp32" if device == "cpu" else "fp16"
+    return "fp32" if device == "cpu" else accelerator_default
 
 
 def hf_cache_dir() -> str:
@@ -110,6 +112,50 @@ def _hub_offline() -> bool:
         return False
 
 
+def cached_file(model: str, filename: str) -> str | None:
+    """Path of `filename` of hub id `model` in the local Hugging Face cache, else None (never downloads)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with diffusers
+        return None
+    try:
+        found = try_to_load_from_cache(model, filename)
+    except Exception:  # not a valid repo id: not in the cache
+        return None
+    return found if isinstance(found, str) else None
+
+
+def weights_source(model: str, index_file: str = "model_index.json") -> tuple[str, str | None]:
+    """Where a model's weights will load from, without loading or downloading: ("local", dir) for a directory,
+    ("cache", path) for a hub id in the Hugging Face cache, ("download", None) for one the first job downloads, or
+    ("missing", None) for a local path that is not there."""
+    if is_local_model(model):
+        path = Path(model).expanduser()
+        return ("local", str(path)) if (path / index_file).is_file() else ("missing", None)
+    found = cached_file(model, index_file)
+    return ("cache", found) if found else ("download", None)
+
+
+def read_model_json(model: str, filename: str = "model_index.json") -> dict[str, Any] | None:
+    """A small JSON file of a checkpoint (model_index.json, transformer/config.json) from a local directory or
+    the Hugging Face cache; None when neither has it. Never downloads, never imports torch."""
+    import json
+
+    path: str | None
+    if is_local_model(model):
+        candidate = Path(model).expanduser() / filename
+        path = str(candidate) if candidate.is_file() else None
+    else:
+        path = cached_file(model, filename)
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 @contextmanager
 def quiet_progress() -> Iterator[None]:
     """No per-file progress bars while a model loads or saves (the CLI owns the terminal); restored after."""
@@ -146,6 +192,10 @@ class LoadedModel:
 
 _models: dict[tuple[str, str, str], LoadedModel] = {}
 _models_lock = threading.Lock()
+# One model load at a time in the process: transformers/diffusers load through accelerate's `init_empty_weights`,
+# which patches `nn.Module.register_parameter` globally, so a model built on another thread meanwhile (e.g. a
+# mask model next to a diffusion pipeline) would get its parameters on the `meta` device.
+LOAD_LOCK = threading.RLock()
 loads = 0  # from_pretrained calls in this process (tests check the cache)
 
 
@@ -179,8 +229,9 @@ def load_pretrained(
             if local and not Path(source).is_dir():
                 raise FileNotFoundError("no such directory")
             loads += 1
-            model = getattr(transformers, model_class).from_pretrained(source)
-            processor = getattr(transformers, processor_class).from_pretrained(source)
+            with LOAD_LOCK:
+                model = getattr(transformers, model_class).from_pretrained(source)
+                processor = getattr(transformers, processor_class).from_pretrained(source)
         except Exception as exc:  # OSError (not cached, offline), bad config, wrong class
             first = str(exc).splitlines()[0].rstrip(".") if str(exc) else exc.__class__.__name__
             raise BackendMisconfigured(f"cannot load {what} {model_id!r} from {where}: {first}. {fix}") from None

@@ -27,6 +27,8 @@ M = TypeVar("M", bound="BaseModel")
 BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
     "sdxl": "backends.diffusion.sdxl:SDXLInpaintBackend",
+    "qwen-edit": "backends.diffusion.qwen_edit:QwenEditBackend",
+    "flux2-klein": "backends.diffusion.flux2_klein:Flux2KleinBackend",
     "gemini": "backends.google.backend:GeminiEditBackend",
     "firefly": "backends.adobe.backend:FireflyEditBackend",
 }
@@ -35,7 +37,7 @@ STANDIN_KINDS: dict[str, str] = {"function": "backends.standins.function:Functio
 STANDIN_ENV = "EDITROUTE_ALLOW_STANDINS"
 
 # Which extra brings the dependencies of a kind, for the install hint.
-_EXTRAS = {"sdxl": "sdxl"}
+_EXTRAS = {"sdxl": "diffusion", "qwen-edit": "diffusion", "flux2-klein": "diffusion"}
 
 
 class UnknownBackendKind(ValueError):

@@ -34,7 +34,7 @@ from pipeline.review import Catalog, create_review_app  # noqa: E402
 from pipeline.serve import running  # noqa: E402
 from tests.imagery import gradient, mask_image  # noqa: E402
 
-BACKENDS = ("api", "api-mini", "sdxl-local")
+BACKENDS = ("api", "api-flare", "sdxl-local")
 TIERS = ("low", "medium", "high")
 TAGS = (("ecommerce", "product"), ("marketing",), ("localisation", "text"), ("prototype",))
 RARE_TAG = "recall"  # on 1% of jobs: a selective filter
@@ -60,7 +60,7 @@ def make_run(folder: Path, jobs: int, seed: int = 0) -> Path:
         backend = BACKENDS[i % 3]
         failed = rng.random() < 0.05
         tags = list(TAGS[rng.randrange(len(TAGS))]) + ([RARE_TAG] if rng.random() < 0.01 else [])
-        cost = to_nusd({"api": "0.0443", "api-mini": "0.004", "sdxl-local": "0.0003"}[backend])
+        cost = to_nusd({"api": "0.0443", "api-flare": "0.004", "sdxl-local": "0.0003"}[backend])
         outputs = None
         if not failed:
             d = folder / job_id
@@ -74,7 +74,7 @@ def make_run(folder: Path, jobs: int, seed: int = 0) -> Path:
                 "cost_usd": "0.0443",
                 "quality": TIERS[i % 3],
                 "timings": {"total_s": round(rng.uniform(0.3, 9.0), 3)},
-                "reasons": ["capable: api, api-mini, sdxl-local", f"chose {backend}"],
+                "reasons": ["capable: api, api-flare, sdxl-local", f"chose {backend}"],
                 "outputs": [{"path": f"{job_id}/0.png", "sha256": f"{i:064x}"}],
                 "artifacts": [],
                 "tags": tags,

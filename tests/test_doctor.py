@@ -7,7 +7,7 @@ def test_doctor_reports_key_presence_without_the_key(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "set (value not shown)" in out
     assert "sk-doctor-secret-123" not in out
-    assert "extra sdxl" in out and "prices.yaml" in out
+    assert "extra diffusion" in out and "prices.yaml" in out
 
 
 def test_doctor_without_key_says_how_to_fix(capsys):
@@ -20,6 +20,8 @@ def test_doctor_says_where_each_self_hosted_model_loads_from(tmp_path, monkeypat
     monkeypatch.setenv("COLUMNS", "400")  # one table row per line
     local = tmp_path / "my-sdxl"
     local.mkdir()
+    (local / "model_index.json").write_text("{}")  # a save_pretrained folder (as a pipeline and as a model)
+    (local / "config.json").write_text("{}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"""
 backends:
@@ -35,3 +37,31 @@ objective: {{type: cheapest}}
     assert "not downloaded diffusers/stable-diffusion-xl-1.0-inpainting-0.1" in out
     assert "not downloaded CIDAS/clipseg-rd64-refined" in out
     assert "not downloaded IDEA-Research/grounding-dino-tiny" in out and out.count("local folder") == 2
+
+
+def test_doctor_says_memory_and_whether_each_self_hosted_backend_can_run_here(tmp_path, monkeypatch, capsys):
+    import pipeline.commands.doctor as doctor
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("COLUMNS", "400")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"""
+backends:
+  qwen: {{kind: qwen-edit, device: cuda}}
+  klein: {{kind: flux2-klein, model: {tmp_path / "nowhere"}, device: cuda}}
+  slow: {{kind: flux2-klein, device: cpu}}
+quality: {{qwen: 0.8, klein: 0.8, slow: 0.8}}
+objective: {{type: cheapest}}
+""")
+    monkeypatch.setattr(doctor, "_cuda_memory", lambda: [24.0])  # one 24 GiB card
+    assert main(["doctor", "--policy", str(policy)]) == 2  # the 20B Qwen does not fit as configured
+    out = capsys.readouterr().out
+    assert "not downloaded Qwen/Qwen-Image-Edit-2511" in out and "not a model folder" in out
+    assert "Qwen-Image-Edit (20B): bf16 weights 53.7 GiB" in out
+    assert "no: needs ~57.7 GiB, cuda:0 has 24 GiB; set `fp8: true, offload: model` to fit" in out
+    assert "yes: needs ~16.9 GiB, cuda:0 has 24 GiB" in out
+    assert "runs on the CPU as configured" in out
+    monkeypatch.setattr(doctor, "_cuda_memory", lambda: None)
+    assert main(["doctor"]) == 0  # no policy: each self-hosted kind's default model, for information
+    out = capsys.readouterr().out
+    assert "flux2-klein memory" in out and "no CUDA GPU here" in out and "qwen-edit weights" in out

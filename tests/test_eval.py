@@ -328,7 +328,15 @@ def test_function_backend_capabilities_are_used(sample):
 
 
 def test_cli_stand_ins_eval_a_shipped_policy_offline(
-    tmp_path, tiny_sdxl_dir, tiny_clipseg_dir, tiny_clip_dir, capsys, monkeypatch, caplog
+    tmp_path,
+    tiny_sdxl_dir,
+    tiny_clipseg_dir,
+    tiny_clip_dir,
+    tiny_qwen_edit_dir,
+    tiny_flux2_klein_dir,
+    capsys,
+    monkeypatch,
+    caplog,
 ):
     """`editroute eval --stand-ins` on example jobs under the shipped cost-first policy: the API stand-in, tiny
     SDXL (with an inferred mask for the mask-less job) and tiny CLIP; the block it writes is marked as stand-in
@@ -343,6 +351,10 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     (cache / f"tiny-sdxl-v{tiny_sdxl.STANDIN_VERSION}").symlink_to(tiny_sdxl_dir)
     (cache / f"tiny-clipseg-v{tiny_clip.STANDIN_VERSION}").symlink_to(tiny_clipseg_dir)
     (cache / f"tiny-clip-v{tiny_clip.STANDIN_VERSION}").symlink_to(tiny_clip_dir)
+    from backends.standins import tiny_flux2_klein, tiny_qwen_edit
+
+    (cache / f"tiny-qwen-edit-r{tiny_qwen_edit.RECIPE}").symlink_to(tiny_qwen_edit_dir)
+    (cache / f"tiny-flux2-klein-r{tiny_flux2_klein.RECIPE}").symlink_to(tiny_flux2_klein_dir)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache.parent))
     lines = [json.loads(line) for line in (ROOT / "examples" / "ecommerce.jsonl").read_text().splitlines()]
     sample = [e for e in lines if e["id"] in ("ecom-mug", "ecom-shoe-nomask")]
@@ -362,13 +374,19 @@ def test_cli_stand_ins_eval_a_shipped_policy_offline(
     assert "DEMO on local stand-ins" in printed.err
     assert "use it" not in printed.out and "source: stand-ins" in " ".join(printed.out.split())
     rows = {(r["job"], r["backend"]): r for r in csv.DictReader((out / "eval.csv").open())}
-    assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 6
+    assert {r["status"] for r in rows.values()} == {"ok"} and len(rows) == 10  # 2 jobs x 5 backends
     assert rows[("ecom-shoe-nomask", "sdxl-local")]["mask_inferred"] == "True"
     assert (out / "contact_sheet.png").is_file() and (out / "eval.md").is_file()
     assert (out / "STAND-INS.txt").is_file()  # a review of these runs is marked as stand-in quality too
     written = yaml.safe_load((out / "quality.yaml").read_text())
     block = written["quality"]
-    assert written["source"] == "stand-ins" and set(block) == {"api-flare", "api", "sdxl-local"}
+    assert written["source"] == "stand-ins" and set(block) == {
+        "api-flare",
+        "api",
+        "sdxl-local",
+        "klein-local",
+        "qwen-local",
+    }
     assert written["samples"]["sdxl-local"]["low"] == {"runs": 2}
     # the README's old next step (include it, plan on it) is refused: stand-in scores never route by default
     (tmp_path / "policies").mkdir()

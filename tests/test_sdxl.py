@@ -164,14 +164,14 @@ def test_maskless_img2img_repaints_the_whole_image(tiny_sdxl_dir):
 def test_cost_is_measured_seconds_times_the_configured_rate(tiny_sdxl_dir, monkeypatch):
     # The measured-rate table is per process and keyed by (model, device, dtype): other tests on the same tiny
     # model fill it, so start this one from an empty table whatever ran before.
-    import backends.diffusion.sdxl as sdxl_module
+    from backends.diffusion import speeds
 
-    monkeypatch.setattr(sdxl_module, "_rates", {})
+    monkeypatch.setattr(speeds, "_measured", {})
     monkeypatch.setattr(rt, "_cache", {})  # and from a freshly loaded pipeline, whatever loaded one before
     backend = _backend(tiny_sdxl_dir, dtype="fp32", gpu_cost={"hourly_usd": "3.60"})
-    assert "configured seconds_per_step_mp" in backend.estimate(make_request()).basis
+    assert "on A100-80GB (published" in backend.estimate(make_request()).basis  # no card named: the A100's
     assert backend.edit(make_request(n=2)).extras["warm_up"]  # a fresh pipeline's first call: not a rate sample
-    assert "configured seconds_per_step_mp" in backend.estimate(make_request()).basis
+    assert "on A100-80GB (published" in backend.estimate(make_request()).basis
     result = backend.edit(make_request(n=2))
     assert result.usage.gpu_seconds > 0
     assert result.cost_usd == gpu_cost(result.usage.gpu_seconds, backend.settings.gpu_cost) > 0
@@ -265,7 +265,7 @@ def test_planning_needs_no_torch_and_no_model():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "configured seconds_per_step_mp" in out.stdout and "A100-80GB" in out.stdout
+    assert "0.11 s on A100-80GB (published: huggingface/diffusion-fast" in out.stdout
 
 
 def test_ip_adapter_setting_opens_reference_images(tiny_sdxl_dir):

@@ -1,11 +1,13 @@
 """The torch side every diffusion family shares: the process-wide pipeline cache, loading a diffusers pipeline
 from a hub id or a local `save_pretrained` directory, the memory and speed options (offload, channels_last,
-fused QKV, torch.compile), seeds, synchronised timing, and out-of-memory handling.
+fused QKV, torch.compile of the whole denoiser or of its repeated blocks, fp8 weight storage, the attention
+backend, first-block cache, VAE tiling), seeds, synchronised timing, and out-of-memory handling.
 
 A family describes its pipeline once in a `PipelineFamily` (the diffusers class, the module that denoises, the
 area it was trained at, and a hook for its own adapters, e.g. SDXL's LoRA and IP-Adapter) and names it in its
 settings class (`family: ClassVar[PipelineFamily]`); everything here then works on those settings
-(`PipelineSettings`).
+(`PipelineSettings`; the transformer options are optional fields, read with their defaults when a family's
+settings lack them).
 
 torch and diffusers are imported inside functions only, so importing a family's backend stays light and a router
 on a machine without them can still build the backend, read its capabilities and estimate.
@@ -31,6 +33,7 @@ from typing import Any, ClassVar, Protocol
 from backends.errors import BackendMisconfigured, BackendUnavailable
 from backends.local_models import (
     INSTALL_HINT,
+    LOAD_LOCK,
     import_torch,
     is_local_model,
     load_failure,
@@ -80,6 +83,13 @@ class PipelineFamily:
     # Family-specific loading after the generic options and before placement on the device (LoRA, IP-Adapter);
     # returns notes for the load log.
     add_adapters: Callable[[LoadedPipeline, Any], list[str]] | None = None
+    # The class to load for these settings when one family has several (Qwen: Edit Plus or single-image Edit,
+    # read from the checkpoint's model_index.json); None: `pipeline_class`.
+    choose_class: Callable[[Any], str] | None = None
+    accelerator_dtype: str = "fp16"  # `dtype: auto` on cuda/mps (bf16 for transformers that overflow fp16)
+    regional_compile: bool = False  # compile the denoiser's repeated blocks (diffusers' compile_repeated_blocks)
+    fuse_qkv_on: str = "pipeline"  # pipeline: pipe.fuse_qkv_projections() (UNets) | denoiser | none (unsupported)
+    first_block_cache: bool = True  # diffusers' first-block cache hook works on its transformer blocks
 
 
 class PipelineSettings(Protocol):
@@ -158,7 +168,8 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
     global loads
     torch, diffusers = import_torch(), import_diffusers()
     family = settings.family
-    dtype = resolve_dtype(settings.dtype, device)
+    dtype = resolve_dtype(settings.dtype, device, family.accelerator_dtype)
+    class_name = family.choose_class(settings) if family.choose_class else family.pipeline_class
     model = settings.model
     local = is_local_model(model)
     if local:
@@ -172,16 +183,17 @@ def _load(settings: PipelineSettings, device: str, lock: threading.Lock) -> Load
     start = time.perf_counter()
     try:
         # newer diffusers renamed torch_dtype -> dtype; older ones only know this
-        with warnings.catch_warnings(), quiet_progress():
+        with LOAD_LOCK, warnings.catch_warnings(), quiet_progress():
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = getattr(diffusers, family.pipeline_class).from_pretrained(
+            pipe = getattr(diffusers, class_name).from_pretrained(
                 model, torch_dtype=getattr(torch, DTYPES[dtype]), variant=settings.variant
             )
     except (OSError, ValueError) as exc:  # hub unreachable / not in cache / bad files
         what = f"{family.name} model"
         raise BackendMisconfigured(load_failure(what, model, exc, local=local, index_file="model_index.json")) from None
     loads += 1
-    loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
+    with LOAD_LOCK:  # adapters (LoRA, IP-Adapter's image encoder) are model loads too
+        loaded = prepare_pipeline(pipe, settings, device, dtype, lock)
     loaded.load_s = time.perf_counter() - start
     log.info(
         "loaded %s %s on %s (%s%s) in %.1fs",
@@ -218,8 +230,8 @@ def prepare_pipeline(
     quiet_float32_notice()
     pipe.set_progress_bar_config(disable=True)
     notes: list[str] = []
-    if settings.fuse_qkv:
-        pipe.fuse_qkv_projections()
+    if settings.fuse_qkv and family.fuse_qkv_on != "none":
+        (getattr(pipe, family.denoiser) if family.fuse_qkv_on == "denoiser" else pipe).fuse_qkv_projections()
         notes.append("fused qkv")
     if settings.channels_last:
         getattr(pipe, family.denoiser).to(memory_format=torch.channels_last)
@@ -235,6 +247,7 @@ def prepare_pipeline(
     )
     if family.add_adapters is not None:
         notes += family.add_adapters(loaded, settings)
+    notes += _transformer_options(pipe, settings, dtype)
     if settings.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
         notes.append("model cpu offload")
@@ -243,11 +256,56 @@ def prepare_pipeline(
         notes.append("sequential cpu offload")
     else:
         pipe.to(device)
-    if settings.compile:
+    if settings.compile and family.regional_compile:
+        getattr(pipe, family.denoiser).compile_repeated_blocks(fullgraph=True, mode=settings.compile_mode)
+        notes.append(f"torch.compile of repeated blocks ({settings.compile_mode})")
+    elif settings.compile:
         setattr(pipe, family.denoiser, torch.compile(getattr(pipe, family.denoiser), mode=settings.compile_mode))
         notes.append(f"torch.compile({settings.compile_mode})")
     loaded.notes = notes
     return loaded
+
+
+def _transformer_options(pipe: Any, settings: PipelineSettings, dtype: str) -> list[str]:
+    """fp8 weight storage, attention backend, first-block cache and VAE tiling, where the settings have them."""
+    torch = import_torch()
+    denoiser = getattr(pipe, settings.family.denoiser)
+    notes = []
+    if getattr(settings, "fp8", False):
+        # weights stored as float8_e4m3fn, each layer upcast to the compute dtype when it runs: half the memory
+        # of bf16 for the denoiser, no speed gain (diffusers' layerwise casting, no extra library)
+        compute = getattr(torch, DTYPES[dtype])
+        denoiser.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
+        notes.append("fp8 weights (layerwise casting)")
+    backend = getattr(settings, "attention_backend", None)
+    if backend:
+        _set_attention_backend(denoiser, backend)
+        notes.append(f"attention {backend}")
+    threshold = getattr(settings, "first_block_cache", None)
+    if threshold:
+        from diffusers import FirstBlockCacheConfig
+
+        denoiser.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+        notes.append(f"first-block cache {threshold:g}")
+    if getattr(settings, "vae_tiling", False):
+        pipe.vae.enable_tiling()
+        notes.append("vae tiling")
+    return notes
+
+
+def _set_attention_backend(denoiser: Any, backend: str) -> None:
+    """This model's attention through `backend`, and only this model's: diffusers' `set_attention_backend` also
+    makes it the process-wide default, which would switch every other pipeline loaded here (and those loaded later)
+    to it, so the default is put back."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    before = _AttentionBackendRegistry._active_backend
+    try:
+        denoiser.set_attention_backend(backend)
+    except (ValueError, RuntimeError, ImportError) as exc:
+        raise BackendMisconfigured(f"attention_backend {backend!r}: {str(exc).splitlines()[0]}") from None
+    finally:
+        _AttentionBackendRegistry.set_active_backend(before)
 
 
 def register_pipeline(settings: PipelineSettings, pipe: Any) -> LoadedPipeline:
@@ -255,7 +313,8 @@ def register_pipeline(settings: PipelineSettings, pipe: Any) -> LoadedPipeline:
     in the cache under `settings`, prepared as a loaded one would be. Its parameters must already be in the
     settings' dtype."""
     device = resolve_device(settings.device)
-    loaded = prepare_pipeline(pipe, settings, device, resolve_dtype(settings.dtype, device))
+    dtype = resolve_dtype(settings.dtype, device, settings.family.accelerator_dtype)
+    loaded = prepare_pipeline(pipe, settings, device, dtype)
     with _cache_lock:
         _cache[_key(settings)] = loaded
     return loaded
@@ -307,6 +366,8 @@ def oom_error(n: int, size: tuple[int, int], settings: PipelineSettings, device:
     advice = [f"ask for fewer images than n={n}"] if n > 1 else []
     if settings.offload == "none":
         advice.append("set `offload: model` in the backend settings")
+    if hasattr(settings, "fp8") and not getattr(settings, "fp8", False):
+        advice.append("set `fp8: true` (half the transformer's weight memory)")
     if (settings.target_megapixels or 1.0) > 0.6:
         advice.append("lower `target_megapixels`")
     return BackendUnavailable(

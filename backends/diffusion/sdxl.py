@@ -20,7 +20,6 @@ import copy
 import io
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ from PIL import Image
 
 from backends import canvas as px
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.diffusion import speeds
+from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
 from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
@@ -41,11 +42,6 @@ from backends.validation import check_request
 __all__ = ["DEFAULT_MODEL", "TIERS", "SDXLInpaintBackend", "Settings", "Tier", "choose_mask"]
 
 log = logging.getLogger(__name__)
-
-# Measured seconds per work unit (guided step x 1024^2 px x image), per (model, device, dtype) this process ran.
-_EMA_WEIGHT = 0.3
-_rates: dict[tuple[str, str, str], float] = {}
-_rates_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -81,9 +77,27 @@ class _Job:
 
 def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) -> MaskChoice:
     """Which pixels to repaint: the request's mask; else one inferred from the prompt (`mask_inference`);
-    else the whole image (`maskless: img2img`); else refuse."""
+    else the whole image (`maskless: img2img`); else refuse. A given mask with nothing to edit is refused; an
+    all-transparent one is a whole-image edit, run as `maskless: img2img` runs a mask-less job (refused without
+    it: at the tiers' strength the inpainting model would repaint the picture from noise)."""
     if request.mask is not None:
-        return MaskChoice(px.repaint_mask(request.mask.open(), image.size), "given")
+        repaint = px.repaint_mask(request.mask.open(), image.size)
+        area = px.edit_area(repaint)
+        if area == 0.0:
+            raise nothing_to_edit(request)
+        if area < 1.0:
+            return MaskChoice(repaint, "given")
+        if settings.maskless == "img2img":
+            return MaskChoice(repaint, "img2img")
+        raise InvalidRequest(
+            "mask: every pixel is transparent (a whole-image edit); SDXL inpainting would repaint the picture from "
+            "noise. Set `maskless: img2img` to edit the whole image keeping its structure, or send the job to an "
+            "instruction editor (kind: qwen-edit or flux2-klein) (limit: some opaque pixels on this backend)",
+            field="mask",
+            value=request.mask.name,
+            limit="some opaque pixels on this backend",
+            job_id=request.job_id,
+        )
     if settings.mask_inference is not None:
         ms = settings.mask_inference
         if ms.device == "auto":  # run next to the pipeline
@@ -115,7 +129,8 @@ def work_units(tier: Tier, work_size: tuple[int, int], n: int) -> float:
 
 class SDXLInpaintBackend:
     Settings = Settings
-    gpu_bound = True  # one call at a time per backend in the local executor; Ray actors by default
+    gpu_bound = True  # pipeline calls one at a time (the device lock); Ray actors by default
+    host_workers = 2  # local executor threads: one in the pipeline call, one pasting back / encoding the last one
 
     def __init__(self, name: str = "sdxl", settings: Settings | None = None) -> None:
         self.name = name
@@ -141,9 +156,9 @@ class SDXLInpaintBackend:
         return f"SDXLInpaintBackend(name={self.name!r}, model={self.settings.model!r}, device={self.settings.device!r})"
 
     @property
-    def _rate_key(self) -> tuple[str, str, str]:
+    def _rate_key(self) -> tuple:
         s = self.settings
-        return (s.model, s.device, s.dtype)
+        return ("sdxl", s.model, s.device, s.dtype)
 
     # ---- estimate: settings and header facts only --------------------------------------------------
 
@@ -159,15 +174,12 @@ class SDXLInpaintBackend:
         )
         n = request.n if isinstance(request.n, int) and request.n > 0 else 1
         units = work_units(tier, geom.work_size, n)
-        with _rates_lock:
-            measured = _rates.get(self._rate_key)
-        rate = measured if measured is not None else s.seconds_per_step_mp
-        where = "measured in this process" if measured is not None else "configured seconds_per_step_mp"
-        seconds = units * rate
+        speed = speeds.speed_for("sdxl", s, self._rate_key)
+        seconds = units * speed.seconds
         usd = gpu_cost(seconds, s.gpu_cost)
         basis = (
             f"{n} image(s) x {tier.steps_run} steps ({tier_name}{', CFG' if tier.guided else ''}) at "
-            f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {rate:.4g} s ({where}) = "
+            f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {speed.label} = "
             f"{seconds:.2f} GPU-s x {s.gpu_cost.describe()} = ${usd:.5f}"
         )
         return CostEstimate(usd=usd, basis=basis, seconds=seconds)
@@ -276,7 +288,7 @@ class SDXLInpaintBackend:
         check_request(request, self.capabilities, backend=self.name)
         started = time.perf_counter()
         tier_name, tier = s.tier(request.quality)
-        image = _open(request.images[0], "image")
+        image = open_input(request.images[0], "image")
         choice = choose_mask(request, s, image)
         strength = min(tier.strength, s.img2img_strength) if choice.source == "img2img" else tier.strength
         return _Job(
@@ -299,7 +311,7 @@ class SDXLInpaintBackend:
         )
         job.canvas, job.canvas_mask = px.to_canvas(job.image, job.choice.mask, geom)
         job.work_image, job.work_mask = px.to_working(job.canvas, job.canvas_mask, geom)
-        job.references = [_open(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
+        job.references = [open_input(img, f"image[{i}]") for i, img in enumerate(request.images[1:], start=1)]
         # a job with references runs alone (the IP-Adapter's image embeddings are per call)
         job.call_key = (geom.work_size, job.tier_name, job.strength) if not job.references else ("alone", job.index)
         job.prepare_s = time.perf_counter() - job.started
@@ -387,14 +399,17 @@ class SDXLInpaintBackend:
                 )
         gpu_s = clock["seconds"]
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
-            self._record_rate(gpu_s, work_units(tier, geom.work_size, n_images))
+            speeds.record(self._rate_key, gpu_s, work_units(tier, geom.work_size, n_images))
         return list(output.images), gpu_s, warm_up
 
     def _finish(
         self, job: _Job, generated: list[Any], gpu_s: float, loaded: Any, warm_up: bool, batch_jobs: int
     ) -> EditResult:
         s, request, geom, tier = self.settings, job.request, job.geom, job.tier
-        outputs = [px.paste_back(job.canvas, img, job.canvas_mask, _feather(s.feather_px, geom)) for img in generated]
+        outputs = [
+            px.paste_back(job.canvas, img, job.canvas_mask, feather_at(s.feather_px, geom.out_size))
+            for img in generated
+        ]
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         cost = gpu_cost(gpu_s, s.gpu_cost)
         total = time.perf_counter() - job.started
@@ -452,14 +467,6 @@ class SDXLInpaintBackend:
         except Exception as exc:  # diffusers' own argument checks etc.: this backend cannot serve it
             raise BackendUnavailable(f"SDXL pipeline failed: {exc.__class__.__name__}: {exc}") from None
 
-    def _record_rate(self, seconds: float, units: float) -> None:
-        if units <= 0 or seconds <= 0:
-            return
-        per_unit = seconds / units
-        with _rates_lock:
-            old = _rates.get(self._rate_key)
-            _rates[self._rate_key] = per_unit if old is None else (1 - _EMA_WEIGHT) * old + _EMA_WEIGHT * per_unit
-
     def close(self) -> None:
         """The loaded pipeline is shared by the process and stays loaded (`runtime.clear_cache()` frees it)."""
 
@@ -479,16 +486,3 @@ def _plain_size(size: Any) -> bool:
         return size == "auto" or px.parse_size(size) is not None
     except (ValueError, AttributeError):
         return False
-
-
-def _feather(feather_px: int, geom: px.Geometry) -> int:
-    """`feather_px` is for ~1024-px outputs; small outputs get a proportionally smaller ramp."""
-    scale = min(1.0, max(geom.out_size) / 1024)
-    return max(1, round(feather_px * scale)) if feather_px else 0
-
-
-def _open(img, field: str) -> Image.Image:
-    try:
-        return img.open()
-    except Exception as exc:  # validated at probe time; a file changed underneath us
-        raise InvalidRequest(f"{field}: cannot decode {img.name}: {exc}", field=field, value=img.name) from None

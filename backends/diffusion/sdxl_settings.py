@@ -11,12 +11,13 @@ Quality tiers, defaults (`steps` is diffusers' `num_inference_steps`; the pipeli
 
 A policy overrides any of it with `tiers:` (per tier, only the fields it gives).
 
-`seconds_per_step_mp`, the estimate's fallback before anything was measured in this process: seconds per guided
-UNet step per 1024x1024 image, VAE included. 0.11 s comes from huggingface/diffusion-fast on an A100-80GB (bf16 +
-SDPA, 30 steps 1024^2: 3.31 s per image -> 0.110 s/step); an H100 runs ~0.07 s (stable-fast: 14.9 it/s). It is
-a planning figure; measured seconds replace it as soon as this process has run a job.
+Estimates use seconds per guided UNet step per 1024x1024 image (VAE included) for the GPU the settings name
+(`gpu:`, else `gpu_cost: {gpu: ...}`): from configs/gpu_speeds.yaml (published figures, e.g. 0.110 s on an
+A100-80GB from huggingface/diffusion-fast; derived ones for cards without a published figure, labelled so), or
+`seconds_per_step_mp` when set; measured seconds replace either once this process has run a warm job. The
+estimate's basis names the figure, its card and its source.
 
-`gpu_cost` defaults to the A100-80GB list rate in configs/prices.yaml, the same card as that figure.
+`gpu_cost` defaults to the A100-80GB list rate in configs/prices.yaml.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from backends.diffusion.memory import Checkpoint, MemoryNeed, need
 from backends.diffusion.runtime import PipelineFamily
 from backends.diffusion.sdxl_loading import SDXL_PIPELINE
 from backends.diffusion.settings import Dtype, Offload, StrictModel, check_device, default_max_batch
@@ -33,6 +35,12 @@ from backends.pricing import GpuCost
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
 TIER_NAMES = ("low", "medium", "high")
+SDXL_INPAINT = Checkpoint(  # parameter counts of the checkpoint's configs (benchmarks/sdxl_arch.py)
+    name="SDXL inpainting (2.6B UNet)",
+    params_b={"unet": 2.567, "text_encoder": 0.123, "text_encoder_2": 0.695, "vae": 0.084},
+    denoiser="unet",
+    activations_gib=2.5,  # 1024^2, CFG batch 2, one image; VAE decode in fp16 (estimate)
+)
 
 
 class Tier(StrictModel):
@@ -115,7 +123,8 @@ class Settings(StrictModel):
     # run faster per image), 1 on cpu/mps (no faster batched); `auto` counts as CUDA where an NVIDIA driver is.
     max_batch: int = Field(default=None, ge=1, le=64, validate_default=False)  # type: ignore[assignment]
     gpu_cost: GpuCost = Field(default_factory=lambda: GpuCost(gpu="A100-80GB"))
-    seconds_per_step_mp: float = Field(default=0.11, gt=0)
+    gpu: str | None = None  # the card it runs on, for the speed estimate (default: gpu_cost's card)
+    seconds_per_step_mp: float | None = Field(default=None, gt=0)  # overrides the speed table (configs/gpu_speeds)
 
     @field_validator("device")
     @classmethod
@@ -155,6 +164,12 @@ class Settings(StrictModel):
     def tier(self, quality: str) -> tuple[str, Tier]:
         name = self.auto_quality if quality == "auto" else quality
         return name, self.tiers[name]
+
+    def checkpoint(self) -> Checkpoint:
+        return SDXL_INPAINT
+
+    def memory_need(self) -> MemoryNeed:
+        return need(SDXL_INPAINT, dtype="fp16" if self.dtype == "auto" else self.dtype, offload=self.offload)
 
     def cache_key(self) -> tuple:
         """What makes two loaded pipelines different: backends with equal keys share one."""

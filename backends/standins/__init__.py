@@ -1,7 +1,9 @@
 """Stand-ins for tests, demos and benchmarks, NOT real services or models: a loopback fake of each hosted
 service (openai_server.py; every response carries `x-editroute-standin` and a banner says so at start), the
 `kind: function` backend whose work is a plain function (function.py), and tiny random-weight pipelines built
-offline with `save_pretrained` (tiny_sdxl, tiny_clip, tiny_clipseg, tiny_grounded_sam; their outputs are noise).
+offline with `save_pretrained` (tiny_sdxl, tiny_clip, tiny_clipseg, tiny_grounded_sam, tiny_qwen_edit,
+tiny_flux2_klein; their outputs are noise), and the settings that point a policy's backends at them
+(instruct_standins).
 
 Names load on first use, so `python -m backends.standins.openai_server` imports its module once and nothing
 here imports torch until a tiny model is built."""
@@ -12,6 +14,7 @@ __all__, __getattr__ = lazy_exports(
     __name__,
     {
         "function": ("FunctionBackend", "solid_images"),
+        "instruct_standins": ("INSTRUCT_KINDS", "instruct_standin_settings"),
         "openai_server": ("FakeOpenAIServer",),
         "tiny_clip": ("STANDIN_VERSION", "build_tiny_clip"),
         "tiny_clipseg": ("build_tiny_clipseg",),

@@ -71,6 +71,35 @@ def synthetic_mix() -> list[tuple[Job, int]]:
     return jobs
 
 
+def write_manifest(folder: Path) -> Path:
+    """The synthetic mix as a manifest with real (flat grey) images, one line per job of a 100-edit slice, so
+    `editroute plan FOLDER/mix.jsonl --policy P --monthly-volume N` routes exactly this mix:
+    `python -m pipeline.bench.policy_mix FOLDER`."""
+    import json
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for case, count, spec, tags in MIX_SPEC:
+        w, h = (int(v) for v in spec["size"].split("x"))
+        paths = []
+        for k in range(spec.get("images", 1)):
+            paths.append(f"{case}-{k}.png")
+            Image.new("RGB", (w, h), (120 + 20 * k, 120, 120)).save(folder / paths[-1])
+        entry = {"prompt": f"{case.replace('-', ' ')} edit", "images": paths, "size": spec["size"]}
+        entry.update(quality=spec["quality"], n=spec.get("n", 1), tags=list(tags))
+        if spec.get("mask"):
+            mask = Image.new("RGBA", (w, h), (0, 0, 0, 255))
+            mask.paste((0, 0, 0, 0), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+            mask.save(folder / f"{case}-mask.png")
+            entry["mask"] = f"{case}-mask.png"
+        lines += [json.dumps({"id": f"{case}-{i}", **entry}) for i in range(count)]
+    path = folder / "mix.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def describe_mix() -> str:
     total = sum(c * s.get("n", 1) for _, c, s, _ in MIX_SPEC)
     parts = [
@@ -288,3 +317,11 @@ def plot_policies(pm: PolicyMix, path: Path) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: python -m pipeline.bench.policy_mix FOLDER  (writes FOLDER/mix.jsonl and its images)")
+    print(write_manifest(Path(sys.argv[1])))

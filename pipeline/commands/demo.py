@@ -103,9 +103,28 @@ def standin_policy(
                     raise ConfigError(f"backends.{name}.mask_inference: the demo's CLIPSeg stand-in is missing")
                 spec["mask_inference"] = {**spec["mask_inference"], "model": str(clipseg_dir), "device": "cpu"}
                 spec["mask_inference"].pop("grounded_sam", None)  # the demo's stand-in is CLIPSeg either way
+        elif kind in ("qwen-edit", "flux2-klein"):  # instruction editors: their tiny stand-ins, built once
+            data["backends"][name] = _instruct_standin(name, kind, spec)
     if data.get("quality_file"):  # the demo's copy lives elsewhere: keep pointing at the same file
         data["quality_file"] = str((policy_path.parent / str(data["quality_file"])).resolve())
     return data
+
+
+def _instruct_standin(name: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    try:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"backends.{name}: the demo's {kind} stand-in needs torch and diffusers: "
+            'pip install "editroute[diffusion]"'
+        ) from None
+    from backends.standins import instruct_standin_settings
+
+    return {
+        "kind": kind,
+        **instruct_standin_settings(kind, {k: v for k, v in spec.items() if k != "kind"}, standin_cache_dir()),
+    }
 
 
 def quiet_model_libraries() -> None:

@@ -1,10 +1,13 @@
 """`editroute doctor [--policy FILE]`: what this machine can run, before you spend anything.
 
-Checks the optional stacks (SDXL: torch/diffusers and the accelerator; server; ray), whether an OpenAI key
+Checks the optional stacks (diffusion: torch/diffusers and the accelerator; server; ray), whether an OpenAI key
 is configured (never printing it), how old the shipped prices are, and, with --policy, that the policy loads and
 its backends build (a retired model fails here). With a key set, it also reads `GET /v1/models` for the policy's
 OpenAI backends and reports every model whose `shutdown_date` differs from prices.yaml, and any model the policy
-uses that the API does not list.
+uses that the API does not list. For each self-hosted backend (the policy's, else each self-hosted kind with its
+default model): where its weights will load from (a local folder, the Hugging Face cache, or a download), how
+much GPU memory it needs with its settings, and whether this machine can run it (CUDA present, VRAM against the
+need, else what to set).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 _STACKS = {
-    "sdxl": ["torch", "diffusers", "transformers", "accelerate"],
+    "diffusion": ["torch", "torchvision", "diffusers", "transformers", "accelerate"],
     "server": ["fastapi", "uvicorn", "multipart"],
     "ray": ["ray"],
     "bench": ["matplotlib"],
@@ -44,8 +47,11 @@ def _version(module: str) -> str | None:
         return "installed"
 
 
+SELF_HOSTED_KINDS = ("sdxl", "qwen-edit", "flux2-klein")
+
+
 def _accelerator() -> str:
-    import torch  # only when the sdxl stack is present
+    import torch  # only when the diffusion stack is present
 
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -53,33 +59,84 @@ def _accelerator() -> str:
         return f"CUDA: {', '.join(names)} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free on cuda:0)"
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "Apple MPS"
-    return "none (SDXL would run on CPU: fine for tests, far too slow for production)"
+    return "none (self-hosted models would run on CPU: fine for tests, far too slow for production)"
+
+
+def _cuda_memory() -> list[float] | None:
+    """Total GiB of each CUDA device; None without CUDA (or without torch)."""
+    if not _version("torch"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return [torch.cuda.get_device_properties(i).total_memory / 2**30 for i in range(torch.cuda.device_count())]
 
 
 def _model_status(model: str, index_file: str) -> str:
     """Where a self-hosted model will load from: a local folder, the Hugging Face cache, or a download."""
-    if os.path.isdir(os.path.expanduser(model)):
+    from backends.local_models import weights_source
+
+    where, _ = weights_source(model, index_file)
+    if where == "local":
         return f"[green]local folder[/] {model}"
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return f"{model} (huggingface_hub missing: install the sdxl extra)"
-    if isinstance(try_to_load_from_cache(model, index_file), str):
+    if where == "missing":
+        return f"[red]not a model folder[/] {model} (no {index_file} there)"
+    if where == "cache":
         return f"[green]in the Hugging Face cache[/] {model}"
     return f"[yellow]not downloaded[/] {model}: the first job downloads it (offline: `hf download {model}` elsewhere)"
 
 
+def _can_run(backend, vram: list[float] | None) -> tuple[str, bool]:
+    """Whether this machine can run a self-hosted backend with its settings, and what to change if not."""
+    from backends.diffusion.memory import lightest_fit
+
+    s = backend.settings
+    need = s.memory_need()
+    if s.device == "cpu":
+        return "[yellow]runs on the CPU as configured[/] (tests and demos; far too slow for production)", False
+    if vram is None:
+        return "[yellow]no CUDA GPU here[/]: it would run on the CPU (tests only; far too slow for production)", False
+    index = int(s.device.partition(":")[2] or 0) if s.device.startswith("cuda") else 0
+    if index >= len(vram):
+        return f"[red]no cuda:{index}[/] ({len(vram)} CUDA device(s))", True
+    card = vram[index]
+    if need.gib <= card:
+        return f"[green]yes[/]: needs ~{need.gib:g} GiB, cuda:{index} has {card:.0f} GiB", False
+    fp8 = hasattr(s, "fp8")
+    fit = lightest_fit(s.checkpoint(), card, "bf16" if fp8 else "fp16", fp8=fp8)
+    hint = f"; set `{fit}` to fit" if fit else "; no memory option fits: use a bigger card"
+    return f"[red]no[/]: needs ~{need.gib:g} GiB, cuda:{index} has {card:.0f} GiB{hint}", True
+
+
+def _backend_rows(backends: dict, vram: list[float] | None) -> tuple[list[tuple[str, str]], int]:
+    """Weights, memory and can-run rows for each self-hosted diffusion backend; and how many cannot run."""
+    rows, problems = [], 0
+    for name, backend in backends.items():
+        settings = getattr(backend, "settings", None)
+        if settings is None or not callable(getattr(settings, "memory_need", None)):
+            continue
+        rows.append((f"{name} weights", _model_status(settings.model, "model_index.json")))
+        rows.append((f"{name} memory", settings.memory_need().detail))
+        status, bad = _can_run(backend, vram)
+        rows.append((f"{name} can run here", status))
+        problems += bad
+    return rows, problems
+
+
+def _default_backends() -> dict:
+    """Each self-hosted kind with its default settings (doctor without --policy)."""
+    from backends.registry import create_backend
+
+    return {kind: create_backend(kind, kind, {}) for kind in SELF_HOSTED_KINDS}
+
+
 def _model_rows(policy) -> list[tuple[str, str]]:
-    """One row per model a policy's self-hosted backends load (SDXL pipeline, mask inference model)."""
+    """One row per mask-inference model a policy's SDXL backends load."""
     rows = []
     for name, spec in policy.backends.items():
         if spec.kind != "sdxl":
             continue
-        from backends.diffusion import SDXL_DEFAULT_MODEL
-
-        rows.append(
-            (f"{name} model", _model_status(str(spec.settings.get("model") or SDXL_DEFAULT_MODEL), "model_index.json"))
-        )
         masks = spec.settings.get("mask_inference")
         if isinstance(masks, dict):
             from backends.masks import DEFAULT_MASK_MODEL, GroundedSamSettings
@@ -161,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(f"extra {extra}", status)
     if _version("torch"):
         table.add_row("accelerator", _accelerator())
+    vram = _cuda_memory()
     key_set = bool(os.environ.get("OPENAI_API_KEY"))
     table.add_row(
         "OPENAI_API_KEY",
@@ -183,7 +241,9 @@ def run(args: argparse.Namespace) -> int:
             policy = load_policy(args.policy)
             backends = build_backends(policy)  # a retired model fails here, naming its date and replacement
             table.add_row("policy", f"[green]ok[/]: backends {', '.join(policy.backends)}")
-            for label, status in _model_rows(policy):
+            rows, unrunnable = _backend_rows(backends, vram)
+            problems += unrunnable
+            for label, status in rows + _model_rows(policy):
                 table.add_row(label, status)
             rows, found = lifecycle_rows(backends)
             problems += found
@@ -194,5 +254,8 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             problems += 1
             table.add_row("policy", f"[red]{exc}[/]")
+    else:
+        for label, status in _backend_rows(_default_backends(), vram)[0]:  # defaults: information, not problems
+            table.add_row(label, status)
     console.print(table)
     return 2 if problems else 0

@@ -31,7 +31,9 @@ FILE_ID_PREFIX = "file_id:"  # --image file_id:file-abc (an OpenAI Files id)
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("edit", help="run one edit on one backend and write the images", description=__doc__)
-    p.add_argument("--backend", default="openai", metavar="KIND", help="backend kind: openai, sdxl, ...")
+    p.add_argument(
+        "--backend", default="openai", metavar="KIND", help="backend kind: openai, sdxl, qwen-edit, flux2-klein, ..."
+    )
     p.add_argument(
         "--image",
         action="append",
@@ -57,7 +59,10 @@ def register(subparsers) -> None:
     p.add_argument("--frame-count", type=int, metavar="2-16", help="gif output only")
     p.add_argument("--frame-duration-ms", type=int, metavar="MS", help="gif output only (>= 20)")
     p.add_argument("--seed", type=int, help="self-hosted backends only")
-    p.add_argument("--model", help="backend model (default for openai: gpt-image-2.6-flare; or an SDXL checkpoint)")
+    p.add_argument(
+        "--model",
+        help="backend model (openai default: gpt-image-2.6-flare); self-hosted: a hub id or save_pretrained dir",
+    )
     p.add_argument(
         "--unverified-feature",
         dest="unverified_features",

@@ -91,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
             "models": models,
             "decisions": [_decision_dict(d) for d in summary.decisions],
         }
+        out["hosting_share"] = hosting_shares(policy, summary)
         if projection is not None:
-            out["projection"] = {"monthly_volume": args.monthly_volume, **projection.as_dict()}
+            out["projection"] = {
+                "monthly_volume": args.monthly_volume,
+                **projection.as_dict(),
+                "hosting_share": hosting_shares(policy, projection),
+            }
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -129,6 +134,24 @@ def _split_table(title: str, policy, models: dict[str, str], summary):
     return table
 
 
+def hosting_shares(policy, summary) -> dict[str, float]:
+    """Share of the planned jobs per hosting (api, self-hosted) and held (routed nowhere: a budget stopped them or
+    no backend can run them): how much of a mix stays on, or waits for, the API."""
+    jobs = {"api": 0, "self-hosted": 0, "held": summary.held}
+    for name, totals in summary.split.items():
+        jobs[policy.backends[name].hosting] += totals.jobs
+    total = sum(jobs.values())
+    return {k: v / total for k, v in jobs.items()} if total else {}
+
+
+def _share_line(policy, summary) -> str:
+    shares = hosting_shares(policy, summary)
+    if not shares:
+        return ""
+    held = f", held {shares['held']:.0%}" if summary.held else ""
+    return f"{'on the API':>16}: {shares['api']:.0%} of jobs (self-hosted {shares['self-hosted']:.0%}{held})"
+
+
 def _comparisons(summary) -> list[str]:
     lines = []
     for key, label in (("api", "all-API"), ("self-hosted", "all-self-hosted")):
@@ -163,11 +186,13 @@ def _render(args, policy, models, manifest, problems, summary, projection) -> No
         console.print()
     console.print(_split_table(f"Plan: {args.manifest} under {args.policy}", policy, models, summary))
     console.print(f"{'this policy':>16}: {_usd(summary.total_usd)} for {summary.jobs - summary.held} jobs")
+    console.print(_share_line(policy, summary))
     for line in _comparisons(summary):
         console.print(line)
     if projection is not None:
         console.print()
         title = f"Projection: {args.monthly_volume:,} jobs/month with this mix"
         console.print(_split_table(title, policy, models, projection))
+        console.print(_share_line(policy, projection))
         for line in _comparisons(projection):
             console.print(line)

@@ -39,7 +39,13 @@ from pipeline.routing.ray_section import RaySettings
 from pipeline.routing.rules import When
 
 Hosting = Literal["api", "self-hosted"]
-KIND_HOSTING: dict[str, Hosting] = {"openai": "api", "sdxl": "self-hosted", "function": "api"}
+KIND_HOSTING: dict[str, Hosting] = {
+    "openai": "api",
+    "sdxl": "self-hosted",
+    "qwen-edit": "self-hosted",
+    "flux2-klein": "self-hosted",
+    "function": "api",
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 UNTIL_PERIOD_END = "until_period_end"
 _HOLD = re.compile(r"^(\d+(?:\.\d+)?)(m|h|d)$")

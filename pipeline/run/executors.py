@@ -13,7 +13,10 @@ never touch the ledger or the router: only the driver process writes the ledger.
 nothing), and hands it to a backend that takes one (`resumable`, `backends.journal`).
 
 `LocalExecutor` runs calls on threads with a limit per backend: an API backend allows `concurrency` calls in
-flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend runs one call at a time. A backend
+flight and, if set, at most `requests_per_minute`; a self-hosted GPU backend gets `host_workers` threads (default
+1; the diffusion backends say 2): its device lock lets one into the pipeline call at a time, while the other
+prepares its inputs or pastes back and encodes the images of the call before, so the GPU does not wait for that
+CPU work (results, ledger and outputs are per job as before). A backend
 that can serve several jobs in one call (duck-typed: `batch_key(request) -> Hashable | None` and
 `edit_batch(requests) -> list[EditResult | EditError]`, with `settings.max_batch` > 1, e.g. SDXL) gets a
 `BatchingPool` instead: queued jobs with equal non-None keys share one call, up to `max_batch`, each with its own
@@ -66,13 +69,14 @@ class BackendLimits:
 
 def limits_for(backend: EditBackend) -> BackendLimits:
     """A backend's own limits: `settings.concurrency` / `settings.requests_per_minute` when it has settings
-    (the API backend); one call at a time for GPU-bound backends (`gpu_bound = True`, as SDXL);
+    (the API backend); for GPU-bound backends (`gpu_bound = True`, as SDXL) `host_workers` threads (one in the
+    pipeline call, the other in pre/post-processing; 1 if the backend does not say);
     `settings.max_batch` jobs per call for a backend that can share calls."""
     settings = getattr(backend, "settings", None)
     gpu_bound = bool(getattr(backend, "gpu_bound", False))
     concurrency = getattr(settings, "concurrency", None)
     if concurrency is None:
-        concurrency = 1 if gpu_bound else DEFAULT_API_CONCURRENCY
+        concurrency = int(getattr(backend, "host_workers", 1)) if gpu_bound else DEFAULT_API_CONCURRENCY
     rpm = getattr(settings, "requests_per_minute", None)
     max_batch = int(getattr(settings, "max_batch", None) or 1) if can_batch(backend) else 1
     return BackendLimits(concurrency=max(1, int(concurrency)), requests_per_minute=rpm, max_batch=max(1, max_batch))
