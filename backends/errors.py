@@ -14,6 +14,8 @@ All are picklable (they cross process boundaries on Ray) and never hold secrets.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -106,3 +108,25 @@ class ContentRejected(EditError):
 
 class BudgetExceeded(EditError):
     pass
+
+
+@dataclass(frozen=True)
+class UpstreamError:
+    """A hosted provider's own error answer, kept whole beside the `EditError` it became (`upstream_of(err)`),
+    so a server in front of that provider can pass it on as the provider sent it: the status, the JSON body (its
+    `error` object's message scrubbed of key-shaped strings; `moderation_details` and the like kept), OpenAI's four
+    envelope fields read from it, and the headers a client acts on (retry-after, retry-after-ms, x-ratelimit-*)."""
+
+    status: int
+    message: str
+    type: str | None = None
+    param: str | None = None
+    code: str | None = None
+    body: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def upstream_of(err: BaseException | None) -> UpstreamError | None:
+    """The provider's answer behind `err`, when a hosted backend attached one (`err.upstream`)."""
+    found = getattr(err, "upstream", None)
+    return found if isinstance(found, UpstreamError) else None

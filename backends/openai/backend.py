@@ -6,6 +6,13 @@ Building the backend refuses a retired model, so every command that builds one (
 serve, edit) fails before any call. The API key is read at `edit()` time from a file or the environment, used
 for that request's headers only, and never stored, logged or put in an error. An unset `base_url` is
 $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
+
+Retries: one budget per edit, here, with the OpenAI SDK's rule (`max_retries`; 408/409/429/5xx and dropped
+connections; the server's `retry-after(-ms)`), and `max_retry_wait_s` caps the seconds slept in all: a longer
+wait is not slept through, the error is raised at once with the provider's answer attached
+(`backends.errors.upstream_of`), so a caller that retries itself (the SDK behind `editroute serve`) waits once.
+A request with `partial_images` is streamed (`stream=true`): each partial image goes to the job's preview channel
+(`backends.previews`) as it arrives; a stream is retried only before its first event.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from backends import previews
 from backends.base import CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
-from backends.openai import models, wire
+from backends.openai import models, stream, wire
 from backends.openai.estimate import estimate_cost
 from backends.openai.models import PolicyRates
 from backends.pricing import PriceTable, load_prices
@@ -58,6 +66,8 @@ class Settings(BaseModel):
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    # Seconds one edit may sleep between its retries, in all (None: no cap beyond 120 s per wait, as the SDK).
+    max_retry_wait_s: float | None = Field(default=None, ge=0)
     concurrency: int = Field(default=4, ge=1)  # used by the runner
     requests_per_minute: float | None = Field(default=None, gt=0)  # used by the runner
     # USD per 1M tokens for a model prices.yaml does not list yet (or a contract's own rates): usage-priced.
@@ -131,9 +141,8 @@ class OpenAIEditBackend:
                 "files": wire.file_parts(request),
             }
         start = time.perf_counter()
-        response, attempts = self._post(send, key)
+        parsed, attempts = self._post(send, key, request)
         http_s = time.perf_counter() - start
-        parsed = wire.parse_response(_json(response))
         if parsed.usage is not None:
             cost = wire.cost_from_usage(parsed, self.prices)
             cost_basis = "usage"
@@ -167,7 +176,13 @@ class OpenAIEditBackend:
             timings={"total_s": time.perf_counter() - start, "http_s": http_s},
             quality=parsed.quality or request.quality,
             background=parsed.background or "opaque",
-            extras={"attempts": attempts, "cost_basis": cost_basis, "encoding": encoding},
+            extras={
+                "attempts": attempts,
+                "cost_basis": cost_basis,
+                "encoding": encoding,
+                **({"openai_usage": dict(parsed.raw_usage)} if parsed.raw_usage is not None else {}),
+                **({"partial_images": request.partial_images} if request.partial_images is not None else {}),
+            },
         )
 
     @staticmethod
@@ -260,62 +275,114 @@ class OpenAIEditBackend:
             headers["OpenAI-Project"] = s.project
         return headers
 
-    def _post(self, send: dict[str, Any], key: str) -> tuple[httpx.Response, int]:
-        """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule; returns the 200
-        response and how many attempts it took."""
+    def _post(self, send: dict[str, Any], key: str, request: EditRequest) -> tuple[wire.ParsedResponse, int]:
+        """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule under one budget;
+        returns the parsed answer and how many attempts it took."""
         s = self.settings
         url = s.base_url.rstrip("/") + "/images/edits"
         params = {"api-version": s.api_version} if s.api_version else None
-        attempt = 0
+        attempt, waited = 0, 0.0
+
+        def may_retry(delay: float) -> bool:
+            return attempt < s.max_retries and (s.max_retry_wait_s is None or waited + delay <= s.max_retry_wait_s)
+
         while True:
+            headers = {**self._headers(key), "x-stainless-retry-count": str(attempt)}
             try:
-                response = self._http().post(
-                    url,
-                    **send,
-                    params=params,
-                    headers={**self._headers(key), "x-stainless-retry-count": str(attempt)},
-                )
+                if request.partial_images is not None:
+                    return self._stream(url, send, params, headers, key, request), attempt + 1
+                response = self._http().post(url, **send, params=params, headers=headers)
             except httpx.InvalidURL as exc:
                 raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
-                if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
-                    delay = wire.backoff_delay(attempt)
-                    log.warning(
-                        "%s: %s; retry %d/%d in %.2fs",
-                        self.name,
-                        exc.__class__.__name__,
-                        attempt + 1,
-                        s.max_retries,
-                        delay,
-                    )
-                    self._sleep(delay)
-                    attempt += 1
+                delay = wire.backoff_delay(attempt)
+                if wire.is_retryable_transport_error(exc) and may_retry(delay):
+                    self._wait(delay, f"{exc.__class__.__name__}", attempt)
+                    attempt, waited = attempt + 1, waited + delay
                     continue
                 raise wire.map_transport_error(exc, timeout_s=s.timeout_s) from None
+            except _Refused as refused:  # a streamed request answered with an error status
+                response = refused.response
             if response.status_code == 200:
-                return response, attempt + 1
+                return wire.parse_response(_json(response)), attempt + 1
             body = _json(response, strict=False)
-            if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
-                delay = wire.backoff_delay(attempt, response.headers)
-                log.warning(
-                    "%s: HTTP %d; retry %d/%d in %.2fs",
-                    self.name,
-                    response.status_code,
-                    attempt + 1,
-                    s.max_retries,
-                    delay,
-                )
-                self._sleep(delay)
-                attempt += 1
+            delay = wire.backoff_delay(attempt, response.headers)
+            if wire.should_retry(response.status_code, response.headers, body) and may_retry(delay):
+                self._wait(delay, f"HTTP {response.status_code}", attempt)
+                attempt, waited = attempt + 1, waited + delay
                 continue
             raise wire.map_status_error(
                 response.status_code, response.headers, body, key_source=self._key_source, secret=key
             )
 
+    def _wait(self, delay: float, why: str, attempt: int) -> None:
+        log.warning("%s: %s; retry %d/%d in %.2fs", self.name, why, attempt + 1, self.settings.max_retries, delay)
+        self._sleep(delay)
+
+    def _stream(
+        self, url: str, send: dict[str, Any], params: Any, headers: dict[str, str], key: str, request: EditRequest
+    ) -> wire.ParsedResponse:
+        """One streamed call: partial images to the job's preview channel as they arrive, the completed event
+        parsed. An error status before the stream is raised as `_Refused` (the retry rule applies); once an event
+        has arrived nothing is retried. If the listener goes away the call is abandoned: the provider may still
+        bill it, so the error carries the estimate as spent (a possible charge, never free)."""
+        channel = previews.channel_for(request.job_id)
+        decoder = stream.SSEDecoder()
+        result: wire.ParsedResponse | None = None
+        partials = 0
+        with self._http().stream(
+            "POST", url, **send, params=params, headers={**headers, "Accept": "text/event-stream"}
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _Refused(response)
+            if channel is not None:
+                channel.on_cancel(response.close)  # unblocks a read waiting for the next event
+            try:
+                for chunk in response.iter_bytes():
+                    for event in decoder.feed(chunk):
+                        kind, payload = stream.read_event(event, key_source=self._key_source, secret=key)
+                        if kind == "partial":
+                            partials += 1
+                            if channel is not None:
+                                channel.send(payload)
+                        elif kind == "completed":
+                            result = payload
+                    if channel is not None and channel.cancelled:
+                        break
+            except httpx.HTTPError as exc:
+                if channel is not None and channel.cancelled:
+                    pass  # we closed it: said below
+                elif partials:  # the stream had begun: not retried, and it may be billed
+                    raise self._possible_charge(
+                        f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})",
+                        request,
+                    ) from None
+                else:
+                    raise
+        if channel is not None and channel.cancelled and result is None:
+            raise self._possible_charge(f"stopped: the client went away after {partials} partial image(s)", request)
+        return stream.completed_or_raise(result, partials)
+
+    def _possible_charge(self, what: str, request: EditRequest) -> BackendUnavailable:
+        """A call abandoned after it went out: the provider may bill it, so the error carries the estimate as
+        spent (counted as a charge, never as free)."""
+        err = BackendUnavailable(f"{what}; the provider may bill the edit")
+        err.spent_usd = self.estimate(request).usd  # type: ignore[attr-defined]
+        return err
+
     def close(self) -> None:
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
+
+
+class _Refused(Exception):
+    """A streamed request answered with an error status (handled like a plain one)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def _json(response: httpx.Response, *, strict: bool = True) -> Any:

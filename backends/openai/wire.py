@@ -35,6 +35,7 @@ from backends.errors import (
     EditError,
     InvalidRequest,
     RateLimited,
+    UpstreamError,
 )
 from backends.images import InputImage
 from backends.pricing import ModelPrices, token_cost
@@ -79,14 +80,21 @@ def _options(request: EditRequest, *, takes_input_fidelity: bool) -> dict[str, A
         value = getattr(request, name)
         if value is not None and value != "":
             fields[name] = value
+    if request.partial_images is not None:  # a streamed edit: server-sent events (backends.openai.stream)
+        fields["stream"] = True
+        fields["partial_images"] = request.partial_images
     return fields
 
 
 def form_fields(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, str]:
     """The multipart text fields the chosen model accepts (numbers as text, as a form carries them)."""
     return {"model": model} | {
-        k: str(v) for k, v in _options(request, takes_input_fidelity=takes_input_fidelity).items()
+        k: _form_text(v) for k, v in _options(request, takes_input_fidelity=takes_input_fidelity).items()
     }
+
+
+def _form_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)  # as the SDK writes booleans
 
 
 def file_parts(request: EditRequest) -> list[Part]:
@@ -144,6 +152,7 @@ class ParsedResponse:
     text_out: int = 0  # output text tokens (billed at text_out, or image_out where a model has no such rate)
     image_out: int = 0
     detected_format: str | None = None  # what the bytes really are (a gateway may ignore output_format)
+    raw_usage: Mapping[str, Any] | None = None  # `usage` exactly as the provider sent it (a server passes it on)
 
 
 def parse_response(body: Any) -> ParsedResponse:
@@ -177,6 +186,7 @@ def parse_response(body: Any) -> ParsedResponse:
         text_out=text_out,
         image_out=image_out,
         detected_format=detected,
+        raw_usage=body.get("usage") if isinstance(body.get("usage"), Mapping) else None,
     )
 
 
@@ -302,10 +312,48 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
     return (str(body)[:300] if body else ""), None, None, None
 
 
+FORWARDED_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")  # and every x-ratelimit-* header
+
+
+def upstream_error(status: int, headers: Mapping[str, str], body: Any, secret: str | None = None) -> UpstreamError:
+    """The provider's error answer as it sent it (the message scrubbed of keys), for a server to pass on."""
+    message, etype, param, code = _error_fields(body)
+    message = scrub(message, secret)
+    whole: dict[str, Any] = dict(body) if isinstance(body, Mapping) else {}
+    err = whole.get("error")
+    if isinstance(err, Mapping):
+        whole["error"] = {**err, "message": message}
+    else:
+        whole = {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    kept = {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() in FORWARDED_HEADERS or k.lower().startswith("x-ratelimit-")
+    }
+    return UpstreamError(
+        status=status,
+        message=message,
+        type=etype if isinstance(etype, str) else None,
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,
+        body=whole,
+        headers=kept,
+    )
+
+
 def map_status_error(
     status: int, headers: Mapping[str, str], body: Any, *, key_source: str, secret: str | None = None
 ) -> EditError:
-    """An HTTP error response -> the `backends.errors` class the router acts on."""
+    """An HTTP error response -> the `backends.errors` class the router acts on, with the provider's own answer
+    attached (`backends.errors.upstream_of`)."""
+    err = _classify(status, headers, body, key_source=key_source, secret=secret)
+    err.upstream = upstream_error(status, headers, body, secret)  # type: ignore[attr-defined]
+    return err
+
+
+def _classify(
+    status: int, headers: Mapping[str, str], body: Any, *, key_source: str, secret: str | None = None
+) -> EditError:
     message, etype, param, code = _error_fields(body)
     message = scrub(message, secret)
     detail = f"{message} (HTTP {status}" + (f", code {code}" if code else "") + (f", param {param}" if param else "")
