@@ -94,12 +94,15 @@ class ExecContext:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_failed: bool = False
     fallback_on_rejected: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=lambda: StopSignal())
     idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
     # A batch run stops calling a backend after its first BackendMisconfigured (no key, missing model): the
     # rest of the run goes straight to fallbacks instead of failing the same way per job. name -> message.
     skip_misconfigured: bool = False
     misconfigured: dict[str, str] = field(default_factory=dict)
+    # Called with (job, backend name, result) as soon as a backend's result is in hand, before its files are
+    # written and the ledger says done (a server answers its client from it, without waiting for the fsyncs).
+    on_result: Callable[[Job, str, EditResult], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Outcome:
     attempts: int = 0  # backend calls made now
     latency_s: float = 0.0
     result: Mapping[str, Any] | None = None  # the content of result.json, when done
+    error_detail: BaseException | None = None  # the last backend error (a server passes the provider's answer on)
 
     @property
     def ok(self) -> bool:
@@ -237,6 +241,7 @@ def _failed(job_id: str, exc: BaseException, t0: float, backend: str | None = No
         error_class=type(exc).__name__,
         attempts=attempts,
         latency_s=time.perf_counter() - t0,
+        error_detail=exc,
     )
 
 
@@ -284,8 +289,9 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
             try:
                 result = future.result()
             except (RateLimited, BackendUnavailable, BudgetExceeded, InvalidRequest, ContentRejected) as exc:
-                ledger.settle(attempt_id, Decimal(0), error=exc)
-                tried.append(_tried(name, exc))
+                spent = getattr(exc, "spent_usd", None) or Decimal(0)  # billed although it failed
+                ledger.settle(attempt_id, spent, error=exc)
+                tried.append(_tried(name, exc, spent))
                 last = exc.with_context(job_id=job.id, backend=name)
                 if isinstance(exc, RateLimited):
                     if rate_limited >= ctx.retry.max_rate_limited:
@@ -317,6 +323,11 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
                 ledger.fail(job.id, f"{type(exc).__name__}: {exc}", backend=name, error_class=type(exc).__name__)
                 return _failed(job.id, exc, t0, name, calls)
             tried.append(_tried(name, None, result.cost_usd, time.perf_counter() - started))
+            if ctx.on_result is not None:
+                try:
+                    ctx.on_result(job, name, result)
+                except Exception:  # the hook must not lose a paid result
+                    log.exception("job %s: on_result hook failed", job.id)
             return _finish(job, key, dec, result, attempt_id, tried, ctx, t0, calls)
     last_error = {t["backend"]: t["error"] for t in tried if t["error"]}  # one line per backend
     summary = "; ".join(f"{b}: {e}" for b, e in last_error.items()) or "nothing tried"
@@ -330,6 +341,7 @@ def _run(job: Job, request: EditRequest, key: str, dec: Decision, ctx: ExecConte
         error_class=type(last).__name__ if last else "Failed",
         attempts=calls,
         latency_s=time.perf_counter() - t0,
+        error_detail=last,
     )
 
 
@@ -346,9 +358,53 @@ def _interrupted(ledger: Ledger, job_id: str, backend: str, calls: int, t0: floa
     )
 
 
+class StopSignal(threading.Event):
+    """`ExecContext.stop` that wakes the jobs waiting for their calls when it is set, so they wait on the call's
+    future without polling. `child()` gives a job its own stop (a server cancels one job) that the parent's stop
+    also sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: set[threading.Event] = set()
+        self._watch_lock = threading.Lock()
+
+    def set(self) -> None:
+        super().set()
+        with self._watch_lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.set()
+
+    def watch(self, event: threading.Event) -> None:
+        with self._watch_lock:
+            self._watchers.add(event)
+        if self.is_set():
+            event.set()
+
+    def unwatch(self, event: threading.Event) -> None:
+        with self._watch_lock:
+            self._watchers.discard(event)
+
+    def child(self) -> StopSignal:
+        kid = StopSignal()
+        self.watch(kid)
+        return kid
+
+
 def _cancelled_while_queued(future: Future, stop: threading.Event) -> bool:
     """Wait for the call; on stop, cancel it if it has not started yet (a started call always finishes)."""
-    while True:
+    if isinstance(stop, StopSignal):  # no polling: the future's completion or the stop wakes us
+        woke = threading.Event()
+        future.add_done_callback(lambda _f: woke.set())
+        stop.watch(woke)
+        try:
+            woke.wait()
+            if future.done():
+                return future.cancelled()
+            return future.cancel()  # False: it started; the caller waits for its result
+        finally:
+            stop.unwatch(woke)
+    while True:  # a plain Event from an older caller
         try:
             future.exception(timeout=0.05)
             return False
