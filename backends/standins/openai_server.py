@@ -10,7 +10,9 @@ whose ids the JSON edits resolve. Real error envelopes `{"error": {message, type
 codes: `duplicate_parameter`, `unsupported_file_mimetype`, `unknown_parameter`, `model_not_found` for retired and
 unknown models, `invalid_input_fidelity_model`, 401 on a wrong key, 429 with retry-after(-ms) over a rate limit,
 moderation_blocked on a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429,
-"retry_after_ms": 20}, "ok"]`, one item per edit request). Every response carries `x-editroute-standin: openai`.
+"retry_after_ms": 20}, "ok"]`, one item per edit request). `stream=true` answers with server-sent events: each
+partial image (the picture moving from the input to the result, `stream_interval_s` apart) and the completed
+image, whose usage counts 100 output tokens per partial. Every response carries `x-editroute-standin: openai`.
 
     with FakeOpenAIServer(api_key="sk-test") as server:
         backend = OpenAIEditBackend("openai", Settings(base_url=server.base_url))
@@ -149,6 +151,7 @@ class FakeOpenAIServer:
         cached_tokens: int = 0,
         remote_images: dict[str, bytes] | None = None,
         model_shutdowns: dict[str, str | None] | None = None,
+        stream_interval_s: float = 0.0,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -162,6 +165,7 @@ class FakeOpenAIServer:
         self.cached_tokens = cached_tokens  # report this many input tokens as cached (input_tokens_details)
         self.remote_images = dict(remote_images or {})  # https URL -> bytes, what "downloading" a URL finds
         self.model_shutdowns = dict(model_shutdowns or {})  # GET /models: shutdown_date overrides per model id
+        self.stream_interval_s = stream_interval_s  # a streamed edit: seconds between its events
         self.files: dict[str, dict] = {}  # the Files API: id -> {object fields..., "content": bytes}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -239,6 +243,9 @@ class FakeOpenAIServer:
             headers["retry-after-ms"] = str(spec["retry_after_ms"])
         if "retry_after" in spec:
             headers["retry-after"] = str(spec["retry_after"])
+        for name in ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"):
+            if name in spec:
+                headers[name] = str(spec[name])
         if status == 429:
             raise ApiError(
                 429,
@@ -251,6 +258,7 @@ class FakeOpenAIServer:
             status,
             spec.get("message", "The server had an error while processing your request."),
             type=spec.get("type", "server_error"),
+            param=spec.get("param"),
             code=spec.get("code"),
             headers=headers,
         )
@@ -374,6 +382,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST
 
     def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
+        events = getattr(payload, "events", None)
+        if status == 200 and events is not None:  # a streamed edit (openai_edit.StreamedEdit)
+            return self._send_events(events)
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -384,6 +395,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_events(self, events: list[dict]) -> None:
+        """Server-sent events, chunked (the connection stays open for the next request), spaced by
+        `stream_interval_s` as a model's partial images are."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-editroute-standin", "openai")
+        self.send_header("x-request-id", "req_standin_stream")
+        self.end_headers()
+        try:
+            for i, event in enumerate(events):
+                if i and self.server_owner.stream_interval_s:
+                    time.sleep(self.server_owner.stream_interval_s)
+                data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away mid-stream (the edit was made, and is billed, all the same)
+            self.close_connection = True
 
 
 def main(argv: list[str] | None = None) -> int:
