@@ -350,10 +350,10 @@ class OpenAIEditBackend:
                             result = payload
                     if channel is not None and channel.cancelled:
                         break
-            except httpx.HTTPError as exc:
+            except Exception as exc:
                 if channel is not None and channel.cancelled:
-                    pass  # we closed it: said below
-                elif partials:  # the stream had begun: not retried, and it may be billed
+                    pass  # we closed it (from the listener's thread; any read error then): said below
+                elif partials and isinstance(exc, httpx.HTTPError):  # it had begun: not retried, may be billed
                     raise self._possible_charge(
                         f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})",
                         request,
