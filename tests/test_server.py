@@ -387,6 +387,15 @@ def test_models_health_and_metrics(server):
     assert 'editroute_spend_usd_total{backend="api"}' in text and 'editroute_ledger_spend_usd{backend="api"}' in text
 
 
+def test_api_backends_default_to_a_proxys_concurrency_and_say_so(server):
+    _, service = server  # its policy's api backend sets no concurrency
+    assert service.executor.limits["api"].concurrency == 64
+    assert (
+        "api: 64 call(s) in flight (serve's default for API backends; set concurrency: in the policy to change it)"
+        in (service.describe_limits())
+    )
+
+
 # ---- configuration and the documented commands ------------------------------------------------------------
 
 
@@ -472,6 +481,9 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
     # rule "no mask" -> api-flare (everyday edits)
     assert [(r.status, r.fields["model"]) for r in api.requests] == [(200, "gpt-image-2.6-flare")]
     assert f"listening on http://127.0.0.1:{port}/v1" in err and "auth: OFF" in err
+    flat = " ".join(err.split())
+    assert "backend api: 4 call(s) in flight (the policy's concurrency:)" in flat  # said, not silent
+    assert "backend sdxl-local: 1 call(s) in flight (one call at a time on its device)" in flat
     assert f"ledger: {tmp_path / 'out' / 'editroute.db'}" in err.replace("\n", "")
     files = [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(files) >= 3 and not [f for f in [*files, err.encode()] if UPSTREAM_KEY.encode() in f]

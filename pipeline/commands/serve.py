@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         console.print("  auth: OFF (no --api-key-file or $EDITROUTE_API_KEYS): loopback only", style="yellow")
     console.print(f"  ledger: {service.ledger.path}   outputs: {service.out_dir}/<job id>/")
+    for line in service.describe_limits():  # how many calls each backend runs at once, and why
+        console.print(f"  backend {line}")
     console.print(f'  try: OpenAI(base_url="http://{host}:{args.port}/v1", api_key=...).images.edit(...)')
     uvicorn_server(app, args.host, args.port).run()
     return 0
