@@ -29,7 +29,7 @@ from typing import Any
 from PIL import Image
 
 from backends import canvas as px
-from backends import previews
+from backends import live
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
@@ -457,7 +457,7 @@ class SDXLInpaintBackend:
         from backends.diffusion.step_previews import StepPreviews
 
         job = group[0] if len(group) == 1 else None
-        channel = previews.channel_for(job.request.job_id) if job is not None else None
+        channel = live.channel_for(job.request.job_id) if job is not None else None
         if job is None or channel is None:
             return None
         request, feather = job.request, _feather(self.settings.feather_px, job.geom)

@@ -12,7 +12,7 @@ connections; the server's `retry-after(-ms)`), and `max_retry_wait_s` caps the s
 wait is not slept through, the error is raised at once with the provider's answer attached
 (`backends.errors.upstream_of`), so a caller that retries itself (the SDK behind `editroute serve`) waits once.
 A request with `partial_images` is streamed (`stream=true`): each partial image goes to the job's preview channel
-(`backends.previews`) as it arrives; a stream is retried only before its first event.
+(`backends.live`) as it arrives; a stream is retried only before its first event.
 """
 
 from __future__ import annotations
@@ -22,18 +22,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import previews
+from backends import live
 from backends.base import CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
 from backends.openai import models, stream, wire
 from backends.openai.estimate import estimate_cost
 from backends.openai.models import PolicyRates
+from backends.openai.response import ParsedResponse, cost_from_usage, decode_images, read_bytes
 from backends.pricing import PriceTable, load_prices
 from backends.registry import parse_settings
 from backends.validation import check_request, skipped_checks
@@ -144,7 +146,7 @@ class OpenAIEditBackend:
         parsed, attempts = self._post(send, key, request)
         http_s = time.perf_counter() - start
         if parsed.usage is not None:
-            cost = wire.cost_from_usage(parsed, self.prices)
+            cost = cost_from_usage(parsed, self.prices)
             cost_basis = "usage"
         else:  # some gateways drop `usage`: bill the estimate, and say so
             cost = self.estimate(request).usd
@@ -157,15 +159,15 @@ class OpenAIEditBackend:
             "%s: edit done (%s): %d image(s) %dx%d, $%s, %d attempt(s), %.2fs",
             self.name,
             encoding,
-            len(parsed.images),
+            len(parsed.images_b64),
             parsed.width,
             parsed.height,
             cost,
             attempts,
             http_s,
         )
-        return EditResult(
-            images=parsed.images,
+        result = EditResult(
+            images=(),
             output_format=fmt,
             width=parsed.width,
             height=parsed.height,
@@ -184,6 +186,10 @@ class OpenAIEditBackend:
                 **({"partial_images": request.partial_images} if request.partial_images is not None else {}),
             },
         )
+        channel = live.channel_for(request.job_id)
+        if channel is not None:  # the caller may answer with the provider's base64 now, before it is decoded
+            channel.final(live.FinalAnswer(parsed.images_b64, result))
+        return replace(result, images=decode_images(parsed).images)
 
     @staticmethod
     def _check_layers(request: EditRequest) -> None:
@@ -275,9 +281,9 @@ class OpenAIEditBackend:
             headers["OpenAI-Project"] = s.project
         return headers
 
-    def _post(self, send: dict[str, Any], key: str, request: EditRequest) -> tuple[wire.ParsedResponse, int]:
+    def _post(self, send: dict[str, Any], key: str, request: EditRequest) -> tuple[ParsedResponse, int]:
         """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule under one budget;
-        returns the parsed answer and how many attempts it took."""
+        returns the answer (its images still base64, `backends.openai.response`) and how many attempts it took."""
         s = self.settings
         url = s.base_url.rstrip("/") + "/images/edits"
         params = {"api-version": s.api_version} if s.api_version else None
@@ -304,7 +310,7 @@ class OpenAIEditBackend:
             except _Refused as refused:  # a streamed request answered with an error status
                 response = refused.response
             if response.status_code == 200:
-                return wire.parse_response(_json(response)), attempt + 1
+                return read_bytes(response.content), attempt + 1
             body = _json(response, strict=False)
             delay = wire.backoff_delay(attempt, response.headers)
             if wire.should_retry(response.status_code, response.headers, body) and may_retry(delay):
@@ -321,14 +327,14 @@ class OpenAIEditBackend:
 
     def _stream(
         self, url: str, send: dict[str, Any], params: Any, headers: dict[str, str], key: str, request: EditRequest
-    ) -> wire.ParsedResponse:
+    ) -> ParsedResponse:
         """One streamed call: partial images to the job's preview channel as they arrive, the completed event
         parsed. An error status before the stream is raised as `_Refused` (the retry rule applies); once an event
         has arrived nothing is retried. If the listener goes away the call is abandoned: the provider may still
         bill it, so the error carries the estimate as spent (a possible charge, never free)."""
-        channel = previews.channel_for(request.job_id)
+        channel = live.channel_for(request.job_id)
         decoder = stream.SSEDecoder()
-        result: wire.ParsedResponse | None = None
+        result: ParsedResponse | None = None
         partials = 0
         with self._http().stream(
             "POST", url, **send, params=params, headers={**headers, "Accept": "text/event-stream"}
@@ -342,7 +348,7 @@ class OpenAIEditBackend:
                 for chunk in response.iter_bytes():
                     for event in decoder.feed(chunk):
                         kind, payload = stream.read_event(event, key_source=self._key_source, secret=key)
-                        if kind == "partial":
+                        if kind == "partial":  # passed on as the provider's base64
                             partials += 1
                             if channel is not None:
                                 channel.send(payload)

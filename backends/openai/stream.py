@@ -5,7 +5,7 @@ and OpenAI's image-edit events read (https://developers.openai.com/api/reference
     decoder = SSEDecoder()
     for chunk in response.iter_bytes():
         for event in decoder.feed(chunk):
-            kind, payload = read_event(event)   # ("partial", bytes) | ("completed", ParsedResponse)
+            kind, payload = read_event(event)   # ("partial", base64 text) | ("completed", ParsedResponse)
 
 The format (https://html.spec.whatwg.org/multipage/server-sent-events.html): lines `event: <name>` and
 `data: <text>` (several `data:` lines join with newlines), an empty line ends an event, lines starting with `:`
@@ -15,14 +15,13 @@ provider sent after the stream began; `read_event` turns it into the same `EditE
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from backends.errors import BackendUnavailable, EditError
-from backends.openai.wire import ParsedResponse, map_status_error, parse_response
+from backends.openai.response import ParsedResponse, read_response
+from backends.openai.wire import map_status_error
 
 PARTIAL = "image_edit.partial_image"
 COMPLETED = "image_edit.completed"
@@ -92,7 +91,8 @@ class SSEDecoder:
 
 
 def read_event(event: Event, *, key_source: str, secret: str | None = None) -> tuple[str, Any]:
-    """("partial", image bytes) | ("completed", ParsedResponse) | ("other", None) for one event; raises the
+    """("partial", base64 text) | ("completed", ParsedResponse, images undecoded) | ("other", None) for one event;
+    raises the
     `EditError` an in-stream error means."""
     if event.data.strip() == "[DONE]":
         return "other", None
@@ -110,15 +110,12 @@ def read_event(event: Event, *, key_source: str, secret: str | None = None) -> t
         raise map_status_error(status, {}, data, key_source=key_source, secret=secret)
     if kind == PARTIAL:
         b64 = data.get("b64_json")
-        if not isinstance(b64, str):
+        if not isinstance(b64, str) or not b64:
             raise BackendUnavailable("a partial_image event without b64_json")
-        try:
-            return "partial", base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise BackendUnavailable("a partial_image event whose b64_json is not valid base64") from None
-    if kind == COMPLETED:
+        return "partial", b64  # base64 text, passed on as it came
+    if kind == COMPLETED:  # its image still base64 (`response.read_response`)
         body = {k: v for k, v in data.items() if k not in ("type", "b64_json", "created_at")}
-        return "completed", parse_response({**body, "data": [{"b64_json": data.get("b64_json")}]})
+        return "completed", read_response({**body, "data": [{"b64_json": data.get("b64_json")}]})
     return "other", None
 
 
