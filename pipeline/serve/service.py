@@ -32,12 +32,14 @@ import asyncio
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from backends import live
 from backends.base import EditBackend, EditRequest, EditResult
 from backends.errors import EditError, InvalidRequest
 from backends.openai import DEFAULT_MODEL as OPENAI_DEFAULT_MODEL
@@ -92,13 +94,18 @@ class Served:
     """A job's answer: `record` has result.json's fields (backend, model, cost_usd, usage, quality, size, ...)."""
 
     ok: bool
-    images: tuple[bytes, ...] = ()
+    images: tuple[bytes | str | memoryview, ...] = ()  # bytes, or the provider's base64 (answered before decoding)
     record: dict[str, Any] = field(default_factory=dict)
     outcome: Outcome | None = None  # set when the job ended (always, for a failure)
     decision: Decision | None = None
     reused: bool = False  # the stored result of an earlier run
     joined: bool = False  # this request waited for the same job started by another request
     problem: InvalidRequest | None = None  # what no backend could honour, when the job could not be routed
+    taken: threading.Event | None = None  # set once the answer is passed on (the backend then decodes and writes)
+
+    def passed_on(self) -> None:
+        if self.taken is not None:
+            self.taken.set()
 
     @property
     def backend(self) -> str | None:
@@ -204,6 +211,7 @@ class EditService:
         threads = self.settings.job_threads or min(512, self.executor.capacity() + 16)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serve-job")
         self._inflight: dict[str, asyncio.Future[Served]] = {}
+        self._channels: dict[str, live.Channel] = {}  # job key -> its live channel, while it runs
         self.tries = Tries()
         self._keys = Keys()
         self._running = 0  # jobs whose run() has not returned (their files and ledger row may still be coming)
@@ -348,9 +356,13 @@ class EditService:
 
     # ---- running it -----------------------------------------------------------------------------------
 
-    def start(self, prepared: Prepared) -> tuple[asyncio.Future[Served], bool]:
+    def start(
+        self, prepared: Prepared, on_partial: Callable[[int, bytes | str], None] | None = None
+    ) -> tuple[asyncio.Future[Served], bool]:
         """The job's answer to await (shielded: a client that hangs up does not stop it) and whether this request
-        joined a job already in flight. The answer comes as soon as the backend's result is in hand."""
+        joined a job already in flight. The answer comes as soon as the backend has it: its final answer on the
+        job's live channel (the provider's base64, before it is decoded and written), else the result in hand.
+        `on_partial(index, image)` gets each partial image of a streamed job, on the event loop."""
         fut = self._inflight.get(prepared.key)
         if fut is not None:
             return fut, True
@@ -365,7 +377,21 @@ class EditService:
         def early(served: Served) -> None:
             loop.call_soon_threadsafe(deliver, served)
 
+        def final(answer: live.FinalAnswer) -> None:
+            early(Served(True, answer.images_b64, _record(answer.result.backend, answer.result), taken=answer.taken))
+
+        def partial(index: int, image: bytes | str) -> None:
+            loop.call_soon_threadsafe(on_partial, index, image)
+
+        request = prepared.job.request
+        channel = live.listen(
+            prepared.job.id, request.partial_images or 0, partial if on_partial is not None else None, final
+        )
+        self._channels[prepared.key] = channel
+
         def ended(job: asyncio.Future[Served]) -> None:
+            live.stop_listening(channel)
+            self._channels.pop(prepared.key, None)
             self._inflight.pop(prepared.key, None)
             deliver(job.result())  # run() never raises
 
@@ -446,6 +472,8 @@ class EditService:
         """Its streaming client went away: stop the job (its backend stops at its next step or event, and says
         what it spent), and let no retry join it."""
         self.tries.cancelled(prepared.key)
+        if (channel := self._channels.get(prepared.key)) is not None:
+            channel.cancel()
         if prepared.stop is not None:
             prepared.stop.set()
 

@@ -16,6 +16,7 @@ plain request's client: the job goes on, and the SDK's retry may join it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,7 +24,6 @@ from typing import Any
 from PIL import Image
 from starlette.responses import JSONResponse, Response
 
-from backends import previews
 from pipeline.serve.service import EditService, Prepared, Served
 from pipeline.serve.wire import completed_event, partial_event, sse
 
@@ -50,26 +50,18 @@ async def first_of(item: Awaitable[Any], gone: asyncio.Future) -> tuple[bool, An
 
 
 class _Stream:
-    """One streamed edit: the job's items (("partial", index, bytes) | ("done", Served)) become events."""
+    """One streamed edit: the job's items (("partial", index, image) | ("done", Served)) become events."""
 
     def __init__(self, service: EditService, prepared: Prepared) -> None:
         self.service, self.prepared = service, prepared
         self.request = prepared.job.request
         self.items: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.channel = previews.listen(
-            prepared.job.id,
-            self.request.partial_images or 0,
-            lambda index, data: loop.call_soon_threadsafe(self.items.put_nowait, ("partial", index, data)),
-        )
 
-    def close(self) -> None:
-        previews.stop_listening(self.channel)
+    def on_partial(self, index: int, image: bytes | str) -> None:
+        self.items.put_nowait(("partial", index, image))
 
     def cancel(self) -> None:
-        self.channel.cancel()
         self.service.cancel(self.prepared)
-        self.close()
 
     def encode(self, item: tuple) -> bytes:
         if item[0] == "partial":
@@ -77,6 +69,7 @@ class _Stream:
             shape = {"output_format": r.output_format, "quality": r.quality, "background": r.background}
             return sse(partial_event(item[2], item[1], {**shape, "size": _size_of(item[2], r.size)}))
         served: Served = item[1]
+        served.passed_on()  # (encoded now: the backend may decode and write while the event goes out)
         if not served.ok:
             return sse(self.service.error_for(served).body())
         return sse(completed_event(served.images[0], served.record, self.request))
@@ -105,7 +98,6 @@ class _EventStream(Response):
                 if not came:
                     return
             finished = True
-            stream.close()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if not finished:
@@ -116,30 +108,31 @@ class _EventStream(Response):
 async def stream_edit(service: EditService, prepared: Prepared, receive: Receive, headers: dict) -> Response:
     """Run a streamed edit and answer with its events (or with a plain error before the first one)."""
     stream = _Stream(service, prepared)
-    answer, _ = service.start(prepared)
+    answer, _ = service.start(prepared, on_partial=stream.on_partial)
     answer.add_done_callback(lambda f: stream.items.put_nowait(("done", f.result())))
     gone = asyncio.ensure_future(client_gone(receive))
     try:
         came, first = await first_of(stream.items.get(), gone)
     except BaseException:
-        stream.close()
         gone.cancel()
         raise
     if not came:  # gone before the stream began: the job goes on, for the SDK's retry to join
-        stream.close()
+        answer.add_done_callback(lambda f: f.result().passed_on())
         return Response(status_code=499)
     if first[0] == "done" and not first[1].ok:
-        stream.close()
+        first[1].passed_on()
         gone.cancel()
         err = service.error_for(first[1])
         return JSONResponse(err.body(), status_code=err.status, headers={**headers, **err.headers()})
     return _EventStream(stream, first, gone, headers)
 
 
-def _size_of(data: bytes, requested: str) -> str:
-    """A partial image's own size (`WxH`) from its header; the requested size if it cannot be read."""
+def _size_of(data: bytes | str, requested: str) -> str:
+    """A partial image's own size (`WxH`) from its header (bytes, or the start of its base64); the requested
+    size if it cannot be read."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        head = base64.b64decode(data[:65536]) if isinstance(data, str) else data
+        with Image.open(io.BytesIO(head)) as img:
             return f"{img.width}x{img.height}"
     except Exception:  # noqa: BLE001 - any unreadable header: say what was asked for
         return requested

@@ -255,25 +255,46 @@ def answer_fields(record: Mapping[str, Any], request: EditRequest | None = None)
     return out
 
 
+ImageData = bytes | str | memoryview  # the image's bytes; or its base64 as the provider sent it (text, or a view)
+
+
+def b64(image: ImageData) -> bytes | memoryview:
+    """An image as base64 bytes: bytes are encoded; base64 from the provider is passed on as it is."""
+    if isinstance(image, str):
+        return image.encode("ascii")
+    return image if isinstance(image, memoryview) else base64.b64encode(image)
+
+
+def b64_text(image: ImageData) -> str:
+    out = b64(image)
+    return out.decode("ascii") if isinstance(out, bytes) else bytes(out).decode("ascii")
+
+
 def images_response(
     record: Mapping[str, Any],
-    images: Sequence[bytes],
+    images: Sequence[ImageData],
     created: int | None = None,
     request: EditRequest | None = None,
 ) -> bytes:
-    """`ImagesResponse` as JSON bytes, from a job's record (result.json's fields) and its images. The base64 is
-    placed into the JSON as is (it needs no escaping), which saves re-scanning megabytes in json.dumps."""
-    head = {"created": int(time.time()) if created is None else created}
-    tail = answer_fields(record, request)
-    data = b",".join(b'{"b64_json":"' + base64.b64encode(img) + b'"}' for img in images)
-    return json.dumps(head)[:-1].encode() + b',"data":[' + data + b"]," + json.dumps(tail)[1:].encode()
+    """`ImagesResponse` as JSON bytes, from a job's record (result.json's fields) and its images (bytes, or the
+    provider's base64 text, passed on without decoding and re-encoding). The base64 goes into the JSON as is (it
+    needs no escaping), in one join: no megabyte-sized string is scanned by json.dumps or copied twice."""
+    head = json.dumps({"created": int(time.time()) if created is None else created})[:-1].encode()
+    tail = json.dumps(answer_fields(record, request))[1:].encode()
+    parts = [head, b',"data":[']
+    for i, img in enumerate(images):
+        parts += [b"," if i else b"", b'{"b64_json":"', b64(img), b'"}']
+    parts += [b"],", tail]
+    return b"".join(parts)
 
 
-def partial_event(data: bytes, index: int, record: Mapping[str, Any], created_at: int | None = None) -> dict[str, Any]:
-    """`image_edit.partial_image` (the SDK's `ImageEditPartialImageEvent`)."""
+def partial_event(
+    data: ImageData, index: int, record: Mapping[str, Any], created_at: int | None = None
+) -> dict[str, Any]:
+    """`image_edit.partial_image` (the SDK's `ImageEditPartialImageEvent`); `data` bytes or base64 text."""
     return {
         "type": "image_edit.partial_image",
-        "b64_json": base64.b64encode(data).decode("ascii"),
+        "b64_json": b64_text(data),
         "created_at": int(time.time()) if created_at is None else created_at,
         "partial_image_index": index,
         "background": record.get("background") or "auto",
@@ -284,12 +305,12 @@ def partial_event(data: bytes, index: int, record: Mapping[str, Any], created_at
 
 
 def completed_event(
-    image: bytes, record: Mapping[str, Any], request: EditRequest | None = None, created_at: int | None = None
+    image: ImageData, record: Mapping[str, Any], request: EditRequest | None = None, created_at: int | None = None
 ) -> dict[str, Any]:
-    """`image_edit.completed` (the SDK's `ImageEditCompletedEvent`), with `usage`."""
+    """`image_edit.completed` (the SDK's `ImageEditCompletedEvent`), with `usage`; `image` bytes or base64 text."""
     return {
         "type": "image_edit.completed",
-        "b64_json": base64.b64encode(image).decode("ascii"),
+        "b64_json": b64_text(image),
         "created_at": int(time.time()) if created_at is None else created_at,
         **answer_fields(record, request),
     }
