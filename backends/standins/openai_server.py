@@ -152,6 +152,7 @@ class FakeOpenAIServer:
         remote_images: dict[str, bytes] | None = None,
         model_shutdowns: dict[str, str | None] | None = None,
         stream_interval_s: float = 0.0,
+        canned: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -166,6 +167,10 @@ class FakeOpenAIServer:
         self.remote_images = dict(remote_images or {})  # https URL -> bytes, what "downloading" a URL finds
         self.model_shutdowns = dict(model_shutdowns or {})  # GET /models: shutdown_date overrides per model id
         self.stream_interval_s = stream_interval_s  # a streamed edit: seconds between its events
+        # Benchmarks: answer every edit after the first with that first answer, without parsing or computing
+        # anything, so the stand-in costs no CPU beside what it measures (a real API's work is on its servers).
+        self.canned = canned
+        self._canned: dict | None = None
         self.files: dict[str, dict] = {}  # the Files API: id -> {object fields..., "content": bytes}
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -290,6 +295,9 @@ class FakeOpenAIServer:
         return [r for r in self.requests if r.method == "POST" and r.path.rstrip("/").endswith("/images/edits")]
 
     def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
+        if self._canned is not None and rec.method == "POST" and rec.path.rstrip("/").endswith("/images/edits"):
+            self._check_auth(rec, headers)  # canned (benchmarks): the first answer again, nothing parsed or made
+            return self._canned
         multipart = rec.content_type.startswith("multipart/form-data")
         parts = _parse_multipart(rec, body) if multipart else []  # recorded even when refused below
         if rec.content_type.startswith("application/json"):
@@ -307,7 +315,10 @@ class FakeOpenAIServer:
         from backends.standins.openai_edit import run_edit, run_json_edit  # the API's rules and the fake "model"
 
         if multipart:
-            return run_edit(self, rec, parts)
+            answer = run_edit(self, rec, parts)
+            if self.canned and not hasattr(answer, "events"):
+                self._canned = _Encoded(answer)
+            return answer
         if rec.json is not None:
             return run_json_edit(self, rec, rec.json)
         raise ApiError(
@@ -385,7 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
         events = getattr(payload, "events", None)
         if status == 200 and events is not None:  # a streamed edit (openai_edit.StreamedEdit)
             return self._send_events(events)
-        data = json.dumps(payload).encode()
+        data = getattr(payload, "encoded", None) or json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -417,6 +428,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+class _Encoded(dict):
+    """An answer with its JSON encoded once (a canned answer is sent many times)."""
+
+    def __init__(self, answer: dict) -> None:
+        super().__init__(answer)
+        self.encoded = json.dumps(answer).encode()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=BANNER)
     ap.add_argument("--host", default="127.0.0.1")
@@ -424,10 +443,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
     ap.add_argument("--rpm", type=int, default=None, help="answer 429 above this many requests per minute")
     ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
+    ap.add_argument(
+        "--canned", action="store_true", help="answer every edit after the first with the first's answer (benchmarks)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = FakeOpenAIServer(
-        args.port, host=args.host, latency_s=args.latency, rate_limit_rpm=args.rpm, api_key=args.api_key
+        args.port,
+        host=args.host,
+        latency_s=args.latency,
+        rate_limit_rpm=args.rpm,
+        api_key=args.api_key,
+        canned=args.canned,
     ).start()
     print(
         f"{BANNER}\n  base_url: {server.base_url}\n  try: editroute edit --backend openai "
