@@ -1,14 +1,9 @@
-"""The edit service behind `POST /v1/images/edits`: which backend a `model` means, which job a request belongs to
-(`identity`), and running each job through `pipeline.run.execute` (no FastAPI here).
+"""The edit service behind `POST /v1/images/edits`: which job a request belongs to (`identity`), and running each
+job through `pipeline.run.execute` (no FastAPI here); what `model` means is `models`.
 
     service = EditService(policy, out_dir)                     # one ledger, one executor, one router
     prepared = service.prepare(parsed, who)                    # blocking (hashes inputs): call it off the loop
     served = await service.start(prepared)                     # runs it, or joins the same job in flight
-
-`model`: absent or `auto` routes by the policy; a policy backend name pins that backend (its fallbacks apply, as
-for a pinned manifest job); an OpenAI model id (`gpt-image-2.6-flare`, ...) pins the policy's openai backend that
-has that model, or the first openai backend re-targeted at it (same settings, budgets and ledger name; no
-fallbacks: the caller asked for that model).
 
 A new request runs a new job (a new image, billed) even when it repeats an earlier one byte for byte, as with
 OpenAI; a retry of it never runs or bills twice (`identity`). A job's key, and the job id derived from it:
@@ -20,8 +15,10 @@ OpenAI; a retry of it never runs or bills twice (`identity`). A job's key, and t
 A request for a job in flight waits for it in this process; one for a finished job gets the stored result from
 disk (`execute_job` checks the ledger and the files' sha256). Either way: `x-editroute-reused: true`, billed 0.
 
-The client is answered as soon as the backend's result is in hand (`ExecContext.on_result`); the job's files and
-its ledger row are written right after, on the job's thread, exactly as before (no fsync on the answer's path).
+The client is answered as soon as the backend has its answer: the provider's base64 on the job's live channel
+(`backends.live`), else the result in hand (`ExecContext.on_result`); the images are decoded and the job's files
+and ledger row written right after, on the job's thread, exactly as before (no decode, no fsync on the answer's
+path; `wait_idle()` waits for them).
 In serve the backend's own retry loop is the one retry budget (`max_retries`, `ServeSettings.max_retry_wait_s`):
 the execution core does not retry rate limits on top of it.
 """
@@ -33,18 +30,15 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from backends import live
-from backends.base import EditBackend, EditRequest, EditResult
-from backends.errors import EditError, InvalidRequest
-from backends.openai import DEFAULT_MODEL as OPENAI_DEFAULT_MODEL
-from backends.pricing import load_prices
-from backends.registry import create_backend
+from backends.base import EditBackend, EditResult
+from backends.errors import InvalidRequest
 from backends.validation import capability_problems
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger, now_ms
@@ -52,21 +46,12 @@ from pipeline.routing import Decision, Policy, Router, build_backends
 from pipeline.run import ExecContext, LocalExecutor, Outcome, RetryPolicy, budget_caps, execute_job, job_key
 from pipeline.serve.identity import Keys, Tries, sha
 from pipeline.serve.metrics import Metrics
+from pipeline.serve.models import OPENAI_KIND, Models, Target, serve_policy
 from pipeline.serve.refs import Refs
 from pipeline.serve.settings import ServeSettings
 from pipeline.serve.wire import ApiError, Limits, ParsedRequest, error_for_invalid, error_for_outcome
 
 log = logging.getLogger(__name__)
-
-OPENAI_PREFIXES = ("gpt-image", "chatgpt-image", "dall-e")
-OPENAI_KIND = "openai"
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: Literal["auto", "backend", "model"]
-    backend: str | None = None  # the policy backend pinned (None: route)
-    model: str | None = None  # the OpenAI model id asked for, when it re-targets a backend
 
 
 @dataclass(frozen=True)
@@ -114,42 +99,6 @@ class Served:
     @property
     def cost(self) -> Decimal:
         return Decimal(self.record.get("cost_usd") or "0")
-
-
-class _OverrideExecutor:
-    """Runs re-targeted backends on their own threads and every other backend on the shared executor (so a GPU
-    backend keeps its single queue)."""
-
-    def __init__(self, base: Any, overrides: dict[str, EditBackend]) -> None:
-        self.base = base
-        self.own = LocalExecutor(overrides)
-
-    def submit(self, backend: str, request: EditRequest, **kwargs: Any) -> Future[EditResult]:
-        return (self.own if backend in self.own.backends else self.base).submit(backend, request, **kwargs)
-
-    def close(self) -> None:
-        self.own.close()
-
-
-@dataclass
-class _Variant:
-    router: Router
-    ctx: ExecContext
-    executor: _OverrideExecutor
-
-
-def serve_policy(policy: Policy, settings: ServeSettings) -> Policy:
-    """The policy as the server runs it: each API backend without its own `concurrency:` gets the server's
-    (`ServeSettings.api_concurrency`), and each without `max_retry_wait_s:` the server's cap on waiting."""
-    changed = {}
-    for name, spec in policy.backends.items():
-        if spec.kind != OPENAI_KIND:
-            continue
-        extra = {"concurrency": settings.api_concurrency, "max_retry_wait_s": settings.max_retry_wait_s}
-        missing = {k: v for k, v in extra.items() if k not in spec.settings}
-        if missing:
-            changed[name] = spec.model_copy(update={"settings": {**spec.settings, **missing}})
-    return policy.model_copy(update={"backends": {**policy.backends, **changed}}) if changed else policy
 
 
 def _record(backend: str, result: EditResult) -> dict[str, Any]:
@@ -203,11 +152,8 @@ class EditService:
         )
         self.router = Router(self.policy, self.backends, self.ledger)
         self.metrics = Metrics()
-        self.openai_backends = [n for n, spec in self.policy.backends.items() if spec.kind == OPENAI_KIND]
         self.refs = Refs(self.settings, self.limits, url_client)
-        self._prices = load_prices()
-        self._variants: dict[str, _Variant] = {}
-        self._variants_lock = threading.Lock()
+        self.models = Models(self.policy, self.backends, self.executor, self.ledger, self.ctx)
         threads = self.settings.job_threads or min(512, self.executor.capacity() + 16)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serve-job")
         self._inflight: dict[str, asyncio.Future[Served]] = {}
@@ -235,76 +181,16 @@ class EditService:
             lines.append(f"{name}: {lim.concurrency} call(s) in flight{rpm} ({why})")
         return lines
 
-    # ---- what `model` means ---------------------------------------------------------------------------
+    # ---- what `model` means (models.py) --------------------------------------------------------------
 
     def model_ids(self) -> list[str]:
-        """OpenAI model ids this server accepts (it needs an openai backend to run them)."""
-        if not self.openai_backends:
-            return []
-        return [m for m, e in self._prices.models.items() if e.status != "retired" and not m.startswith("dall-e")]
+        return self.models.model_ids()
 
     def resolve(self, model: str | None) -> Target:
-        if model is None:
-            return Target("auto")
-        if model in self.policy.backends:
-            return Target("backend", model)
-        if model in self._prices.models or model.startswith(OPENAI_PREFIXES):
-            if model.startswith("dall-e"):
-                raise ApiError(
-                    404,
-                    f"The model '{model}' does not exist or you do not have access to it (editroute serves GPT "
-                    "image models and its policy's backends; ask for 'auto').",
-                    param="model",
-                    code="model_not_found",
-                )
-            for name in self.openai_backends:
-                if self.policy.backends[name].settings.get("model", OPENAI_DEFAULT_MODEL) == model:
-                    return Target("backend", name)
-            if not self.openai_backends:
-                raise ApiError(
-                    404,
-                    f"The model '{model}' cannot run here: this server's policy has no OpenAI backend "
-                    f"(ask for 'auto' or one of: {', '.join(self.policy.backends)}).",
-                    param="model",
-                    code="model_not_found",
-                )
-            self._variant(model)  # fails now if the model has no prices
-            return Target("model", self.openai_backends[0], model)
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist here: ask for 'auto', a backend of this server's policy "
-            f"({', '.join(self.policy.backends)}) or an OpenAI image model id.",
-            param="model",
-            code="model_not_found",
-        )
-
-    def _variant(self, model: str) -> _Variant:
-        with self._variants_lock:
-            hit = self._variants.get(model)
-            if hit is not None:
-                return hit
-            base = self.openai_backends[0]
-            try:
-                backend = create_backend(OPENAI_KIND, base, {**self.policy.backends[base].settings, "model": model})
-            except EditError as exc:
-                raise ApiError(
-                    404, f"The model '{model}' cannot run here: {exc.message}", param="model", code="model_not_found"
-                ) from None
-            backends = {**self.backends, base: backend}
-            executor = _OverrideExecutor(self.executor, {base: backend})
-            variant = _Variant(
-                Router(self.policy, backends, self.ledger),
-                replace(self.ctx, executor=executor, backends=backends),
-                executor,
-            )
-            self._variants[model] = variant
-            return variant
+        return self.models.resolve(model)
 
     def backend_for(self, target: Target) -> Any:
-        assert target.backend is not None
-        return (
-            self._variant(target.model).ctx.backends[target.backend] if target.model else self.backends[target.backend]
-        )
+        return self.models.backend_for(target)
 
     # ---- preparing a job (blocking: call it off the event loop) ---------------------------------------
 
@@ -417,7 +303,7 @@ class EditService:
     def run(self, prepared: Prepared, early: Any = None) -> Served:
         """Run the job on this thread; `early(Served)` as soon as a result is in hand."""
         job, target = prepared.job, prepared.target
-        variant = self._variant(target.model) if target.model else None
+        variant = self.models.variant(target.model) if target.model else None
         router = variant.router if variant else self.router
         decisions: list[Decision] = []
 
@@ -504,11 +390,10 @@ class EditService:
     def close(self) -> None:
         self.ctx.stop.set()  # calls in flight finish (and are recorded); jobs not yet calling stop as interrupted
         self._pool.shutdown(wait=True)
-        for variant in self._variants.values():
-            variant.executor.close()
+        self.models.close()
         self.executor.close()
         self.refs.close()
-        retargeted = [b for v in self._variants.values() for b in v.executor.own.backends.values()]
+        retargeted = self.models.retargeted()
         for backend in [*self.backends.values(), *retargeted]:
             try:
                 backend.close()
