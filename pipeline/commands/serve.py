@@ -29,6 +29,37 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="bearer keys clients must send, one per line (also $EDITROUTE_API_KEYS, comma-separated)",
     )
+    from pipeline.serve import ServeSettings  # settings.py only: cheap
+
+    d = ServeSettings()
+    g = p.add_argument_group("serving (docs/server.md)")
+    g.add_argument(
+        "--api-concurrency",
+        type=int,
+        default=d.api_concurrency,
+        metavar="N",
+        help=f"calls in flight per API backend whose policy sets no concurrency: (default {d.api_concurrency})",
+    )
+    g.add_argument(
+        "--max-retry-wait",
+        type=float,
+        default=d.max_retry_wait_s,
+        metavar="SECONDS",
+        help="seconds one request may wait between upstream retries in all; a longer retry-after goes to the client "
+        f"(default {d.max_retry_wait_s:g})",
+    )
+    g.add_argument(
+        "--retry-window",
+        type=float,
+        default=d.retry_window_s,
+        metavar="SECONDS",
+        help=f"how long an SDK retry may still join its first try (default {d.retry_window_s:g})",
+    )
+    g.add_argument(
+        "--fetch-image-urls",
+        action="store_true",
+        help="download https image_url references of JSON bodies here (default: passed to the provider)",
+    )
     p.set_defaults(func=run)
 
 
@@ -40,9 +71,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f'editroute serve needs {exc.name!r}: pip install "editroute[server]"') from None
     from rich.console import Console
 
-    from pipeline.serve import ServeConfig, build, uvicorn_server
+    from pipeline.serve import ServeConfig, ServeSettings, build, uvicorn_server
 
-    config = ServeConfig(policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file)
+    settings = ServeSettings(
+        api_concurrency=args.api_concurrency,
+        max_retry_wait_s=args.max_retry_wait,
+        retry_window_s=args.retry_window,
+        fetch_image_urls=args.fetch_image_urls,
+    )
+    config = ServeConfig(
+        policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file, settings=settings
+    )
     app, service, keys = build(config)
     console = Console(stderr=True, highlight=False)
     host = f"[{args.host}]" if ":" in args.host else args.host
