@@ -204,8 +204,8 @@ class Stack:
                 proc.kill()
 
 
-def block(url: str, key: str, photo: bytes, concurrency: int, per_thread: int) -> list[float]:
-    """`concurrency` SDK clients at once, each making `per_thread` edits; the latency of each edit."""
+def block(url: str, key: str, photo: bytes, concurrency: int, per_thread: int, pause: float = 0.0) -> list[float]:
+    """`concurrency` SDK clients at once, each making `per_thread` edits, `pause` s apart; the latency of each."""
     from openai import OpenAI
 
     times: list[float] = []
@@ -228,6 +228,7 @@ def block(url: str, key: str, photo: bytes, concurrency: int, per_thread: int) -
                 return
             with lock:
                 times.append(time.perf_counter() - t)
+            time.sleep(pause)
 
     threads = [threading.Thread(target=run) for _ in range(concurrency)]
     for t in threads:
@@ -239,7 +240,9 @@ def block(url: str, key: str, photo: bytes, concurrency: int, per_thread: int) -
     return times
 
 
-def measure(stack: Stack, photo: bytes, concurrency: int, rounds: int, per_thread: int, seed: int) -> dict:
+def measure(
+    stack: Stack, photo: bytes, concurrency: int, rounds: int, per_thread: int, seed: int, pause: float = 0.0
+) -> dict:
     """Rounds of one block per target, in a shuffled order each round (so drift hits all three alike). A proxy's
     added latency is the median over rounds of (its median - direct's median) in that round: paired, so a busy
     moment on a shared machine shifts both sides of a difference."""
@@ -257,7 +260,7 @@ def measure(stack: Stack, photo: bytes, concurrency: int, rounds: int, per_threa
         for name in order:
             url, key, pid = targets[name]
             before = cpu_seconds(pid) if pid else 0.0
-            got = block(url, key, photo, concurrency, per_thread)
+            got = block(url, key, photo, concurrency, per_thread, pause)
             cpu[name] += (cpu_seconds(pid) - before) if pid else 0.0
             times[name] += got
             this[name] = statistics.median(got)
@@ -285,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20, help="interleaved rounds per concurrency (default 20)")
     ap.add_argument("--latency", type=float, default=0.05, help="the stand-in's latency per edit, seconds")
     ap.add_argument("--per-round", type=int, default=3, help="edits per client per round (default 3)")
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=0.1,
+        help="seconds a concurrency-1 client waits between its edits (default 0.1): what each proxy does after "
+        "answering (editroute: files and ledger; LiteLLM: logging) then lands in CPU, not in the next edit",
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "proxy_overhead.json", help="where to write results")
     args = ap.parse_args(argv)
     photo = photo_png()
@@ -299,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                 "io": {"editroute": io_stack(stack.editroute.pid), "litellm": io_stack(stack.litellm.pid)},
                 "photo_bytes": len(photo),
                 "upstream_latency_s": args.latency,
-                "concurrency_1": measure(stack, photo, 1, args.rounds, args.per_round, seed=1),
+                "concurrency_1": measure(stack, photo, 1, args.rounds, args.per_round, seed=1, pause=args.pause),
+                "pause_s": args.pause,
                 "concurrency_16": measure(stack, photo, 16, max(2, args.rounds // 4), 2, seed=16),
             }
         finally:
