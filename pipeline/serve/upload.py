@@ -36,7 +36,8 @@ class _Collector:
         self._headers: dict[str, str] = {}
         self._field = b""
         self._value = b""
-        self._buf = bytearray()
+        self._buf: list[memoryview] = []  # the part's data as views of the chunks: copied once, at its end
+        self._size = 0
         self._name = ""
         self._param = ""
         self._filename: str | None = None
@@ -56,7 +57,7 @@ class _Collector:
         }
 
     def _begin(self) -> None:
-        self._headers, self._buf, self._skip = {}, bytearray(), False
+        self._headers, self._buf, self._size, self._skip = {}, [], 0, False
         self.parts += 1
 
     def _hfield(self, data: bytes, start: int, end: int) -> None:
@@ -107,10 +108,10 @@ class _Collector:
             return
         if self.error is not None:
             return
-        if len(self._buf) + (end - start) > self._cap:
+        if self._size + (end - start) > self._cap:
             if self._name == "prompt" and self._filename is None:
-                self._prompt_chars = _chars(bytes(self._buf)) + _chars(data[start:end])
-                self._buf = bytearray()
+                self._prompt_chars = _chars(b"".join(self._buf)) + _chars(data[start:end])
+                self._buf, self._size = [], 0
                 return
             what = "file" if self._filename is not None else "value"
             return self._fail(
@@ -121,7 +122,9 @@ class _Collector:
                     code="file_too_large" if self._filename is not None else "string_above_max_length",
                 )
             )
-        self._buf += data[start:end]
+        # a view of an immutable chunk (copied only when joined); anything mutable is copied now
+        self._buf.append(memoryview(data)[start:end] if isinstance(data, bytes) else memoryview(bytes(data[start:end])))
+        self._size += end - start
 
     def _end(self) -> None:
         if self._skip:
@@ -132,8 +135,8 @@ class _Collector:
             self._prompt_chars = 0
         if self.error is not None:
             return
-        data = bytes(self._buf)
-        self._buf = bytearray()
+        data = b"".join(self._buf)
+        self._buf, self._size = [], 0
         if self._filename is not None:
             self.form.files.append(Upload(self._name, data, self._filename, self._headers.get("content-type")))
         else:
