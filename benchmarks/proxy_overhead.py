@@ -135,7 +135,7 @@ def cpu_seconds(pid: int) -> float:
 class Stack:
     """The stand-in, editroute serve and LiteLLM's proxy, each in its own process on loopback."""
 
-    def __init__(self, latency: float, work: Path) -> None:
+    def __init__(self, latency: float, work: Path, editroute_root: Path = ROOT) -> None:
         self.procs: list[subprocess.Popen] = []
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.upstream_port, self.editroute_port, self.litellm_port = free_port(), free_port(), free_port()
@@ -154,12 +154,13 @@ class Stack:
             f"    api_key_file: {work / 'upstream.key'}\n    max_retries: 0\nquality:\n  api: {{low: 0.7, medium: 0.8, "
             "high: 0.9}\n"
         )
-        extras = serve_extras()
+        extras, root = serve_extras(), editroute_root
         self.editroute = self._start(
             [sys.executable, "-m", "pipeline.cli", "serve", "--policy", str(policy), "--port",
              str(self.editroute_port), "--out", str(work / "editroute-out")],
-            {**env, "EDITROUTE_API_KEYS": self.key, "PYTHONPATH": os.pathsep.join(filter(None, [extras, str(ROOT)]))},
+            {**env, "EDITROUTE_API_KEYS": self.key, "PYTHONPATH": os.pathsep.join(filter(None, [extras, str(root)]))},
             work / "editroute.log",
+            root,  # `python -m` puts the working directory first on sys.path: run in the checkout measured
         )  # fmt: skip
         wait_up(f"http://127.0.0.1:{self.editroute_port}/healthz", self.editroute)
 
@@ -181,8 +182,8 @@ class Stack:
         )  # fmt: skip
         wait_up(f"http://127.0.0.1:{self.litellm_port}/health/liveliness", self.litellm, seconds=240)
 
-    def _start(self, cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+    def _start(self, cmd: list[str], env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=cwd)
         self.procs.append(proc)
         return proc
 
@@ -295,16 +296,20 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a concurrency-1 client waits between its edits (default 0.1): what each proxy does after "
         "answering (editroute: files and ledger; LiteLLM: logging) then lands in CPU, not in the next edit",
     )
+    ap.add_argument(
+        "--editroute-root", type=Path, default=ROOT, help="the editroute checkout to serve (default: this one)"
+    )
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "proxy_overhead.json", help="where to write results")
     args = ap.parse_args(argv)
     photo = photo_png()
     with tempfile.TemporaryDirectory(prefix="proxy-overhead-") as tmp:
-        stack = Stack(args.latency, Path(tmp))
+        stack = Stack(args.latency, Path(tmp), args.editroute_root.resolve())
         try:
             results = {
                 "command": "python benchmarks/proxy_overhead.py " + " ".join(argv or sys.argv[1:]),
                 "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), {platform.python_version()}",
+                "editroute_root": str(args.editroute_root.resolve()),
                 "litellm": litellm_version(),
                 "io": {"editroute": io_stack(stack.editroute.pid), "litellm": io_stack(stack.litellm.pid)},
                 "photo_bytes": len(photo),
