@@ -120,6 +120,12 @@ def test_a_body_that_is_neither_multipart_nor_json_is_refused(server):
         headers={"Authorization": f"Bearer {client(url).api_key}", "Content-Type": "application/octet-stream"},
     )
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_content_type"
+    broken = httpx.post(
+        f"{url}/images/edits",
+        content=b'{"prompt": "x", "images": [',
+        headers={"Authorization": f"Bearer {client(url).api_key}", "Content-Type": "application/json"},
+    )
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
 
 
 # ---- item 4: errors and usage as OpenAI sends them ---------------------------------------------------------

@@ -160,7 +160,7 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         )
 
     async def read_request(request: Request) -> tuple[Any, float]:
-        """The body as a multipart `Form` or parsed JSON, and how long it took to arrive."""
+        """The body as a multipart `Form` or JSON bytes (parsed off the loop), and how long it took to arrive."""
         started = time.monotonic()
         ctype = request.headers.get("content-type") or ""
         mime = ctype.split(";", 1)[0].strip().lower()
@@ -168,16 +168,7 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
             if mime == "multipart/form-data":
                 body: Any = await read_form(request.stream(), ctype, request.headers.get("content-length"), limits)
             elif mime == "application/json":
-                raw = await read_body(request.stream(), request.headers.get("content-length"), limits)
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    raise ApiError(
-                        400,
-                        "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-                        "using your HTTP library correctly.)",
-                        code="invalid_json",
-                    ) from None
+                body = await read_body(request.stream(), request.headers.get("content-length"), limits)
             else:
                 raise ApiError(
                     400,
@@ -196,7 +187,16 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         if isinstance(body, Form):
             parsed = parse_form(body, limits)
         else:
-            parsed = parse_json(body, limits, service.refs)
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise ApiError(
+                    400,
+                    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+                    "HTTP library correctly.)",
+                    code="invalid_json",
+                ) from None
+            parsed = parse_json(data, limits, service.refs)
         return service.prepare(parsed, who)
 
     @app.post(EDITS)

@@ -157,7 +157,7 @@ class EditService:
         threads = self.settings.job_threads or min(512, self.executor.capacity() + 16)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serve-job")
         self._inflight: dict[str, asyncio.Future[Served]] = {}
-        self._channels: dict[str, live.Channel] = {}  # job key -> its live channel, while it runs
+        self._channels: dict[str, tuple[live.Channel, Any]] = {}  # job key -> (live channel, stop), while it runs
         self.tries = Tries()
         self._keys = Keys()
         self._running = 0  # jobs whose run() has not returned (their files and ledger row may still be coming)
@@ -250,7 +250,9 @@ class EditService:
         job's live channel (the provider's base64, before it is decoded and written), else the result in hand.
         `on_partial(index, image)` gets each partial image of a streamed job, on the event loop."""
         fut = self._inflight.get(prepared.key)
-        if fut is not None:
+        if fut is not None:  # joined: the running job's own stop and channel stay the ones that count
+            if prepared.stop is not None:
+                self.ctx.stop.unwatch(prepared.stop)
             return fut, True
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -273,7 +275,7 @@ class EditService:
         channel = live.listen(
             prepared.job.id, request.partial_images or 0, partial if on_partial is not None else None, final
         )
-        self._channels[prepared.key] = channel
+        self._channels[prepared.key] = (channel, prepared.stop)
 
         def ended(job: asyncio.Future[Served]) -> None:
             live.stop_listening(channel)
@@ -358,10 +360,11 @@ class EditService:
         """Its streaming client went away: stop the job (its backend stops at its next step or event, and says
         what it spent), and let no retry join it."""
         self.tries.cancelled(prepared.key)
-        if (channel := self._channels.get(prepared.key)) is not None:
+        channel, stop = self._channels.get(prepared.key, (None, prepared.stop))
+        if channel is not None:
             channel.cancel()
-        if prepared.stop is not None:
-            prepared.stop.set()
+        if stop is not None:
+            stop.set()
 
     def _unroutable_problem(self, job: Job) -> InvalidRequest | None:
         """What to blame when no backend can run the job (None when some backend could: a budget or a rule)."""
