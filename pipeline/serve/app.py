@@ -216,8 +216,9 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         del body
         headers = {"x-editroute-job-id": prepared.job.id, "x-request-id": prepared.job.id}
         if prepared.job.request.partial_images is not None:
-            service.metrics.request(EDITS, 200)
-            return await stream_edit(service, prepared, request.receive, headers)
+            response = await stream_edit(service, prepared, request.receive, headers)
+            service.metrics.request(EDITS, response.status_code)
+            return response
         answer, joined = service.start(prepared)
         came, served = await first_of(asyncio.shield(answer), asyncio.ensure_future(client_gone(request.receive)))
         if not came:  # gone before its answer: the job goes on; the SDK's retry joins it (identity)
@@ -227,6 +228,7 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         headers["x-editroute-reused"] = "true" if reused else "false"
         if served.backend:
             headers["x-editroute-backend"] = served.backend
+        service.tries.answered(prepared.key)  # an SDK retry from now on is a new request's
         if not served.ok:
             served.passed_on()
             return error_response(service.error_for(served), EDITS, headers)
@@ -235,7 +237,6 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         headers["x-editroute-billed-usd"] = "0" if reused else str(served.cost)  # what this request added
         content = images_response(served.record, served.images, None, prepared.job.request)  # ~1 ms: one join
         service.metrics.request(EDITS, 200)
-        service.tries.answered(prepared.key)
         return _Answer(content, served, headers)
 
     @app.get("/v1/models")

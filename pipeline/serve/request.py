@@ -18,6 +18,7 @@ from backends.validation import request_problems
 from pipeline.serve.fields import KNOWN, Fields, Values, bad, read_fields
 from pipeline.serve.probe import check_mimetype, probe_image
 from pipeline.serve.refs import Refs
+from pipeline.serve.settings import ServeSettings
 from pipeline.serve.wire import ApiError, Form, Limits, ParsedRequest, Upload, error_for_invalid
 
 FILE_FIELDS = ("image", "image[]", "mask", "markup")
@@ -93,7 +94,7 @@ def parse_json(body: Any, limits: Limits | None = None, refs: Refs | None = None
             "unknown_parameter",
         )
     fields = read_fields(Values.from_json(body))
-    refs = refs or Refs(_no_fetch(), limits)
+    refs = refs or Refs(ServeSettings(), limits)  # no fetching unless a server's settings say so
     listed = body.get("images")
     if listed is None:
         raise bad("Missing required parameter: 'images'.", "images", "missing_required_parameter")
@@ -116,12 +117,6 @@ def parse_json(body: Any, limits: Limits | None = None, refs: Refs | None = None
     mask = refs.image(body["mask"], "mask") if body.get("mask") is not None else None
     markup = refs.image(body["markup"], "markup") if body.get("markup") is not None else None
     return _finish(fields, images, mask, markup)
-
-
-def _no_fetch():
-    from pipeline.serve.settings import ServeSettings
-
-    return ServeSettings()
 
 
 def _finish(

@@ -70,6 +70,7 @@ class _Stream:
             return sse(partial_event(item[2], item[1], {**shape, "size": _size_of(item[2], r.size)}))
         served: Served = item[1]
         served.passed_on()  # (encoded now: the backend may decode and write while the event goes out)
+        self.service.tries.answered(self.prepared.key)
         if not served.ok:
             return sse(self.service.error_for(served).body())
         return sse(completed_event(served.images[0], served.record, self.request))
@@ -121,6 +122,7 @@ async def stream_edit(service: EditService, prepared: Prepared, receive: Receive
         return Response(status_code=499)
     if first[0] == "done" and not first[1].ok:
         first[1].passed_on()
+        service.tries.answered(prepared.key)
         gone.cancel()
         err = service.error_for(first[1])
         return JSONResponse(err.body(), status_code=err.status, headers={**headers, **err.headers()})
