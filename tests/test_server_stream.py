@@ -150,3 +150,11 @@ def test_an_sdxl_client_leaving_stops_the_denoising(tmp_path, tiny_sdxl_dir):
         assert "client went away" in (attempt["error"] or "")
         sdxl = service.backends["sdxl-local"]
         assert sdxl.pipeline_calls == 1
+
+
+def test_preview_steps_are_spread_before_the_end():
+    from backends.diffusion.step_previews import preview_steps
+
+    assert preview_steps(30, 3) == {8, 15, 22}
+    assert preview_steps(8, 3) == {2, 4, 6}
+    assert preview_steps(2, 3) == {1} and preview_steps(1, 2) == set() and preview_steps(30, 0) == set()
