@@ -158,3 +158,12 @@ def test_preview_steps_are_spread_before_the_end():
     assert preview_steps(30, 3) == {8, 15, 22}
     assert preview_steps(8, 3) == {2, 4, 6}
     assert preview_steps(2, 3) == {1} and preview_steps(1, 2) == set() and preview_steps(30, 0) == set()
+
+
+def test_auto_routing_only_considers_backends_that_stream(tmp_path, upstream):
+    with serving(write_policy(tmp_path, upstream, api={"model": "gpt-image-2"}), tmp_path / "out") as (url, _):
+        sdk = OpenAI(base_url=url, api_key=KEY)
+        with pytest.raises(openai.BadRequestError) as info:
+            list(sdk.images.edit(image=png(), prompt="auto, streamed", stream=True))
+        assert (info.value.param, info.value.code) == ("stream", "unsupported_value")
+        assert len(sdk.images.edit(image=png(), prompt="auto, not streamed").data) == 1
