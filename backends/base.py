@@ -55,6 +55,9 @@ class EditRequest:
     markup: InputImage | None = None  # transparent PNG of annotations over the first image; not with a mask
     frame_count: int | None = None  # output_format gif only
     frame_duration_ms: int | None = None  # output_format gif only
+    # Streamed edits (OpenAI's `stream` + `partial_images`): how many partial images to send while it runs (0-3;
+    # None: not streamed). Only backends with `capabilities.streaming` take it; see `backends.live`.
+    partial_images: int | None = None
 
     @property
     def has_mask(self) -> bool:
@@ -218,7 +221,7 @@ class Capabilities:
     markup: bool = False  # a markup layer (annotations) over the first image
     gif: GifLimits | None = None  # animated output, when "gif" is in `formats`
     remote_refs: bool = False  # inputs given as a file id or https URL (OpenAI's JSON body)
-    streaming: bool = False  # partial images while the edit runs (what the model page says; not used by run)
+    streaming: bool = False  # partial images while the edit runs (`partial_images`, `backends.live`)
 
 
 @runtime_checkable

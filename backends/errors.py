@@ -18,6 +18,8 @@ retried (as `EditResult.extras["possible_charges"]` does for a call that then su
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -47,7 +49,8 @@ class EditError(Exception):
         return {}
 
     def __reduce__(self):  # keyword-only attributes survive pickling
-        state = {k: v for k, v in (("spent_usd", self.spent_usd), ("possible_charges", self.possible_charges)) if v}
+        kept = ("spent_usd", "possible_charges", "upstream")  # `upstream`: the provider's own answer, passed on
+        state = {k: v for k in kept if (v := getattr(self, k, None))}
         return (_rebuild, (type(self), self.message, self.job_id, self.backend, self._extra()), state or None)
 
     def __str__(self) -> str:
@@ -130,3 +133,25 @@ class ContentRejected(EditError):
 
 class BudgetExceeded(EditError):
     pass
+
+
+@dataclass(frozen=True)
+class UpstreamError:
+    """A hosted provider's own error answer, kept whole beside the `EditError` it became (`upstream_of(err)`),
+    so a server in front of that provider can pass it on as the provider sent it: the status, the JSON body (its
+    `error` object's message scrubbed of key-shaped strings; `moderation_details` and the like kept), OpenAI's four
+    envelope fields read from it, and the headers a client acts on (retry-after, retry-after-ms, x-ratelimit-*)."""
+
+    status: int
+    message: str
+    type: str | None = None
+    param: str | None = None
+    code: str | None = None
+    body: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def upstream_of(err: BaseException | None) -> UpstreamError | None:
+    """The provider's answer behind `err`, when a hosted backend attached one (`err.upstream`)."""
+    found = getattr(err, "upstream", None)
+    return found if isinstance(found, UpstreamError) else None

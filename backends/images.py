@@ -12,8 +12,10 @@ is skipped for it (validation says so); only backends whose capabilities take re
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -40,6 +42,11 @@ class InputImage:
     data: bytes | None = None
     file_id: str | None = None  # remote reference: an OpenAI Files id ("file-...")
     url: str | None = None  # remote reference: an https URL the provider downloads
+
+    @cached_property
+    def sha256(self) -> bytes:
+        """sha256 digest of the bytes in memory, computed once (a job's key and its server's key both need it)."""
+        return hashlib.sha256(self.read()).digest()
 
     @property
     def mime(self) -> str:

@@ -138,6 +138,19 @@ def _gif_problems(request: EditRequest) -> list[InvalidRequest]:
     return out
 
 
+def _stream_problems(request: EditRequest) -> list[InvalidRequest]:
+    """Streamed edits: 0 to 3 partial images; GIF and SVG output cannot stream (OpenAI's rule)."""
+    out = []
+    partial = request.partial_images
+    if partial is None:
+        return out
+    if not _int_ok(partial, 0, 3):
+        out.append(_problem("partial_images", partial, "0 to 3", "partial image count out of range"))
+    if request.output_format == "gif":
+        out.append(_problem("stream", True, "not with gif output", "GIF output cannot be streamed"))
+    return out
+
+
 def request_problems(request: EditRequest) -> list[InvalidRequest]:
     """Every way `request` breaks the edit API's shared limits."""
     out = _image_problems(request, MAX_IMAGE_BYTES)
@@ -198,6 +211,7 @@ def request_problems(request: EditRequest) -> list[InvalidRequest]:
             )
         )
     out += _gif_problems(request)
+    out += _stream_problems(request)
     if request.seed is not None and (not isinstance(request.seed, int) or not 0 <= request.seed < 2**63):
         out.append(_problem("seed", request.seed, "0 to 2**63-1", "seed out of range"))
     return out
@@ -290,6 +304,8 @@ def capability_problems(request: EditRequest, caps: Capabilities) -> list[Invali
                 "this backend cannot make transparent backgrounds",
             )
         )
+    if request.partial_images is not None and not caps.streaming:
+        out.append(_problem("stream", True, "omit it on this backend", "this backend cannot stream partial images"))
     if request.input_fidelity is not None and not caps.input_fidelity:
         out.append(
             _problem(

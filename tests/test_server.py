@@ -3,9 +3,7 @@ SDXL pipeline and the loopback OpenAI stand-in behind the router."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -25,55 +23,22 @@ from PIL import Image
 from backends.diffusion import runtime as diffusion_runtime
 from backends.standins import FakeOpenAIServer
 from pipeline.errors import ConfigError
-from pipeline.serve import Limits, ServeConfig, build, check_bind, load_api_keys, running
-from tests.fixtures_sdxl import tiny_settings
+from pipeline.serve import Limits, check_bind, load_api_keys
 from tests.imagery import image_bytes, mask_bytes
+from tests.serve_helpers import (
+    KEY,
+    UPSTREAM_KEY,
+    client,
+    decoded,
+    edit,
+    mask,
+    png,
+    run_threads,
+    serving,
+    write_policy,
+)
 
-KEY = "er-test-key-0123456789"  # what clients send to editroute
-UPSTREAM_KEY = "sk-upstream-test-abcdef"  # what editroute sends to the (stand-in) OpenAI API
 REPO = Path(__file__).resolve().parents[1]
-
-
-def png(w: int = 64, h: int = 64) -> tuple[str, bytes, str]:
-    return ("photo.png", image_bytes(w, h), "image/png")
-
-
-def mask(w: int = 64, h: int = 64) -> tuple[str, bytes, str]:
-    return ("mask.png", mask_bytes(w, h), "image/png")
-
-
-def write_policy(folder: Path, upstream: FakeOpenAIServer | None, sdxl_dir: Path | None = None, **extra) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    backends, quality = {}, {}
-    if upstream is not None:
-        key_file = folder / "upstream.key"
-        key_file.write_text(UPSTREAM_KEY)
-        backends["api"] = {
-            "kind": "openai",
-            "model": "gpt-image-2.6-sunburst",
-            "base_url": upstream.base_url,
-            "api_key_file": str(key_file),
-            "max_retries": 0,
-        }
-        quality["api"] = {"low": 0.7, "medium": 0.8, "high": 0.9}
-    if sdxl_dir is not None:
-        backends["sdxl-local"] = {"kind": "sdxl", **tiny_settings(sdxl_dir)}
-        quality["sdxl-local"] = 0.65
-    policy = {"backends": backends, "quality": quality, "objective": {"type": "cheapest"}, **extra}
-    path = folder / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy))
-    return path
-
-
-@contextlib.contextmanager
-def serving(policy: Path, out: Path, *, keys: str = KEY, limits: Limits | None = None):
-    app, service, _ = build(ServeConfig(policy=policy, out_dir=out, limits=limits), env={"EDITROUTE_API_KEYS": keys})
-    with running(app) as url:
-        yield url, service
-
-
-def client(url: str, **kwargs) -> OpenAI:
-    return OpenAI(base_url=url, api_key=kwargs.pop("api_key", KEY), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +55,6 @@ def server(tmp_path_factory, upstream, tiny_sdxl_dir):
         yield url, service
 
 
-def decoded(result: ImagesResponse) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in result.data]
-
-
-def edit(url: str, **kwargs):
-    """images.edit through the SDK; returns (parsed ImagesResponse, response headers)."""
-    raw = client(url).images.with_raw_response.edit(**kwargs)
-    return raw.parse(), raw.headers
-
-
 # ---- the OpenAI surface, parsed by the SDK's own models ---------------------------------------------------
 
 
@@ -112,6 +67,7 @@ def test_single_image_without_mask_goes_to_the_api_and_reports_its_cost(server, 
     assert decoded(result)[0].format == "PNG"
     assert headers["x-editroute-backend"] == "api" and headers["x-editroute-model"] == "gpt-image-2.6-sunburst"
     assert len(upstream.requests) == before + 1 and upstream.requests[-1].fields["prompt"].startswith("put a red")
+    assert service.wait_idle()  # the answer came as soon as the result did; its files and ledger row follow
     rec = service.ledger.get(headers["x-editroute-job-id"])
     assert rec.status == "done" and rec.cost == Decimal(headers["x-editroute-cost-usd"]) > 0
 
@@ -154,6 +110,7 @@ def test_mask_routes_to_self_hosted_sdxl(server):
     result, headers = edit(url, image=png(), mask=mask(), prompt="white studio backdrop", extra_body={"seed": 3})
     assert headers["x-editroute-backend"] == "sdxl-local" and result.size == "64x64"
     assert decoded(result)[0].size == (64, 64) and result.usage.total_tokens == 0
+    assert service.wait_idle()
     saved = json.loads((service.out_dir / headers["x-editroute-job-id"] / "result.json").read_text())
     assert saved["seed"] == 3 and saved["backend"] == "sdxl-local"
 
@@ -193,16 +150,18 @@ def test_shutdown_closes_the_connections_of_a_re_targeted_model(tmp_path, upstre
 @pytest.mark.parametrize(
     "kwargs, param, code",
     [
-        ({"n": 11}, "n", "invalid_value"),
+        ({"n": 11}, "n", "integer_above_max_value"),
+        ({"n": 0}, "n", "integer_below_min_value"),
+        ({"quality": "ultra"}, "quality", "invalid_value"),
         ({"response_format": "b64_json"}, "response_format", "unknown_parameter"),
         ({"extra_body": {"num_inference_steps": "30"}}, "num_inference_steps", "unknown_parameter"),
         ({"mask": ("mask.png", mask_bytes(32, 32), "image/png")}, "mask", "invalid_value"),
         ({"image": ("notes.txt", b"hello", "text/plain")}, "image", "unsupported_file_mimetype"),
+        ({"image": ("photo.png", image_bytes(), "application/octet-stream")}, "image", "unsupported_file_mimetype"),
         ({"image": ("broken.png", image_bytes()[:80], "image/png")}, "image", "invalid_image_file"),
-        ({"model": "dall-e-2"}, "model", "model_not_found"),
-        ({"model": "no-such-model"}, "model", "model_not_found"),
-        ({"model": "sdxl-local"}, "mask", "invalid_value"),  # pinned to SDXL without a mask
+        ({"model": "sdxl-local"}, "mask", "unsupported_value"),  # pinned to SDXL without a mask
         ({"size": "1000x1000"}, "size", "invalid_value"),
+        ({"prompt": ""}, "prompt", "empty_string"),
     ],
 )
 def test_bad_input_is_a_bad_request_naming_the_parameter(server, kwargs, param, code):
@@ -212,9 +171,19 @@ def test_bad_input_is_a_bad_request_naming_the_parameter(server, kwargs, param, 
     with pytest.raises(openai.BadRequestError) as info:
         client(url, max_retries=2).images.edit(**args)
     err = info.value
-    assert err.status_code == 400 and err.param == param and err.code == code and err.type == "invalid_request_error"
+    assert err.status_code == 400 and err.param == param and err.code == code
+    assert err.type == ("image_generation_user_error" if code == "invalid_image_file" else "invalid_request_error")
     assert err.response.headers["x-should-retry"] == "false"
     assert service.metrics.requests[(("route", "/v1/images/edits"), ("code", "400"))] == sent_before + 1  # no retry
+
+
+@pytest.mark.parametrize("model", ["dall-e-2", "no-such-model", "gpt-image-1"])
+def test_a_model_not_served_here_is_not_found(server, model):
+    url, _ = server
+    with pytest.raises(openai.NotFoundError) as info:
+        client(url).images.edit(image=png(), prompt="edit", model=model)
+    assert (info.value.status_code, info.value.param, info.value.code) == (404, "model", "model_not_found")
+    assert f"'{model}'" in info.value.message
 
 
 def test_wrong_or_missing_key_is_an_authentication_error(server):
@@ -305,6 +274,7 @@ def test_retry_after_a_client_timeout_is_not_billed_twice(tmp_path):
             result, headers = edit_with(url, timeout=0.7, max_retries=3)
             assert len(result.data) == 1 and headers["x-editroute-reused"] == "true"
             assert len(slow.requests) == 1  # the upstream API was called (and billed) once
+            assert service.wait_idle()
             jobs = list(service.ledger.jobs())
             assert len(jobs) == 1 and jobs[0].status == "done"
             attempts = service.ledger.attempts(jobs[0].id)
@@ -328,6 +298,7 @@ def test_identical_unseeded_requests_are_new_jobs_billed_each_time(server, upstr
     _, h2 = edit(url, image=png(), prompt="another variant please")
     assert len(upstream.requests) == before + 2
     assert h1["x-editroute-job-id"] != h2["x-editroute-job-id"]
+    assert service.wait_idle()
     for h in (h1, h2):
         assert h["x-editroute-reused"] == "false" and h["x-editroute-billed-usd"] == h["x-editroute-cost-usd"] != "0"
         rec = service.ledger.get(h["x-editroute-job-id"])
@@ -345,49 +316,9 @@ def test_identical_seeded_requests_reuse_the_stored_result(server, upstream):
     assert h2["x-editroute-billed-usd"] == "0" and h2["x-editroute-cost-usd"] == h1["x-editroute-billed-usd"] != "0"
 
 
-def test_a_retry_after_a_restart_reuses_the_latest_job_from_the_ledger(tmp_path):
-    """An SDK retry (x-stainless-retry-count >= 1) that reaches a restarted server finds the job in the ledger."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        yaml.safe_dump({"backends": {"fast": {"kind": "function", "cost_per_image": 0.03}}, "quality": {"fast": 0.7}})
-    )
-    retry = {"x-stainless-retry-count": "1"}
-    with serving(policy, tmp_path / "out") as (url, _):
-        _, old = edit(url, image=png(), prompt="restart")
-        _, latest = edit(url, image=png(), prompt="restart")
-    with serving(policy, tmp_path / "out") as (url, service):
-        _, h = edit(url, image=png(), prompt="restart", extra_headers=retry)
-        assert h["x-editroute-job-id"] == latest["x-editroute-job-id"] != old["x-editroute-job-id"]
-        assert h["x-editroute-reused"] == "true" and h["x-editroute-billed-usd"] == "0"
-        _, fresh = edit(url, image=png(), prompt="restart")  # a first try again: a new job
-        _, unknown = edit(url, image=png(), prompt="never sent before", extra_headers=retry)  # nothing to join: runs
-        assert fresh["x-editroute-reused"] == unknown["x-editroute-reused"] == "false"
-        assert len({old["x-editroute-job-id"], latest["x-editroute-job-id"], fresh["x-editroute-job-id"]}) == 3
-        assert service.ledger.total_spent() == Decimal("0.03") * 4  # old, latest, fresh, unknown; the retry: 0
-
-
 def edit_with(url: str, **client_kwargs):
     raw = client(url, **client_kwargs).images.with_raw_response.edit(image=png(), prompt="slow upstream edit")
     return raw.parse(), raw.headers
-
-
-def run_threads(count: int, fn):
-    results: list = [None] * count
-    errors: list = []
-
-    def one(i: int) -> None:
-        try:
-            results[i] = fn(i)
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
-    return results
 
 
 # ---- budgets, upstream failures -----------------------------------------------------------------------------
@@ -419,9 +350,15 @@ def test_budget_spent_by_a_batch_run_holds_for_the_server(tmp_path):
         assert "budget" in err.message and service.ledger.total_spent() == Decimal("0.03")
 
 
-def test_upstream_outage_is_a_503_with_retry_after(tmp_path):
-    with FakeOpenAIServer(api_key=UPSTREAM_KEY, script=[500]) as failing:
+def test_upstream_errors_are_passed_on_as_the_provider_sent_them(tmp_path):
+    """The provider's 500 reaches the client as its 500 (same message); a dropped connection, which has no answer
+    to pass on, is our 503 with retry-after; the SDK's retry then runs the edit again, and it works."""
+    with FakeOpenAIServer(api_key=UPSTREAM_KEY, script=[500, "drop"]) as failing:
         with serving(write_policy(tmp_path, failing), tmp_path / "out") as (url, _):
+            with pytest.raises(openai.InternalServerError) as info:
+                client(url, max_retries=0).images.edit(image=png(), prompt="upstream down")
+            assert info.value.status_code == 500
+            assert info.value.body["message"] == "The server had an error while processing your request."
             with pytest.raises(openai.InternalServerError) as info:
                 client(url, max_retries=0).images.edit(image=png(), prompt="upstream down")
             assert info.value.status_code == 503 and info.value.response.headers["retry-after"] == "2"
@@ -448,6 +385,15 @@ def test_models_health_and_metrics(server):
     assert 'editroute_http_requests_total{route="/v1/images/edits",code="200"}' in text
     assert 'editroute_job_latency_seconds_count{backend="api"}' in text
     assert 'editroute_spend_usd_total{backend="api"}' in text and 'editroute_ledger_spend_usd{backend="api"}' in text
+
+
+def test_api_backends_default_to_a_proxys_concurrency_and_say_so(server):
+    _, service = server  # its policy's api backend sets no concurrency
+    assert service.executor.limits["api"].concurrency == 64
+    assert (
+        "api: 64 call(s) in flight (serve's default for API backends; set concurrency: in the policy to change it)"
+        in (service.describe_limits())
+    )
 
 
 # ---- configuration and the documented commands ------------------------------------------------------------
@@ -535,6 +481,9 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
     # rule "no mask" -> api-flare (everyday edits)
     assert [(r.status, r.fields["model"]) for r in api.requests] == [(200, "gpt-image-2.6-flare")]
     assert f"listening on http://127.0.0.1:{port}/v1" in err and "auth: OFF" in err
+    flat = " ".join(err.split())
+    assert "backend api: 4 call(s) in flight (the policy's concurrency:)" in flat  # said, not silent
+    assert "backend sdxl-local: 1 pipeline call at a time on its device" in flat
     assert f"ledger: {tmp_path / 'out' / 'editroute.db'}" in err.replace("\n", "")
     files = [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(files) >= 3 and not [f for f in [*files, err.encode()] if UPSTREAM_KEY.encode() in f]

@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from backends import canvas as px
+from backends import live
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import speeds
 from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
@@ -146,6 +147,7 @@ class SDXLInpaintBackend:
             max_n=s.max_n,
             transparent_background=False,
             input_fidelity=False,
+            streaming=True,  # partial images decoded from intermediate latents (step_previews)
         )
 
     @classmethod
@@ -199,6 +201,8 @@ class SDXLInpaintBackend:
         s = self.settings
         if len(request.images) != 1 or not isinstance(request.quality, str):
             return None  # reference images go through the IP-Adapter one job at a time
+        if request.partial_images is not None:
+            return None  # a streamed job runs alone: its client leaving can then stop the call
         if request.mask is not None:
             mode = "given"
         elif s.mask_inference is not None:
@@ -383,6 +387,9 @@ class SDXLInpaintBackend:
             ip_scale = s.ip_adapter.scale if first.references else 0.0
         if tier.eta is not None:
             kwargs["eta"] = tier.eta
+        hook = self._previews(group)
+        if hook is not None:
+            kwargs.update(hook.call_kwargs())
         n_images = sum(j.request.n for j in group)
         with loaded.lock:
             select_lora(loaded, s, tier.use_lora)
@@ -398,6 +405,10 @@ class SDXLInpaintBackend:
                     on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device),
                 )
         gpu_s = clock["seconds"]
+        if hook is not None and hook.interrupted:  # the streaming client left: stopped, billed what it ran
+            err = BackendUnavailable(f"stopped: the client went away ({gpu_s:.2f} GPU-s spent)")
+            err.spent_usd = gpu_cost(gpu_s, s.gpu_cost)  # type: ignore[attr-defined]
+            raise err
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
             speeds.record(self._rate_key, gpu_s, work_units(tier, geom.work_size, n_images))
         return list(output.images), gpu_s, warm_up
@@ -455,6 +466,22 @@ class SDXLInpaintBackend:
             },
             artifacts={"mask.png": choice.inferred.mask_png} if choice.inferred else {},
         )
+
+    def _previews(self, group: list[_Job]) -> Any:
+        """Partial images for a streamed job (it runs alone, `batch_key`), pasted back as its final image is."""
+        from backends.diffusion.step_previews import StepPreviews
+
+        job = group[0] if len(group) == 1 else None
+        channel = live.channel_for(job.request.job_id) if job is not None else None
+        if job is None or channel is None:
+            return None
+        request, feather = job.request, feather_at(self.settings.feather_px, job.geom.out_size)
+
+        def deliver(image: Any) -> None:
+            pasted = px.paste_back(job.canvas, image, job.canvas_mask, feather)
+            channel.send(px.encode(pasted, request.output_format, request.output_compression))
+
+        return StepPreviews({0: (request.partial_images or 0, deliver)}, stop=lambda: channel.cancelled)
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The one place the pipeline runs (a seam for tests that need a failing call)."""

@@ -7,6 +7,13 @@ serve, edit) fails before any call. The API key is read at `edit()` time from a 
 for that request's headers only, and never stored, logged or put in an error. An unset `base_url` is
 $OPENAI_BASE_URL (as in OpenAI's SDK), else https://api.openai.com/v1.
 
+Retries: one budget per edit, here, with the OpenAI SDK's rule (`max_retries`; 408/409/429/5xx and dropped
+connections; the server's `retry-after(-ms)`), and `max_retry_wait_s` caps the seconds slept in all: a longer
+wait is not slept through, the error is raised at once with the provider's answer attached
+(`backends.errors.upstream_of`), so a caller that retries itself (the SDK behind `editroute serve`) waits once.
+A request with `partial_images` is streamed (`stream=true`): each partial image goes to the job's preview channel
+(`backends.live`) as it arrives; a stream is retried only before its first event.
+
 Crash safety (`edit(request, journal=...)`, `backends.journal`): the raw body of the 200 is saved to the journal
 the moment it has arrived, BEFORE it is decoded, so a run killed from then on is finished by the next one from
 the saved body (`result_from_raw`, no I/O), and the answer is never paid for twice.
@@ -27,13 +34,14 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import hosted_http
+from backends import hosted_http, live
 from backends.base import CostEstimate, EditRequest, EditResult, Usage
-from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
+from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, OutcomeUnknown
 from backends.journal import CallJournal, JournalRecord
-from backends.openai import models, wire
+from backends.openai import models, stream, wire
 from backends.openai.estimate import estimate_cost
 from backends.openai.models import PolicyRates
+from backends.openai.response import ParsedResponse, _parse_usage, cost_from_usage, decode_images, read_bytes
 from backends.pricing import PriceTable, load_prices
 from backends.registry import parse_settings
 from backends.validation import check_request, skipped_checks
@@ -67,6 +75,8 @@ class Settings(BaseModel):
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    # Seconds one edit may sleep between its retries, in all (None: no cap beyond 120 s per wait, as the SDK).
+    max_retry_wait_s: float | None = Field(default=None, ge=0)
     concurrency: int = Field(default=4, ge=1)  # used by the runner
     requests_per_minute: float | None = Field(default=None, gt=0)  # used by the runner
     # USD per 1M tokens for a model prices.yaml does not list yet (or a contract's own rates): usage-priced.
@@ -144,16 +154,12 @@ class OpenAIEditBackend:
                 "files": wire.file_parts(request),
             }
         start = time.perf_counter()
-        response, attempts, unanswered = self._post(send, key)
+        raw, attempts, unanswered = self._post(send, key, request)
         http_s = time.perf_counter() - start
         if journal is None:
-            result = self.result_from_raw(request, response.content, response.headers, attempts, http_s, start)
+            result = self.result_from_raw(request, raw, attempts, http_s, start)
             return _with_possible_charges(result, unanswered)
-        record = JournalRecord(
-            RESPONSE_KIND,
-            data={"content_type": response.headers.get("content-type", ""), "attempts": attempts, "http_s": http_s},
-            body=response.content,
-        )
+        record = JournalRecord(RESPONSE_KIND, data={"attempts": attempts, "http_s": http_s}, body=raw)
         journal.save(record)  # durable before decoding: from here on a crash never costs a second call
         return _with_possible_charges(self._from_journal(request, journal, record, start), unanswered)
 
@@ -165,7 +171,6 @@ class OpenAIEditBackend:
             return self.result_from_raw(
                 request,
                 record.body or b"",
-                {"content-type": str(d.get("content_type", ""))},
                 int(d.get("attempts", 1)),
                 float(d.get("http_s", 0.0)),
                 start if start is not None else time.perf_counter(),
@@ -176,30 +181,20 @@ class OpenAIEditBackend:
             raise
 
     def result_from_raw(
-        self,
-        request: EditRequest,
-        raw: bytes,
-        headers: Any,
-        attempts: int,
-        http_s: float,
-        start: float,
-        *,
-        resumed: bool = False,
+        self, request: EditRequest, raw: bytes, attempts: int, http_s: float, start: float, *, resumed: bool = False
     ) -> EditResult:
         """The `EditResult` of a 200's raw body (just received, or saved in the journal; `resumed`: nothing was
-        sent now): no I/O. A 200 that cannot be decoded was billed all the same: the error says what it cost."""
+        sent now): no I/O. A 200 that cannot be decoded was billed all the same: the error says what it cost. A
+        server listening on the job's channel (`backends.live`) gets the provider's base64 before it is decoded."""
         s = self.settings
         encoding = wire.encoding_for(request)
-        body = _json_body(raw, 200, headers)
         try:
-            parsed = wire.parse_response(body)
+            parsed = read_bytes(raw)
         except EditError as exc:
-            usage, text_out, image_out = wire._parse_usage(body.get("usage") if isinstance(body, dict) else None)
-            billed = wire.ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out)
-            exc.spent_usd = wire.cost_from_usage(billed, self.prices) if usage else self.estimate(request).usd
+            exc.spent_usd = self._billed_anyway(raw, request)
             raise
         if parsed.usage is not None:
-            cost = wire.cost_from_usage(parsed, self.prices)
+            cost = cost_from_usage(parsed, self.prices)
             cost_basis = "usage"
         else:  # some gateways drop `usage`: bill the estimate, and say so
             cost = self.estimate(request).usd
@@ -212,15 +207,15 @@ class OpenAIEditBackend:
             "%s: edit done (%s): %d image(s) %dx%d, $%s, %d attempt(s), %.2fs",
             self.name,
             encoding,
-            len(parsed.images),
+            len(parsed.images_b64),
             parsed.width,
             parsed.height,
             cost,
             attempts,
             http_s,
         )
-        return EditResult(
-            images=parsed.images,
+        result = EditResult(
+            images=(),
             output_format=fmt,
             width=parsed.width,
             height=parsed.height,
@@ -236,8 +231,18 @@ class OpenAIEditBackend:
                 "cost_basis": cost_basis,
                 "encoding": encoding,
                 **({"resumed": True} if resumed else {}),
+                **({"openai_usage": dict(parsed.raw_usage)} if parsed.raw_usage is not None else {}),
+                **({"partial_images": request.partial_images} if request.partial_images is not None else {}),
             },
         )
+        channel = live.channel_for(request.job_id)
+        if channel is not None:  # the caller may answer with the provider's base64 now, before it is decoded
+            channel.final(live.FinalAnswer(parsed.images_b64, result))
+        try:
+            return replace(result, images=decode_images(parsed).images)
+        except EditError as exc:  # billed all the same
+            exc.spent_usd = cost
+            raise
 
     @staticmethod
     def _check_layers(request: EditRequest) -> None:
@@ -333,57 +338,45 @@ class OpenAIEditBackend:
             headers["OpenAI-Project"] = s.project
         return headers
 
-    def _post(self, send: dict[str, Any], key: str) -> tuple[httpx.Response, int, int]:
-        """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule; returns the 200
-        response, how many attempts it took, and how many of them went out and got no answer (retried all the
-        same: each may have been billed)."""
+    def _post(self, send: dict[str, Any], key: str, request: EditRequest) -> tuple[bytes, int, int]:
+        """POST (`send`: httpx's data+files for multipart, or json) with the SDK's retry rule under one budget;
+        returns the 200's raw body (a streamed edit's completed event, as an ImagesResponse), how many attempts it
+        took, and how many of them went out and got no answer (retried all the same: each may have been billed)."""
         s = self.settings
         url = s.base_url.rstrip("/") + "/images/edits"
         params = {"api-version": s.api_version} if s.api_version else None
-        attempt = unanswered = 0
+        attempt, waited, unanswered = 0, 0.0, 0
+
+        def may_retry(delay: float) -> bool:
+            return attempt < s.max_retries and (s.max_retry_wait_s is None or waited + delay <= s.max_retry_wait_s)
+
         while True:
+            headers = {**self._headers(key), "x-stainless-retry-count": str(attempt)}
             try:
-                response = self._http().post(
-                    url,
-                    **send,
-                    params=params,
-                    headers={**self._headers(key), "x-stainless-retry-count": str(attempt)},
-                )
+                if request.partial_images is not None:
+                    return self._stream(url, send, params, headers, key, request), attempt + 1, unanswered
+                response = self._http().post(url, **send, params=params, headers=headers)
             except httpx.InvalidURL as exc:
                 raise BackendMisconfigured(f"bad base_url {s.base_url!r}: {exc}") from None
             except httpx.HTTPError as exc:
-                if attempt < s.max_retries and wire.is_retryable_transport_error(exc):
+                delay = wire.backoff_delay(attempt)
+                if wire.is_retryable_transport_error(exc) and may_retry(delay):
                     unanswered += hosted_http.answer_lost(exc)
-                    delay = wire.backoff_delay(attempt)
-                    log.warning(
-                        "%s: %s; retry %d/%d in %.2fs",
-                        self.name,
-                        exc.__class__.__name__,
-                        attempt + 1,
-                        s.max_retries,
-                        delay,
-                    )
-                    self._sleep(delay)
-                    attempt += 1
+                    self._wait(delay, f"{exc.__class__.__name__}", attempt)
+                    attempt, waited = attempt + 1, waited + delay
                     continue
                 err = wire.map_transport_error(exc, timeout_s=s.timeout_s)
                 err.possible_charges = unanswered
                 raise err from None
+            except _Refused as refused:  # a streamed request answered with an error status
+                response = refused.response
             if response.status_code == 200:
-                return response, attempt + 1, unanswered
+                return response.content, attempt + 1, unanswered
             body = _json(response, strict=False)
-            if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
-                delay = wire.backoff_delay(attempt, response.headers)
-                log.warning(
-                    "%s: HTTP %d; retry %d/%d in %.2fs",
-                    self.name,
-                    response.status_code,
-                    attempt + 1,
-                    s.max_retries,
-                    delay,
-                )
-                self._sleep(delay)
-                attempt += 1
+            delay = wire.backoff_delay(attempt, response.headers)
+            if wire.should_retry(response.status_code, response.headers, body) and may_retry(delay):
+                self._wait(delay, f"HTTP {response.status_code}", attempt)
+                attempt, waited = attempt + 1, waited + delay
                 continue
             err = wire.map_status_error(
                 response.status_code, response.headers, body, key_source=self._key_source, secret=key
@@ -391,10 +384,84 @@ class OpenAIEditBackend:
             err.possible_charges = unanswered
             raise err
 
+    def _wait(self, delay: float, why: str, attempt: int) -> None:
+        log.warning("%s: %s; retry %d/%d in %.2fs", self.name, why, attempt + 1, self.settings.max_retries, delay)
+        self._sleep(delay)
+
+    def _stream(
+        self, url: str, send: dict[str, Any], params: Any, headers: dict[str, str], key: str, request: EditRequest
+    ) -> bytes:
+        """One streamed call: partial images to the job's preview channel as they arrive; returns the completed
+        event as an ImagesResponse body (what the journal keeps). An error status before the stream is raised as
+        `_Refused` (the retry rule applies); once an event has arrived nothing is retried. If the listener goes
+        away the call is abandoned: the provider may still bill it (`OutcomeUnknown`: a possible charge)."""
+        channel = live.channel_for(request.job_id)
+        decoder = stream.SSEDecoder()
+        result: dict[str, Any] | None = None
+        partials = 0
+        with self._http().stream(
+            "POST", url, **send, params=params, headers={**headers, "Accept": "text/event-stream"}
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _Refused(response)
+            if channel is not None:
+                channel.on_cancel(response.close)  # unblocks a read waiting for the next event
+            try:
+                for chunk in response.iter_bytes():
+                    for event in decoder.feed(chunk):
+                        kind, payload = stream.read_event(event, key_source=self._key_source, secret=key)
+                        if kind == "partial":  # passed on as the provider's base64
+                            partials += 1
+                            if channel is not None:
+                                channel.send(payload)
+                        elif kind == "completed":
+                            result = payload
+                    if channel is not None and channel.cancelled:
+                        break
+            except Exception as exc:
+                if channel is not None and channel.cancelled:
+                    pass  # we closed it (from the listener's thread; any read error then): said below
+                elif partials and isinstance(exc, httpx.HTTPError):  # it had begun: not retried, may be billed
+                    raise self._possible_charge(
+                        f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})",
+                        request,
+                    ) from None
+                else:
+                    raise
+        if channel is not None and channel.cancelled and result is None:
+            raise self._possible_charge(f"stopped: the client went away after {partials} partial image(s)", request)
+        return json.dumps(stream.completed_or_raise(result, partials)).encode()
+
+    @staticmethod
+    def _possible_charge(what: str, request: EditRequest) -> OutcomeUnknown:
+        """A call abandoned after it went out: the provider may bill it, so the runner holds its budget as a
+        possible charge (never free) until it is resolved."""
+        return OutcomeUnknown(f"{what}; the provider may bill the edit")
+
+    def _billed_anyway(self, raw: bytes, request: EditRequest):
+        """What a 200 that cannot be used was billed: its `usage` when that can be read, else the estimate."""
+        try:
+            usage, text_out, image_out = _parse_usage(json.loads(raw).get("usage"))
+        except (ValueError, AttributeError):
+            usage = None
+        if usage is None:
+            return self.estimate(request).usd
+        billed = ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out)
+        return cost_from_usage(billed, self.prices)
+
     def close(self) -> None:
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
+
+
+class _Refused(Exception):
+    """A streamed request answered with an error status (handled like a plain one)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def _json(response: httpx.Response, *, strict: bool = True) -> Any:
@@ -412,12 +479,3 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
 def _with_possible_charges(result: EditResult, unanswered: int) -> EditResult:
     """Tries that went out unanswered before the one that succeeded: the runner holds each as a possible charge."""
     return replace(result, extras={**result.extras, "possible_charges": unanswered}) if unanswered else result
-
-
-def _json_body(raw: bytes, status: int, headers: Any) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise BackendUnavailable(
-            f"HTTP {status} with a body that is not JSON ({headers.get('content-type') or 'no content-type'})"
-        ) from None

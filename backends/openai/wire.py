@@ -1,7 +1,8 @@
-"""OpenAI `POST /images/edits` on the wire, as pure functions: request parts, response parsing, error mapping.
+"""OpenAI `POST /images/edits` on the wire, as pure functions: request parts, retries, error mapping.
 
-No I/O here: `backend.py` does the HTTP, these functions decide what to send, what came back, what to
-retry and which `backends.errors` class a failure becomes (`map_status_error`, `map_transport_error`).
+No I/O here: `backend.py` does the HTTP, these functions decide what to send, what to retry and which
+`backends.errors` class a failure becomes (`map_status_error`, `map_transport_error`); what came back is read by
+`backends.openai.response`.
 
 Two encodings of the same edit (https://developers.openai.com/api/reference/resources/images/methods/edit):
 multipart (`form_fields` + `file_parts`: the bytes of local files, as OpenAI's SDK sends them) and JSON
@@ -13,22 +14,17 @@ what a Batch API line carries as its `body`.
 from __future__ import annotations
 
 import base64
-import binascii
 import email.utils
-import io
 import random
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import httpx
-from PIL import Image
 
 from backends import hosted_http
-from backends.base import EditRequest, Usage
+from backends.base import EditRequest
 from backends.errors import (
     BackendMisconfigured,
     BackendUnavailable,
@@ -36,9 +32,9 @@ from backends.errors import (
     EditError,
     InvalidRequest,
     RateLimited,
+    UpstreamError,
 )
 from backends.images import InputImage
-from backends.pricing import ModelPrices, token_cost
 
 RETRY_STATUSES = frozenset({408, 409, 429})
 INITIAL_RETRY_DELAY = 0.5
@@ -80,14 +76,21 @@ def _options(request: EditRequest, *, takes_input_fidelity: bool) -> dict[str, A
         value = getattr(request, name)
         if value is not None and value != "":
             fields[name] = value
+    if request.partial_images is not None:  # a streamed edit: server-sent events (backends.openai.stream)
+        fields["stream"] = True
+        fields["partial_images"] = request.partial_images
     return fields
 
 
 def form_fields(request: EditRequest, model: str, *, takes_input_fidelity: bool) -> dict[str, str]:
     """The multipart text fields the chosen model accepts (numbers as text, as a form carries them)."""
     return {"model": model} | {
-        k: str(v) for k, v in _options(request, takes_input_fidelity=takes_input_fidelity).items()
+        k: _form_text(v) for k, v in _options(request, takes_input_fidelity=takes_input_fidelity).items()
     }
+
+
+def _form_text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)  # as the SDK writes booleans
 
 
 def file_parts(request: EditRequest) -> list[Part]:
@@ -128,113 +131,6 @@ def json_body(request: EditRequest, model: str, *, takes_input_fidelity: bool) -
     if request.moderation is not None:
         body["moderation"] = request.moderation
     return body
-
-
-# ---- response ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParsedResponse:
-    images: tuple[bytes, ...]
-    width: int
-    height: int
-    output_format: str | None
-    quality: str | None
-    background: str | None
-    usage: Usage | None
-    text_out: int = 0  # output text tokens (billed at text_out, or image_out where a model has no such rate)
-    image_out: int = 0
-    detected_format: str | None = None  # what the bytes really are (a gateway may ignore output_format)
-
-
-def parse_response(body: Any) -> ParsedResponse:
-    """`data[].b64_json` decoded (and the first image's size read), `usage` incl. input_tokens_details."""
-    if not isinstance(body, Mapping) or not isinstance(body.get("data"), list) or not body["data"]:
-        raise BackendUnavailable("the server answered 200 without any images in `data`")
-    images = []
-    for i, item in enumerate(body["data"]):
-        b64 = item.get("b64_json") if isinstance(item, Mapping) else None
-        if not isinstance(b64, str):
-            raise BackendUnavailable(f"data[{i}] has no b64_json (is this an OpenAI-compatible image API?)")
-        try:
-            images.append(base64.b64decode(b64, validate=True))
-        except (binascii.Error, ValueError):
-            raise BackendUnavailable(f"data[{i}].b64_json is not valid base64") from None
-    try:
-        with Image.open(io.BytesIO(images[0])) as img:
-            width, height = img.size
-            detected = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}.get(img.format or "")
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means a broken answer
-        raise BackendUnavailable(f"data[0] is not a decodable image ({exc.__class__.__name__})") from None
-    usage, text_out, image_out = _parse_usage(body.get("usage"))
-    return ParsedResponse(
-        images=tuple(images),
-        width=width,
-        height=height,
-        output_format=body.get("output_format"),
-        quality=body.get("quality"),
-        background=body.get("background"),
-        usage=usage,
-        text_out=text_out,
-        image_out=image_out,
-        detected_format=detected,
-    )
-
-
-def _parse_usage(raw: Any) -> tuple[Usage | None, int, int]:
-    """Usage with its splits: input text/image tokens, cached input (if the server reports it), output image/text."""
-    if not isinstance(raw, Mapping):
-        return None, 0, 0
-    details = raw.get("input_tokens_details") or {}
-    out_details = raw.get("output_tokens_details") or {}
-    output = int(raw.get("output_tokens") or 0)
-    text_out = int(out_details.get("text_tokens") or 0)
-    image_out = int(out_details.get("image_tokens", output - text_out) or 0)
-    text_in = int(details.get("text_tokens") or 0)
-    image_in = int(details.get("image_tokens") or 0)
-    cached_text, cached_image = _cached(details, text_in, image_in)
-    usage = Usage(
-        input_tokens=int(raw.get("input_tokens") or 0),
-        input_text_tokens=text_in,
-        input_image_tokens=image_in,
-        output_tokens=output,
-        total_tokens=int(raw.get("total_tokens") or 0),
-        output_image_tokens=image_out,
-        output_text_tokens=text_out,
-        cached_text_tokens=cached_text,
-        cached_image_tokens=cached_image,
-    )
-    return usage, text_out, image_out
-
-
-def _cached(details: Mapping[str, Any], text_in: int, image_in: int) -> tuple[int, int]:
-    """(cached text, cached image) input tokens. The Images API's usage has no cached field today; should one
-    appear as a bare `cached_tokens` total, it is put on text first: the smaller discount, so never underbilled."""
-    split = details.get("cached_tokens_details")
-    if isinstance(split, Mapping):
-        return min(int(split.get("text_tokens") or 0), text_in), min(int(split.get("image_tokens") or 0), image_in)
-    total = int(details.get("cached_tokens") or 0)
-    on_text = min(total, text_in)
-    return on_text, min(total - on_text, image_in)
-
-
-def cost_from_usage(parsed: ParsedResponse, prices: ModelPrices) -> Decimal:
-    """Exact USD for what the response says was used."""
-    assert parsed.usage is not None
-    u = parsed.usage
-    text_in = u.input_text_tokens
-    image_in = u.input_image_tokens
-    if not text_in and not image_in:  # a gateway that gives only the total: bill it all as image input
-        image_in = u.input_tokens
-    return token_cost(
-        prices,
-        text_in=text_in,
-        image_in=image_in,
-        image_out=parsed.image_out,
-        text_out=parsed.text_out,
-        cached_text_in=u.cached_text_tokens,
-        cached_image_in=u.cached_image_tokens,
-    )
 
 
 # ---- retries ----------------------------------------------------------------------------------------
@@ -303,10 +199,48 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None, str | None]:
     return (str(body)[:300] if body else ""), None, None, None
 
 
+FORWARDED_HEADERS = ("retry-after", "retry-after-ms", "x-should-retry")  # and every x-ratelimit-* header
+
+
+def upstream_error(status: int, headers: Mapping[str, str], body: Any, secret: str | None = None) -> UpstreamError:
+    """The provider's error answer as it sent it (the message scrubbed of keys), for a server to pass on."""
+    message, etype, param, code = _error_fields(body)
+    message = scrub(message, secret)
+    whole: dict[str, Any] = dict(body) if isinstance(body, Mapping) else {}
+    err = whole.get("error")
+    if isinstance(err, Mapping):
+        whole["error"] = {**err, "message": message}
+    else:
+        whole = {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    kept = {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() in FORWARDED_HEADERS or k.lower().startswith("x-ratelimit-")
+    }
+    return UpstreamError(
+        status=status,
+        message=message,
+        type=etype if isinstance(etype, str) else None,
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,
+        body=whole,
+        headers=kept,
+    )
+
+
 def map_status_error(
     status: int, headers: Mapping[str, str], body: Any, *, key_source: str, secret: str | None = None
 ) -> EditError:
-    """An HTTP error response -> the `backends.errors` class the router acts on."""
+    """An HTTP error response -> the `backends.errors` class the router acts on, with the provider's own answer
+    attached (`backends.errors.upstream_of`)."""
+    err = _classify(status, headers, body, key_source=key_source, secret=secret)
+    err.upstream = upstream_error(status, headers, body, secret)  # type: ignore[attr-defined]
+    return err
+
+
+def _classify(
+    status: int, headers: Mapping[str, str], body: Any, *, key_source: str, secret: str | None = None
+) -> EditError:
     message, etype, param, code = _error_fields(body)
     message = scrub(message, secret)
     detail = f"{message} (HTTP {status}" + (f", code {code}" if code else "") + (f", param {param}" if param else "")

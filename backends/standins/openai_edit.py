@@ -265,7 +265,9 @@ def _execute(server: FakeOpenAIServer, call: _Call) -> dict:
     details: dict[str, int] = {"text_tokens": text_in, "image_tokens": image_in}
     if server.cached_tokens:
         details["cached_tokens"] = min(server.cached_tokens, text_in + image_in)
-    return {
+    partials = int_field(f, "partial_images", 0, 0, 3) if rules.is_stream(f) else 0
+    out += PARTIAL_IMAGE_TOKENS * partials  # "each partial image will incur an additional 100 image output tokens"
+    answer = {
         "created": int(time.time()),
         "data": data,
         "background": "transparent" if transparent else "opaque",
@@ -280,3 +282,41 @@ def _execute(server: FakeOpenAIServer, call: _Call) -> dict:
             "output_tokens_details": {"image_tokens": out, "text_tokens": 0},
         },
     }
+    if not rules.is_stream(f):
+        return answer
+    first = call.images[0].convert("RGBA").resize((width, height), Image.Resampling.BILINEAR)
+    final = _paint(call.images[0], call.mask, (width, height), prompt, 0, transparent)
+    previews = [  # the picture moving from the input toward the final image, as a model's partials do
+        b64(
+            encode_image(
+                Image.blend(first, final, (k + 1) / (partials + 1)), fmt, compression if fmt != "png" else None
+            )
+        )
+        for k in range(partials)
+    ]
+    return streamed(answer, previews)
+
+
+PARTIAL_IMAGE_TOKENS = 100
+
+
+class StreamedEdit(dict):
+    """A streamed answer: the completed payload (a dict, so whatever reads `usage` from an answer still can) and
+    the server-sent events to write, in order."""
+
+    events: list[dict]
+
+
+def streamed(answer: dict, previews: list[str]) -> StreamedEdit:
+    shape = {k: answer[k] for k in ("background", "output_format", "quality", "size")}
+    now = int(time.time())
+    out = StreamedEdit(answer)
+    out.events = [
+        {"type": "image_edit.partial_image", "b64_json": p, "created_at": now, "partial_image_index": i, **shape}
+        for i, p in enumerate(previews)
+    ]
+    out.events.append(
+        {"type": "image_edit.completed", "b64_json": answer["data"][0]["b64_json"], "created_at": now, **shape,
+         "usage": answer["usage"]}
+    )  # fmt: skip
+    return out

@@ -33,6 +33,10 @@ def bad(message: str, param: str | None, code: str = "invalid_value") -> ApiErro
     return ApiError(400, message, param=param, code=code)
 
 
+def is_stream(fields: dict[str, str]) -> bool:
+    return fields.get("stream") in ("true", "True", "1")
+
+
 def int_field(fields: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = fields.get(name)
     if raw is None:
@@ -68,8 +72,14 @@ def capabilities_for(server: FakeOpenAIServer, model: str) -> ModelCapabilities:
 def check_fields(f: dict[str, str], model: str, caps: ModelCapabilities) -> None:
     if "response_format" in f:
         raise bad("Unknown parameter: 'response_format'.", "response_format", "unknown_parameter")
-    if f.get("stream") in ("true", "True", "1"):
-        raise bad("Streaming is not offered by this stand-in.", "stream", "unsupported_parameter")
+    if is_stream(f):
+        if not caps.streaming:
+            raise bad(
+                f"Unsupported value: 'stream' does not support true with the model '{model}'.",
+                "stream",
+                "unsupported_value",
+            )
+        int_field(f, "partial_images", 0, 0, 3)
     prompt = f.get("prompt")
     if not prompt:
         raise bad("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")

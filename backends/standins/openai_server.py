@@ -10,7 +10,9 @@ whose ids the JSON edits resolve. Real error envelopes `{"error": {message, type
 codes: `duplicate_parameter`, `unsupported_file_mimetype`, `unknown_parameter`, `model_not_found` for retired and
 unknown models, `invalid_input_fidelity_model`, 401 on a wrong key, 429 with retry-after(-ms) over a rate limit,
 moderation_blocked on a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429,
-"retry_after_ms": 20}, "ok"]`, one item per edit request). Every response carries `x-editroute-standin: openai`.
+"retry_after_ms": 20}, "ok"]`, one item per edit request). `stream=true` answers with server-sent events: each
+partial image (the picture moving from the input to the result, `stream_interval_s` apart) and the completed
+image, whose usage counts 100 output tokens per partial. Every response carries `x-editroute-standin: openai`.
 
 What it answered is recorded for crash tests: each `RecordedRequest` says when its answer was made
 (`answered_at`: the API bills a 200 when it is generated, whether or not the client is still there), when its
@@ -165,6 +167,8 @@ class FakeOpenAIServer:
         remote_images: dict[str, bytes] | None = None,
         model_shutdowns: dict[str, str | None] | None = None,
         before_answer: Callable[[RecordedRequest], None] | None = None,
+        stream_interval_s: float = 0.0,
+        canned: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -178,6 +182,11 @@ class FakeOpenAIServer:
         self.cached_tokens = cached_tokens  # report this many input tokens as cached (input_tokens_details)
         self.remote_images = dict(remote_images or {})  # https URL -> bytes, what "downloading" a URL finds
         self.model_shutdowns = dict(model_shutdowns or {})  # GET /models: shutdown_date overrides per model id
+        self.stream_interval_s = stream_interval_s  # a streamed edit: seconds between its events
+        # Benchmarks: answer every edit after the first with that first answer, without parsing or computing
+        # anything, so the stand-in costs no CPU beside what it measures (a real API's work is on its servers).
+        self.canned = canned
+        self._canned: dict | None = None
         self.files: dict[str, dict] = {}  # the Files API: id -> {object fields..., "content": bytes}
         self.before_answer = before_answer
         self.requests: list[RecordedRequest] = []
@@ -256,6 +265,9 @@ class FakeOpenAIServer:
             headers["retry-after-ms"] = str(spec["retry_after_ms"])
         if "retry_after" in spec:
             headers["retry-after"] = str(spec["retry_after"])
+        for name in ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"):
+            if name in spec:
+                headers[name] = str(spec[name])
         if status == 429:
             raise ApiError(
                 429,
@@ -268,6 +280,7 @@ class FakeOpenAIServer:
             status,
             spec.get("message", "The server had an error while processing your request."),
             type=spec.get("type", "server_error"),
+            param=spec.get("param"),
             code=spec.get("code"),
             headers=headers,
         )
@@ -299,6 +312,9 @@ class FakeOpenAIServer:
         return [r for r in self.requests if r.method == "POST" and r.path.rstrip("/").endswith("/images/edits")]
 
     def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
+        if self._canned is not None and rec.method == "POST" and rec.path.rstrip("/").endswith("/images/edits"):
+            self._check_auth(rec, headers)  # canned (benchmarks): the first answer again, nothing parsed or made
+            return self._canned
         multipart = rec.content_type.startswith("multipart/form-data")
         parts = rec.payloads if rec.parts else _parse_multipart(rec, body) if multipart else []
         rec.payloads = []  # the bytes are not kept for every recorded request
@@ -317,7 +333,10 @@ class FakeOpenAIServer:
         from backends.standins.openai_edit import run_edit, run_json_edit  # the API's rules and the fake "model"
 
         if multipart:
-            return run_edit(self, rec, parts)
+            answer = run_edit(self, rec, parts)
+            if self.canned and not hasattr(answer, "events"):
+                self._canned = _Encoded(answer)
+            return answer
         if rec.json is not None:
             return run_json_edit(self, rec, rec.json)
         raise ApiError(
@@ -413,7 +432,10 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST
 
     def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
-        data = json.dumps(payload).encode()
+        events = getattr(payload, "events", None)
+        if status == 200 and events is not None:  # a streamed edit (openai_edit.StreamedEdit)
+            return self._send_events(events)
+        data = getattr(payload, "encoded", None) or json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -423,6 +445,34 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_events(self, events: list[dict]) -> None:
+        """Server-sent events, chunked (the connection stays open for the next request), spaced by
+        `stream_interval_s` as a model's partial images are."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-editroute-standin", "openai")
+        self.send_header("x-request-id", "req_standin_stream")
+        self.end_headers()
+        try:
+            for i, event in enumerate(events):
+                if i and self.server_owner.stream_interval_s:
+                    time.sleep(self.server_owner.stream_interval_s)
+                data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away mid-stream (the edit was made, and is billed, all the same)
+            self.close_connection = True
+
+
+class _Encoded(dict):
+    """An answer with its JSON encoded once (a canned answer is sent many times)."""
+
+    def __init__(self, answer: dict) -> None:
+        super().__init__(answer)
+        self.encoded = json.dumps(answer).encode()
 
 
 def _peer_gone(sock) -> bool:
@@ -454,10 +504,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
     ap.add_argument("--rpm", type=int, default=None, help="answer 429 above this many requests per minute")
     ap.add_argument("--api-key", default=None, help="require this bearer key (default: accept any)")
+    ap.add_argument(
+        "--canned", action="store_true", help="answer every edit after the first with the first's answer (benchmarks)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = FakeOpenAIServer(
-        args.port, host=args.host, latency_s=args.latency, rate_limit_rpm=args.rpm, api_key=args.api_key
+        args.port,
+        host=args.host,
+        latency_s=args.latency,
+        rate_limit_rpm=args.rpm,
+        api_key=args.api_key,
+        canned=args.canned,
     ).start()
     print(
         f"{BANNER}\n  base_url: {server.base_url}\n  try: editroute edit --backend openai "

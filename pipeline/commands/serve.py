@@ -30,6 +30,37 @@ def register(subparsers) -> None:
         metavar="FILE",
         help="bearer keys clients must send, one per line (also $EDITROUTE_API_KEYS, comma-separated)",
     )
+    from pipeline.serve import ServeSettings  # settings.py only: cheap
+
+    d = ServeSettings()
+    g = p.add_argument_group("serving (docs/server.md)")
+    g.add_argument(
+        "--api-concurrency",
+        type=int,
+        default=d.api_concurrency,
+        metavar="N",
+        help=f"calls in flight per API backend whose policy sets no concurrency: (default {d.api_concurrency})",
+    )
+    g.add_argument(
+        "--max-retry-wait",
+        type=float,
+        default=d.max_retry_wait_s,
+        metavar="SECONDS",
+        help="seconds one request may wait between upstream retries in all; a longer retry-after goes to the client "
+        f"(default {d.max_retry_wait_s:g})",
+    )
+    g.add_argument(
+        "--retry-window",
+        type=float,
+        default=d.retry_window_s,
+        metavar="SECONDS",
+        help=f"how long an SDK retry may still join its first try (default {d.retry_window_s:g})",
+    )
+    g.add_argument(
+        "--fetch-image-urls",
+        action="store_true",
+        help="download https image_url references of JSON bodies here (default: passed to the provider)",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,9 +72,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f'editroute serve needs {exc.name!r}: pip install "editroute[server]"') from None
     from rich.console import Console
 
-    from pipeline.serve import ServeConfig, bind_socket, build, uvicorn_server
+    from pipeline.serve import ServeConfig, ServeSettings, bind_socket, build, uvicorn_server
 
-    config = ServeConfig(policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file)
+    settings = ServeSettings(
+        api_concurrency=args.api_concurrency,
+        max_retry_wait_s=args.max_retry_wait,
+        retry_window_s=args.retry_window,
+        fetch_image_urls=args.fetch_image_urls,
+    )
+    config = ServeConfig(
+        policy=args.policy, out_dir=args.out, host=args.host, api_key_file=args.api_key_file, settings=settings
+    )
     sock = bind_socket(args.host, args.port)  # a busy port fails here, before anything is announced
     try:
         app, service, keys = build(config)
@@ -66,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             style="yellow",
         )
     console.print(f"  ledger: {service.ledger.path}   outputs: {service.out_dir}/<job id>/")
+    for line in service.describe_limits():  # how many calls each backend runs at once, and why
+        console.print(f"  backend {line}")
     console.print(f"  review page: http://{host}:{port}/review/" + (" (log in with a key)" if keys else ""))
     console.print(f'  try: OpenAI(base_url="http://{host}:{port}/v1", api_key=...).images.edit(...)')
     uvicorn_server(app, args.host, port).run(sockets=[sock])

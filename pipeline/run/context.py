@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from backends.base import EditBackend
+from backends.base import EditBackend, EditResult
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.run.executors import Executor
@@ -32,6 +32,39 @@ class RetryPolicy:
         return min(self.base_delay_s * 2**attempt, self.max_delay_s) * (0.5 + random.random() / 2)
 
 
+class StopSignal(threading.Event):
+    """`ExecContext.stop` that wakes the jobs waiting for their calls when it is set, so they wait on the call's
+    future without polling. `child()` gives a job its own stop (a server cancels one job) that the parent's stop
+    also sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: set[threading.Event] = set()
+        self._watch_lock = threading.Lock()
+
+    def set(self) -> None:
+        super().set()
+        with self._watch_lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher.set()
+
+    def watch(self, event: threading.Event) -> None:
+        with self._watch_lock:
+            self._watchers.add(event)
+        if self.is_set():
+            event.set()
+
+    def unwatch(self, event: threading.Event) -> None:
+        with self._watch_lock:
+            self._watchers.discard(event)
+
+    def child(self) -> StopSignal:
+        kid = StopSignal()
+        self.watch(kid)
+        return kid
+
+
 @dataclass
 class ExecContext:
     ledger: Ledger
@@ -42,7 +75,7 @@ class ExecContext:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     retry_failed: bool = False
     fallback_on_rejected: bool = False
-    stop: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=lambda: StopSignal())
     idempotency_key: Callable[[Job], str | None] | None = None  # e.g. the server's Idempotency-Key header
     # A batch run stops calling a backend after its first BackendMisconfigured (no key, missing model): the
     # rest of the run goes straight to fallbacks instead of failing the same way per job. name -> message.
@@ -51,6 +84,9 @@ class ExecContext:
     # Whether a backend is a hosted service (which bills what it generated even if the answer never reached us):
     # its calls cut off by a crash are possible charges. Default: every backend that is not GPU-bound.
     hosted: Callable[[str], bool] | None = None
+    # Called with (job, backend name, result) as soon as a backend's result is in hand, before its files are
+    # written and the ledger says done (a server answers its client from it, without waiting for the fsyncs).
+    on_result: Callable[[Job, str, EditResult], None] | None = None
 
     def is_hosted(self, name: str) -> bool:
         if self.hosted is not None:
@@ -77,6 +113,7 @@ class Outcome:
     attempts: int = 0  # backend calls made now
     latency_s: float = 0.0
     result: Mapping[str, Any] | None = None  # the content of result.json, when done
+    error_detail: BaseException | None = None  # the last backend error (a server passes the provider's answer on)
 
     @property
     def ok(self) -> bool:

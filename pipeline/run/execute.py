@@ -67,7 +67,7 @@ from backends.errors import (
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
 from pipeline.routing import Decision
-from pipeline.run.context import ExecContext, Outcome
+from pipeline.run.context import ExecContext, Outcome, StopSignal
 from pipeline.run.files import write_files
 from pipeline.run.journal import Pending
 from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
@@ -211,6 +211,7 @@ def _failed(job_id: str, exc: BaseException, t0: float, backend: str | None = No
         error_class=type(exc).__name__,
         attempts=attempts,
         latency_s=time.perf_counter() - t0,
+        error_detail=exc,
     )
 
 
@@ -311,6 +312,11 @@ def _run(
                 ledger.fail(job.id, f"{type(exc).__name__}: {exc}", backend=name, error_class=type(exc).__name__)
                 return _failed(job.id, exc, t0, name, calls)
             tried.append(_tried(name, None, result.cost_usd, time.perf_counter() - started))
+            if ctx.on_result is not None:
+                try:
+                    ctx.on_result(job, name, result)
+                except Exception:  # the hook must not lose a paid result
+                    log.exception("job %s: on_result hook failed", job.id)
             return _finish(job, key, dec, result, attempt_id, tried, ctx, t0, calls)
     last_error = {t["backend"]: t["error"] for t in tried if t["error"]}  # one line per backend
     summary = "; ".join(f"{b}: {e}" for b, e in last_error.items()) or "nothing tried"
@@ -324,6 +330,7 @@ def _run(
         error_class=type(last).__name__ if last else "Failed",
         attempts=calls,
         latency_s=time.perf_counter() - t0,
+        error_detail=last,
     )
 
 
@@ -342,7 +349,18 @@ def _interrupted(ledger: Ledger, job_id: str, backend: str, calls: int, t0: floa
 
 def _cancelled_while_queued(future: Future, stop: threading.Event) -> bool:
     """Wait for the call; on stop, cancel it if it has not started yet (a started call always finishes)."""
-    while True:
+    if isinstance(stop, StopSignal):  # no polling: the future's completion or the stop wakes us
+        woke = threading.Event()
+        future.add_done_callback(lambda _f: woke.set())
+        stop.watch(woke)
+        try:
+            woke.wait()
+            if future.done():
+                return future.cancelled()
+            return future.cancel()  # False: it started; the caller waits for its result
+        finally:
+            stop.unwatch(woke)
+    while True:  # a plain Event from an older caller
         try:
             future.exception(timeout=0.05)
             return False

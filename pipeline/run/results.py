@@ -52,8 +52,8 @@ def job_key(job: Job, raw: Sequence[bytes] | None = None) -> str:
     """sha256 of what decides the output: input bytes, prompt, options, seed, pinned backend (not the id)."""
     r = job.request
     h = hashlib.sha256()
-    for data in raw if raw is not None else read_inputs(r):
-        h.update(hashlib.sha256(data).digest())
+    for (_, img), data in zip(r.inputs, raw if raw is not None else read_inputs(r), strict=True):
+        h.update(img.sha256 if img.data is data else hashlib.sha256(data).digest())  # in memory: hashed once
     h.update(
         json.dumps(
             {

@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
-from pipeline.run.context import ExecContext, Outcome
+from pipeline.run.context import ExecContext, Outcome, StopSignal
 from pipeline.run.execute import execute_job
 from pipeline.run.executors import Executor, create_executor
 from pipeline.run.preflight import check_out_dir, check_run_disk_space, open_ledger
@@ -128,7 +128,7 @@ def run_batch(
         backends=backends,
         caps_for=lambda name: caps.get(name, ()),
         retry_failed=retry_failed,
-        stop=stop or threading.Event(),
+        stop=stop or StopSignal(),  # wakes waiting jobs at once: no polling
         skip_misconfigured=True,
         hosted=hosted_by(policy),
     )

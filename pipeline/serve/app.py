@@ -6,14 +6,14 @@
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="...")
     result = client.images.edit(model="auto", image=open("in.png", "rb"), prompt="...")
 
-Routes: `POST /v1/images/edits` (OpenAI's multipart form and JSON answer; `model` = auto, a policy backend or an
-OpenAI model id), `GET /v1/models`, `GET /healthz` (no auth), `GET /metrics` (Prometheus text).
-Every edit answer names the backend, model, cost and job in `x-editroute-*` headers (`x-editroute-cost-usd` is the
-job's cost; `x-editroute-billed-usd` is what this request added: 0 when it reused or joined an earlier job).
-A repeated request runs a new job, as with OpenAI, unless it is a retry (`x-stainless-retry-count` >= 1), carries the
-same `Idempotency-Key`, or has a `seed`: see `pipeline.serve.service`.
-Errors use OpenAI's envelope and status codes, with `x-should-retry: false` where a retry cannot help and
-`retry-after` on 429/503.
+Routes: `POST /v1/images/edits` (OpenAI's multipart form or JSON body; `stream=true` answers with server-sent
+events; `model` = auto, a policy backend or an OpenAI model id), `GET /v1/models`, `GET /healthz` (no auth),
+`GET /metrics` (Prometheus text). Every edit answer names the backend, model, cost and job in `x-editroute-*`
+headers (`x-editroute-cost-usd` is the job's cost; `x-editroute-billed-usd` is what this request added: 0 when it
+reused or joined an earlier job). Which job a request belongs to (a new one, its own first try's, its
+Idempotency-Key's): `pipeline.serve.identity`. Errors use OpenAI's envelope and status codes, a provider's own
+error passed on as it sent it, with `x-should-retry: false` where a retry cannot help. Settings and bounds:
+docs/server.md.
 
 The module imports FastAPI (extra `server`); nothing imports it but `editroute serve` and its tests.
 
@@ -23,6 +23,7 @@ time. With no key configured the server listens on loopback only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -35,7 +36,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,14 @@ from starlette.requests import ClientDisconnect
 
 from backends.errors import EditError
 from pipeline.errors import ConfigError
+from pipeline.serve.identity import client_fingerprint, read_timeout, retry_count
 from pipeline.serve.metrics import CONTENT_TYPE
-from pipeline.serve.upload import read_form
-from pipeline.serve.wire import ApiError, Limits, images_response, models_list, parse_form
+from pipeline.serve.request import parse_form, parse_json
+from pipeline.serve.service import Prepared, Who
+from pipeline.serve.settings import ServeSettings
+from pipeline.serve.streaming import client_gone, first_of, stream_edit
+from pipeline.serve.upload import read_body, read_form
+from pipeline.serve.wire import ApiError, Form, Limits, images_response, models_list
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +127,6 @@ def check_upstream_credentials(backends: Mapping[str, Any]) -> None:
         )
 
 
-def retry_count(headers: Mapping[str, str]) -> int:
-    """`x-stainless-retry-count`: 0 on an OpenAI SDK's first try, N on its Nth automatic retry (absent or bad: 0)."""
-    try:
-        return max(0, int(headers.get("x-stainless-retry-count") or 0))
-    except ValueError:
-        return 0
-
-
 class _Auth:
     def __init__(self, keys: Sequence[str]) -> None:
         self._keys = [k.encode() for k in keys]
@@ -166,7 +163,7 @@ class _Auth:
 
 def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | None = None) -> FastAPI:
     """The FastAPI app over an `EditService`; closes the service at shutdown."""
-    limits = limits or Limits()
+    limits = limits or service.limits
     auth = _Auth(api_keys)
 
     @contextlib.asynccontextmanager
@@ -192,46 +189,92 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
             ApiError(exc.status_code, message, code="unknown_url" if exc.status_code == 404 else None), "other"
         )
 
-    @app.post(EDITS)
-    async def edits(request: Request) -> Response:
-        tenant = auth.check(request.headers.get("authorization"))  # before a byte of the body is read
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:  # never a plain-text 500 or a traceback
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return error_response(
+            ApiError(500, "The server had an error while processing your request.", type="server_error"), "other"
+        )
+
+    async def read_request(request: Request) -> tuple[Any, float]:
+        """The body as a multipart `Form` or JSON bytes (parsed off the loop), and how long it took to arrive."""
+        started = time.monotonic()
+        ctype = request.headers.get("content-type") or ""
+        mime = ctype.split(";", 1)[0].strip().lower()
         try:
-            form = await read_form(
-                request.stream(), request.headers.get("content-type"), request.headers.get("content-length"), limits
-            )
+            if mime == "multipart/form-data":
+                body: Any = await read_form(request.stream(), ctype, request.headers.get("content-length"), limits)
+            elif mime == "application/json":
+                body = await read_body(request.stream(), request.headers.get("content-length"), limits)
+            else:
+                raise ApiError(
+                    400,
+                    f"Invalid Content-Type header ({mime or 'none'}): send multipart/form-data (as the OpenAI "
+                    "SDK's images.edit does) or application/json.",
+                    code="invalid_content_type",
+                )
         except ClientDisconnect:
             raise ApiError(
                 400, "The client disconnected while sending the request.", code="client_disconnected"
             ) from None
-        parsed = await run_in_threadpool(parse_form, form)  # decodes every image: off the event loop
-        del form
-        prepared = await run_in_threadpool(
-            service.prepare,
-            parsed,
-            idempotency_key=request.headers.get("idempotency-key"),
+        return body, time.monotonic() - started
+
+    def prepare(body: Any, who: Who) -> Prepared:
+        """Parse, probe and key a request (blocking: runs on a worker thread)."""
+        if isinstance(body, Form):
+            parsed = parse_form(body, limits)
+        else:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise ApiError(
+                    400,
+                    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+                    "HTTP library correctly.)",
+                    code="invalid_json",
+                ) from None
+            parsed = parse_json(data, limits, service.refs)
+        return service.prepare(parsed, who)
+
+    @app.post(EDITS)
+    async def edits(request: Request) -> Response:
+        tenant = auth.check(request.headers.get("authorization"))  # before a byte of the body is read
+        body, upload_s = await read_request(request)
+        h = request.headers
+        who = Who(
             tenant=tenant,
-            retry=retry_count(request.headers) >= 1,
+            client=client_fingerprint(h, request.client.host if request.client else None),
+            retry=retry_count(h),
+            read_timeout_s=read_timeout(h),
+            upload_s=upload_s,
+            idempotency_key=h.get("idempotency-key"),
         )
-        served = await service.submit(prepared)
-        o = served.outcome
-        reused = o.reused or served.joined
-        headers = {
-            "x-editroute-job-id": prepared.job.id,
-            "x-request-id": prepared.job.id,
-            "x-editroute-reused": "true" if reused else "false",
-        }
-        if o.backend:
-            headers["x-editroute-backend"] = o.backend
-        if not o.ok:
+        prepared = await run_in_threadpool(prepare, body, who)
+        del body
+        headers = {"x-editroute-job-id": prepared.job.id, "x-request-id": prepared.job.id}
+        if prepared.job.request.partial_images is not None:
+            response = await stream_edit(service, prepared, request.receive, headers)
+            service.metrics.request(EDITS, response.status_code)
+            return response
+        answer, joined = service.start(prepared)
+        came, served = await first_of(asyncio.shield(answer), asyncio.ensure_future(client_gone(request.receive)))
+        if not came:  # gone before its answer: the job goes on; the SDK's retry joins it (identity)
+            answer.add_done_callback(lambda f: f.result().passed_on())  # nobody to pass it on to
+            return Response(status_code=499)
+        reused = served.reused or joined
+        headers["x-editroute-reused"] = "true" if reused else "false"
+        if served.backend:
+            headers["x-editroute-backend"] = served.backend
+        service.tries.answered(prepared.key)  # an SDK retry from now on is a new request's
+        if not served.ok:
+            served.passed_on()
             return error_response(service.error_for(served), EDITS, headers)
-        record = o.result or {}
-        headers["x-editroute-model"] = str(record.get("model") or "")
-        cost = Decimal(record.get("cost_usd") or "0")
-        headers["x-editroute-cost-usd"] = str(cost)  # the job's cost, also on a reused answer
-        headers["x-editroute-billed-usd"] = "0" if reused else str(cost)  # what this request added to the spend
-        body = await run_in_threadpool(lambda: json.dumps(images_response(record, served.images)).encode())
+        headers["x-editroute-model"] = str(served.record.get("model") or "")
+        headers["x-editroute-cost-usd"] = str(served.cost)  # the job's cost, also on a reused answer
+        headers["x-editroute-billed-usd"] = "0" if reused else str(served.cost)  # what this request added
+        content = images_response(served.record, served.images, None, prepared.job.request)  # ~1 ms: one join
         service.metrics.request(EDITS, 200)
-        return Response(body, media_type="application/json", headers=headers)
+        return _Answer(content, served, headers)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -257,6 +300,22 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
     return app
 
 
+class _Answer(Response):
+    """A JSON answer that tells the job when it has been sent (its backend then decodes and writes the images)."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, served: Any, headers: Mapping[str, str]) -> None:
+        super().__init__(content, headers=dict(headers))
+        self.served = served
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.served.passed_on()
+
+
 # ---- running it ------------------------------------------------------------------------------------------
 
 
@@ -267,6 +326,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # build() refuses a non-loopback host without keys
     api_key_file: str | Path | None = None
     limits: Limits | None = None
+    settings: ServeSettings | None = None  # retry window, upstream wait cap, API concurrency, URL fetching
 
 
 def build(
@@ -276,24 +336,35 @@ def build(
     env: Mapping[str, str] | None = None,
 ) -> tuple[Any, Any, tuple[str, ...]]:
     """(app, service, api_keys) for `config`, after the bind and key checks."""
-    from pipeline.routing import build_backends, load_policy
+    from pipeline.routing import load_policy
     from pipeline.run import check_out_dir, open_ledger
     from pipeline.serve.service import EditService
 
     keys = load_api_keys(config.api_key_file, env)
     check_bind(config.host, keys)
     policy = load_policy(config.policy)
-    backends = dict(backends) if backends is not None else build_backends(policy)
-    check_upstream_credentials(backends)
     open_ledger(check_out_dir(config.out_dir)).close()  # a one-line error, not a traceback, if it cannot open
-    service = EditService(policy, config.out_dir, backends=backends)
+    service = EditService(
+        policy,
+        config.out_dir,
+        backends=dict(backends) if backends is not None else None,
+        settings=config.settings,
+        limits=config.limits,
+    )
+    try:
+        check_upstream_credentials(service.backends)
+    except BaseException:
+        service.close()
+        raise
     if not keys:
         log.warning(
             "no client keys for this server (--api-key-file or $%s; not your OpenAI key): authentication is "
             "OFF; listening on loopback only",
             KEYS_ENV,
         )
-    return create_app(service, api_keys=keys, limits=config.limits), service, keys
+    for line in service.describe_limits():
+        log.info("backend %s", line)
+    return create_app(service, api_keys=keys), service, keys
 
 
 def uvicorn_server(app: Any, host: str, port: int) -> Any:

@@ -1,47 +1,29 @@
 """The OpenAI image-edit wire format on the server side, as pure functions (no FastAPI, no I/O).
 
-    form (fields + file parts) --parse_form--> ParsedForm (EditRequest, model, tags)
-    Outcome / EditError        --error_for_*--> ApiError (status, envelope, x-should-retry, retry-after)
-    result.json + image bytes  --images_response--> the `ImagesResponse` JSON the SDK parses
+    InvalidRequest / Outcome  --error_for_*-->   ApiError (status, envelope, x-should-retry, retry-after...)
+    EditResult or result.json --images_response--> the `ImagesResponse` JSON the SDK parses
+    a partial / the final image --partial_event / completed_event + sse--> `text/event-stream` events
 
 Errors use OpenAI's envelope `{"error": {message, type, param, code}}` and status codes
-(https://platform.openai.com/docs/guides/error-codes), so the
-official SDK raises its own exception types (`BadRequestError`, `AuthenticationError`, `RateLimitError`...).
+(https://platform.openai.com/docs/guides/error-codes), so the official SDK raises its own exception types. A
+provider's own error (`backends.errors.upstream_of`) is passed on as it sent it: status, body, and the headers a
+client acts on (`retry-after`, `retry-after-ms`, `x-ratelimit-*`).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import MAX_IMAGE_BYTES, MAX_IMAGES, MAX_PROMPT_CHARS, EditRequest
-from backends.errors import InvalidRequest
-from backends.images import InputImage
-from backends.validation import request_problems
+from backends.errors import InvalidRequest, upstream_of
 
-TEXT_FIELDS = (
-    "prompt",
-    "model",
-    "n",
-    "size",
-    "quality",
-    "background",
-    "output_format",
-    "output_compression",
-    "input_fidelity",
-    "user",
-    "stream",
-    "partial_images",
-)
-EXTENSION_FIELDS = ("seed", "tags")  # editroute's own, sent with the SDK's `extra_body`
-FILE_FIELDS = ("image", "image[]", "mask")
-KNOWN_FIELDS = (*TEXT_FIELDS, *EXTENSION_FIELDS, *FILE_FIELDS, "tags[]", "response_format")  # others: unknown_parameter
-AUTO_MODELS = ("", "auto")
-_MIMES_OK = ("image/png", "image/jpeg", "image/jpg", "image/webp")
-_MIMES_SNIFFED = ("", "application/octet-stream")  # no useful type given: the bytes decide
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")  # a Python repr that slipped into a message
 
 
 @dataclass(frozen=True)
@@ -53,6 +35,7 @@ class Limits:
     max_prompt_chars: int = MAX_PROMPT_CHARS
     max_field_bytes: int = 1024  # any text field but the prompt
     max_parts: int = 64
+    max_image_pixels: int = 64 * 1024 * 1024  # 8192x8192; above any size an edit model takes or returns
 
     @property
     def max_prompt_bytes(self) -> int:
@@ -60,17 +43,16 @@ class Limits:
 
     @property
     def max_body_bytes(self) -> int:
-        """The largest body a valid request can have (all images and a mask at their limit, multipart overhead)."""
-        return (
-            (self.max_images + 1) * (self.max_image_bytes + 1024)
-            + self.max_prompt_bytes
-            + self.max_parts * (self.max_field_bytes + 1024)
-        )
+        """The largest body a valid request can have (all images, a mask and a markup layer at their limit, as
+        multipart or as base64 data URLs in JSON)."""
+        images = (self.max_images + 2) * (self.max_image_bytes + 1024)
+        return images * 4 // 3 + self.max_prompt_bytes + self.max_parts * (self.max_field_bytes + 1024)
 
 
 @dataclass(eq=False)
 class ApiError(Exception):
-    """An HTTP error in OpenAI's shape. `should_retry` sets `x-should-retry` (None: let the client decide)."""
+    """An HTTP error in OpenAI's shape. `should_retry` sets `x-should-retry` (None: let the client decide);
+    `body_override` is a provider's own error body, passed on whole; `extra_headers` its rate-limit headers."""
 
     status: int
     message: str
@@ -79,26 +61,27 @@ class ApiError(Exception):
     code: str | None = None
     retry_after: float | None = None
     should_retry: bool | None = None
+    body_override: Mapping[str, Any] | None = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
+        self.message = _REPR.sub("<object>", self.message)
         if self.should_retry is None and self.status < 500 and self.status not in (408, 409, 429):
             self.should_retry = False  # a 400/401/403/404/413 comes back the same however often it is sent
 
     def body(self) -> dict[str, Any]:
+        if self.body_override is not None:
+            return dict(self.body_override)
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def headers(self) -> dict[str, str]:
-        out = {}
-        if self.should_retry is not None:
+        out = dict(self.extra_headers)
+        if self.should_retry is not None and "x-should-retry" not in out:
             out["x-should-retry"] = "true" if self.should_retry else "false"
-        if self.retry_after is not None:
+        if self.retry_after is not None and "retry-after" not in out:
             out["retry-after"] = str(max(1, round(self.retry_after)))
         return out
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = "invalid_value") -> ApiError:
-    return ApiError(400, message, param=param, code=code)
 
 
 @dataclass(frozen=True)
@@ -118,153 +101,56 @@ class Form:
 
 
 @dataclass(frozen=True)
-class ParsedForm:
-    request: EditRequest  # images decoded (bytes in memory); job_id not set yet
+class ParsedRequest:
+    request: EditRequest  # images probed (bytes in memory, pixels not decoded); job_id not set yet
     model: str | None  # None: route by the policy
     tags: tuple[str, ...] = ()
 
-
-def _one(form: Form, name: str) -> str | None:
-    values = form.fields.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise ApiError(400, f"Duplicate parameter: '{name}'. Send it once.", param=name, code="duplicate_parameter")
-    return values[0]
-
-
-def _int(form: Form, name: str) -> int | None:
-    text = _one(form, name)
-    if text is None or text.strip() == "":
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise bad_request(
-            f"Invalid value for '{name}': expected an integer, but got {text[:40]!r} instead.", name, "invalid_type"
-        ) from None
-
-
-def _default(value: int | None, default: int) -> int:
-    return default if value is None else value
-
-
-def _flag(form: Form, name: str) -> bool:
-    text = (_one(form, name) or "").strip().lower()
-    if text in ("", "false", "0", "none", "null"):
-        return False
-    if text in ("true", "1"):
-        return True
-    raise bad_request(
-        f"Invalid value for '{name}': expected a boolean, but got {text[:40]!r} instead.", name, "invalid_type"
-    )
-
-
-def _check_mime(part: Upload, param: str) -> None:
-    mime = (part.content_type or "").split(";")[0].strip().lower()
-    if mime not in _MIMES_OK and mime not in _MIMES_SNIFFED:
-        raise ApiError(
-            400,
-            f"Invalid file '{param}': unsupported mimetype ('{mime}'). Supported file formats are "
-            "'image/jpeg', 'image/png', and 'image/webp'.",
-            param=param,
-            code="unsupported_file_mimetype",
-        )
-
-
-def _decode(part: Upload, param: str) -> InputImage:
-    _check_mime(part, param)
-    try:
-        return InputImage.from_bytes(part.data, name=part.filename or param, field=param)
-    except InvalidRequest as exc:
-        raise ApiError(400, exc.message, param=param, code="invalid_image_file") from None
-
-
-def parse_form(form: Form) -> ParsedForm:
-    """The OpenAI edit form -> an EditRequest, or the first problem as OpenAI would report it."""
-    unknown = [n for n in form.fields if n not in KNOWN_FIELDS]
-    unknown += [f.name for f in form.files if f.name not in FILE_FIELDS]
-    if unknown:
-        raise ApiError(400, f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter")
-    if "response_format" in form.fields:  # dall-e-2 only; GPT image models refuse it and always return b64_json
-        raise ApiError(400, "Unknown parameter: 'response_format'.", param="response_format", code="unknown_parameter")
-    text_parts = [f.name for f in form.files if f.name in TEXT_FIELDS]
-    if text_parts:
-        raise bad_request(
-            f"Invalid type for '{text_parts[0]}': expected a string, but got a file instead.",
-            text_parts[0],
-            "invalid_type",
-        )
-    if _flag(form, "stream"):
-        raise bad_request("Streaming is not supported by this server; omit 'stream'.", "stream", "unsupported_value")
-    if _int(form, "partial_images"):
-        raise bad_request(
-            "'partial_images' needs streaming, which this server does not support.",
-            "partial_images",
-            "unsupported_value",
-        )
-
-    singles = [f for f in form.files if f.name == "image"]
-    arrays = [f for f in form.files if f.name == "image[]"]
-    if len(singles) > 1 or (singles and arrays):
-        raise ApiError(
-            400,
-            "Duplicate parameter: 'image'. To send several images use the array syntax, e.g. 'image[]=<value>'.",
-            param="image",
-            code="duplicate_parameter",
-        )
-    for name in ("image", "image[]", "mask"):
-        if name in form.fields:
-            raise bad_request(
-                f"Invalid type for '{name.rstrip('[]')}': expected a file, but got a string instead.",
-                name.rstrip("[]"),
-                "invalid_type",
-            )
-    parts = singles or arrays
-    if not parts:
-        raise bad_request("Missing required parameter: 'image'.", "image", "missing_required_parameter")
-    if len(parts) > MAX_IMAGES:
-        raise bad_request(f"Too many images: {len(parts)} given, at most {MAX_IMAGES}.", "image", "invalid_value")
-    masks = [f for f in form.files if f.name == "mask"]
-    if len(masks) > 1:
-        raise ApiError(400, "Duplicate parameter: 'mask'.", param="mask", code="duplicate_parameter")
-    prompt = _one(form, "prompt")
-    if prompt is None:
-        raise bad_request("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
-
-    images = tuple(_decode(p, "image" if singles else f"image[{i}]") for i, p in enumerate(parts))
-    mask = _decode(masks[0], "mask") if masks else None
-    tags = [t.strip() for v in (*form.fields.get("tags", ()), *form.fields.get("tags[]", ())) for t in v.split(",")]
-    request = EditRequest(
-        prompt=prompt,
-        images=images,
-        mask=mask,
-        size=_one(form, "size") or "auto",
-        quality=_one(form, "quality") or "auto",
-        n=_default(_int(form, "n"), 1),
-        output_format=_one(form, "output_format") or "png",
-        output_compression=_int(form, "output_compression"),
-        background=_one(form, "background") or "auto",
-        input_fidelity=_one(form, "input_fidelity") or None,
-        user=_one(form, "user") or None,
-        seed=_int(form, "seed"),
-    )
-    problems = request_problems(request)
-    if problems:
-        raise error_for_invalid(problems[0], others=problems[1:])
-    model = (_one(form, "model") or "").strip()
-    return ParsedForm(request=request, model=None if model in AUTO_MODELS else model, tags=tuple(t for t in tags if t))
+    @property
+    def stream(self) -> bool:
+        return self.request.partial_images is not None
 
 
 # ---- errors ----------------------------------------------------------------------------------------------
 
-
-def error_for_invalid(exc: InvalidRequest, others: Sequence[InvalidRequest] = ()) -> ApiError:
-    message = "; ".join(p.message for p in (exc, *others))
-    return ApiError(400, message, param=exc.field, code="invalid_value")
+# Fields only some models take: a backend that lacks one refuses the parameter, not a value.
+_PARAMETERS_OF_SOME = ("complexity", "markup", "moderation", "stream", "partial_images", "frame_count")
 
 
-# error_class (as execute's Outcome names it) -> (status, type, code, should_retry)
+def error_for_invalid(exc: InvalidRequest, *, capability: bool = False, model: str | None = None) -> ApiError:
+    """A check that failed before anything ran. `capability`: the request is valid but the backend (or model)
+    that must run it cannot; OpenAI says so as `unsupported_parameter` / `unsupported_value`."""
+    param = exc.field
+    message = exc.message
+    if not capability:
+        return ApiError(400, message, param=param, code="invalid_value")
+    where = f"with {model}" if model else "on this server's backends"
+    if param == "input_fidelity" and model:
+        return ApiError(
+            400,
+            f"The model '{model}' does not support the 'input_fidelity' parameter.",
+            type="image_generation_user_error",
+            param=param,
+            code="invalid_input_fidelity_model",
+        )
+    if param == "stream":
+        return ApiError(
+            400,
+            f"Unsupported value: 'stream' does not support true {where}: it cannot send partial images ({message}).",
+            param="stream",
+            code="unsupported_value",
+        )
+    if param in _PARAMETERS_OF_SOME:
+        return ApiError(
+            400,
+            f"Unsupported parameter: '{param}' is not supported {where} ({message}).",
+            param=param,
+            code="unsupported_parameter",
+        )
+    return ApiError(400, f"Unsupported value {where}: {message}", param=param, code="unsupported_value")
+
+
+# error_class (as execute's Outcome names it) -> (status, type, code, should_retry), when no provider answer
 _BY_CLASS: dict[str, tuple[int, str, str | None, bool | None]] = {
     "InvalidRequest": (400, "invalid_request_error", "invalid_value", False),
     "ContentRejected": (400, "image_generation_user_error", "moderation_blocked", False),
@@ -272,23 +158,48 @@ _BY_CLASS: dict[str, tuple[int, str, str | None, bool | None]] = {
     "BudgetExceeded": (429, "insufficient_quota", "insufficient_quota", False),
     "BackendMisconfigured": (502, "server_error", "upstream_misconfigured", False),
     "BackendUnavailable": (503, "server_error", "backend_unavailable", True),
+    # sent upstream, no answer came (it may have been billed: held as a possible charge); a retry runs it again
+    "OutcomeUnknown": (503, "server_error", "backend_unavailable", True),
     "Interrupted": (503, "server_error", "shutting_down", True),
     "Busy": (409, "invalid_request_error", "job_in_progress", True),
 }
 DEFAULT_RETRY_AFTER_S = 2.0
+_OURS_NOT_THEIRS = (401, 403)  # the provider refused *our* key: the server's configuration, not the client's
 
 
 def error_for_outcome(
-    error_class: str | None, message: str | None, *, param: str | None = None, budget_held: bool = False
+    error_class: str | None,
+    message: str | None,
+    *,
+    param: str | None = None,
+    budget_held: bool = False,
+    detail: BaseException | None = None,
 ) -> ApiError:
-    """A failed job as an HTTP error. `budget_held`: the router held the job because a budget is spent."""
-    message = message or "the edit failed"
+    """A failed job as an HTTP error: the provider's own answer when there is one (`detail`), else ours.
+    `budget_held`: the router held the job because a budget is spent."""
+    upstream = upstream_of(detail)
+    if upstream is not None and upstream.status not in _OURS_NOT_THEIRS:
+        return ApiError(
+            upstream.status,
+            upstream.message,
+            type=upstream.type or "invalid_request_error",
+            param=upstream.param,
+            code=upstream.code,
+            body_override=upstream.body,
+            extra_headers=dict(upstream.headers),
+            should_retry=False if upstream.status == 429 and upstream.code == "insufficient_quota" else None,
+        )
+    message = getattr(detail, "message", None) or message or "the edit failed"
     if error_class == "Unroutable":
         if budget_held:
             return ApiError(429, message, type="insufficient_quota", code="insufficient_quota", should_retry=False)
-        return ApiError(400, message, param=param, code="unsupported_request")
+        return ApiError(400, message, param=param, code="unsupported_value")
     status, type_, code, retry = _BY_CLASS.get(error_class or "", (500, "server_error", None, None))
-    retry_after = DEFAULT_RETRY_AFTER_S if status in (409, 429, 503) and retry else None
+    if error_class == "InvalidRequest" and isinstance(detail, InvalidRequest):
+        param = detail.field
+    retry_after = getattr(detail, "retry_after", None) if error_class == "RateLimited" else None
+    if retry_after is None and status in (409, 429, 503) and retry:
+        retry_after = DEFAULT_RETRY_AFTER_S
     return ApiError(
         status,
         message,
@@ -303,9 +214,13 @@ def error_for_outcome(
 # ---- success ---------------------------------------------------------------------------------------------
 
 
-def usage_json(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+def usage_json(usage: Mapping[str, Any] | None, provider_usage: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """OpenAI's `usage`: the provider's own object when it sent one (passed whole: output_tokens_details, cached
+    tokens, anything newer), else built from ours."""
+    if provider_usage:
+        return dict(provider_usage)
     u = usage or {}
-    return {
+    out = {
         "input_tokens": int(u.get("input_tokens") or 0),
         "input_tokens_details": {
             "text_tokens": int(u.get("input_text_tokens") or 0),
@@ -314,19 +229,99 @@ def usage_json(usage: Mapping[str, Any] | None) -> dict[str, Any]:
         "output_tokens": int(u.get("output_tokens") or 0),
         "total_tokens": int(u.get("total_tokens") or 0),
     }
+    if u.get("output_image_tokens") or u.get("output_text_tokens"):
+        out["output_tokens_details"] = {
+            "image_tokens": int(u.get("output_image_tokens") or 0),
+            "text_tokens": int(u.get("output_text_tokens") or 0),
+        }
+    return out
 
 
-def images_response(record: Mapping[str, Any], images: Sequence[bytes], created: int | None = None) -> dict[str, Any]:
-    """`ImagesResponse` from a job's result.json record and its output files' bytes."""
-    return {
-        "created": int(time.time()) if created is None else created,
-        "data": [{"b64_json": base64.b64encode(data).decode("ascii")} for data in images],
+def effective_safety_identifier(request: EditRequest) -> str | None:
+    """OpenAI's rule: a non-empty `safety_identifier`, else the deprecated `user`."""
+    return request.safety_identifier or request.user or None
+
+
+def answer_fields(record: Mapping[str, Any], request: EditRequest | None = None) -> dict[str, Any]:
+    """What `ImagesResponse` and the completed event share: background, format, quality, size, usage."""
+    extras = record.get("extras") or {}
+    out = {
         "background": record.get("background") or "opaque",
         "output_format": record.get("output_format") or "png",
         "quality": record.get("quality") or "auto",
         "size": record.get("size"),
-        "usage": usage_json(record.get("usage")),
+        "usage": usage_json(record.get("usage"), extras.get("openai_usage")),
     }
+    if request is not None and (sid := effective_safety_identifier(request)):
+        out["safety_identifier"] = sid
+    return out
+
+
+ImageData = bytes | str | memoryview  # the image's bytes; or its base64 as the provider sent it (text, or a view)
+
+
+def b64(image: ImageData) -> bytes | memoryview:
+    """An image as base64 bytes: bytes are encoded; base64 from the provider is passed on as it is."""
+    if isinstance(image, str):
+        return image.encode("ascii")
+    return image if isinstance(image, memoryview) else base64.b64encode(image)
+
+
+def b64_text(image: ImageData) -> str:
+    out = b64(image)
+    return out.decode("ascii") if isinstance(out, bytes) else bytes(out).decode("ascii")
+
+
+def images_response(
+    record: Mapping[str, Any],
+    images: Sequence[ImageData],
+    created: int | None = None,
+    request: EditRequest | None = None,
+) -> bytes:
+    """`ImagesResponse` as JSON bytes, from a job's record (result.json's fields) and its images (bytes, or the
+    provider's base64 text, passed on without decoding and re-encoding). The base64 goes into the JSON as is (it
+    needs no escaping), in one join: no megabyte-sized string is scanned by json.dumps or copied twice."""
+    head = json.dumps({"created": int(time.time()) if created is None else created})[:-1].encode()
+    tail = json.dumps(answer_fields(record, request))[1:].encode()
+    parts = [head, b',"data":[']
+    for i, img in enumerate(images):
+        parts += [b"," if i else b"", b'{"b64_json":"', b64(img), b'"}']
+    parts += [b"],", tail]
+    return b"".join(parts)
+
+
+def partial_event(
+    data: ImageData, index: int, record: Mapping[str, Any], created_at: int | None = None
+) -> dict[str, Any]:
+    """`image_edit.partial_image` (the SDK's `ImageEditPartialImageEvent`); `data` bytes or base64 text."""
+    return {
+        "type": "image_edit.partial_image",
+        "b64_json": b64_text(data),
+        "created_at": int(time.time()) if created_at is None else created_at,
+        "partial_image_index": index,
+        "background": record.get("background") or "auto",
+        "output_format": record.get("output_format") or "png",
+        "quality": record.get("quality") or "auto",
+        "size": record.get("size") or "auto",
+    }
+
+
+def completed_event(
+    image: ImageData, record: Mapping[str, Any], request: EditRequest | None = None, created_at: int | None = None
+) -> dict[str, Any]:
+    """`image_edit.completed` (the SDK's `ImageEditCompletedEvent`), with `usage`; `image` bytes or base64 text."""
+    return {
+        "type": "image_edit.completed",
+        "b64_json": b64_text(image),
+        "created_at": int(time.time()) if created_at is None else created_at,
+        **answer_fields(record, request),
+    }
+
+
+def sse(payload: Mapping[str, Any]) -> bytes:
+    """One server-sent event: `event: <type>` and its JSON `data:` line (an error event is `event: error`)."""
+    name = payload.get("type") or ("error" if "error" in payload else "message")
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
 def models_list(entries: Sequence[tuple[str, str]], created: int = 0) -> dict[str, Any]:
