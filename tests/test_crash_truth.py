@@ -92,7 +92,8 @@ def test_a_paid_result_on_disk_is_adopted_whatever_the_crash_count(tmp_path, api
     manifest, policy, out = write_jobs(tmp_path, 2), write_policy(tmp_path, api.base_url), tmp_path / "out"
     gate.hold("job00")
     run = editroute_run(manifest, policy, out)
-    wait_for(lambda: sent(api, "job00") == 1, run, why="job00's request was in flight")
+    # job01 finishes first: were its call in flight at both kills, it would rightly be failed after two crashes
+    wait_for(lambda: sent(api, "job00") == 1 and statuses(out).get("job01") == "done", run, why="job00 in flight")
     kill(run)  # crash 1: job00's call in flight
     gate.release()
 
