@@ -25,12 +25,6 @@ KEY = "AIzaE2E-SECRET-7f3a9c1b5d2e8f"
 LITE = "gemini-3.1-flash-lite-image"
 
 
-@pytest.fixture(autouse=True)
-def _no_real_google_keys(monkeypatch):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", KEY)

@@ -31,12 +31,6 @@ KEY = "AIzaUnitTEST-0123456789abcdefXYZ"
 LITE = "gemini-3.1-flash-lite-image"
 
 
-@pytest.fixture(autouse=True)
-def _no_real_google_keys(monkeypatch):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
