@@ -107,12 +107,16 @@ def test_masked_edit_at_another_size_says_it_was_resized(server, key):
     assert server.calls[0].body["generationConfig"]["imageConfig"] == {"aspectRatio": "3:2"}
 
 
-def test_maskless_edit_keeps_the_models_size_and_changes_the_picture(server, key):
-    req = make_request(mask=False, output_format="jpeg", output_compression=90)
+def test_maskless_edit_at_size_auto_comes_back_at_the_inputs_own_size(server, key):
+    """THE SIZE RULE (issue 19 item 10): 160x128 in, size auto -> 160x128 out, whatever size the model made."""
+    image = InputImage.from_bytes(image_bytes(160, 128), "in.png")
+    req = EditRequest(prompt="make it dusk", images=(image,), output_format="jpeg", output_compression=90)
     result = backend_for(server).edit(req)
-    assert result.size == "1024x1024" and "resized" not in result.extras and result.extras["mask_mode"] == "none"
+    assert result.size == "160x128" and result.extras["mask_mode"] == "none"
+    assert server.calls[0].body["generationConfig"]["imageConfig"] == {"aspectRatio": "5:4"}  # the input's ratio
+    assert result.extras["resized"].startswith(f"{result.extras['provider_size']} -> 160x128")
     with Image.open(io.BytesIO(result.images[0])) as img:
-        assert img.format == "JPEG"
+        assert img.format == "JPEG" and img.size == (160, 128)
 
 
 def test_multi_image_edit_sends_every_image_in_order(server, key):

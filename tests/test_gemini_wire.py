@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from backends.base import EditRequest
 from backends.errors import (
     BackendMisconfigured,
     BackendUnavailable,
@@ -138,10 +139,11 @@ def test_image_size_only_for_models_that_take_it_and_response_format_placement(k
     }
 
 
-def test_maskless_auto_sends_no_image_options(key):
+def test_maskless_auto_asks_for_the_inputs_own_aspect_ratio(key):
     rec = Recorder()
-    make_backend(rec).edit(make_request(mask=False))
-    assert rec.body()["generationConfig"] == {"responseModalities": ["IMAGE"]}
+    image = InputImage.from_bytes(image_bytes(160, 128), "in.png")
+    make_backend(rec).edit(EditRequest(prompt="make it dusk", images=(image,)))
+    assert rec.body()["generationConfig"] == {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "5:4"}}
 
 
 @pytest.mark.parametrize(

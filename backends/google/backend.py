@@ -6,8 +6,8 @@ OpenAI edit semantics, mapped honestly (each one is in `capabilities`, and in ev
   n       one image per call: n parallel calls, each billed from its own `usageMetadata` and listed in
           `extras["calls"]`; `cost_usd` is their exact sum.
   size    the model's nearest `aspectRatio` at 1K; its answer is cover-fitted (scaled, centre-cropped) to the
-          requested size, and `extras["resized"]` says so. `auto` keeps the model's size, or the input's own
-          size when there is a mask (so that the original can be composited back).
+          requested size, and `extras["resized"]` says so. `auto` is the first input's own size (THE SIZE RULE,
+          `backends.canvas`), with or without a mask.
   quality Gemini has one tier per model: quality is not sent, and the result says `quality: "auto"`.
 Model ids, rates and lifecycle are data (`configs/prices.yaml`, `gemini:`). The key is read at `edit()` time
 from a file or the environment, sent as `x-goog-api-key`, and never stored, logged or put in an error.
@@ -165,8 +165,6 @@ class GeminiEditBackend:
                 compression=request.output_compression,
                 feather_px=self.settings.feather_px,
             )
-            if plan.out_size is None:  # `auto` without a mask: every image at the first answer's size
-                plan = hosted_canvas.Plan(out_size=(done.width, done.height))
             images.append(done)
             usage = _add(usage, answer.usage)
             calls.append(

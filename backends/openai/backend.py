@@ -27,7 +27,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import hosted_http
+from backends import hosted_canvas, hosted_http
 from backends.base import CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest
 from backends.journal import CallJournal, JournalRecord
@@ -208,6 +208,11 @@ class OpenAIEditBackend:
         fmt = parsed.detected_format or parsed.output_format or request.output_format
         if fmt != request.output_format:
             log.warning("%s: asked for %s, the server returned %s", self.name, request.output_format, fmt)
+        images, width, height, size_notes = parsed.images, parsed.width, parsed.height, {}
+        # THE SIZE RULE (backends.canvas): `auto` is the input's own size; the API made (and billed) its aspect bucket
+        fitted = hosted_canvas.to_input_size(request, images, output_format=fmt, compression=request.output_compression)
+        if fitted is not None:
+            images, (width, height), size_notes = fitted
         log.info(
             "%s: edit done (%s): %d image(s) %dx%d, $%s, %d attempt(s), %.2fs",
             self.name,
@@ -220,10 +225,10 @@ class OpenAIEditBackend:
             http_s,
         )
         return EditResult(
-            images=parsed.images,
+            images=images,
             output_format=fmt,
-            width=parsed.width,
-            height=parsed.height,
+            width=width,
+            height=height,
             backend=self.name,
             model=s.model,
             usage=parsed.usage or Usage(),
@@ -236,6 +241,7 @@ class OpenAIEditBackend:
                 "cost_basis": cost_basis,
                 "encoding": encoding,
                 **({"resumed": True} if resumed else {}),
+                **size_notes,
             },
         )
 
