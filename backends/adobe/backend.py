@@ -69,13 +69,16 @@ class Settings(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
-    concurrency: int = Field(default=1, ge=1)  # used by the runner
-    requests_per_minute: float | None = Field(default=4, gt=0)  # Firefly's default: 4 per minute per org
+    concurrency: int = Field(default=1, ge=1)  # jobs in flight, used by the runner
+    # Firefly API requests per minute: uploads, submits and status polls (not IMS tokens or result downloads,
+    # which go to other hosts), shared by every backend on this client id. Adobe's default: 4 per minute per org
+    requests_per_minute: float | None = Field(default=4, gt=0)
 
 
 class FireflyEditBackend:
     Settings = Settings
     resumable = True  # for the runner: `edit()` takes `journal=` (`backends.journal`) and resumes the jobs it names
+    paces_requests = True  # for the runner: `requests_per_minute` is paced here, per HTTP request, not per job
 
     def __init__(
         self,
@@ -109,6 +112,9 @@ class FireflyEditBackend:
             poll_timeout_s=s.poll_timeout_s,
             sleep=sleep,
             clock=clock,
+            pacer=hosted_http.shared_pacer(
+                ("firefly", s.base_url, source(s.client_id_file, s.client_id_env)), s.requests_per_minute
+            ),
         )
         self.capabilities = Capabilities(
             max_images=1,

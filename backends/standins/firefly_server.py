@@ -113,6 +113,8 @@ class FakeFireflyServer:
         status_retry_after: str | None = None,
         submit_script: list | None = None,
         status_script: list | None = None,
+        rate_limit_rpm: int | None = None,
+        rate_window_s: float = 60.0,
         port: int = 0,
     ) -> None:
         self.client_id, self._client_secret, self.token_ttl_s = client_id, client_secret, token_ttl_s
@@ -120,6 +122,10 @@ class FakeFireflyServer:
         self.status_retry_after = status_retry_after
         self.submit_script = collections.deque(submit_script or [])
         self.status_script = collections.deque(status_script or [])
+        # Adobe's per-organisation limit (4 per minute by default) counts every Firefly API request: uploads,
+        # submits and status polls alike (not IMS tokens or pre-signed downloads, other hosts)
+        self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
+        self._accepted: collections.deque[float] = collections.deque()
         self.requests: list[Recorded] = []
         self.uploads: dict[str, tuple[str, bytes]] = {}
         self.jobs: dict[str, Job] = {}
@@ -187,6 +193,7 @@ class FakeFireflyServer:
                 reply = jobs.download(self, req)
             else:
                 self._check_auth(req)
+                self._rate_limit()
                 self._scripted(
                     self.submit_script
                     if kind in ("fill", "expand", "instruct")
@@ -225,6 +232,23 @@ class FakeFireflyServer:
             raise FireflyError(401, "401013", "Oauth token is not valid")
         if req.headers.get("x-api-key") != self.client_id:
             raise FireflyError(403, "403003", "Api Key is invalid")
+
+    def _rate_limit(self) -> None:
+        if self.rate_limit_rpm is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            while self._accepted and now - self._accepted[0] >= self.rate_window_s:
+                self._accepted.popleft()
+            if len(self._accepted) >= self.rate_limit_rpm:
+                wait = self.rate_window_s - (now - self._accepted[0])
+                raise FireflyError(
+                    429,
+                    "rate_limited",
+                    "Too many requests",
+                    headers={"retry-after": f"{max(wait, 0.001):.3f}", "x-access-rate-limit-level": "org"},
+                )
+            self._accepted.append(now)
 
     def _scripted(self, script: collections.deque | None) -> None:
         if script is None:
