@@ -350,7 +350,9 @@ def test_require_sends_legal_jobs_only_where_the_training_data_is_cleared(tmp_pa
         "qualifies (not draft: training_data undisclosed, premium: training_data undisclosed)" in text
     )
     excluded = {a.backend: a.excluded for a in d.alternatives}
-    assert "require training_data=commercially_cleared (training_data undisclosed)" in excluded["draft"]
+    assert excluded["draft"] == (
+        "lacks training_data=commercially_cleared, required by rule 'legal' (it has training_data undisclosed)"
+    )
 
 
 def test_require_beats_pins_rules_fallbacks_and_budget_overflow(tmp_path):
@@ -363,7 +365,7 @@ def test_require_beats_pins_rules_fallbacks_and_budget_overflow(tmp_path):
     router, *_ = make_router(tmp_path, extra, base=THREE_WITH_CLEARED)
     pinned = router.route(job(tags=("legal-cleared",), backend="premium"))
     assert pinned.backend is None
-    assert any("pinned to premium, but premium does not meet rule 'legal''s require" in r for r in pinned.reasons)
+    assert any("pinned to premium, but premium lacks training_data=commercially_cleared" in r for r in pinned.reasons)
     d = router.route(job(tags=("legal-cleared",)))  # `use: premium` is skipped; cleared's budget is too small
     assert any("use premium skipped" in r for r in d.reasons)
     assert d.backend is None and any("overflow to draft impossible" in r for r in d.reasons)

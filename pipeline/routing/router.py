@@ -202,7 +202,7 @@ class Router:
                 reasons.append(f"{head}: require {require.describe()}: {', '.join(cands) or 'none'} qualify")
                 continue
             for name, why in missing.items():
-                excluded[name] = f"does not meet {head.partition(' (')[0]}'s require {require.describe()} ({why})"
+                excluded[name] = f"lacks {require.describe()}, required by {head.partition(' (')[0]} (it has {why})"
                 del cands[name]
             left = list(cands)
             verdict = (
