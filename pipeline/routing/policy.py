@@ -12,6 +12,7 @@
     unknown_outcome_hold: how long a call of unknown outcome holds budget: until_period_end (default) | 24h ...
     volume_shift:  past N jobs or $X this period on some backends, eligible work goes to `to`
     fallbacks:     name -> [names], tried in order when the chosen backend is unavailable
+    fallback_on_rejected: also try them when a backend's content filter refuses the job (default false)
 
 `load_policy(path)` raises `ConfigError` naming the file, line, key path, value and what was expected.
 `build_backends(policy)` makes the backend objects (cheap: no model load, no network).
@@ -221,6 +222,9 @@ class Policy(_Strict):
     budgets: tuple[Budget, ...] = ()
     volume_shift: tuple[VolumeShift, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # A job a backend's content filter refused (ContentRejected) fails at once unless this is set: then it tries
+    # the fallbacks too (providers' filters differ: a Gemini IMAGE_SAFETY block may pass elsewhere).
+    fallback_on_rejected: bool = False
     # A call of unknown outcome (in flight when its run was killed, or sent and never answered) may have been
     # billed: its hold counts against budgets as a possible charge until resolved, or for this long:
     # until_period_end (the day and month it was made in), or a duration (90m, 24h, 7d). docs/crash-safety.md
