@@ -300,6 +300,8 @@ def test_the_readme_claim_hosted_mix_routes_legal_cleared_to_firefly_and_drafts_
         "draft-kitchen",
     }
     assert routed["final-sale-fr"] == "openai"
+    assert plan["models"]["firefly"] == "(PLACEHOLDER $0.10/operation)"  # not a contract's rate, and it says so
+    assert plan["split"]["gemini-draft"]["images"] == 5 and plan["split"]["firefly"]["usd"] == "0.300000"
     why = {d["id"]: d["reasons"] for d in plan["decisions"]}
     assert any("require training_data=commercially_cleared: only firefly qualifies" in r for r in why["legal-mug-bg"])
     assert any("use gemini-draft skipped" in r for r in why["legal-draft-shoe"])  # the licence beats the draft rule

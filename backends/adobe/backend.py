@@ -137,6 +137,13 @@ class FireflyEditBackend:
     def __repr__(self) -> str:  # never the client id's secret, never a token
         return f"FireflyEditBackend(name={self.name!r}, base_url={self.settings.base_url!r})"
 
+    @property
+    def price_note(self) -> str | None:
+        """What `plan` shows beside this backend: that its rate is prices.yaml's placeholder, not a contract's."""
+        if self.settings.price_per_operation_usd is None and self.prices.operation_usd_is_placeholder:
+            return f"PLACEHOLDER ${self.rate}/operation"
+        return None
+
     def _mode(self, request: EditRequest) -> str:
         return "fill" if request.mask is not None else self.settings.maskless
 
