@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply, serve_until_interrupted
+from backends.standins.loopback import (
+    Drop,
+    LoopbackServer,
+    Reply,
+    Request,
+    RequestWindow,
+    json_reply,
+    serve_until_interrupted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +133,7 @@ class FakeFireflyServer:
         # Adobe's per-organisation limit (4 per minute by default) counts every Firefly API request: uploads,
         # submits and status polls alike (not IMS tokens or pre-signed downloads, other hosts)
         self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
-        self._accepted: collections.deque[float] = collections.deque()
+        self._window = RequestWindow(rate_limit_rpm, rate_window_s)
         self.requests: list[Recorded] = []
         self.uploads: dict[str, tuple[str, bytes]] = {}
         self.jobs: dict[str, Job] = {}
@@ -234,21 +242,14 @@ class FakeFireflyServer:
             raise FireflyError(403, "403003", "Api Key is invalid")
 
     def _rate_limit(self) -> None:
-        if self.rate_limit_rpm is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            while self._accepted and now - self._accepted[0] >= self.rate_window_s:
-                self._accepted.popleft()
-            if len(self._accepted) >= self.rate_limit_rpm:
-                wait = self.rate_window_s - (now - self._accepted[0])
-                raise FireflyError(
-                    429,
-                    "rate_limited",
-                    "Too many requests",
-                    headers={"retry-after": f"{max(wait, 0.001):.3f}", "x-access-rate-limit-level": "org"},
-                )
-            self._accepted.append(now)
+        wait = self._window.admit()
+        if wait is not None:
+            raise FireflyError(
+                429,
+                "rate_limited",
+                "Too many requests",
+                headers={"retry-after": f"{wait:.3f}", "x-access-rate-limit-level": "org"},
+            )
 
     def _scripted(self, script: collections.deque | None) -> None:
         if script is None:
