@@ -13,12 +13,11 @@ from PIL import Image
 
 from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, EditError, InvalidRequest
-from backends.google import models
 from backends.google.backend import GeminiEditBackend, Settings
 from backends.images import InputImage
-from backends.pricing import load_prices
 from backends.standins.gemini_server import FakeGeminiServer
 from tests.backend_contract import BackendContract, make_request
+from tests.hosted_helpers import billed_by_gemini
 from tests.imagery import encode, gradient, image_bytes, mask_bytes
 
 KEY = "AIzaE2E-SECRET-7f3a9c1b5d2e8f"
@@ -48,25 +47,6 @@ def backend_for(srv: FakeGeminiServer, slept: list | None = None, **settings) ->
 def pixels(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"))
-
-
-def expected_cost(srv: FakeGeminiServer) -> Decimal:
-    """What Google would bill for every call the stand-in answered, from ITS usageMetadata, at the table's rates."""
-    m = models.resolve(LITE, load_prices())
-    total = Decimal(0)
-    for call in srv.calls:
-        u = call.response_usage
-        text_out = u["candidatesTokenCount"] - u["candidatesTokensDetails"][0]["tokenCount"] + u["thoughtsTokenCount"]
-        total += models.cost(
-            m,
-            models.TokenCounts(
-                text_in=u["promptTokensDetails"][0]["tokenCount"],
-                image_in=u["promptTokensDetails"][1]["tokenCount"],
-                image_out=u["candidatesTokensDetails"][0]["tokenCount"],
-                text_out=text_out,
-            ),
-        )
-    return total
 
 
 class TestGeminiContract(BackendContract):
@@ -142,7 +122,7 @@ def test_n3_is_three_calls_each_billed_and_summed_exactly(server, key):
     assert len(result.images) == 3 and len(set(result.images)) == 3  # three samples, not one copied
     calls = result.extras["calls"]
     assert [c["attempts"] for c in calls] == [1, 1, 1] and len({c["response_id"] for c in calls}) == 3
-    assert sum(Decimal(c["cost_usd"]) for c in calls) == result.cost_usd == expected_cost(server)
+    assert sum(Decimal(c["cost_usd"]) for c in calls) == result.cost_usd == billed_by_gemini(server)
     # each: 7 text + 1120 image tokens in at $0.25, 1120 image tokens out at $30, 96 thinking tokens at $1.50
     assert result.cost_usd == 3 * Decimal("0.03402575")
     assert result.usage.input_image_tokens == 3 * 1120 and result.usage.output_tokens == 3 * (1120 + 96)

@@ -19,19 +19,17 @@ import pytest
 import yaml
 from PIL import Image
 
-from backends.google import models as gemini_models
-from backends.pricing import load_prices
 from backends.standins import FakeOpenAIServer
 from backends.standins.firefly_server import FakeFireflyServer
 from backends.standins.gemini_server import FakeGeminiServer
 from pipeline.cli import main
 from pipeline.ledger import Ledger
+from tests.hosted_helpers import LITE, billed_by_gemini
 from tests.imagery import encode, gradient, mask_image
 
 ROOT = Path(__file__).resolve().parents[1]
 GKEY, OKEY = "AIza-run-SECRET-0f1e2d", "sk-run-SECRET-3c4b5a"
 CID, SECRET = "ff-run-client", "ff-run-SECRET-6a7b8c"
-LITE = "gemini-3.1-flash-lite-image"
 BOX = (30, 70, 110, 120)  # the edit region of the 160x128 inputs (alpha 0 in the OpenAI mask)
 
 
@@ -75,27 +73,6 @@ def outside(a: np.ndarray) -> np.ndarray:
     keep = np.ones(a.shape[:2], dtype=bool)
     keep[BOX[1] : BOX[3], BOX[0] : BOX[2]] = False
     return a[keep]
-
-
-def billed_by_gemini(srv: FakeGeminiServer) -> Decimal:
-    """What Google would bill for every call the stand-in answered with an image, from ITS usageMetadata."""
-    m = gemini_models.resolve(LITE, load_prices())
-    total = Decimal(0)
-    for call in srv.calls:
-        u = call.response_usage
-        if call.status != 200 or not u:
-            continue
-        text_out = u["candidatesTokenCount"] - u["candidatesTokensDetails"][0]["tokenCount"] + u["thoughtsTokenCount"]
-        total += gemini_models.cost(
-            m,
-            gemini_models.TokenCounts(
-                text_in=u["promptTokensDetails"][0]["tokenCount"],
-                image_in=u["promptTokensDetails"][1]["tokenCount"],
-                image_out=u["candidatesTokensDetails"][0]["tokenCount"],
-                text_out=text_out,
-            ),
-        )
-    return total
 
 
 def gemini_spec(srv: FakeGeminiServer, **extra) -> dict:
