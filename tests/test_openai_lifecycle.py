@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import yaml
 
 from backends.pricing import load_prices
 from backends.standins import FakeOpenAIServer
@@ -187,31 +185,3 @@ def test_report_shows_the_estimate_to_bill_ratio_per_model(tmp_path, monkeypatch
     assert main(["report", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "estimate vs bill per model" in out and "gpt-image-2.6-flare" in out
-
-
-# ---- the README's main job ----------------------------------------------------------------------------------
-
-
-def test_readme_main_job_runs_unchanged_on_the_standin_with_the_shipped_balanced_policy(
-    tmp_path, server, monkeypatch, capsys
-):
-    """`editroute run examples/all.jsonl --policy configs/policies/balanced.yaml --out out/` with the key set and
-    $OPENAI_BASE_URL at the stand-in. SDXL's model is not downloaded here: its jobs take the policy's fallbacks."""
-    readme = (ROOT / "README.md").read_text()
-    assert "editroute run examples/all.jsonl --policy configs/policies/balanced.yaml --out out/" in readme
-    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-    monkeypatch.chdir(ROOT)
-    out = tmp_path / "out"
-    policy = "configs/policies/balanced.yaml"
-    assert main(["run", "examples/all.jsonl", "--policy", policy, "--out", str(out), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    total = sum(1 for line in (EXAMPLES / "all.jsonl").read_text().splitlines() if line.strip())
-    assert report["jobs"]["done"] == total and report["failures"] == []
-    models = {m["model"] for m in report["models"]}
-    assert models == {"gpt-image-2.6-sunburst", "gpt-image-2.6-flare"}
-    sent = {r.fields.get("model") for r in server.edit_requests}
-    assert sent == models and all(r.status == 200 for r in server.edit_requests)
-    assert Decimal(report["spend_usd"]) > 0
-    demo_policy = yaml.safe_load((ROOT / policy).read_text())
-    assert {b.get("model") for b in demo_policy["backends"].values() if b["kind"] == "openai"} == models
