@@ -29,6 +29,12 @@ MAX_N = 10
 MAX_PROMPT_CHARS = 32_000
 MAX_IMAGE_BYTES = 50 * 1024 * 1024  # "each image ... less than 50MB"
 MAX_SAFETY_IDENTIFIER_CHARS = 128  # OpenAI's SDK: "with a maximum length of 128 characters"
+# The values of the `Capabilities` that say how a backend honours OpenAI semantics, and where its model's
+# training data came from; a policy rule can `require:` any of them (pipeline.routing.rules.Require).
+MASK_MODES = ("native", "paste_back")
+N_MODES = ("native", "parallel_calls")
+SIZE_MODES = ("native", "resized")
+TRAINING_DATA = ("commercially_cleared", "undisclosed")
 
 
 @dataclass(frozen=True)
@@ -212,10 +218,12 @@ class Capabilities:
     max_image_bytes: int = MAX_IMAGE_BYTES
     # How OpenAI semantics are honoured where the provider has no direct equivalent (the router and
     # `plan --explain` show these; nothing is dropped silently):
-    mask_mode: str = "native"  # "native": the model inpaints | "paste_back": whole-image edit, composited outside
-    n_mode: str = "native"  # "native": one call makes n images | "parallel_calls": n calls, each billed
-    size_mode: str = "native"  # "native" | "resized": the provider's nearest size, resized/cropped to the request
-    training_data: str = "undisclosed"  # provenance, for licence rules: "commercially_cleared" | "undisclosed"
+    mask_mode: str = "native"  # MASK_MODES. "native": the model inpaints | "paste_back": whole-image edit, composited
+    n_mode: str = "native"  # N_MODES. "native": one call makes n images | "parallel_calls": n calls, each billed
+    size_mode: str = "native"  # SIZE_MODES. "resized": the provider's nearest size, resized/cropped to the request
+    # TRAINING_DATA, for licence rules: "commercially_cleared" (the vendor licenses its training data for commercial
+    # use, e.g. Adobe Firefly) | "undisclosed" (the vendor does not say; every other backend today)
+    training_data: str = "undisclosed"
     # OpenAI's newer request fields; off unless a backend's model takes them.
     complexity: bool = False
     markup: bool = False  # a markup layer (annotations) over the first image

@@ -1,16 +1,17 @@
 """Pixel plumbing shared by hosted backends whose output geometry or masking differs from the request.
 
 Gemini has no mask and answers at its own aspect-ratio sizes; Firefly fills at a fixed list of sizes and may
-answer in JPEG. Both are brought back to OpenAI semantics the same way:
+answer in JPEG; OpenAI answers `size: auto` at one of its three aspect buckets. All are brought back to OpenAI
+semantics and to THE SIZE RULE (`backends.canvas`: `auto` = exactly the first input's width x height) the same way:
 
-  1. `prepare()`: the output size (`auto`: the first input's own size when there is a mask, so the original can
-     be composited back exactly; otherwise the provider's size) and, with a mask, the canvas (the input placed on
-     the output size, letterboxed if the ratio differs, the padding joining the edit region) and its repaint mask
-     (white = edit, converted from OpenAI's alpha-0 convention).
+  1. `prepare()`: the output size (`backends.canvas.output_size`) and, with a mask, the canvas (the input placed
+     on the output size, letterboxed if the ratio differs, the padding joining the edit region) and its repaint
+     mask (white = edit, converted from OpenAI's alpha-0 convention).
   2. `finish()`: the provider's image cover-fitted to the output size (scaled to cover, centre-cropped: never
      stretched), composited onto the canvas through the inward-feathered mask when there is one (every pixel
      outside the mask keeps its original value exactly), then encoded as asked. What was done is returned as
      `Finish.notes`, for the result's extras: nothing here happens silently.
+  `to_input_size()` does both for a provider that edits natively but answered `size: auto` at its own size.
 
 The compositing itself is `backends.canvas.paste_back` (integer blending, exact outside the mask).
 """
@@ -24,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from backends.base import EditRequest
-from backends.canvas import encode, paste_back, plan_geometry, repaint_mask, to_canvas
+from backends.canvas import encode, output_size, paste_back, plan_geometry, repaint_mask, to_canvas
 from backends.errors import BackendUnavailable
 
 _FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "MPO": "jpeg"}
@@ -32,7 +33,7 @@ _FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "MPO": "jpeg"}
 
 @dataclass(frozen=True)
 class Plan:
-    out_size: tuple[int, int] | None  # None: keep whatever size the provider answers with
+    out_size: tuple[int, int] | None  # None: keep whatever size the provider answers with (expand's own size)
     canvas: Image.Image | None = None  # RGB, out_size; only with a mask
     repaint: Image.Image | None = None  # L, out_size, 255 = edit; only with a mask
 
@@ -55,7 +56,7 @@ def parse_wxh(size: str) -> tuple[int, int] | None:
 def prepare(request: EditRequest) -> Plan:
     """Output size and, with a mask, the canvas to composite onto (see the module doc)."""
     if request.mask is None:
-        return Plan(out_size=parse_wxh(request.size))
+        return Plan(out_size=output_size(request.size, request.images[0].size))
     first = request.images[0].open()
     try:
         geom = plan_geometry(request.size, first.width, first.height)
@@ -116,8 +117,53 @@ def finish(
     untouched = "cropped" not in notes and generated.size == out_size and plan.canvas is None
     if untouched and provider_fmt == output_format and compression is None:
         return Finish(data, out_size[0], out_size[1], notes)  # untouched: provenance metadata (C2PA) survives
-    fitted = fit_cover(generated.convert("RGB"), out_size)
+    keep_alpha = plan.canvas is None and output_format != "jpeg" and _has_alpha(generated)
+    fitted = fit_cover(generated.convert("RGBA" if keep_alpha else "RGB"), out_size)
     if plan.canvas is not None and plan.repaint is not None:
         fitted = paste_back(plan.canvas, fitted, plan.repaint, feather_px)
         notes["pasted_back"] = True
     return Finish(encode(fitted, output_format, compression), out_size[0], out_size[1], notes)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info)
+
+
+def to_input_size(
+    request: EditRequest, images: tuple[bytes, ...], *, output_format: str, compression: int | None, feather_px: int = 4
+) -> tuple[tuple[bytes, ...], tuple[int, int], dict[str, Any]] | None:
+    """THE SIZE RULE for a provider that edits natively but answered `size: auto` at a size of its own (OpenAI's
+    aspect buckets): every image cover-fitted to the first input's size and, with a mask, composited onto the
+    input so pixels outside the mask are its own. None when there is nothing to do (an explicit size, answers
+    already at the input's size) or nothing can be done here: a remote input (its size is unknown here) or a GIF.
+    Returns (images, size, notes for the result's extras)."""
+    first = request.images[0]
+    if not may_refit(request, output_format):
+        return None
+    sizes = [_size_of(data) for data in images]
+    if all(size == first.size for size in sizes):
+        return None
+    transparent = request.background == "transparent"
+    plan = prepare(request) if not transparent else Plan(out_size=first.size)
+    done = [
+        finish(d, plan, output_format=output_format, compression=compression, feather_px=feather_px) for d in images
+    ]
+    notes = dict(done[0].notes)  # "resized": "1536x1024 -> 160x128 (cover, centre crop)"
+    if transparent and request.mask is not None:
+        notes["pasted_back"] = False  # compositing would flatten the transparency the job asked for
+    return tuple(d.data for d in done), first.size, notes
+
+
+def may_refit(request: EditRequest, output_format: str) -> bool:
+    """Whether `to_input_size` may change a provider's answer (known before its images are decoded)."""
+    if request.size != "auto" or output_format == "gif":
+        return False
+    return not (request.images[0].is_remote or (request.mask is not None and request.mask.is_remote))
+
+
+def _size_of(data: bytes) -> tuple[int, int] | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:  # noqa: BLE001 - finish() raises the proper error for an image that does not decode
+        return None

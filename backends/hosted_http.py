@@ -1,5 +1,6 @@
 """What hosted backends do the same way about HTTP: the server's requested wait, backoff with jitter, which
-transport failures may be retried, and httpx's exceptions translated into `backends.errors`.
+transport failures may be retried, httpx's exceptions translated into `backends.errors`, and the pacing of
+upstream requests (`requests_per_minute`: `RequestPacer`, shared per account by `shared_pacer`).
 
 Each backend keeps its own `map_status_error` (every service words its errors differently); these are the parts
 that do not differ. (`backends.openai_wire` predates this module and has its own copies.)
@@ -98,3 +99,54 @@ class LazyClient:
             if self._owned and self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+class RequestPacer:
+    """Spaces upstream HTTP requests evenly so that no more than `per_minute` start in any minute (no bursts: some
+    providers enforce a per-minute limit over shorter windows). A backend asks before EVERY request it sends
+    (retries, each of a job's n calls, uploads and status polls included), from any thread; the caller's `sleep`
+    does the waiting (a test's no-op sleep makes pacing free)."""
+
+    def __init__(self, per_minute: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def interval_s(self) -> float:
+        return 60.0 / self.per_minute
+
+    def tighten(self, per_minute: float) -> None:
+        """Keep the stricter of two limits (two backends on one account share one pacer)."""
+        with self._lock:
+            self.per_minute = min(self.per_minute, per_minute)
+
+    def acquire(self, sleep: Callable[[float], None] = time.sleep) -> float:
+        """Wait until this request may start; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next)
+            self._next = start + self.interval_s
+        if start > now:
+            sleep(start - now)
+        return start - now
+
+
+_PACERS: dict[tuple[str, ...], RequestPacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def shared_pacer(account: tuple[str, ...], per_minute: float | None) -> RequestPacer | None:
+    """The one pacer of a provider account in this process (None: no limit set). `account` names what the
+    provider's limit counts against, e.g. ("firefly", base_url, where the client id is read from): backends that
+    share it share its limit, at the stricter of their `requests_per_minute`."""
+    if per_minute is None:
+        return None
+    with _PACERS_LOCK:
+        pacer = _PACERS.get(account)
+        if pacer is None:
+            pacer = _PACERS[account] = RequestPacer(per_minute)
+        else:
+            pacer.tighten(per_minute)
+        return pacer

@@ -1,7 +1,8 @@
 """Make the small example images, masks and manifests in examples/ (run from anywhere; deterministic).
 
-Five use cases (DESIGN.md): e-commerce background replacement, marketing variants, multi-image compositing,
-localisation of a text badge, prototyping (place an object). Images are 64-192 px PNGs of a few KB so CPU runs
+Five use cases: e-commerce background replacement, marketing variants, multi-image compositing,
+localisation of a text badge, prototyping (place an object); and hosted-mix.jsonl, work tagged for the
+hosted-mix policy (legal-cleared, draft, final). Images are 64-192 px PNGs of a few KB so CPU runs
 with a tiny SDXL pipeline stay fast. Masks follow OpenAI's convention: alpha 0 marks the area to edit.
 
     python examples/make_examples.py
@@ -225,10 +226,71 @@ def main() -> None:
             (HERE / f"{name}.jsonl").write_text("".join(json.dumps(j) + "\n" for j in jobs), encoding="utf-8")
     everything = [job for jobs in manifests.values() for job in jobs]
     (HERE / "all.jsonl").write_text("".join(json.dumps(j) + "\n" for j in everything), encoding="utf-8")
+    hosted = hosted_mix(files)  # for configs/policies/hosted-mix.yaml; not part of all.jsonl
+    (HERE / "hosted-mix.jsonl").write_text("".join(json.dumps(j) + "\n" for j in hosted), encoding="utf-8")
     print(
-        f"wrote {len(list(IMAGES.glob('*.png')))} images and {len(manifests) + 1} manifests "
+        f"wrote {len(list(IMAGES.glob('*.png')))} images and {len(manifests) + 2} manifests "
         f"({len(everything)} jobs in all.jsonl) to {HERE}"
     )
+
+
+def hosted_mix(files: dict[str, str]) -> list[dict]:
+    """Work tagged for configs/policies/hosted-mix.yaml: `legal-cleared` (Firefly: commercially cleared training
+    data), `draft` (Gemini: the cheapest hosted edit), and final work (OpenAI)."""
+    return [
+        {
+            "id": "legal-mug-bg",
+            "image": files["mug"],
+            "mask": files["mug_mask"],
+            "prompt": "Replace the background with a clean white studio backdrop for the catalogue",
+            "tags": ["legal-cleared", "product"],
+        },
+        {
+            "id": "legal-banner-autumn",
+            "image": files["banner"],
+            "prompt": "Recolour the campaign banner in warm autumn tones",
+            "tags": ["legal-cleared", "campaign"],
+        },
+        {
+            "id": "legal-draft-shoe",
+            "image": files["shoe"],
+            "mask": files["shoe_mask"],
+            "prompt": "Put the shoe on a wet city street at night",
+            "quality": "low",
+            "tags": ["legal-cleared", "draft"],
+        },
+        {
+            "id": "draft-armchair",
+            "image": files["room"],
+            "mask": files["floor_mask"],
+            "prompt": "Place a red velvet armchair on the floor",
+            "quality": "low",
+            "tags": ["draft"],
+        },
+        {
+            "id": "draft-summer-3",
+            "image": files["ad"],
+            "n": 3,
+            "quality": "low",
+            "prompt": "Three quick variations of this summer ad: beach, pool and picnic",
+            "tags": ["draft"],
+        },
+        {
+            "id": "draft-kitchen",
+            "images": [files["bottle"], files["lifestyle"]],
+            "prompt": "Place the bottle from image 1 on the kitchen counter of image 2",
+            "quality": "low",
+            "tags": ["draft"],
+        },
+        {
+            "id": "final-sale-fr",
+            "image": files["banner"],
+            "mask": files["badge_mask"],
+            "prompt": "Replace the badge text 'SALE' with the French word 'SOLDES', same font and colours",
+            "quality": "high",
+            "tags": ["localisation", "text"],
+        },
+    ]
 
 
 if __name__ == "__main__":

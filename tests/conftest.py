@@ -62,8 +62,27 @@ socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
 socket.create_connection = _create_connection  # type: ignore[assignment]
 
 
+_SECRET_ENV = (
+    "OPENAI_API_KEY",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "OPENAI_BASE_URL",
+    "EDITROUTE_API_KEYS",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "GOOGLE_GEMINI_BASE_URL",
+)
+_SECRET_ENV_PREFIXES = ("FIREFLY_SERVICES_", "GOOGLE_GENAI_")  # client id/secret; google-genai's own settings
+
+
+def strip_secret_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's real key (OpenAI, Gemini, Firefly) or base URL must never reach a test (or a loopback log)."""
+    for name in _SECRET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith(_SECRET_ENV_PREFIXES)]:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def _no_real_keys(monkeypatch):
-    """A developer's real key must never reach a test (or a loopback log)."""
-    for name in ("OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_BASE_URL", "EDITROUTE_API_KEYS"):
-        monkeypatch.delenv(name, raising=False)
+    strip_secret_env(monkeypatch)

@@ -30,7 +30,20 @@ def test_headline_100k_high_quality_before_and_with_input_tokens(tmp_path):
     assert h["gpt-image-2 before input tokens"] == Decimal("21072")
     for model in ("gpt-image-2.6-flare", "gpt-image-2.6-sunburst", "gpt-image-2.5-flare", "gpt-image-2.5-sunburst"):
         assert h[f"{model} (ESTIMATE) before input tokens"] == Decimal("21072")
-    assert not any("gpt-image-1.5" in k or "mini" in k or "2026-04-21" in k for k in h)
+    assert not any("gpt-image-1.5" in k or "image-1-mini" in k or "2026-04-21" in k for k in h)
+    # Gemini and Firefly beside them: 1120 image tokens x $30/1M x 100k; 1 operation x the placeholder x 100k
+    assert h["gemini-3.1-flash-lite-image before input tokens"] == Decimal("3360")
+    assert not any("gemini-2.5-flash-image" in k for k in h)  # retired
+    firefly = [k for k in h if k.startswith("firefly")]
+    assert firefly == [
+        "firefly (PLACEHOLDER $0.10/operation, not Adobe's price: pass --firefly-operation-usd) before input tokens",
+        "firefly (PLACEHOLDER $0.10/operation, not Adobe's price: pass --firefly-operation-usd) with input tokens",
+    ]
+    assert h[firefly[1]] == Decimal("10000")
+    contract = headline(
+        build_report(CostOptions(results_path=tmp_path / "none.md", firefly_operation_usd=Decimal("0.04")))
+    )
+    assert contract["firefly ($0.04/operation) with input tokens"] == Decimal("4000")
     # published A100 figure: a few hundred dollars of GPU time, as the seed guide says ($100-300)
     assert Decimal("100") < h["sdxl rented per second"] < Decimal("400")
 
@@ -112,7 +125,11 @@ def test_bench_cost_command_writes_table_csv_plots_and_labels_the_gpu_source(tmp
     assert sdxl and all("DECLARED by --seconds-per-image" in r["seconds_source"] for r in sdxl)
     gpt = next(r for r in rows if r["backend"] == "gpt-image-1" and r["tier"] == "high" and r["size"] == "1024x1024")
     assert Decimal(gpt["output_usd"]) == Decimal("0.1664")
-    assert "16,640" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "16,640" in stdout and "gemini-3.1-flash-lite-image" in stdout and "PLACEHOLDER" in stdout
+    firefly = next(r for r in rows if r["backend"] == "firefly" and r["tier"] == "high" and r["size"] == "1024x1024")
+    assert Decimal(firefly["total_usd"]) == Decimal("0.10") and "PLACEHOLDER" in firefly["basis"]
+    assert "| firefly (PLACEHOLDER $0.10/operation" in table
 
 
 def test_bench_cost_rejects_bad_flags(tmp_path):

@@ -65,3 +65,28 @@ def test_the_readme_demo_sequence_runs_each_policy_anew_and_the_saved_policy_rer
     assert again["ledger"] == first["ledger"] and again["this_run"]["reused"] == first["jobs"]["total"]
     assert again["spend_usd"] == first["spend_usd"] and again["jobs"]["failed"] == 0
     assert saved.read_text() == text
+
+
+def test_demo_of_the_hosted_mix_starts_the_gemini_and_firefly_stand_ins(tmp_path, capsys):
+    """`editroute demo --policy configs/policies/hosted-mix.yaml --manifest examples/hosted-mix.jsonl`: labelled
+    Gemini and Firefly stand-ins with credentials of their own; no SDXL is built for a policy without one."""
+    from backends.standins.hosted_standins import FIREFLY_SECRET, FIREFLY_URL_PLACEHOLDER, GEMINI_KEY
+
+    policy = str(ROOT / "configs" / "policies" / "hosted-mix.yaml")
+    manifest = str(ROOT / "examples" / "hosted-mix.jsonl")
+    common = ["--policy", policy, "--manifest", manifest, "--out", str(tmp_path), "--json"]
+    assert main(["demo", *common]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "gemini stand-in" in captured.err and "firefly stand-in" in captured.err
+    assert "not the real service" in report["stand_ins"]["gemini"] and "sdxl" not in report["stand_ins"]
+    assert "Firefly" in report["stand_ins"]["firefly"]
+    done = {b["backend"]: b["jobs_done"] for b in report["backends"]}
+    assert done == {"firefly": 3, "gemini-draft": 3, "openai": 1} and report["jobs"]["failed"] == 0
+    saved = (tmp_path / "hosted-mix" / "demo-policy.yaml").read_text()
+    assert FIREFLY_URL_PLACEHOLDER in saved and GEMINI_KEY not in saved and FIREFLY_SECRET not in saved
+    assert not re.search(r"127\.0\.0\.1:[1-9]\d*", saved)
+    assert "Gemini" in (tmp_path / "hosted-mix" / "STAND-INS.txt").read_text()
+    assert main(["demo", *common]) == 0  # a rerun: every job already done, nothing billed again
+    again = json.loads(capsys.readouterr().out)
+    assert again["this_run"]["reused"] == 7 and again["spend_usd"] == report["spend_usd"]

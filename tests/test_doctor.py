@@ -65,3 +65,41 @@ objective: {{type: cheapest}}
     assert main(["doctor"]) == 0  # no policy: each self-hosted kind's default model, for information
     out = capsys.readouterr().out
     assert "flux2-klein memory" in out and "no CUDA GPU here" in out and "qwen-edit weights" in out
+
+
+def test_doctor_says_whether_gemini_and_firefly_credentials_are_set_never_what_they_are(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-doctor-SECRET-42")
+    monkeypatch.setenv("FIREFLY_SERVICES_CLIENT_ID", "ff-doctor-client-id-77")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 3}
+    assert "set (value not shown)" in rows["GEMINI_API_KEY"]
+    assert "set (value not shown)" in rows["FIREFLY_SERVICES_CLIENT_ID"]
+    assert "not set" in rows["FIREFLY_SERVICES_CLIENT_SECRET"]
+    assert "PLACEHOLDER $0.10/operation" in rows["Firefly price"]
+    assert "AIza-doctor-SECRET-42" not in out and "ff-doctor-client-id-77" not in out
+
+
+def test_doctor_with_a_policy_checks_each_hosted_backends_credentials_and_firefly_rate(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "300")
+    secret = tmp_path / "ff-secret"
+    secret.write_text("ff-doctor-SECRET-99\n")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "backends:\n"
+        "  g: {kind: gemini}\n"
+        "  ff: {kind: firefly, client_secret_file: " + str(secret) + "}\n"
+        "  ff-contract: {kind: firefly, price_per_operation_usd: '0.045'}\n"
+        "quality: {g: 0.7, ff: 0.8, ff-contract: 0.8}\n"
+    )
+    monkeypatch.setenv("FIREFLY_SERVICES_CLIENT_ID", "ff-doctor-client-id-77")
+    assert main(["doctor", "--policy", str(policy)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 3}
+    assert "missing" in rows["g credentials"] and "GEMINI_API_KEY" in rows["g credentials"]
+    assert "present (values not shown)" in rows["ff credentials"]
+    assert "missing" in rows["ff-contract credentials"] and "FIREFLY_SERVICES_CLIENT_SECRET" in out
+    assert "$0.10/operation" in rows["ff price"] and "PLACEHOLDER" in rows["ff price"]
+    assert "$0.045/operation" in rows["ff-contract price"] and "contract rate" in rows["ff-contract price"]
+    assert "ff-doctor-SECRET-99" not in out and "ff-doctor-client-id-77" not in out

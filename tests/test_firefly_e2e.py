@@ -45,6 +45,7 @@ def ff():
 
 def backend_for(srv: FakeFireflyServer, slept: list | None = None, **settings) -> FireflyEditBackend:
     settings.setdefault("price_per_operation_usd", Decimal("0.06"))
+    settings.setdefault("requests_per_minute", None)  # pacing has its own tests (test_request_pacing.py)
     return FireflyEditBackend(
         "firefly",
         Settings(base_url=srv.base_url, token_url=srv.token_url, poll_interval_s=0.01, **settings),
@@ -232,7 +233,8 @@ CHILD = textwrap.dedent("""
     from tests.backend_contract import make_request
     base, token_url, journal = sys.argv[1:4]
     backend = FireflyEditBackend("firefly", Settings(base_url=base, token_url=token_url, poll_interval_s=0.02,
-                                                     max_poll_interval_s=0.02, price_per_operation_usd=Decimal(1)))
+                                                     max_poll_interval_s=0.02, price_per_operation_usd=Decimal(1),
+                                                     requests_per_minute=None))
     backend.edit(make_request(n=2), journal=FileJournal(journal))
     print("finished", flush=True)
 """)

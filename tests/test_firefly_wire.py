@@ -114,6 +114,7 @@ class FireflyMock:
 
 def make_backend(handler, sleeps: list | None = None, clock=None, **settings) -> FireflyEditBackend:
     kw = {"clock": clock} if clock else {}
+    settings.setdefault("requests_per_minute", None)  # pacing has its own tests (test_request_pacing.py)
     return FireflyEditBackend(
         "firefly",
         Settings(base_url=BASE, token_url=f"{BASE}/ims/token/v3", **settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import subprocess
 import sys
@@ -75,3 +76,24 @@ class TestFunctionBackendContract(BackendContract):
     @pytest.fixture
     def paid_calls(self, backend):
         return lambda: backend.calls
+
+
+def test_suite_strips_every_hosted_services_secrets_from_the_environment():
+    from tests.conftest import strip_secret_env
+
+    names = [
+        "OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_GENAI_API_VERSION",
+        "FIREFLY_SERVICES_CLIENT_ID",
+        "FIREFLY_SERVICES_CLIENT_SECRET",
+        "FIREFLY_SERVICES_ORG",
+    ]
+    with pytest.MonkeyPatch.context() as outer:
+        for name in names:
+            outer.setenv(name, "a-developers-real-secret")
+        with pytest.MonkeyPatch.context() as mp:
+            strip_secret_env(mp)
+            assert [n for n in names if n in os.environ] == []

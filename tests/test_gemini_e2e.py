@@ -13,22 +13,15 @@ from PIL import Image
 
 from backends.base import EditRequest
 from backends.errors import BackendMisconfigured, BackendUnavailable, ContentRejected, EditError, InvalidRequest
-from backends.google import models
 from backends.google.backend import GeminiEditBackend, Settings
 from backends.images import InputImage
-from backends.pricing import load_prices
 from backends.standins.gemini_server import FakeGeminiServer
 from tests.backend_contract import BackendContract, make_request
+from tests.hosted_helpers import billed_by_gemini
 from tests.imagery import encode, gradient, image_bytes, mask_bytes
 
 KEY = "AIzaE2E-SECRET-7f3a9c1b5d2e8f"
 LITE = "gemini-3.1-flash-lite-image"
-
-
-@pytest.fixture(autouse=True)
-def _no_real_google_keys(monkeypatch):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -54,25 +47,6 @@ def backend_for(srv: FakeGeminiServer, slept: list | None = None, **settings) ->
 def pixels(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         return np.asarray(img.convert("RGB"))
-
-
-def expected_cost(srv: FakeGeminiServer) -> Decimal:
-    """What Google would bill for every call the stand-in answered, from ITS usageMetadata, at the table's rates."""
-    m = models.resolve(LITE, load_prices())
-    total = Decimal(0)
-    for call in srv.calls:
-        u = call.response_usage
-        text_out = u["candidatesTokenCount"] - u["candidatesTokensDetails"][0]["tokenCount"] + u["thoughtsTokenCount"]
-        total += models.cost(
-            m,
-            models.TokenCounts(
-                text_in=u["promptTokensDetails"][0]["tokenCount"],
-                image_in=u["promptTokensDetails"][1]["tokenCount"],
-                image_out=u["candidatesTokensDetails"][0]["tokenCount"],
-                text_out=text_out,
-            ),
-        )
-    return total
 
 
 class TestGeminiContract(BackendContract):
@@ -113,12 +87,16 @@ def test_masked_edit_at_another_size_says_it_was_resized(server, key):
     assert server.calls[0].body["generationConfig"]["imageConfig"] == {"aspectRatio": "3:2"}
 
 
-def test_maskless_edit_keeps_the_models_size_and_changes_the_picture(server, key):
-    req = make_request(mask=False, output_format="jpeg", output_compression=90)
+def test_maskless_edit_at_size_auto_comes_back_at_the_inputs_own_size(server, key):
+    """THE SIZE RULE (issue 19 item 10): 160x128 in, size auto -> 160x128 out, whatever size the model made."""
+    image = InputImage.from_bytes(image_bytes(160, 128), "in.png")
+    req = EditRequest(prompt="make it dusk", images=(image,), output_format="jpeg", output_compression=90)
     result = backend_for(server).edit(req)
-    assert result.size == "1024x1024" and "resized" not in result.extras and result.extras["mask_mode"] == "none"
+    assert result.size == "160x128" and result.extras["mask_mode"] == "none"
+    assert server.calls[0].body["generationConfig"]["imageConfig"] == {"aspectRatio": "5:4"}  # the input's ratio
+    assert result.extras["resized"].startswith(f"{result.extras['provider_size']} -> 160x128")
     with Image.open(io.BytesIO(result.images[0])) as img:
-        assert img.format == "JPEG"
+        assert img.format == "JPEG" and img.size == (160, 128)
 
 
 def test_multi_image_edit_sends_every_image_in_order(server, key):
@@ -144,7 +122,7 @@ def test_n3_is_three_calls_each_billed_and_summed_exactly(server, key):
     assert len(result.images) == 3 and len(set(result.images)) == 3  # three samples, not one copied
     calls = result.extras["calls"]
     assert [c["attempts"] for c in calls] == [1, 1, 1] and len({c["response_id"] for c in calls}) == 3
-    assert sum(Decimal(c["cost_usd"]) for c in calls) == result.cost_usd == expected_cost(server)
+    assert sum(Decimal(c["cost_usd"]) for c in calls) == result.cost_usd == billed_by_gemini(server)
     # each: 7 text + 1120 image tokens in at $0.25, 1120 image tokens out at $30, 96 thinking tokens at $1.50
     assert result.cost_usd == 3 * Decimal("0.03402575")
     assert result.usage.input_image_tokens == 3 * 1120 and result.usage.output_tokens == 3 * (1120 + 96)

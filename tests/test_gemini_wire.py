@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from backends.base import EditRequest
 from backends.errors import (
     BackendMisconfigured,
     BackendUnavailable,
@@ -29,12 +30,6 @@ from tests.imagery import encode, image_bytes
 
 KEY = "AIzaUnitTEST-0123456789abcdefXYZ"
 LITE = "gemini-3.1-flash-lite-image"
-
-
-@pytest.fixture(autouse=True)
-def _no_real_google_keys(monkeypatch):
-    for name in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_GENAI_API_VERSION"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -144,10 +139,11 @@ def test_image_size_only_for_models_that_take_it_and_response_format_placement(k
     }
 
 
-def test_maskless_auto_sends_no_image_options(key):
+def test_maskless_auto_asks_for_the_inputs_own_aspect_ratio(key):
     rec = Recorder()
-    make_backend(rec).edit(make_request(mask=False))
-    assert rec.body()["generationConfig"] == {"responseModalities": ["IMAGE"]}
+    image = InputImage.from_bytes(image_bytes(160, 128), "in.png")
+    make_backend(rec).edit(EditRequest(prompt="make it dusk", images=(image,)))
+    assert rec.body()["generationConfig"] == {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "5:4"}}
 
 
 @pytest.mark.parametrize(

@@ -252,7 +252,7 @@ def test_cli_edit_writes_n_images_and_prints_exact_cost(server, key, tmp_path, c
     assert [f.name for f in files] == ["0.webp", "1.webp", "2.webp"]
     for f in files:
         with Image.open(f) as img:
-            assert img.format == "WEBP" and img.size == (1024, 1024)
+            assert img.format == "WEBP" and img.size == (64, 64)  # size auto: the input's own size
         assert str(f) in stdout
     # 19-char prompt = 5 text tokens x $5, 64x64 input = 194 image tokens x $10, 3 x 1056 medium tokens x $40
     # 19-char prompt = 5 text tokens x $5, 64x64 input = 388 image tokens (2.x rule) x $8, 3 x 1767 medium x $30

@@ -210,7 +210,9 @@ def test_repr_never_shows_the_key(key):
 def test_result_parsed_and_cost_exact_from_usage(key):
     rec = Recorder(httpx.Response(200, json=ok_body(n=2, w=1536, h=1024)))
     result = make_backend(rec).edit(make_request(n=2))
-    assert len(result.images) == 2 and (result.width, result.height) == (1536, 1024)
+    # made (and billed) at 1536x1024; size auto is the 64x64 input's own size (THE SIZE RULE, backends.canvas)
+    assert len(result.images) == 2 and (result.width, result.height) == (64, 64)
+    assert result.extras["resized"].startswith("1536x1024 -> 64x64") and result.extras["pasted_back"] is True
     assert result.usage.input_image_tokens == 194 and result.usage.input_text_tokens == 25
     assert result.usage.output_tokens == 4160 and result.usage.total_tokens == 4379
     # 25 x $5 + 194 x $8 + 4160 x $30 per 1M

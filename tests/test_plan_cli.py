@@ -117,6 +117,18 @@ def test_policy_check_summarises(capsys, fake_policy):
     assert "budget: pricey $0.2 per month, then stop" in out
 
 
+def test_policy_check_shows_training_data_and_who_each_require_admits(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main(["policy", "check", POLICIES["hosted-mix"]]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
+    assert "commercially_cleared" in rows["firefly"] and "undisclosed" in rows["gemini-draft"]
+    assert "-> require training_data=commercially_cleared (qualify: firefly)" in out
+    none = write_policy(tmp_path, TWO_BACKENDS + "rules:\n  - {require: {training_data: commercially_cleared}}\n")
+    assert main(["policy", "check", str(none)]) == 0
+    assert "no backend qualifies: matching jobs are held" in capsys.readouterr().out
+
+
 # ---- the shipped policies (they name the openai and sdxl backends) ---------------------------------------
 
 

@@ -313,3 +313,94 @@ def test_cost_first_sends_the_maskless_example_self_hosted_but_not_maskless_vari
     assert "no mask: sdxl-local would infer one from the prompt (mask_inference)" in nomask.reasons
     variants = router.route(jobs["mkt-summer-6"])  # no mask, n=6: restyles the whole picture
     assert variants.backend != "sdxl-local" and "sdxl-local" in {a.backend for a in variants.alternatives}
+
+
+# ---- require: (licence / provenance and mapping constraints) -------------------------------------------
+
+THREE_WITH_CLEARED = """
+backends:
+  draft:
+    kind: function
+    cost_per_image: 0.03
+    capabilities: {mask_mode: paste_back, n_mode: parallel_calls, size_mode: resized}
+  cleared:
+    kind: function
+    cost_per_image: 0.10
+    capabilities: {training_data: commercially_cleared, max_images: 1}
+  premium:
+    kind: function
+    cost_per_image: 0.20
+quality: {draft: 0.7, cleared: 0.8, premium: 0.9}
+"""
+LEGAL = """rules:
+  - name: legal
+    when: {tags: [legal-cleared]}
+    require: {training_data: commercially_cleared}
+"""
+
+
+def test_require_sends_legal_jobs_only_where_the_training_data_is_cleared(tmp_path):
+    router, *_ = make_router(tmp_path, LEGAL + "objective: {type: cheapest}\n", base=THREE_WITH_CLEARED)
+    assert router.route(job(tags=("draft",))).backend == "draft"  # untagged work: the cheapest
+    d = router.route(job(tags=("legal-cleared",)))
+    assert d.backend == "cleared"
+    text = "\n".join(d.reasons)
+    assert (
+        "rule 'legal' (tags any of legal-cleared): require training_data=commercially_cleared: only cleared "
+        "qualifies (not draft: training_data undisclosed, premium: training_data undisclosed)" in text
+    )
+    excluded = {a.backend: a.excluded for a in d.alternatives}
+    assert excluded["draft"] == (
+        "lacks training_data=commercially_cleared, required by rule 'legal' (it has training_data undisclosed)"
+    )
+
+
+def test_require_beats_pins_rules_fallbacks_and_budget_overflow(tmp_path):
+    extra = (
+        LEGAL
+        + "  - {when: {tags: [legal-cleared]}, use: premium}\n"
+        + "budgets:\n  - {backend: cleared, limit_usd: 0.05, on_exhausted: {overflow_to: draft}}\n"
+        + "fallbacks:\n  cleared: [premium, draft]\n"
+    )
+    router, *_ = make_router(tmp_path, extra, base=THREE_WITH_CLEARED)
+    pinned = router.route(job(tags=("legal-cleared",), backend="premium"))
+    assert pinned.backend is None
+    assert any("pinned to premium, but premium lacks training_data=commercially_cleared" in r for r in pinned.reasons)
+    d = router.route(job(tags=("legal-cleared",)))  # `use: premium` is skipped; cleared's budget is too small
+    assert any("use premium skipped" in r for r in d.reasons)
+    assert d.backend is None and any("overflow to draft impossible" in r for r in d.reasons)
+    router, *_ = make_router(tmp_path, LEGAL + "fallbacks:\n  cleared: [premium, draft]\n", base=THREE_WITH_CLEARED)
+    d = router.route(job(tags=("legal-cleared",)))
+    assert d.backend == "cleared" and d.fallbacks == ()  # no fallback to undisclosed training data
+
+
+def test_require_that_no_capable_backend_meets_holds_the_job(tmp_path):
+    router, *_ = make_router(tmp_path, LEGAL, base=THREE_WITH_CLEARED)
+    d = router.route(job(tags=("legal-cleared",), images=2))  # cleared takes one image
+    assert d.backend is None
+    assert "no capable backend qualifies: job held" in d.reasons[-1]
+
+
+def test_a_policy_can_vouch_for_training_data_and_require_mapping_modes(tmp_path):
+    base = THREE_WITH_CLEARED.replace(
+        "  premium:\n    kind: function\n", "  premium:\n    kind: function\n    training_data: commercially_cleared\n"
+    )
+    rules = LEGAL + "  - {when: {n: {min: 2}}, require: {n_mode: native}}\n"
+    router, *_ = make_router(tmp_path, rules + "objective: {type: cheapest}\n", base=base)
+    d = router.route(job(tags=("legal-cleared",), images=2))
+    assert d.backend == "premium"  # cleared cannot take 2 images; the policy vouches for premium
+    assert router.route(job(n=3)).backend == "cleared"  # draft makes n by parallel calls
+
+
+def test_explain_says_how_a_backend_maps_openai_semantics(tmp_path):
+    router, *_ = make_router(tmp_path, "objective: {type: cheapest}\n", base=THREE_WITH_CLEARED)
+    d = router.route(job(n=3, mask=True))
+    assert d.backend == "draft"
+    assert (
+        "how draft runs it: mask by paste-back (it edits the whole picture; pixels outside the mask are kept "
+        "exactly); n=3 as 3 parallel calls, each billed; made at the provider's nearest size, resized to the "
+        "input's own size" in d.reasons
+    )
+    assert d.reasons[-1].startswith("chose draft")
+    plain = router.route(job(mask=False, backend="premium"))
+    assert not any(r.startswith("how ") for r in plain.reasons)

@@ -54,7 +54,8 @@ def test_sync_stream_yields_partial_images_then_the_completed_image_with_usage(s
     assert [e.type for e in events] == ["image_edit.partial_image"] * 2 + ["image_edit.completed"]
     assert [e.partial_image_index for e in events[:2]] == [0, 1]
     done = events[-1]
-    assert size_of(done.b64_json) == (1024, 1024) and done.size == "1024x1024" and done.quality == "low"
+    # the size rule: `auto` is the input's own size (the stand-in answered its 1024x1024 bucket)
+    assert size_of(done.b64_json) == (64, 64) and done.size == "64x64" and done.quality == "low"
     sent = upstream.requests[-1]
     assert (sent.fields["stream"], sent.fields["partial_images"]) == ("true", "2")  # streamed from upstream too
     assert done.usage.output_tokens == 196 + 2 * 100  # 100 output tokens per partial image

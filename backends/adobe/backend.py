@@ -69,13 +69,16 @@ class Settings(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
-    concurrency: int = Field(default=1, ge=1)  # used by the runner
-    requests_per_minute: float | None = Field(default=4, gt=0)  # Firefly's default: 4 per minute per org
+    concurrency: int = Field(default=1, ge=1)  # jobs in flight, used by the runner
+    # Firefly API requests per minute: uploads, submits and status polls (not IMS tokens or result downloads,
+    # which go to other hosts), shared by every backend on this client id. Adobe's default: 4 per minute per org
+    requests_per_minute: float | None = Field(default=4, gt=0)
 
 
 class FireflyEditBackend:
     Settings = Settings
     resumable = True  # for the runner: `edit()` takes `journal=` (`backends.journal`) and resumes the jobs it names
+    paces_requests = True  # for the runner: `requests_per_minute` is paced here, per HTTP request, not per job
 
     def __init__(
         self,
@@ -109,6 +112,9 @@ class FireflyEditBackend:
             poll_timeout_s=s.poll_timeout_s,
             sleep=sleep,
             clock=clock,
+            pacer=hosted_http.shared_pacer(
+                ("firefly", s.base_url, source(s.client_id_file, s.client_id_env)), s.requests_per_minute
+            ),
         )
         self.capabilities = Capabilities(
             max_images=1,
@@ -130,6 +136,13 @@ class FireflyEditBackend:
 
     def __repr__(self) -> str:  # never the client id's secret, never a token
         return f"FireflyEditBackend(name={self.name!r}, base_url={self.settings.base_url!r})"
+
+    @property
+    def price_note(self) -> str | None:
+        """What `plan` shows beside this backend: that its rate is prices.yaml's placeholder, not a contract's."""
+        if self.settings.price_per_operation_usd is None and self.prices.operation_usd_is_placeholder:
+            return f"PLACEHOLDER ${self.rate}/operation"
+        return None
 
     def _mode(self, request: EditRequest) -> str:
         return "fill" if request.mask is not None else self.settings.maskless

@@ -68,16 +68,18 @@ class JobPlan:
                 box,
                 {"fill_size": f"{size[0]}x{size[1]}"},
             )
-        out = hosted_canvas.parse_wxh(request.size)
         if mode == "expand":
+            out = hosted_canvas.parse_wxh(request.size)
             assert out is not None
             return cls(mode, hosted_canvas.Plan(out_size=out), [(first.read(), first.mime)], out, None, {})
+        plan = hosted_canvas.prepare(request)  # `auto`: the input's own size (THE SIZE RULE, backends.canvas)
+        assert plan.out_size is not None
         ref = wire.reference_size(first.width, first.height)
         files: list[tuple[Image.Image | bytes, str]] = [(first.read(), first.mime)]
         if ref != first.size or first.nbytes > 10 * 1024 * 1024:
             files = [(first.open().convert("RGB").resize(ref, Image.Resampling.LANCZOS), "image/png")]
-        level = wire.resolution_level(*(out or first.size))
-        return cls(mode, hosted_canvas.Plan(out_size=out), files, None, None, {"resolution_level": level})
+        level = wire.resolution_level(*plan.out_size)
+        return cls(mode, plan, files, None, None, {"resolution_level": level})
 
     def uploads(self) -> list[tuple[bytes, str]]:
         out = []

@@ -6,6 +6,8 @@ failure, 408, 429 or 5xx is retried. A job submit is retried only when its answe
 resent: its outcome is unknown, and it is raised as such, to be counted as a possible charge.
 A 401 fetches a new IMS token once and repeats the call; a second 401 is a configuration error.
 Pre-signed result URLs are fetched without our credentials (they are S3 URLs; the token must not leave Adobe).
+Every request to the Firefly API (upload, submit, status poll, and each retry) first waits for the account's
+`RequestPacer` (`requests_per_minute`): Adobe's limit counts requests, not jobs.
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ class FireflySession:
         poll_timeout_s: float,
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.monotonic,
+        pacer: hosted_http.RequestPacer | None = None,
     ) -> None:
         self.name, self.base_url, self._http, self.tokens = name, base_url.rstrip("/"), http, tokens
+        self.pacer = pacer
         self.max_retries = max_retries
         self.poll_interval_s, self.max_poll_interval_s, self.poll_timeout_s = (
             poll_interval_s,
@@ -71,6 +75,8 @@ class FireflySession:
         while True:
             token = self.tokens.token(self._http(), creds)
             headers = {**extra_headers, "Authorization": f"Bearer {token}", "x-api-key": creds.client_id}
+            if self.pacer is not None:
+                self.pacer.acquire(self._sleep)
             try:
                 response = self._http().request(method, url, headers=headers, **kwargs)
             except httpx.InvalidURL as exc:

@@ -6,8 +6,8 @@ OpenAI edit semantics, mapped honestly (each one is in `capabilities`, and in ev
   n       one image per call: n parallel calls, each billed from its own `usageMetadata` and listed in
           `extras["calls"]`; `cost_usd` is their exact sum.
   size    the model's nearest `aspectRatio` at 1K; its answer is cover-fitted (scaled, centre-cropped) to the
-          requested size, and `extras["resized"]` says so. `auto` keeps the model's size, or the input's own
-          size when there is a mask (so that the original can be composited back).
+          requested size, and `extras["resized"]` says so. `auto` is the first input's own size (THE SIZE RULE,
+          `backends.canvas`), with or without a mask.
   quality Gemini has one tier per model: quality is not sent, and the result says `quality: "auto"`.
 Model ids, rates and lifecycle are data (`configs/prices.yaml`, `gemini:`). The key is read at `edit()` time
 from a file or the environment, sent as `x-goog-api-key`, and never stored, logged or put in an error.
@@ -65,12 +65,15 @@ class Settings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     max_parallel_calls: int = Field(default=4, ge=1, le=16)  # calls in flight for one job's n images
-    concurrency: int = Field(default=4, ge=1)  # used by the runner
-    requests_per_minute: float | None = Field(default=None, gt=0)  # used by the runner
+    concurrency: int = Field(default=4, ge=1)  # jobs in flight, used by the runner
+    # generateContent requests per minute (each of a job's n calls and each retry is one), shared by every backend
+    # on this key and model (Google's limits are per project and model); None: no pacing
+    requests_per_minute: float | None = Field(default=None, gt=0)
 
 
 class GeminiEditBackend:
     Settings = Settings
+    paces_requests = True  # for the runner: `requests_per_minute` is paced here, per HTTP request, not per job
 
     def __init__(
         self,
@@ -91,6 +94,8 @@ class GeminiEditBackend:
             client, timeout_s=self.settings.timeout_s, connect_timeout_s=self.settings.connect_timeout_s
         )
         self._sleep = sleep
+        s = self.settings
+        self._pacer = hosted_http.shared_pacer(("gemini", s.base_url, self._key_source, s.model), s.requests_per_minute)
         self.capabilities = Capabilities(
             max_images=self.model.max_images,
             transparent_background=False,
@@ -165,8 +170,6 @@ class GeminiEditBackend:
                 compression=request.output_compression,
                 feather_px=self.settings.feather_px,
             )
-            if plan.out_size is None:  # `auto` without a mask: every image at the first answer's size
-                plan = hosted_canvas.Plan(out_size=(done.width, done.height))
             images.append(done)
             usage = _add(usage, answer.usage)
             calls.append(
@@ -243,6 +246,8 @@ class GeminiEditBackend:
         headers = {**s.extra_headers, "x-goog-api-key": key, "Content-Type": "application/json"}
         attempt = 0
         while True:
+            if self._pacer is not None:
+                self._pacer.acquire(self._sleep)
             try:
                 response = self._client.get().post(url, json=body, headers=headers)
             except httpx.InvalidURL as exc:

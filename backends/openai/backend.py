@@ -34,7 +34,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from backends import hosted_http, live
+from backends import hosted_canvas, hosted_http, live
 from backends.base import CostEstimate, EditRequest, EditResult, Usage
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, OutcomeUnknown
 from backends.journal import CallJournal, JournalRecord
@@ -235,14 +235,22 @@ class OpenAIEditBackend:
                 **({"partial_images": request.partial_images} if request.partial_images is not None else {}),
             },
         )
+        answered = (parsed.width, parsed.height)  # the first image's, read from its header
+        refit = hosted_canvas.may_refit(request, fmt) and answered != request.images[0].size
         channel = live.channel_for(request.job_id)
-        if channel is not None:  # the caller may answer with the provider's base64 now, before it is decoded
+        if channel is not None and not refit:  # the caller may answer with the provider's base64 now, undecoded
             channel.final(live.FinalAnswer(parsed.images_b64, result))
         try:
-            return replace(result, images=decode_images(parsed).images)
+            images = decode_images(parsed).images
         except EditError as exc:  # billed all the same
             exc.spent_usd = cost
             raise
+        # THE SIZE RULE (backends.canvas): `auto` is the input's own size; the API made (and billed) its aspect bucket
+        fitted = hosted_canvas.to_input_size(request, images, output_format=fmt, compression=request.output_compression)
+        if fitted is None:
+            return replace(result, images=images)
+        images, (width, height), size_notes = fitted
+        return replace(result, images=images, width=width, height=height, extras={**result.extras, **size_notes})
 
     @staticmethod
     def _check_layers(request: EditRequest) -> None:

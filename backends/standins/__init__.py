@@ -1,5 +1,6 @@
 """Stand-ins for tests, demos and benchmarks, NOT real services or models: a loopback fake of each hosted
-service (openai_server.py; every response carries `x-editroute-standin` and a banner says so at start), the
+service (openai_server.py, gemini_server.py, firefly_server.py; a banner says so at start; hosted_standins.py
+points a policy's Gemini and Firefly backends at them), the
 `kind: function` backend whose work is a plain function (function.py), and tiny random-weight pipelines built
 offline with `save_pretrained` (tiny_sdxl, tiny_clip, tiny_clipseg, tiny_grounded_sam, tiny_qwen_edit,
 tiny_flux2_klein; their outputs are noise), and the settings that point a policy's backends at them
@@ -13,7 +14,10 @@ from backends.lazy_exports import lazy_exports
 __all__, __getattr__ = lazy_exports(
     __name__,
     {
+        "firefly_server": ("FakeFireflyServer",),
         "function": ("FunctionBackend", "solid_images"),
+        "gemini_server": ("FakeGeminiServer",),
+        "hosted_standins": ("HOSTED_STANDIN_KINDS", "HostedStandins", "hosted_standin_settings"),
         "instruct_standins": ("INSTRUCT_KINDS", "instruct_standin_settings"),
         "openai_server": ("FakeOpenAIServer",),
         "tiny_clip": ("STANDIN_VERSION", "build_tiny_clip"),

@@ -35,7 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply, serve_until_interrupted
+from backends.standins.loopback import (
+    Drop,
+    LoopbackServer,
+    Reply,
+    Request,
+    RequestWindow,
+    json_reply,
+    serve_until_interrupted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +121,8 @@ class FakeFireflyServer:
         status_retry_after: str | None = None,
         submit_script: list | None = None,
         status_script: list | None = None,
+        rate_limit_rpm: int | None = None,
+        rate_window_s: float = 60.0,
         port: int = 0,
     ) -> None:
         self.client_id, self._client_secret, self.token_ttl_s = client_id, client_secret, token_ttl_s
@@ -120,6 +130,10 @@ class FakeFireflyServer:
         self.status_retry_after = status_retry_after
         self.submit_script = collections.deque(submit_script or [])
         self.status_script = collections.deque(status_script or [])
+        # Adobe's per-organisation limit (4 per minute by default) counts every Firefly API request: uploads,
+        # submits and status polls alike (not IMS tokens or pre-signed downloads, other hosts)
+        self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
+        self._window = RequestWindow(rate_limit_rpm, rate_window_s)
         self.requests: list[Recorded] = []
         self.uploads: dict[str, tuple[str, bytes]] = {}
         self.jobs: dict[str, Job] = {}
@@ -187,6 +201,7 @@ class FakeFireflyServer:
                 reply = jobs.download(self, req)
             else:
                 self._check_auth(req)
+                self._rate_limit()
                 self._scripted(
                     self.submit_script
                     if kind in ("fill", "expand", "instruct")
@@ -225,6 +240,16 @@ class FakeFireflyServer:
             raise FireflyError(401, "401013", "Oauth token is not valid")
         if req.headers.get("x-api-key") != self.client_id:
             raise FireflyError(403, "403003", "Api Key is invalid")
+
+    def _rate_limit(self) -> None:
+        wait = self._window.admit()
+        if wait is not None:
+            raise FireflyError(
+                429,
+                "rate_limited",
+                "Too many requests",
+                headers={"retry-after": f"{wait:.3f}", "x-access-rate-limit-level": "org"},
+            )
 
     def _scripted(self, script: collections.deque | None) -> None:
         if script is None:

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.pricing import PriceTable, load_prices
-from backends.standins.loopback import Drop, LoopbackServer, Reply, Request, json_reply, serve_until_interrupted
+from backends.standins.loopback import (
+    Drop,
+    LoopbackServer,
+    Reply,
+    Request,
+    RequestWindow,
+    json_reply,
+    serve_until_interrupted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +133,11 @@ class FakeGeminiServer:
         self._api_key = api_key
         self.script = collections.deque(script or [])
         self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
+        self._window = RequestWindow(rate_limit_rpm, rate_window_s)
         self.retired = set(retired)
         self.output_mime, self.thinking_tokens, self.latency_s = output_mime, thinking_tokens, latency_s
         self.prices = prices or load_prices()
         self.calls: list[RecordedCall] = []
-        self._accepted: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
         self._server = LoopbackServer(self._route, name="gemini", port=port)
         self.served = 0  # successful answers, for fake-model variety
@@ -253,16 +261,9 @@ class FakeGeminiServer:
         )
 
     def _rate_limit(self, model: str) -> None:
-        if self.rate_limit_rpm is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            while self._accepted and now - self._accepted[0] >= self.rate_window_s:
-                self._accepted.popleft()
-            if len(self._accepted) >= self.rate_limit_rpm:
-                wait = self.rate_window_s - (now - self._accepted[0])
-                raise quota_error(model, f"{max(wait, 0.001):.3f}s", limit=self.rate_limit_rpm)
-            self._accepted.append(now)
+        wait = self._window.admit()
+        if wait is not None:
+            raise quota_error(model, f"{wait:.3f}s", limit=self.rate_limit_rpm or 0)
 
 
 def _model_of(path: str) -> str | None:

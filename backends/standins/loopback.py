@@ -23,6 +23,27 @@ from urllib.parse import parse_qs, urlsplit
 log = logging.getLogger(__name__)
 
 
+class RequestWindow:
+    """A provider's rate limit as the stand-ins enforce it: at most `limit` requests accepted in any `window_s`."""
+
+    def __init__(self, limit: int | None, window_s: float = 60.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._accepted: list[float] = []
+        self._lock = threading.Lock()
+
+    def admit(self) -> float | None:
+        """None: accepted (and counted); else the seconds until one would be (the caller answers 429)."""
+        if self.limit is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            self._accepted = [t for t in self._accepted if now - t < self.window_s]
+            if len(self._accepted) >= self.limit:
+                return max(self.window_s - (now - self._accepted[0]), 0.001)
+            self._accepted.append(now)
+            return None
+
+
 @dataclass(frozen=True)
 class Request:
     method: str

@@ -107,6 +107,7 @@ class CostOptions:
     shift_after_usd: Decimal | None = Decimal(300)  # also cost volume-shift policies with this API allowance
     # share of edits people accept, per backend row name (a model id, or "sdxl"): from `editroute review`
     acceptance: dict[str, float] = field(default_factory=dict)
+    firefly_operation_usd: Decimal | None = None  # the contract's rate (default: prices.yaml's placeholder)
 
 
 @dataclass
@@ -227,6 +228,11 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
     rows: list[PerImage] = []
     for model in bench_models(prices):
         rows += [api_per_image(prices, model, t, s) for t in TIERS for s in TOKEN_SIZES]
+    from pipeline.bench.hosted_rows import firefly_rows, gemini_rows  # (they build on this module's PerImage)
+
+    rows += gemini_rows(prices, TIERS, TOKEN_SIZES)
+    ff_rows, ff_label = firefly_rows(prices, TIERS, TOKEN_SIZES, options.firefly_operation_usd)
+    rows += ff_rows
     rows += [sdxl_per_image(figure, rate, rental, t, tiers[t], s, prices, ref) for t in TIERS for s in TOKEN_SIZES]
     for alt in gpu_figures.published_alternatives(figure):
         try:
@@ -311,6 +317,8 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
         "from usage; `editroute report` shows each model's measured estimate/bill ratio)."
     )
     report.labels = {m: model_label(prices, m) for m in bench_models(prices)}
+    report.labels[ff_rows[0].backend] = ff_label
+    report.notes.append(f"Hosted beyond OpenAI: Gemini image models (one tier, 1K output) and {ff_label}.")
     return report
 
 

@@ -85,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="share of edits people accept on a backend (a model id or sdxl; e.g. gpt-image-1=0.95 sdxl=0.6, "
         "from `editroute review --export`): adds the cost per accepted edit, re-runs included",
     )
+    c.add_argument(
+        "--firefly-operation-usd",
+        type=_usd,
+        help="your Adobe contract's USD per Firefly operation (default: prices.yaml's placeholder, labelled so)",
+    )
     c.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     c.set_defaults(func=run_cost)
 
@@ -139,6 +144,7 @@ def run_cost(args: argparse.Namespace) -> int:
         policies=tuple(args.policy) if args.policy else None,
         shift_after_usd=args.shift_after_usd,
         acceptance=dict(args.acceptance or ()),
+        firefly_operation_usd=args.firefly_operation_usd,
     )
     report = build_report(options)
     report.policy_mix = build_policy_mix(options)

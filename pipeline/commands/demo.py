@@ -3,7 +3,9 @@
 Everything runs against local STAND-INS, and says so: a loopback fake of OpenAI's image edit API
 (`backends.standins.openai_server`, realistic usage and prices, not the real service) and a tiny random-weight
 SDXL inpainting pipeline (`backends.standins.tiny_sdxl`, built once into a cache folder; its outputs are noise),
-and for a policy with `mask_inference:` a tiny random-weight CLIPSeg (`backends.standins.tiny_clipseg`, noise too).
+and for a policy with `mask_inference:` a tiny random-weight CLIPSeg (`backends.standins.tiny_clipseg`, noise too);
+for a policy naming `kind: gemini` or `kind: firefly`, loopback fakes of those services with credentials of their
+own (`backends.standins.hosted_standins`).
 A shipped policy is used with only its backends' connection settings pointed at the stand-ins. Each policy
 gets its own folder, DIR/<policy name>/ (so `editroute demo --policy cost-first.yaml` after `editroute demo`
 runs every job anew under the other policy), with the policy that ran saved as demo-policy.yaml. The API
@@ -105,6 +107,10 @@ def standin_policy(
                 spec["mask_inference"].pop("grounded_sam", None)  # the demo's stand-in is CLIPSeg either way
         elif kind in ("qwen-edit", "flux2-klein"):  # instruction editors: their tiny stand-ins, built once
             data["backends"][name] = _instruct_standin(name, kind, spec)
+        elif kind in ("gemini", "firefly"):  # loopback fakes, started by `run` (HostedStandins)
+            from backends.standins import hosted_standin_settings
+
+            data["backends"][name] = hosted_standin_settings(kind, spec)
     if data.get("quality_file"):  # the demo's copy lives elsewhere: keep pointing at the same file
         data["quality_file"] = str((policy_path.parent / str(data["quality_file"])).resolve())
     return data
@@ -190,21 +196,34 @@ def saved_policy_text(data: dict[str, Any], source: Path) -> str:
     )
 
 
-def pointed_at(policy: Any, api_url: str) -> Any:
-    """The loaded policy with the running stand-in's URL in place of the placeholder (in memory only)."""
+def pointed_at(policy: Any, urls: dict[str, str]) -> Any:
+    """The loaded policy with the running stand-ins' URLs in place of the placeholders (`urls`: placeholder -> URL;
+    in memory only)."""
+
+    def filled(settings: dict[str, Any]) -> dict[str, Any]:
+        return {k: urls.get(v, v) if k in ("base_url", "token_url") else v for k, v in settings.items()}
+
     backends = {
-        name: spec.model_copy(update={"settings": {**spec.settings, "base_url": api_url}})
-        if spec.settings.get("base_url") == URL_PLACEHOLDER
-        else spec
-        for name, spec in policy.backends.items()
+        name: spec.model_copy(update={"settings": filled(spec.settings)}) for name, spec in policy.backends.items()
     }
     return policy.model_copy(update={"backends": backends})
+
+
+def policy_kinds(policy_path: Path) -> set[str]:
+    """The backend kinds a policy file names (to start only the stand-ins it needs)."""
+    import yaml
+
+    data = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
+    backends = data.get("backends") if isinstance(data, dict) else None
+    return (
+        {str(s.get("kind")) for s in backends.values() if isinstance(s, dict)} if isinstance(backends, dict) else set()
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from backends.standins import FakeOpenAIServer
+    from backends.standins import FakeOpenAIServer, HostedStandins
     from pipeline.routing import load_policy
     from pipeline.run import NullProgress, RichProgress, build_report, check_out_dir, render, run_batch, to_json
 
@@ -218,13 +237,20 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"policy {source.name}: outputs in {out}/", highlight=False)
     from pipeline.review import write_stand_in_marker
 
-    write_stand_in_marker(out, "editroute demo: a loopback fake of OpenAI's image edit API, a tiny random-weight SDXL")
-    console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
+    kinds = policy_kinds(source)
+    fakes = ["a loopback fake of OpenAI's image edit API"] + ["a tiny random-weight SDXL"] * ("sdxl" in kinds)
+    fakes += [f"a loopback fake of {k.title()}" for k in ("gemini", "firefly") if k in kinds]
+    write_stand_in_marker(out, "editroute demo: " + ", ".join(fakes))
     quiet_model_libraries()
-    sdxl_dir = build_sdxl_standin(args.sdxl_dir)
+    sdxl_dir = None
+    if "sdxl" in kinds:
+        console.print("building the tiny stand-in SDXL pipeline (once; cached) ...", highlight=False)
+        sdxl_dir = build_sdxl_standin(args.sdxl_dir)
     os.environ[DEMO_KEY_ENV] = DEMO_KEY
-    with FakeOpenAIServer(api_key=DEMO_KEY) as server:
+    with FakeOpenAIServer(api_key=DEMO_KEY) as server, HostedStandins(kinds) as hosted:
         console.print(BANNER.format(url=server.base_url), highlight=False)
+        for kind, label in hosted.labels.items():
+            console.print(f"[bold yellow]{kind} stand-in[/]: {label}", highlight=False)
         data = standin_policy(
             source,
             api_url=URL_PLACEHOLDER,
@@ -234,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
         saved = out / SAVED_POLICY
         if not (saved.is_file() and saved.samefile(source)):  # rerunning the saved file keeps its header
             saved.write_text(saved_policy_text(data, source), encoding="utf-8")
-        policy = pointed_at(load_policy(saved), server.base_url)  # errors name the saved file's lines
+        urls = {URL_PLACEHOLDER: server.base_url, **hosted.urls}
+        policy = pointed_at(load_policy(saved), urls)  # errors name the saved file's lines
         progress = NullProgress() if args.json else RichProgress(console)
         result = run_batch(args.manifest, policy, out, progress=progress)
     from pipeline.ledger import Ledger
@@ -243,7 +270,8 @@ def run(args: argparse.Namespace) -> int:
         report = build_report(ledger)
     report["stand_ins"] = {
         "openai": "loopback fake of the image edit API (not the real service)",
-        "sdxl": "tiny random-weight pipeline (outputs are noise)",
+        **({"sdxl": "tiny random-weight pipeline (outputs are noise)"} if "sdxl" in kinds else {}),
+        **hosted.labels,
     }
     report["this_run"] = result.tally.as_dict()
     if args.json:

@@ -1,8 +1,10 @@
 """`editroute doctor [--policy FILE]`: what this machine can run, before you spend anything.
 
-Checks the optional stacks (diffusion: torch/diffusers and the accelerator; server; ray), whether an OpenAI key
-is configured (never printing it), how old the shipped prices are, and, with --policy, that the policy loads and
-its backends build (a retired model fails here). With a key set, it also reads `GET /v1/models` for the policy's
+Checks the optional stacks (diffusion: torch/diffusers and the accelerator; server; ray), whether the OpenAI key,
+the Gemini key and the Firefly client id/secret are configured (never printing them), how old the shipped prices
+are and whether Firefly's is prices.yaml's placeholder, and, with --policy, that the policy loads and its
+backends build (a retired model fails here), each Gemini/Firefly backend's credentials where it reads them, and
+the rate each Firefly backend bills at. With a key set, it also reads `GET /v1/models` for the policy's
 OpenAI backends and reports every model whose `shutdown_date` differs from prices.yaml, and any model the policy
 uses that the API does not list. For each self-hosted backend (the policy's, else each self-hosted kind with its
 default model): where its weights will load from (a local folder, the Hugging Face cache, or a download), how
@@ -198,6 +200,62 @@ def lifecycle_rows(backends: dict) -> tuple[list[tuple[str, str]], int]:
     return rows, problems
 
 
+# The default places the hosted kinds read their secrets from (a policy can name others, or files).
+HOSTED_SECRETS = (
+    ("GEMINI_API_KEY", "Gemini backends"),
+    ("FIREFLY_SERVICES_CLIENT_ID", "Firefly backends"),
+    ("FIREFLY_SERVICES_CLIENT_SECRET", "Firefly backends"),
+)
+
+
+def credential_rows() -> list[tuple[str, str]]:
+    """Whether each hosted kind's default secret variable is set; the value is never read into the output."""
+    return [
+        (
+            env,
+            "set (value not shown)"
+            if os.environ.get(env, "").strip()
+            else f"[yellow]not set[/] ({who} fail until it is)",
+        )
+        for env, who in HOSTED_SECRETS
+    ]
+
+
+def firefly_price_status(prices) -> str:
+    from backends.adobe.prices import firefly_prices
+
+    ff = firefly_prices(prices)
+    if ff.operation_usd_is_placeholder:
+        return (
+            f"[yellow]PLACEHOLDER ${ff.operation_usd}/operation[/] in prices.yaml, not Adobe's price: set "
+            "price_per_operation_usd (your contract's rate) on each firefly backend"
+        )
+    return f"${ff.operation_usd}/operation (prices.yaml, as of {ff.as_of})"
+
+
+def hosted_rows(backends: dict) -> list[tuple[str, str]]:
+    """Per Gemini/Firefly backend of a policy: are its credentials readable where it reads them (env or file; never
+    shown), and for Firefly, which rate bills it."""
+    from backends.adobe.backend import FireflyEditBackend
+    from backends.errors import EditError
+    from backends.google.backend import GeminiEditBackend
+
+    rows = []
+    for name, backend in backends.items():
+        if not isinstance(backend, GeminiEditBackend | FireflyEditBackend):
+            continue
+        try:
+            backend.check_credentials()
+            rows.append((f"{name} credentials", "[green]present[/] (values not shown)"))
+        except EditError as exc:
+            rows.append((f"{name} credentials", f"[yellow]missing[/]: {exc.message}"))
+        if isinstance(backend, FireflyEditBackend):
+            placeholder = "PLACEHOLDER" in backend.rate_basis
+            colour = "yellow" if placeholder else "green"
+            rows.append((f"{name} price", f"[{colour}]${backend.rate}/operation[/]: {backend.rate_basis}"))
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     from backends.pricing import load_prices
 
@@ -226,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
         if key_set
         else "[yellow]not set[/] (API backends fail until it is, or use api_key_file)",
     )
+    if not args.policy:  # with a policy: per backend, where each reads them (hosted_rows)
+        for label, status in credential_rows():
+            table.add_row(label, status)
     hf_home = os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface")
     table.add_row("HF cache", hf_home)
     prices = load_prices()
@@ -233,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
     age = (date.today() - oldest).days
     colour = "yellow" if age > PRICE_AGE_WARN_DAYS else "green"
     table.add_row("prices.yaml", f"[{colour}]oldest live model price from {oldest} ({age} days old)[/]")
+    table.add_row("Firefly price", firefly_price_status(prices))
     if args.policy:
         from pipeline.errors import ConfigError
         from pipeline.routing import build_backends, load_policy
@@ -243,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_row("policy", f"[green]ok[/]: backends {', '.join(policy.backends)}")
             rows, unrunnable = _backend_rows(backends, vram)
             problems += unrunnable
-            for label, status in rows + _model_rows(policy):
+            for label, status in rows + _model_rows(policy) + hosted_rows(backends):
                 table.add_row(label, status)
             rows, found = lifecycle_rows(backends)
             problems += found

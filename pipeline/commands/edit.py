@@ -1,8 +1,14 @@
-"""`editroute edit`: one edit on one backend, from the command line; writes DIR/<k>.<format> and prints the cost."""
+"""`editroute edit`: one edit on one backend, from the command line; writes DIR/<k>.<format> and prints the cost.
+
+A backend that keeps a call journal (`resumable`: openai, firefly) keeps it in DIR/.edit-journal-<key>.json, the
+key hashing the backend and the whole request: the same command run again after a kill finishes what was paid
+for (polls the submitted Firefly job, decodes the saved OpenAI answer) instead of paying again."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,6 +31,12 @@ _SETTING_OPTIONS = {
     "api_key_file": "api_key_file",
     "device": "device",
     "unverified_features": "unverified_features",
+    "token_url": "token_url",
+    "client_id_file": "client_id_file",
+    "client_secret_file": "client_secret_file",
+    "maskless": "maskless",
+    "price_per_operation_usd": "price_per_operation_usd",
+    "requests_per_minute": "requests_per_minute",
 }
 FILE_ID_PREFIX = "file_id:"  # --image file_id:file-abc (an OpenAI Files id)
 
@@ -32,7 +44,10 @@ FILE_ID_PREFIX = "file_id:"  # --image file_id:file-abc (an OpenAI Files id)
 def register(subparsers) -> None:
     p = subparsers.add_parser("edit", help="run one edit on one backend and write the images", description=__doc__)
     p.add_argument(
-        "--backend", default="openai", metavar="KIND", help="backend kind: openai, sdxl, qwen-edit, flux2-klein, ..."
+        "--backend",
+        default="openai",
+        metavar="KIND",
+        help="backend kind: openai, gemini, firefly, sdxl, qwen-edit, flux2-klein (default: openai)",
     )
     p.add_argument(
         "--image",
@@ -71,9 +86,33 @@ def register(subparsers) -> None:
         help="opt into a capability no source settles for the model (docs/openai.md); repeatable",
     )
     p.add_argument(
-        "--base-url", help="OpenAI-compatible API base URL (default $OPENAI_BASE_URL, else https://api.openai.com/v1)"
+        "--base-url",
+        help="API base URL (openai: default $OPENAI_BASE_URL, else https://api.openai.com/v1; gemini: "
+        "$GOOGLE_GEMINI_BASE_URL, else Google's; firefly: https://firefly-api.adobe.io)",
     )
-    p.add_argument("--api-key-file", type=Path, help="read the API key from this file instead of $OPENAI_API_KEY")
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="read the API key from this file (openai: else $OPENAI_API_KEY, gemini: else $GEMINI_API_KEY)",
+    )
+    firefly = p.add_argument_group("firefly (client id and secret: else $FIREFLY_SERVICES_CLIENT_ID / _SECRET)")
+    firefly.add_argument("--token-url", help="Adobe IMS token endpoint (default: Adobe's)")
+    firefly.add_argument("--client-id-file", type=Path, help="read the client id from this file")
+    firefly.add_argument("--client-secret-file", type=Path, help="read the client secret from this file")
+    firefly.add_argument(
+        "--maskless",
+        choices=("instruct", "expand", "refuse"),
+        help="what an edit without a mask becomes (default: instruct)",
+    )
+    firefly.add_argument(
+        "--price-per-operation-usd", type=Decimal, metavar="USD", help="your contract's rate (default: a placeholder)"
+    )
+    p.add_argument(
+        "--requests-per-minute",
+        type=float,
+        metavar="N",
+        help="gemini, firefly: pace their HTTP requests (default: gemini none, firefly Adobe's 4)",
+    )
     p.add_argument("--device", help="torch device for self-hosted backends (cuda, cpu, ...)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the results")
     p.add_argument(
@@ -99,6 +138,17 @@ def backend_settings(kind: str, args: argparse.Namespace) -> dict:
                 f"{option} does not apply to backend kind {kind!r} (its settings: {', '.join(known) or 'none'})"
             )
     return {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
+
+
+def journal_path(out: Path, kind: str, settings: dict, request: EditRequest) -> Path:
+    """Where a resumable backend's journal for this exact edit lives: the same command again resumes it, any other
+    edit into the same folder gets its own."""
+    h = hashlib.sha256(json.dumps([kind, settings], sort_keys=True, default=str).encode())
+    for field in sorted(f for f in vars(request) if f not in ("images", "mask", "markup", "job_id")):
+        h.update(f"{field}={getattr(request, field)!r};".encode())
+    for _, img in request.inputs:
+        h.update(img.ref.encode() if img.is_remote else hashlib.sha256(img.read()).digest())
+    return out / f".edit-journal-{h.hexdigest()[:16]}.json"
 
 
 def input_image(spec: str, field: str) -> InputImage:
@@ -157,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         job_id="cli",
     ).materialized()
-    backend = create_backend(args.backend, args.backend, backend_settings(args.backend, args))
+    settings = backend_settings(args.backend, args)
+    backend = create_backend(args.backend, args.backend, settings)
     if args.seed is not None and args.backend == "openai":
         Console(stderr=True, highlight=False).print("note: --seed is ignored: OpenAI's image API takes no seed")
     try:
@@ -170,13 +221,15 @@ def run(args: argparse.Namespace) -> int:
         check_disk_space(out, output_bytes_bound(request), what=f"{request.n} image(s)")
         estimate = backend.estimate(request)
         console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
-        result = backend.edit(request)
+        result = _edit(backend, request, journal_path(out, args.backend, settings, request), console)
     finally:
         backend.close()
     for k, data in enumerate(result.images):  # 0.png, 1.png, ...: as `editroute run` names them
         path = args.out / f"{k}.{result.output_format}"
         atomic_write_bytes(path, data)
         console.print(f"wrote {path} ({result.width}x{result.height} {result.output_format}, {len(data)} bytes)")
+    if isinstance(result.extras.get("resized"), str):
+        console.print(f"resized: {result.extras['resized']} (size {request.size})")
     u = result.usage
     basis = result.extras.get("cost_basis", "usage")
     console.print(f"cost: {exact_usd(result.cost_usd)} ({result.backend}, {result.model}, from {basis})")
@@ -186,3 +239,29 @@ def run(args: argparse.Namespace) -> int:
         + (f" gpu_seconds={u.gpu_seconds:.3f}" if u.gpu_seconds else "")
     )
     return 0
+
+
+def _edit(backend, request: EditRequest, path: Path, console) -> object:
+    """`backend.edit`, with a file journal for a resumable backend (kept if the edit fails with something to
+    resume, removed once it is done)."""
+    from backends.journal import FileJournal, takes_journal
+
+    if not takes_journal(backend):
+        return backend.edit(request)
+    made_folder = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)  # the journal is saved before any output is written
+    journal = FileJournal(path)
+    if journal.load():
+        console.print(f"resuming from {path} (what was paid for before is finished, not paid again)")
+    try:
+        result = backend.edit(request, journal=journal)
+    except BaseException:
+        if journal.load():
+            console.print(f"kept {path}: run the same command again to resume")
+        else:
+            path.unlink(missing_ok=True)
+            if made_folder and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+        raise
+    path.unlink(missing_ok=True)
+    return result

@@ -70,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     backends = build_backends(policy)
     models = {name: str(getattr(getattr(b, "settings", None), "model", "") or "") for name, b in backends.items()}
+    for name, b in backends.items():  # e.g. Firefly on prices.yaml's placeholder rate, not a contract's
+        if note := getattr(b, "price_note", None):
+            models[name] = f"{models[name]} ({note})".lstrip()
     manifest = Manifest(args.manifest)
     problems = manifest.check()
     summary = plan_jobs(policy, backends, manifest.jobs(), keep_decisions=True)

@@ -27,7 +27,7 @@ def run_check(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from pipeline.routing import TIERS, build_backends, load_policy
+    from pipeline.routing import TIERS, backend_traits, build_backends, load_policy
 
     policy = load_policy(args.file)
     backends = build_backends(policy)  # settings that validate but cannot build (unknown model) fail here
@@ -36,11 +36,13 @@ def run_check(args: argparse.Namespace) -> int:
         f"[green]ok[/green] {escape(args.file)}" + (f": {escape(policy.description)}" if policy.description else "")
     )
     table = Table(title="backends", title_justify="left")
-    for col in ("name", "kind", "hosting", *(f"q {t}" for t in TIERS)):
+    for col in ("name", "kind", "hosting", "training data", *(f"q {t}" for t in TIERS)):
         table.add_column(col)
+    traits = {n: backend_traits(b.capabilities, policy.backends[n]) for n, b in backends.items()}
     for name, spec in policy.backends.items():
         q = policy.quality[name]
-        table.add_row(name, spec.kind, spec.hosting, *(f"{getattr(q, t):g}" for t in TIERS))
+        data = traits[name]["training_data"] + (" (policy)" if spec.training_data else "")
+        table.add_row(name, spec.kind, spec.hosting, data, *(f"{getattr(q, t):g}" for t in TIERS))
     console.print(table)
     for name, spec in policy.backends.items():
         console.print(f"  {name}: {escape(_settings_text(spec.settings)) or '(defaults)'}", soft_wrap=True)
@@ -49,8 +51,14 @@ def run_check(args: argparse.Namespace) -> int:
     if policy.rules:
         console.print("rules (in order):")
         for i, rule in enumerate(policy.rules):
+            does = [rule.action] if rule.action else []
+            if rule.require is not None:
+                ok = [n for n, t in traits.items() if rule.require.misses(t) is None]
+                held = "[yellow]no backend qualifies: matching jobs are held[/yellow]"
+                who = f"qualify: {', '.join(ok)}" if ok else held
+                does.insert(0, f"require {escape(rule.require.describe())} ({who})")
             console.print(
-                f"  {i + 1}. {escape(rule.label(i))}: when {escape(rule.when.describe())} -> {escape(rule.action)}"
+                f"  {i + 1}. {escape(rule.label(i))}: when {escape(rule.when.describe())} -> {' and '.join(does)}"
             )
     console.print(f"objective: {escape(policy.objective.describe())} (when unmet: {policy.objective.when_unmet})")
     for b in policy.budgets:

@@ -18,8 +18,8 @@ from pipeline.routing.policy import (
     load_policy,
 )
 from pipeline.routing.ray_section import RaySettings, parse_ray_settings
-from pipeline.routing.router import Candidate, Decision, Router, assess
-from pipeline.routing.rules import When
+from pipeline.routing.router import Candidate, Decision, Router, assess, backend_traits
+from pipeline.routing.rules import Require, When
 from pipeline.routing.spend_source import InMemorySpend, Period, SpendSource, period_key
 
 __all__ = [
@@ -35,12 +35,14 @@ __all__ = [
     "Policy",
     "QualityScores",
     "RaySettings",
+    "Require",
     "Router",
     "Rule",
     "SpendSource",
     "VolumeShift",
     "When",
     "assess",
+    "backend_traits",
     "build_backends",
     "load_policy",
     "money",

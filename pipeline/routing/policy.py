@@ -1,15 +1,18 @@
 """The routing policy: a YAML file validated by pydantic (extra keys forbidden).
 
-    backends:      name -> {kind: openai|sdxl|gemini|firefly, hosting?: api|self-hosted, ...that kind's settings}
+    backends:      name -> {kind: openai|sdxl|gemini|firefly, hosting?: api|self-hosted,
+                   training_data?: commercially_cleared|undisclosed (overrides the kind's own), ...its settings}
     quality:       name -> score (0..1) or {low, medium, high[, auto]}; `quality_file:` (measured) overrides,
                    acceptance rates only past `quality_min_samples`, stand-in scores only with
                    `allow_stand_in_quality: true` (quality_file.py)
-    rules:         ordered; `when:` conditions -> exactly one of use / prefer / avoid
+    rules:         ordered; `when:` conditions -> one of use / prefer / avoid, and/or `require:` capabilities
+                   (e.g. {training_data: commercially_cleared}) every backend that takes the job must declare
     objective:     cheapest (meeting min_quality) | best_quality (under max_cost_per_image)
     budgets:       per backend and period (day | month): limit_usd, on_exhausted: stop | {overflow_to: name}
     unknown_outcome_hold: how long a call of unknown outcome holds budget: until_period_end (default) | 24h ...
     volume_shift:  past N jobs or $X this period on some backends, eligible work goes to `to`
     fallbacks:     name -> [names], tried in order when the chosen backend is unavailable
+    fallback_on_rejected: also try them when a backend's content filter refuses the job (default false)
 
 `load_policy(path)` raises `ConfigError` naming the file, line, key path, value and what was expected.
 `build_backends(policy)` makes the backend objects (cheap: no model load, no network).
@@ -24,6 +27,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from backends.base import TRAINING_DATA
 from backends.errors import EditError
 from backends.registry import UnknownBackendKind, backend_class, create_backend
 from pipeline.configfile import (
@@ -36,7 +40,7 @@ from pipeline.configfile import (
 from pipeline.errors import ConfigError
 from pipeline.routing.quality_file import DEFAULT_MIN_SAMPLES, TIERS, merge_quality_file
 from pipeline.routing.ray_section import RaySettings
-from pipeline.routing.rules import When
+from pipeline.routing.rules import Require, When
 
 Hosting = Literal["api", "self-hosted"]
 KIND_HOSTING: dict[str, Hosting] = {
@@ -45,6 +49,8 @@ KIND_HOSTING: dict[str, Hosting] = {
     "qwen-edit": "self-hosted",
     "flux2-klein": "self-hosted",
     "function": "api",
+    "gemini": "api",
+    "firefly": "api",
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 UNTIL_PERIOD_END = "until_period_end"
@@ -57,10 +63,13 @@ class _Strict(BaseModel):
 
 
 class BackendSpec(_Strict):
-    """One backend entry: `kind`, optional `hosting`, and the rest is that kind's settings."""
+    """One backend entry: `kind`, optional `hosting` and `training_data`, and the rest is that kind's settings."""
 
     kind: str
     hosting: Hosting
+    # What the policy's author vouches for about the model's training data, overriding what the kind declares
+    # (`Capabilities.training_data`): e.g. an OpenAI-compatible gateway to a model trained on licensed data.
+    training_data: Literal[TRAINING_DATA] | None = None  # type: ignore[valid-type]
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -68,13 +77,14 @@ class BackendSpec(_Strict):
     def _split(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if "settings" in data and set(data) <= {"kind", "hosting", "settings"}:
+        own = ("kind", "hosting", "training_data")
+        if "settings" in data and set(data) <= {*own, "settings"}:
             rest = dict(data["settings"] or {})
         else:
-            rest = {k: v for k, v in data.items() if k not in ("kind", "hosting")}
+            rest = {k: v for k, v in data.items() if k not in own}
         kind = data.get("kind")
         hosting = data.get("hosting") or KIND_HOSTING.get(kind if isinstance(kind, str) else "", "api")
-        return {"kind": kind, "hosting": hosting, "settings": rest}
+        return {"kind": kind, "hosting": hosting, "training_data": data.get("training_data"), "settings": rest}
 
 
 class QualityScores(_Strict):
@@ -105,6 +115,7 @@ class Rule(_Strict):
     use: str | None = None
     prefer: tuple[str, ...] = ()
     avoid: tuple[str, ...] = ()
+    require: Require | None = None  # a constraint, applied to every matching job before any action of any rule
 
     @field_validator("prefer", "avoid", mode="before")
     @classmethod
@@ -114,20 +125,23 @@ class Rule(_Strict):
     @model_validator(mode="after")
     def _one_action(self) -> Rule:
         given = [k for k in ("use", "prefer", "avoid") if getattr(self, k)]
-        if len(given) != 1:
+        if len(given) > 1 or (not given and self.require is None):
             raise ValueError(
-                "exactly one action of use / prefer / avoid per rule"
+                "one action of use / prefer / avoid per rule (a rule may also, or only, require:)"
                 + (f", not {' and '.join(given)}" if given else "")
             )
         return self
 
     @property
     def action(self) -> str:
+        """The rule's use / prefer / avoid ("" for a rule that only requires)."""
         if self.use:
             return f"use {self.use}"
         if self.prefer:
             return "prefer " + ", ".join(self.prefer)
-        return "avoid " + ", ".join(self.avoid)
+        if self.avoid:
+            return "avoid " + ", ".join(self.avoid)
+        return ""
 
     def label(self, index: int) -> str:
         return f"rule {self.name!r}" if self.name else f"rule #{index + 1}"
@@ -208,6 +222,9 @@ class Policy(_Strict):
     budgets: tuple[Budget, ...] = ()
     volume_shift: tuple[VolumeShift, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # A job a backend's content filter refused (ContentRejected) fails at once unless this is set: then it tries
+    # the fallbacks too (providers' filters differ: a Gemini IMAGE_SAFETY block may pass elsewhere).
+    fallback_on_rejected: bool = False
     # A call of unknown outcome (in flight when its run was killed, or sent and never answered) may have been
     # billed: its hold counts against budgets as a possible charge until resolved, or for this long:
     # until_period_end (the day and month it was made in), or a duration (90m, 24h, 7d). docs/crash-safety.md
@@ -258,6 +275,7 @@ def _known_keys(data: Any) -> dict[str, Any]:
         for i, _ in enumerate(data.get("rules") or []):
             keys[f"rules[{i}]"] = Rule.model_fields.keys()
             keys[f"rules[{i}].when"] = When.model_fields.keys()
+            keys[f"rules[{i}].require"] = Require.model_fields.keys()
         for i, _ in enumerate(data.get("budgets") or []):
             keys[f"budgets[{i}]"] = Budget.model_fields.keys()
         shifts = data.get("volume_shift")
@@ -295,7 +313,7 @@ def _check_settings(policy: Policy, doc: YamlDoc) -> list[str]:
         try:
             settings_model.model_validate(spec.settings)
         except ValidationError as exc:
-            known = {f"backends.{name}": [*settings_model.model_fields, "kind", "hosting"]}
+            known = {f"backends.{name}": [*settings_model.model_fields, "kind", "hosting", "training_data"]}
             for field, info in settings_model.model_fields.items():  # one level down: mask_inference, lora...
                 for sub in (info.annotation, *get_args(info.annotation)):
                     if isinstance(sub, type) and issubclass(sub, BaseModel):

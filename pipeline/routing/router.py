@@ -1,10 +1,13 @@
 """Router: pick a backend for each job under a policy, and say why.
 
 Order of steps (each adds human-readable reasons to the Decision):
-capability filter -> pin or rules (use / prefer / avoid) -> volume shift -> objective -> budget of the choice.
+capability filter -> rules' `require:` -> pin or rules (use / prefer / avoid) -> volume shift -> objective ->
+budget of the choice.
 
 - A backend that cannot run the job (mask, image count, size, n, format, transparency...) is never chosen,
   not even when pinned or named by a rule; fallbacks are filtered the same way.
+- Nor is one that misses a matching rule's `require:` (e.g. `training_data: commercially_cleared`): every
+  matching rule's requirement holds, whatever its place in the list, for pins, shifts, overflows and fallbacks.
 - `use:` (first matching rule) and an active volume shift force a backend; `prefer:`/`avoid:` rank backends
   (the first matching rule that names a backend decides its rank) and the objective picks within the best rank.
 - A budget that this job's estimate would overrun either holds the job (`stop`: not routed) or sends it to
@@ -26,8 +29,9 @@ from backends.errors import EditError
 from backends.validation import capability_problems, skipped_checks
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job
-from pipeline.routing.policy import Budget, Objective, Policy, VolumeShift
+from pipeline.routing.policy import BackendSpec, Budget, Objective, Policy, VolumeShift
 from pipeline.routing.quality_file import quality_note
+from pipeline.routing.rules import REQUIRABLE
 from pipeline.routing.spend_source import SpendSource
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,28 @@ def pick(objective: Objective, cands: Sequence[Candidate]) -> Candidate | None:
     return ranked[0] if ranked else None
 
 
+def backend_traits(caps: Capabilities, spec: BackendSpec) -> dict[str, str]:
+    """What a `require:` block is checked against: the backend's declared capabilities, with the policy's own
+    `training_data:` for it (if given) winning."""
+    traits = {key: str(getattr(caps, key)) for key in REQUIRABLE}
+    if spec.training_data is not None:
+        traits["training_data"] = spec.training_data
+    return traits
+
+
+def mapping_notes(caps: Capabilities, request: EditRequest) -> list[str]:
+    """How a backend honours this request's OpenAI semantics where it has no direct equivalent (empty: natively)."""
+    notes = []
+    if request.mask is not None and caps.mask_mode == "paste_back":
+        notes.append("mask by paste-back (it edits the whole picture; pixels outside the mask are kept exactly)")
+    if request.n > 1 and caps.n_mode == "parallel_calls":
+        notes.append(f"n={request.n} as {request.n} parallel calls, each billed")
+    if caps.size_mode == "resized":
+        target = "the input's own size" if request.size == "auto" else request.size
+        notes.append(f"made at the provider's nearest size, resized to {target}")
+    return notes
+
+
 def assess(backend: Any, caps: Capabilities, request: EditRequest) -> tuple[CostEstimate | None, str]:
     """The backend's estimate for `request`, or (None, why it cannot take it): capabilities first, then estimate()."""
     problems = capability_problems(request, caps)
@@ -124,7 +150,14 @@ class Router:
         self._rule_preds = [
             (rule, rule.when.predicates(), f"{rule.label(i)} ({rule.when.describe()})")
             for i, rule in enumerate(policy.rules)
+            if rule.action
         ]
+        self._require_preds = [
+            (rule.require, rule.when.predicates(), f"{rule.label(i)} ({rule.when.describe()})")
+            for i, rule in enumerate(policy.rules)
+            if rule.require is not None
+        ]
+        self._traits = {n: backend_traits(self._caps[n], policy.backends[n]) for n in self._names}
         self._shift_preds = [(shift, shift.when.predicates()) for shift in policy.volume_shift]
         self._quality_notes = policy.quality_notes
         self._infer_masks = tuple(n for n, spec in policy.backends.items() if spec.settings.get("mask_inference"))
@@ -158,6 +191,32 @@ class Router:
             if inferring:
                 reasons.append(f"no mask: {', '.join(inferring)} would infer one from the prompt (mask_inference)")
         return cands, excluded
+
+    def _required(self, job: Job, cands: dict[str, Candidate], excluded: dict[str, str], reasons: list[str]) -> bool:
+        """Drop from `cands` every backend that misses a matching rule's `require:`; False if none is left."""
+        for require, preds, head in self._require_preds:
+            if not all(p(job) for p in preds):
+                continue
+            missing = {n: why for n in cands if (why := require.misses(self._traits[n])) is not None}
+            if not missing:
+                reasons.append(f"{head}: require {require.describe()}: {', '.join(cands) or 'none'} qualify")
+                continue
+            for name, why in missing.items():
+                excluded[name] = f"lacks {require.describe()}, required by {head.partition(' (')[0]} (it has {why})"
+                del cands[name]
+            left = list(cands)
+            verdict = (
+                f"only {left[0]} qualifies"
+                if len(left) == 1
+                else f"{', '.join(left)} qualify"
+                if left
+                else "no capable backend qualifies: job held"
+            )
+            not_ = ", ".join(f"{n}: {why}" for n, why in missing.items())
+            reasons.append(f"{head}: require {require.describe()}: {verdict} (not {not_})")
+            if not left:
+                return False
+        return True
 
     def _rules(
         self, job: Job, cands: Mapping[str, Candidate], excluded: Mapping[str, str], reasons: list[str]
@@ -300,6 +359,8 @@ class Router:
     def _choose(
         self, job: Job, cands: dict[str, Candidate], excluded: dict[str, str], at: datetime | None, reasons: list[str]
     ) -> str | None:
+        if self._require_preds and not self._required(job, cands, excluded, reasons):
+            return None
         if job.backend is not None:
             pin = job.backend
             if pin not in self._order:
@@ -349,6 +410,9 @@ class Router:
             if skipped:
                 text += f" ({', '.join(skipped)} cannot run this job)"
             reasons.append(f"fallbacks: {text}")
+        notes = mapping_notes(self._caps[chosen], job.request)
+        if notes:
+            reasons.append(f"how {chosen} runs it: {'; '.join(notes)}")
         c = cands[chosen]
-        reasons.append(f"chose {chosen}: {usd(c.estimate.usd)} ({c.estimate.basis})")
+        reasons.append(f"chose {chosen}: {usd(c.estimate.usd)} ({c.estimate.basis})")  # always the last reason
         return Decision(job.id, chosen, c.estimate, alternatives, tuple(fallbacks), tuple(reasons), c.quality)

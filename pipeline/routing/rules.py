@@ -1,15 +1,19 @@
 """The `when:` block of a policy rule (and of a volume shift): conditions on a job's fields, all of which
-must hold. Compiled once at load into a tuple of small predicates, so matching 100,000 jobs is cheap."""
+must hold. Compiled once at load into a tuple of small predicates, so matching 100,000 jobs is cheap.
+
+And a rule's `require:` block: what a backend must declare in its capabilities to take a matching job
+(`require: {training_data: commercially_cleared}` for a legal team's jobs)."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from backends.base import BACKGROUNDS, QUALITIES
+from backends.base import BACKGROUNDS, MASK_MODES, N_MODES, QUALITIES, SIZE_MODES, TRAINING_DATA
 from pipeline.jobs import Job
 
 Predicate = Callable[[Job], bool]
@@ -178,3 +182,61 @@ class When(_Strict):
 
     def describe(self) -> str:
         return self._text
+
+
+# What a `require:` block may name: capabilities every backend declares (backends.base.Capabilities), and the
+# values each may take.
+REQUIRABLE: dict[str, tuple[str, ...]] = {
+    "training_data": TRAINING_DATA,
+    "mask_mode": MASK_MODES,
+    "n_mode": N_MODES,
+    "size_mode": SIZE_MODES,
+}
+
+
+class Require(_Strict):
+    """`require: {training_data: commercially_cleared}`: a backend takes a matching job only if its capabilities
+    say so (a list means any of them). Several keys must all hold. A hard constraint, like a capability: no pin,
+    objective, volume shift, budget overflow or fallback sends a matching job to a backend that does not qualify."""
+
+    training_data: frozenset[str] | None = None
+    mask_mode: frozenset[str] | None = None
+    n_mode: frozenset[str] | None = None
+    size_mode: frozenset[str] | None = None
+
+    @field_validator("training_data", "mask_mode", "n_mode", "size_mode", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _one_or_many(v)
+
+    @field_validator("training_data", "mask_mode", "n_mode", "size_mode")
+    @classmethod
+    def _known(cls, v: frozenset[str] | None, info: Any) -> frozenset[str] | None:
+        allowed = REQUIRABLE[info.field_name]
+        for value in sorted(v or ()):
+            if value not in allowed:
+                close = difflib.get_close_matches(value, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"one of {', '.join(allowed)}{hint}")
+        if v is not None and not v:
+            raise ValueError(f"one of {', '.join(allowed)} (or a list of them)")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> Require:
+        if not self.wanted():
+            raise ValueError(f"name at least one of {', '.join(REQUIRABLE)}")
+        return self
+
+    def wanted(self) -> dict[str, frozenset[str]]:
+        return {k: v for k in REQUIRABLE if (v := getattr(self, k)) is not None}
+
+    def misses(self, traits: Mapping[str, str]) -> str | None:
+        """Why a backend declaring `traits` does not qualify (e.g. "training_data undisclosed"), or None."""
+        for key, allowed in self.wanted().items():
+            if traits.get(key) not in allowed:
+                return f"{key} {traits.get(key, 'not declared')}"
+        return None
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={'|'.join(sorted(v))}" for k, v in self.wanted().items())

@@ -77,7 +77,9 @@ def limits_for(backend: EditBackend) -> BackendLimits:
     concurrency = getattr(settings, "concurrency", None)
     if concurrency is None:
         concurrency = int(getattr(backend, "host_workers", 1)) if gpu_bound else DEFAULT_API_CONCURRENCY
-    rpm = getattr(settings, "requests_per_minute", None)
+    # A backend that paces its own HTTP requests (`paces_requests`: Gemini's n calls, Firefly's uploads and polls
+    # each count against the provider's limit) is not paced again per call here.
+    rpm = None if getattr(backend, "paces_requests", False) else getattr(settings, "requests_per_minute", None)
     max_batch = int(getattr(settings, "max_batch", None) or 1) if can_batch(backend) else 1
     return BackendLimits(concurrency=max(1, int(concurrency)), requests_per_minute=rpm, max_batch=max(1, max_batch))
 

@@ -131,6 +131,7 @@ def run_batch(
         stop=stop or StopSignal(),  # wakes waiting jobs at once: no polling
         skip_misconfigured=True,
         hosted=hosted_by(policy),
+        fallback_on_rejected=policy.fallback_on_rejected,
     )
     router = Router(policy, backends, ledger)
     capacity = getattr(engine, "capacity", lambda: 4)()
