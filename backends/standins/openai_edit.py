@@ -135,6 +135,8 @@ def _resolve_ref(server: FakeOpenAIServer, ref: Any, param: str) -> Image.Image:
         entry = server.files.get(ref["file_id"]) if isinstance(ref["file_id"], str) else None
         if entry is None:
             raise bad(f"No such File object: '{ref['file_id']}'.", f"{param}.file_id")
+        if entry["purpose"] in ("batch", "batch_output"):  # a JSONL file is no image
+            raise bad(f"File '{ref['file_id']}' (purpose {entry['purpose']}) is not an image.", f"{param}.file_id")
         return _open(entry["content"], param)
     url = ref["image_url"]
     if not isinstance(url, str) or len(url) > 20_971_520:
@@ -197,12 +199,25 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+_RESIZED: dict[tuple[bytes, tuple[int, int]], Image.Image] = {}  # many requests share one input (batches of 1000s)
+
+
+def _resized(first: Image.Image, size: tuple[int, int]) -> Image.Image:
+    key = (hashlib.sha1(first.mode.encode() + repr(first.size).encode() + first.tobytes()).digest(), size)
+    hit = _RESIZED.get(key)
+    if hit is None:
+        if len(_RESIZED) >= 32:
+            _RESIZED.clear()
+        hit = _RESIZED[key] = first.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
+    return hit.copy()
+
+
 def _paint(
     first: Image.Image, mask: Image.Image | None, size: tuple[int, int], prompt: str, k: int, transparent: bool
 ) -> Image.Image:
     digest = hashlib.sha256(f"{prompt}|{k}".encode()).digest()
     colour = (digest[0], digest[1], digest[2], 0 if transparent else 255)
-    out = first.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
+    out = _resized(first, size)
     if mask is not None:
         region = mask.getchannel("A").resize(size, Image.Resampling.NEAREST).point(lambda a: 255 if a == 0 else 0)
         out.paste(Image.new("RGBA", size, colour), (0, 0), region)
