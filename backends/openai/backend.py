@@ -188,9 +188,15 @@ class OpenAIEditBackend:
     ) -> EditResult:
         """The `EditResult` of a 200's raw body (just received, or saved in the journal; `resumed`: nothing was
         sent now): no I/O. A 200 that cannot be decoded was billed all the same: the error says what it cost."""
+        body = _json_body(raw, 200, headers)
+        return self.result_from_body(request, body, attempts, http_s, start, resumed=resumed)
+
+    def result_from_body(
+        self, request: EditRequest, body: Any, attempts: int, http_s: float, start: float, *, resumed: bool = False
+    ) -> EditResult:
+        """`result_from_raw` for an answer already parsed from JSON (a Batch API output line carries it)."""
         s = self.settings
         encoding = wire.encoding_for(request)
-        body = _json_body(raw, 200, headers)
         try:
             parsed = wire.parse_response(body)
         except EditError as exc:
