@@ -41,6 +41,7 @@ from pipeline.routing.rules import When
 Hosting = Literal["api", "self-hosted"]
 KIND_HOSTING: dict[str, Hosting] = {
     "openai": "api",
+    "openai-batch": "api",
     "sdxl": "self-hosted",
     "qwen-edit": "self-hosted",
     "flux2-klein": "self-hosted",
