@@ -192,11 +192,19 @@ class OpenAIEditBackend:
         return self.result_from_body(request, body, attempts, http_s, start, resumed=resumed)
 
     def result_from_body(
-        self, request: EditRequest, body: Any, attempts: int, http_s: float, start: float, *, resumed: bool = False
+        self,
+        request: EditRequest,
+        body: Any,
+        attempts: int,
+        http_s: float,
+        start: float,
+        *,
+        resumed: bool = False,
+        encoding: str | None = None,
     ) -> EditResult:
         """`result_from_raw` for an answer already parsed from JSON (a Batch API output line carries it)."""
         s = self.settings
-        encoding = wire.encoding_for(request)
+        encoding = encoding or wire.encoding_for(request)
         try:
             parsed = wire.parse_response(body)
         except EditError as exc:

@@ -160,8 +160,8 @@ class OpenAIBatchBackend(OpenAIEditBackend):
         result = batch_wire.parse_line(raw)
         if not result.ok:
             raise batch_wire.line_error(result, key_source=self._key_source)
-        out = self.result_from_body(request, result.body, 1, 0.0, time.perf_counter())
-        extras = {**out.extras, "encoding": "json", "batch_id": batch_id, "custom_id": result.custom_id}
+        out = self.result_from_body(request, result.body, 1, 0.0, time.perf_counter(), encoding="batch")
+        extras = {**out.extras, "batch_id": batch_id, "custom_id": result.custom_id}
         return replace(out, extras=extras)
 
     def line_error(self, result: LineResult) -> EditError:
@@ -174,7 +174,8 @@ class OpenAIBatchBackend(OpenAIEditBackend):
 
     def _request(self, method: str, path: str, *, retry: bool = True, **kwargs: Any) -> httpx.Response:
         """One API call with the SDK's retry rule. `retry=False` (creating a batch: not idempotent) never resends a
-        request that went out: a lost answer is `OutcomeUnknown` and the caller looks the batch up by metadata."""
+        request that may have gone out: a lost answer is `OutcomeUnknown`, an error answer raised as it is, and the
+        caller looks the batch up by its metadata before creating it again."""
         s = self.settings
         key = self._read_key()
         params = {**kwargs.pop("params", {}), **({"api-version": s.api_version} if s.api_version else {})}
@@ -196,7 +197,7 @@ class OpenAIBatchBackend(OpenAIEditBackend):
             if response.status_code < 400:
                 return response
             body = _json(response)
-            if attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
+            if retry and attempt < s.max_retries and wire.should_retry(response.status_code, response.headers, body):
                 self._sleep(wire.backoff_delay(attempt, response.headers))
                 attempt += 1
                 continue
@@ -204,8 +205,11 @@ class OpenAIBatchBackend(OpenAIEditBackend):
                 response.status_code, response.headers, body, key_source=self._key_source, secret=key
             )
 
-    def upload(self, data: bytes, filename: str, purpose: str, content_type: str) -> dict[str, Any]:
-        """`POST /files` (multipart `file` + `purpose`, as the SDK sends it): the File object."""
+    def upload(self, data: bytes | IO[bytes], filename: str, purpose: str, content_type: str) -> dict[str, Any]:
+        """`POST /files` (multipart `file` + `purpose`, as the SDK sends it): the File object. `data` may be an open
+        file (an input file of up to 200 MB is streamed from disk)."""
+        if not isinstance(data, bytes):
+            data.seek(0)
         response = self._request(
             "POST", "/files", files={"file": (filename, data, content_type)}, data={"purpose": purpose}
         )
@@ -213,6 +217,16 @@ class OpenAIBatchBackend(OpenAIEditBackend):
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             raise BackendUnavailable(f"POST /files answered without a file id: {str(obj)[:200]!r}")
         return obj
+
+    def file_exists(self, file_id: str) -> bool:
+        """`GET /files/{id}`: whether the provider still has this file (an upload recorded earlier may be gone)."""
+        try:
+            self._request("GET", f"/files/{file_id}")
+        except BackendMisconfigured as exc:
+            if "not found" in exc.message:
+                return False
+            raise
+        return True
 
     def create(self, input_file_id: str, metadata: Mapping[str, str]) -> BatchInfo:
         """`POST /batches`. Not retried once sent: a lost answer is `OutcomeUnknown` (look it up: `find`)."""

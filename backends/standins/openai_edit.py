@@ -199,17 +199,23 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-_RESIZED: dict[tuple[bytes, tuple[int, int]], Image.Image] = {}  # many requests share one input (batches of 1000s)
+_CACHE: dict[tuple[str, bytes, tuple[int, int]], Image.Image] = {}  # requests share inputs (batches of 1000s)
 
 
-def _resized(first: Image.Image, size: tuple[int, int]) -> Image.Image:
-    key = (hashlib.sha1(first.mode.encode() + repr(first.size).encode() + first.tobytes()).digest(), size)
-    hit = _RESIZED.get(key)
+def _scaled(what: str, img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` resized to `size` (what="image": the picture, RGBA; "region": the mask's transparent pixels as a
+    paste mask), computed once per content and size."""
+    key = (what, hashlib.sha1(img.mode.encode() + repr(img.size).encode() + img.tobytes()).digest(), size)
+    hit = _CACHE.get(key)
     if hit is None:
-        if len(_RESIZED) >= 32:
-            _RESIZED.clear()
-        hit = _RESIZED[key] = first.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
-    return hit.copy()
+        if len(_CACHE) >= 64:
+            _CACHE.clear()
+        if what == "image":
+            hit = img.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
+        else:
+            hit = img.getchannel("A").resize(size, Image.Resampling.NEAREST).point(lambda a: 255 if a == 0 else 0)
+        _CACHE[key] = hit
+    return hit
 
 
 def _paint(
@@ -217,10 +223,12 @@ def _paint(
 ) -> Image.Image:
     digest = hashlib.sha256(f"{prompt}|{k}".encode()).digest()
     colour = (digest[0], digest[1], digest[2], 0 if transparent else 255)
-    out = _resized(first, size)
+    out = _scaled("image", first, size).copy()
     if mask is not None:
-        region = mask.getchannel("A").resize(size, Image.Resampling.NEAREST).point(lambda a: 255 if a == 0 else 0)
-        out.paste(Image.new("RGBA", size, colour), (0, 0), region)
+        region = _scaled("region", mask, size)
+        box = region.getbbox()  # paint only where the mask allows (a fill over the whole canvas is slow)
+        if box is not None:
+            out.paste(colour, box, region.crop(box))
     else:
         out = Image.blend(out, Image.new("RGBA", size, colour[:3] + (255,)), 0.3)
     return out
