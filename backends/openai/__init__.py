@@ -14,11 +14,14 @@ This package is `backends.openai`, never the `openai` SDK: code here imports abs
 
 from backends.openai.backend import DEFAULT_BASE_URL, DEFAULT_MODEL, OpenAIEditBackend, Settings
 from backends.openai.batch import OpenAIBatchBackend
+from backends.openai.batch_wire import BatchLineCancelled, BatchLineExpired
 from backends.openai.wire import encoding_for, file_parts, form_fields, json_body
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MODEL",
+    "BatchLineCancelled",
+    "BatchLineExpired",
     "OpenAIBatchBackend",
     "OpenAIEditBackend",
     "Settings",

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from decimal import Decimal
 from typing import IO, Any, Literal
 
 import httpx
@@ -154,6 +153,24 @@ class OpenAIBatchBackend(OpenAIEditBackend):
             self._check_json(request)
         return wire.json_body(request, self.settings.model, takes_input_fidelity=self.capabilities.input_fidelity)
 
+    def request_line(
+        self, custom_id: str, request: EditRequest, upload: Callable[[InputImage, str], str] | None
+    ) -> bytes:
+        """The request as one JSONL line of an input file (`line_body`, wrapped as the Batch API wants it)."""
+        return batch_wire.request_line(custom_id, self.line_body(request, upload))
+
+    def metadata(self, run_key: str, batch_key: str) -> dict[str, str]:
+        """What a batch's `metadata` carries: the output folder's key and the batch's own (to find it by listing)."""
+        return {batch_wire.RUN_KEY: run_key, batch_wire.BATCH_KEY: batch_key}
+
+    custom_id_of = staticmethod(batch_wire.custom_id_of)
+    parse_line = staticmethod(batch_wire.parse_line)
+
+    @staticmethod
+    def content_key(img: InputImage) -> str:
+        """What identifies an image for upload reuse: the sha256 of its bytes."""
+        return hashlib.sha256(img.read()).hexdigest()
+
     def result_from_line(self, request: EditRequest, raw: bytes | Mapping[str, Any], batch_id: str) -> EditResult:
         """The job's `EditResult` from its output line, billed from the line's `usage` at Batch rates (a line that
         is an error raises it: `batch_wire.line_error`)."""
@@ -164,7 +181,10 @@ class OpenAIBatchBackend(OpenAIEditBackend):
         extras = {**out.extras, "batch_id": batch_id, "custom_id": result.custom_id}
         return replace(out, extras=extras)
 
-    def line_error(self, result: LineResult) -> EditError:
+    def line_error(self, result: LineResult | Mapping[str, Any]) -> EditError:
+        """A failed line's error (a `LineResult`, or its fields as kept in the ledger)."""
+        if not isinstance(result, LineResult):
+            result = LineResult(**result)
         return batch_wire.line_error(result, key_source=self._key_source)
 
     # ---- HTTP --------------------------------------------------------------------------------------------
@@ -300,20 +320,6 @@ def _by_reference(request: EditRequest, upload: Callable[[InputImage, str], str]
     one = len(request.images) == 1
     images = tuple(ref(img, "image" if one else f"image[{i}]") for i, img in enumerate(request.images))
     return replace(request, images=images, mask=ref(request.mask, "mask"), markup=ref(request.markup, "markup"))
-
-
-def image_digest(img: InputImage) -> str:
-    """What identifies an image for upload reuse: its bytes."""
-    return hashlib.sha256(img.read()).hexdigest()
-
-
-def line_cost(prices: ModelPrices, body: Mapping[str, Any]) -> Decimal | None:
-    """What an ImagesResponse's `usage` costs at these rates (None without usage)."""
-    usage, text_out, image_out = wire._parse_usage(body.get("usage"))
-    if usage is None:
-        return None
-    parsed = wire.ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out)
-    return wire.cost_from_usage(parsed, prices)
 
 
 def _json(response: httpx.Response) -> Any:

@@ -39,8 +39,7 @@ from typing import Any
 from backends.base import EditRequest, EditResult
 from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.images import InputImage
-from backends.openai import batch_wire
-from backends.openai.batch import image_digest
+from backends.openai import BatchLineCancelled, BatchLineExpired
 from pipeline.deadlines import Deadline
 from pipeline.ledger import BatchLine, BatchRow, Ledger, LineSpec
 from pipeline.run.batch_tracker import Tracker, encode_error, stored_error
@@ -124,7 +123,7 @@ class BatchLane:
         if not self.stopping and left is not None and left >= self.window_ms:
             log.info("%s: job %s's line %s before it ran; sending it again", self.name, line.job_id, line.state)
             return self._queue(request, journal, line.deadline_at)
-        cls = batch_wire.BatchLineExpired if line.state == "expired" else batch_wire.BatchLineCancelled
+        cls = BatchLineExpired if line.state == "expired" else BatchLineCancelled
         why = "its deadline leaves less than a whole window" if left is not None else "it has no deadline"
         return _failed(cls(f"batch {row.batch_id}: the line was {line.state} before it ran (not billed); {why}"))
 
@@ -136,7 +135,7 @@ class BatchLane:
                 raw = fh.read(line.out_length or 0)
         except OSError:
             raw = b""
-        if len(raw) != (line.out_length or 0) or batch_wire.custom_id_of(raw) != line.custom_id:
+        if len(raw) != (line.out_length or 0) or self.backend.custom_id_of(raw) != line.custom_id:
             # the downloaded answers are gone (removed by hand): fetch them again, they are paid for
             Tracker(self, row.id).download(row, OUTPUT, row.output_file_id)
             return self._answer(request, self.ledger.batch_row(row.id) or row, line)
@@ -145,7 +144,7 @@ class BatchLane:
     def _queue(self, request: EditRequest, journal: Any, deadline_at: int | None) -> Future[Any]:
         self.backend.check(request)
         upload = self._upload if self.settings.image_upload == "files" else None
-        raw = batch_wire.request_line(journal.job_id, self.backend.line_body(request, upload))
+        raw = self.backend.request_line(journal.job_id, request, upload)
         if len(raw) > self.settings.max_bytes_per_file:
             raise InvalidRequest(
                 f"as a batch line this job is {len(raw):,} bytes, above max_bytes_per_file "
@@ -194,7 +193,7 @@ class BatchLane:
     def _upload(self, img: InputImage, field: str) -> str:
         """The file id of this image's content: uploaded once (in this run, or recorded from an earlier one and
         still on the provider's side)."""
-        digest = image_digest(img)
+        digest = self.backend.content_key(img)
         purpose = self.settings.image_file_purpose
         with self._cond:
             mine = digest not in self._uploads

@@ -18,6 +18,7 @@ they stop where they are and a rerun resumes them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from backends import errors as errs
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, OutcomeUnknown
-from backends.openai import batch_wire
-from backends.openai.batch_wire import BatchInfo, LineResult
+from backends.openai import BatchLineCancelled, BatchLineExpired
 from pipeline.ledger import BatchRow
 from pipeline.run.files import fsync_dir
 
@@ -47,8 +47,8 @@ _ERRORS = {
         errs.BackendUnavailable,
         errs.BackendMisconfigured,
         errs.ContentRejected,
-        batch_wire.BatchLineExpired,
-        batch_wire.BatchLineCancelled,
+        BatchLineExpired,
+        BatchLineCancelled,
     )
 }
 
@@ -57,16 +57,9 @@ def encode_error(exc: EditError) -> str:
     return json.dumps({"error_class": type(exc).__name__, "message": exc.message})
 
 
-def encode_line_error(result: LineResult) -> str:
-    return json.dumps(
-        {
-            "custom_id": result.custom_id,
-            "status_code": result.status_code,
-            "body": result.body,
-            "error_code": result.error_code,
-            "error_message": result.error_message,
-        }
-    )
+def encode_line_error(result: Any) -> str:
+    """A failed line's result (the backend's `LineResult`) as the ledger keeps it."""
+    return json.dumps({"line": dataclasses.asdict(result)})
 
 
 def stored_error(text: str | None, backend: Any) -> EditError:
@@ -74,8 +67,8 @@ def stored_error(text: str | None, backend: Any) -> EditError:
     data = json.loads(text or "{}")
     if "error_class" in data:
         return _ERRORS.get(data["error_class"], BackendUnavailable)(str(data.get("message") or "batch failed"))
-    if "custom_id" in data:
-        return backend.line_error(LineResult(**data))
+    if "line" in data:
+        return backend.line_error(data["line"])
     return BackendUnavailable("the batch line failed (no error recorded)")
 
 
@@ -132,9 +125,9 @@ class Tracker(threading.Thread):
     # ---- 1. create, or find -----------------------------------------------------------------------------------
 
     def _metadata(self, row: BatchRow) -> dict[str, str]:
-        return {batch_wire.RUN_KEY: self.ledger.batch_run_key(), batch_wire.BATCH_KEY: row.local_key}
+        return self.backend.metadata(self.ledger.batch_run_key(), row.local_key)
 
-    def _created(self, row: BatchRow) -> BatchInfo | None:
+    def _created(self, row: BatchRow) -> Any | None:
         """The batch upstream (created now if it never was); None when it will not be made (its lines are
         recorded failed or cancelled)."""
         if row.batch_id:
@@ -160,7 +153,7 @@ class Tracker(threading.Thread):
         self.ledger.batch_created(row.id, info.id, info.status)
         return info
 
-    def _try_create(self, row: BatchRow, metadata: dict[str, str]) -> BatchInfo | None:
+    def _try_create(self, row: BatchRow, metadata: dict[str, str]) -> Any | None:
         """Create it; None when the answer says nothing certain (lost, a server error): look it up then."""
         if self.stopping:
             return None
@@ -173,7 +166,7 @@ class Tracker(threading.Thread):
             log.warning("%s: creating a batch: %s; looking it up before trying again", self.lane.name, exc)
             return None
 
-    def _find(self, row: BatchRow, metadata: dict[str, str]) -> BatchInfo | None:
+    def _find(self, row: BatchRow, metadata: dict[str, str]) -> Any | None:
         try:
             return self.backend.find(metadata, created_after=row.created_at // 1000 - LOOK_BACK_S)
         except BackendMisconfigured:
@@ -190,7 +183,7 @@ class Tracker(threading.Thread):
 
     # ---- 2. poll -----------------------------------------------------------------------------------------------
 
-    def _retrieve(self, batch_id: str) -> BatchInfo:
+    def _retrieve(self, batch_id: str) -> Any:
         delay = self.lane.settings.poll_interval
         while True:
             try:
@@ -202,7 +195,7 @@ class Tracker(threading.Thread):
                 self._sleep(delay)
                 delay = min(delay * 2, self.lane.settings.poll_max_interval)
 
-    def _poll(self, row: BatchRow, info: BatchInfo) -> BatchInfo:
+    def _poll(self, row: BatchRow, info: Any) -> Any:
         s = self.lane.settings
         delay = s.poll_interval
         cancelled = False
@@ -244,17 +237,17 @@ class Tracker(threading.Thread):
         log.debug("%s: %s saved in %s/", self.lane.name, file_id, LANE_FOLDER)
         return path
 
-    def collect(self, row: BatchRow, info: BatchInfo) -> None:
+    def collect(self, row: BatchRow, info: Any) -> None:
         out_path = self.download(row, "output.jsonl", info.output_file_id)
         err_path = self.download(row, "errors.jsonl", info.error_file_id)
         waiting = {ln.custom_id for ln in self.ledger.batch_lines(row.id) if ln.state == "submitted"}
         updates: dict[str, tuple[str, str, int | None, int | None, str | None]] = {}
         for offset, raw in _lines(out_path):
-            cid = batch_wire.custom_id_of(raw)
+            cid = self.backend.custom_id_of(raw)
             if cid in waiting:
                 updates[cid] = (cid, "completed", offset, len(raw), None)
         for _, raw in _lines(err_path):
-            result = batch_wire.parse_line(raw)
+            result = self.backend.parse_line(raw)
             if result.custom_id in waiting and result.custom_id not in updates:
                 state = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(
                     result.error_code or "", "failed"
