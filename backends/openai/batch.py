@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
+from decimal import Decimal
 from typing import IO, Any, Literal
 
 import httpx
@@ -180,6 +181,15 @@ class OpenAIBatchBackend(OpenAIEditBackend):
         out = self.result_from_body(request, result.body, 1, 0.0, time.perf_counter(), encoding="batch")
         extras = {**out.extras, "batch_id": batch_id, "custom_id": result.custom_id}
         return replace(out, extras=extras)
+
+    def line_cost(self, raw: bytes) -> Decimal | None:
+        """What an output line was billed: its usage at this lane's Batch rates (None: the line has no usage)."""
+        usage, text_out, image_out = wire._parse_usage(batch_wire.usage_of(raw))
+        if usage is None:
+            return None
+        return wire.cost_from_usage(
+            wire.ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out), self.prices
+        )
 
     def line_error(self, result: LineResult | Mapping[str, Any]) -> EditError:
         """A failed line's error (a `LineResult`, or its fields as kept in the ledger)."""

@@ -33,6 +33,8 @@ METADATA_MAX_VALUE = 512  # "Values are strings with a maximum length of 512 cha
 RUN_KEY = "editroute_run"
 BATCH_KEY = "editroute_batch"
 _CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_USAGE = re.compile(rb'"usage"\s*:\s*\{')
+_TAIL = 4096  # an ImagesResponse's `usage` comes after its images: look for it in the line's last bytes first
 
 
 class BatchLineExpired(BackendUnavailable):
@@ -127,6 +129,21 @@ def custom_id_of(line: bytes) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def usage_of(line: bytes) -> Any:
+    """An output line's `response.body.usage` without decoding its images (the line is parsed whole only when
+    `usage` is not near its end)."""
+    start = max(0, len(line) - _TAIL)
+    for m in reversed(list(_USAGE.finditer(line, start))):
+        try:
+            value, _ = json.JSONDecoder().raw_decode(line[m.end() - 1 :].decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(value, Mapping) and "output_tokens" in value:
+            return value
+    body = (parse_line(line).body or {}) if line.strip() else {}
+    return body.get("usage") if isinstance(body, Mapping) else None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ accept/reject decisions on outputs and the review page's index of a run; batches
 batches and lines. Below it: routing (the
 spend periods) and `backends.errors`."""
 
-from pipeline.ledger.batches import FINAL_STATUSES, BatchLine, BatchRow, LineSpec
+from pipeline.ledger.batches import FINAL_STATUSES, BatchLine, BatchRow, LineSpec, LineUpdate
 from pipeline.ledger.reviews import DECISIONS, UNDECIDED, Review, ReviewFilter
 from pipeline.ledger.schema import (
     DB_NAME,
@@ -40,6 +40,7 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "LineSpec",
+    "LineUpdate",
     "Ledger",
     "OrphanHolds",
     "Review",

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from pipeline.ledger.schema import from_nusd, now_ms
+from pipeline.ledger.schema import from_nusd, now_ms, to_nusd
 
 FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")
 
@@ -47,6 +47,18 @@ class LineSpec:
 
 
 @dataclass(frozen=True)
+class LineUpdate:
+    """A line's fate, as collecting its batch found it."""
+
+    custom_id: str
+    state: str  # completed | failed | expired | cancelled
+    offset: int | None = None  # its answer in the downloaded output file
+    length: int | None = None
+    error: str | None = None
+    cost: Decimal | None = None  # billed (completed lines)
+
+
+@dataclass(frozen=True)
 class BatchLine:
     batch: int
     custom_id: str
@@ -60,6 +72,7 @@ class BatchLine:
     out_offset: int | None
     out_length: int | None
     error: str | None
+    cost_nusd: int | None = None  # what the line was billed (its usage at Batch rates), once collected
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class BatchesMixin:
         def _conn(self) -> sqlite3.Connection: ...
 
         def _write(self, *, durable: bool = False) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _owner_alive(self, owner: str | None, host: str | None = None) -> bool: ...
 
     # ---- identity and uploads ------------------------------------------------------------------------------
 
@@ -214,22 +229,63 @@ class BatchesMixin:
                 (status, completed, failed, output_file_id, error_file_id, error, t, status, t, row_id),
             )
 
-    def batch_collected(
-        self, row_id: int, updates: Sequence[tuple[str, str, int | None, int | None, str | None]]
-    ) -> None:
-        """The answers are on disk: each line's (custom_id, state, offset, length, error), in one transaction."""
+    def batch_collected(self, row_id: int, updates: Sequence[LineUpdate]) -> None:
+        """The answers are on disk: each line's state, where its answer is, its error or what it was billed, in one
+        transaction."""
         t = now_ms()
         with self._write() as conn:
             conn.executemany(
-                "UPDATE batch_lines SET state=?, out_offset=?, out_length=?, error=? "
+                "UPDATE batch_lines SET state=?, out_offset=?, out_length=?, error=?, cost_nusd=? "
                 "WHERE batch=? AND custom_id=? AND state='submitted'",
-                [(state, off, length, err, row_id, cid) for cid, state, off, length, err in updates],
+                [
+                    (
+                        u.state,
+                        u.offset,
+                        u.length,
+                        u.error,
+                        None if u.cost is None else to_nusd(u.cost),
+                        row_id,
+                        u.custom_id,
+                    )
+                    for u in updates
+                ],
             )
             conn.execute("UPDATE batches SET collected_at=?, updated_at=? WHERE id=?", (t, t, row_id))
 
     def batch_cleaned(self, row_id: int) -> None:
         with self._write() as conn:
             conn.execute("UPDATE batches SET cleaned_at=?, updated_at=? WHERE id=?", (now_ms(), now_ms(), row_id))
+
+    def settle_batch_lines(self, row_id: int) -> tuple[int, int]:
+        """A collected batch no live run is following (`editroute batch cancel` after the run stopped): bill each
+        answered line's hold at what it was billed, release the holds of lines that never ran (nothing billed).
+        Holds a live run owns are left to it. Returns (settled, released)."""
+        settled = released = 0
+        t = now_ms()
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT l.state, l.cost_nusd, a.id, a.owner FROM batch_lines l JOIN attempts a ON a.id=l.attempt_id "
+                "WHERE l.batch=? AND l.state!='requeued' AND a.state='reserved'",
+                (row_id,),
+            ).fetchall()
+            for state, cost, attempt_id, owner in rows:
+                if owner != self.owner and self._owner_alive(owner):
+                    continue
+                if state == "completed":
+                    conn.execute(
+                        "UPDATE attempts SET state='settled', cost_nusd=?, ended_at=?, outcome=NULL, hold_until=NULL "
+                        "WHERE id=?",
+                        (cost or 0, t, attempt_id),
+                    )
+                    settled += 1
+                elif state in ("cancelled", "expired", "failed"):
+                    conn.execute(
+                        "UPDATE attempts SET state='released', ended_at=?, outcome=NULL, hold_until=NULL, "
+                        "error=? WHERE id=?",
+                        (t, f"its batch line was {state}: it did not run, nothing was billed", attempt_id),
+                    )
+                    released += 1
+        return settled, released
 
     # ---- reading -------------------------------------------------------------------------------------------
 
@@ -280,13 +336,11 @@ class BatchesMixin:
         return [(row["backend"], int(row["attempt_id"]), row["created_at"] / 1000)]
 
     def batch_charged(self, row_id: int) -> Decimal:
-        """What this batch's lines were billed (settled attempts of its completed lines)."""
+        """What this batch's lines were billed: each answered line's usage at Batch rates, recorded when collected."""
         nusd = (
             self._conn()
             .execute(
-                "SELECT COALESCE(SUM(a.cost_nusd), 0) FROM batch_lines l JOIN attempts a ON a.id=l.attempt_id "
-                "WHERE l.batch=? AND l.state='completed' AND a.state='settled'",
-                (row_id,),
+                "SELECT COALESCE(SUM(cost_nusd), 0) FROM batch_lines WHERE batch=? AND state='completed'", (row_id,)
             )
             .fetchone()[0]
         )

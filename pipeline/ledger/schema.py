@@ -117,7 +117,7 @@ MIGRATIONS: list[str] = [
       attempt_id INTEGER NOT NULL, deadline_at INTEGER,
       state TEXT NOT NULL CHECK(state IN ('submitted','completed','failed','expired','cancelled','requeued')),
       in_offset INTEGER NOT NULL, in_length INTEGER NOT NULL, out_offset INTEGER, out_length INTEGER, error TEXT,
-      PRIMARY KEY(batch, custom_id));
+      cost_nusd INTEGER, PRIMARY KEY(batch, custom_id));
     CREATE INDEX batch_lines_job ON batch_lines(job_id, idempotency_key);
     CREATE INDEX batch_lines_attempt ON batch_lines(attempt_id);
     """,

@@ -41,7 +41,7 @@ from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.images import InputImage
 from backends.openai import BatchLineCancelled, BatchLineExpired
 from pipeline.deadlines import Deadline
-from pipeline.ledger import BatchLine, BatchRow, Ledger, LineSpec
+from pipeline.ledger import BatchLine, BatchRow, Ledger, LineSpec, LineUpdate
 from pipeline.run.batch_tracker import Tracker, encode_error, stored_error
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ class BatchLane:
     def _fail_batch(self, row_id: int, spool: _Spool, exc: EditError) -> None:
         err = encode_error(exc)
         self.ledger.batch_progress(row_id, "failed", failed=len(spool.entries), error=exc.message)
-        self.ledger.batch_collected(row_id, [(e.spec.custom_id, "failed", None, None, err) for e in spool.entries])
+        self.ledger.batch_collected(row_id, [LineUpdate(e.spec.custom_id, "failed", error=err) for e in spool.entries])
         self.wake(row_id)
 
     # ---- waking parked jobs ----------------------------------------------------------------------------------

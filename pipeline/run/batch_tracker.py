@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from backends import errors as errs
 from backends.errors import BackendMisconfigured, BackendUnavailable, EditError, InvalidRequest, OutcomeUnknown
 from backends.openai import BatchLineCancelled, BatchLineExpired
-from pipeline.ledger import BatchRow
+from pipeline.ledger import BatchRow, LineUpdate
 from pipeline.run.files import fsync_dir
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class Tracker(threading.Thread):
         lines = self.ledger.batch_lines(row.id)
         err = encode_error(exc) if exc is not None else None
         self.ledger.batch_progress(row.id, state, failed=len(lines), error=exc.message if exc else "never created")
-        self.ledger.batch_collected(row.id, [(ln.custom_id, state, None, None, err) for ln in lines])
+        self.ledger.batch_collected(row.id, [LineUpdate(ln.custom_id, state, error=err) for ln in lines])
 
     # ---- 2. poll -----------------------------------------------------------------------------------------------
 
@@ -241,24 +241,24 @@ class Tracker(threading.Thread):
         out_path = self.download(row, "output.jsonl", info.output_file_id)
         err_path = self.download(row, "errors.jsonl", info.error_file_id)
         waiting = {ln.custom_id for ln in self.ledger.batch_lines(row.id) if ln.state == "submitted"}
-        updates: dict[str, tuple[str, str, int | None, int | None, str | None]] = {}
+        updates: dict[str, LineUpdate] = {}
         for offset, raw in _lines(out_path):
             cid = self.backend.custom_id_of(raw)
             if cid in waiting:
-                updates[cid] = (cid, "completed", offset, len(raw), None)
+                updates[cid] = LineUpdate(cid, "completed", offset, len(raw), cost=self.backend.line_cost(raw))
         for _, raw in _lines(err_path):
             result = self.backend.parse_line(raw)
             if result.custom_id in waiting and result.custom_id not in updates:
                 state = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(
                     result.error_code or "", "failed"
                 )
-                updates[result.custom_id] = (result.custom_id, state, None, None, encode_line_error(result))
+                updates[result.custom_id] = LineUpdate(result.custom_id, state, error=encode_line_error(result))
         missing = BackendUnavailable(
             f"batch {info.id} {info.status} without this line" + (f": {'; '.join(info.errors)}" if info.errors else "")
         )
         for cid in waiting - set(updates):  # in neither file: an expired or cancelled batch never ran it
             state = info.status if info.status in ("expired", "cancelled") else "failed"
-            updates[cid] = (cid, state, None, None, encode_error(missing) if state == "failed" else None)
+            updates[cid] = LineUpdate(cid, state, error=encode_error(missing) if state == "failed" else None)
         self.ledger.batch_progress(
             row.id,
             info.status,
@@ -269,7 +269,7 @@ class Tracker(threading.Thread):
             error="; ".join(info.errors) or None,
         )
         self.ledger.batch_collected(row.id, list(updates.values()))
-        done = sum(1 for u in updates.values() if u[1] == "completed")
+        done = sum(1 for u in updates.values() if u.state == "completed")
         log.info("%s: batch %s %s: %d of %d line(s) answered", self.lane.name, info.id, info.status, done, len(updates))
 
 
