@@ -163,7 +163,8 @@ def _comparisons(summary) -> list[str]:
     if lane.jobs:
         only = f"; {lane.lane_only} only a lane can run" if lane.lane_only else ""
         lines.append(
-            f"{'batch lanes':>16}: {_usd(lane.usd)} for {lane.jobs} jobs that can wait, {_usd(lane.sync_usd)} "
+            f"{'batch lanes':>16}: {_usd(lane.usd)} for {lane.jobs} job{'s' if lane.jobs != 1 else ''} that can wait, "
+            f"{_usd(lane.sync_usd)} "
             f"synchronously: saves {_usd(lane.sync_usd - lane.usd)}{only}"
         )
     for key, label in (("api", "all-API"), ("self-hosted", "all-self-hosted")):

@@ -214,10 +214,16 @@ def _lane_saving(
         summary.lanes.sync_usd += sync_usd
         if keep:
             summary.lane_savings[job.id] = (alt, sync_usd, sync_usd - lane_usd)
-        line = (
-            f"batch lane {decision.backend} saves {usd(sync_usd - lane_usd)} vs {alt}: {usd(lane_usd)} instead of "
-            f"{usd(sync_usd)} (synchronous; results within its window instead of now)"
-        )
+        if sync_usd >= lane_usd:
+            line = (
+                f"batch lane {decision.backend} saves {usd(sync_usd - lane_usd)} vs {alt}: {usd(lane_usd)} instead of "
+                f"{usd(sync_usd)} (synchronous; results within its window instead of now)"
+            )
+        else:  # a rule sent it to the lane although a synchronous backend is cheaper still
+            line = (
+                f"batch lane {decision.backend} costs {usd(lane_usd - sync_usd)} more than {alt} ({usd(sync_usd)}, "
+                f"synchronous), which this policy would pick if the job could not wait"
+            )
     return replace(decision, reasons=(*decision.reasons, line))
 
 
