@@ -52,7 +52,7 @@ class Settings(SyncSettings):
     completion_window: Literal["24h"] = "24h"  # the only window the API offers
     max_requests_per_batch: int = Field(default=batch_wire.MAX_REQUESTS, ge=1, le=batch_wire.MAX_REQUESTS)
     max_bytes_per_file: int = Field(default=batch_wire.MAX_FILE_BYTES, ge=1024, le=batch_wire.MAX_FILE_BYTES)
-    poll_interval: float = Field(default=15.0, gt=0)  # seconds before the first status check, doubling ...
+    poll_interval: float = Field(default=2.0, gt=0)  # seconds before the first status check, doubling ...
     poll_max_interval: float = Field(default=300.0, gt=0)  # ... up to this
     image_upload: Literal["files", "data_url"] = "files"  # see docs/batch-lane.md for the measured difference
     image_file_purpose: Literal["vision", "user_data"] = "vision"

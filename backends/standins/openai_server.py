@@ -102,6 +102,7 @@ class RecordedRequest:
     status: int = 0
     json: dict | None = None  # a JSON body, as received (data URLs included)
     received_at: float = 0.0  # time.time() when the request had fully arrived
+    body_bytes: int = 0  # the request body's size on the wire
     answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
     delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
     billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
@@ -409,7 +410,7 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type", ""),
         )
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        rec.received_at = time.time()
+        rec.received_at, rec.body_bytes = time.time(), len(body)
         multipart = rec.content_type.startswith("multipart/form-data")
         if multipart:  # recorded even when refused later; fields known before answering (and to hooks)
             rec.payloads = _parse_multipart(rec, body)
