@@ -4,14 +4,11 @@ synchronous API (both on the loopback stand-in), and the ledger and stand-in rea
 from __future__ import annotations
 
 import json
-import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
 from backends.standins import FakeOpenAIServer
 from tests.imagery import image_bytes, mask_bytes
-
-STANDIN_KEY = "sk-standin-lane-test-0123456789"  # the loopback stand-in's key, not a real credential
 
 LANE_POLICY = """
 backends:
@@ -79,23 +76,6 @@ def write_jobs(folder: Path, count: int, *, deadline: str | None = "24h", prompt
     path = folder / "jobs.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def rows(out: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    try:
-        conn = sqlite3.connect(out / "editroute.db", timeout=5)
-    except sqlite3.OperationalError:
-        return []
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-
-
-def statuses(out: Path) -> dict[str, str]:
-    return dict(rows(out, "SELECT id, status FROM jobs"))
 
 
 def line_bills(api: FakeOpenAIServer) -> dict[str, list[Decimal]]:

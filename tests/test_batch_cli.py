@@ -14,8 +14,9 @@ from backends.pricing import load_prices
 from backends.standins import FakeOpenAIServer
 from pipeline.bench import CostOptions, build_report, headline
 from pipeline.cli import main
-from tests.crash_helpers import STANDIN_KEY, editroute_run, finish, kill, wait_for
-from tests.lane_helpers import line_bills, result_of, rows, statuses, write_jobs, write_policy
+from tests.crash_helpers import STANDIN_KEY, editroute_run, finish, kill, statuses, wait_for
+from tests.crash_helpers import ledger_rows as rows
+from tests.lane_helpers import line_bills, result_of, write_jobs, write_policy
 
 
 @pytest.fixture

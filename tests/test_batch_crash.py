@@ -12,8 +12,9 @@ from decimal import Decimal
 import pytest
 
 from backends.standins import FakeOpenAIServer
-from tests.crash_helpers import STANDIN_KEY, editroute_run, finish, kill, wait_for
-from tests.lane_helpers import line_bills, result_of, rows, statuses, write_jobs, write_policy
+from tests.crash_helpers import STANDIN_KEY, editroute_run, finish, kill, statuses, wait_for
+from tests.crash_helpers import ledger_rows as rows
+from tests.lane_helpers import line_bills, result_of, write_jobs, write_policy
 
 JOBS = 12
 
@@ -80,10 +81,14 @@ def test_kill_while_jobs_finish_from_the_batch(api, tmp_path):
     proc = editroute_run(manifest, policy, out, hook=f"outputs_pending:j0005:{marker}")
     wait_for(marker.exists, proc, why="job j0005 to be writing its outputs")
     kill(proc)
+    for answers in (out / ".batches").glob("*/output.jsonl"):  # even the downloaded answers lost: fetched again
+        answers.unlink()
     code, _, err = finish(editroute_run(manifest, policy, out))
     assert code == 0, err
     assert len(api.batch_creates) == 1
     assert_whole(api, out)
+    fetched = [r for r in api.requests if r.path.endswith("/content")]
+    assert len(fetched) == 2  # the output file: collected by the first run, then again for the rest of the jobs
 
 
 def test_random_kills_never_create_a_second_batch_or_pay_twice(api, tmp_path):

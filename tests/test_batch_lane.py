@@ -17,7 +17,9 @@ from backends.pricing import load_prices, token_cost
 from backends.standins import FakeOpenAIServer
 from pipeline.ledger import Ledger
 from pipeline.run import build_report, run_batch
-from tests.lane_helpers import STANDIN_KEY, line_bills, result_of, rows, statuses, write_jobs, write_policy
+from tests.crash_helpers import STANDIN_KEY, statuses
+from tests.crash_helpers import ledger_rows as rows
+from tests.lane_helpers import line_bills, result_of, write_jobs, write_policy
 
 
 @pytest.fixture
@@ -76,6 +78,40 @@ def test_batches_split_at_max_requests_per_batch(api, tmp_path):
     assert result.ok
     sizes = sorted(b["request_counts"]["total"] for b in api.batches.values())
     assert sizes == [5, 10, 10] and sum(len(v) for v in line_bills(api).values()) == 25
+
+
+def test_input_files_split_at_max_bytes_and_data_urls_travel_inline(api, tmp_path):
+    out = tmp_path / "out"
+    policy = write_policy(tmp_path, api.base_url, upload="data_url", extra="")
+    policy.write_text(
+        policy.read_text().replace(
+            "    image_upload: data_url", "    image_upload: data_url\n    max_bytes_per_file: 4096"
+        )
+    )
+    assert run_batch(write_jobs(tmp_path, 6), policy, out).ok
+    assert not [r for r in api.requests if r.path.endswith("/files") and r.fields.get("purpose") == "vision"]
+    inputs = [api.files[b["input_file_id"]]["content"] for b in api.batches.values()]
+    assert all(len(c) <= 4096 for c in inputs) and len(inputs) >= 2  # ~1 KB a line with its data URLs
+    assert sum(c.count(b"\n") for c in inputs) == 6
+    assert all(b'"image_url":"data:image/png;base64,' in c for c in inputs)
+    assert sorted(line_bills(api)) == sorted(statuses(out)) and len(statuses(out)) == 6
+
+
+def test_uploads_are_reused_across_runs_while_the_provider_has_them(key, tmp_path):
+    out = tmp_path / "out"
+    with FakeOpenAIServer(api_key=STANDIN_KEY) as first:
+        assert run_batch(write_jobs(tmp_path, 2), write_policy(tmp_path, first.base_url), out).ok
+        more = write_jobs(tmp_path, 4)  # same images, two new jobs
+        assert run_batch(more, write_policy(tmp_path, first.base_url), out).ok
+        purposes = [r.fields.get("purpose") for r in first.requests if r.path.endswith("/files") and r.method == "POST"]
+        assert purposes.count("vision") == 2  # the image and the mask, once for both runs
+    with FakeOpenAIServer(api_key=STANDIN_KEY) as second:  # an account that never saw those files
+        again = write_jobs(tmp_path / "x", 2, prompt="another backdrop")
+        assert run_batch(again, write_policy(tmp_path, second.base_url), out).ok
+        purposes = [
+            r.fields.get("purpose") for r in second.requests if r.path.endswith("/files") and r.method == "POST"
+        ]
+        assert purposes.count("vision") == 2  # checked (GET /files/{id}: 404) and uploaded afresh
 
 
 def test_urgent_jobs_go_synchronously_beside_the_batch(api, tmp_path):

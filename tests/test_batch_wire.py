@@ -317,6 +317,25 @@ def test_custom_id_is_read_without_parsing_a_whole_line():
         bw.parse_batch({"id": "b", "object": "file"})
 
 
+def test_usage_is_read_from_the_end_of_a_line():
+    usage = {"input_tokens": 9, "input_tokens_details": {"image_tokens": 7, "text_tokens": 2}, "output_tokens": 5}
+    body = {"data": [{"b64_json": "A" * 50000}], "usage": usage}
+    line = {
+        "id": "r",
+        "custom_id": "c",
+        "response": {"status_code": 200, "request_id": "q", "body": body},
+        "error": None,
+    }
+    assert bw.usage_of(json.dumps(line).encode()) == usage
+    early = {
+        "custom_id": "c",
+        "response": {"status_code": 200, "body": {"usage": usage, "data": [{"b64_json": "A" * 9000}]}},
+    }
+    assert bw.usage_of(json.dumps(early).encode()) == usage  # not near the end: the line is parsed whole
+    b = lane()
+    assert b.line_cost(json.dumps(line).encode()) == Decimal(2 * 2.5 + 7 * 4 + 5 * 15) / 10**6
+
+
 def test_request_line_is_the_json_edit_body():
     body = wire.json_body(make_request(mask=False), "gpt-image-2", takes_input_fidelity=False)
     line = json.loads(bw.request_line("j", body))

@@ -293,6 +293,10 @@ class BatchesMixin:
         row = self._conn().execute("SELECT * FROM batches WHERE id=?", (row_id,)).fetchone()
         return BatchRow.from_row(row) if row else None
 
+    def batch_key_known(self, local_key: str) -> bool:
+        """Some batch (of any lane) was recorded under this local key."""
+        return self._conn().execute("SELECT 1 FROM batches WHERE local_key=?", (local_key,)).fetchone() is not None
+
     def batch_rows(self, *, backend: str | None = None, uncollected: bool = False) -> list[BatchRow]:
         sql, args = "SELECT * FROM batches WHERE 1=1", []
         if backend is not None:

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 LANE_FOLDER = ".batches"  # in the output folder: input files being filled, downloaded output and error files
 INPUT, OUTPUT, ERRORS = "input.jsonl", "output.jsonl", "errors.jsonl"
 DRAIN_QUIET_S = 0.2  # once the runner has said no more jobs come: send after this long without a new line
+STALE_SPOOL_S = 3600  # an input file no batch names, untouched this long: left by a killed run, removed
 
 
 class LaneFuture(Future):
@@ -105,6 +106,8 @@ class BatchLane:
             return self._queue(request, journal, due)
         except EditError as exc:
             return _failed(exc.with_context(job_id=request.job_id, backend=self.name))
+        except OSError as exc:  # the input file or an answer on disk: the job takes the fallbacks
+            return _failed(BackendUnavailable(f"batch lane files in {self.folder}: {exc}", backend=self.name))
 
     def _known(self, request: EditRequest, journal: Any, line: BatchLine) -> Future[Any]:
         row = self.ledger.batch_row(line.batch)
@@ -127,7 +130,7 @@ class BatchLane:
         why = "its deadline leaves less than a whole window" if left is not None else "it has no deadline"
         return _failed(cls(f"batch {row.batch_id}: the line was {line.state} before it ran (not billed); {why}"))
 
-    def _answer(self, request: EditRequest, row: BatchRow, line: BatchLine) -> EditResult:
+    def _answer(self, request: EditRequest, row: BatchRow, line: BatchLine, *, again: bool = True) -> EditResult:
         path = Path(row.folder or self.folder / row.local_key) / OUTPUT
         try:
             with open(path, "rb") as fh:
@@ -136,9 +139,13 @@ class BatchLane:
         except OSError:
             raw = b""
         if len(raw) != (line.out_length or 0) or self.backend.custom_id_of(raw) != line.custom_id:
-            # the downloaded answers are gone (removed by hand): fetch them again, they are paid for
+            if not again:
+                raise BackendUnavailable(
+                    f"batch {row.batch_id}: the answer of line {line.custom_id!r} is not in its file"
+                )
+            # the downloaded answers are gone (removed, or the batch's files cleaned): fetch them again, paid for
             Tracker(self, row.id).download(row, OUTPUT, row.output_file_id)
-            return self._answer(request, self.ledger.batch_row(row.id) or row, line)
+            return self._answer(request, row, line, again=False)
         return self.backend.result_from_line(request, raw, row.batch_id or "")
 
     def _queue(self, request: EditRequest, journal: Any, deadline_at: int | None) -> Future[Any]:
@@ -344,11 +351,16 @@ class BatchLane:
             trackers = list(self._trackers.values())
         self._sender.join(timeout=30)
         for tracker in trackers:
-            tracker.join(timeout=5)
+            if tracker.ident is not None:  # (started)
+                tracker.join(timeout=5)
         for row in self.ledger.batch_rows(backend=self.name):
             if row.collected_at is not None and row.cleaned_at is None and self.ledger.batch_done_with(row.id):
                 _remove(Path(row.folder or self.folder / row.local_key))
                 self.ledger.batch_cleaned(row.id)
+        for folder in self.folder.glob("*") if self.folder.is_dir() else ():  # input files a killed run was filling
+            stale = folder.is_dir() and time.time() - folder.stat().st_mtime > STALE_SPOOL_S
+            if stale and not self.ledger.batch_key_known(folder.name):
+                _remove(folder)
 
 
 def open_lanes(backends: dict[str, Any], ledger: Ledger, out_dir: str | Path) -> dict[str, BatchLane]:

@@ -159,7 +159,9 @@ class Tracker(threading.Thread):
             return None
         try:
             return self.backend.create(row.input_file_id, metadata)
-        except (InvalidRequest, BackendMisconfigured) as exc:  # certain: no batch was made
+        except (InvalidRequest, BackendMisconfigured) as exc:  # certain: no batch was made; the jobs fall back
+            if not isinstance(exc, BackendMisconfigured):  # the batch was refused, not each job's request
+                exc = BackendUnavailable(f"the API refused to create the batch: {exc.message}")
             self._settle_unsent(row, "failed", exc)
             raise _Settled from None
         except (OutcomeUnknown, BackendUnavailable, errs.RateLimited) as exc:
