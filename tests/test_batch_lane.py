@@ -198,6 +198,7 @@ def test_stop_cancels_upstream_and_keeps_what_finished(api, tmp_path):
     assert counts == {"done": finished, "interrupted": 30 - finished} and result.tally.done == finished
     held = rows(out, "SELECT COUNT(*) FROM attempts WHERE state='reserved'")[0][0]
     assert held == 0  # lines that never ran hold nothing: not billed
+    api.batch_line_s = 0
     again = run_batch(manifest, policy, out)  # a rerun sends the rest in a new batch
     assert again.ok and again.tally.done == 30 - finished and again.tally.reused == finished
     assert sorted(line_bills(api)) == sorted(statuses(out)) and all(len(v) == 1 for v in line_bills(api).values())

@@ -41,7 +41,7 @@ from backends.errors import BackendUnavailable, EditError, InvalidRequest
 from backends.images import InputImage
 from backends.openai import BatchLineCancelled, BatchLineExpired
 from pipeline.deadlines import Deadline
-from pipeline.ledger import BatchLine, BatchRow, Ledger, LineSpec, LineUpdate
+from pipeline.ledger import BatchLine, BatchRow, Ledger, LineSpec, LineUpdate, from_nusd
 from pipeline.run.batch_tracker import Tracker, encode_error, stored_error
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class BatchLane:
         self._waiting: dict[int, list[tuple[int, LaneFuture]]] = {}  # batch row -> (attempt id, future) parked on it
         self._trackers: dict[int, Tracker] = {}
         self._uploads: dict[str, Future[str]] = {}  # image sha256 -> its file id (being) uploaded in this process
+        self._downloads: dict[int, threading.Lock] = {}  # batch row -> one download of its answers at a time
         self._sender = threading.Thread(target=self._send_loop, name=f"batch-{name}", daemon=True)
         self._sender.start()
 
@@ -130,23 +131,34 @@ class BatchLane:
         why = "its deadline leaves less than a whole window" if left is not None else "it has no deadline"
         return _failed(cls(f"batch {row.batch_id}: the line was {line.state} before it ran (not billed); {why}"))
 
-    def _answer(self, request: EditRequest, row: BatchRow, line: BatchLine, *, again: bool = True) -> EditResult:
+    def _answer(self, request: EditRequest, row: BatchRow, line: BatchLine) -> EditResult:
+        """The job's result from its answer in the downloaded output file (fetched again, once, if it is gone)."""
+        raw = self._read_answer(row, line)
+        if raw is None:
+            with self._cond:  # one download for every job that finds the file gone
+                lock = self._downloads.setdefault(row.id, threading.Lock())
+            with lock:
+                raw = self._read_answer(row, line)
+                if raw is None:
+                    Tracker(self, row.id).download(row, OUTPUT, row.output_file_id)
+                    raw = self._read_answer(row, line)
+        if raw is None:  # paid for, and unreadable: say what it was billed (the ledger counts it)
+            err = BackendUnavailable(f"batch {row.batch_id}: the answer of line {line.custom_id!r} cannot be read")
+            err.spent_usd = from_nusd(line.cost_nusd) if line.cost_nusd else None
+            raise err
+        return self.backend.result_from_line(request, raw, row.batch_id or "")
+
+    def _read_answer(self, row: BatchRow, line: BatchLine) -> bytes | None:
         path = Path(row.folder or self.folder / row.local_key) / OUTPUT
         try:
             with open(path, "rb") as fh:
                 fh.seek(line.out_offset or 0)
                 raw = fh.read(line.out_length or 0)
         except OSError:
-            raw = b""
+            return None
         if len(raw) != (line.out_length or 0) or self.backend.custom_id_of(raw) != line.custom_id:
-            if not again:
-                raise BackendUnavailable(
-                    f"batch {row.batch_id}: the answer of line {line.custom_id!r} is not in its file"
-                )
-            # the downloaded answers are gone (removed, or the batch's files cleaned): fetch them again, paid for
-            Tracker(self, row.id).download(row, OUTPUT, row.output_file_id)
-            return self._answer(request, row, line, again=False)
-        return self.backend.result_from_line(request, raw, row.batch_id or "")
+            return None
+        return raw
 
     def _queue(self, request: EditRequest, journal: Any, deadline_at: int | None) -> Future[Any]:
         self.backend.check(request)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,7 +230,7 @@ class Tracker(threading.Thread):
 
         folder = Path(row.folder or Path(self.lane.folder) / row.local_key)
         folder.mkdir(parents=True, exist_ok=True)
-        path, tmp = folder / name, folder / f".{name}.download"
+        path, tmp = folder / name, folder / f".{name}.{uuid.uuid4().hex[:12]}.download"
         with open(tmp, "wb") as fh:
             self.backend.download(file_id, fh)
             fh.flush()
