@@ -230,6 +230,9 @@ class Capabilities:
     gif: GifLimits | None = None  # animated output, when "gif" is in `formats`
     remote_refs: bool = False  # inputs given as a file id or https URL (OpenAI's JSON body)
     streaming: bool = False  # partial images while the edit runs (`partial_images`, `backends.live`)
+    # Results come back within this many seconds, not at once (a batch lane: OpenAI's Batch API, 24 h). The
+    # router offers such a backend only jobs with a deadline at least this far off. None: a synchronous call.
+    turnaround_s: float | None = None
 
 
 @runtime_checkable

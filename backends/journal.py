@@ -16,7 +16,9 @@ What each backend saves (`kind`, `key`):
                                           nothing (`OpenAIEditBackend.result_from_raw`)
   firefly         "firefly.job", part     the async job's id and status URL, saved right after the submit and
                                           before polling; a rerun polls it and submits nothing
-  openai batch    (planned)               the batch and file ids
+  openai-batch    (the ledger instead)    every upload, batch and line, recorded by the runner's batch lane
+                                          (`pipeline.ledger.batches`): one transaction for a batch's many
+                                          lines rather than a record per job
 
 Records never hold a secret. `MemoryJournal` keeps records for the process only (what `edit()` uses without a
 runner); `FileJournal(path)` keeps them in one JSON file, for a single job run by hand.

@@ -26,6 +26,7 @@ M = TypeVar("M", bound="BaseModel")
 
 BACKEND_KINDS: dict[str, str] = {
     "openai": "backends.openai:OpenAIEditBackend",
+    "openai-batch": "backends.openai.batch:OpenAIBatchBackend",
     "sdxl": "backends.diffusion.sdxl:SDXLInpaintBackend",
     "qwen-edit": "backends.diffusion.qwen_edit:QwenEditBackend",
     "flux2-klein": "backends.diffusion.flux2_klein:Flux2KleinBackend",

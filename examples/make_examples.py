@@ -177,6 +177,15 @@ def main() -> None:
                 "quality": "high",
                 "tags": ["localisation", "text"],
             },
+            {  # not needed before tomorrow: a policy may send it to a batch lane (half price, within 24 h)
+                "id": "loc-sale-it",
+                "image": files["banner"],
+                "mask": files["badge_mask"],
+                "prompt": "Replace the badge text 'SALE' with the Italian word 'SALDI', same font and colours",
+                "quality": "high",
+                "tags": ["localisation", "text"],
+                "deadline": "24h",
+            },
             {
                 "id": "loc-logo-jp",
                 "image": files["banner"],

@@ -19,7 +19,7 @@ from backends.errors import EditError
 from pipeline.commands import EXIT_CODES_TEXT, ExitCode
 from pipeline.errors import ConfigError
 
-COMMANDS = ["edit", "plan", "policy", "run", "report", "review", "demo", "serve", "bench", "eval", "doctor"]
+COMMANDS = ["edit", "plan", "policy", "run", "report", "batch", "review", "demo", "serve", "bench", "eval", "doctor"]
 DESCRIPTION = (
     "Route image-edit jobs between OpenAI's image edit API and self-hosted SDXL inpainting under a YAML "
     "cost/quality policy; every job, attempt and dollar goes into a SQLite ledger."

@@ -3,7 +3,8 @@
 A manifest is JSONL (one JSON object a line; blank lines and `#` lines skipped), or YAML / JSON (a list, or
 `{jobs: [...]}`). Each entry: `id`, `image` or `images` (paths relative to the manifest), `mask`, `markup`,
 `prompt`, options (size, quality, n, output_format, output_compression, background, input_fidelity, complexity,
-moderation, safety_identifier, frame_count, frame_duration_ms, user, seed), `tags`, and an optional `backend` pin.
+moderation, safety_identifier, frame_count, frame_duration_ms, user, seed), `tags`, an optional `backend` pin, and
+an optional `deadline` (`24h`, `2d`, or an ISO timestamp: how long the job can wait; `pipeline.deadlines`).
 An image, mask or markup may instead be a remote reference the provider fetches: `{file_id: file-abc}` or an
 `https://` URL (only backends that take remote references run such a job).
 
@@ -31,6 +32,7 @@ from backends.base import EditRequest
 from backends.errors import InvalidRequest
 from backends.images import InputImage
 from backends.validation import request_problems
+from pipeline.deadlines import Deadline, parse_deadline
 from pipeline.errors import ConfigError
 
 
@@ -41,6 +43,7 @@ class Job:
     tags: tuple[str, ...] = ()
     backend: str | None = None  # pinned by the manifest entry, bypassing the objective (not capabilities)
     line: int | None = None  # where it came from in the manifest, for error messages
+    deadline: Deadline | None = None  # how long it can wait (None: urgent, never sent to a batch lane)
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,19 @@ _STR_FIELDS = (
     "user",
 )
 _INT_FIELDS = ("n", "output_compression", "frame_count", "frame_duration_ms", "seed")
-FIELDS = ("id", "image", "images", "mask", "markup", "prompt", "tags", "backend", *_STR_FIELDS, *_INT_FIELDS)
+FIELDS = (
+    "id",
+    "image",
+    "images",
+    "mask",
+    "markup",
+    "prompt",
+    "tags",
+    "backend",
+    "deadline",
+    *_STR_FIELDS,
+    *_INT_FIELDS,
+)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PROBE_CACHE_MAX = 4096  # variants of one image share probes; bounded so a huge manifest stays small
 
@@ -171,6 +186,12 @@ def parse_entry(
     backend = entry.get("backend")
     if backend is not None and not isinstance(backend, str):
         errors.append(_EntryError("backend", f"backend: expected a backend name (got {backend!r})"))
+    deadline = None
+    if entry.get("deadline") is not None:
+        try:
+            deadline = parse_deadline(entry["deadline"])
+        except ValueError as exc:
+            errors.append(_EntryError("deadline", f"deadline: {exc}"))
     if ("image" in entry) == ("images" in entry):
         errors.append(_EntryError("image", "give exactly one of `image` (a path) or `images` (a list of paths)"))
         paths: list[Any] = []
@@ -203,7 +224,8 @@ def parse_entry(
             errors.append(_EntryError(p.field, p.message))
     if errors:
         return None, errors
-    return Job(id=job_id, request=request, tags=tuple(tags), backend=backend, line=line), []  # type: ignore[arg-type]
+    job = Job(id=job_id, request=request, tags=tuple(tags), backend=backend, line=line, deadline=deadline)  # type: ignore[arg-type]
+    return job, []
 
 
 def _yaml_entries(path: Path) -> Iterator[tuple[int | None, Any]]:

@@ -9,6 +9,12 @@ creates the marker file and that job's thread stops there for good (the test the
   result_temp       the job's image files are written to temp names and `result.json`'s temp file was just
                     created (empty), nothing renamed yet: a writer killed mid-way
   before_done       `result.json` is on disk, the ledger not yet told the job is done (`Ledger.complete`)
+
+Batch lane moments (the job id part is ignored; the first batch of the run stops there):
+  batch_queued          jobs are in an input file, nothing recorded in the ledger yet (`Ledger.begin_batch`)
+  batch_before_create   the batch and its lines are recorded, the create call not sent (`OpenAIBatchBackend.create`)
+  batch_after_create    the batch was created upstream, its id not yet recorded (`Ledger.batch_created`)
+  batch_collected       its answers are downloaded, the lines' states not yet recorded (`Ledger.batch_collected`)
 """
 
 from __future__ import annotations
@@ -65,5 +71,32 @@ def install() -> None:
             return original_complete(self, job, *args, **kwargs)
 
         Ledger.complete = complete
+    elif moment in _BATCH_MOMENTS:
+        owner, method = _BATCH_MOMENTS[moment]
+
+        def stop(self, *args, **kwargs):
+            _stop_here(marker)
+
+        setattr(owner(), method, stop)
     else:
         raise SystemExit(f"unknown {HOOK_ENV} moment {moment!r}")
+
+
+def _ledger():
+    from pipeline.ledger.store import Ledger
+
+    return Ledger
+
+
+def _batch_backend():
+    from backends.openai.batch import OpenAIBatchBackend
+
+    return OpenAIBatchBackend
+
+
+_BATCH_MOMENTS = {
+    "batch_queued": (_ledger, "begin_batch"),
+    "batch_before_create": (_batch_backend, "create"),
+    "batch_after_create": (_ledger, "batch_created"),
+    "batch_collected": (_ledger, "batch_collected"),
+}

@@ -33,6 +33,7 @@ def test_the_readme_demo_sequence_runs_each_policy_anew_and_the_saved_policy_rer
     assert first["jobs"]["failed"] == 0 and first["jobs"]["done"] == first["jobs"]["total"] >= 10
     used = {b["backend"]: b for b in first["backends"]}
     assert used["sdxl-local"]["jobs_done"] >= 1 and used["api"]["jobs_done"] >= 1  # both kinds really ran
+    assert used["api-batch"]["jobs_done"] == 1 and first["batches"][0]["status"] == "completed"  # the job that can wait
     assert Decimal(first["spend_usd"]) > 0
     out = base / "balanced"  # each policy runs in its own folder
     assert str(tiny_sdxl_dir) in (out / "demo-policy.yaml").read_text()

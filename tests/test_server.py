@@ -468,9 +468,10 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
                     proc.kill()
                     pytest.fail(f"editroute serve did not start: {proc.communicate(timeout=30)[1]}")
                 time.sleep(0.2)
-            assert health.json()["backends"] == ["api", "api-flare", "sdxl-local"] and not health.json()["auth"]
+            backends = ["api", "api-flare", "api-batch", "sdxl-local"]  # (the batch lane takes no request: no deadline)
+            assert health.json()["backends"] == backends and not health.json()["auth"]
             ids = [m.id for m in OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").models.list()]
-            assert ids[:4] == ["auto", "api", "api-flare", "sdxl-local"]
+            assert ids[:5] == ["auto", *backends]
             (tmp_path / "photo.png").write_bytes(image_bytes())
             monkeypatch.chdir(tmp_path)
             exec(compile(README_SNIPPET.replace(":8000/", f":{port}/"), "README", "exec"), {})

@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +41,14 @@ from backends.journal import CallJournal, JournalRecord
 from backends.openai import models, stream, wire
 from backends.openai.estimate import estimate_cost
 from backends.openai.models import PolicyRates
-from backends.openai.response import ParsedResponse, _parse_usage, cost_from_usage, decode_images, read_bytes
+from backends.openai.response import (
+    ParsedResponse,
+    cost_from_usage,
+    cost_of_usage,
+    decode_images,
+    read_bytes,
+    read_response,
+)
 from backends.pricing import PriceTable, load_prices
 from backends.registry import parse_settings
 from backends.validation import check_request, skipped_checks
@@ -186,13 +193,39 @@ class OpenAIEditBackend:
         """The `EditResult` of a 200's raw body (just received, or saved in the journal; `resumed`: nothing was
         sent now): no I/O. A 200 that cannot be decoded was billed all the same: the error says what it cost. A
         server listening on the job's channel (`backends.live`) gets the provider's base64 before it is decoded."""
-        s = self.settings
-        encoding = wire.encoding_for(request)
         try:
             parsed = read_bytes(raw)
         except EditError as exc:
             exc.spent_usd = self._billed_anyway(raw, request)
             raise
+        return self._result(request, parsed, attempts, http_s, start, resumed=resumed)
+
+    def result_from_body(
+        self, request: EditRequest, body: Any, attempts: int, http_s: float, start: float, *, encoding: str
+    ) -> EditResult:
+        """`result_from_raw` for an answer already parsed from JSON (a Batch API output line carries it)."""
+        try:
+            parsed = read_response(body)
+        except EditError as exc:
+            usage = body.get("usage") if isinstance(body, Mapping) else None
+            billed = cost_of_usage(usage, self.prices)
+            exc.spent_usd = billed if billed is not None else self.estimate(request).usd
+            raise
+        return self._result(request, parsed, attempts, http_s, start, encoding=encoding)
+
+    def _result(
+        self,
+        request: EditRequest,
+        parsed: ParsedResponse,
+        attempts: int,
+        http_s: float,
+        start: float,
+        *,
+        resumed: bool = False,
+        encoding: str | None = None,
+    ) -> EditResult:
+        s = self.settings
+        encoding = encoding or wire.encoding_for(request)
         if parsed.usage is not None:
             cost = cost_from_usage(parsed, self.prices)
             cost_basis = "usage"
@@ -450,13 +483,10 @@ class OpenAIEditBackend:
     def _billed_anyway(self, raw: bytes, request: EditRequest):
         """What a 200 that cannot be used was billed: its `usage` when that can be read, else the estimate."""
         try:
-            usage, text_out, image_out = _parse_usage(json.loads(raw).get("usage"))
+            cost = cost_of_usage(json.loads(raw).get("usage"), self.prices)
         except (ValueError, AttributeError):
-            usage = None
-        if usage is None:
-            return self.estimate(request).usd
-        billed = ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out)
-        return cost_from_usage(billed, self.prices)
+            cost = None
+        return cost if cost is not None else self.estimate(request).usd
 
     def close(self) -> None:
         if self._owns_client and self._client is not None:

@@ -214,3 +214,11 @@ def cost_from_usage(parsed: ParsedResponse, prices: ModelPrices) -> Decimal:
         cached_text_in=u.cached_text_tokens,
         cached_image_in=u.cached_image_tokens,
     )
+
+
+def cost_of_usage(raw_usage: Any, prices: ModelPrices) -> Decimal | None:
+    """What a `usage` object as the provider sent it was billed (None: there is no usage to read)."""
+    usage, text_out, image_out = _parse_usage(raw_usage)
+    if usage is None:
+        return None
+    return cost_from_usage(ParsedResponse((), 0, 0, None, None, None, usage, text_out, image_out), prices)

@@ -135,6 +135,8 @@ def _resolve_ref(server: FakeOpenAIServer, ref: Any, param: str) -> Image.Image:
         entry = server.files.get(ref["file_id"]) if isinstance(ref["file_id"], str) else None
         if entry is None:
             raise bad(f"No such File object: '{ref['file_id']}'.", f"{param}.file_id")
+        if entry["purpose"] in ("batch", "batch_output"):  # a JSONL file is no image
+            raise bad(f"File '{ref['file_id']}' (purpose {entry['purpose']}) is not an image.", f"{param}.file_id")
         return _open(entry["content"], param)
     url = ref["image_url"]
     if not isinstance(url, str) or len(url) > 20_971_520:
@@ -197,15 +199,36 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+_CACHE: dict[tuple[str, bytes, tuple[int, int]], Image.Image] = {}  # requests share inputs (batches of 1000s)
+
+
+def _scaled(what: str, img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`img` resized to `size` (what="image": the picture, RGBA; "region": the mask's transparent pixels as a
+    paste mask), computed once per content and size."""
+    key = (what, hashlib.sha1(img.mode.encode() + repr(img.size).encode() + img.tobytes()).digest(), size)
+    hit = _CACHE.get(key)
+    if hit is None:
+        if len(_CACHE) >= 64:
+            _CACHE.clear()
+        if what == "image":
+            hit = img.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
+        else:
+            hit = img.getchannel("A").resize(size, Image.Resampling.NEAREST).point(lambda a: 255 if a == 0 else 0)
+        _CACHE[key] = hit
+    return hit
+
+
 def _paint(
     first: Image.Image, mask: Image.Image | None, size: tuple[int, int], prompt: str, k: int, transparent: bool
 ) -> Image.Image:
     digest = hashlib.sha256(f"{prompt}|{k}".encode()).digest()
     colour = (digest[0], digest[1], digest[2], 0 if transparent else 255)
-    out = first.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
+    out = _scaled("image", first, size).copy()
     if mask is not None:
-        region = mask.getchannel("A").resize(size, Image.Resampling.NEAREST).point(lambda a: 255 if a == 0 else 0)
-        out.paste(Image.new("RGBA", size, colour), (0, 0), region)
+        region = _scaled("region", mask, size)
+        box = region.getbbox()  # paint only where the mask allows (a fill over the whole canvas is slow)
+        if box is not None:
+            out.paste(colour, box, region.crop(box))
     else:
         out = Image.blend(out, Image.new("RGBA", size, colour[:3] + (255,)), 0.3)
     return out

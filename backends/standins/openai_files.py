@@ -1,5 +1,6 @@
 """The stand-in's small endpoints: `GET /v1/models[/{id}]` and a minimal Files API (`POST /v1/files`,
-`GET /v1/files/{id}`), whose ids JSON edits resolve.
+`GET /v1/files/{id}`, `GET /v1/files/{id}/content`), whose ids JSON edits and batches resolve. A `purpose=batch`
+upload must be a .jsonl file (the Batch API's input); batch output and error files are `purpose=batch_output`.
 
 Models are what prices.yaml lists as not retired (a retired model is gone from the list, as the API drops shut-down
 models), each with `shutdown_date` from prices.yaml unless `server.model_shutdowns` says otherwise.
@@ -11,7 +12,7 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
-from backends.standins.openai_server import ApiError, RecordedPart, RecordedRequest
+from backends.standins.openai_server import ApiError, RawBody, RecordedPart, RecordedRequest
 
 if TYPE_CHECKING:
     from backends.standins.openai_server import FakeOpenAIServer
@@ -30,7 +31,7 @@ def listed_models(server: FakeOpenAIServer) -> list[str]:
     return [k for k, m in server.prices.models.items() if m.status != "retired" or k in server.model_shutdowns]
 
 
-def route(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[RecordedPart, bytes]]) -> dict:
+def route(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[RecordedPart, bytes]]) -> dict | RawBody:
     path = rec.path.rstrip("/")
     head, _, tail = path.rpartition("/")
     if rec.method == "GET" and path.endswith("/models"):
@@ -46,6 +47,11 @@ def route(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[Reco
         return model_object(server, tail)
     if rec.method == "POST" and path.endswith("/files"):
         return upload(server, rec, parts)
+    if rec.method == "GET" and tail == "content" and head.rpartition("/")[0].endswith("/files"):
+        entry = server.files.get(head.rpartition("/")[2])
+        if entry is None:
+            raise ApiError(404, f"No such File object: {head.rpartition('/')[2]}", param="id", code=None)
+        return RawBody(entry["content"])
     if rec.method == "GET" and head.endswith("/files"):
         entry = server.files.get(tail)
         if entry is None:
@@ -69,6 +75,13 @@ def upload(server: FakeOpenAIServer, rec: RecordedRequest, parts: list[tuple[Rec
             code="invalid_value",
         )
     part, data = files[0]
+    if purpose == "batch" and not (part.filename or "").endswith(".jsonl"):
+        raise ApiError(
+            400,
+            "Invalid file format for Batch API. Must be .jsonl",
+            param="file",
+            code="invalid_file_format",
+        )
     file_id = add_file(server, data, part.filename or "file", purpose)
     return {k: v for k, v in server.files[file_id].items() if k != "content"}
 

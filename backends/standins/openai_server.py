@@ -5,14 +5,16 @@ https URLs served from `remote_images`), JSON out: `created`, `data[].b64_json`,
 `quality`, `size`, `usage` (with `output_tokens_details`) computed from the same token tables editroute bills with
 (`backends.pricing`), so costs are realistic. Each model's rules come from its capabilities in prices.yaml
 (`accept_unverified=True` also applies its `unverified:` features, as if the real API took them). Also served:
-`GET /v1/models[/{id}]` with `shutdown_date`, and a minimal Files API (`POST /v1/files`, `GET /v1/files/{id}`)
-whose ids the JSON edits resolve. Real error envelopes `{"error": {message, type, param, code}}` with real status
-codes: `duplicate_parameter`, `unsupported_file_mimetype`, `unknown_parameter`, `model_not_found` for retired and
-unknown models, `invalid_input_fidelity_model`, 401 on a wrong key, 429 with retry-after(-ms) over a rate limit,
-moderation_blocked on a trigger word; plus scripted failures (`script=[500, "drop", {"status": 429,
-"retry_after_ms": 20}, "ok"]`, one item per edit request). `stream=true` answers with server-sent events: each
-partial image (the picture moving from the input to the result, `stream_interval_s` apart) and the completed
-image, whose usage counts 100 output tokens per partial. Every response carries `x-editroute-standin: openai`.
+`GET /v1/models[/{id}]` with `shutdown_date`, a minimal Files API (`POST /v1/files`, `GET /v1/files/{id}[/content]`)
+whose ids the JSON edits resolve, and the Batch API for image edits (openai_batches.py: create, retrieve, list,
+cancel; output and error files; completion delay, partial failures, expiry). Real error envelopes `{"error":
+{message, type, param, code}}` with real status codes: `duplicate_parameter`, `unsupported_file_mimetype`,
+`unknown_parameter`, `model_not_found` for retired and unknown models, `invalid_input_fidelity_model`, 401 on a
+wrong key, 429 with retry-after(-ms) over a rate limit, moderation_blocked on a trigger word; plus scripted failures
+(`script=[500, "drop", {"status": 429, "retry_after_ms": 20}, "ok"]`, one item per edit request). `stream=true`
+answers with server-sent events: each partial image (the picture moving from the input to the result,
+`stream_interval_s` apart) and the completed image, whose usage counts 100 output tokens per partial. Every
+response carries `x-editroute-standin: openai`.
 
 What it answered is recorded for crash tests: each `RecordedRequest` says when its answer was made
 (`answered_at`: the API bills a 200 when it is generated, whether or not the client is still there), when its
@@ -102,6 +104,7 @@ class RecordedRequest:
     status: int = 0
     json: dict | None = None  # a JSON body, as received (data URLs included)
     received_at: float = 0.0  # time.time() when the request had fully arrived
+    body_bytes: int = 0  # the request body's size on the wire
     answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
     delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
     billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
@@ -144,6 +147,14 @@ class ApiError(Exception):
         }
 
 
+@dataclass
+class RawBody:
+    """An answer that is not JSON (a file's content)."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
+
+
 class _Drop(Exception):
     """Close the connection without answering (a scripted network failure)."""
 
@@ -169,6 +180,11 @@ class FakeOpenAIServer:
         before_answer: Callable[[RecordedRequest], None] | None = None,
         stream_interval_s: float = 0.0,
         canned: bool = False,
+        batch_delay_s: float = 0.0,
+        batch_line_s: float = 0.0,
+        batch_expire_after: int | None = None,
+        batch_fail_marker: str | None = "batch-fail-test",
+        before_batch: Callable[[str], None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.latency_s = latency_s
@@ -189,6 +205,15 @@ class FakeOpenAIServer:
         self._canned: dict | None = None
         self.files: dict[str, dict] = {}  # the Files API: id -> {object fields..., "content": bytes}
         self.before_answer = before_answer
+        # The Batch API (openai_batches.py): id -> Batch object (+ bookkeeping), creation order, what each line
+        # that ran was billed at Batch rates (batch id, custom_id, USD), and the knobs its module doc describes.
+        self.batches: dict[str, dict] = {}
+        self.batch_order: list[str] = []
+        self.batch_bills: list[tuple[str, str, Decimal]] = []
+        self.batches_script: collections.deque = collections.deque()
+        self.batch_delay_s, self.batch_line_s = batch_delay_s, batch_line_s
+        self.batch_expire_after, self.batch_fail_marker = batch_expire_after, batch_fail_marker
+        self.before_batch = before_batch
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._accepted: collections.deque[float] = collections.deque()
@@ -311,19 +336,25 @@ class FakeOpenAIServer:
     def edit_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path.rstrip("/").endswith("/images/edits")]
 
-    def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict:
+    @property
+    def batch_creates(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path.rstrip("/").endswith("/batches")]
+
+    def handle(self, rec: RecordedRequest, headers, body: bytes) -> dict | RawBody:
         if self._canned is not None and rec.method == "POST" and rec.path.rstrip("/").endswith("/images/edits"):
             self._check_auth(rec, headers)  # canned (benchmarks): the first answer again, nothing parsed or made
             return self._canned
         multipart = rec.content_type.startswith("multipart/form-data")
         parts = rec.payloads if rec.parts else _parse_multipart(rec, body) if multipart else []
         rec.payloads = []  # the bytes are not kept for every recorded request
-        if rec.content_type.startswith("application/json"):
+        path = rec.path.rstrip("/")
+        if rec.content_type.startswith("application/json") and (body or not path.endswith("/cancel")):
             rec.json = _parse_json(body)
         self._check_auth(rec, headers)
-        from backends.standins import openai_files  # models and files: the small endpoints
+        from backends.standins import openai_batches, openai_files  # models, files, batches: the small endpoints
 
-        path = rec.path.rstrip("/")
+        if "/batches" in path:
+            return openai_batches.route(self, rec)
         if rec.method == "GET" or path.endswith("/files"):
             return openai_files.route(self, rec, parts)
         self._scripted()
@@ -398,7 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
             content_type=self.headers.get("Content-Type", ""),
         )
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        rec.received_at = time.time()
+        rec.received_at, rec.body_bytes = time.time(), len(body)
         multipart = rec.content_type.startswith("multipart/form-data")
         if multipart:  # recorded even when refused later; fields known before answering (and to hooks)
             rec.payloads = _parse_multipart(rec, body)
@@ -417,7 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except ApiError as err:
             status, payload, extra = err.status, err.body(), err.headers
-        if status == 200:
+        if status == 200 and isinstance(payload, dict):
             rec.billed_usd = _billed(owner, rec, payload)
         rec.status, rec.answered_at = status, time.time()
         try:
@@ -431,13 +462,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST
 
-    def _send(self, status: int, payload: dict, headers: dict[str, str]) -> None:
+    def _send(self, status: int, payload: dict | RawBody, headers: dict[str, str]) -> None:
         events = getattr(payload, "events", None)
         if status == 200 and events is not None:  # a streamed edit (openai_edit.StreamedEdit)
             return self._send_events(events)
-        data = getattr(payload, "encoded", None) or json.dumps(payload).encode()
+        raw = isinstance(payload, RawBody)
+        data = payload.data if raw else getattr(payload, "encoded", None) or json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", payload.content_type if raw else "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("x-editroute-standin", "openai")
         self.send_header("x-request-id", "req_standin_" + hashlib.sha1(data).hexdigest()[:12])
@@ -536,4 +568,4 @@ if __name__ == "__main__":  # run the imported module's main, so openai_edit and
     raise SystemExit(_main())
 
 
-__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError"]
+__all__ = ["FakeOpenAIServer", "RecordedRequest", "RecordedPart", "ApiError", "RawBody"]

@@ -40,6 +40,7 @@ REFERENCE_PROMPT = (
     "Replace the background with a flat white studio surface, add a subtle drop shadow beneath the product."
 )
 SECONDS_PER_MONTH = float(HOURS_PER_MONTH) * 3600
+BATCH = "Batch API (results within 24h)"  # the scenario of a model's Batch rows (prices.yaml `batch:`)
 
 
 @dataclass(frozen=True)
@@ -173,19 +174,23 @@ def model_label(prices: PriceTable, model: str) -> str:
     return f"{model} (ESTIMATE)" if m.output_tokens_estimate else model
 
 
-def api_per_image(prices: PriceTable, model: str, tier: str, size: str) -> PerImage:
+def api_per_image(prices: PriceTable, model: str, tier: str, size: str, *, batch: bool = False) -> PerImage:
+    """One image on the model's synchronous API, or (`batch`) at its Batch API rates."""
     mp = prices.model(model)
+    rates = mp.batch if batch and mp.batch is not None else mp
     out_tokens = output_tokens(mp, tier, size)
     rule = mp.input_image_tokens or prices.input_image_tokens
     in_image = input_image_tokens(1024, 1024, high_fidelity=False, rule=rule)
     in_text = estimate_text_tokens(REFERENCE_PROMPT)
-    out_usd = token_cost(mp, text_in=0, image_in=0, image_out=out_tokens)
-    in_usd = token_cost(mp, text_in=in_text, image_in=in_image, image_out=0)
+    out_usd = token_cost(rates, text_in=0, image_in=0, image_out=out_tokens)
+    in_usd = token_cost(rates, text_in=in_text, image_in=in_image, image_out=0)
+    inferred = batch and not getattr(rates, "verified", True)
     basis = (
-        f"{'ESTIMATE: ' if mp.output_tokens_estimate else ''}{out_tokens} out x ${mp.image_out}/1M + "
-        f"({in_image} image + {in_text} text) in x ${mp.image_in}/${mp.text_in}/1M"
+        f"{'ESTIMATE: ' if mp.output_tokens_estimate else ''}{out_tokens} out x ${rates.image_out}/1M + "
+        f"({in_image} image + {in_text} text) in x ${rates.image_in}/${rates.text_in}/1M"
+        + (" (Batch rates inferred: 50% of the synchronous ones)" if inferred else "")
     )
-    return PerImage(model, "API", tier, size, out_usd, in_usd, None, basis)
+    return PerImage(model, BATCH if batch else "API", tier, size, out_usd, in_usd, None, basis)
 
 
 def sdxl_per_image(
@@ -233,6 +238,9 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
     rows += gemini_rows(prices, TIERS, TOKEN_SIZES)
     ff_rows, ff_label = firefly_rows(prices, TIERS, TOKEN_SIZES, options.firefly_operation_usd)
     rows += ff_rows
+    for model in bench_models(prices):  # the same models through the Batch API (jobs that can wait a day)
+        if prices.model(model).batch is not None and prices.model(model).status != "retired":
+            rows += [api_per_image(prices, model, t, s, batch=True) for t in TIERS for s in TOKEN_SIZES]
     rows += [sdxl_per_image(figure, rate, rental, t, tiers[t], s, prices, ref) for t in TIERS for s in TOKEN_SIZES]
     for alt in gpu_figures.published_alternatives(figure):
         try:
@@ -251,9 +259,9 @@ def build_report(options: CostOptions, prices: PriceTable | None = None) -> Cost
     break_evens: list[tuple[str, str, str, int | None]] = []
     for t in TIERS:
         tier_plans = [
-            Plan(r.backend, t, r.total_usd)
+            Plan(r.backend if r.scenario == "API" else f"{r.backend} via the Batch API", t, r.total_usd)
             for r in rows
-            if r.scenario == "API" and r.tier == t and r.size == REFERENCE_SIZE
+            if r.scenario in ("API", BATCH) and r.tier == t and r.size == REFERENCE_SIZE
         ]
         seconds = gpu_figures.seconds_for(figure, tiers[t], REFERENCE_SIZE, ref)
         capacity = int(SECONDS_PER_MONTH / seconds)
@@ -331,6 +339,11 @@ def headline(report: CostReport, volume: int = 100_000) -> dict[str, Decimal]:
             label = report.labels.get(r.backend, r.backend)
             out[f"{label} before input tokens"] = r.output_usd * volume
             out[f"{label} with input tokens"] = r.total_usd * volume
+    for r in report.per_image:
+        if r.scenario == BATCH and r.tier == "high" and r.size == REFERENCE_SIZE:
+            out[f"{report.labels.get(r.backend, r.backend)} via the Batch API, with input tokens"] = (
+                r.total_usd * volume
+            )
     high = {p.name: p for p in report.plans["high"]}
     out.update({p.name: p.monthly(volume) for p in high.values() if p.name.startswith("sdxl")})
     return out

@@ -72,9 +72,11 @@ def standin_policy(
         raise ConfigError(f"{policy_path}: not a policy (no `backends:` mapping)")
     for name, spec in data["backends"].items():
         kind = spec.get("kind")
-        if kind == "openai":
+        if kind in ("openai", "openai-batch"):
             spec.update(base_url=api_url, api_key_env=DEMO_KEY_ENV, max_retries=1)
             spec.pop("api_key_file", None)
+            if kind == "openai-batch":  # the stand-in finishes a batch in moments: poll it as often
+                spec.update(poll_interval=0.05, poll_max_interval=0.5)
         elif kind == "sdxl":
             if sdxl_dir is None:
                 raise ConfigError(

@@ -37,7 +37,7 @@ def _usd(amount: Decimal) -> str:
     return f"${amount:,.2f}" if amount >= 100 else f"${amount:,.4f}"
 
 
-def _decision_dict(d) -> dict[str, Any]:
+def _decision_dict(d, saving: tuple[str, Decimal, Decimal] | None = None) -> dict[str, Any]:
     from pipeline.routing import money
 
     return {
@@ -57,6 +57,11 @@ def _decision_dict(d) -> dict[str, Any]:
             }
             for a in d.alternatives
         ],
+        **(
+            {"batch_saving": {"vs": saving[0], "synchronous_usd": money(saving[1]), "saves_usd": money(saving[2])}}
+            if saving
+            else {}
+        ),
     }
 
 
@@ -92,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             **summary.as_dict(),
             "hosting": {name: spec.hosting for name, spec in policy.backends.items()},
             "models": models,
-            "decisions": [_decision_dict(d) for d in summary.decisions],
+            "decisions": [_decision_dict(d, summary.lane_savings.get(d.job_id)) for d in summary.decisions],
         }
         out["hosting_share"] = hosting_shares(policy, summary)
         if projection is not None:
@@ -157,6 +162,14 @@ def _share_line(policy, summary) -> str:
 
 def _comparisons(summary) -> list[str]:
     lines = []
+    lane = summary.lanes
+    if lane.jobs:
+        only = f"; {lane.lane_only} only a lane can run" if lane.lane_only else ""
+        lines.append(
+            f"{'batch lanes':>16}: {_usd(lane.usd)} for {lane.jobs} job{'s' if lane.jobs != 1 else ''} that can wait, "
+            f"{_usd(lane.sync_usd)} "
+            f"synchronously: saves {_usd(lane.sync_usd - lane.usd)}{only}"
+        )
     for key, label in (("api", "all-API"), ("self-hosted", "all-self-hosted")):
         c = summary.compare[key]
         text = f"{label:>16}: {_usd(c.totals.usd)} for {c.totals.jobs} jobs"

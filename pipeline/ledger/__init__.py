@@ -3,9 +3,11 @@ and spend, with its schema and migrations; the exactly-once claim of a job and c
 
 `Ledger` (store.py) is the entry point; schema.py holds the migrations, records and nano-dollar money helpers;
 spend.py what the router reads (spend per period) and how calls hold and settle money; reviews.py people's
-accept/reject decisions on outputs and the review page's index of a run. Below it: routing (the
+accept/reject decisions on outputs and the review page's index of a run; batches.py the batch lanes' uploads,
+batches and lines. Below it: routing (the
 spend periods) and `backends.errors`."""
 
+from pipeline.ledger.batches import FINAL_STATUSES, BatchLine, BatchRow, LineSpec, LineUpdate
 from pipeline.ledger.reviews import DECISIONS, UNDECIDED, Review, ReviewFilter
 from pipeline.ledger.schema import (
     DB_NAME,
@@ -28,12 +30,17 @@ __all__ = [
     "DB_NAME",
     "MIGRATIONS",
     "NANO",
+    "BatchLine",
+    "BatchRow",
     "BudgetCap",
     "Claim",
     "ClaimAction",
     "DECISIONS",
+    "FINAL_STATUSES",
     "JobRecord",
     "JobStatus",
+    "LineSpec",
+    "LineUpdate",
     "Ledger",
     "OrphanHolds",
     "Review",

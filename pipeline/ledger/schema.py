@@ -95,6 +95,32 @@ MIGRATIONS: list[str] = [
     ALTER TABLE attempts ADD COLUMN hold_until INTEGER;
     CREATE INDEX attempts_open ON attempts(job_id) WHERE state='reserved';
     """,
+    # v6 (batch lane, batches.py): every Files API upload (reused by content), every batch (recorded before its
+    # create call goes out, with the local key its metadata carries, and again after), and each of its lines
+    # (custom_id -> job, idempotency key and budget hold; where its answer is in the downloaded files)
+    """
+    CREATE TABLE batch_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE batch_uploads(
+      id INTEGER PRIMARY KEY, backend TEXT NOT NULL, sha256 TEXT NOT NULL, purpose TEXT NOT NULL,
+      file_id TEXT NOT NULL, bytes INTEGER NOT NULL, filename TEXT, created_at INTEGER NOT NULL);
+    CREATE INDEX batch_uploads_sha ON batch_uploads(backend, sha256, purpose);
+    CREATE TABLE batches(
+      id INTEGER PRIMARY KEY, backend TEXT NOT NULL, local_key TEXT NOT NULL UNIQUE, batch_id TEXT,
+      input_file_id TEXT NOT NULL, status TEXT NOT NULL, lines INTEGER NOT NULL,
+      completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+      output_file_id TEXT, error_file_id TEXT, folder TEXT, connection TEXT, requeue_of INTEGER, error TEXT,
+      created_at INTEGER NOT NULL, submitted_at INTEGER, finished_at INTEGER, collected_at INTEGER,
+      cleaned_at INTEGER, updated_at INTEGER NOT NULL);
+    CREATE INDEX batches_open ON batches(backend) WHERE collected_at IS NULL;
+    CREATE TABLE batch_lines(
+      batch INTEGER NOT NULL, custom_id TEXT NOT NULL, job_id TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+      attempt_id INTEGER NOT NULL, deadline_at INTEGER,
+      state TEXT NOT NULL CHECK(state IN ('submitted','completed','failed','expired','cancelled','requeued')),
+      in_offset INTEGER NOT NULL, in_length INTEGER NOT NULL, out_offset INTEGER, out_length INTEGER, error TEXT,
+      cost_nusd INTEGER, PRIMARY KEY(batch, custom_id));
+    CREATE INDEX batch_lines_job ON batch_lines(job_id, idempotency_key);
+    CREATE INDEX batch_lines_attempt ON batch_lines(attempt_id);
+    """,
 ]
 
 # What an attempt counts for: an open hold counts its reservation, anything else what was actually billed.

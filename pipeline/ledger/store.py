@@ -18,6 +18,7 @@ Schema (version in `PRAGMA user_version`, upgraded by `MIGRATIONS` under `BEGIN 
     views     reservations (attempts still holding budget), spend_daily / spend_monthly per backend
     reviews, review_items, review_tags   people's accept/reject decisions and the review page's index (v3;
               reviews.py)
+    batch_meta, batch_uploads, batches, batch_lines   the batch lanes' uploads, batches and lines (v6; batches.py)
 
 Money is integer nano-dollars (1e-9 USD): exact for token prices quoted to the cent per 1M tokens; GPU-second
 costs round to the nano-dollar. Spend in a period = settled costs + open holds, so a budget check inside one
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.errors import InvalidRequest
+from pipeline.ledger.batches import BatchesMixin
 from pipeline.ledger.reviews import ReviewsMixin
 from pipeline.ledger.schema import (
     DB_NAME,
@@ -64,7 +66,7 @@ __all__ = ["Ledger"]
 log = logging.getLogger(__name__)
 
 
-class Ledger(SpendMixin, ReviewsMixin):
+class Ledger(SpendMixin, ReviewsMixin, BatchesMixin):
     """Thread-safe (one connection per thread); safe across processes on one host (SQLite locking)."""
 
     MAX_CRASH_RESTARTS = 1  # a job found `running` after a crash is retried this many times, then failed

@@ -4,7 +4,7 @@ errors, its `ray:` section), the `when:` rules, the `Router`, `editroute plan`'s
 
 Below it: `pipeline.jobs`, `pipeline.configfile`, `pipeline.errors` and `backends`. No torch, FastAPI or Ray."""
 
-from pipeline.routing.plan import PlanSummary, money, plan_jobs, project
+from pipeline.routing.plan import PlanSummary, lane_names, money, plan_jobs, project
 from pipeline.routing.policy import (
     TIERS,
     BackendSpec,
@@ -44,6 +44,7 @@ __all__ = [
     "assess",
     "backend_traits",
     "build_backends",
+    "lane_names",
     "load_policy",
     "money",
     "parse_ray_settings",

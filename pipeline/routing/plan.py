@@ -3,7 +3,9 @@ sending the whole batch to the hosted API or to self-hosted backends.
 
 Routing records each planned job's estimate in an `InMemorySpend`, so budgets and volume shifts bind within
 the plan exactly as they would during a run. `project()` replays the manifest's mix as N jobs spread over
-a month, to show where a volume shift or a monthly budget kicks in.
+a month, to show where a volume shift or a monthly budget kicks in. A job that goes to a batch lane (a backend
+whose results take hours: OpenAI's Batch API) is also priced as if it could not wait (the policy's choice among the
+synchronous backends): its decision says what the lane saves, and `PlanSummary.lanes` adds it up.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from pipeline.jobs import Job
 from pipeline.routing.policy import Policy
-from pipeline.routing.router import Candidate, Decision, Router
+from pipeline.routing.router import Candidate, Decision, Router, usd
 from pipeline.routing.spend_source import InMemorySpend
 
 HOSTINGS = ("api", "self-hosted")
@@ -56,11 +58,32 @@ class Comparison:
 
 
 @dataclass
+class LaneSaving:
+    """Jobs planned on batch lanes, and what the same jobs cost where the policy sends them when they cannot wait."""
+
+    jobs: int = 0
+    usd: Decimal = Decimal(0)
+    sync_usd: Decimal = Decimal(0)  # (jobs that only a lane can run are counted at the lane's price)
+    lane_only: int = 0  # jobs no synchronous backend of the policy can run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "usd": money(self.usd),
+            "synchronous_usd": money(self.sync_usd),
+            "saves_usd": money(self.sync_usd - self.usd),
+            "lane_only": self.lane_only,
+        }
+
+
+@dataclass
 class PlanSummary:
     split: dict[str, Totals]  # per backend, in policy order
     held: int = 0  # jobs no backend may run (capability, pin, budget stop)
     compare: dict[str, Comparison] = field(default_factory=lambda: {h: Comparison() for h in HOSTINGS})
     decisions: list[Decision] = field(default_factory=list)
+    lanes: LaneSaving = field(default_factory=LaneSaving)
+    lane_savings: dict[str, tuple[str, Decimal, Decimal]] = field(default_factory=dict)  # job -> (sync, usd, saves)
 
     @property
     def jobs(self) -> int:
@@ -79,6 +102,7 @@ class PlanSummary:
             "split": {name: t.as_dict() for name, t in self.split.items()},
             "all_api": self.compare["api"].as_dict(),
             "all_self_hosted": self.compare["self-hosted"].as_dict(),
+            **({"batch_lane": self.lanes.as_dict()} if self.lanes.jobs else {}),
         }
 
 
@@ -143,16 +167,64 @@ def plan_jobs(
     router = Router(policy, backends, spend)
     routers = comparison_routers(policy, backends)
     summary = PlanSummary(split={name: Totals() for name in policy.backends})
+    lanes = lane_names(policy, backends)
     at = at or datetime.now(UTC)
     for k, job in enumerate(jobs):
         t = when(k) if when is not None else at
         decision = router.route(job, at=t)
+        if decision.backend in lanes and decision.estimate is not None:
+            decision = _lane_saving(summary, router, policy, lanes, job, decision, t, keep_decisions)
         if decision.backend is not None and decision.estimate is not None:
             spend.record(decision.backend, decision.estimate.usd, at=t)
         _tally(summary, policy, routers, job, decision)
         if keep_decisions:
             summary.decisions.append(decision)
     return summary
+
+
+def lane_names(policy: Policy, backends: dict[str, Any]) -> set[str]:
+    """The policy's batch lanes: backends whose results take hours (`Capabilities.turnaround_s`)."""
+    return {n for n in policy.backends if getattr(getattr(backends[n], "capabilities", None), "turnaround_s", None)}
+
+
+def _lane_saving(
+    summary: PlanSummary,
+    router: Router,
+    policy: Policy,
+    lanes: set[str],
+    job: Job,
+    decision: Decision,
+    at: datetime,
+    keep: bool,
+) -> Decision:
+    """The lane's price beside the policy's synchronous choice for the same job (as if it could not wait)."""
+    assert decision.backend is not None and decision.estimate is not None
+    n = max(job.request.n, 1)
+    cands = {name: c for name, c in _candidates(decision, policy, n).items() if name not in lanes}
+    alt = router.choose(replace(job, backend=None, deadline=None), cands, at) if cands else None
+    lane_usd = decision.estimate.usd
+    summary.lanes.jobs += 1
+    summary.lanes.usd += lane_usd
+    if alt is None:
+        summary.lanes.lane_only += 1
+        summary.lanes.sync_usd += lane_usd
+        line = f"batch lane {decision.backend}: no synchronous backend of this policy can run this job"
+    else:
+        sync_usd = cands[alt].estimate.usd
+        summary.lanes.sync_usd += sync_usd
+        if keep:
+            summary.lane_savings[job.id] = (alt, sync_usd, sync_usd - lane_usd)
+        if sync_usd >= lane_usd:
+            line = (
+                f"batch lane {decision.backend} saves {usd(sync_usd - lane_usd)} vs {alt}: {usd(lane_usd)} instead of "
+                f"{usd(sync_usd)} (synchronous; results within its window instead of now)"
+            )
+        else:  # a rule sent it to the lane although a synchronous backend is cheaper still
+            line = (
+                f"batch lane {decision.backend} costs {usd(lane_usd - sync_usd)} more than {alt} ({usd(sync_usd)}, "
+                f"synchronous), which this policy would pick if the job could not wait"
+            )
+    return replace(decision, reasons=(*decision.reasons, line))
 
 
 def month_clock(volume: int, at: datetime | None = None) -> Callable[[int], datetime]:

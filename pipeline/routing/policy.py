@@ -45,6 +45,7 @@ from pipeline.routing.rules import Require, When
 Hosting = Literal["api", "self-hosted"]
 KIND_HOSTING: dict[str, Hosting] = {
     "openai": "api",
+    "openai-batch": "api",
     "sdxl": "self-hosted",
     "qwen-edit": "self-hosted",
     "flux2-klein": "self-hosted",

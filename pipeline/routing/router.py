@@ -27,6 +27,7 @@ from typing import Any
 from backends.base import Capabilities, CostEstimate, EditRequest
 from backends.errors import EditError
 from backends.validation import capability_problems, skipped_checks
+from pipeline.deadlines import deadline_problem
 from pipeline.errors import ConfigError
 from pipeline.jobs import Job
 from pipeline.routing.policy import BackendSpec, Budget, Objective, Policy, VolumeShift
@@ -164,11 +165,20 @@ class Router:
 
     # ---- steps ----------------------------------------------------------------------------------------
 
-    def _capable(self, job: Job, reasons: list[str]) -> tuple[dict[str, Candidate], dict[str, str]]:
+    def _capable(
+        self, job: Job, reasons: list[str], at: datetime | None = None
+    ) -> tuple[dict[str, Candidate], dict[str, str]]:
         req = job.request
         cands: dict[str, Candidate] = {}
         excluded: dict[str, str] = {}
         for name in self._names:
+            turnaround = getattr(
+                self._caps[name], "turnaround_s", None
+            )  # a batch lane: only for jobs that can wait that long
+            late = deadline_problem(job.deadline, turnaround, at) if turnaround is not None else None
+            if late:
+                excluded[name] = f"cannot run this job: {late}"
+                continue
             est, why = assess(self.backends[name], self._caps[name], req)
             if est is None:
                 excluded[name] = why
@@ -347,7 +357,7 @@ class Router:
 
     def route(self, job: Job, at: datetime | None = None) -> Decision:
         reasons: list[str] = []
-        cands, excluded = self._capable(job, reasons)
+        cands, excluded = self._capable(job, reasons, at)
         chosen = self._choose(job, cands, excluded, at, reasons)
         return self._decision(job, chosen, cands, excluded, reasons)
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from backends.base import BACKGROUNDS, MASK_MODES, N_MODES, QUALITIES, SIZE_MODES, TRAINING_DATA
+from pipeline.deadlines import describe_s, parse_duration
 from pipeline.jobs import Job
 
 Predicate = Callable[[Job], bool]
@@ -57,6 +58,38 @@ class IntRange(_Strict):
         return f"{self.min}<={what}<={self.max}"
 
 
+class WaitRange(_Strict):
+    """How long a job can wait (its `deadline`): `{min: 24h}`, `{max: 2d}` or both. A job without a deadline is
+    urgent and matches no range."""
+
+    min: float | None = None  # seconds
+    max: float | None = None
+
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _something(self) -> WaitRange:
+        if self.min is None and self.max is None:
+            raise ValueError("give min and/or max, as durations such as 24h or 2d")
+        return self
+
+    def contains(self, job: Job) -> bool:
+        if job.deadline is None:
+            return False
+        left = job.deadline.remaining_s()
+        return (self.min is None or left >= self.min) and (self.max is None or left <= self.max)
+
+    def describe(self) -> str:
+        bounds = [
+            f">= {describe_s(self.min)}" if self.min is not None else "",
+            f"<= {describe_s(self.max)}" if self.max is not None else "",
+        ]
+        return "deadline " + " and ".join(b for b in bounds if b)
+
+
 class TagMatch(_Strict):
     """`[a, b]` (any of them), `{any: [...]}` or `{all: [...]}` (both may be given)."""
 
@@ -95,6 +128,7 @@ class When(_Strict):
     tags: TagMatch | None = None
     prompt_length: IntRange | None = None
     prompt_regex: str | None = None
+    deadline: WaitRange | None = None  # how long the job can wait (`{min: 24h}`: it can wait a day or more)
 
     _predicates: tuple[Predicate, ...] = PrivateAttr(default=())
     _text: str = PrivateAttr(default="any job")
@@ -173,6 +207,10 @@ class When(_Strict):
             search = re.compile(self.prompt_regex).search
             preds.append(lambda j: search(j.request.prompt) is not None)
             text.append(f"prompt matches /{self.prompt_regex}/")
+        if self.deadline is not None:
+            wait = self.deadline
+            preds.append(wait.contains)
+            text.append(wait.describe())
         self._predicates = tuple(preds)
         self._text = ", ".join(text) or "any job"
 

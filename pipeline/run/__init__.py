@@ -1,5 +1,7 @@
 """Running jobs: each job executed exactly once (idempotency, ledger holds, retries, fallbacks), by an
-executor (local threads; batching of jobs that share one GPU call), with crash-safe output files, call journals
+executor (local threads; batching of jobs that share one GPU call), batch lanes (jobs that can wait, gathered into
+OpenAI batches: batch_lane.py, batch_tracker.py, parking.py; batch_admin.py for `editroute batch`), with crash-safe
+output files, call journals
 (what a crash left paid for, so a rerun finishes instead of paying again), stored results for reruns, progress
 and the end-of-run report; `preflight.py` checks everything local (output folder, disk space, ledger) before the
 first paid call.
@@ -9,6 +11,10 @@ eval, with an `ExecContext` and giving an `Outcome` (context.py); journal.py kee
 Below it: the ledger, routing, `pipeline.jobs` and `backends`. The Ray executor lives in the cluster wing and is
 named here only by string, in `EXECUTORS`."""
 
+from pipeline.run.batch_admin import cancel as cancel_batches
+from pipeline.run.batch_admin import refresh as refresh_batches
+from pipeline.run.batch_lane import BatchLane, open_lanes
+from pipeline.run.batch_report import batch_table
 from pipeline.run.batching import BatchingPool, can_batch
 from pipeline.run.context import ExecContext, Outcome, RetryPolicy
 from pipeline.run.execute import execute_job
@@ -32,6 +38,7 @@ __all__ = [
     "EXECUTORS",
     "RESULT_FILE",
     "AttemptJournal",
+    "BatchLane",
     "BatchingPool",
     "ExecContext",
     "Executor",
@@ -46,19 +53,23 @@ __all__ = [
     "RunResult",
     "Tally",
     "atomic_write_bytes",
+    "batch_table",
     "build_report",
     "budget_caps",
     "check_disk_space",
     "check_existing_outputs",
     "check_out_dir",
     "can_batch",
+    "cancel_batches",
     "create_executor",
     "execute_job",
     "hosted_by",
     "job_key",
     "materialize",
+    "open_lanes",
     "open_ledger",
     "output_bytes_bound",
+    "refresh_batches",
     "remove_stale_temps",
     "render",
     "run_batch",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -15,9 +16,10 @@ from backends.base import EditBackend, EditResult
 from pipeline.jobs import Job
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.run.executors import Executor
-from pipeline.run.journal import JournalStore
+from pipeline.run.journal import JournalStore, Pending
 
-OutcomeStatus = Literal["done", "failed", "skipped", "interrupted"]
+# parked: waiting in a batch lane (no thread held); the runner resumes it when its batch is collected
+OutcomeStatus = Literal["done", "failed", "skipped", "interrupted", "parked"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,18 @@ class ExecContext:
     # Called with (job, backend name, result) as soon as a backend's result is in hand, before its files are
     # written and the ledger says done (a server answers its client from it, without waiting for the fsyncs).
     on_result: Callable[[Job, str, EditResult], None] | None = None
+    # Batch lanes by backend name (`pipeline.run.batch_lane`): their jobs join a batch instead of a call. `park`:
+    # the runner takes a job that waits in a batch (no thread held) and resumes it when the batch is collected.
+    lanes: Mapping[str, Any] = field(default_factory=dict)
+    park: Callable[[Parked], None] | None = None
+
+    def pending(self, job_id: str, key: str) -> list[Pending]:
+        """What a rerun can finish from, newest first: journaled answers and jobs (journal.py), and lines of batches
+        this run's lanes know (the ledger)."""
+        found = list(self.journals.pending(job_id, key))
+        if self.lanes:
+            found += [Pending(b, (a,), t) for b, a, t in self.ledger.batch_pending(job_id, key) if b in self.lanes]
+        return sorted(found, key=lambda p: -p.saved_at)
 
     def is_hosted(self, name: str) -> bool:
         if self.hosted is not None:
@@ -96,6 +110,20 @@ class ExecContext:
     @property
     def journals(self) -> JournalStore:
         return JournalStore(self.out_dir)
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A job waiting in a batch lane: what resuming it needs (the request is read again then: no image bytes are
+    held for hours)."""
+
+    job: Job
+    key: str
+    decision: Any  # pipeline.routing.Decision
+    t0: float
+    backend: str
+    attempt_id: int
+    future: Future
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
     # what a crash may have left paid for on disk: a verified result, or an answer a backend journaled
     journals = ctx.journals
     left = stored_result(ctx.out_dir, job.id, key, decode=True) if rec is None or rec.id == job.id else None
-    pending = [p for p in journals.pending(job.id, key) if p.backend in ctx.backends] if left is None else []
+    pending = [p for p in ctx.pending(job.id, key) if p.backend in ctx.backends] if left is None else []
     claim = ledger.claim(
         job.id,
         key,
@@ -259,7 +259,15 @@ def _run(
                 break
             started = time.perf_counter()
             journal = ctx.journals.for_call(ledger, job.id, key, name, attempt_id, hosted=ctx.is_hosted(name))
-            future = ctx.executor.submit(name, request, journal=journal)
+            lane = ctx.lanes.get(name)  # a batch lane: the job joins a batch (pipeline.run.batch_lane)
+            if lane is not None:
+                future = lane.submit(request, journal, job.deadline)
+            else:
+                future = ctx.executor.submit(name, request, journal=journal)
+            if getattr(future, "parked", False):  # its result comes when its batch is collected, hours later
+                from pipeline.run.parking import park
+
+                return park(job, key, dec, ctx, t0, name, attempt_id, future)
             if _cancelled_while_queued(future, ctx.stop):
                 if taken:  # the journaled work stays paid for, and still a possible charge
                     ledger.hold_unknown(attempt_id, "stopped before its journaled work was resumed")

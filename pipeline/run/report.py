@@ -1,7 +1,8 @@
 """The batch report, from the ledger alone: jobs per backend, failures by reason, spend versus the plan's
 estimate, call latency p50/p95 per backend, per model what its paid calls were estimated at versus what they
 were billed (the measured estimate/bill ratio: how far a model's token estimates, some labelled ESTIMATE, are off),
-and once people reviewed the outputs (`editroute review`) the cost per accepted edit. As a dict (`build_report`),
+once people reviewed the outputs (`editroute review`) the cost per accepted edit, and the batches of batch lanes
+with their status and what their lines were billed. As a dict (`build_report`),
 rich tables, JSON or CSV.
 
 `spend_usd` is what settled calls cost; `held_usd` is budget still held by calls not settled (a run in progress,
@@ -166,6 +167,7 @@ def build_report(ledger: Ledger) -> dict[str, Any]:
             "cost_per_accepted_usd": _usd(judged_cost / accepted) if accepted else None,
         },
         "failures": sorted(failures.values(), key=lambda f: -f["count"]),
+        "batches": ledger.batch_summaries(),  # OpenAI Batch API batches of batch lanes (docs/batch-lane.md)
     }
 
 
@@ -277,6 +279,10 @@ def render(report: dict[str, Any], console) -> None:
             "included) over the edits accepted",
             highlight=False,
         )
+    if report.get("batches"):
+        from pipeline.run.batch_report import batch_table
+
+        console.print(batch_table(report["batches"]))
     if report["failures"]:
         fails = Table(title="failures by reason", title_justify="left")
         fails.add_column("reason")

@@ -14,6 +14,9 @@
    charges (budgets count them; the policy's `unknown_outcome_hold` says for how long).
 4. `stop` (Ctrl-C) stops taking jobs and lets in-flight calls finish; jobs still waiting to call are marked
    interrupted and resume on the next run. A second Ctrl-C abandons in-flight calls (marked interrupted).
+5. Jobs routed to a batch lane (`kind: openai-batch`) join a batch and park without holding a thread
+   (`batch_lane.py`, `parking.py`); once every other job is in a call or done the lanes send what they hold, and
+   the run waits for its batches. Ctrl-C cancels them upstream; what they finished is still written (paid for).
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ from pipeline.errors import ConfigError
 from pipeline.jobs import Manifest, ManifestProblem
 from pipeline.ledger import BudgetCap, Ledger
 from pipeline.routing import Policy, Router, build_backends, load_policy
-from pipeline.run.context import ExecContext, Outcome, StopSignal
+from pipeline.run.batch_lane import BatchLane, open_lanes
+from pipeline.run.context import ExecContext, Outcome, Parked, StopSignal
 from pipeline.run.execute import execute_job
 from pipeline.run.executors import Executor, create_executor
+from pipeline.run.parking import ParkingLot, resume_parked
 from pipeline.run.preflight import check_out_dir, check_run_disk_space, open_ledger
 from pipeline.run.progress import NullProgress, Tally
 
@@ -120,6 +125,7 @@ def run_batch(
         progress.note(recovered.describe())
     record_problems(ledger, problems)
     engine: Executor = create_executor(executor, backends, policy=policy, **dict(executor_options or {}))
+    lanes = open_lanes(backends, ledger, out)
     caps = budget_caps(policy)
     ctx = ExecContext(
         ledger=ledger,
@@ -132,6 +138,7 @@ def run_batch(
         skip_misconfigured=True,
         hosted=hosted_by(policy),
         fallback_on_rejected=policy.fallback_on_rejected,
+        lanes=lanes,
     )
     router = Router(policy, backends, ledger)
     capacity = getattr(engine, "capacity", lambda: 4)()
@@ -145,6 +152,19 @@ def run_batch(
     pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="job")
     abandoned = False
 
+    def resume(parked: Parked) -> None:  # a job's batch is collected: finish it on the pool
+        try:
+            outcome = resume_parked(parked, ctx)
+        except Exception as exc:  # a bug must not sink the batch
+            log.exception("job %s: unexpected error", parked.job.id)
+            ledger.fail(parked.job.id, f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+            outcome = Outcome(parked.job.id, "failed", error=str(exc), error_class=type(exc).__name__)
+        if outcome.status != "parked":  # (parked again: its line was sent again in a new batch)
+            progress.finished(outcome)
+
+    parking = ParkingLot(resume, pool.submit)
+    ctx.park = parking.park
+
     def one(job) -> Outcome:
         progress.started(job.id)
         try:
@@ -155,7 +175,8 @@ def run_batch(
             outcome = Outcome(job.id, "failed", error=str(exc), error_class=type(exc).__name__)
         finally:
             slots.release()
-        progress.finished(outcome)
+        if outcome.status != "parked":  # a parked job reports when its batch is collected
+            progress.finished(outcome)
         return outcome
 
     try:
@@ -167,13 +188,15 @@ def run_batch(
                     slots.release()
                     break
                 pool.submit(one, job)
-            _wait_all(slots, window)
+            _drain(slots, window, list(lanes.values()), parking, ctx.stop)
         except KeyboardInterrupt:
             ctx.stop.set()
             result.interrupted = True
             progress.note("stopping: in-flight calls finish first (Ctrl-C again to abandon them)")
+            if parking.count:
+                progress.note("cancelling batches upstream; their finished lines are collected and written")
             try:
-                _wait_all(slots, window)
+                _drain(slots, window, list(lanes.values()), parking, ctx.stop)
             except KeyboardInterrupt:
                 abandoned = True
                 ledger.interrupt()
@@ -184,9 +207,29 @@ def run_batch(
         pool.shutdown(wait=not abandoned, cancel_futures=True)
         progress.close()
         if not abandoned:
+            for lane in lanes.values():
+                lane.close()
             engine.close()
             ledger.close()
     return result
+
+
+def _drain(
+    slots: threading.BoundedSemaphore, window: int, lanes: list[BatchLane], parking: ParkingLot, stop: threading.Event
+) -> None:
+    """Wait for every job taken: first those in calls; then, as no more jobs can join a batch, the lanes send what
+    they hold and the jobs parked in batches are waited for (on stop, the batches are cancelled upstream)."""
+    _wait_all(slots, window)
+    for lane in lanes:
+        lane.flush()
+    stopped = False
+    while True:
+        if stop.is_set() and not stopped:
+            stopped = True
+            for lane in lanes:
+                lane.stop()
+        if parking.wait(0.25):
+            return
 
 
 def _wait_all(slots: threading.BoundedSemaphore, window: int) -> None:
