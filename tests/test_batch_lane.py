@@ -202,3 +202,16 @@ def test_stop_cancels_upstream_and_keeps_what_finished(api, tmp_path):
     again = run_batch(manifest, policy, out)  # a rerun sends the rest in a new batch
     assert again.ok and again.tally.done == 30 - finished and again.tally.reused == finished
     assert sorted(line_bills(api)) == sorted(statuses(out)) and all(len(v) == 1 for v in line_bills(api).values())
+
+
+def test_a_batch_jobs_latency_is_the_batchs_turnaround(key, tmp_path):
+    """`report`'s p50/p95 of a batch lane say how long its jobs waited for their batch, not how long a line took
+    to read back (which is ~0 and would make the lane look faster than any synchronous call)."""
+    with FakeOpenAIServer(api_key=STANDIN_KEY, batch_delay_s=1.0) as api:
+        out = tmp_path / "out"
+        assert run_batch(write_jobs(tmp_path, 3), write_policy(tmp_path, api.base_url), out).ok
+    for job_id in statuses(out):
+        assert result_of(out, job_id)["timings"]["total_s"] >= 1.0
+    with Ledger.in_dir(out) as ledger:
+        [lane] = [b for b in build_report(ledger)["backends"] if b["backend"] == "api-batch"]
+    assert lane["p50_s"] >= 1.0

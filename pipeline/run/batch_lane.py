@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,10 @@ class BatchLane:
             err = BackendUnavailable(f"batch {row.batch_id}: the answer of line {line.custom_id!r} cannot be read")
             err.spent_usd = from_nusd(line.cost_nusd) if line.cost_nusd else None
             raise err
-        return self.backend.result_from_line(request, raw, row.batch_id or "")
+        result = self.backend.result_from_line(request, raw, row.batch_id or "")
+        # its latency is the batch's turnaround (batch made -> answers out), not the microseconds of reading a line
+        waited_s = max(0, (row.finished_at or int(time.time() * 1000)) - row.created_at) / 1000
+        return replace(result, timings={**result.timings, "total_s": waited_s, "batch_turnaround_s": waited_s})
 
     def _read_answer(self, row: BatchRow, line: BatchLine) -> bytes | None:
         path = Path(row.folder or self.folder / row.local_key) / OUTPUT
