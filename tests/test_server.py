@@ -485,6 +485,8 @@ def test_serve_command_with_the_shipped_balanced_policy_and_the_readme_snippet(t
     flat = " ".join(err.split())
     assert "backend api: 4 call(s) in flight (the policy's concurrency:)" in flat  # said, not silent
     assert "backend sdxl-local: 1 pipeline call at a time on its device" in flat
+    lane = "backend api-batch: not used by the server (a batch lane: results within 24h; requests carry no deadline)"
+    assert lane in flat
     assert f"ledger: {tmp_path / 'out' / 'editroute.db'}" in err.replace("\n", "")
     files = [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert len(files) >= 3 and not [f for f in [*files, err.encode()] if UPSTREAM_KEY.encode() in f]

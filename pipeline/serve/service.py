@@ -40,6 +40,7 @@ from backends import live
 from backends.base import EditBackend, EditResult
 from backends.errors import InvalidRequest
 from backends.validation import capability_problems
+from pipeline.deadlines import describe_s
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger, now_ms
 from pipeline.routing import Decision, Policy, Router, build_backends
@@ -181,6 +182,11 @@ class EditService:
         for name, lim in self.executor.limits.items():
             spec = self._declared.get(name)
             rpm = f", at most {lim.requests_per_minute:g}/min" if lim.requests_per_minute else ""
+            turnaround = getattr(getattr(self.backends.get(name), "capabilities", None), "turnaround_s", None)
+            if turnaround is not None:  # the router offers a lane only jobs with a deadline: no HTTP request has one
+                lane = f"a batch lane: results within {describe_s(turnaround)}"
+                lines.append(f"{name}: not used by the server ({lane}; requests carry no deadline)")
+                continue
             if getattr(self.backends.get(name), "gpu_bound", False):  # its device lock keeps calls serial
                 overlap = f"; {lim.concurrency} host threads overlap post-processing" if lim.concurrency > 1 else ""
                 lines.append(f"{name}: 1 pipeline call at a time on its device{overlap}")
