@@ -22,14 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.standins.tiny_qwen_parts import (
-    build_variant,
-    check_variant,
-    qwen_tokenizer,
-    sharpen,
-    special_ids,
-    variant_main,
-)
+from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_flux2_klein", "tiny_flux2_klein_pipeline"]
 
@@ -57,10 +50,6 @@ SCHEDULER = {
     "shift": 3.0,
     "use_dynamic_shifting": True,
 }
-
-
-def _kind(variant: str) -> str:
-    return f"flux2-klein-{variant}-r{RECIPE}"
 
 
 def _text_encoder(tokenizer):
@@ -93,7 +82,7 @@ def tiny_flux2_klein_pipeline(variant: str = "distilled"):
         Flux2Transformer2DModel,
     )
 
-    check_variant(variant, VARIANTS, "FLUX.2 klein")
+    STANDIN.check(variant)
     chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     tokenizer = qwen_tokenizer(chat, extra_specials=THINK, chat_template=CHAT_TEMPLATE)
     torch.manual_seed(0)
@@ -133,32 +122,28 @@ def tiny_flux2_klein_pipeline(variant: str = "distilled"):
     )
 
 
+STANDIN = VariantStandin(
+    what="FLUX.2 klein",
+    module="tiny_flux2_klein",
+    stamp="flux2-klein",
+    recipe=RECIPE,
+    variants=VARIANTS,
+    default="distilled",
+    make=tiny_flux2_klein_pipeline,
+    describe=lambda variant, out: (
+        f"tiny random-weight Flux2KleinPipeline stand-in ({variant}; outputs are noise) at {out}"
+    ),
+)
+
+
 def build_tiny_flux2_klein(path: str | Path, *, variant: str = "distilled", overwrite: bool = False) -> Path:
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
-    return build_variant(
-        path,
-        kind=_kind(variant),
-        variant=variant,
-        variants=VARIANTS,
-        what="FLUX.2 klein",
-        make=tiny_flux2_klein_pipeline,
-        overwrite=overwrite,
-    )
+    return STANDIN.build(path, variant=variant, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return variant_main(
-        argv,
-        module="tiny_flux2_klein",
-        doc=__doc__,
-        variants=VARIANTS,
-        default="distilled",
-        build=build_tiny_flux2_klein,
-        describe=lambda variant, out: (
-            f"tiny random-weight Flux2KleinPipeline stand-in ({variant}; outputs are noise) at {out}"
-        ),
-    )
+    return STANDIN.main(argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -24,14 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.standins.tiny_qwen_parts import (
-    build_variant,
-    check_variant,
-    qwen_tokenizer,
-    sharpen,
-    special_ids,
-    variant_main,
-)
+from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "template_prefix", "tiny_qwen_edit_pipeline"]
 
@@ -61,10 +54,6 @@ PROCESSOR = {
     "temporal_patch_size": 2,
     "merge_size": 2,
 }
-
-
-def _kind(variant: str) -> str:
-    return f"qwen-image-edit-{variant}-r{RECIPE}"
 
 
 def _pipeline_class(variant: str):
@@ -133,7 +122,7 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
     import torch
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
 
-    check_variant(variant, VARIANTS, "Qwen-Image-Edit")
+    STANDIN.check(variant)
     pipeline_class = _pipeline_class(variant)
     prefix, dropped = template_prefix(pipeline_class)
     tokenizer = qwen_tokenizer(prefix)
@@ -177,32 +166,28 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
     )
 
 
+STANDIN = VariantStandin(
+    what="Qwen-Image-Edit",
+    module="tiny_qwen_edit",
+    stamp="qwen-image-edit",
+    recipe=RECIPE,
+    variants=VARIANTS,
+    default="2511",
+    make=tiny_qwen_edit_pipeline,
+    describe=lambda variant, out: (
+        f"tiny random-weight {VARIANTS[variant]} stand-in ({variant}; outputs are noise) at {out}"
+    ),
+)
+
+
 def build_tiny_qwen_edit(path: str | Path, *, variant: str = "2511", overwrite: bool = False) -> Path:
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
-    return build_variant(
-        path,
-        kind=_kind(variant),
-        variant=variant,
-        variants=VARIANTS,
-        what="Qwen-Image-Edit",
-        make=tiny_qwen_edit_pipeline,
-        overwrite=overwrite,
-    )
+    return STANDIN.build(path, variant=variant, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return variant_main(
-        argv,
-        module="tiny_qwen_edit",
-        doc=__doc__,
-        variants=VARIANTS,
-        default="2511",
-        build=build_tiny_qwen_edit,
-        describe=lambda variant, out: (
-            f"tiny random-weight {VARIANTS[variant]} stand-in ({variant}; outputs are noise) at {out}"
-        ),
-    )
+    return STANDIN.main(argv, __doc__)
 
 
 if __name__ == "__main__":
