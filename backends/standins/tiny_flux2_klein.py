@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids
+from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, token_roles
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_flux2_klein", "tiny_flux2_klein_pipeline"]
 
@@ -52,10 +52,16 @@ SCHEDULER = {
 }
 
 
+def klein_tokenizer():
+    """The local Qwen3-style tokenizer with klein's chat template (tiny here, full-size in
+    benchmarks/diffusion_arch.py)."""
+    chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    return qwen_tokenizer(chat, extra_specials=THINK, chat_template=CHAT_TEMPLATE)
+
+
 def _text_encoder(tokenizer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    ids = special_ids(tokenizer)
     config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -65,9 +71,7 @@ def _text_encoder(tokenizer):
         num_key_value_heads=2,
         head_dim=8,
         max_position_embeddings=1024,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
+        **token_roles(tokenizer),
     )
     return Qwen3ForCausalLM(config).eval()
 
@@ -75,16 +79,10 @@ def _text_encoder(tokenizer):
 def tiny_flux2_klein_pipeline(variant: str = "distilled"):
     """The stand-in pipeline in memory (seeded: the same weights every time)."""
     import torch
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
     STANDIN.check(variant)
-    chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    tokenizer = qwen_tokenizer(chat, extra_specials=THINK, chat_template=CHAT_TEMPLATE)
+    tokenizer = klein_tokenizer()
     torch.manual_seed(0)
     text_encoder = _text_encoder(tokenizer)
     torch.manual_seed(0)
@@ -112,13 +110,18 @@ def tiny_flux2_klein_pipeline(variant: str = "distilled"):
         guidance_embeds=False,
     )
     sharpen(transformer, gain=2.0, attention_gain=3.0, text_key_gain=2.0)
+    return assemble(
+        tokenizer, is_distilled=VARIANTS[variant], vae=vae, text_encoder=text_encoder, transformer=transformer
+    )
+
+
+def assemble(tokenizer, *, is_distilled: bool, **models):
+    """Flux2KleinPipeline around its vae, text_encoder and transformer, with the FLUX flow-matching scheduler
+    (tiny here, full-size in benchmarks/diffusion_arch.py)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+
     return Flux2KleinPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        transformer=transformer,
-        is_distilled=VARIANTS[variant],
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER), tokenizer=tokenizer, is_distilled=is_distilled, **models
     )
 
 

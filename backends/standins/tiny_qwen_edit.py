@@ -23,8 +23,9 @@ prompt and to every input image.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids
+from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids, token_roles
 
 __all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "template_prefix", "tiny_qwen_edit_pipeline"]
 
@@ -56,7 +57,7 @@ PROCESSOR = {
 }
 
 
-def _pipeline_class(variant: str):
+def pipeline_class_of(variant: str):
     import diffusers
 
     return getattr(diffusers, VARIANTS[variant])
@@ -72,12 +73,39 @@ def template_prefix(pipeline_class) -> tuple[str, int]:
     return template[: template.index(header) + len(header)], probe.prompt_template_encode_start_idx
 
 
-def _text_encoder(tokenizer):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def edit_tokenizer(pipeline_class):
+    """The local tokenizer for `pipeline_class`, checked to give the template the token count the pipeline drops."""
+    prefix, dropped = template_prefix(pipeline_class)
+    tokenizer = qwen_tokenizer(prefix)
+    if (count := len(tokenizer(prefix)["input_ids"])) != dropped:
+        raise RuntimeError(
+            f"tiny Qwen tokenizer gives {count} template tokens; {pipeline_class.__name__} drops {dropped}"
+        )
+    return tokenizer
+
+
+def text_encoder_config(tokenizer, text: dict[str, Any], vision: dict[str, Any]):
+    """A Qwen2.5-VL config of these sizes whose special tokens are `tokenizer`'s (tiny here, full-size in
+    benchmarks/diffusion_arch.py)."""
+    from transformers import Qwen2_5_VLConfig
 
     ids = special_ids(tokenizer)
-    config = Qwen2_5_VLConfig(
-        text_config={
+    return Qwen2_5_VLConfig(
+        text_config={**text, **token_roles(tokenizer)},
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def _text_encoder(tokenizer):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    config = text_encoder_config(
+        tokenizer,
+        text={
             "hidden_size": TEXT_HIDDEN,
             "intermediate_size": 32,
             "num_hidden_layers": 2,
@@ -85,11 +113,8 @@ def _text_encoder(tokenizer):
             "num_key_value_heads": 2,
             "vocab_size": len(tokenizer),
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
         },
-        vision_config={
+        vision={
             "depth": 2,
             "hidden_size": 16,
             "intermediate_size": 16,
@@ -101,10 +126,6 @@ def _text_encoder(tokenizer):
             "fullatt_block_indexes": [1],
             "window_size": 112,
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
     )
     return Qwen2_5_VLForConditionalGeneration(config).eval()
 
@@ -120,14 +141,11 @@ def _processor(tokenizer):
 def tiny_qwen_edit_pipeline(variant: str = "2511"):
     """The stand-in pipeline in memory (seeded: the same weights every time)."""
     import torch
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
 
     STANDIN.check(variant)
-    pipeline_class = _pipeline_class(variant)
-    prefix, dropped = template_prefix(pipeline_class)
-    tokenizer = qwen_tokenizer(prefix)
-    if (count := len(tokenizer(prefix)["input_ids"])) != dropped:
-        raise RuntimeError(f"tiny Qwen tokenizer gives {count} template tokens; {VARIANTS[variant]} drops {dropped}")
+    pipeline_class = pipeline_class_of(variant)
+    tokenizer = edit_tokenizer(pipeline_class)
     torch.manual_seed(0)
     text_encoder = _text_encoder(tokenizer)
     torch.manual_seed(0)
@@ -156,13 +174,19 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
         zero_cond_t=variant == "2511",
     )
     sharpen(transformer, gain=2.0, attention_gain=3.0, text_key_gain=2.0)
+    return assemble(pipeline_class, tokenizer, vae=vae, text_encoder=text_encoder, transformer=transformer)
+
+
+def assemble(pipeline_class, tokenizer, **models):
+    """`pipeline_class` around its vae, text_encoder and transformer, with the checkpoints' scheduler settings and
+    the processor over `tokenizer` (tiny here, full-size in benchmarks/diffusion_arch.py)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     return pipeline_class(
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
-        vae=vae,
-        text_encoder=text_encoder,
         tokenizer=tokenizer,
         processor=_processor(tokenizer),
-        transformer=transformer,
+        **models,
     )
 
 

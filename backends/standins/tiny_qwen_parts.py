@@ -102,6 +102,16 @@ def special_ids(tokenizer) -> dict[str, int]:
     return {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
 
 
+def token_roles(tokenizer) -> dict[str, int]:
+    """A Qwen text config's bos/eos/pad ids, as Qwen assigns them, in our local tokenizer."""
+    ids = special_ids(tokenizer)
+    return {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
 def sharpen(module, *, gain: float, attention_gain: float = 1.0, text_key_gain: float = 1.0) -> None:
     """Zero every bias, multiply every parameter of 2+ dimensions (matrices, conv kernels, the Qwen VAE's (C, 1, 1)
     norm scales) by `gain`, every q/k RMSNorm weight by `attention_gain` and the text stream's key norm
