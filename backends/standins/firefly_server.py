@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import logging
 import threading
 import time
 import uuid
@@ -41,11 +40,10 @@ from backends.standins.loopback import (
     Reply,
     Request,
     RequestWindow,
+    StandinService,
     json_reply,
     serve_until_interrupted,
 )
-
-log = logging.getLogger(__name__)
 
 BANNER = "STAND-IN for Adobe Firefly Services + IMS (loopback fake, not the real services)"
 TRIGGERS = {
@@ -108,7 +106,9 @@ class Job:
     outcome: tuple[str, str, str] | None = None  # (status, error_code, message) for a job that does not succeed
 
 
-class FakeFireflyServer:
+class FakeFireflyServer(StandinService):
+    banner = BANNER
+
     def __init__(
         self,
         *,
@@ -150,23 +150,6 @@ class FakeFireflyServer:
     @property
     def token_url(self) -> str:
         return self._server.root_url + "/ims/token/v3"
-
-    def __repr__(self) -> str:
-        return f"FakeFireflyServer(base_url={self.base_url!r})"
-
-    def start(self) -> FakeFireflyServer:
-        self._server.start()
-        log.warning("%s listening on %s", BANNER, self.base_url)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeFireflyServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- test switches ------------------------------------------------------------------------------
 

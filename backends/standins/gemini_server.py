@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -33,11 +32,10 @@ from backends.standins.loopback import (
     Reply,
     Request,
     RequestWindow,
+    StandinService,
     json_reply,
     serve_until_interrupted,
 )
-
-log = logging.getLogger(__name__)
 
 BANNER = "STAND-IN for Google's Gemini API (loopback fake, not the real service)"
 TRIGGERS = {
@@ -115,7 +113,9 @@ class RecordedCall:
     response_usage: dict | None = None  # the usageMetadata it answered with, to check billing against
 
 
-class FakeGeminiServer:
+class FakeGeminiServer(StandinService):
+    banner = BANNER
+
     def __init__(
         self,
         *,
@@ -145,23 +145,6 @@ class FakeGeminiServer:
     @property
     def base_url(self) -> str:  # what `base_url:` takes (the API version is a separate setting)
         return self._server.root_url
-
-    def __repr__(self) -> str:
-        return f"FakeGeminiServer(base_url={self.base_url!r})"
-
-    def start(self) -> FakeGeminiServer:
-        self._server.start()
-        log.warning("%s listening on %s", BANNER, self.base_url)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeGeminiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- request handling (handler threads) --------------------------------------------------------
 

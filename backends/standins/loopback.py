@@ -1,5 +1,7 @@
-"""The HTTP plumbing the Gemini and Firefly stand-ins share: a threaded server on 127.0.0.1 (an ephemeral port by
-default) that hands each request to a `route(Request) -> Reply` function, as a context manager.
+"""The HTTP plumbing the hosted stand-ins share: a threaded server on 127.0.0.1 (an ephemeral port by default) as a
+context manager (`LoopbackHTTP`, any handler class; the OpenAI stand-in brings its own, for streaming and crash
+timing), the same serving each request to a `route(Request) -> Reply` function (`LoopbackServer`, Gemini and
+Firefly), and the start/stop/`with` of a stand-in built on one (`StandinService`).
 
     with LoopbackServer(route, name="gemini") as srv:
         srv.root_url   # http://127.0.0.1:<port>
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -86,25 +88,29 @@ class Drop(Exception):
     """Close the connection without answering."""
 
 
-class LoopbackServer:
-    def __init__(self, route: Callable[[Request], Reply], *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.route, self.name, self.host, self.port = route, name, host, port
+class LoopbackHTTP:
+    """Serves `handler` (its `server_owner` set to `owner`) on a daemon thread; port 0 picks a free one."""
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], owner: Any, *, name: str, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.handler, self.owner, self.name, self.host, self.port = handler, owner, name, host, port
         self._httpd: ThreadingHTTPServer | None = None
 
     @property
     def root_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> LoopbackServer:
-        owner = self
+    def start(self) -> Self:
+        owner = self.owner
 
-        class Handler(_Handler):
+        class Handler(self.handler):
             server_owner = owner
 
         self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        threading.Thread(
+        threading.Thread(  # short poll: stop() returns quickly
             target=self._httpd.serve_forever, args=(0.05,), name=f"{self.name}-standin", daemon=True
         ).start()
         return self
@@ -115,7 +121,41 @@ class LoopbackServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LoopbackServer(LoopbackHTTP):
+    """`LoopbackHTTP` handing each request to `route(Request) -> Reply`."""
+
+    def __init__(self, route: Callable[[Request], Reply], *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(_Handler, self, name=name, host=host, port=port)
+        self.route = route
+
+
+class StandinService:
+    """Start, stop and `with` for a stand-in that serves through `self._server` (a `LoopbackHTTP`); starting
+    says `banner` and where it listens, so nobody mistakes a fake for the real service."""
+
+    banner: ClassVar[str]
+    base_url: str
+    _server: LoopbackHTTP
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def start(self) -> Self:
+        self._server.start()
+        logging.getLogger(type(self).__module__).warning("%s listening on %s", self.banner, self.base_url)
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
