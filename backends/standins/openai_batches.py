@@ -26,8 +26,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from backends.pricing import token_cost
+from backends.standins.loopback import Drop
 from backends.standins.openai_files import add_file
-from backends.standins.openai_server import ApiError, RecordedRequest, _Drop
+from backends.standins.openai_server import ApiError, RecordedRequest
 
 if TYPE_CHECKING:
     from backends.standins.openai_server import FakeOpenAIServer
@@ -95,7 +96,7 @@ def _scripted(server: FakeOpenAIServer) -> str:
     if isinstance(item, int):
         raise ApiError(item, "The server had an error while processing your request.", type="server_error")
     if item == "drop":
-        raise _Drop
+        raise Drop
     return str(item)
 
 
@@ -167,7 +168,7 @@ def create(server: FakeOpenAIServer, rec: RecordedRequest) -> dict:
     answer = public(batch)  # as created, before its worker moves it on
     threading.Thread(target=_work, args=(server, batch), name=f"standin-{batch_id[:14]}", daemon=True).start()
     if what == "drop_after":  # made, never answered: the client must find it by listing
-        raise _Drop
+        raise Drop
     return answer
 
 
