@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable
 from decimal import Decimal
 
-from backends.pricing import PriceTable, load_prices, token_cost
+from backends.pricing import BatchRates, ModelPrices, PriceTable, load_prices, token_cost
 from backends.standins.loopback import Drop, LoopbackHTTP, RequestWindow, StandinService, serve_until_interrupted
 from backends.standins.openai_http import (  # records and errors: also imported from here by the endpoint modules
     ApiError,
@@ -256,17 +256,22 @@ class FakeOpenAIServer(StandinService):
         )
 
     def bill(self, rec: RecordedRequest, payload: dict) -> Decimal:
-        """What a 200 answer costs at the stand-in's prices, from its `usage`."""
-        usage = payload.get("usage") or {}
-        details, out = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
-        prices = self.prices.model(rec.fields.get("model") or (rec.json or {}).get("model") or DEFAULT_MODEL)
-        return token_cost(
-            prices,
-            text_in=int(details.get("text_tokens") or 0),
-            image_in=int(details.get("image_tokens") or 0),
-            image_out=int(out.get("image_tokens") or 0),
-            text_out=int(out.get("text_tokens") or 0),
-        )
+        """What a 200 answer costs at the stand-in's prices."""
+        model = rec.fields.get("model") or (rec.json or {}).get("model") or DEFAULT_MODEL
+        return usage_cost(self.prices.model(model), payload)
+
+
+def usage_cost(prices: ModelPrices | BatchRates, payload: dict) -> Decimal:
+    """What an answer's `usage` costs at `prices` (a model's, or its Batch rates)."""
+    usage = payload.get("usage") or {}
+    details, out = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
+    return token_cost(
+        prices,
+        text_in=int(details.get("text_tokens") or 0),
+        image_in=int(details.get("image_tokens") or 0),
+        image_out=int(out.get("image_tokens") or 0),
+        text_out=int(out.get("text_tokens") or 0),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
