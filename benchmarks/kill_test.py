@@ -59,9 +59,9 @@ backends:
     max_retries: 0
     concurrency: {concurrency}
 quality: {{api: 0.8}}
-budgets:
-  - {{backend: api, period: day, limit_usd: "{cap}"}}
+{extra}
 """
+BUDGET = 'budgets:\n  - {{backend: api, period: day, limit_usd: "{cap}"}}'
 
 
 @dataclass
@@ -138,8 +138,7 @@ def run_kill_test(
     runs: list[tuple[float, float | None]] = []  # (started, killed at) of each run, in time.time()
     env = {**os.environ, "PYTHONPATH": str(code), "OPENAI_API_KEY": KEY}
     with FakeOpenAIServer(latency_s=latency) as api:
-        policy = work / "policy.yaml"
-        policy.write_text(POLICY.format(url=api.base_url, cap=cap, concurrency=concurrency))
+        policy = write_policy(work, api.base_url, concurrency=concurrency, extra=BUDGET.format(cap=cap))
 
         def start(*extra: str) -> subprocess.Popen:
             report.runs += 1
@@ -221,6 +220,13 @@ def _account(report: KillReport, requests: list, runs: list[tuple[float, float |
             report.paid_twice.append(f"{job_of(r)} (delivered {lead_ms:.0f} ms before a kill)")
         else:
             report.paid_twice_in_window_ms.append(lead_ms)
+
+
+def write_policy(folder: Path, url: str, *, concurrency: int = 4, extra: str = "") -> Path:
+    """One `api` backend on the stand-in at `url`, no retries (a crash test counts every call), plus `extra`."""
+    path = folder / "policy.yaml"
+    path.write_text(POLICY.format(url=url, concurrency=concurrency, extra=extra))
+    return path
 
 
 def write_jobs(folder: Path, count: int) -> Path:

@@ -13,34 +13,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# the kill -9 benchmark's manifest and ledger reads, re-exported for the tests
+# the kill -9 benchmark's policy, manifest and ledger reads, re-exported for the tests
 from benchmarks.kill_test import job_of as job_of
 from benchmarks.kill_test import ledger_rows as ledger_rows
 from benchmarks.kill_test import write_jobs as write_jobs
+from benchmarks.kill_test import write_policy as write_policy
 from tests.crash_hooks import HOOK_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_KEY = "sk-standin-crash-test-0123456789"  # the loopback stand-in's key, not a real credential
 
 LAUNCH = "import sys, tests.crash_hooks as h; h.install(); from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
-
-API_POLICY = """
-backends:
-  api:
-    kind: openai
-    model: gpt-image-2
-    base_url: {url}
-    max_retries: 0
-    concurrency: {concurrency}
-quality: {{api: 0.8}}
-{extra}
-"""
-
-
-def write_policy(folder: Path, url: str, *, concurrency: int = 4, extra: str = "") -> Path:
-    path = folder / "policy.yaml"
-    path.write_text(API_POLICY.format(url=url, concurrency=concurrency, extra=extra))
-    return path
 
 
 def env_for(*, hook: str | None = None) -> dict[str, str]:
