@@ -35,13 +35,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from backends.standins.loopback import (
-    Drop,
     LoopbackServer,
     Reply,
     Request,
     RequestWindow,
     StandinService,
     json_reply,
+    next_failure,
     serve_until_interrupted,
 )
 
@@ -237,13 +237,9 @@ class FakeFireflyServer(StandinService):
     def _scripted(self, script: collections.deque | None) -> None:
         if script is None:
             return
-        with self._lock:
-            item = script.popleft() if script else None
-        if item is None or item == "ok":
+        spec = next_failure(script, self._lock)
+        if spec is None:
             return
-        if item == "drop":
-            raise Drop
-        spec = {"status": item} if isinstance(item, int) else dict(item)
         status = spec["status"]
         if status == 429:
             raise FireflyError(

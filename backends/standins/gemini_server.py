@@ -27,13 +27,13 @@ from typing import Any
 
 from backends.pricing import PriceTable, load_prices
 from backends.standins.loopback import (
-    Drop,
     LoopbackServer,
     Reply,
     Request,
     RequestWindow,
     StandinService,
     json_reply,
+    next_failure,
     serve_until_interrupted,
 )
 
@@ -225,13 +225,9 @@ class FakeGeminiServer(StandinService):
             )
 
     def _scripted(self, model: str) -> None:
-        with self._lock:
-            item = self.script.popleft() if self.script else None
-        if item is None or item == "ok":
+        spec = next_failure(self.script, self._lock)
+        if spec is None:
             return
-        if item == "drop":
-            raise Drop
-        spec = {"status": item} if isinstance(item, int) else dict(item)
         if spec["status"] == 429:
             raise quota_error(model, spec.get("retry_delay", "1s"), limit=0 if spec.get("no_quota") else 10)
         raise GoogleError(

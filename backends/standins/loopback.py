@@ -12,6 +12,7 @@ answer (a scripted network failure). Request lines are logged at DEBUG; headers 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -86,6 +87,19 @@ def serve_until_interrupted(server: Any, lines: Callable[[Any], list[str]]) -> i
 
 class Drop(Exception):
     """Close the connection without answering."""
+
+
+def next_failure(script: collections.deque, lock: threading.Lock) -> dict | None:
+    """The stand-ins' scripted failures, one item per request: "ok" (or an empty script) answers normally (None),
+    "drop" raises `Drop`, a status code or a dict with "status" (and what that service's error takes) is returned
+    as that dict for the caller to raise in its service's error envelope."""
+    with lock:
+        item = script.popleft() if script else None
+    if item is None or item == "ok":
+        return None
+    if item == "drop":
+        raise Drop
+    return {"status": item} if isinstance(item, int) else dict(item)
 
 
 class LoopbackHTTP:

@@ -38,7 +38,13 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from backends.pricing import BatchRates, ModelPrices, PriceTable, load_prices, token_cost
-from backends.standins.loopback import Drop, LoopbackHTTP, RequestWindow, StandinService, serve_until_interrupted
+from backends.standins.loopback import (
+    LoopbackHTTP,
+    RequestWindow,
+    StandinService,
+    next_failure,
+    serve_until_interrupted,
+)
 from backends.standins.openai_http import (  # records and errors: also imported from here by the endpoint modules
     ApiError,
     Encoded,
@@ -163,13 +169,9 @@ class FakeOpenAIServer(StandinService):
             )
 
     def _scripted(self) -> None:
-        with self._lock:
-            item = self.script.popleft() if self.script else None
-        if item is None or item == "ok":
+        spec = next_failure(self.script, self._lock)
+        if spec is None:
             return
-        if item == "drop":
-            raise Drop
-        spec = {"status": item} if isinstance(item, int) else dict(item)
         status = spec["status"]
         headers = {}
         if "retry_after_ms" in spec:
