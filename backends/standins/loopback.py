@@ -1,7 +1,8 @@
-"""The HTTP plumbing the hosted stand-ins share: a threaded server on 127.0.0.1 (an ephemeral port by default) as a
-context manager (`LoopbackHTTP`, any handler class; the OpenAI stand-in brings its own, for streaming and crash
-timing), the same serving each request to a `route(Request) -> Reply` function (`LoopbackServer`, Gemini and
-Firefly), and the start/stop/`with` of a stand-in built on one (`StandinService`).
+"""The HTTP plumbing the hosted stand-ins share: a threaded server on 127.0.0.1 (an ephemeral port by default) for
+any handler class, as a context manager (`LoopbackHTTP`; the OpenAI stand-in brings its own handler, for streaming
+and crash timing); one that hands each request to a `route(Request) -> Reply` function (`LoopbackServer`: Gemini,
+Firefly); the start/stop/`with` of a stand-in built on either (`StandinService`); their rate window
+(`RequestWindow`) and the reading of their scripted failures (`next_failure`).
 
     with LoopbackServer(route, name="gemini") as srv:
         srv.root_url   # http://127.0.0.1:<port>

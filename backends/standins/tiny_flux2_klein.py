@@ -24,7 +24,7 @@ from pathlib import Path
 
 from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, token_roles
 
-__all__ = ["RECIPE", "VARIANTS", "build_tiny_flux2_klein", "tiny_flux2_klein_pipeline"]
+__all__ = ["RECIPE", "VARIANTS", "assemble", "build_tiny_flux2_klein", "klein_tokenizer", "tiny_flux2_klein_pipeline"]
 
 RECIPE = 1  # bump when the recipe changes, so existing builds are rebuilt
 VARIANTS = {"distilled": True, "base": False}  # variant -> is_distilled

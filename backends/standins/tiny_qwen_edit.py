@@ -27,7 +27,17 @@ from typing import Any
 
 from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids, token_roles
 
-__all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "template_prefix", "tiny_qwen_edit_pipeline"]
+__all__ = [
+    "RECIPE",
+    "VARIANTS",
+    "assemble",
+    "build_tiny_qwen_edit",
+    "edit_tokenizer",
+    "pipeline_class_of",
+    "template_prefix",
+    "text_encoder_config",
+    "tiny_qwen_edit_pipeline",
+]
 
 # Bump when the recipe changes, so existing builds (stamped with it) are rebuilt.
 RECIPE = 1
@@ -58,6 +68,7 @@ PROCESSOR = {
 
 
 def pipeline_class_of(variant: str):
+    """The diffusers pipeline class of `variant`."""
     import diffusers
 
     return getattr(diffusers, VARIANTS[variant])
