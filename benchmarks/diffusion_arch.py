@@ -102,72 +102,39 @@ def on_device(device: str, dtype: str):
 
 
 def _qwen_full(device: str, dtype: str):
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     from backends.standins import tiny_qwen_edit as tq
-    from backends.standins.tiny_qwen_parts import qwen_tokenizer, special_ids
 
-    pipeline_class = tq._pipeline_class("2511")
-    tokenizer = qwen_tokenizer(tq.template_prefix(pipeline_class)[0])
-    ids = special_ids(tokenizer)
-    config = Qwen2_5_VLConfig(
-        text_config={
-            **QWEN_TEXT,
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config=QWEN_VISION,
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
+    pipeline_class = tq.pipeline_class_of("2511")
+    tokenizer = tq.edit_tokenizer(pipeline_class)
+    config = tq.text_encoder_config(tokenizer, QWEN_TEXT, QWEN_VISION)
     with on_device(device, dtype):
-        parts = dict(
+        models = dict(
             text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
             transformer=QwenImageTransformer2DModel(**QWEN_TRANSFORMER),
             vae=AutoencoderKLQwenImage(),
         )
-    return pipeline_class(
-        scheduler=FlowMatchEulerDiscreteScheduler(**tq.SCHEDULER),
-        tokenizer=tokenizer,
-        processor=tq._processor(tokenizer),
-        **parts,
-    )
+    return tq.assemble(pipeline_class, tokenizer, **models)
 
 
 def _klein_full(device: str, dtype: str):
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     from backends.standins import tiny_flux2_klein as tk
-    from backends.standins.tiny_qwen_parts import qwen_tokenizer, special_ids
+    from backends.standins.tiny_qwen_parts import token_roles
 
-    chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    tokenizer = qwen_tokenizer(chat, extra_specials=tk.THINK, chat_template=tk.CHAT_TEMPLATE)
-    ids = special_ids(tokenizer)
-    config = Qwen3Config(
-        **KLEIN_TEXT,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-    )
+    tokenizer = tk.klein_tokenizer()
+    config = Qwen3Config(**KLEIN_TEXT, **token_roles(tokenizer))
     with on_device(device, dtype):
-        parts = dict(
+        models = dict(
             text_encoder=Qwen3ForCausalLM(config).eval(),
             transformer=Flux2Transformer2DModel(**KLEIN_TRANSFORMER),
             vae=AutoencoderKLFlux2(),
         )
-    return Flux2KleinPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**tk.SCHEDULER), tokenizer=tokenizer, is_distilled=True, **parts
-    )
+    return tk.assemble(tokenizer, is_distilled=True, **models)
 
 
 def _tiny(make: Callable[[], Any]) -> Callable[[str, str], Any]:

@@ -59,9 +59,9 @@ backends:
     max_retries: 0
     concurrency: {concurrency}
 quality: {{api: 0.8}}
-budgets:
-  - {{backend: api, period: day, limit_usd: "{cap}"}}
+{extra}
 """
+BUDGET = 'budgets:\n  - {{backend: api, period: day, limit_usd: "{cap}"}}'
 
 
 @dataclass
@@ -132,14 +132,13 @@ def run_kill_test(
 
     rng = random.Random(seed)
     work.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(work, jobs)
+    manifest = write_jobs(work, jobs)
     out = work / "out"
     report = KillReport(cap_usd=cap)
     runs: list[tuple[float, float | None]] = []  # (started, killed at) of each run, in time.time()
     env = {**os.environ, "PYTHONPATH": str(code), "OPENAI_API_KEY": KEY}
     with FakeOpenAIServer(latency_s=latency) as api:
-        policy = work / "policy.yaml"
-        policy.write_text(POLICY.format(url=api.base_url, cap=cap, concurrency=concurrency))
+        policy = write_policy(work, api.base_url, concurrency=concurrency, extra=BUDGET.format(cap=cap))
 
         def start(*extra: str) -> subprocess.Popen:
             report.runs += 1
@@ -177,7 +176,7 @@ def run_kill_test(
         report.never_sent_retry = sorted(
             job
             for job, (status, error_class) in _rows(out).items()
-            if status == "failed" and error_class == "Interrupted" and not any(_job(r) == job for r in api.requests)
+            if status == "failed" and error_class == "Interrupted" and not any(job_of(r) == job for r in api.requests)
         )
         run = start("--retry-failed")
         run.communicate(timeout=600)
@@ -210,29 +209,39 @@ def _account(report: KillReport, requests: list, runs: list[tuple[float, float |
             continue  # never reached a live client
         report.answers_delivered += 1
         if kill is None or (kill - r.delivered_at) * 1000 >= grace_ms:
-            report.delivered_jobs.add(_job(r))  # it reached the client outside the double-pay window
+            report.delivered_jobs.add(job_of(r))  # it reached the client outside the double-pay window
         if kill is None:
             continue
-        again = [o for o in billed if _job(o) == _job(r) and o.answered_at > kill]
+        again = [o for o in billed if job_of(o) == job_of(r) and o.answered_at > kill]
         if not again:
             continue
         lead_ms = (kill - r.delivered_at) * 1000
         if lead_ms >= grace_ms:
-            report.paid_twice.append(f"{_job(r)} (delivered {lead_ms:.0f} ms before a kill)")
+            report.paid_twice.append(f"{job_of(r)} (delivered {lead_ms:.0f} ms before a kill)")
         else:
             report.paid_twice_in_window_ms.append(lead_ms)
 
 
-def _manifest(work: Path, jobs: int) -> Path:
+def write_policy(folder: Path, url: str, *, concurrency: int = 4, extra: str = "") -> Path:
+    """One `api` backend on the stand-in at `url`, no retries (a crash test counts every call), plus `extra`."""
+    path = folder / "policy.yaml"
+    path.write_text(POLICY.format(url=url, concurrency=concurrency, extra=extra))
+    return path
+
+
+def write_jobs(folder: Path, count: int) -> Path:
+    """`count` masked jobs job00.. at quality low and 1024x1024, so the estimate is exactly what the stand-in
+    bills; each prompt ends with its job id (`job_of` tells the stand-in's requests apart by it). Also the kill -9
+    tests' manifest (tests/crash_helpers.py)."""
     from PIL import Image
 
-    img = work / "img"
-    img.mkdir(exist_ok=True)
+    img = folder / "img"
+    img.mkdir(parents=True, exist_ok=True)
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     mask.paste((0, 0, 0, 0), (0, 0, 32, 32))
     mask.save(img / "mask.png")
     lines = []
-    for i in range(jobs):
+    for i in range(count):
         Image.new("RGB", (64, 64), (i * 7 % 256, 90, 160)).save(img / f"p{i:02d}.png")
         entry = {
             "id": f"job{i:02d}",
@@ -243,29 +252,30 @@ def _manifest(work: Path, jobs: int) -> Path:
             "size": "1024x1024",
         }
         lines.append(json.dumps(entry))
-    path = work / "jobs.jsonl"
+    path = folder / "jobs.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def _job(rec) -> str:
+def job_of(rec) -> str:
     return rec.fields.get("prompt", "").rsplit(" ", 1)[-1]
 
 
-def _db(out: Path, sql: str) -> list[tuple]:
+def ledger_rows(out: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """A run's ledger read with plain sqlite3 (no editroute code); [] before the run has created it."""
     if not (out / "editroute.db").exists():
         return []
     conn = sqlite3.connect(out / "editroute.db", timeout=30)
     try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:  # its tables not created yet
         return []
     finally:
         conn.close()
 
 
 def _rows(out: Path) -> dict[str, tuple[str, str | None]]:
-    return {job: (status, cls) for job, status, cls in _db(out, "SELECT id, status, error_class FROM jobs")}
+    return {job: (status, cls) for job, status, cls in ledger_rows(out, "SELECT id, status, error_class FROM jobs")}
 
 
 def _statuses(out: Path) -> dict[str, str]:
@@ -273,7 +283,7 @@ def _statuses(out: Path) -> dict[str, str]:
 
 
 def _possible_charges(out: Path) -> int:
-    rows = _db(out, "SELECT COUNT(*) FROM attempts WHERE state='reserved' AND outcome='unknown'")
+    rows = ledger_rows(out, "SELECT COUNT(*) FROM attempts WHERE state='reserved' AND outcome='unknown'")
     return rows[0][0] if rows else 0
 
 

@@ -7,65 +7,23 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+# the kill -9 benchmark's policy, manifest and ledger reads, re-exported for the tests
+from benchmarks.kill_test import job_of as job_of
+from benchmarks.kill_test import ledger_rows as ledger_rows
+from benchmarks.kill_test import write_jobs as write_jobs
+from benchmarks.kill_test import write_policy as write_policy
 from tests.crash_hooks import HOOK_ENV
-from tests.imagery import image_bytes, mask_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN_KEY = "sk-standin-crash-test-0123456789"  # the loopback stand-in's key, not a real credential
 
 LAUNCH = "import sys, tests.crash_hooks as h; h.install(); from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
-
-API_POLICY = """
-backends:
-  api:
-    kind: openai
-    model: gpt-image-2
-    base_url: {url}
-    max_retries: 0
-    concurrency: {concurrency}
-quality: {{api: 0.8}}
-{extra}
-"""
-
-
-def write_policy(folder: Path, url: str, *, concurrency: int = 4, extra: str = "") -> Path:
-    path = folder / "policy.yaml"
-    path.write_text(API_POLICY.format(url=url, concurrency=concurrency, extra=extra))
-    return path
-
-
-def write_jobs(folder: Path, count: int) -> Path:
-    """`count` masked jobs job00.. at quality low and 1024x1024, so the estimate is exactly what the stand-in
-    bills; each prompt ends with its job id (the stand-in's requests are told apart by it)."""
-    img = folder / "img"
-    img.mkdir(parents=True, exist_ok=True)
-    (img / "mask.png").write_bytes(mask_bytes(64, 64))
-    lines = []
-    for i in range(count):
-        (img / f"p{i:02d}.png").write_bytes(image_bytes(64, 64))
-        entry = {
-            "id": f"job{i:02d}",
-            "image": f"img/p{i:02d}.png",
-            "mask": "img/mask.png",
-            "prompt": f"white studio backdrop for job{i:02d}",
-            "quality": "low",
-            "size": "1024x1024",
-        }
-        lines.append(json.dumps(entry))
-    path = folder / "jobs.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def job_of(rec) -> str:
-    return rec.fields.get("prompt", "").rsplit(" ", 1)[-1]
 
 
 def env_for(*, hook: str | None = None) -> dict[str, str]:
@@ -115,19 +73,6 @@ def kill(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-
-
-def ledger_rows(out: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    try:
-        conn = sqlite3.connect(out / "editroute.db", timeout=5)
-    except sqlite3.OperationalError:
-        return []
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return []
-    finally:
-        conn.close()
 
 
 def statuses(out: Path) -> dict[str, str]:

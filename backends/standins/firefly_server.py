@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import logging
 import threading
 import time
 import uuid
@@ -36,16 +35,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from backends.standins.loopback import (
-    Drop,
     LoopbackServer,
     Reply,
     Request,
     RequestWindow,
+    StandinService,
     json_reply,
+    next_failure,
     serve_until_interrupted,
 )
-
-log = logging.getLogger(__name__)
 
 BANNER = "STAND-IN for Adobe Firefly Services + IMS (loopback fake, not the real services)"
 TRIGGERS = {
@@ -108,7 +106,9 @@ class Job:
     outcome: tuple[str, str, str] | None = None  # (status, error_code, message) for a job that does not succeed
 
 
-class FakeFireflyServer:
+class FakeFireflyServer(StandinService):
+    banner = BANNER
+
     def __init__(
         self,
         *,
@@ -150,23 +150,6 @@ class FakeFireflyServer:
     @property
     def token_url(self) -> str:
         return self._server.root_url + "/ims/token/v3"
-
-    def __repr__(self) -> str:
-        return f"FakeFireflyServer(base_url={self.base_url!r})"
-
-    def start(self) -> FakeFireflyServer:
-        self._server.start()
-        log.warning("%s listening on %s", BANNER, self.base_url)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeFireflyServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- test switches ------------------------------------------------------------------------------
 
@@ -254,13 +237,9 @@ class FakeFireflyServer:
     def _scripted(self, script: collections.deque | None) -> None:
         if script is None:
             return
-        with self._lock:
-            item = script.popleft() if script else None
-        if item is None or item == "ok":
+        spec = next_failure(script, self._lock)
+        if spec is None:
             return
-        if item == "drop":
-            raise Drop
-        spec = {"status": item} if isinstance(item, int) else dict(item)
         status = spec["status"]
         if status == 429:
             raise FireflyError(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -28,16 +27,15 @@ from typing import Any
 
 from backends.pricing import PriceTable, load_prices
 from backends.standins.loopback import (
-    Drop,
     LoopbackServer,
     Reply,
     Request,
     RequestWindow,
+    StandinService,
     json_reply,
+    next_failure,
     serve_until_interrupted,
 )
-
-log = logging.getLogger(__name__)
 
 BANNER = "STAND-IN for Google's Gemini API (loopback fake, not the real service)"
 TRIGGERS = {
@@ -115,7 +113,9 @@ class RecordedCall:
     response_usage: dict | None = None  # the usageMetadata it answered with, to check billing against
 
 
-class FakeGeminiServer:
+class FakeGeminiServer(StandinService):
+    banner = BANNER
+
     def __init__(
         self,
         *,
@@ -145,23 +145,6 @@ class FakeGeminiServer:
     @property
     def base_url(self) -> str:  # what `base_url:` takes (the API version is a separate setting)
         return self._server.root_url
-
-    def __repr__(self) -> str:
-        return f"FakeGeminiServer(base_url={self.base_url!r})"
-
-    def start(self) -> FakeGeminiServer:
-        self._server.start()
-        log.warning("%s listening on %s", BANNER, self.base_url)
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeGeminiServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- request handling (handler threads) --------------------------------------------------------
 
@@ -242,13 +225,9 @@ class FakeGeminiServer:
             )
 
     def _scripted(self, model: str) -> None:
-        with self._lock:
-            item = self.script.popleft() if self.script else None
-        if item is None or item == "ok":
+        spec = next_failure(self.script, self._lock)
+        if spec is None:
             return
-        if item == "drop":
-            raise Drop
-        spec = {"status": item} if isinstance(item, int) else dict(item)
         if spec["status"] == 429:
             raise quota_error(model, spec.get("retry_delay", "1s"), limit=0 if spec.get("no_quota") else 10)
         raise GoogleError(

@@ -1,5 +1,8 @@
-"""The HTTP plumbing the Gemini and Firefly stand-ins share: a threaded server on 127.0.0.1 (an ephemeral port by
-default) that hands each request to a `route(Request) -> Reply` function, as a context manager.
+"""The HTTP plumbing the hosted stand-ins share: a threaded server on 127.0.0.1 (an ephemeral port by default) for
+any handler class, as a context manager (`LoopbackHTTP`; the OpenAI stand-in brings its own handler, for streaming
+and crash timing); one that hands each request to a `route(Request) -> Reply` function (`LoopbackServer`: Gemini,
+Firefly); the start/stop/`with` of a stand-in built on either (`StandinService`); their rate window
+(`RequestWindow`) and the reading of their scripted failures (`next_failure`).
 
     with LoopbackServer(route, name="gemini") as srv:
         srv.root_url   # http://127.0.0.1:<port>
@@ -10,6 +13,7 @@ answer (a scripted network failure). Request lines are logged at DEBUG; headers 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -17,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
@@ -86,25 +90,42 @@ class Drop(Exception):
     """Close the connection without answering."""
 
 
-class LoopbackServer:
-    def __init__(self, route: Callable[[Request], Reply], *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.route, self.name, self.host, self.port = route, name, host, port
+def next_failure(script: collections.deque, lock: threading.Lock) -> dict | None:
+    """The stand-ins' scripted failures, one item per request: "ok" (or an empty script) answers normally (None),
+    "drop" raises `Drop`, a status code or a dict with "status" (and what that service's error takes) is returned
+    as that dict for the caller to raise in its service's error envelope."""
+    with lock:
+        item = script.popleft() if script else None
+    if item is None or item == "ok":
+        return None
+    if item == "drop":
+        raise Drop
+    return {"status": item} if isinstance(item, int) else dict(item)
+
+
+class LoopbackHTTP:
+    """Serves `handler` (its `server_owner` set to `owner`) on a daemon thread; port 0 picks a free one."""
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], owner: Any, *, name: str, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.handler, self.owner, self.name, self.host, self.port = handler, owner, name, host, port
         self._httpd: ThreadingHTTPServer | None = None
 
     @property
     def root_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> LoopbackServer:
-        owner = self
+    def start(self) -> Self:
+        owner = self.owner
 
-        class Handler(_Handler):
+        class Handler(self.handler):
             server_owner = owner
 
         self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        threading.Thread(
+        threading.Thread(  # short poll: stop() returns quickly
             target=self._httpd.serve_forever, args=(0.05,), name=f"{self.name}-standin", daemon=True
         ).start()
         return self
@@ -115,7 +136,41 @@ class LoopbackServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LoopbackServer(LoopbackHTTP):
+    """`LoopbackHTTP` handing each request to `route(Request) -> Reply`."""
+
+    def __init__(self, route: Callable[[Request], Reply], *, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(_Handler, self, name=name, host=host, port=port)
+        self.route = route
+
+
+class StandinService:
+    """Start, stop and `with` for a stand-in that serves through `self._server` (a `LoopbackHTTP`); starting
+    says `banner` and where it listens, so nobody mistakes a fake for the real service."""
+
+    banner: ClassVar[str]
+    base_url: str
+    _server: LoopbackHTTP
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def start(self) -> Self:
+        self._server.start()
+        logging.getLogger(type(self).__module__).warning("%s listening on %s", self.banner, self.base_url)
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

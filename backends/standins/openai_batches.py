@@ -25,9 +25,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from backends.pricing import token_cost
+from backends.standins.loopback import Drop
 from backends.standins.openai_files import add_file
-from backends.standins.openai_server import ApiError, RecordedRequest, _Drop
+from backends.standins.openai_server import ApiError, RecordedRequest, usage_cost
 
 if TYPE_CHECKING:
     from backends.standins.openai_server import FakeOpenAIServer
@@ -95,7 +95,7 @@ def _scripted(server: FakeOpenAIServer) -> str:
     if isinstance(item, int):
         raise ApiError(item, "The server had an error while processing your request.", type="server_error")
     if item == "drop":
-        raise _Drop
+        raise Drop
     return str(item)
 
 
@@ -167,7 +167,7 @@ def create(server: FakeOpenAIServer, rec: RecordedRequest) -> dict:
     answer = public(batch)  # as created, before its worker moves it on
     threading.Thread(target=_work, args=(server, batch), name=f"standin-{batch_id[:14]}", daemon=True).start()
     if what == "drop_after":  # made, never answered: the client must find it by listing
-        raise _Drop
+        raise Drop
     return answer
 
 
@@ -348,7 +348,8 @@ def _one(server: FakeOpenAIServer, batch: dict, line: dict) -> dict:
             "response": {"status_code": err.status, "request_id": request_id, "body": err.body()},
             "error": None,
         }
-    billed = _billed(server, line["body"].get("model"), payload)
+    entry = server.prices.model(line["body"].get("model") or "gpt-image-2")
+    billed = usage_cost(entry.batch or entry, payload)
     with server._lock:
         server.batch_bills.append((batch["id"], line["custom_id"], billed))
     return {
@@ -357,19 +358,6 @@ def _one(server: FakeOpenAIServer, batch: dict, line: dict) -> dict:
         "response": {"status_code": 200, "request_id": request_id, "body": payload},
         "error": None,
     }
-
-
-def _billed(server: FakeOpenAIServer, model: str | None, payload: dict):
-    usage = payload.get("usage") or {}
-    details, out = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
-    entry = server.prices.model(model or "gpt-image-2")
-    return token_cost(
-        entry.batch or entry,
-        text_in=int(details.get("text_tokens") or 0),
-        image_in=int(details.get("image_tokens") or 0),
-        image_out=int(out.get("image_tokens") or 0),
-        text_out=int(out.get("text_tokens") or 0),
-    )
 
 
 def _jsonl(items: list[dict]) -> bytes:

@@ -20,6 +20,7 @@ What it answered is recorded for crash tests: each `RecordedRequest` says when i
 (`answered_at`: the API bills a 200 when it is generated, whether or not the client is still there), when its
 last byte was written to the socket (`delivered_at`, None if the client had gone) and what it billed
 (`billed_usd`). `before_answer(rec)`, if given, runs before each answer and may block (hold a request in flight).
+The HTTP side (these records, the error envelope, the handler that times each answer) is openai_http.py.
 
     with FakeOpenAIServer(api_key="sk-test") as server:
         backend = OpenAIEditBackend("openai", Settings(base_url=server.base_url))
@@ -31,30 +32,29 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
-import json
-import logging
 import math
-import select
-import socket
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
-from email import policy
-from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from backends.pricing import (
-    PriceTable,
-    load_prices,
-    token_cost,
+from backends.pricing import BatchRates, ModelPrices, PriceTable, load_prices, token_cost
+from backends.standins.loopback import (
+    LoopbackHTTP,
+    RequestWindow,
+    StandinService,
+    next_failure,
+    serve_until_interrupted,
 )
-
-log = logging.getLogger(__name__)
+from backends.standins.openai_http import (  # records and errors: also imported from here by the endpoint modules
+    ApiError,
+    Encoded,
+    OpenAIHandler,
+    RawBody,
+    RecordedPart,
+    RecordedRequest,
+    parse_json,
+    parse_multipart,
+)
 
 BANNER = "STAND-IN for OpenAI's image edit API (loopback fake, not the real service)"
 # Text fields of a multipart edit (OpenAI's SDK sends these; `moderation` exists only in the JSON schema).
@@ -82,84 +82,9 @@ IMAGE_MIMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 DEFAULT_MODEL = "gpt-image-2.5-sunburst"  # the last default the edit reference named (2.5 stage)
 
 
-@dataclass
-class RecordedPart:
-    name: str
-    filename: str | None
-    content_type: str | None  # None when the part had no Content-Type header
-    size: int
+class FakeOpenAIServer(StandinService):
+    banner = BANNER
 
-
-@dataclass
-class RecordedRequest:
-    """What reached the server. The auth header's value is never kept: only which style was used."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    auth: str | None  # "bearer" | "api-key" | None
-    content_type: str
-    fields: dict[str, str] = field(default_factory=dict)
-    parts: list[RecordedPart] = field(default_factory=list)  # every part in order, text fields included
-    status: int = 0
-    json: dict | None = None  # a JSON body, as received (data URLs included)
-    received_at: float = 0.0  # time.time() when the request had fully arrived
-    body_bytes: int = 0  # the request body's size on the wire
-    answered_at: float | None = None  # time.time() when the answer was made (a 200 is billed from then on)
-    delivered_at: float | None = None  # time.time() when its last byte was written (None: the client had gone)
-    billed_usd: Decimal = Decimal(0)  # what a 200 costs at the stand-in's prices (its `usage`)
-    payloads: list[tuple[RecordedPart, bytes]] = field(default_factory=list, repr=False)  # until answered
-
-    @property
-    def encoding(self) -> str:
-        return "json" if self.content_type.startswith("application/json") else "multipart"
-
-    @property
-    def part_names(self) -> list[str]:
-        return [p.name for p in self.parts]
-
-    @property
-    def file_parts(self) -> list[RecordedPart]:
-        return [p for p in self.parts if p.filename is not None]
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-    def body(self) -> dict:
-        return {
-            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code},
-            **self.extra,
-        }
-
-
-@dataclass
-class RawBody:
-    """An answer that is not JSON (a file's content)."""
-
-    data: bytes
-    content_type: str = "application/octet-stream"
-
-
-class _Drop(Exception):
-    """Close the connection without answering (a scripted network failure)."""
-
-
-class FakeOpenAIServer:
     def __init__(
         self,
         port: int = 0,
@@ -186,7 +111,6 @@ class FakeOpenAIServer:
         batch_fail_marker: str | None = "batch-fail-test",
         before_batch: Callable[[str], None] | None = None,
     ) -> None:
-        self.host, self.port = host, port
         self.latency_s = latency_s
         self.rate_limit_rpm, self.rate_window_s = rate_limit_rpm, rate_window_s
         self.script = collections.deque(script or [])
@@ -216,44 +140,12 @@ class FakeOpenAIServer:
         self.before_batch = before_batch
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._accepted: collections.deque[float] = collections.deque()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def __repr__(self) -> str:
-        return f"FakeOpenAIServer(base_url={self.base_url!r})"
+        self._window = RequestWindow(rate_limit_rpm, rate_window_s)
+        self._server = LoopbackHTTP(OpenAIHandler, self, name="openai", host=host, port=port)
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> FakeOpenAIServer:
-        owner = self
-
-        class Handler(_Handler):
-            server_owner = owner
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="openai-standin", daemon=True
-        )  # short poll: stop() returns quickly
-        self._thread.start()
-        log.warning("%s listening on %s", BANNER, self.base_url)
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self._server.root_url + "/v1"
 
     # ---- request handling (called from the handler thread) ---------------------------------------
 
@@ -277,13 +169,9 @@ class FakeOpenAIServer:
             )
 
     def _scripted(self) -> None:
-        with self._lock:
-            item = self.script.popleft() if self.script else None
-        if item is None or item == "ok":
+        spec = next_failure(self.script, self._lock)
+        if spec is None:
             return
-        if item == "drop":
-            raise _Drop
-        spec = {"status": item} if isinstance(item, int) else dict(item)
         status = spec["status"]
         headers = {}
         if "retry_after_ms" in spec:
@@ -311,26 +199,19 @@ class FakeOpenAIServer:
         )
 
     def _rate_limit(self) -> None:
-        if self.rate_limit_rpm is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            while self._accepted and now - self._accepted[0] >= self.rate_window_s:
-                self._accepted.popleft()
-            if len(self._accepted) >= self.rate_limit_rpm:
-                wait = self.rate_window_s - (now - self._accepted[0])
-                raise ApiError(
-                    429,
-                    f"Rate limit reached for images per min (IPM): Limit {self.rate_limit_rpm}. "
-                    f"Please try again in {wait:.3f}s.",
-                    type="requests",
-                    code="rate_limit_exceeded",
-                    headers={
-                        "retry-after-ms": str(max(1, round(wait * 1000))),
-                        "retry-after": str(max(1, math.ceil(wait))),
-                    },
-                )
-            self._accepted.append(now)
+        wait = self._window.admit()
+        if wait is not None:
+            raise ApiError(
+                429,
+                f"Rate limit reached for images per min (IPM): Limit {self.rate_limit_rpm}. "
+                f"Please try again in {wait:.3f}s.",
+                type="requests",
+                code="rate_limit_exceeded",
+                headers={
+                    "retry-after-ms": str(max(1, round(wait * 1000))),
+                    "retry-after": str(max(1, math.ceil(wait))),
+                },
+            )
 
     @property
     def edit_requests(self) -> list[RecordedRequest]:
@@ -345,11 +226,11 @@ class FakeOpenAIServer:
             self._check_auth(rec, headers)  # canned (benchmarks): the first answer again, nothing parsed or made
             return self._canned
         multipart = rec.content_type.startswith("multipart/form-data")
-        parts = rec.payloads if rec.parts else _parse_multipart(rec, body) if multipart else []
+        parts = rec.payloads if rec.parts else parse_multipart(rec, body) if multipart else []
         rec.payloads = []  # the bytes are not kept for every recorded request
         path = rec.path.rstrip("/")
         if rec.content_type.startswith("application/json") and (body or not path.endswith("/cancel")):
-            rec.json = _parse_json(body)
+            rec.json = parse_json(body)
         self._check_auth(rec, headers)
         from backends.standins import openai_batches, openai_files  # models, files, batches: the small endpoints
 
@@ -366,7 +247,7 @@ class FakeOpenAIServer:
         if multipart:
             answer = run_edit(self, rec, parts)
             if self.canned and not hasattr(answer, "events"):
-                self._canned = _Encoded(answer)
+                self._canned = Encoded(answer)
             return answer
         if rec.json is not None:
             return run_json_edit(self, rec, rec.json)
@@ -376,150 +257,16 @@ class FakeOpenAIServer:
             code="invalid_content_type",
         )
 
-
-def _parse_json(body: bytes) -> dict:
-    try:
-        data = json.loads(body or b"null")
-    except ValueError:
-        raise ApiError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "The JSON body must be an object.", code="invalid_json")
-    return data
+    def bill(self, rec: RecordedRequest, payload: dict) -> Decimal:
+        """What a 200 answer costs at the stand-in's prices."""
+        model = rec.fields.get("model") or (rec.json or {}).get("model") or DEFAULT_MODEL
+        return usage_cost(self.prices.model(model), payload)
 
 
-def _parse_multipart(rec: RecordedRequest, body: bytes) -> list[tuple[RecordedPart, bytes]]:
-    msg = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + rec.content_type.encode() + b"\r\n\r\n" + body)
-    out = []
-    for part in msg.iter_parts():
-        payload = part.get_payload(decode=True) or b""
-        p = RecordedPart(
-            name=part.get_param("name", header="content-disposition") or "",
-            filename=part.get_filename(),
-            content_type=part.get("content-type"),
-            size=len(payload),
-        )
-        rec.parts.append(p)
-        if p.filename is None:
-            rec.fields[p.name] = payload.decode("utf-8", "replace")
-        out.append((p, payload))
-    return out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_owner: FakeOpenAIServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real API; every answer has a Content-Length
-
-    def log_message(self, format: str, *args: Any) -> None:  # request lines only: no headers, no keys
-        log.debug("stand-in: " + format, *args)
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except ConnectionResetError:  # the client was killed mid-connection (crash tests): nobody to answer
-            self.close_connection = True
-
-    def do_POST(self) -> None:
-        owner = self.server_owner
-        url = urlsplit(self.path)
-        rec = RecordedRequest(
-            method=self.command,
-            path=url.path,
-            query={k: v[-1] for k, v in parse_qs(url.query).items()},
-            auth=None,
-            content_type=self.headers.get("Content-Type", ""),
-        )
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        rec.received_at, rec.body_bytes = time.time(), len(body)
-        multipart = rec.content_type.startswith("multipart/form-data")
-        if multipart:  # recorded even when refused later; fields known before answering (and to hooks)
-            rec.payloads = _parse_multipart(rec, body)
-        with owner._lock:
-            owner.requests.append(rec)
-        if owner.latency_s:
-            time.sleep(owner.latency_s)
-        if owner.before_answer is not None:
-            owner.before_answer(rec)
-        extra: dict[str, str] = {}
-        try:
-            status, payload = 200, owner.handle(rec, self.headers, body)
-        except _Drop:
-            rec.status = -1
-            self.close_connection = True
-            return
-        except ApiError as err:
-            status, payload, extra = err.status, err.body(), err.headers
-        if status == 200 and isinstance(payload, dict):
-            rec.billed_usd = _billed(owner, rec, payload)
-        rec.status, rec.answered_at = status, time.time()
-        try:
-            if _peer_gone(self.connection):  # writing would "succeed" into a dead socket's buffer
-                raise ConnectionResetError
-            self._send(status, payload, extra)
-        except OSError:  # the client went away (killed): made and billed, never delivered
-            self.close_connection = True
-            return
-        rec.delivered_at = time.time()
-
-    do_GET = do_POST
-
-    def _send(self, status: int, payload: dict | RawBody, headers: dict[str, str]) -> None:
-        events = getattr(payload, "events", None)
-        if status == 200 and events is not None:  # a streamed edit (openai_edit.StreamedEdit)
-            return self._send_events(events)
-        raw = isinstance(payload, RawBody)
-        data = payload.data if raw else getattr(payload, "encoded", None) or json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", payload.content_type if raw else "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-editroute-standin", "openai")
-        self.send_header("x-request-id", "req_standin_" + hashlib.sha1(data).hexdigest()[:12])
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_events(self, events: list[dict]) -> None:
-        """Server-sent events, chunked (the connection stays open for the next request), spaced by
-        `stream_interval_s` as a model's partial images are."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-editroute-standin", "openai")
-        self.send_header("x-request-id", "req_standin_stream")
-        self.end_headers()
-        try:
-            for i, event in enumerate(events):
-                if i and self.server_owner.stream_interval_s:
-                    time.sleep(self.server_owner.stream_interval_s)
-                data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-        except OSError:  # the client went away mid-stream (the edit was made, and is billed, all the same)
-            self.close_connection = True
-
-
-class _Encoded(dict):
-    """An answer with its JSON encoded once (a canned answer is sent many times)."""
-
-    def __init__(self, answer: dict) -> None:
-        super().__init__(answer)
-        self.encoded = json.dumps(answer).encode()
-
-
-def _peer_gone(sock) -> bool:
-    """The client closed its end (a killed process's sockets are closed by the kernel): EOF or reset is waiting."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-
-
-def _billed(owner: FakeOpenAIServer, rec: RecordedRequest, payload: dict) -> Decimal:
+def usage_cost(prices: ModelPrices | BatchRates, payload: dict) -> Decimal:
+    """What an answer's `usage` costs at `prices` (a model's, or its Batch rates)."""
     usage = payload.get("usage") or {}
     details, out = usage.get("input_tokens_details") or {}, usage.get("output_tokens_details") or {}
-    prices = owner.prices.model(rec.fields.get("model") or (rec.json or {}).get("model") or DEFAULT_MODEL)
     return token_cost(
         prices,
         text_in=int(details.get("text_tokens") or 0),
@@ -540,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         "--canned", action="store_true", help="answer every edit after the first with the first's answer (benchmarks)"
     )
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = FakeOpenAIServer(
         args.port,
         host=args.host,
@@ -548,18 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit_rpm=args.rpm,
         api_key=args.api_key,
         canned=args.canned,
-    ).start()
-    print(
-        f"{BANNER}\n  base_url: {server.base_url}\n  try: editroute edit --backend openai "
-        f"--base-url {server.base_url} --image in.png --prompt '...' --out out/\n  Ctrl-C to stop",
-        flush=True,
     )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
-    return 0
+    return serve_until_interrupted(
+        server,
+        lambda s: [
+            BANNER,
+            f"  base_url: {s.base_url}",
+            f"  try: editroute edit --backend openai --base-url {s.base_url} --image in.png --prompt '...' --out out/",
+            "  Ctrl-C to stop",
+        ],
+    )
 
 
 if __name__ == "__main__":  # run the imported module's main, so openai_edit and this share one ApiError class

@@ -22,16 +22,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.standins.tiny_qwen_parts import (
-    build_variant,
-    check_variant,
-    qwen_tokenizer,
-    sharpen,
-    special_ids,
-    variant_main,
-)
+from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, token_roles
 
-__all__ = ["RECIPE", "VARIANTS", "build_tiny_flux2_klein", "tiny_flux2_klein_pipeline"]
+__all__ = ["RECIPE", "VARIANTS", "assemble", "build_tiny_flux2_klein", "klein_tokenizer", "tiny_flux2_klein_pipeline"]
 
 RECIPE = 1  # bump when the recipe changes, so existing builds are rebuilt
 VARIANTS = {"distilled": True, "base": False}  # variant -> is_distilled
@@ -59,14 +52,16 @@ SCHEDULER = {
 }
 
 
-def _kind(variant: str) -> str:
-    return f"flux2-klein-{variant}-r{RECIPE}"
+def klein_tokenizer():
+    """The local Qwen3-style tokenizer with klein's chat template (tiny here, full-size in
+    benchmarks/diffusion_arch.py)."""
+    chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    return qwen_tokenizer(chat, extra_specials=THINK, chat_template=CHAT_TEMPLATE)
 
 
 def _text_encoder(tokenizer):
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    ids = special_ids(tokenizer)
     config = Qwen3Config(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN,
@@ -76,9 +71,7 @@ def _text_encoder(tokenizer):
         num_key_value_heads=2,
         head_dim=8,
         max_position_embeddings=1024,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
+        **token_roles(tokenizer),
     )
     return Qwen3ForCausalLM(config).eval()
 
@@ -86,16 +79,10 @@ def _text_encoder(tokenizer):
 def tiny_flux2_klein_pipeline(variant: str = "distilled"):
     """The stand-in pipeline in memory (seeded: the same weights every time)."""
     import torch
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
-    check_variant(variant, VARIANTS, "FLUX.2 klein")
-    chat = "<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    tokenizer = qwen_tokenizer(chat, extra_specials=THINK, chat_template=CHAT_TEMPLATE)
+    STANDIN.check(variant)
+    tokenizer = klein_tokenizer()
     torch.manual_seed(0)
     text_encoder = _text_encoder(tokenizer)
     torch.manual_seed(0)
@@ -123,42 +110,43 @@ def tiny_flux2_klein_pipeline(variant: str = "distilled"):
         guidance_embeds=False,
     )
     sharpen(transformer, gain=2.0, attention_gain=3.0, text_key_gain=2.0)
-    return Flux2KleinPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        transformer=transformer,
-        is_distilled=VARIANTS[variant],
+    return assemble(
+        tokenizer, is_distilled=VARIANTS[variant], vae=vae, text_encoder=text_encoder, transformer=transformer
     )
+
+
+def assemble(tokenizer, *, is_distilled: bool, **models):
+    """Flux2KleinPipeline around its vae, text_encoder and transformer, with the FLUX flow-matching scheduler
+    (tiny here, full-size in benchmarks/diffusion_arch.py)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+
+    return Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER), tokenizer=tokenizer, is_distilled=is_distilled, **models
+    )
+
+
+STANDIN = VariantStandin(
+    what="FLUX.2 klein",
+    module="tiny_flux2_klein",
+    stamp="flux2-klein",
+    recipe=RECIPE,
+    variants=VARIANTS,
+    default="distilled",
+    make=tiny_flux2_klein_pipeline,
+    describe=lambda variant, out: (
+        f"tiny random-weight Flux2KleinPipeline stand-in ({variant}; outputs are noise) at {out}"
+    ),
+)
 
 
 def build_tiny_flux2_klein(path: str | Path, *, variant: str = "distilled", overwrite: bool = False) -> Path:
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
-    return build_variant(
-        path,
-        kind=_kind(variant),
-        variant=variant,
-        variants=VARIANTS,
-        what="FLUX.2 klein",
-        make=tiny_flux2_klein_pipeline,
-        overwrite=overwrite,
-    )
+    return STANDIN.build(path, variant=variant, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return variant_main(
-        argv,
-        module="tiny_flux2_klein",
-        doc=__doc__,
-        variants=VARIANTS,
-        default="distilled",
-        build=build_tiny_flux2_klein,
-        describe=lambda variant, out: (
-            f"tiny random-weight Flux2KleinPipeline stand-in ({variant}; outputs are noise) at {out}"
-        ),
-    )
+    return STANDIN.main(argv, __doc__)
 
 
 if __name__ == "__main__":

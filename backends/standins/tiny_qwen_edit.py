@@ -23,17 +23,21 @@ prompt and to every input image.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from backends.standins.tiny_qwen_parts import (
-    build_variant,
-    check_variant,
-    qwen_tokenizer,
-    sharpen,
-    special_ids,
-    variant_main,
-)
+from backends.standins.tiny_qwen_parts import VariantStandin, qwen_tokenizer, sharpen, special_ids, token_roles
 
-__all__ = ["RECIPE", "VARIANTS", "build_tiny_qwen_edit", "template_prefix", "tiny_qwen_edit_pipeline"]
+__all__ = [
+    "RECIPE",
+    "VARIANTS",
+    "assemble",
+    "build_tiny_qwen_edit",
+    "edit_tokenizer",
+    "pipeline_class_of",
+    "template_prefix",
+    "text_encoder_config",
+    "tiny_qwen_edit_pipeline",
+]
 
 # Bump when the recipe changes, so existing builds (stamped with it) are rebuilt.
 RECIPE = 1
@@ -63,11 +67,8 @@ PROCESSOR = {
 }
 
 
-def _kind(variant: str) -> str:
-    return f"qwen-image-edit-{variant}-r{RECIPE}"
-
-
-def _pipeline_class(variant: str):
+def pipeline_class_of(variant: str):
+    """The diffusers pipeline class of `variant`."""
     import diffusers
 
     return getattr(diffusers, VARIANTS[variant])
@@ -83,12 +84,39 @@ def template_prefix(pipeline_class) -> tuple[str, int]:
     return template[: template.index(header) + len(header)], probe.prompt_template_encode_start_idx
 
 
-def _text_encoder(tokenizer):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def edit_tokenizer(pipeline_class):
+    """The local tokenizer for `pipeline_class`, checked to give the template the token count the pipeline drops."""
+    prefix, dropped = template_prefix(pipeline_class)
+    tokenizer = qwen_tokenizer(prefix)
+    if (count := len(tokenizer(prefix)["input_ids"])) != dropped:
+        raise RuntimeError(
+            f"tiny Qwen tokenizer gives {count} template tokens; {pipeline_class.__name__} drops {dropped}"
+        )
+    return tokenizer
+
+
+def text_encoder_config(tokenizer, text: dict[str, Any], vision: dict[str, Any]):
+    """A Qwen2.5-VL config of these sizes whose special tokens are `tokenizer`'s (tiny here, full-size in
+    benchmarks/diffusion_arch.py)."""
+    from transformers import Qwen2_5_VLConfig
 
     ids = special_ids(tokenizer)
-    config = Qwen2_5_VLConfig(
-        text_config={
+    return Qwen2_5_VLConfig(
+        text_config={**text, **token_roles(tokenizer)},
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def _text_encoder(tokenizer):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    config = text_encoder_config(
+        tokenizer,
+        text={
             "hidden_size": TEXT_HIDDEN,
             "intermediate_size": 32,
             "num_hidden_layers": 2,
@@ -96,11 +124,8 @@ def _text_encoder(tokenizer):
             "num_key_value_heads": 2,
             "vocab_size": len(tokenizer),
             "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
         },
-        vision_config={
+        vision={
             "depth": 2,
             "hidden_size": 16,
             "intermediate_size": 16,
@@ -112,10 +137,6 @@ def _text_encoder(tokenizer):
             "fullatt_block_indexes": [1],
             "window_size": 112,
         },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
     )
     return Qwen2_5_VLForConditionalGeneration(config).eval()
 
@@ -131,14 +152,11 @@ def _processor(tokenizer):
 def tiny_qwen_edit_pipeline(variant: str = "2511"):
     """The stand-in pipeline in memory (seeded: the same weights every time)."""
     import torch
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
 
-    check_variant(variant, VARIANTS, "Qwen-Image-Edit")
-    pipeline_class = _pipeline_class(variant)
-    prefix, dropped = template_prefix(pipeline_class)
-    tokenizer = qwen_tokenizer(prefix)
-    if (count := len(tokenizer(prefix)["input_ids"])) != dropped:
-        raise RuntimeError(f"tiny Qwen tokenizer gives {count} template tokens; {VARIANTS[variant]} drops {dropped}")
+    STANDIN.check(variant)
+    pipeline_class = pipeline_class_of(variant)
+    tokenizer = edit_tokenizer(pipeline_class)
     torch.manual_seed(0)
     text_encoder = _text_encoder(tokenizer)
     torch.manual_seed(0)
@@ -167,42 +185,44 @@ def tiny_qwen_edit_pipeline(variant: str = "2511"):
         zero_cond_t=variant == "2511",
     )
     sharpen(transformer, gain=2.0, attention_gain=3.0, text_key_gain=2.0)
+    return assemble(pipeline_class, tokenizer, vae=vae, text_encoder=text_encoder, transformer=transformer)
+
+
+def assemble(pipeline_class, tokenizer, **models):
+    """`pipeline_class` around its vae, text_encoder and transformer, with the checkpoints' scheduler settings and
+    the processor over `tokenizer` (tiny here, full-size in benchmarks/diffusion_arch.py)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     return pipeline_class(
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
-        vae=vae,
-        text_encoder=text_encoder,
         tokenizer=tokenizer,
         processor=_processor(tokenizer),
-        transformer=transformer,
+        **models,
     )
+
+
+STANDIN = VariantStandin(
+    what="Qwen-Image-Edit",
+    module="tiny_qwen_edit",
+    stamp="qwen-image-edit",
+    recipe=RECIPE,
+    variants=VARIANTS,
+    default="2511",
+    make=tiny_qwen_edit_pipeline,
+    describe=lambda variant, out: (
+        f"tiny random-weight {VARIANTS[variant]} stand-in ({variant}; outputs are noise) at {out}"
+    ),
+)
 
 
 def build_tiny_qwen_edit(path: str | Path, *, variant: str = "2511", overwrite: bool = False) -> Path:
     """Build the stand-in into `path` (a directory) and return it. Idempotent and cheap when `path` already holds
     this build (same variant and recipe); a half-written directory from a crash is rebuilt."""
-    return build_variant(
-        path,
-        kind=_kind(variant),
-        variant=variant,
-        variants=VARIANTS,
-        what="Qwen-Image-Edit",
-        make=tiny_qwen_edit_pipeline,
-        overwrite=overwrite,
-    )
+    return STANDIN.build(path, variant=variant, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return variant_main(
-        argv,
-        module="tiny_qwen_edit",
-        doc=__doc__,
-        variants=VARIANTS,
-        default="2511",
-        build=build_tiny_qwen_edit,
-        describe=lambda variant, out: (
-            f"tiny random-weight {VARIANTS[variant]} stand-in ({variant}; outputs are noise) at {out}"
-        ),
-    )
+    return STANDIN.main(argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 # Qwen2/2.5/3's special tokens that the pipelines' prompts and processors use (ids are local, not Qwen's).
@@ -101,6 +102,16 @@ def special_ids(tokenizer) -> dict[str, int]:
     return {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
 
 
+def token_roles(tokenizer) -> dict[str, int]:
+    """A Qwen text config's bos/eos/pad ids, as Qwen assigns them, in our local tokenizer."""
+    ids = special_ids(tokenizer)
+    return {
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
 def sharpen(module, *, gain: float, attention_gain: float = 1.0, text_key_gain: float = 1.0) -> None:
     """Zero every bias, multiply every parameter of 2+ dimensions (matrices, conv kernels, the Qwen VAE's (C, 1, 1)
     norm scales) by `gain`, every q/k RMSNorm weight by `attention_gain` and the text stream's key norm
@@ -125,50 +136,46 @@ def sharpen(module, *, gain: float, attention_gain: float = 1.0, text_key_gain: 
                 param.mul_(attention_gain)
 
 
-def check_variant(variant: str, variants: Iterable[str], what: str) -> None:
-    if variant not in variants:
-        raise ValueError(f"unknown tiny {what} variant {variant!r}; choose one of {', '.join(variants)}")
+@dataclass(frozen=True)
+class VariantStandin:
+    """A tiny stand-in that comes in variants, described once for its builder and its command line."""
 
+    what: str  # the family, for messages ("FLUX.2 klein")
+    module: str  # backends.standins.<module>, for the command line
+    stamp: str  # build stamp prefix: a build is stamped `<stamp>-<variant>-r<recipe>`
+    recipe: int  # bumped when the recipe changes, so existing builds are rebuilt
+    variants: Mapping[str, object]
+    default: str
+    make: Callable[[str], object]  # variant -> the pipeline in memory
+    describe: Callable[[str, Path], str]  # what the command line says it built
 
-def build_variant(
-    path: str | Path,
-    *,
-    kind: str,
-    variant: str,
-    variants: Iterable[str],
-    what: str,
-    make: Callable[[str], object],
-    overwrite: bool,
-) -> Path:
-    """Build `make(variant)` into `path` through the shared `build_standin` (idempotent, atomic, stamped with
-    `kind`, which should name the variant and the builder's recipe number so a changed recipe rebuilds)."""
-    from backends.standins.tiny_clip import build_standin
+    def check(self, variant: str) -> None:
+        if variant not in self.variants:
+            raise ValueError(f"unknown tiny {self.what} variant {variant!r}; choose one of {', '.join(self.variants)}")
 
-    check_variant(variant, variants, what)
-    return build_standin(path, kind, lambda out: save_quietly(make(variant), out), overwrite=overwrite)
+    def build(self, path: str | Path, *, variant: str, overwrite: bool) -> Path:
+        """Build `make(variant)` into `path` through the shared `build_standin` (idempotent, atomic, stamped with
+        the variant and recipe so a changed recipe rebuilds)."""
+        from backends.standins.tiny_clip import build_standin
 
+        self.check(variant)
+        kind = f"{self.stamp}-{variant}-r{self.recipe}"
+        return build_standin(path, kind, lambda out: save_quietly(self.make(variant), out), overwrite=overwrite)
 
-def variant_main(
-    argv: list[str] | None,
-    *,
-    module: str,
-    doc: str | None,
-    variants: Iterable[str],
-    default: str,
-    build: Callable[..., Path],
-    describe: Callable[[str, Path], str],
-) -> int:
-    """`python -m backends.standins.<module> DIR [--variant V] [--overwrite]`; argparse, so `--help` prints usage
-    instead of building into a folder named `--help`."""
-    parser = argparse.ArgumentParser(
-        prog=f"python -m backends.standins.{module}",
-        description=doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("dir", type=Path, help="directory to build into")
-    parser.add_argument("--variant", choices=list(variants), default=default, help=f"default: {default}")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
-    args = parser.parse_args(argv)
-    out = build(args.dir, variant=args.variant, overwrite=args.overwrite)
-    sys.stderr.write(describe(args.variant, out) + "\n")
-    return 0
+    def main(self, argv: list[str] | None, doc: str | None) -> int:
+        """`python -m backends.standins.<module> DIR [--variant V] [--overwrite]`; argparse, so `--help` prints
+        usage instead of building into a folder named `--help`."""
+        parser = argparse.ArgumentParser(
+            prog=f"python -m backends.standins.{self.module}",
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("dir", type=Path, help="directory to build into")
+        parser.add_argument(
+            "--variant", choices=list(self.variants), default=self.default, help=f"default: {self.default}"
+        )
+        parser.add_argument("--overwrite", action="store_true", help="rebuild even if DIR already holds this build")
+        args = parser.parse_args(argv)
+        out = self.build(args.dir, variant=args.variant, overwrite=args.overwrite)
+        sys.stderr.write(self.describe(args.variant, out) + "\n")
+        return 0
