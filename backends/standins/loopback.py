@@ -162,6 +162,14 @@ class StandinService:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:  # the real one once started (port 0 picks a free one)
+        return self._server.port
+
     def start(self) -> Self:
         self._server.start()
         logging.getLogger(type(self).__module__).warning("%s listening on %s", self.banner, self.base_url)
