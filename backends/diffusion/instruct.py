@@ -34,8 +34,8 @@ from PIL import Image
 from backends import canvas as px
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import speeds
+from backends.diffusion.adapters import select_lora
 from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
-from backends.diffusion.instruct_loading import select_lora
 from backends.diffusion.instruct_settings import InstructSettings, Tier
 from backends.errors import BackendUnavailable, EditError
 from backends.pricing import gpu_cost
@@ -219,7 +219,7 @@ class InstructEditBackend:
             **self.pipeline_kwargs(job, loaded),
         }
         with loaded.lock:
-            select_lora(loaded, s, tier.use_lora)
+            select_lora(loaded, s.lora, tier.use_lora)
             self.pipeline_calls += 1
             loaded.calls += 1
             warm_up = loaded.calls == 1
