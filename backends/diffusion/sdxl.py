@@ -9,8 +9,8 @@ One pipeline call runs one row per image (prompt, image, mask, a generator seede
 images, and with `edit_batch()` several jobs of equal `batch_key()` (the executor groups up to `max_batch`), each
 job getting the images its seed gives alone (up to float rounding) and its n-proportional share of the GPU-seconds.
 
-Settings and tiers: `sdxl_settings`. Pixels: `canvas`. torch side: `runtime` (shared by every diffusion family)
-and `sdxl_loading` (the pipeline class, LoRA, IP-Adapter).
+Settings and tiers: `sdxl_settings`. Pixels: `canvas`. torch side: `runtime` and `calls` (shared by every
+diffusion family) and `sdxl_loading` (the pipeline class, LoRA, IP-Adapter).
 Building the backend, its capabilities and `estimate()` never load the model or import torch.
 """
 
@@ -31,6 +31,7 @@ from backends import canvas as px
 from backends import live
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import speeds
+from backends.diffusion.calls import call_pipeline, log_done, metered_call
 from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
 from backends.diffusion.sdxl_loading import select_lora
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
@@ -391,20 +392,22 @@ class SDXLInpaintBackend:
         if hook is not None:
             kwargs.update(hook.call_kwargs())
         n_images = sum(j.request.n for j in group)
-        with loaded.lock:
+
+        def before() -> None:
             select_lora(loaded, s, tier.use_lora)
             if ip_scale is not None:
                 loaded.pipe.set_ip_adapter_scale(ip_scale)
             self.pipeline_calls += 1
-            loaded.calls += 1
-            warm_up = loaded.calls == 1
-            with rt.timed(loaded.device) as clock:
-                output = rt.run_guarded(
-                    lambda: self._call_pipeline(loaded.pipe, kwargs),
-                    device=loaded.device,
-                    on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device),
-                )
-        gpu_s = clock["seconds"]
+
+        output, gpu_s, warm_up = metered_call(
+            loaded,
+            lambda: rt.run_guarded(
+                lambda: self._call_pipeline(loaded.pipe, kwargs),
+                device=loaded.device,
+                on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device),
+            ),
+            before,
+        )
         if hook is not None and hook.interrupted:  # the streaming client left: stopped, billed what it ran
             err = BackendUnavailable(f"stopped: the client went away ({gpu_s:.2f} GPU-s spent)")
             err.spent_usd = gpu_cost(gpu_s, s.gpu_cost)  # type: ignore[attr-defined]
@@ -424,18 +427,7 @@ class SDXLInpaintBackend:
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         cost = gpu_cost(gpu_s, s.gpu_cost)
         total = time.perf_counter() - job.started
-        log.info(
-            "%s: %d image(s) %dx%d (work %dx%d, %s, %d steps) on %s in %.2fs GPU, $%s",
-            self.name,
-            len(encoded),
-            *geom.out_size,
-            *geom.work_size,
-            job.tier_name,
-            tier.steps_run,
-            loaded.device,
-            gpu_s,
-            cost,
-        )
+        log_done(log, self.name, len(encoded), geom, job.tier_name, tier.steps_run, loaded.device, gpu_s, cost)
         shared = f" (its {request.n}-image share of a {batch_jobs}-job call)" if batch_jobs > 1 else ""
         choice = job.choice
         return EditResult(
@@ -485,14 +477,7 @@ class SDXLInpaintBackend:
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The one place the pipeline runs (a seam for tests that need a failing call)."""
-        try:
-            return pipe(**kwargs)
-        except EditError:
-            raise
-        except (RuntimeError, MemoryError):
-            raise  # run_guarded sorts out-of-memory from the rest
-        except Exception as exc:  # diffusers' own argument checks etc.: this backend cannot serve it
-            raise BackendUnavailable(f"SDXL pipeline failed: {exc.__class__.__name__}: {exc}") from None
+        return call_pipeline(pipe, kwargs, "SDXL")
 
     def close(self) -> None:
         """The loaded pipeline is shared by the process and stays loaded (`runtime.clear_cache()` frees it)."""
