@@ -70,17 +70,13 @@ def is_distilled(model: str, given: bool | None = None) -> bool:
     return "-base-" not in model.lower()
 
 
-def _add_adapters(loaded, settings: Settings) -> list[str]:
-    return add_lora(loaded, settings)
-
-
 KLEIN_PIPELINE = PipelineFamily(
     name="FLUX.2 klein",
     pipeline_class="Flux2KleinPipeline",
     example_model=DEFAULT_MODEL,
     denoiser="transformer",
     native_megapixels=lambda pipe: 1.0,
-    add_adapters=_add_adapters,
+    add_adapters=add_lora,
     accelerator_dtype="bf16",
     regional_compile=True,
     fuse_qkv_on="denoiser",  # the double-stream blocks fuse; the single-stream ones are fused already

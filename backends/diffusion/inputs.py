@@ -1,10 +1,12 @@
 """Request-side pieces every diffusion family shares (no torch): decoding an input image with an error that names
-it, the refusal of a mask with nothing to edit, and the paste-back ramp at an output size."""
+it, the request's mask as a repaint mask (a mask with nothing to edit refused), and the paste-back ramp at an output
+size."""
 
 from __future__ import annotations
 
 from PIL import Image
 
+from backends import canvas as px
 from backends.base import EditRequest
 from backends.errors import InvalidRequest
 
@@ -28,6 +30,17 @@ def nothing_to_edit(request: EditRequest) -> InvalidRequest:
         limit=limit,
         job_id=request.job_id,
     )
+
+
+def given_mask(request: EditRequest, size: tuple[int, int]) -> tuple[Image.Image, float]:
+    """The request's mask as a repaint mask (L, white = repaint) at `size`, and the share of the image it edits
+    (1.0: every pixel, a whole-image edit). A mask with nothing to edit is refused here."""
+    assert request.mask is not None
+    repaint = px.repaint_mask(request.mask.open(), size)
+    area = px.edit_area(repaint)
+    if area == 0.0:
+        raise nothing_to_edit(request)
+    return repaint, area
 
 
 def feather_at(feather_px: int, out_size: tuple[int, int]) -> int:

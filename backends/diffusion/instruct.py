@@ -34,8 +34,9 @@ from PIL import Image
 from backends import canvas as px
 from backends.base import Capabilities, CostEstimate, EditRequest, EditResult, Usage
 from backends.diffusion import speeds
-from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
-from backends.diffusion.instruct_loading import select_lora
+from backends.diffusion.adapters import select_lora
+from backends.diffusion.calls import call_pipeline, log_done, metered_call
+from backends.diffusion.inputs import feather_at, given_mask, open_input
 from backends.diffusion.instruct_settings import InstructSettings, Tier
 from backends.errors import BackendUnavailable, EditError
 from backends.pricing import gpu_cost
@@ -187,10 +188,7 @@ class InstructEditBackend:
             mask_source="none",
         )
         if request.mask is not None:
-            repaint = px.repaint_mask(request.mask.open(), first.size)
-            area = px.edit_area(repaint)
-            if area == 0.0:
-                raise nothing_to_edit(request)
+            repaint, area = given_mask(request, first.size)
             if area < 1.0:
                 job.mask_source = "given"
                 job.canvas, job.canvas_mask = px.to_canvas(first, repaint, geom)
@@ -218,24 +216,25 @@ class InstructEditBackend:
             "output_type": "pil",
             **self.pipeline_kwargs(job, loaded),
         }
-        with loaded.lock:
-            select_lora(loaded, s, tier.use_lora)
+
+        def before() -> None:
+            select_lora(loaded, s.lora, tier.use_lora)
             self.pipeline_calls += 1
-            loaded.calls += 1
-            warm_up = loaded.calls == 1
-            with rt.timed(loaded.device) as clock:
-                try:
-                    output = rt.run_guarded(
-                        lambda: self._call_pipeline(loaded.pipe, kwargs),
-                        device=loaded.device,
-                        on_oom=lambda: rt.oom_error(request.n, job.geom.work_size, s, loaded.device),
-                    )
-                except EditError:
-                    raise
-                except Exception as exc:  # a kernel or an option this machine cannot run: an outage, not a bug
-                    what = s.family.name
-                    raise BackendUnavailable(f"{what} pipeline failed: {type(exc).__name__}: {exc}") from None
-        gpu_s = clock["seconds"]
+
+        def run() -> Any:
+            try:
+                return rt.run_guarded(
+                    lambda: self._call_pipeline(loaded.pipe, kwargs),
+                    device=loaded.device,
+                    on_oom=lambda: rt.oom_error(request.n, job.geom.work_size, s, loaded.device),
+                )
+            except EditError:
+                raise
+            except Exception as exc:  # a kernel or an option this machine cannot run: an outage, not a bug
+                what = s.family.name
+                raise BackendUnavailable(f"{what} pipeline failed: {type(exc).__name__}: {exc}") from None
+
+        output, gpu_s, warm_up = metered_call(loaded, run, before)
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
             sizes = [img.size for img in job.images]
             speeds.record(self._rate_key, gpu_s, self.work_units(tier, job.geom.work_size, sizes, request.n))
@@ -243,15 +242,7 @@ class InstructEditBackend:
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The one place the pipeline runs (a seam for tests that need a failing call)."""
-        try:
-            return pipe(**kwargs)
-        except EditError:
-            raise
-        except (RuntimeError, MemoryError):
-            raise  # run_guarded sorts out-of-memory from the rest
-        except Exception as exc:  # diffusers' own argument checks: this backend cannot serve the request
-            what = self.settings.family.name
-            raise BackendUnavailable(f"{what} pipeline failed: {type(exc).__name__}: {exc}") from None
+        return call_pipeline(pipe, kwargs, self.settings.family.name)
 
     def _finish(self, job: _Job, generated: list[Image.Image], gpu_s: float, loaded: Any, warm_up: bool) -> EditResult:
         """Paste-back and encoding: CPU work outside the device lock (another job's pipeline call may run)."""
@@ -267,18 +258,7 @@ class InstructEditBackend:
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         post_s = time.perf_counter() - post_start
         cost = gpu_cost(gpu_s, s.gpu_cost)
-        log.info(
-            "%s: %d image(s) %dx%d (work %dx%d, %s, %d steps) on %s in %.2fs GPU, $%s",
-            self.name,
-            len(encoded),
-            *geom.out_size,
-            *geom.work_size,
-            job.tier_name,
-            job.tier.steps_run,
-            loaded.device,
-            gpu_s,
-            cost,
-        )
+        log_done(log, self.name, len(encoded), geom, job.tier_name, job.tier.steps_run, loaded.device, gpu_s, cost)
         return EditResult(
             images=encoded,
             output_format=request.output_format,

@@ -1,5 +1,5 @@
 """Few-step LoRAs for the instruction-editing families on the shared runtime: loaded once (disabled), switched on
-per tier together with the scheduler settings they were distilled with.
+per tier (`adapters.select_lora`) together with the scheduler settings they were distilled with.
 
 Qwen-Image-Lightning (lightx2v, https://github.com/ModelTC/Qwen-Image-Lightning) was distilled with shift 3: its
 `generate_with_diffusers.py` swaps the flow-matching scheduler to `base_shift = max_shift = log(3)` with no
@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from backends.diffusion.adapters import load_lora
 from backends.diffusion.runtime import LoadedPipeline, import_diffusers
-from backends.errors import BackendMisconfigured
-from backends.local_models import hf_cache_dir
 
 if TYPE_CHECKING:
     from backends.diffusion.instruct_settings import InstructSettings
@@ -36,12 +35,7 @@ def add_lora(loaded: LoadedPipeline, settings: InstructSettings) -> list[str]:
     if lora is None:
         return []
     diffusers, pipe = import_diffusers(), loaded.pipe
-    try:
-        pipe.load_lora_weights(lora.model, weight_name=lora.weight_name, adapter_name="fast")
-    except (OSError, ValueError) as exc:
-        raise BackendMisconfigured(
-            f"cannot load LoRA {lora.model!r}: {str(exc).splitlines()[0]} (HF cache: {hf_cache_dir()})"
-        ) from None
+    load_lora(pipe, lora)
     if lora.scheduler == "lightning":
         config = {**pipe.scheduler.config, **LIGHTNING_SCHEDULER}
         loaded.lora_scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(config)
@@ -49,18 +43,3 @@ def add_lora(loaded: LoadedPipeline, settings: InstructSettings) -> list[str]:
         loaded.lora_scheduler = pipe.scheduler
     pipe.disable_lora()
     return [f"lora {lora.model}"]
-
-
-def select_lora(loaded: LoadedPipeline, settings: InstructSettings, use_lora: bool) -> None:
-    """Switch the shared pipeline to the tier's LoRA state. Call with the device lock held."""
-    if settings.lora is None or loaded.lora_active == use_lora:
-        return
-    pipe = loaded.pipe
-    if use_lora:
-        pipe.enable_lora()
-        pipe.set_adapters(["fast"], adapter_weights=[settings.lora.scale])
-        pipe.scheduler = loaded.lora_scheduler
-    else:
-        pipe.disable_lora()
-        pipe.scheduler = loaded.base_scheduler
-    loaded.lora_active = use_lora

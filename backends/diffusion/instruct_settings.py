@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from backends.diffusion.memory import Checkpoint, MemoryNeed, need
 from backends.diffusion.runtime import PipelineFamily
-from backends.diffusion.settings import Dtype, Offload, StrictModel, check_device
+from backends.diffusion.settings import DiffusionSettings, Dtype, Offload, StrictModel
 from backends.pricing import GpuCost
 
 TIER_NAMES = ("low", "medium", "high")
@@ -51,7 +51,7 @@ class LoraSettings(StrictModel):
     scale: float = Field(default=1.0, gt=0)
 
 
-class InstructSettings(StrictModel):
+class InstructSettings(DiffusionSettings):
     """The fields every instruction-editing family has; a family subclasses it with its defaults."""
 
     family: ClassVar[PipelineFamily]
@@ -85,11 +85,6 @@ class InstructSettings(StrictModel):
     gpu: str | None = None  # the card it runs on, for the speed estimate (default: gpu_cost's card)
     seconds_per_step_mp: float | None = Field(default=None, gt=0)  # overrides the speed table (configs/gpu_speeds)
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        return check_device(value)
-
     @model_validator(mode="before")
     @classmethod
     def _merge_tiers(cls, value: Any) -> Any:
@@ -115,9 +110,6 @@ class InstructSettings(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> InstructSettings:
-        using = [name for name, tier in self.tiers.items() if tier.use_lora]
-        if using and self.lora is None:
-            raise ValueError(f"tier(s) {using} set use_lora but no `lora` is configured")
         if self.fuse_qkv and self.family.fuse_qkv_on == "none":
             raise ValueError(f"fuse_qkv: {self.family.name}'s attention has no fused QKV path in diffusers")
         if self.first_block_cache and not self.family.first_block_cache:
@@ -130,10 +122,6 @@ class InstructSettings(StrictModel):
     def images_limit(self) -> int:
         """The most input images this checkpoint takes (Qwen's single-image Edit: 1)."""
         return self.max_images_limit
-
-    def tier(self, quality: str) -> tuple[str, Tier]:
-        name = self.auto_quality if quality == "auto" else quality
-        return name, self.tiers[name]
 
     def checkpoint(self) -> Checkpoint:
         raise NotImplementedError

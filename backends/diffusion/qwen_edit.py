@@ -73,17 +73,13 @@ def _choose_class(settings: Settings) -> str:
     return pipeline_class(settings.model)
 
 
-def _add_adapters(loaded, settings: Settings) -> list[str]:
-    return add_lora(loaded, settings)
-
-
 QWEN_PIPELINE = PipelineFamily(
     name="Qwen-Image-Edit",
     pipeline_class=PLUS,
     example_model=DEFAULT_MODEL,
     denoiser="transformer",
     native_megapixels=lambda pipe: 1.0,
-    add_adapters=_add_adapters,
+    add_adapters=add_lora,
     choose_class=_choose_class,
     accelerator_dtype="bf16",
     regional_compile=True,

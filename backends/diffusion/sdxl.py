@@ -9,15 +9,15 @@ One pipeline call runs one row per image (prompt, image, mask, a generator seede
 images, and with `edit_batch()` several jobs of equal `batch_key()` (the executor groups up to `max_batch`), each
 job getting the images its seed gives alone (up to float rounding) and its n-proportional share of the GPU-seconds.
 
-Settings and tiers: `sdxl_settings`. Pixels: `canvas`. torch side: `runtime` (shared by every diffusion family)
-and `sdxl_loading` (the pipeline class, LoRA, IP-Adapter).
+Settings and tiers: `sdxl_settings`. Estimates and which jobs share a call: `sdxl_planning`. Which pixels to
+repaint: `sdxl_masks`. Pixels: `canvas`. torch side: `runtime` and `calls` (shared by every diffusion family) and
+`sdxl_loading` (the pipeline class, LoRA, IP-Adapter).
 Building the backend, its capabilities and `estimate()` never load the model or import torch.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import secrets
 import time
@@ -30,12 +30,14 @@ from PIL import Image
 from backends import canvas as px
 from backends import live
 from backends.base import MAX_IMAGES, Capabilities, CostEstimate, EditRequest, EditResult, Usage
+from backends.diffusion import sdxl_planning as plan
 from backends.diffusion import speeds
-from backends.diffusion.inputs import feather_at, nothing_to_edit, open_input
+from backends.diffusion.calls import call_pipeline, log_done, metered_call
+from backends.diffusion.inputs import feather_at, open_input
 from backends.diffusion.sdxl_loading import select_lora
+from backends.diffusion.sdxl_masks import MaskChoice, choose_mask, maskless_refusal
 from backends.diffusion.sdxl_settings import DEFAULT_MODEL, TIERS, Settings, Tier
-from backends.errors import BackendUnavailable, EditError, InvalidRequest
-from backends.masks import InferredMask, infer_mask
+from backends.errors import BackendUnavailable, EditError
 from backends.pricing import gpu_cost
 from backends.registry import parse_settings
 from backends.validation import check_request
@@ -43,13 +45,6 @@ from backends.validation import check_request
 __all__ = ["DEFAULT_MODEL", "TIERS", "SDXLInpaintBackend", "Settings", "Tier", "choose_mask"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MaskChoice:
-    mask: Image.Image  # repaint mask (L, white = repaint) at the input image's size
-    source: str  # "given" | "inferred" | "img2img"
-    inferred: InferredMask | None = None  # the derived mask, kept beside the outputs as mask.png
 
 
 @dataclass(eq=False)
@@ -74,58 +69,6 @@ class _Job:
     work_mask: Any = None
     references: list[Image.Image] = field(default_factory=list)
     call_key: Hashable = None
-
-
-def choose_mask(request: EditRequest, settings: Settings, image: Image.Image) -> MaskChoice:
-    """Which pixels to repaint: the request's mask; else one inferred from the prompt (`mask_inference`);
-    else the whole image (`maskless: img2img`); else refuse. A given mask with nothing to edit is refused; an
-    all-transparent one is a whole-image edit, run as `maskless: img2img` runs a mask-less job (refused without
-    it: at the tiers' strength the inpainting model would repaint the picture from noise)."""
-    if request.mask is not None:
-        repaint = px.repaint_mask(request.mask.open(), image.size)
-        area = px.edit_area(repaint)
-        if area == 0.0:
-            raise nothing_to_edit(request)
-        if area < 1.0:
-            return MaskChoice(repaint, "given")
-        if settings.maskless == "img2img":
-            return MaskChoice(repaint, "img2img")
-        raise InvalidRequest(
-            "mask: every pixel is transparent (a whole-image edit); SDXL inpainting would repaint the picture from "
-            "noise. Set `maskless: img2img` to edit the whole image keeping its structure, or send the job to an "
-            "instruction editor (kind: qwen-edit or flux2-klein) (limit: some opaque pixels on this backend)",
-            field="mask",
-            value=request.mask.name,
-            limit="some opaque pixels on this backend",
-            job_id=request.job_id,
-        )
-    if settings.mask_inference is not None:
-        ms = settings.mask_inference
-        if ms.device == "auto":  # run next to the pipeline
-            ms = ms.model_copy(update={"device": settings.device})
-        found = infer_mask(image, request.prompt, ms, job_id=request.job_id)
-        return MaskChoice(px.repaint_mask(Image.open(io.BytesIO(found.mask_png)), image.size), "inferred", found)
-    if settings.maskless == "img2img":
-        return MaskChoice(px.repaint_mask(None, image.size), "img2img")
-    raise _maskless_refusal(request)
-
-
-def _maskless_refusal(request: EditRequest) -> InvalidRequest:
-    return InvalidRequest(
-        "mask=None: this SDXL inpainting backend needs a mask (alpha 0 marks the area to edit); "
-        "send mask-less jobs to a backend that edits without one, or set `maskless: img2img` "
-        "to repaint the whole image (limit: a mask is required here)",
-        field="mask",
-        value=None,
-        limit="a mask is required on this backend",
-        job_id=request.job_id,
-    )
-
-
-def work_units(tier: Tier, work_size: tuple[int, int], n: int) -> float:
-    """UNet work of one call in guided-step x megapixel x image units (no CFG halves the UNet batch)."""
-    mp = work_size[0] * work_size[1] / px.MEGAPIXEL
-    return max(1, tier.steps_run) * mp * n * (1.0 if tier.guided else 0.5)
 
 
 class SDXLInpaintBackend:
@@ -159,32 +102,12 @@ class SDXLInpaintBackend:
 
     @property
     def _rate_key(self) -> tuple:
-        s = self.settings
-        return ("sdxl", s.model, s.device, s.dtype)
+        return plan.rate_key(self.settings)
 
     # ---- estimate: settings and header facts only --------------------------------------------------
 
     def estimate(self, request: EditRequest) -> CostEstimate:
-        s = self.settings
-        tier_name, tier = s.tier(request.quality if request.quality in ("low", "medium", "high") else "auto")
-        first = request.images[0] if request.images else None
-        geom = px.plan_geometry(
-            request.size if _plain_size(request.size) else "auto",
-            first.width if first else 1024,
-            first.height if first else 1024,
-            _target_megapixels(s),
-        )
-        n = request.n if isinstance(request.n, int) and request.n > 0 else 1
-        units = work_units(tier, geom.work_size, n)
-        speed = speeds.speed_for("sdxl", s, self._rate_key)
-        seconds = units * speed.seconds
-        usd = gpu_cost(seconds, s.gpu_cost)
-        basis = (
-            f"{n} image(s) x {tier.steps_run} steps ({tier_name}{', CFG' if tier.guided else ''}) at "
-            f"{geom.work_size[0]}x{geom.work_size[1]} = {units:.2f} step-MP x {speed.label} = "
-            f"{seconds:.2f} GPU-s x {s.gpu_cost.describe()} = ${usd:.5f}"
-        )
-        return CostEstimate(usd=usd, basis=basis, seconds=seconds)
+        return plan.estimate(self.settings, request)
 
     # ---- batching: which jobs can share one pipeline call --------------------------------------------
 
@@ -194,30 +117,9 @@ class SDXLInpaintBackend:
         return self.settings.max_batch
 
     def batch_key(self, request: EditRequest) -> Hashable | None:
-        """Jobs with equal keys can share one pipeline call: same working size, tier (steps, guidance, strength,
-        LoRA) and mask mode, and no reference images. None: run this job alone. Never loads the model.
-
-        The output format, n, seed and prompt may differ: they are per job in a batched call."""
-        s = self.settings
-        if len(request.images) != 1 or not isinstance(request.quality, str):
-            return None  # reference images go through the IP-Adapter one job at a time
-        if request.partial_images is not None:
-            return None  # a streamed job runs alone: its client leaving can then stop the call
-        if request.mask is not None:
-            mode = "given"
-        elif s.mask_inference is not None:
-            mode = "inferred"
-        elif s.maskless == "img2img":
-            mode = "img2img"
-        else:
-            return None  # refused; edit() says why
-        try:
-            tier_name, tier = s.tier(request.quality if request.quality in ("low", "medium", "high") else "auto")
-            first = request.images[0]
-            geom = px.plan_geometry(request.size, first.width, first.height, _target_megapixels(s))
-        except (KeyError, ValueError, AttributeError, TypeError):
-            return None  # invalid: edit() names the field
-        return ("sdxl", geom.work_size, tier_name, tier, mode)
+        """Jobs with equal keys can share one pipeline call (`sdxl_planning.batch_key` says which); None: run this
+        job alone. Never loads the model."""
+        return plan.batch_key(self.settings, request)
 
     def load(self) -> None:
         """Load the pipeline now (Ray actors call it at start so the first job is not a cold start)."""
@@ -288,7 +190,7 @@ class SDXLInpaintBackend:
         """Checks that need no model: refused here, nothing has run."""
         s = self.settings
         if request.mask is None and s.maskless == "refuse" and s.mask_inference is None:  # say what to do
-            raise _maskless_refusal(request)
+            raise maskless_refusal(request)
         check_request(request, self.capabilities, backend=self.name)
         started = time.perf_counter()
         tier_name, tier = s.tier(request.quality)
@@ -391,26 +293,28 @@ class SDXLInpaintBackend:
         if hook is not None:
             kwargs.update(hook.call_kwargs())
         n_images = sum(j.request.n for j in group)
-        with loaded.lock:
+
+        def before() -> None:
             select_lora(loaded, s, tier.use_lora)
             if ip_scale is not None:
                 loaded.pipe.set_ip_adapter_scale(ip_scale)
             self.pipeline_calls += 1
-            loaded.calls += 1
-            warm_up = loaded.calls == 1
-            with rt.timed(loaded.device) as clock:
-                output = rt.run_guarded(
-                    lambda: self._call_pipeline(loaded.pipe, kwargs),
-                    device=loaded.device,
-                    on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device),
-                )
-        gpu_s = clock["seconds"]
+
+        output, gpu_s, warm_up = metered_call(
+            loaded,
+            lambda: rt.run_guarded(
+                lambda: self._call_pipeline(loaded.pipe, kwargs),
+                device=loaded.device,
+                on_oom=lambda: rt.oom_error(n_images, geom.work_size, s, loaded.device),
+            ),
+            before,
+        )
         if hook is not None and hook.interrupted:  # the streaming client left: stopped, billed what it ran
             err = BackendUnavailable(f"stopped: the client went away ({gpu_s:.2f} GPU-s spent)")
             err.spent_usd = gpu_cost(gpu_s, s.gpu_cost)  # type: ignore[attr-defined]
             raise err
         if not warm_up:  # a first call's lazy init / compilation would skew estimates for a long time
-            speeds.record(self._rate_key, gpu_s, work_units(tier, geom.work_size, n_images))
+            speeds.record(self._rate_key, gpu_s, plan.work_units(tier, geom.work_size, n_images))
         return list(output.images), gpu_s, warm_up
 
     def _finish(
@@ -424,18 +328,7 @@ class SDXLInpaintBackend:
         encoded = tuple(px.encode(img, request.output_format, request.output_compression) for img in outputs)
         cost = gpu_cost(gpu_s, s.gpu_cost)
         total = time.perf_counter() - job.started
-        log.info(
-            "%s: %d image(s) %dx%d (work %dx%d, %s, %d steps) on %s in %.2fs GPU, $%s",
-            self.name,
-            len(encoded),
-            *geom.out_size,
-            *geom.work_size,
-            job.tier_name,
-            tier.steps_run,
-            loaded.device,
-            gpu_s,
-            cost,
-        )
+        log_done(log, self.name, len(encoded), geom, job.tier_name, tier.steps_run, loaded.device, gpu_s, cost)
         shared = f" (its {request.n}-image share of a {batch_jobs}-job call)" if batch_jobs > 1 else ""
         choice = job.choice
         return EditResult(
@@ -485,31 +378,7 @@ class SDXLInpaintBackend:
 
     def _call_pipeline(self, pipe: Any, kwargs: dict[str, Any]) -> Any:
         """The one place the pipeline runs (a seam for tests that need a failing call)."""
-        try:
-            return pipe(**kwargs)
-        except EditError:
-            raise
-        except (RuntimeError, MemoryError):
-            raise  # run_guarded sorts out-of-memory from the rest
-        except Exception as exc:  # diffusers' own argument checks etc.: this backend cannot serve it
-            raise BackendUnavailable(f"SDXL pipeline failed: {exc.__class__.__name__}: {exc}") from None
+        return call_pipeline(pipe, kwargs, "SDXL")
 
     def close(self) -> None:
         """The loaded pipeline is shared by the process and stays loaded (`runtime.clear_cache()` frees it)."""
-
-
-def _target_megapixels(settings: Settings) -> float:
-    """Configured, else the loaded model's native area when this process has it, else SDXL's 1.0."""
-    if settings.target_megapixels is not None:
-        return settings.target_megapixels
-    from backends.diffusion import runtime as rt  # light: torch is imported inside its functions only
-
-    loaded = rt.cached(settings)
-    return loaded.native_megapixels if loaded is not None else 1.0
-
-
-def _plain_size(size: Any) -> bool:
-    try:
-        return size == "auto" or px.parse_size(size) is not None
-    except (ValueError, AttributeError):
-        return False

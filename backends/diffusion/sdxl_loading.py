@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from backends.diffusion import adapters
 from backends.diffusion.runtime import LoadedPipeline, PipelineFamily, import_diffusers
-from backends.errors import BackendMisconfigured
-from backends.local_models import hf_cache_dir
 
 if TYPE_CHECKING:
     from backends.diffusion.sdxl_settings import Settings
@@ -38,12 +37,7 @@ def _load_lora(loaded: LoadedPipeline, settings: Settings) -> None:
     diffusers = import_diffusers()
     lora, pipe = settings.lora, loaded.pipe
     assert lora is not None
-    try:
-        pipe.load_lora_weights(lora.model, weight_name=lora.weight_name, adapter_name="fast")
-    except (OSError, ValueError) as exc:
-        raise BackendMisconfigured(
-            f"cannot load LoRA {lora.model!r}: {str(exc).splitlines()[0]} (HF cache: {hf_cache_dir()})"
-        ) from None
+    adapters.load_lora(pipe, lora)
     if lora.scheduler == "tcd":
         loaded.lora_scheduler = diffusers.TCDScheduler.from_config(pipe.scheduler.config)
     elif lora.scheduler == "lcm":
@@ -65,23 +59,12 @@ def _load_ip_adapter(pipe: Any, settings: Settings) -> None:
     try:
         pipe.load_ip_adapter(ip.model, subfolder=ip.subfolder, weight_name=ip.weight_name, **kwargs)
     except (OSError, ValueError) as exc:
-        raise BackendMisconfigured(
-            f"cannot load IP-Adapter {ip.model!r}: {str(exc).splitlines()[0]} (HF cache: {hf_cache_dir()})"
-        ) from None
+        raise adapters.load_failure("IP-Adapter", ip.model, exc) from None
     pipe.set_ip_adapter_scale(ip.scale)
 
 
 def select_lora(loaded: LoadedPipeline, settings: Settings, use_lora: bool) -> None:
-    """Switch the shared pipeline to the tier's LoRA state. Call with the device lock held."""
+    """Switch the shared pipeline to the tier's LoRA state. Call with the device lock held. A fused LoRA is in
+    every call already (every tier uses it): nothing to switch."""
     lora = settings.lora
-    if lora is None or lora.fuse or loaded.lora_active == use_lora:
-        return
-    pipe = loaded.pipe
-    if use_lora:
-        pipe.enable_lora()
-        pipe.set_adapters(["fast"], adapter_weights=[lora.scale])
-        pipe.scheduler = loaded.lora_scheduler
-    else:
-        pipe.disable_lora()
-        pipe.scheduler = loaded.base_scheduler
-    loaded.lora_active = use_lora
+    adapters.select_lora(loaded, None if lora is None or lora.fuse else lora, use_lora)

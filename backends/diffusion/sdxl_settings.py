@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from backends.diffusion.memory import Checkpoint, MemoryNeed, need
 from backends.diffusion.runtime import PipelineFamily
 from backends.diffusion.sdxl_loading import SDXL_PIPELINE
-from backends.diffusion.settings import Dtype, Offload, StrictModel, check_device, default_max_batch
+from backends.diffusion.settings import DiffusionSettings, Dtype, Offload, StrictModel, default_max_batch
 from backends.masks import MaskSettings
 from backends.pricing import GpuCost
 
@@ -94,7 +94,7 @@ class IPAdapterSettings(StrictModel):
     scale: float = Field(default=0.6, ge=0, le=2)
 
 
-class Settings(StrictModel):
+class Settings(DiffusionSettings):
     family: ClassVar[PipelineFamily] = SDXL_PIPELINE  # how the shared runtime loads it (sdxl_loading.py)
 
     model: str = DEFAULT_MODEL  # hub id or local directory (save_pretrained layout)
@@ -126,11 +126,6 @@ class Settings(StrictModel):
     gpu: str | None = None  # the card it runs on, for the speed estimate (default: gpu_cost's card)
     seconds_per_step_mp: float | None = Field(default=None, gt=0)  # overrides the speed table (configs/gpu_speeds)
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        return check_device(value)
-
     @model_validator(mode="before")
     @classmethod
     def _default_max_batch(cls, value: Any) -> Any:
@@ -153,17 +148,10 @@ class Settings(StrictModel):
         return merged
 
     @model_validator(mode="after")
-    def _lora_consistent(self) -> Settings:
-        using = [name for name, tier in self.tiers.items() if tier.use_lora]
-        if using and self.lora is None:
-            raise ValueError(f"tier(s) {using} set use_lora but no `lora` is configured")
-        if self.lora is not None and self.lora.fuse and len(using) != len(self.tiers):
+    def _fused_lora_everywhere(self) -> Settings:
+        if self.lora is not None and self.lora.fuse and not all(t.use_lora for t in self.tiers.values()):
             raise ValueError("lora.fuse bakes the LoRA into every call: set use_lora on every tier, or fuse: false")
         return self
-
-    def tier(self, quality: str) -> tuple[str, Tier]:
-        name = self.auto_quality if quality == "auto" else quality
-        return name, self.tiers[name]
 
     def checkpoint(self) -> Checkpoint:
         return SDXL_INPAINT

@@ -1,14 +1,15 @@
 """Settings pieces every diffusion family shares (pydantic only, no torch): strict models, the device a policy
-may name, the dtype and offload choices, and the default batch size per device."""
+may name, the dtype and offload choices, the default batch size per device, and the checks and tier lookup every
+family's settings make (`DiffusionSettings`)."""
 
 from __future__ import annotations
 
 import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 Dtype = Literal["auto", "fp16", "bf16", "fp32"]  # auto: fp16 on cuda/mps, fp32 on cpu
 Offload = Literal["none", "model", "sequential"]  # for cards under ~16 GB: "model" (12 GB ok), "sequential"
@@ -34,3 +35,31 @@ def default_max_batch(device: str) -> int:
     if device == "auto" and sys.platform != "darwin" and Path("/proc/driver/nvidia/version").exists():
         return 4
     return 1
+
+
+class DiffusionSettings(StrictModel):
+    """The checks and lookups every family's settings share. It declares no fields: each family lists its own,
+    in the order a user reads them (`editroute edit` names a kind's settings in that order)."""
+
+    if TYPE_CHECKING:  # declared by every family
+        device: str
+        tiers: dict[str, Any]  # tier name -> the family's Tier (has use_lora)
+        lora: Any
+        auto_quality: str
+
+    @field_validator("device", check_fields=False)
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        return check_device(value)
+
+    @model_validator(mode="after")
+    def _lora_configured(self) -> DiffusionSettings:
+        using = [name for name, tier in self.tiers.items() if tier.use_lora]
+        if using and self.lora is None:
+            raise ValueError(f"tier(s) {using} set use_lora but no `lora` is configured")
+        return self
+
+    def tier(self, quality: str) -> tuple[str, Any]:
+        """The tier a job's quality runs at, with its name (`auto`: the `auto_quality` setting)."""
+        name = self.auto_quality if quality == "auto" else quality
+        return name, self.tiers[name]

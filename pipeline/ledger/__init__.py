@@ -2,10 +2,10 @@
 and spend, with its schema and migrations; the exactly-once claim of a job and crash recovery live here.
 
 `Ledger` (store.py) is the entry point; schema.py holds the migrations, records and nano-dollar money helpers;
-spend.py what the router reads (spend per period) and how calls hold and settle money; reviews.py people's
-accept/reject decisions on outputs and the review page's index of a run; batches.py the batch lanes' uploads,
-batches and lines. Below it: routing (the
-spend periods) and `backends.errors`."""
+lifecycle.py a job's claim, crash recovery and how it ends; spend.py what the router reads (spend per period) and
+how calls hold and settle money; reviews.py people's accept/reject decisions on outputs and the review page's index
+of a run; batches.py the batch lanes' uploads, batches and lines. Below it: routing (the spend periods) and
+`backends.errors`."""
 
 from pipeline.ledger.batches import FINAL_STATUSES, BatchLine, BatchRow, LineSpec, LineUpdate
 from pipeline.ledger.reviews import DECISIONS, UNDECIDED, Review, ReviewFilter

@@ -11,10 +11,9 @@ Steps, each recorded in the ledger:
 1. Idempotency. The key is `job_key(job)` (sha256 of image/mask bytes, prompt, options, seed, pinned backend;
    `ctx.idempotency_key` overrides the key, e.g. from an `Idempotency-Key` header). If the ledger has the
    key done and `DIR/<job id>/result.json` lists outputs that exist with their recorded sha256, the stored
-   result is returned (`reused=True`) and no backend is called, nor the router. A result that reached disk
-   before a crash and verifies (hashes match, images decode) is adopted the same way, whatever the job's crash
-   count (billed once, marked done). Same inputs under another job id: `duplicate_of` names the first job.
-   Taking the job clears the temp files a killed writer left in its folder.
+   result is returned (`reused=True`) and no backend is called, nor the router; a verified result a crash left
+   on disk is adopted (billed once). Same inputs under another job id: `duplicate_of` names the first job.
+   Taking the job (`pipeline.run.claim`) also finds the calls a stopped run journaled, to finish first.
 2. Materialize: bytes read and pixels decoded; a corrupt image fails here as `InvalidRequest`, no spend.
 3. Route (if `decision` is a callable) and run: for the chosen backend, then each of `decision.fallbacks`,
    reserve the estimate in the ledger under `ctx.caps_for(backend)` (a failed hold moves to the next
@@ -38,19 +37,16 @@ Steps, each recorded in the ledger:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from backends.base import EditRequest, EditResult
@@ -67,32 +63,16 @@ from backends.errors import (
 from pipeline.jobs import Job
 from pipeline.ledger import Ledger
 from pipeline.routing import Decision
+from pipeline.run.claim import take_job
 from pipeline.run.context import ExecContext, Outcome, StopSignal
 from pipeline.run.files import write_files
 from pipeline.run.journal import Pending
-from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs, stored_result
+from pipeline.run.result_record import result_files, result_record
+from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs
 
 log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}$")
-_SAFE_ARTIFACT = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
-
-# ---- stored results ----------------------------------------------------------------------------------
-
-
-def _reused(job_id: str, data: Mapping[str, Any], out_dir: Path, duplicate_of: str | None = None) -> Outcome:
-    return Outcome(
-        job_id=job_id,
-        status="done",
-        backend=data.get("backend"),
-        cost=Decimal(data.get("cost_usd", "0")),
-        outputs=tuple(out_dir / o["path"] for o in data.get("outputs", [])),
-        artifacts=tuple(out_dir / o["path"] for o in data.get("artifacts", [])),
-        reused=True,
-        duplicate_of=duplicate_of,
-        result=data,
-    )
-
 
 # ---- the core ----------------------------------------------------------------------------------------
 
@@ -116,67 +96,11 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
     if ctx.idempotency_key is not None and (given := ctx.idempotency_key(job)):
         key = given
 
-    # 1. idempotency: a result already on disk is never paid for again
-    rec = ledger.get_by_key(key)
-    if rec is not None and rec.status == "done" and (data := stored_result(ctx.out_dir, rec.id, key)):
-        if rec.id != job.id:
-            ledger.record_duplicate(job.id, rec)
-        else:
-            ctx.journals.clear(job.id)  # left by a run that stopped between done and clearing it
-        return _reused(job.id, data, ctx.out_dir, duplicate_of=None if rec.id == job.id else rec.id)
-    # what a crash may have left paid for on disk: a verified result, or an answer a backend journaled
-    journals = ctx.journals
-    left = stored_result(ctx.out_dir, job.id, key, decode=True) if rec is None or rec.id == job.id else None
-    pending = [p for p in ctx.pending(job.id, key) if p.backend in ctx.backends] if left is None else []
-    claim = ledger.claim(
-        job.id,
-        key,
-        request_hash,
-        retry_failed=ctx.retry_failed,
-        rerun=rec is not None,
-        paid_on_disk=left is not None or bool(pending),
-    )
-    if claim.action == "duplicate":
-        other = claim.record
-        if other.status == "done" and (data := stored_result(ctx.out_dir, other.id, key)):
-            ledger.record_duplicate(job.id, other)
-            return _reused(job.id, data, ctx.out_dir, duplicate_of=other.id)
-        return Outcome(
-            job.id,
-            "skipped",
-            error=f"same inputs as job {other.id!r} ({other.status})",
-            error_class="Duplicate",
-            duplicate_of=other.id,
-        )
-    if claim.action in ("failed", "busy"):
-        r = claim.record
-        what = "running in another process" if claim.action == "busy" else f"failed before: {r.error}"
-        return Outcome(
-            job.id,
-            "failed" if claim.recovered else "skipped",
-            backend=r.backend,
-            cost=r.cost,
-            error=what,
-            error_class=r.error_class or "Busy",
-        )
-    if claim.action == "done":  # a done row whose files were fine after all (rerun raced) -> reuse
-        if data := stored_result(ctx.out_dir, job.id, key):
-            return _reused(job.id, data, ctx.out_dir)
-    if removed := journals.tidy(job.id):  # the job is ours now: no live writer uses its folder
-        log.info("job %s: removed %d temp file(s) a stopped run left", job.id, removed)
-    if left is not None:
-        # the outputs reached disk but the process died before the ledger said done: bill once, finish
-        ledger.adopt(
-            job.id,
-            backend=left["backend"],
-            outputs=left["outputs"],
-            cost=Decimal(left["cost_usd"]),
-            usage=left.get("usage"),
-            attempt_id=left.get("attempt_id"),
-        )
-        journals.clear(job.id)
-        log.info("job %s: adopted the result a stopped run left on disk", job.id)
-        return _reused(job.id, left, ctx.out_dir)
+    # 1. idempotency: a result already on disk is never paid for again; what a crash left paid for is finished
+    taken = take_job(job, key, request_hash, ctx)
+    if isinstance(taken, Outcome):
+        return taken
+    pending = taken
 
     # 2. materialize: a corrupt image fails here, before any spend
     try:
@@ -198,7 +122,7 @@ def execute_job(job: Job, decision: Decision | Callable[[Job], Decision], ctx: E
         return Outcome(job.id, "failed", error=msg, error_class="Unroutable", latency_s=time.perf_counter() - t0)
     outcome = _run(job, request, key, dec, ctx, t0, pending[0] if pending else None)
     if not outcome.ok:
-        journals.discard_empty(job.id)
+        ctx.journals.discard_empty(job.id)
     return outcome
 
 
@@ -406,39 +330,8 @@ def _finish(
     folder = ctx.out_dir / job.id
     usage = result.usage.to_dict()
     try:
-        files = [(f"{k}.{result.output_format}", data) for k, data in enumerate(result.images)]
-        n_images = len(files)
-        for name, data in result.artifacts.items():
-            if not _SAFE_ARTIFACT.match(name) or name == RESULT_FILE:
-                name = "artifact-" + hashlib.sha256(name.encode()).hexdigest()[:12]
-            files.append((name, data))
-        listed = [{"path": f"{job.id}/{name}", "sha256": hashlib.sha256(data).hexdigest()} for name, data in files]
-        outputs, artifacts = listed[:n_images], listed[n_images:]
-        record = {
-            # `backend` is the policy's name for it, which the ledger and the report use
-            "job_id": job.id,
-            "idempotency_key": key,
-            "backend": tried[-1]["backend"],
-            "model": result.model,
-            "cost_usd": str(result.cost_usd),
-            "estimate_usd": str(dec.estimate.usd) if dec.estimate else None,
-            "usage": usage,
-            "timings": dict(result.timings),
-            "seed": result.seed,
-            "quality": result.quality,
-            "size": result.size,
-            "output_format": result.output_format,
-            "background": result.background,
-            "reasons": list(dec.reasons),
-            "attempts": tried,
-            "attempt_id": attempt_id,  # the ledger's row for the call that made this (adoption bills it)
-            "outputs": outputs,
-            "artifacts": artifacts,
-            "extras": _jsonable(result.extras),
-            "tags": list(job.tags),
-            "request": _request_facts(job),
-            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+        files, outputs, artifacts = result_files(job.id, result)
+        record = result_record(job, key, dec, result, attempt_id, tried, outputs, artifacts)
         # result.json last: it vouches for the others (sha256 each), so a crash mid-way is never adopted
         write_files(folder, [*files, (RESULT_FILE, json.dumps(record, indent=2).encode())])
     except OSError as exc:  # paid, but could not be kept: bill it and say so
@@ -472,27 +365,3 @@ def _finish(
         latency_s=time.perf_counter() - t0,
         result=record,
     )
-
-
-def _request_facts(job: Job) -> dict[str, Any]:
-    """What was asked, for people reviewing the result (`editroute review`): the prompt, the tier the policy
-    scored, and where the inputs are (None for an upload, which is not kept)."""
-    r = job.request
-
-    def where(img: Any) -> str | None:
-        return str(Path(img.path).resolve()) if img is not None and img.path is not None else None
-
-    return {
-        "prompt": r.prompt,
-        "quality": r.quality,
-        "images": [where(img) for img in r.images],
-        "mask": where(r.mask),
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return dict(value) if isinstance(value, Mapping) else value
-    except TypeError:
-        return {k: repr(v) for k, v in dict(value).items()} if isinstance(value, Mapping) else repr(value)
