@@ -369,6 +369,22 @@ def test_upstream_errors_are_passed_on_as_the_provider_sent_them(tmp_path):
 # ---- models, health, metrics ------------------------------------------------------------------------------
 
 
+def test_models_retrieve_answers_each_listed_model_and_a_404_envelope_otherwise(server):
+    """`client.models.retrieve(id)`, one of the SDK's basic calls: every listed id, and OpenAI's 404 for others
+    (a retired model says when it was shut down)."""
+    url, _ = server
+    sdk = client(url)
+    for mid in ("auto", "api", "gpt-image-2.6-flare"):
+        model = sdk.models.retrieve(mid)
+        assert (model.id, model.object) == (mid, "model")
+    with pytest.raises(openai.NotFoundError) as gone:
+        sdk.models.retrieve("gpt-image-1")
+    assert gone.value.code == "model_not_found" and "2026-10-23" in gone.value.message
+    with pytest.raises(openai.NotFoundError) as unknown:
+        sdk.models.retrieve("no-such-model")
+    assert unknown.value.code == "model_not_found" and unknown.value.param == "model"
+
+
 def test_models_health_and_metrics(server):
     url, _ = server
     ids = [m.id for m in client(url).models.list()]

@@ -7,7 +7,7 @@
     result = client.images.edit(model="auto", image=open("in.png", "rb"), prompt="...")
 
 Routes: `POST /v1/images/edits` (OpenAI's multipart form or JSON body; `stream=true` answers with server-sent
-events; `model` = auto, a policy backend or an OpenAI model id), `GET /v1/models`, `GET /healthz` (no auth),
+events; `model` = auto, a policy backend or an OpenAI model id), `GET /v1/models[/{id}]`, `GET /healthz` (no auth),
 `GET /metrics` (Prometheus text). Every edit answer names the backend, model, cost and job in `x-editroute-*`
 headers (`x-editroute-cost-usd` is the job's cost; `x-editroute-billed-usd` is what this request added: 0 when it
 reused or joined an earlier job). Which job a request belongs to (a new one, its own first try's, its
@@ -276,15 +276,33 @@ def create_app(service: Any, *, api_keys: Sequence[str] = (), limits: Limits | N
         service.metrics.request(EDITS, 200)
         return _Answer(content, served, headers)
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
-        auth.check(request.headers.get("authorization"))
+    def model_entries() -> list[tuple[str, str]]:
+        """(id, owned_by) of every model a request may name: auto, the policy's backends, OpenAI model ids."""
         policy = service.policy
         entries = [("auto", "editroute")]
         entries += [(name, f"editroute:{spec.kind}") for name, spec in policy.backends.items()]
-        entries += [(m, "openai") for m in service.model_ids() if m not in policy.backends]
+        return entries + [(m, "openai") for m in service.model_ids() if m not in policy.backends]
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Response:
+        auth.check(request.headers.get("authorization"))
         service.metrics.request("/v1/models", 200)
-        return JSONResponse(models_list(entries))
+        return JSONResponse(models_list(model_entries()))
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(request: Request, model_id: str) -> Response:
+        auth.check(request.headers.get("authorization"))
+        found = [e for e in model_entries() if e[0] == model_id]
+        if found:
+            service.metrics.request("/v1/models", 200)
+            return JSONResponse(models_list(found)["data"][0])
+        service.resolve(model_id)  # raises the 404 that names why (retired: when, and its replacement)
+        raise ApiError(
+            404,
+            f"The model '{model_id}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
 
     @app.get("/healthz")
     async def healthz() -> Response:
