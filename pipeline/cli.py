@@ -21,8 +21,9 @@ from pipeline.errors import ConfigError
 
 COMMANDS = ["edit", "plan", "policy", "run", "report", "batch", "review", "demo", "serve", "bench", "eval", "doctor"]
 DESCRIPTION = (
-    "Route image-edit jobs between OpenAI's image edit API and self-hosted SDXL inpainting under a YAML "
-    "cost/quality policy; every job, attempt and dollar goes into a SQLite ledger."
+    "Route image-edit jobs between hosted edit APIs (OpenAI, also through its half-price Batch API; Gemini; "
+    "Firefly) and self-hosted diffusion (SDXL, Qwen-Image-Edit, FLUX.2 klein) under a YAML cost/quality policy; "
+    "every job, attempt and dollar goes into a SQLite ledger."
 )
 
 
