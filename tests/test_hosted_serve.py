@@ -5,6 +5,7 @@ knows these kinds: this proves it is generic over backends."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 from decimal import Decimal
 
@@ -22,40 +23,49 @@ KEY = "er-hosted-serve-key-0123456789"
 GKEY, CID, SECRET = "AIza-serve-SECRET-9a8b7c", "ff-serve-client", "ff-serve-SECRET-6d5e4f"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hosted-serve")
+def _policy(folder, g, ff, **extra) -> dict:
+    return {
+        "backends": {
+            "gemini-draft": {
+                "kind": "gemini",
+                "base_url": g.base_url,
+                "api_key_file": str(folder / "gemini.key"),
+                "max_retries": 0,
+            },
+            "firefly": {
+                "kind": "firefly",
+                "base_url": ff.base_url,
+                "token_url": ff.token_url,
+                "client_id_file": str(folder / "ff.id"),
+                "client_secret_file": str(folder / "ff.secret"),
+                "price_per_operation_usd": "0.06",
+                "poll_interval_s": 0.02,
+                "requests_per_minute": None,
+            },
+        },
+        "quality": {"gemini-draft": 0.72, "firefly": 0.8},
+        "objective": {"type": "cheapest"},
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def serving(folder, **extra):
     secrets = {"gemini.key": GKEY, "ff.id": CID, "ff.secret": SECRET}  # files: the suite strips env per test
     for name, value in secrets.items():
         (folder / name).write_text(value)
     with FakeGeminiServer(api_key=GKEY) as g, FakeFireflyServer(client_id=CID, client_secret=SECRET) as ff:
-        policy = {
-            "backends": {
-                "gemini-draft": {
-                    "kind": "gemini",
-                    "base_url": g.base_url,
-                    "api_key_file": str(folder / "gemini.key"),
-                    "max_retries": 0,
-                },
-                "firefly": {
-                    "kind": "firefly",
-                    "base_url": ff.base_url,
-                    "token_url": ff.token_url,
-                    "client_id_file": str(folder / "ff.id"),
-                    "client_secret_file": str(folder / "ff.secret"),
-                    "price_per_operation_usd": "0.06",
-                    "poll_interval_s": 0.02,
-                    "requests_per_minute": None,
-                },
-            },
-            "quality": {"gemini-draft": 0.72, "firefly": 0.8},
-            "objective": {"type": "cheapest"},
-        }
         path = folder / "policy.yaml"
-        path.write_text(yaml.safe_dump(policy))
+        path.write_text(yaml.safe_dump(_policy(folder, g, ff, **extra)))
         app, service, _ = build(ServeConfig(policy=path, out_dir=folder / "out"), env={"EDITROUTE_API_KEYS": KEY})
         with running(app) as url:
             yield OpenAI(base_url=url, api_key=KEY, max_retries=0), service, g, ff
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("hosted-serve")) as s:
+        yield s
 
 
 def image(w: int = 160, h: int = 128) -> tuple[str, bytes, str]:
@@ -105,3 +115,15 @@ def test_no_secret_reaches_a_response(stack):
     raw = sdk.images.with_raw_response.edit(image=image(), prompt="make it dusk")
     text = raw.http_response.text + str(dict(raw.headers))
     assert GKEY not in text and SECRET not in text
+
+
+def test_a_policy_that_falls_back_on_rejected_content_does_so_behind_the_server_too(tmp_path):
+    """`fallback_on_rejected: true` means the same under `serve` as under `run`: Gemini's safety block sends the
+    request on to the policy's fallback, and the client gets Firefly's image (both calls in the ledger)."""
+    extra = {"fallback_on_rejected": True, "fallbacks": {"gemini-draft": ["firefly"]}}
+    with serving(tmp_path, **extra) as (sdk, service, g, ff):
+        raw = sdk.images.with_raw_response.edit(model="auto", image=image(), prompt="block-prompt please")
+        assert raw.headers["x-editroute-backend"] == "firefly" and len(raw.parse().data) == 1
+        assert service.wait_idle()
+        tries = [a["backend"] for a in service.ledger.attempts(raw.headers["x-editroute-job-id"])]
+    assert tries == ["gemini-draft", "firefly"]

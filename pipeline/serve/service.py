@@ -161,6 +161,7 @@ class EditService:
             retry=retry or RetryPolicy(max_rate_limited=0),
             retry_failed=True,
             hosted=hosted_by(policy),
+            fallback_on_rejected=policy.fallback_on_rejected,  # the policy means the same here as under `run`
         )
         self.router = Router(self.policy, self.backends, self.ledger)
         self.metrics = Metrics()
