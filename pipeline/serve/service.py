@@ -231,10 +231,7 @@ class EditService:
         if who.idempotency_key:
             prefix = "idem:" + sha(who.tenant, who.idempotency_key)[:40] + ":"
             key = prefix + content[:32]
-            bound = self._keys.claim(prefix, key)
-            if bound == key and (stored := self.ledger.latest_key(prefix)) is not None:
-                bound = stored
-            if bound != key:
+            if self._keys.claim(prefix, key, lambda: self.ledger.latest_key(prefix)) != key:
                 raise ApiError(
                     400,
                     "This Idempotency-Key was already used with a different request; use a new key for a new request.",
