@@ -327,10 +327,13 @@ class EditService:
         variant = self.models.variant(target.model) if target.model else None
         router = variant.router if variant else self.router
         decisions: list[Decision] = []
+        answered = False  # `early` has the result in hand: the Served returned below is not the one delivered
 
         def on_result(_job: Job, backend: str, result: EditResult) -> None:
+            nonlocal answered
             if early is not None:
                 early(Served(True, result.images, _record(backend, result), decision=decisions[-1]))
+                answered = True
 
         ctx = replace(
             variant.ctx if variant else self.ctx,
@@ -368,6 +371,8 @@ class EditService:
         if not outcome.ok:
             problem = self._unroutable_problem(job) if outcome.error_class == "Unroutable" else None
             return Served(False, outcome=outcome, decision=decision, problem=problem)
+        if answered:  # its images went out from memory: the files just written are not read back
+            return Served(True, (), dict(outcome.result or {}), outcome, decision)
         try:
             images = tuple(p.read_bytes() for p in outcome.outputs)
         except OSError as exc:
