@@ -19,7 +19,7 @@ from pipeline.routing import load_policy
 from pipeline.run import job_key
 from pipeline.serve import EditService, ServeSettings, Who, parse_form
 from pipeline.serve.identity import Tries
-from pipeline.serve.wire import Form, Upload
+from pipeline.serve.wire import ApiError, Form, Upload
 from tests.imagery import image_bytes
 from tests.serve_helpers import KEY, UPSTREAM_KEY, png, run_threads, serving, write_policy
 
@@ -147,6 +147,31 @@ def test_after_a_restart_a_retry_joins_only_an_unfinished_job(tmp_path):
         assert second.prepare(parse_form(form), retry).key == unfinished.key
         second.run(second.prepare(parse_form(form), retry))  # it finishes now
         assert second.prepare(parse_form(form), retry).key != unfinished.key
+    finally:
+        second.close()
+
+
+def test_after_a_restart_a_reused_idempotency_key_stays_bound_to_its_first_request(tmp_path):
+    """After a restart the ledger says what an Idempotency-Key is bound to: another body is refused, and that refusal
+    does not rebind the key, so the first request sent again with it still gets its stored result."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("backends:\n  fast: {kind: function, cost_per_image: 0.03}\nquality: {fast: 0.7}\n")
+
+    def form(prompt: str) -> Form:
+        return Form(fields={"prompt": [prompt]}, files=[Upload("image", image_bytes(), "a.png", "image/png")])
+
+    who = Who(idempotency_key="order-1234")
+    first = EditService(load_policy(policy), tmp_path / "out")
+    done = first.prepare(parse_form(form("the first request")), who)
+    assert first.run(done).ok
+    first.close()
+    second = EditService(load_policy(policy), tmp_path / "out")
+    try:
+        with pytest.raises(ApiError) as info:
+            second.prepare(parse_form(form("another request")), who)
+        assert info.value.code == "idempotency_key_reused"
+        again = second.prepare(parse_form(form("the first request")), who)
+        assert again.key == done.key and second.run(again).reused
     finally:
         second.close()
 

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 CLIENT_HEADERS = (
@@ -118,18 +118,25 @@ class Tries:
 
 
 class Keys:
-    """Idempotency-Key -> the job key it was first used with (this process), so a concurrent second use of the
-    same key with another body is refused before either runs."""
+    """Idempotency-Key -> the job key it was first used with (remembered here, else the ledger's), so a second use
+    of the same key with another body, concurrent or after a restart, is refused before either runs."""
 
     def __init__(self, max_keys: int = MAX_TRIES) -> None:
         self._keys: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_keys
 
-    def claim(self, prefix: str, key: str) -> str:
-        """The job key this Idempotency-Key prefix is bound to (binding it to `key` if new)."""
+    def claim(self, prefix: str, key: str, stored: Callable[[], str | None]) -> str:
+        """The job key this Idempotency-Key prefix is bound to. One not held here is bound to `stored()` (the
+        ledger's, from before a restart or an eviction) or else to `key`; so a refused request never rebinds it."""
         with self._lock:
-            bound = self._keys.setdefault(prefix, key)
+            bound = self._keys.get(prefix)
+            if bound is not None:
+                self._keys.move_to_end(prefix)
+                return bound
+        found = stored() or key  # outside the lock: a ledger read; a concurrent claim is settled by setdefault
+        with self._lock:
+            bound = self._keys.setdefault(prefix, found)
             self._keys.move_to_end(prefix)
             while len(self._keys) > self._max:
                 self._keys.popitem(last=False)

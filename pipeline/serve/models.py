@@ -52,13 +52,6 @@ class _OverrideExecutor:
 
 
 @dataclass
-class _Variant:
-    router: Router
-    ctx: ExecContext
-    executor: _OverrideExecutor
-
-
-@dataclass
 class Variant:
     router: Router
     ctx: ExecContext

@@ -26,16 +26,13 @@ import httpx
 
 from backends.errors import InvalidRequest
 from backends.images import InputImage
+from pipeline.serve.fields import bad
 from pipeline.serve.probe import MIMES, probe_image
 from pipeline.serve.settings import ServeSettings
 from pipeline.serve.wire import ApiError, Limits
 
 MAX_IMAGE_URL_CHARS = 20_971_520  # OpenAI's `image_url` maxLength
 _DATA_URL = re.compile(r"^data:([A-Za-z0-9.+/-]+)(;[^,]*)?,", re.ASCII)
-
-
-def bad(message: str, param: str, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, message, param=param, code=code)
 
 
 class Refs:
@@ -58,7 +55,7 @@ class Refs:
             raise bad(f"Unknown parameter: '{param}.{unknown[0]}'.", f"{param}.{unknown[0]}", "unknown_parameter")
         given = [k for k in ("file_id", "image_url") if ref.get(k) is not None]
         if len(given) != 1:
-            raise bad(f"Invalid '{param}': provide exactly one of `image_url` or `file_id`.", param)
+            raise bad(f"Invalid '{param}': provide exactly one of `image_url` or `file_id`.", param, "invalid_value")
         key = given[0]
         value = ref[key]
         where = f"{param}.{key}"
@@ -76,7 +73,7 @@ class Refs:
         if value.startswith("data:"):
             return self._data_url(value, param)
         if not value.lower().startswith("https://"):
-            raise bad(f"Invalid '{where}': expected an https URL or a base64 data URL.", where)
+            raise bad(f"Invalid '{where}': expected an https URL or a base64 data URL.", where, "invalid_value")
         if not self.settings.fetch_image_urls:
             return _remote(where, url=value)
         return self._fetch(value, param)
@@ -84,7 +81,11 @@ class Refs:
     def _data_url(self, url: str, param: str) -> InputImage:
         m = _DATA_URL.match(url)
         if m is None or ";base64" not in (m.group(2) or ""):
-            raise bad(f"Invalid '{param}.image_url': expected a base64 data URL (data:image/png;base64,...).", param)
+            raise bad(
+                f"Invalid '{param}.image_url': expected a base64 data URL (data:image/png;base64,...).",
+                param,
+                "invalid_value",
+            )
         mime = m.group(1).lower()
         if mime not in MIMES and mime != "image/jpg":
             raise ApiError(
@@ -97,7 +98,8 @@ class Refs:
         try:
             data = base64.b64decode(url[m.end() :], validate=True)
         except (binascii.Error, ValueError):
-            raise bad(f"Invalid '{param}.image_url': the data URL is not valid base64.", param) from None
+            why = f"Invalid '{param}.image_url': the data URL is not valid base64."
+            raise bad(why, param, "invalid_value") from None
         return probe_image(data, param=param, name=f"{param}.png", max_pixels=self.limits.max_image_pixels)
 
     def _fetch(self, url: str, param: str) -> InputImage:
@@ -142,7 +144,7 @@ def _remote(param: str, **ref: str) -> InputImage:
     try:
         return InputImage.remote(**ref, field=param)
     except InvalidRequest as exc:
-        raise bad(f"Invalid '{param}': {exc.message}", param) from None
+        raise bad(f"Invalid '{param}': {exc.message}", param, "invalid_value") from None
 
 
 def _download_error(url: str, param: str, why: str) -> ApiError:

@@ -19,9 +19,7 @@ from pipeline.serve.fields import KNOWN, Fields, Values, bad, read_fields
 from pipeline.serve.probe import check_mimetype, probe_image
 from pipeline.serve.refs import Refs
 from pipeline.serve.settings import ServeSettings
-from pipeline.serve.wire import ApiError, Form, Limits, ParsedRequest, Upload, error_for_invalid
-
-FILE_FIELDS = ("image", "image[]", "mask", "markup")
+from pipeline.serve.wire import FILE_PARTS, ApiError, Form, Limits, ParsedRequest, Upload, error_for_invalid
 
 
 def _array_too_long(count: int, limit: int, param: str) -> ApiError:
@@ -37,18 +35,18 @@ def parse_form(form: Form, limits: Limits | None = None) -> ParsedRequest:
     """The OpenAI edit form -> a ParsedRequest, or the first problem as OpenAI would report it."""
     limits = limits or Limits()
     for part in form.files:
-        if part.name not in FILE_FIELDS:
+        if part.name not in FILE_PARTS:
             base = part.name.split("[", 1)[0]
             if base in KNOWN:
                 raise bad(
                     f"Invalid type for '{base}': expected a string, but got a file instead.", base, "invalid_type"
                 )
             raise bad(f"Unknown parameter: '{part.name}'.", part.name, "unknown_parameter")
-    for name in FILE_FIELDS:
+    for name in FILE_PARTS:
         if name in form.fields:
             param = name.rstrip("[]")
             raise bad(f"Invalid type for '{param}': expected a file, but got a string instead.", param, "invalid_type")
-    values = Values.from_form({k: v for k, v in form.fields.items() if k not in FILE_FIELDS})
+    values = Values.from_form({k: v for k, v in form.fields.items() if k not in FILE_PARTS})
     singles = [f for f in form.files if f.name == "image"]
     arrays = [f for f in form.files if f.name == "image[]"]
     if len(singles) > 1 or (singles and arrays):

@@ -231,10 +231,7 @@ class EditService:
         if who.idempotency_key:
             prefix = "idem:" + sha(who.tenant, who.idempotency_key)[:40] + ":"
             key = prefix + content[:32]
-            bound = self._keys.claim(prefix, key)
-            if bound == key and (stored := self.ledger.latest_key(prefix)) is not None:
-                bound = stored
-            if bound != key:
+            if self._keys.claim(prefix, key, lambda: self.ledger.latest_key(prefix)) != key:
                 raise ApiError(
                     400,
                     "This Idempotency-Key was already used with a different request; use a new key for a new request.",
@@ -330,10 +327,13 @@ class EditService:
         variant = self.models.variant(target.model) if target.model else None
         router = variant.router if variant else self.router
         decisions: list[Decision] = []
+        answered = False  # `early` has the result in hand: the Served returned below is not the one delivered
 
         def on_result(_job: Job, backend: str, result: EditResult) -> None:
+            nonlocal answered
             if early is not None:
                 early(Served(True, result.images, _record(backend, result), decision=decisions[-1]))
+                answered = True
 
         ctx = replace(
             variant.ctx if variant else self.ctx,
@@ -371,6 +371,8 @@ class EditService:
         if not outcome.ok:
             problem = self._unroutable_problem(job) if outcome.error_class == "Unroutable" else None
             return Served(False, outcome=outcome, decision=decision, problem=problem)
+        if answered:  # its images went out from memory: the files just written are not read back
+            return Served(True, (), dict(outcome.result or {}), outcome, decision)
         try:
             images = tuple(p.read_bytes() for p in outcome.outputs)
         except OSError as exc:

@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from pipeline.serve.fields import KNOWN, too_long
-from pipeline.serve.wire import ApiError, Form, Limits, Upload
-
-IMAGE_PARTS = ("image", "image[]", "mask", "markup")
+from pipeline.serve.wire import FILE_PARTS, ApiError, Form, Limits, Upload
 
 
 def _mb(n: int) -> str:
@@ -90,7 +88,7 @@ class _Collector:
                 return
             self._param = "image" if name == "image" else f"image[{self.images - 1}]"
             self._cap = lim.max_image_bytes
-        elif name in IMAGE_PARTS:
+        elif name in FILE_PARTS:
             self._cap = lim.max_image_bytes
         elif name == "prompt":
             self._cap = lim.max_prompt_bytes

@@ -94,6 +94,9 @@ class Upload:
     content_type: str | None = None
 
 
+FILE_PARTS = ("image", "image[]", "mask", "markup")  # the multipart parts that carry a file; any other is text
+
+
 @dataclass
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
