@@ -37,7 +37,6 @@ Steps, each recorded in the ledger:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -67,8 +66,8 @@ from pipeline.run.claim import take_job
 from pipeline.run.context import ExecContext, Outcome, StopSignal
 from pipeline.run.files import write_files
 from pipeline.run.journal import Pending
-from pipeline.run.result_record import result_files, result_record
-from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs
+from pipeline.run.result_record import result_contents
+from pipeline.run.results import job_key, materialize, read_inputs
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +329,8 @@ def _finish(
     folder = ctx.out_dir / job.id
     usage = result.usage.to_dict()
     try:
-        files, outputs, artifacts = result_files(job.id, result)
-        record = result_record(job, key, dec, result, attempt_id, tried, outputs, artifacts)
-        # result.json last: it vouches for the others (sha256 each), so a crash mid-way is never adopted
-        write_files(folder, [*files, (RESULT_FILE, json.dumps(record, indent=2).encode())])
+        files, record = result_contents(job, key, dec, result, attempt_id, tried)
+        write_files(folder, files)  # in order: result.json last
     except OSError as exc:  # paid, but could not be kept: bill it and say so
         ctx.ledger.settle(attempt_id, result.cost_usd, usage=usage)
         ctx.ledger.fail(
@@ -346,7 +343,7 @@ def _finish(
     cost = ctx.ledger.complete(
         job.id,
         backend=record["backend"],
-        outputs=outputs,
+        outputs=record["outputs"],
         cost=result.cost_usd,
         attempt_id=attempt_id,
         usage=usage,
@@ -359,8 +356,8 @@ def _finish(
         "done",
         backend=record["backend"],
         cost=cost,
-        outputs=tuple(ctx.out_dir / o["path"] for o in outputs),
-        artifacts=tuple(ctx.out_dir / a["path"] for a in artifacts),
+        outputs=tuple(ctx.out_dir / o["path"] for o in record["outputs"]),
+        artifacts=tuple(ctx.out_dir / a["path"] for a in record["artifacts"]),
         attempts=calls,
         latency_s=time.perf_counter() - t0,
         result=record,
