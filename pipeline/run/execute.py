@@ -26,8 +26,9 @@ Steps, each recorded in the ledger:
    Each call gets a journal (`pipeline.run.journal`): the executor records durably that the call is going out,
    and a resumable backend saves what it was paid for (the raw answer, an async job id) before using it. A
    rerun finishes from a journal first, on the backend that saved it, under that call's budget hold (no new
-   reservation, no second payment). A call that went out and never answered (`OutcomeUnknown`) keeps its hold
-   as a possible charge; a failed call that was billed all the same (`EditError.spent_usd`) is settled at that.
+   reservation, no second payment). A call that went out and never answered (`OutcomeUnknown`), or a hosted one
+   that went out and raised an unexpected error, keeps its hold as a possible charge; a failed call that was
+   billed all the same (`EditError.spent_usd`) is settled at that.
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
    `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
    file; what was asked: prompt, tier, input paths), each to a temp name, fsynced and renamed, result.json last,
@@ -239,7 +240,7 @@ def _run(
                 break
             except Exception as exc:  # a bug in a backend must not sink the batch
                 log.exception("job %s: backend %s raised an unexpected error", job.id, name)
-                ledger.settle(attempt_id, Decimal(0), error=exc)
+                ledger.settle_unexplained(attempt_id, exc)  # a hosted call that went out: a possible charge
                 ledger.fail(job.id, f"{type(exc).__name__}: {exc}", backend=name, error_class=type(exc).__name__)
                 return _failed(job.id, exc, t0, name, calls)
             tried.append(_tried(name, None, result.cost_usd, time.perf_counter() - started))
