@@ -285,3 +285,27 @@ def test_inputs_that_arrived_decoded_are_not_decoded_again():
     assert decoded.images[0] is uploaded and decoded.images[1].data == image_bytes()
     with pytest.raises(InvalidRequest):  # bytes read from a path are still decoded and checked
         materialize(request, [image_bytes(), b"bytes that do not decode"])
+
+
+@pytest.mark.parametrize("hosted", [True, False])
+def test_a_backend_bug_after_the_call_went_out_is_a_possible_charge_when_hosted(tmp_path, hosted):
+    """A call that raised something unexpected (a bug parsing the answer, say) after it went out may have been
+    billed by a hosted service: its hold stays as a possible charge, never counted free. Nobody bills a
+    self-hosted call: that one is settled at $0. Either way the job fails and the rest of a batch runs on."""
+
+    def parser_bug(request):
+        raise KeyError("data")
+
+    api = FunctionBackend(name="api", handler=parser_bug)
+    job = make_job(tmp_path / "in")
+    ctx = context(tmp_path, api, hosted=lambda name: hosted)
+    out = execute_job(job, decision(job), ctx)
+    assert out.status == "failed" and out.error_class == "KeyError"
+    assert ctx.ledger.get("j1").status == "failed"
+    [attempt] = ctx.ledger.attempts("j1")
+    assert attempt["call_started_at"] is not None and attempt["error_class"] == "KeyError"
+    if hosted:
+        assert (attempt["state"], attempt["outcome"], attempt["reserved"]) == ("reserved", "unknown", Decimal("0.05"))
+        assert ctx.ledger.get("j1").cost == Decimal(0)  # not billed: a possible charge, held against budgets
+    else:
+        assert (attempt["state"], attempt["cost"], attempt["outcome"]) == ("settled", Decimal(0), None)

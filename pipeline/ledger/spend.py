@@ -198,6 +198,21 @@ class SpendMixin:
                 str(error),
             )
 
+    def settle_unexplained(self, attempt_id: int, error: BaseException) -> None:
+        """The call raised something unexpected (a bug), so what it cost is unknown: a hosted call that had gone
+        out may have been billed and keeps its hold as a possible charge; any other is settled at $0. An attempt
+        settled already (a rerun resumed the work it paid for) keeps its bill."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT call_started_at, hosted FROM attempts WHERE id=? AND state='reserved'", (attempt_id,)
+            ).fetchone()
+            if row is None:
+                return
+            if row["call_started_at"] is not None and row["hosted"]:
+                self._mark_unknown(conn, attempt_id, type(error).__name__, str(error))
+            else:
+                self._settle(conn, attempt_id, Decimal(0), None, error)
+
     def _mark_unknown(self, conn: sqlite3.Connection, attempt_id: int, error_class: str, error: str) -> None:
         row = conn.execute("SELECT started_at, call_started_at FROM attempts WHERE id=?", (attempt_id,)).fetchone()
         since = row["call_started_at"] or row["started_at"]

@@ -20,7 +20,7 @@ from typing import Any
 from backends.errors import EditError
 from backends.registry import create_backend
 from pipeline.ledger import BatchRow, Ledger
-from pipeline.run.batch_tracker import Tracker
+from pipeline.run.batch_tracker import LANE_FOLDER, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,6 @@ def cancel(
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[str]:
     """Cancel the folder's running batches (or one), wait for each to stop, collect it; what happened, as lines."""
-    from pipeline.run.batch_lane import LANE_FOLDER
-
     rows = [r for r in ledger.batch_rows(uncollected=True) if r.batch_id and batch_id in (None, r.batch_id)]
     if batch_id is not None and not rows:
         known = [r.batch_id for r in ledger.batch_rows() if r.batch_id]

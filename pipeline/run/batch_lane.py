@@ -42,12 +42,11 @@ from backends.images import InputImage
 from backends.openai import BatchLineCancelled, BatchLineExpired
 from pipeline.deadlines import Deadline
 from pipeline.ledger import BatchLine, BatchRow, Ledger, LineSpec, LineUpdate, from_nusd
-from pipeline.run.batch_tracker import Tracker, encode_error, stored_error
+from pipeline.run.batch_tracker import LANE_FOLDER, OUTPUT, Tracker, encode_error, stored_error
 
 log = logging.getLogger(__name__)
 
-LANE_FOLDER = ".batches"  # in the output folder: input files being filled, downloaded output and error files
-INPUT, OUTPUT, ERRORS = "input.jsonl", "output.jsonl", "errors.jsonl"
+INPUT = "input.jsonl"  # (LANE_FOLDER, OUTPUT, ERRORS: batch_tracker.py, which downloads the answers)
 DRAIN_QUIET_S = 0.2  # once the runner has said no more jobs come: send after this long without a new line
 STALE_SPOOL_S = 3600  # an input file no batch names, untouched this long: left by a killed run, removed
 

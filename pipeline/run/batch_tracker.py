@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 FIND_TRIES = 3  # looks at the list before concluding that a batch whose create answer was lost was never made
 LOOK_BACK_S = 3600  # how far back before a batch's recording its listing is searched
+LANE_FOLDER = ".batches"  # in the output folder: input files being filled, downloaded output and error files
+OUTPUT, ERRORS = "output.jsonl", "errors.jsonl"  # a batch's answers, downloaded into its folder
 _ERRORS = {
     c.__name__: c
     for c in (
@@ -226,8 +228,6 @@ class Tracker(threading.Thread):
         """The file's content saved durably as `name` in the batch's folder (temp, fsync, rename)."""
         if not file_id:
             return None
-        from pipeline.run.batch_lane import LANE_FOLDER
-
         folder = Path(row.folder or Path(self.lane.folder) / row.local_key)
         folder.mkdir(parents=True, exist_ok=True)
         path, tmp = folder / name, folder / f".{name}.{uuid.uuid4().hex[:12]}.download"
@@ -241,8 +241,8 @@ class Tracker(threading.Thread):
         return path
 
     def collect(self, row: BatchRow, info: Any) -> None:
-        out_path = self.download(row, "output.jsonl", info.output_file_id)
-        err_path = self.download(row, "errors.jsonl", info.error_file_id)
+        out_path = self.download(row, OUTPUT, info.output_file_id)
+        err_path = self.download(row, ERRORS, info.error_file_id)
         waiting = {ln.custom_id for ln in self.ledger.batch_lines(row.id) if ln.state == "submitted"}
         updates: dict[str, LineUpdate] = {}
         for offset, raw in _lines(out_path):

@@ -49,9 +49,11 @@ def take_job(job: Job, key: str, request_hash: str, ctx: ExecContext) -> Outcome
         else:
             ctx.journals.clear(job.id)  # left by a run that stopped between done and clearing it
         return _reused(job.id, data, ctx.out_dir, duplicate_of=None if rec.id == job.id else rec.id)
-    # what a crash may have left paid for on disk: a verified result, or an answer a backend journaled
+    # what a crash may have left paid for on disk: a verified result, or an answer a backend journaled (a done
+    # row's own result was just checked and failed: checking it again, stricter, could not pass)
     journals = ctx.journals
-    left = stored_result(ctx.out_dir, job.id, key, decode=True) if rec is None or rec.id == job.id else None
+    ours = rec is None or (rec.id == job.id and rec.status != "done")
+    left = stored_result(ctx.out_dir, job.id, key, decode=True) if ours else None
     pending = [p for p in ctx.pending(job.id, key) if p.backend in ctx.backends] if left is None else []
     claim = ledger.claim(
         job.id,

@@ -26,8 +26,9 @@ Steps, each recorded in the ledger:
    Each call gets a journal (`pipeline.run.journal`): the executor records durably that the call is going out,
    and a resumable backend saves what it was paid for (the raw answer, an async job id) before using it. A
    rerun finishes from a journal first, on the backend that saved it, under that call's budget hold (no new
-   reservation, no second payment). A call that went out and never answered (`OutcomeUnknown`) keeps its hold
-   as a possible charge; a failed call that was billed all the same (`EditError.spent_usd`) is settled at that.
+   reservation, no second payment). A call that went out and never answered (`OutcomeUnknown`), or a hosted one
+   that went out and raised an unexpected error, keeps its hold as a possible charge; a failed call that was
+   billed all the same (`EditError.spent_usd`) is settled at that.
 4. Outputs: `DIR/<job id>/<k>.<format>` (k = 0..n-1), each `result.artifacts` file beside them, then
    `DIR/<job id>/result.json` (backend, model, cost, usage, timings, seed, reasons, attempts, sha256 of each
    file; what was asked: prompt, tier, input paths), each to a temp name, fsynced and renamed, result.json last,
@@ -37,7 +38,6 @@ Steps, each recorded in the ledger:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -67,8 +67,8 @@ from pipeline.run.claim import take_job
 from pipeline.run.context import ExecContext, Outcome, StopSignal
 from pipeline.run.files import write_files
 from pipeline.run.journal import Pending
-from pipeline.run.result_record import result_files, result_record
-from pipeline.run.results import RESULT_FILE, job_key, materialize, read_inputs
+from pipeline.run.result_record import result_contents
+from pipeline.run.results import job_key, materialize, read_inputs
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _run(
                 break
             except Exception as exc:  # a bug in a backend must not sink the batch
                 log.exception("job %s: backend %s raised an unexpected error", job.id, name)
-                ledger.settle(attempt_id, Decimal(0), error=exc)
+                ledger.settle_unexplained(attempt_id, exc)  # a hosted call that went out: a possible charge
                 ledger.fail(job.id, f"{type(exc).__name__}: {exc}", backend=name, error_class=type(exc).__name__)
                 return _failed(job.id, exc, t0, name, calls)
             tried.append(_tried(name, None, result.cost_usd, time.perf_counter() - started))
@@ -330,10 +330,8 @@ def _finish(
     folder = ctx.out_dir / job.id
     usage = result.usage.to_dict()
     try:
-        files, outputs, artifacts = result_files(job.id, result)
-        record = result_record(job, key, dec, result, attempt_id, tried, outputs, artifacts)
-        # result.json last: it vouches for the others (sha256 each), so a crash mid-way is never adopted
-        write_files(folder, [*files, (RESULT_FILE, json.dumps(record, indent=2).encode())])
+        files, record = result_contents(job, key, dec, result, attempt_id, tried)
+        write_files(folder, files)  # in order: result.json last
     except OSError as exc:  # paid, but could not be kept: bill it and say so
         ctx.ledger.settle(attempt_id, result.cost_usd, usage=usage)
         ctx.ledger.fail(
@@ -346,7 +344,7 @@ def _finish(
     cost = ctx.ledger.complete(
         job.id,
         backend=record["backend"],
-        outputs=outputs,
+        outputs=record["outputs"],
         cost=result.cost_usd,
         attempt_id=attempt_id,
         usage=usage,
@@ -359,8 +357,8 @@ def _finish(
         "done",
         backend=record["backend"],
         cost=cost,
-        outputs=tuple(ctx.out_dir / o["path"] for o in outputs),
-        artifacts=tuple(ctx.out_dir / a["path"] for a in artifacts),
+        outputs=tuple(ctx.out_dir / o["path"] for o in record["outputs"]),
+        artifacts=tuple(ctx.out_dir / a["path"] for a in record["artifacts"]),
         attempts=calls,
         latency_s=time.perf_counter() - t0,
         result=record,

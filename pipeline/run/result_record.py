@@ -19,34 +19,20 @@ from pipeline.run.results import RESULT_FILE
 
 _SAFE_ARTIFACT = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
 
-Listed = list[dict[str, str]]  # [{path: "<job id>/<name>", sha256}]
 
-
-def result_files(job_id: str, result: EditResult) -> tuple[list[tuple[str, bytes]], Listed, Listed]:
-    """(name, bytes) of every file, and the outputs and artifacts as result.json and the ledger list them."""
+def result_contents(
+    job: Job, key: str, dec: Decision, result: EditResult, attempt_id: int, tried: list[dict[str, Any]]
+) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    """(name, bytes) of every file of a job done by `result` (the last of `tried`), result.json last (it vouches
+    for the others: sha256 each, so a crash mid-way is never adopted), and result.json's content."""
     files = [(f"{k}.{result.output_format}", data) for k, data in enumerate(result.images)]
     n_images = len(files)
     for name, data in result.artifacts.items():
         if not _SAFE_ARTIFACT.match(name) or name == RESULT_FILE:
             name = "artifact-" + hashlib.sha256(name.encode()).hexdigest()[:12]
         files.append((name, data))
-    listed = [{"path": f"{job_id}/{name}", "sha256": hashlib.sha256(data).hexdigest()} for name, data in files]
-    outputs, artifacts = listed[:n_images], listed[n_images:]
-    return files, outputs, artifacts
-
-
-def result_record(
-    job: Job,
-    key: str,
-    dec: Decision,
-    result: EditResult,
-    attempt_id: int,
-    tried: list[dict[str, Any]],
-    outputs: Listed,
-    artifacts: Listed,
-) -> dict[str, Any]:
-    """result.json's content for a job done by `result` (the last of `tried`)."""
-    return {
+    listed = [{"path": f"{job.id}/{name}", "sha256": hashlib.sha256(data).hexdigest()} for name, data in files]
+    record = {
         # `backend` is the policy's name for it, which the ledger and the report use
         "job_id": job.id,
         "idempotency_key": key,
@@ -64,13 +50,14 @@ def result_record(
         "reasons": list(dec.reasons),
         "attempts": tried,
         "attempt_id": attempt_id,  # the ledger's row for the call that made this (adoption bills it)
-        "outputs": outputs,
-        "artifacts": artifacts,
+        "outputs": listed[:n_images],
+        "artifacts": listed[n_images:],
         "extras": jsonable(result.extras),
         "tags": list(job.tags),
         "request": request_facts(job),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    return [*files, (RESULT_FILE, json.dumps(record, indent=2).encode())], record
 
 
 def request_facts(job: Job) -> dict[str, Any]:
