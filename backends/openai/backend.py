@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -114,10 +113,10 @@ class OpenAIEditBackend:
             self.capabilities = models.capabilities(self.prices, model, self.settings.unverified_features)
         except BackendMisconfigured as exc:
             raise exc.with_context(backend=name) from None
-        self._client = client
-        self._owns_client = client is None
+        # one client, built on first use and shared by the runner's threads (an injected one is left to its owner)
+        s = self.settings
+        self._client = hosted_http.LazyClient(client, timeout_s=s.timeout_s, connect_timeout_s=s.connect_timeout_s)
         self._sleep = sleep
-        self._client_lock = threading.Lock()  # the runner calls edit() from several threads
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIEditBackend:
@@ -360,11 +359,7 @@ class OpenAIEditBackend:
         return f"api_key_file {s.api_key_file}" if s.api_key_file else f"${s.api_key_env}"
 
     def _http(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:  # built on first use: constructing a backend stays cheap
-                s = self.settings
-                self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
-            return self._client
+        return self._client.get()
 
     def _headers(self, key: str) -> dict[str, str]:
         s = self.settings
@@ -489,9 +484,7 @@ class OpenAIEditBackend:
         return cost if cost is not None else self.estimate(request).usd
 
     def close(self) -> None:
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
+        self._client.close()
 
 
 class _Refused(Exception):
