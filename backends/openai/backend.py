@@ -274,11 +274,13 @@ class OpenAIEditBackend:
             channel.final(live.FinalAnswer(parsed.images_b64, result))
         try:
             images = decode_images(parsed).images
-        except EditError as exc:  # billed all the same
+            # THE SIZE RULE (backends.canvas): `auto` is the input's own size; the API made (and billed) its bucket
+            fitted = hosted_canvas.to_input_size(
+                request, images, output_format=fmt, compression=request.output_compression
+            )
+        except EditError as exc:  # an image that breaks in decoding or refitting was billed all the same
             exc.spent_usd = cost
             raise
-        # THE SIZE RULE (backends.canvas): `auto` is the input's own size; the API made (and billed) its aspect bucket
-        fitted = hosted_canvas.to_input_size(request, images, output_format=fmt, compression=request.output_compression)
         if fitted is None:
             return replace(result, images=images)
         images, (width, height), size_notes = fitted
