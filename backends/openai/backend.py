@@ -461,21 +461,14 @@ class OpenAIEditBackend:
                 if channel is not None and channel.cancelled:
                     pass  # we closed it (from the listener's thread; any read error then): said below
                 elif partials and isinstance(exc, httpx.HTTPError):  # it had begun: not retried, may be billed
-                    raise self._possible_charge(
-                        f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})",
-                        request,
+                    raise _possible_charge(
+                        f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})"
                     ) from None
                 else:
                     raise
         if channel is not None and channel.cancelled and result is None:
-            raise self._possible_charge(f"stopped: the client went away after {partials} partial image(s)", request)
+            raise _possible_charge(f"stopped: the client went away after {partials} partial image(s)")
         return json.dumps(stream.completed_or_raise(result, partials)).encode()
-
-    @staticmethod
-    def _possible_charge(what: str, request: EditRequest) -> OutcomeUnknown:
-        """A call abandoned after it went out: the provider may bill it, so the runner holds its budget as a
-        possible charge (never free) until it is resolved."""
-        return OutcomeUnknown(f"{what}; the provider may bill the edit")
 
     def _billed_anyway(self, raw: bytes, request: EditRequest):
         """What a 200 that cannot be used was billed: its `usage` when that can be read, else the estimate."""
@@ -507,6 +500,12 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
                 f"({response.headers.get('content-type', 'no content-type')})"
             ) from None
         return response.text[:300]
+
+
+def _possible_charge(what: str) -> OutcomeUnknown:
+    """A call abandoned after it went out: the provider may bill it, so the runner holds its budget as a
+    possible charge (never free) until it is resolved."""
+    return OutcomeUnknown(f"{what}; the provider may bill the edit")
 
 
 def _with_possible_charges(result: EditResult, unanswered: int) -> EditResult:
