@@ -124,7 +124,7 @@ class OpenAIEditBackend:
 
     def __repr__(self) -> str:  # settings hold only where the key lives, never the key
         s = self.settings
-        return f"OpenAIEditBackend(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
+        return f"{type(self).__name__}(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
 
     # ---- estimate ---------------------------------------------------------------------------------
 

@@ -121,10 +121,6 @@ class OpenAIBatchBackend(OpenAIEditBackend):
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIBatchBackend:
         return cls(name, parse_settings(Settings, settings, backend=name, kind="openai-batch"))
 
-    def __repr__(self) -> str:
-        s = self.settings
-        return f"OpenAIBatchBackend(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
-
     def estimate(self, request: EditRequest) -> CostEstimate:
         est = super().estimate(request)
         window = self.settings.completion_window
