@@ -296,7 +296,11 @@ class OpenAIBatchBackend(OpenAIEditBackend):
                     if response.status_code >= 400:
                         response.read()
                         raise wire.map_status_error(
-                            response.status_code, response.headers, _json(response), key_source=self._key_source
+                            response.status_code,
+                            response.headers,
+                            _json(response),
+                            key_source=self._key_source,
+                            secret=key,
                         )
                     size = 0
                     for chunk in response.iter_bytes(1 << 20):
