@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,7 +196,11 @@ class OpenAIEditBackend:
         try:
             parsed = read_bytes(raw)
         except EditError as exc:
-            exc.spent_usd = self._billed_anyway(raw, request)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            exc.spent_usd = self._billed_anyway(body, request)
             raise
         return self._result(request, parsed, attempts, http_s, start, resumed=resumed)
 
@@ -206,9 +211,7 @@ class OpenAIEditBackend:
         try:
             parsed = read_response(body)
         except EditError as exc:
-            usage = body.get("usage") if isinstance(body, Mapping) else None
-            billed = cost_of_usage(usage, self.prices)
-            exc.spent_usd = billed if billed is not None else self.estimate(request).usd
+            exc.spent_usd = self._billed_anyway(body, request)
             raise
         return self._result(request, parsed, attempts, http_s, start, encoding=encoding)
 
@@ -470,11 +473,13 @@ class OpenAIEditBackend:
             raise _possible_charge(f"stopped: the client went away after {partials} partial image(s)")
         return json.dumps(stream.completed_or_raise(result, partials)).encode()
 
-    def _billed_anyway(self, raw: bytes, request: EditRequest):
-        """What a 200 that cannot be used was billed: its `usage` when that can be read, else the estimate."""
+    def _billed_anyway(self, body: Any, request: EditRequest) -> Decimal:
+        """What a 200 that cannot be used (`body`: its JSON, None if it is not JSON) was billed: its `usage` when
+        that can be read, else the estimate."""
+        usage = body.get("usage") if isinstance(body, Mapping) else None
         try:
-            cost = cost_of_usage(json.loads(raw).get("usage"), self.prices)
-        except (ValueError, AttributeError):
+            cost = cost_of_usage(usage, self.prices)
+        except ValueError:  # token counts that are not numbers
             cost = None
         return cost if cost is not None else self.estimate(request).usd
 
