@@ -3,7 +3,7 @@ transport failures may be retried, httpx's exceptions translated into `backends.
 upstream requests (`requests_per_minute`: `RequestPacer`, shared per account by `shared_pacer`).
 
 Each backend keeps its own `map_status_error` (every service words its errors differently); these are the parts
-that do not differ. (`backends.openai_wire` predates this module and has its own copies.)
+that do not differ (`backends.openai.wire` adds OpenAI's `retry-after-ms` and its SDK's 0.5 s first delay).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from backends.base import EditResult
@@ -130,16 +130,6 @@ def stop_listening(channel: Channel) -> None:
     with _lock:
         if _channels.get(channel.job_id) is channel:
             del _channels[channel.job_id]
-
-
-@contextlib.contextmanager
-def open_channel(job_id: str, partial_images: int = 0, on_partial: PartialSink | None = None) -> Iterator[Channel]:
-    """`listen` for the duration of a block."""
-    channel = listen(job_id, partial_images, on_partial)
-    try:
-        yield channel
-    finally:
-        stop_listening(channel)
 
 
 def channel_for(job_id: str | None) -> Channel | None:

@@ -340,3 +340,18 @@ def test_request_line_is_the_json_edit_body():
     body = wire.json_body(make_request(mask=False), "gpt-image-2", takes_input_fidelity=False)
     line = json.loads(bw.request_line("j", body))
     assert line == {"custom_id": "j", "method": "POST", "url": "/v1/images/edits", "body": body}
+
+
+def test_a_refused_download_never_repeats_a_gateway_key(monkeypatch):
+    """An Azure-style key (not `sk-` shaped) echoed back by a refused `GET /files/{id}/content` is scrubbed from
+    the error and from the provider's answer attached to it, as on every other call."""
+    import io
+
+    azure_key = "azure0123456789abcdefSECRET"
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", azure_key)
+    echo = {"error": {"message": f"Access denied for key {azure_key}", "type": "invalid_request_error"}}
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(401, json=echo)))
+    b = lane(client=client, auth_style="api-key", api_key_env="AZURE_OPENAI_API_KEY")
+    with pytest.raises(BackendMisconfigured) as info:
+        b.download("file-out", io.BytesIO())
+    assert azure_key not in str(info.value) and azure_key not in repr(info.value.upstream.body)

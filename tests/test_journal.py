@@ -112,6 +112,23 @@ def test_an_answer_that_does_not_decode_is_dropped_and_billed_from_its_usage(mon
     assert journal.load() == [] and info.value.spent_usd == billed > 0
 
 
+def test_an_answer_whose_second_image_does_not_decode_when_refitted_is_billed_from_its_usage(monkeypatch):
+    """`size: auto` answered at the API's own bucket is refitted to the input's size after decoding: an image
+    that breaks there was billed all the same, so the error says what it cost (never settled as free)."""
+    import base64
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    broken = ok_body(n=2)  # 1024x1024: refitted to the 64x64 input
+    broken["data"] = [broken["data"][0], {"b64_json": base64.b64encode(b"not an image").decode()}]
+    answers = [openai_ok(), httpx.Response(200, json=broken)]
+    backend, _ = openai_backend(lambda r: answers.pop(0))
+    billed = backend.edit(make_request()).cost_usd  # what GPT1_USAGE costs
+    journal = MemoryJournal()
+    with pytest.raises(BackendUnavailable, match="does not decode") as info:
+        backend.edit(make_request(n=2), journal=journal)
+    assert journal.load() == [] and info.value.spent_usd == billed > 0
+
+
 def test_killed_after_the_answer_arrived_the_rerun_finishes_from_the_journal(tmp_path, monkeypatch):
     """In process: the run 'dies' while writing outputs (after the answer was journaled); a new run (another
     ledger owner) finishes the job from the journal: one request, one bill, no possible charge left."""

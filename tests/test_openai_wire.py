@@ -552,3 +552,26 @@ def test_result_format_is_what_the_bytes_are(key):
     rec = Recorder(httpx.Response(200, json={**ok_body(fmt="png"), "output_format": "webp"}))
     result = make_backend(rec).edit(make_request(output_format="webp"))
     assert result.output_format == "png"  # a gateway that ignored output_format: files get the right suffix
+
+
+def test_sse_decoder_gives_the_same_events_however_the_bytes_are_chunked():
+    """CRLF, LF and lone CR line ends, comments and multi-line data, split at every chunk size (a CRLF cut between
+    its two bytes included): the same events each time."""
+    from backends.openai.stream import Event, SSEDecoder
+
+    wire_bytes = (
+        b': keep-alive\r\nevent: image_edit.partial_image\r\ndata: {"a": 1}\r\n\r\n'
+        b"event: two\ndata: x\ndata: y\n\n"
+        b"data: lone-cr\r\r"
+        b"event: image_edit.completed\r\ndata: " + b"Q" * 5000 + b"\r\n\r\n"
+    )
+    expected = [
+        Event("image_edit.partial_image", '{"a": 1}'),
+        Event("two", "x\ny"),
+        Event("", "lone-cr"),
+        Event("image_edit.completed", "Q" * 5000),
+    ]
+    for size in (1, 2, 3, 7, 64, 4096, len(wire_bytes)):
+        decoder = SSEDecoder()
+        events = [e for i in range(0, len(wire_bytes), size) for e in decoder.feed(wire_bytes[i : i + size])]
+        assert events == expected, size

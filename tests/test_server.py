@@ -139,7 +139,7 @@ def test_an_openai_model_id_pins_the_api_backend_at_that_model(server, upstream)
 def test_shutdown_closes_the_connections_of_a_re_targeted_model(tmp_path, upstream):
     with serving(write_policy(tmp_path / "cfg", upstream), tmp_path / "out") as (url, service):
         edit(url, image=png(), prompt="newer model", model="gpt-image-2.6-flare")
-        http = service.backend_for(service.resolve("gpt-image-2.6-flare"))._client
+        http = service.backend_for(service.resolve("gpt-image-2.6-flare"))._client._client  # its LazyClient's
         assert http is not None and not http.is_closed
     assert http.is_closed
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,10 +114,10 @@ class OpenAIEditBackend:
             self.capabilities = models.capabilities(self.prices, model, self.settings.unverified_features)
         except BackendMisconfigured as exc:
             raise exc.with_context(backend=name) from None
-        self._client = client
-        self._owns_client = client is None
+        # one client, built on first use and shared by the runner's threads (an injected one is left to its owner)
+        s = self.settings
+        self._client = hosted_http.LazyClient(client, timeout_s=s.timeout_s, connect_timeout_s=s.connect_timeout_s)
         self._sleep = sleep
-        self._client_lock = threading.Lock()  # the runner calls edit() from several threads
 
     @classmethod
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIEditBackend:
@@ -125,7 +125,7 @@ class OpenAIEditBackend:
 
     def __repr__(self) -> str:  # settings hold only where the key lives, never the key
         s = self.settings
-        return f"OpenAIEditBackend(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
+        return f"{type(self).__name__}(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
 
     # ---- estimate ---------------------------------------------------------------------------------
 
@@ -196,7 +196,11 @@ class OpenAIEditBackend:
         try:
             parsed = read_bytes(raw)
         except EditError as exc:
-            exc.spent_usd = self._billed_anyway(raw, request)
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+            exc.spent_usd = self._billed_anyway(body, request)
             raise
         return self._result(request, parsed, attempts, http_s, start, resumed=resumed)
 
@@ -207,9 +211,7 @@ class OpenAIEditBackend:
         try:
             parsed = read_response(body)
         except EditError as exc:
-            usage = body.get("usage") if isinstance(body, Mapping) else None
-            billed = cost_of_usage(usage, self.prices)
-            exc.spent_usd = billed if billed is not None else self.estimate(request).usd
+            exc.spent_usd = self._billed_anyway(body, request)
             raise
         return self._result(request, parsed, attempts, http_s, start, encoding=encoding)
 
@@ -275,11 +277,13 @@ class OpenAIEditBackend:
             channel.final(live.FinalAnswer(parsed.images_b64, result))
         try:
             images = decode_images(parsed).images
-        except EditError as exc:  # billed all the same
+            # THE SIZE RULE (backends.canvas): `auto` is the input's own size; the API made (and billed) its bucket
+            fitted = hosted_canvas.to_input_size(
+                request, images, output_format=fmt, compression=request.output_compression
+            )
+        except EditError as exc:  # an image that breaks in decoding or refitting was billed all the same
             exc.spent_usd = cost
             raise
-        # THE SIZE RULE (backends.canvas): `auto` is the input's own size; the API made (and billed) its aspect bucket
-        fitted = hosted_canvas.to_input_size(request, images, output_format=fmt, compression=request.output_compression)
         if fitted is None:
             return replace(result, images=images)
         images, (width, height), size_notes = fitted
@@ -360,11 +364,7 @@ class OpenAIEditBackend:
         return f"api_key_file {s.api_key_file}" if s.api_key_file else f"${s.api_key_env}"
 
     def _http(self) -> httpx.Client:
-        with self._client_lock:
-            if self._client is None:  # built on first use: constructing a backend stays cheap
-                s = self.settings
-                self._client = httpx.Client(timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
-            return self._client
+        return self._client.get()
 
     def _headers(self, key: str) -> dict[str, str]:
         s = self.settings
@@ -464,34 +464,27 @@ class OpenAIEditBackend:
                 if channel is not None and channel.cancelled:
                     pass  # we closed it (from the listener's thread; any read error then): said below
                 elif partials and isinstance(exc, httpx.HTTPError):  # it had begun: not retried, may be billed
-                    raise self._possible_charge(
-                        f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})",
-                        request,
+                    raise _possible_charge(
+                        f"the event stream broke after {partials} partial image(s) ({exc.__class__.__name__})"
                     ) from None
                 else:
                     raise
         if channel is not None and channel.cancelled and result is None:
-            raise self._possible_charge(f"stopped: the client went away after {partials} partial image(s)", request)
+            raise _possible_charge(f"stopped: the client went away after {partials} partial image(s)")
         return json.dumps(stream.completed_or_raise(result, partials)).encode()
 
-    @staticmethod
-    def _possible_charge(what: str, request: EditRequest) -> OutcomeUnknown:
-        """A call abandoned after it went out: the provider may bill it, so the runner holds its budget as a
-        possible charge (never free) until it is resolved."""
-        return OutcomeUnknown(f"{what}; the provider may bill the edit")
-
-    def _billed_anyway(self, raw: bytes, request: EditRequest):
-        """What a 200 that cannot be used was billed: its `usage` when that can be read, else the estimate."""
+    def _billed_anyway(self, body: Any, request: EditRequest) -> Decimal:
+        """What a 200 that cannot be used (`body`: its JSON, None if it is not JSON) was billed: its `usage` when
+        that can be read, else the estimate."""
+        usage = body.get("usage") if isinstance(body, Mapping) else None
         try:
-            cost = cost_of_usage(json.loads(raw).get("usage"), self.prices)
-        except (ValueError, AttributeError):
+            cost = cost_of_usage(usage, self.prices)
+        except ValueError:  # token counts that are not numbers
             cost = None
         return cost if cost is not None else self.estimate(request).usd
 
     def close(self) -> None:
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
+        self._client.close()
 
 
 class _Refused(Exception):
@@ -512,6 +505,12 @@ def _json(response: httpx.Response, *, strict: bool = True) -> Any:
                 f"({response.headers.get('content-type', 'no content-type')})"
             ) from None
         return response.text[:300]
+
+
+def _possible_charge(what: str) -> OutcomeUnknown:
+    """A call abandoned after it went out: the provider may bill it, so the runner holds its budget as a
+    possible charge (never free) until it is resolved."""
+    return OutcomeUnknown(f"{what}; the provider may bill the edit")
 
 
 def _with_possible_charges(result: EditResult, unanswered: int) -> EditResult:

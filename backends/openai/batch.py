@@ -121,10 +121,6 @@ class OpenAIBatchBackend(OpenAIEditBackend):
     def from_settings(cls, name: str, settings: dict[str, Any]) -> OpenAIBatchBackend:
         return cls(name, parse_settings(Settings, settings, backend=name, kind="openai-batch"))
 
-    def __repr__(self) -> str:
-        s = self.settings
-        return f"OpenAIBatchBackend(name={self.name!r}, model={s.model!r}, base_url={s.base_url!r})"
-
     def estimate(self, request: EditRequest) -> CostEstimate:
         est = super().estimate(request)
         window = self.settings.completion_window
@@ -300,7 +296,11 @@ class OpenAIBatchBackend(OpenAIEditBackend):
                     if response.status_code >= 400:
                         response.read()
                         raise wire.map_status_error(
-                            response.status_code, response.headers, _json(response), key_source=self._key_source
+                            response.status_code,
+                            response.headers,
+                            _json(response),
+                            key_source=self._key_source,
+                            secret=key,
                         )
                     size = 0
                     for chunk in response.iter_bytes(1 << 20):

@@ -46,11 +46,6 @@ class ParsedResponse:
     images_b64: tuple[str | memoryview, ...] = ()  # the images' base64 as the provider sent it (passed on as is)
 
 
-def parse_response(body: Any) -> ParsedResponse:
-    """`data[].b64_json` decoded (and the first image's size read), `usage` incl. input_tokens_details."""
-    return decode_images(read_response(body))
-
-
 _HEADER_CHARS = 87_384  # base64 of the first 64 KiB: enough for any image header (a JPEG's may follow EXIF/ICC)
 _FORMAT_NAMES = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
 

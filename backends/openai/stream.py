@@ -38,7 +38,7 @@ class SSEDecoder:
     from where the last search stopped, so a multi-megabyte base64 line arriving in small chunks costs O(n)."""
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()  # appended in place: a long line arriving in small chunks is not copied per chunk
         self._scanned = 0  # bytes of _buf known to hold no line end
         self._event = ""
         self._data: list[str] = []
@@ -52,7 +52,9 @@ class SSEDecoder:
                 if len(self._buf) > MAX_LINE:
                     raise BackendUnavailable("the event stream sent a line longer than 64 MB")
                 return out
-            line, self._buf, self._scanned = self._buf[: cut[0]], self._buf[cut[1] :], 0
+            line = bytes(self._buf[: cut[0]])
+            del self._buf[: cut[1]]
+            self._scanned = 0
             event = self._line(line.decode("utf-8", "replace"))
             if event is not None:
                 out.append(event)

@@ -14,14 +14,10 @@ what a Batch API line carries as its `body`.
 from __future__ import annotations
 
 import base64
-import email.utils
 import random
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
-
-import httpx
 
 from backends import hosted_http
 from backends.base import EditRequest
@@ -39,7 +35,7 @@ from backends.images import InputImage
 RETRY_STATUSES = frozenset({408, 409, 429})
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
-MAX_RETRY_AFTER = 120.0  # a longer server-requested wait is not slept through: the caller reschedules
+MAX_RETRY_AFTER = hosted_http.MAX_RETRY_AFTER  # a longer server-requested wait is not slept through
 _MODERATION_CODES = frozenset({"moderation_blocked", "content_policy_violation"})
 _MODEL_GONE_CODES = frozenset({"model_not_found"})
 MAX_IMAGE_URL_CHARS = 20_971_520  # JSON `image_url` maxLength (a URL or a base64 data URL)
@@ -144,17 +140,7 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             return max(0.0, float(raw_ms) / 1000)
         except ValueError:
             pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    parsed = email.utils.parsedate_tz(raw)
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    return hosted_http.parse_retry_after(headers.get("retry-after"))
 
 
 def should_retry(status: int, headers: Mapping[str, str], body: Any = None) -> bool:
@@ -172,11 +158,9 @@ def should_retry(status: int, headers: Mapping[str, str], body: Any = None) -> b
 
 def backoff_delay(attempt: int, headers: Mapping[str, str] | None = None, *, rand=random.random) -> float:
     """Seconds before retry number `attempt` (0-based): the server's wait if it gave one (<= 120 s), else
-    0.5 s doubling to 8 s, minus up to 25 % jitter so that many clients do not retry in lockstep."""
+    0.5 s doubling to 8 s, minus up to 25 % jitter (the shared rule, at the OpenAI SDK's initial delay)."""
     wait = retry_after(headers or {})
-    if wait is not None and 0 < wait <= MAX_RETRY_AFTER:
-        return wait
-    return min(INITIAL_RETRY_DELAY * 2**attempt, MAX_RETRY_DELAY) * (1 - 0.25 * rand())
+    return hosted_http.backoff_delay(attempt, wait, initial=INITIAL_RETRY_DELAY, cap=MAX_RETRY_DELAY, rand=rand)
 
 
 # ---- errors: the one translation point --------------------------------------------------------------
@@ -272,15 +256,7 @@ def _classify(
     return BackendUnavailable(f"server error: {detail}")
 
 
-def map_transport_error(exc: httpx.HTTPError, *, timeout_s: float) -> EditError:
-    """httpx exceptions -> our tree. Bad URLs are configuration; timeouts and dropped connections are outages
-    (`OutcomeUnknown` when the request had gone out: the shared rule, `backends.hosted_http`)."""
-    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):  # (InvalidURL: in _post)
-        return BackendMisconfigured(f"cannot send to the configured base_url: {exc.__class__.__name__}: {exc}")
-    return hosted_http.map_transport_error(exc, timeout_s=timeout_s)
-
-
-def is_retryable_transport_error(exc: httpx.HTTPError) -> bool:
-    return isinstance(exc, httpx.TransportError) and not isinstance(
-        exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
-    )
+# httpx's exceptions: the rule every hosted backend shares (bad URLs are configuration; a request that went out
+# and got no answer is `OutcomeUnknown`, a possible charge). (`httpx.InvalidURL`: in the backend's `_post`.)
+map_transport_error = hosted_http.map_transport_error
+is_retryable_transport_error = hosted_http.is_retryable_transport_error

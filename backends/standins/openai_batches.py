@@ -47,19 +47,6 @@ IMPLEMENTED = ("/v1/images/edits",)  # what this stand-in can run
 MAX_REQUESTS = 50_000  # "The file can contain up to 50,000 requests, and can be up to 200 MB in size."
 MAX_BYTES = 200 * 1024 * 1024
 FINAL = ("completed", "failed", "expired", "cancelled")
-_OPTIONAL = (
-    "cancelled_at",
-    "cancelling_at",
-    "completed_at",
-    "error_file_id",
-    "errors",
-    "expired_at",
-    "failed_at",
-    "finalizing_at",
-    "in_progress_at",
-    "output_file_id",
-    "usage",
-)
 
 
 def route(server: FakeOpenAIServer, rec: RecordedRequest) -> dict:
