@@ -58,12 +58,6 @@ def measured(key: tuple) -> float | None:
         return _measured.get(key)
 
 
-def forget_measurements() -> None:
-    """Tests: start from no measurement."""
-    with _measured_lock:
-        _measured.clear()
-
-
 def speed_for(family: str, settings: Any, key: tuple) -> Speed:
     """The figure an estimate uses (module doc), with a label that says which one it is."""
     table = load_table()[family]
