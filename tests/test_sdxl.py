@@ -190,6 +190,14 @@ def test_quality_tiers_and_policy_overrides(tiny_sdxl_dir):
     assert est["low"] < est["medium"] < est["high"]  # low: no CFG; high: more steps
 
 
+def test_a_tier_given_empty_keeps_its_defaults_and_an_unknown_tier_is_misconfiguration():
+    # `tiers: {low: }` in YAML is None: the defaults, as for qwen-edit and flux2-klein (it was a raw TypeError)
+    backend = create_backend("sdxl", "s", {"tiers": {"low": None}})
+    assert backend.settings.tiers["low"] == SDXLInpaintBackend.Settings().tiers["low"]
+    with pytest.raises(BackendMisconfigured, match=r"tiers: .*unknown tier\(s\) \['ultra'\]"):
+        create_backend("sdxl", "s", {"tiers": {"ultra": {"steps": 3}}})
+
+
 @pytest.mark.parametrize(
     "bad, field",
     [

@@ -104,6 +104,22 @@ def test_a_failed_shared_call_is_retried_job_by_job(tiny_sdxl_dir):
     assert same_up_to_rounding(out[0].images[0], backend.edit(make_request(seed=1)).images[0])
 
 
+def test_a_job_failing_after_the_shared_call_keeps_the_others_and_counts_its_gpu_share(tiny_sdxl_dir):
+    class BreaksOnFinish(SDXLInpaintBackend):
+        def _finish(self, job, generated, gpu_s, loaded, warm_up, batch_jobs):
+            if job.request.job_id == "breaks":
+                raise MemoryError("encoding ran out of host memory")
+            return super()._finish(job, generated, gpu_s, loaded, warm_up, batch_jobs)
+
+    backend = BreaksOnFinish("sdxl", Settings.model_validate(tiny_settings(tiny_sdxl_dir)))
+    out = backend.edit_batch([make_request(seed=1, job_id="x"), make_request(seed=2, job_id="breaks")])
+    assert backend.pipeline_calls == 1
+    assert isinstance(out[0], EditResult)
+    assert isinstance(out[1], BackendUnavailable) and out[1].job_id == "breaks" and "MemoryError" in str(out[1])
+    # the call ran: the failed job's share of it (as much as the other job's, one image each) was spent
+    assert out[1].spent_usd == out[0].cost_usd > 0
+
+
 def test_batch_key_groups_what_can_share_a_call(sdxl, tiny_sdxl_dir):
     key = sdxl.batch_key
     base = key(make_request(seed=1))

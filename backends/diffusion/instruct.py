@@ -76,9 +76,10 @@ class InstructEditBackend:
         self.settings = settings or self.Settings()  # type: ignore[call-arg]
         self.pipeline_calls = 0
         s = self.settings
+        max_images = s.max_images or s.images_limit()  # Qwen's limit reads the checkpoint's model_index.json
         self.capabilities = Capabilities(
-            max_images=s.max_images or s.images_limit(),
-            reference_images=(s.max_images or s.images_limit()) > 1,
+            max_images=max_images,
+            reference_images=max_images > 1,
             mask_optional=True,
             arbitrary_sizes=True,
             max_n=s.max_n,

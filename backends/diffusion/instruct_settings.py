@@ -22,10 +22,9 @@ from pydantic import Field, model_validator
 
 from backends.diffusion.memory import Checkpoint, MemoryNeed, need
 from backends.diffusion.runtime import PipelineFamily
-from backends.diffusion.settings import DiffusionSettings, Dtype, Offload, StrictModel
+from backends.diffusion.settings import TIER_NAMES as TIER_NAMES  # re-exported
+from backends.diffusion.settings import DiffusionSettings, Dtype, Offload, StrictModel, merge_tiers
 from backends.pricing import GpuCost
-
-TIER_NAMES = ("low", "medium", "high")
 
 
 class Tier(StrictModel):
@@ -94,13 +93,10 @@ class InstructSettings(DiffusionSettings):
         given = value.get("tiers") or {}
         if not isinstance(given, dict):
             return value
-        unknown = [k for k in given if k not in TIER_NAMES]
-        if unknown:
-            raise ValueError(f"tiers: unknown tier(s) {unknown} (tiers: {', '.join(TIER_NAMES)})")
-        defaults = cls.tier_defaults(value)
-        merged = {name: tier.model_dump() for name, tier in defaults.items()}
-        for name, tier in given.items():
-            merged[name] = {**merged[name], **(tier.model_dump() if isinstance(tier, Tier) else dict(tier or {}))}
+        try:
+            merged = merge_tiers(cls.tier_defaults(value), given)
+        except ValueError as exc:
+            raise ValueError(f"tiers: {exc}") from None  # a model validator's error names no field
         return {**value, "tiers": merged}
 
     @classmethod

@@ -248,14 +248,20 @@ class SDXLInpaintBackend:
         for job in group:
             mine = outputs[start : start + job.request.n]
             start += job.request.n
+            share = gpu_s * job.request.n / images
             try:
-                results.append(
-                    (job, self._finish(job, mine, gpu_s * job.request.n / images, loaded, warm_up, len(group)))
-                )
-            except EditError as exc:
+                results.append((job, self._finish(job, mine, share, loaded, warm_up, len(group))))
+            except Exception as exc:  # after the call: the group's other results stand, this job's share was spent
                 if raise_errors:
-                    raise exc.with_context(job_id=job.request.job_id, backend=self.name) from None
-                results.append((job, exc.with_context(job_id=job.request.job_id, backend=self.name)))
+                    if isinstance(exc, EditError):
+                        raise exc.with_context(job_id=job.request.job_id, backend=self.name) from None
+                    raise
+                if isinstance(exc, EditError):
+                    err = exc
+                else:
+                    err = BackendUnavailable(f"SDXL paste-back failed: {type(exc).__name__}: {exc}")
+                err.spent_usd = gpu_cost(share, self.settings.gpu_cost)
+                results.append((job, err.with_context(job_id=job.request.job_id, backend=self.name)))
         return results
 
     def _call(self, group: list[_Job], loaded: Any) -> tuple[list[Any], float, bool]:

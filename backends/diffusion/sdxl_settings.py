@@ -29,12 +29,12 @@ from pydantic import Field, field_validator, model_validator
 from backends.diffusion.memory import Checkpoint, MemoryNeed, need
 from backends.diffusion.runtime import PipelineFamily
 from backends.diffusion.sdxl_loading import SDXL_PIPELINE
-from backends.diffusion.settings import DiffusionSettings, Dtype, Offload, StrictModel, default_max_batch
+from backends.diffusion.settings import TIER_NAMES as TIER_NAMES  # re-exported
+from backends.diffusion.settings import DiffusionSettings, Dtype, Offload, StrictModel, default_max_batch, merge_tiers
 from backends.masks import MaskSettings
 from backends.pricing import GpuCost
 
 DEFAULT_MODEL = "diffusers/stable-diffusion-xl-1.0-inpainting-0.1"
-TIER_NAMES = ("low", "medium", "high")
 SDXL_INPAINT = Checkpoint(  # parameter counts of the checkpoint's configs (benchmarks/sdxl_arch.py)
     name="SDXL inpainting (2.6B UNet)",
     params_b={"unet": 2.567, "text_encoder": 0.123, "text_encoder_2": 0.695, "vae": 0.084},
@@ -139,13 +139,7 @@ class Settings(DiffusionSettings):
         """A policy gives only the tiers and fields it changes; the rest keep their defaults."""
         if not isinstance(value, dict):
             return value
-        unknown = [k for k in value if k not in TIER_NAMES]
-        if unknown:
-            raise ValueError(f"unknown tier(s) {unknown} (tiers: {', '.join(TIER_NAMES)})")
-        merged: dict[str, Any] = {name: tier.model_dump() for name, tier in TIERS.items()}
-        for name, given in value.items():
-            merged[name] = {**merged[name], **(given.model_dump() if isinstance(given, Tier) else dict(given))}
-        return merged
+        return merge_tiers(TIERS, value)
 
     @model_validator(mode="after")
     def _fused_lora_everywhere(self) -> Settings:

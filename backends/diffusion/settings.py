@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 Dtype = Literal["auto", "fp16", "bf16", "fp32"]  # auto: fp16 on cuda/mps, fp32 on cpu
 Offload = Literal["none", "model", "sequential"]  # for cards under ~16 GB: "model" (12 GB ok), "sequential"
+TIER_NAMES = ("low", "medium", "high")
 
 
 class StrictModel(BaseModel):
@@ -26,6 +27,18 @@ def check_device(value: str) -> str:
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
         raise ValueError("one of auto, cpu, mps, cuda, cuda:N")
     return value
+
+
+def merge_tiers(defaults: dict[str, BaseModel], given: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A policy's `tiers:` over the family's defaults: only the tiers and fields it gives change (a tier given
+    empty, e.g. `low:` in YAML, keeps its defaults)."""
+    unknown = [k for k in given if k not in TIER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown tier(s) {unknown} (tiers: {', '.join(TIER_NAMES)})")
+    merged = {name: tier.model_dump() for name, tier in defaults.items()}
+    for name, tier in given.items():
+        merged[name] = {**merged[name], **(tier.model_dump() if isinstance(tier, BaseModel) else dict(tier or {}))}
+    return merged
 
 
 def default_max_batch(device: str) -> int:

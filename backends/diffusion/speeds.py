@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -32,9 +31,10 @@ class Speed:
     label: str  # for the estimate's basis: which figure, which card, what kind, where from
 
 
-@lru_cache(maxsize=4)
-def load_table(path: str | Path | None = None) -> dict[str, Any]:
-    with open(path or GPU_SPEEDS_FILE, encoding="utf-8") as fh:
+@lru_cache(maxsize=1)
+def load_table() -> dict[str, Any]:
+    """configs/gpu_speeds.yaml's families, read once per process."""
+    with open(GPU_SPEEDS_FILE, encoding="utf-8") as fh:
         return yaml.safe_load(fh)["families"]
 
 
@@ -56,12 +56,6 @@ def record(key: tuple, seconds: float, units: float) -> None:
 def measured(key: tuple) -> float | None:
     with _measured_lock:
         return _measured.get(key)
-
-
-def forget_measurements() -> None:
-    """Tests: start from no measurement."""
-    with _measured_lock:
-        _measured.clear()
 
 
 def speed_for(family: str, settings: Any, key: tuple) -> Speed:
