@@ -363,6 +363,17 @@ def test_expired_result_url_is_fetched_again_from_a_fresh_status():
         make_backend(mock).edit(make_request())
 
 
+def test_a_succeeded_job_whose_result_is_lost_was_billed_and_says_so():
+    """Firefly bills a succeeded job: a result that expires twice or does not decode is still settled at its cost."""
+    expired = httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+    junk = httpx.Response(200, content=b"not an image", headers={"content-type": "image/jpeg"})
+    for downloads, message in (([expired, expired], "expired before"), ([junk], "does not decode")):
+        backend = make_backend(FireflyMock(download=downloads))
+        with pytest.raises(BackendUnavailable, match=message) as info:
+            backend.edit(make_request())
+        assert info.value.spent_usd == backend.estimate(make_request()).usd
+
+
 def test_resume_from_a_saved_ref_submits_and_uploads_nothing():
     ref = JobRef(
         part=0,
