@@ -135,7 +135,7 @@ class PriceTable(_Strict):
         try:
             return self.models[model_id]
         except KeyError:
-            known = ", ".join(sorted(k for k, m in self.models.items() if m.status != "retired"))
+            known = ", ".join(sorted(self.live_models()))
             raise KeyError(
                 f"no prices for model {model_id!r} in prices.yaml (live: {known}); add an entry under `models:`"
             ) from None
