@@ -221,13 +221,15 @@ def run(args: argparse.Namespace) -> int:
         check_disk_space(out, output_bytes_bound(request), what=f"{request.n} image(s)")
         estimate = backend.estimate(request)
         console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
-        result = _edit(backend, request, journal_path(out, args.backend, settings, request), console)
+        journal = journal_path(out, args.backend, settings, request)
+        result = _edit(backend, request, journal, console)
     finally:
         backend.close()
     for k, data in enumerate(result.images):  # 0.png, 1.png, ...: as `editroute run` names them
         path = args.out / f"{k}.{result.output_format}"
         atomic_write_bytes(path, data)
         console.print(f"wrote {path} ({result.width}x{result.height} {result.output_format}, {len(data)} bytes)")
+    journal.unlink(missing_ok=True)  # only now: a failed write or a kill before this resumes, never pays again
     if isinstance(result.extras.get("resized"), str):
         console.print(f"resized: {result.extras['resized']} (size {request.size})")
     u = result.usage
@@ -243,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _edit(backend, request: EditRequest, path: Path, console) -> object:
     """`backend.edit`, with a file journal for a resumable backend (kept if the edit fails with something to
-    resume, removed once it is done)."""
+    resume; on success the caller removes it once the images are written)."""
     from backends.journal import FileJournal, takes_journal
 
     if not takes_journal(backend):
@@ -263,5 +265,4 @@ def _edit(backend, request: EditRequest, path: Path, console) -> object:
             if made_folder and not any(path.parent.iterdir()):
                 path.parent.rmdir()
         raise
-    path.unlink(missing_ok=True)
     return result
