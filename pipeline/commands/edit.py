@@ -24,20 +24,21 @@ from backends.base import (
 from backends.images import InputImage
 from pipeline.errors import ConfigError
 
-# CLI option -> the backend Settings field it sets (passed only when given, and only if the kind has it).
-_SETTING_OPTIONS = {
-    "model": "model",
-    "base_url": "base_url",
-    "api_key_file": "api_key_file",
-    "device": "device",
-    "unverified_features": "unverified_features",
-    "token_url": "token_url",
-    "client_id_file": "client_id_file",
-    "client_secret_file": "client_secret_file",
-    "maskless": "maskless",
-    "price_per_operation_usd": "price_per_operation_usd",
-    "requests_per_minute": "requests_per_minute",
-}
+# CLI options that set the backend Settings field of the same name (passed only when given, and only if the kind
+# has it).
+_SETTING_OPTIONS = (
+    "model",
+    "base_url",
+    "api_key_file",
+    "device",
+    "unverified_features",
+    "token_url",
+    "client_id_file",
+    "client_secret_file",
+    "maskless",
+    "price_per_operation_usd",
+    "requests_per_minute",
+)
 FILE_ID_PREFIX = "file_id:"  # --image file_id:file-abc (an OpenAI Files id)
 
 
@@ -129,7 +130,7 @@ def backend_settings(kind: str, args: argparse.Namespace) -> dict:
         cls = backend_class(kind)
     except UnknownBackendKind as exc:
         raise ConfigError(f"--backend: {exc}") from None
-    given = {field: getattr(args, opt) for opt, field in _SETTING_OPTIONS.items() if getattr(args, opt) is not None}
+    given = {field: getattr(args, field) for field in _SETTING_OPTIONS if getattr(args, field) is not None}
     known = getattr(getattr(cls, "Settings", None), "model_fields", {})
     for field in given:
         if field not in known:
