@@ -303,6 +303,23 @@ def test_lost_submit_answer_says_the_outcome_is_unknown():
         make_backend(mock).edit(make_request())
 
 
+@pytest.mark.parametrize(
+    ("accepted", "text"),
+    [
+        ({"jobId": "urn:ff:jobs:x:1"}, "names no status URL"),
+        ({"jobId": "j", "statusUrl": "https://elsewhere.test/v3/status/j"}, "unexpected host"),
+    ],
+    ids=["no status URL", "foreign status host"],
+)
+def test_an_accepted_submit_that_cannot_be_followed_is_a_possible_charge(accepted, text):
+    """Firefly made the job (and will bill it) even when its 202 cannot be followed: the outcome is unknown, so the
+    runner keeps a possible charge and sends the job nowhere else, instead of settling it as free."""
+    mock = FireflyMock(fill=[httpx.Response(202, json=accepted)])
+    with pytest.raises(OutcomeUnknown, match=text):
+        make_backend(mock).edit(make_request())
+    assert len(mock.of("fill")) == 1 and mock.of("status") == []
+
+
 def test_429_retry_after_is_waited_then_submitted():
     sleeps: list[float] = []
     mock = FireflyMock(
