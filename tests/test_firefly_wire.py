@@ -358,6 +358,18 @@ def test_failed_job_is_content_rejected_and_dropped_from_the_journal():
     assert journal.load() == []
 
 
+def test_a_failed_part_still_settles_the_parts_firefly_made():
+    """n=5 is two Firefly jobs (4 + 1 variations): when the second fails, the first was made and billed all the
+    same, and the error says so instead of the attempt being settled as free."""
+    failed = httpx.Response(
+        200, json={"status": "failed", "jobId": "j", "error_code": "output_media_unsafe", "message": "unsafe"}
+    )
+    backend = make_backend(FireflyMock(status=[None, failed]))
+    with pytest.raises(ContentRejected, match="output_media_unsafe") as info:
+        backend.edit(make_request(n=5))
+    assert info.value.spent_usd == backend.estimate(make_request(n=4)).usd
+
+
 def test_poll_timeout_keeps_the_job_in_the_journal():
     now = [0.0]
     mock = FireflyMock(status=[httpx.Response(200, json={"status": "running", "jobId": "j"})] * 50)

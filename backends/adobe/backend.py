@@ -203,7 +203,11 @@ class FireflyEditBackend:
                 raise
             if state.status != "succeeded":
                 journal.drop(ref.to_record())  # a failed job is spent: a rerun submits it afresh
-                raise wire.job_error(ref.job_id, state)
+                failure = wire.job_error(ref.job_id, state)
+                others_usd = submitted_usd - ref.variations * self._ops_per_image(mode) * self.rate
+                if others_usd:  # the request's other jobs were made, and billed, all the same
+                    failure.spent_usd = others_usd
+                raise failure
             try:
                 for data in self._download(ref, state, creds):
                     images.append(
