@@ -10,11 +10,12 @@ import math
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from backends.errors import BackendMisconfigured
 from configs import PRICES_FILE
 
 MILLION = Decimal(1_000_000)
@@ -24,6 +25,9 @@ TOKEN_SIZES = ("1024x1024", "1024x1536", "1536x1024")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_Section = TypeVar("_Section", bound=BaseModel)
 
 
 class InputImageTokens(_Strict):
@@ -131,13 +135,21 @@ class PriceTable(_Strict):
         try:
             return self.models[model_id]
         except KeyError:
-            known = ", ".join(sorted(k for k, m in self.models.items() if m.status != "retired"))
+            known = ", ".join(sorted(self.live_models()))
             raise KeyError(
                 f"no prices for model {model_id!r} in prices.yaml (live: {known}); add an entry under `models:`"
             ) from None
 
     def live_models(self) -> list[str]:
         return [k for k, m in self.models.items() if m.status != "retired"]
+
+    def section(self, family: Literal["gemini", "firefly"], schema: type[_Section]) -> _Section:
+        """A hosted family's own section, checked by its schema; `BackendMisconfigured` names each bad key."""
+        try:
+            return schema.model_validate(getattr(self, family))
+        except ValidationError as exc:
+            problems = "; ".join(f"{family}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise BackendMisconfigured(f"bad `{family}:` section in prices.yaml: {problems}") from None
 
     def gpu_rate(self, gpu: str, which: Literal["low", "high"] = "low") -> Decimal:
         entry = self.gpu_hourly.get(gpu)

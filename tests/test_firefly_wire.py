@@ -303,6 +303,23 @@ def test_lost_submit_answer_says_the_outcome_is_unknown():
         make_backend(mock).edit(make_request())
 
 
+@pytest.mark.parametrize(
+    ("accepted", "text"),
+    [
+        ({"jobId": "urn:ff:jobs:x:1"}, "names no status URL"),
+        ({"jobId": "j", "statusUrl": "https://elsewhere.test/v3/status/j"}, "unexpected host"),
+    ],
+    ids=["no status URL", "foreign status host"],
+)
+def test_an_accepted_submit_that_cannot_be_followed_is_a_possible_charge(accepted, text):
+    """Firefly made the job (and will bill it) even when its 202 cannot be followed: the outcome is unknown, so the
+    runner keeps a possible charge and sends the job nowhere else, instead of settling it as free."""
+    mock = FireflyMock(fill=[httpx.Response(202, json=accepted)])
+    with pytest.raises(OutcomeUnknown, match=text):
+        make_backend(mock).edit(make_request())
+    assert len(mock.of("fill")) == 1 and mock.of("status") == []
+
+
 def test_429_retry_after_is_waited_then_submitted():
     sleeps: list[float] = []
     mock = FireflyMock(
@@ -341,6 +358,18 @@ def test_failed_job_is_content_rejected_and_dropped_from_the_journal():
     assert journal.load() == []
 
 
+def test_a_failed_part_still_settles_the_parts_firefly_made():
+    """n=5 is two Firefly jobs (4 + 1 variations): when the second fails, the first was made and billed all the
+    same, and the error says so instead of the attempt being settled as free."""
+    failed = httpx.Response(
+        200, json={"status": "failed", "jobId": "j", "error_code": "output_media_unsafe", "message": "unsafe"}
+    )
+    backend = make_backend(FireflyMock(status=[None, failed]))
+    with pytest.raises(ContentRejected, match="output_media_unsafe") as info:
+        backend.edit(make_request(n=5))
+    assert info.value.spent_usd == backend.estimate(make_request(n=4)).usd
+
+
 def test_poll_timeout_keeps_the_job_in_the_journal():
     now = [0.0]
     mock = FireflyMock(status=[httpx.Response(200, json={"status": "running", "jobId": "j"})] * 50)
@@ -361,6 +390,17 @@ def test_expired_result_url_is_fetched_again_from_a_fresh_status():
     mock = FireflyMock(download=[expired, expired])
     with pytest.raises(BackendUnavailable, match="expired before they could be downloaded"):
         make_backend(mock).edit(make_request())
+
+
+def test_a_succeeded_job_whose_result_is_lost_was_billed_and_says_so():
+    """Firefly bills a succeeded job: a result that expires twice or does not decode is still settled at its cost."""
+    expired = httpx.Response(403, text="<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
+    junk = httpx.Response(200, content=b"not an image", headers={"content-type": "image/jpeg"})
+    for downloads, message in (([expired, expired], "expired before"), ([junk], "does not decode")):
+        backend = make_backend(FireflyMock(download=downloads))
+        with pytest.raises(BackendUnavailable, match=message) as info:
+            backend.edit(make_request())
+        assert info.value.spent_usd == backend.estimate(make_request()).usd
 
 
 def test_resume_from_a_saved_ref_submits_and_uploads_nothing():

@@ -363,6 +363,16 @@ def test_n_calls_one_failing_cancels_the_rest_and_says_what_was_billed(key):
     assert info.value.spent_usd == USAGE_USD  # the runner settles it, not $0
 
 
+def test_image_that_does_not_decode_was_billed_and_says_so(key):
+    """A 200 with an image is billed by its usage whether or not the picture decodes: the error carries the cost
+    of every call of the job, so the runner settles it instead of counting the attempt as free."""
+    junk = base64.b64encode(b"not an image at all").decode()
+    rec = Recorder(httpx.Response(200, json=ok_body(parts=[{"inlineData": {"mimeType": "image/png", "data": junk}}])))
+    with pytest.raises(BackendUnavailable, match="does not decode") as info:
+        make_backend(rec).edit(make_request(n=2))
+    assert len(rec.requests) == 2 and info.value.spent_usd == 2 * USAGE_USD
+
+
 def test_inline_limit_refused_before_any_call(key):
     rec = Recorder()
     huge = InputImage(

@@ -89,3 +89,28 @@ def test_a_firefly_edit_killed_while_polling_resumes_on_the_same_command_and_sub
     assert "resuming from" in stdout and "cost: $0.12 " in stdout  # 2 operations x $0.06, billed once
     assert len(srv.submits()) == 1 and srv.count("upload") == 2  # nothing uploaded or submitted twice
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]  # the journal is gone once done
+
+
+def test_a_paid_firefly_edit_whose_outputs_could_not_be_written_keeps_its_journal_and_resumes(
+    creds, tmp_path, capsys, monkeypatch
+):
+    """The journal goes only once the images are on disk: a failed write (or a kill) after the paid job finished
+    leaves it, and the same command then polls the finished job instead of paying for a new one."""
+    import pipeline.run
+
+    out = tmp_path / "ff"
+    written = pipeline.run.atomic_write_bytes
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    with FakeFireflyServer(client_id=CID, client_secret=SECRET) as srv:
+        monkeypatch.setattr(pipeline.run, "atomic_write_bytes", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            main(firefly_edit_args(srv, out))
+        assert len(srv.submits()) == 1 and len(list(out.glob(".edit-journal-*.json"))) == 1
+        monkeypatch.setattr(pipeline.run, "atomic_write_bytes", written)
+        assert main(firefly_edit_args(srv, out)) == 0
+    assert "resuming from" in capsys.readouterr().out
+    assert len(srv.submits()) == 1  # paid once
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]  # the journal is gone once done

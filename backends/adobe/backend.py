@@ -194,26 +194,35 @@ class FireflyEditBackend:
             journal.save(ref.to_record())  # durable before the first poll: from here a crash resumes, never pays again
             refs.append(ref)
         images, jobs = [], []
+        submitted_usd = sum(r.variations for r in refs) * self._ops_per_image(mode) * self.rate
         for ref in refs:
             try:
                 state = self.session.poll(ref, creds)
             except EditError as exc:  # submitted, so billed, and still in the journal: a rerun polls it again
-                exc.spent_usd = sum(r.variations for r in refs) * self._ops_per_image(mode) * self.rate
+                exc.spent_usd = submitted_usd
                 raise
             if state.status != "succeeded":
                 journal.drop(ref.to_record())  # a failed job is spent: a rerun submits it afresh
-                raise wire.job_error(ref.job_id, state)
-            for data in self._download(ref, state, creds):
-                images.append(
-                    hosted_canvas.finish(
-                        data,
-                        job.finish_plan,
-                        output_format=request.output_format,
-                        compression=request.output_compression,
-                        feather_px=self.settings.feather_px,
-                        crop=job.crop,
+                failure = wire.job_error(ref.job_id, state)
+                others_usd = submitted_usd - ref.variations * self._ops_per_image(mode) * self.rate
+                if others_usd:  # the request's other jobs were made, and billed, all the same
+                    failure.spent_usd = others_usd
+                raise failure
+            try:
+                for data in self._download(ref, state, creds):
+                    images.append(
+                        hosted_canvas.finish(
+                            data,
+                            job.finish_plan,
+                            output_format=request.output_format,
+                            compression=request.output_compression,
+                            feather_px=self.settings.feather_px,
+                            crop=job.crop,
+                        )
                     )
-                )
+            except EditError as exc:  # succeeded, so billed, even though its result is lost or unusable
+                exc.spent_usd = submitted_usd
+                raise
             jobs.append(
                 {
                     "job_id": ref.job_id,

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from backends.errors import BackendMisconfigured
 from backends.pricing import PriceTable
 
 log = logging.getLogger(__name__)
@@ -28,11 +27,7 @@ class FireflyPrices(BaseModel):
 
 
 def firefly_prices(table: PriceTable) -> FireflyPrices:
-    try:
-        return FireflyPrices.model_validate(table.firefly)
-    except ValidationError as exc:
-        problems = "; ".join(f"firefly.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BackendMisconfigured(f"bad `firefly:` section in prices.yaml: {problems}") from None
+    return table.section("firefly", FireflyPrices)
 
 
 def operation_rate(prices: FireflyPrices, contract_rate: Decimal | None) -> tuple[Decimal, str]:

@@ -148,7 +148,10 @@ class FireflySession:
         job_id, status_url = wire.parse_accept(_json(r))
         host, ours = urlsplit(status_url).hostname or "", urlsplit(self.base_url).hostname or ""
         if host != ours and not host.endswith(".adobe.io"):  # our token goes to this URL on every poll
-            raise BackendUnavailable(f"{mode} submit: job {job_id} has a status URL on an unexpected host {host!r}")
+            raise OutcomeUnknown(  # the job was made all the same: a possible charge
+                f"{mode} submit: job {job_id} has a status URL on an unexpected host {host!r}, so it is not "
+                "followed: outcome unknown"
+            )
         return job_id, status_url
 
     def poll(self, ref: JobRef, creds: Credentials) -> wire.JobState:

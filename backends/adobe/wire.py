@@ -26,6 +26,7 @@ from backends.errors import (
     ContentRejected,
     EditError,
     InvalidRequest,
+    OutcomeUnknown,
     RateLimited,
 )
 from backends.hosted_http import MAX_RETRY_AFTER, parse_retry_after
@@ -179,7 +180,8 @@ def parse_accept(body: Any) -> tuple[str, str]:
         href = ((body.get("links") or {}).get("result") or {}).get("href")
         if isinstance(href, str):
             return href.rstrip("/").rsplit("/", 1)[-1], href
-    raise BackendUnavailable("Firefly accepted the job but its answer names no status URL")
+    # accepted, so made and billed, but nothing to follow it by: counted as a possible charge, never sent elsewhere
+    raise OutcomeUnknown("Firefly accepted the job but its answer names no status URL: outcome unknown")
 
 
 @dataclass(frozen=True)

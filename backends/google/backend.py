@@ -163,13 +163,17 @@ class GeminiEditBackend:
         calls: list[dict[str, Any]] = []
         usage = Usage()
         for answer, attempts in answers:
-            done = hosted_canvas.finish(
-                answer.image,
-                plan,
-                output_format=request.output_format,
-                compression=request.output_compression,
-                feather_px=self.settings.feather_px,
-            )
+            try:
+                done = hosted_canvas.finish(
+                    answer.image,
+                    plan,
+                    output_format=request.output_format,
+                    compression=request.output_compression,
+                    feather_px=self.settings.feather_px,
+                )
+            except EditError as exc:  # every call answered 200 and is billed, even if its image is unusable
+                exc.spent_usd = sum((models.cost(self.model, a.tokens) for a, _ in answers), Decimal(0))
+                raise
             images.append(done)
             usage = _add(usage, answer.usage)
             calls.append(

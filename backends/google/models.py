@@ -13,7 +13,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backends.errors import BackendMisconfigured
 from backends.pricing import MILLION, PriceTable
@@ -58,11 +58,7 @@ class GeminiCatalog(BaseModel):
 
 
 def catalog(table: PriceTable) -> GeminiCatalog:
-    try:
-        return GeminiCatalog.model_validate(table.gemini)
-    except ValidationError as exc:
-        problems = "; ".join(f"gemini.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BackendMisconfigured(f"bad `gemini:` section in prices.yaml: {problems}") from None
+    return table.section("gemini", GeminiCatalog)
 
 
 def resolve(model_id: str, table: PriceTable, *, today: date | None = None) -> GeminiModel:

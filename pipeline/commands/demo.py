@@ -61,15 +61,27 @@ def standin_cache_dir() -> Path:
     return Path(base) / "editroute"
 
 
-def standin_policy(
-    policy_path: Path, *, api_url: str, sdxl_dir: Path | None, clipseg_dir: Path | None = None
-) -> dict[str, Any]:
-    """The policy with each backend's connection pointed at a stand-in (routing, budgets, rules unchanged)."""
+def read_policy(policy_path: Path) -> dict[str, Any]:
+    """The policy file as a mapping, read once per command: the stand-in steps below all work on it."""
     import yaml
 
     data = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or not isinstance(data.get("backends"), dict):
         raise ConfigError(f"{policy_path}: not a policy (no `backends:` mapping)")
+    return data
+
+
+def standin_policy(
+    policy_path: Path,
+    *,
+    api_url: str,
+    sdxl_dir: Path | None,
+    clipseg_dir: Path | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The policy with each backend's connection pointed at a stand-in (routing, budgets, rules unchanged).
+    `data`: the file as `read_policy` gave it (changed in place), else it is read here."""
+    data = read_policy(policy_path) if data is None else data
     for name, spec in data["backends"].items():
         kind = spec.get("kind")
         if kind in ("openai", "openai-batch"):
@@ -167,9 +179,9 @@ def build_sdxl_standin(folder: str | None) -> Path | None:
     return build_tiny_sdxl(path)
 
 
-def build_clipseg_standin(policy_path: Path) -> Path | None:
-    """The CLIPSeg stand-in, built (once; cached) only for a policy that infers masks."""
-    if "mask_inference" not in policy_path.read_text(encoding="utf-8"):
+def build_clipseg_standin(data: dict[str, Any]) -> Path | None:
+    """The CLIPSeg stand-in, built (once; cached) only for a policy (`read_policy`) that infers masks."""
+    if not any(isinstance(s, dict) and s.get("mask_inference") is not None for s in data["backends"].values()):
         return None
     try:
         import transformers  # noqa: F401
@@ -211,15 +223,9 @@ def pointed_at(policy: Any, urls: dict[str, str]) -> Any:
     return policy.model_copy(update={"backends": backends})
 
 
-def policy_kinds(policy_path: Path) -> set[str]:
-    """The backend kinds a policy file names (to start only the stand-ins it needs)."""
-    import yaml
-
-    data = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
-    backends = data.get("backends") if isinstance(data, dict) else None
-    return (
-        {str(s.get("kind")) for s in backends.values() if isinstance(s, dict)} if isinstance(backends, dict) else set()
-    )
+def policy_kinds(data: dict[str, Any]) -> set[str]:
+    """The backend kinds a policy (`read_policy`) names (to start only the stand-ins it needs)."""
+    return {str(s.get("kind")) for s in data["backends"].values() if isinstance(s, dict)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -239,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"policy {source.name}: outputs in {out}/", highlight=False)
     from pipeline.review import write_stand_in_marker
 
-    kinds = policy_kinds(source)
+    data = read_policy(source)
+    kinds = policy_kinds(data)
     fakes = ["a loopback fake of OpenAI's image edit API"] + ["a tiny random-weight SDXL"] * ("sdxl" in kinds)
     fakes += [f"a loopback fake of {k.title()}" for k in ("gemini", "firefly") if k in kinds]
     write_stand_in_marker(out, "editroute demo: " + ", ".join(fakes))
@@ -257,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
             source,
             api_url=URL_PLACEHOLDER,
             sdxl_dir=sdxl_dir,
-            clipseg_dir=build_clipseg_standin(source) if sdxl_dir is not None else None,
+            clipseg_dir=build_clipseg_standin(data) if sdxl_dir is not None else None,
+            data=data,
         )
         saved = out / SAVED_POLICY
         if not (saved.is_file() and saved.samefile(source)):  # rerunning the saved file keeps its header

@@ -24,20 +24,21 @@ from backends.base import (
 from backends.images import InputImage
 from pipeline.errors import ConfigError
 
-# CLI option -> the backend Settings field it sets (passed only when given, and only if the kind has it).
-_SETTING_OPTIONS = {
-    "model": "model",
-    "base_url": "base_url",
-    "api_key_file": "api_key_file",
-    "device": "device",
-    "unverified_features": "unverified_features",
-    "token_url": "token_url",
-    "client_id_file": "client_id_file",
-    "client_secret_file": "client_secret_file",
-    "maskless": "maskless",
-    "price_per_operation_usd": "price_per_operation_usd",
-    "requests_per_minute": "requests_per_minute",
-}
+# CLI options that set the backend Settings field of the same name (passed only when given, and only if the kind
+# has it).
+_SETTING_OPTIONS = (
+    "model",
+    "base_url",
+    "api_key_file",
+    "device",
+    "unverified_features",
+    "token_url",
+    "client_id_file",
+    "client_secret_file",
+    "maskless",
+    "price_per_operation_usd",
+    "requests_per_minute",
+)
 FILE_ID_PREFIX = "file_id:"  # --image file_id:file-abc (an OpenAI Files id)
 
 
@@ -129,7 +130,7 @@ def backend_settings(kind: str, args: argparse.Namespace) -> dict:
         cls = backend_class(kind)
     except UnknownBackendKind as exc:
         raise ConfigError(f"--backend: {exc}") from None
-    given = {field: getattr(args, opt) for opt, field in _SETTING_OPTIONS.items() if getattr(args, opt) is not None}
+    given = {field: getattr(args, field) for field in _SETTING_OPTIONS if getattr(args, field) is not None}
     known = getattr(getattr(cls, "Settings", None), "model_fields", {})
     for field in given:
         if field not in known:
@@ -221,13 +222,15 @@ def run(args: argparse.Namespace) -> int:
         check_disk_space(out, output_bytes_bound(request), what=f"{request.n} image(s)")
         estimate = backend.estimate(request)
         console.print(f"estimate: {exact_usd(estimate.usd)} ({estimate.basis})")
-        result = _edit(backend, request, journal_path(out, args.backend, settings, request), console)
+        journal = journal_path(out, args.backend, settings, request)
+        result = _edit(backend, request, journal, console)
     finally:
         backend.close()
     for k, data in enumerate(result.images):  # 0.png, 1.png, ...: as `editroute run` names them
         path = args.out / f"{k}.{result.output_format}"
         atomic_write_bytes(path, data)
         console.print(f"wrote {path} ({result.width}x{result.height} {result.output_format}, {len(data)} bytes)")
+    journal.unlink(missing_ok=True)  # only now: a failed write or a kill before this resumes, never pays again
     if isinstance(result.extras.get("resized"), str):
         console.print(f"resized: {result.extras['resized']} (size {request.size})")
     u = result.usage
@@ -243,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _edit(backend, request: EditRequest, path: Path, console) -> object:
     """`backend.edit`, with a file journal for a resumable backend (kept if the edit fails with something to
-    resume, removed once it is done)."""
+    resume; on success the caller removes it once the images are written)."""
     from backends.journal import FileJournal, takes_journal
 
     if not takes_journal(backend):
@@ -263,5 +266,4 @@ def _edit(backend, request: EditRequest, path: Path, console) -> object:
             if made_folder and not any(path.parent.iterdir()):
                 path.parent.rmdir()
         raise
-    path.unlink(missing_ok=True)
     return result

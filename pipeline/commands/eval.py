@@ -61,11 +61,13 @@ def _stand_ins(args: argparse.Namespace, stack: ExitStack, err: Any) -> tuple[st
     err.print(
         demo.BANNER.format(url=server.base_url) + " CLIP is a tiny random-weight stand-in: the scores mean nothing."
     )
+    data = demo.read_policy(Path(args.policy))
     data = demo.standin_policy(
         Path(args.policy),
         api_url=server.base_url,
         sdxl_dir=sdxl_dir,
-        clipseg_dir=demo.build_clipseg_standin(Path(args.policy)),
+        clipseg_dir=demo.build_clipseg_standin(data),
+        data=data,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

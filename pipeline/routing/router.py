@@ -90,15 +90,6 @@ def objective_order(objective: Objective, cands: Sequence[Candidate]) -> list[Ca
     return sorted(cands, key=lambda c: (-c.quality, c.per_image, c.order))
 
 
-def pick(objective: Objective, cands: Sequence[Candidate]) -> Candidate | None:
-    """The objective's choice among `cands`, relaxing its bar if none meets it (`when_unmet: relax`)."""
-    pool = [c for c in cands if meets(objective, c) is None]
-    if not pool and objective.when_unmet == "relax":
-        pool = list(cands)
-    ranked = objective_order(objective, pool)
-    return ranked[0] if ranked else None
-
-
 def backend_traits(caps: Capabilities, spec: BackendSpec) -> dict[str, str]:
     """What a `require:` block is checked against: the backend's declared capabilities, with the policy's own
     `training_data:` for it (if given) winning."""
