@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from pipeline.commands import ExitCode
-from pipeline.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,21 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     cancel.set_defaults(func=run_cancel)
 
 
-def _ledger(folder: str):
-    from pipeline.ledger import DB_NAME, Ledger
-
-    db = Path(folder) / DB_NAME
-    if not db.is_file():
-        raise ConfigError(f"{folder}: no ledger here (expected {db}); pass the --out folder of `editroute run`")
-    return Ledger(db)
-
-
 def run_status(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.run import batch_table, refresh_batches
+    from pipeline.run import batch_table, open_existing_ledger, refresh_batches
 
-    with _ledger(args.dir) as ledger:
+    with open_existing_ledger(args.dir) as ledger:
         notes = [] if args.offline else refresh_batches(ledger)
         batches = ledger.batch_summaries()
     if args.json:
@@ -63,9 +52,9 @@ def run_status(args: argparse.Namespace) -> int:
 def run_cancel(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.run import cancel_batches
+    from pipeline.run import cancel_batches, open_existing_ledger
 
-    with _ledger(args.dir) as ledger:
+    with open_existing_ledger(args.dir) as ledger:
         lines = cancel_batches(ledger, args.dir, batch_id=args.batch, wait_s=args.wait)
     console = Console()
     for line in lines:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from pipeline.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,14 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from pipeline.ledger import DB_NAME, Ledger
-    from pipeline.run import build_report, render, to_csv, to_json
+    from pipeline.run import build_report, open_existing_ledger, render, to_csv, to_json
 
-    path = Path(args.dir)
-    db = path if path.is_file() else path / DB_NAME
-    if not db.is_file():
-        raise ConfigError(f"{args.dir}: no ledger here (expected {db}); pass the --out folder of `editroute run`")
-    with Ledger(db) as ledger:
+    with open_existing_ledger(args.dir) as ledger:
         report = build_report(ledger)
     if args.json:
         print(to_json(report))

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.ledger import DB_NAME, UNDECIDED, Ledger, ReviewFilter
-from pipeline.run import RESULT_FILE
+from pipeline.ledger import UNDECIDED, Ledger, ReviewFilter
+from pipeline.run import RESULT_FILE, open_existing_ledger
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,7 @@ class Catalog:
 
     def __init__(self, out_dir: str | Path, ledger: Ledger | None = None) -> None:
         self.out_dir = Path(out_dir).resolve()
-        db = self.out_dir / DB_NAME
-        if ledger is None and not db.is_file():
-            from pipeline.errors import ConfigError
-
-            raise ConfigError(f"{out_dir}: no ledger here (expected {db}); pass the --out folder of a run")
-        self.ledger = ledger if ledger is not None else Ledger(db)
+        self.ledger = ledger if ledger is not None else open_existing_ledger(self.out_dir)
         self.stand_ins = stand_in_reason(self.out_dir)
         self._sync_lock = threading.Lock()
         self._synced_at = 0.0

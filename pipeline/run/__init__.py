@@ -25,6 +25,7 @@ from pipeline.run.preflight import (
     check_disk_space,
     check_existing_outputs,
     check_out_dir,
+    open_existing_ledger,
     open_ledger,
     output_bytes_bound,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "job_key",
     "materialize",
     "open_lanes",
+    "open_existing_ledger",
     "open_ledger",
     "output_bytes_bound",
     "refresh_batches",

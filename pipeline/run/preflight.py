@@ -110,6 +110,16 @@ def open_ledger(out: Path) -> Ledger:
         ) from None
 
 
+def open_existing_ledger(where: str | Path) -> Ledger:
+    """The ledger of an earlier run (its --out folder, or the .db file itself), for the commands that only read
+    or manage a run; a one-line `ConfigError` where there is none."""
+    path = Path(where)
+    db = path if path.is_file() else path / DB_NAME
+    if not db.is_file():
+        raise ConfigError(f"{where}: no ledger here (expected {db}); pass the --out folder of `editroute run`")
+    return Ledger(db)
+
+
 def _size(n: int) -> str:
     for exp, unit in ((9, "GB"), (6, "MB"), (3, "KB")):
         if n >= 10**exp:
