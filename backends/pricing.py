@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from backends.base import GifLimits, SizeRule
 from backends.errors import BackendMisconfigured
 from configs import PRICES_FILE
 
@@ -42,16 +43,17 @@ class SizeSpec(_Strict):
 
     presets: tuple[str, ...] = ("1024x1024", "1536x1024", "1024x1536", "auto")
     arbitrary: bool = False
-    edge_multiple: int = Field(default=16, gt=0)
-    max_ratio: float = Field(default=3.0, ge=1)
-    max_edge: int = Field(default=3840, gt=0)
-    min_pixels: int = Field(default=655_360, ge=0)
-    max_pixels: int = Field(default=8_294_400, gt=0)
+    # the rule's defaults are OpenAI's, stated once in backends.base.SizeRule / GifLimits
+    edge_multiple: int = Field(default=SizeRule.edge_multiple, gt=0)
+    max_ratio: float = Field(default=SizeRule.max_ratio, ge=1)
+    max_edge: int = Field(default=SizeRule.max_edge, gt=0)
+    min_pixels: int = Field(default=SizeRule.min_pixels, ge=0)
+    max_pixels: int = Field(default=SizeRule.max_pixels, gt=0)
 
 
 class GifSpec(_Strict):
-    frame_count: tuple[int, int] = (2, 16)
-    frame_duration_ms: tuple[int, int] = (20, 655_350)
+    frame_count: tuple[int, int] = (GifLimits.min_frames, GifLimits.max_frames)
+    frame_duration_ms: tuple[int, int] = (GifLimits.min_frame_ms, GifLimits.max_frame_ms)
     max_edge_by_frames: dict[int, int] = Field(default_factory=dict)  # frames up to N -> longest frame edge
 
 
